@@ -1,0 +1,312 @@
+"""codegen.ir: the linear SSA program between symbolic graphs and backends.
+
+A :class:`Program` is a list of statements ``out = op(inputs)``.  Every value is
+a 2-D matrix whose shape entries are integers or SymPy expressions of the batch
+symbols (bound at call time from the shapes of the inputs).  Elementwise work is
+carried by :class:`Map` / :class:`Reduce` statements whose body is a SymPy
+*scalar* expression; backends print that body (NumPy ufunc calls, LLVM loops).
+
+Scalar vocabulary a body may use (backends must support all of it, and raise
+``NotImplementedError`` naming anything else): numbers, the bound argument
+symbols, free scalar symbols listed in ``Program.scalars`` or in
+``Program.batch``, ``Add``, ``Mul``, ``Pow``, ``exp``, ``log``, ``tanh``,
+``Abs``, ``sign``, ``Max``, ``Min``, ``Heaviside(x, h0)``, ``Piecewise`` with
+relational conditions (``<``, ``<=``, ``>``, ``>=``, ``And``, ``Or``), ``erf``,
+and symgrad's own ``sigmoid`` and ``softplus`` (``symgrad.scalar``), which
+backends must evaluate in a numerically stable way.
+
+Broadcasting in ``Map`` / ``Reduce``: each argument's shape is either the
+statement's domain shape ``(r, c)``, a row ``(1, c)``, a column ``(r, 1)`` or a
+``(1, 1)`` scalar; it is broadcast over the domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+Shape = tuple[sp.Expr, sp.Expr]
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Value:
+    """A named 2-D matrix value. ``name`` is a valid identifier (``Z1``, ``dW1``)."""
+
+    name: str
+    shape: Shape
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """``out = alpha * op(a) @ op(b)`` with ``op`` = transpose when the flag is set."""
+
+    out: Value
+    a: Value
+    b: Value
+    trans_a: bool = False
+    trans_b: bool = False
+    alpha: sp.Expr = sp.S.One
+    comment: str = ""
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
+class Map:
+    """``out[i, j] = body(args broadcast at [i, j])``; ``args`` pairs (symbol, value)."""
+
+    out: Value
+    body: sp.Expr
+    args: tuple[tuple[sp.Symbol, Value], ...]
+    comment: str = ""
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return tuple(v for _, v in self.args)
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """Sum of ``body(args)`` over ``domain``: axis 0 -> (1, c), 1 -> (r, 1), None -> (1, 1)."""
+
+    out: Value
+    body: sp.Expr
+    args: tuple[tuple[sp.Symbol, Value], ...]
+    domain: Shape
+    axis: int | None
+    comment: str = ""
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return tuple(v for _, v in self.args)
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """Row-wise softmax (``log=False``) or log-softmax (``log=True``), max-shifted."""
+
+    out: Value
+    a: Value
+    log: bool = False
+    comment: str = ""
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
+class Transpose:
+    """``out = a.T`` materialized (only where it cannot fold into a GEMM flag)."""
+
+    out: Value
+    a: Value
+    comment: str = ""
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Abort the call before any update when the (1, 1) ``value`` is nan or inf.
+
+    Backends raise ``FloatingPointError`` (NumPy) or return a nonzero status
+    (native code) naming ``what``; no input buffer is written in that case.
+    """
+
+    value: Value
+    what: str
+
+    out = None
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.value,)
+
+
+Stmt = Gemm | Map | Reduce | Softmax | Transpose | Guard
+
+
+@dataclass
+class Program:
+    """A callable unit: ``name(*inputs, *scalars) -> outputs``, then ``updates``.
+
+    ``updates`` pairs (input, new value): after all outputs are computed and all
+    guards passed, each new value is written into its input's buffer, in place.
+    All updates read the *old* inputs (they take effect together).
+    ``batch`` lists the symbols used in shapes; each is bound from the first
+    input whose shape mentions it as a bare dimension.
+    """
+
+    name: str
+    inputs: tuple[Value, ...]
+    scalars: tuple[sp.Symbol, ...]
+    body: tuple[Stmt, ...]
+    outputs: tuple[Value, ...]
+    updates: tuple[tuple[Value, Value], ...] = ()
+    dtype: str = "float64"
+    batch: tuple[sp.Symbol, ...] = ()
+    doc: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}; received: dtype={self.dtype!r}")
+
+    def values(self) -> dict[str, Value]:
+        """Every value by name: inputs and statement outputs."""
+        found = {v.name: v for v in self.inputs}
+        for s in self.body:
+            if s.out is not None:
+                found[s.out.name] = s.out
+        return found
+
+    def batch_binding(self) -> dict[sp.Symbol, tuple[int, int]]:
+        """For each batch symbol, (input index, axis) it is read from."""
+        where = {}
+        for sym in self.batch:
+            for i, v in enumerate(self.inputs):
+                for axis, dim in enumerate(v.shape):
+                    if dim == sym and sym not in where:
+                        where[sym] = (i, axis)
+            if sym not in where:
+                raise ValueError(f"batch symbol {sym} is not a dimension of any input of {self.name}")
+        return where
+
+    def __str__(self) -> str:
+        return format_program(self)
+
+
+def shape_str(shape: Shape) -> str:
+    return f"({shape[0]}, {shape[1]})"
+
+
+def format_stmt(s: Stmt) -> str:
+    if isinstance(s, Gemm):
+        a = f"{s.a}.T" if s.trans_a else str(s.a)
+        b = f"{s.b}.T" if s.trans_b else str(s.b)
+        scale = "" if s.alpha == 1 else f"{s.alpha} * "
+        rhs = f"gemm({scale}{a} @ {b})"
+    elif isinstance(s, Map):
+        rhs = f"map[{', '.join(f'{k}={v}' for k, v in s.args)}]({s.body})"
+    elif isinstance(s, Reduce):
+        rhs = (
+            f"reduce_sum[axis={s.axis}, domain={shape_str(s.domain)}; "
+            f"{', '.join(f'{k}={v}' for k, v in s.args)}]({s.body})"
+        )
+    elif isinstance(s, Softmax):
+        rhs = f"{'log_softmax' if s.log else 'softmax'}({s.a})"
+    elif isinstance(s, Transpose):
+        rhs = f"transpose({s.a})"
+    elif isinstance(s, Guard):
+        return f"guard_finite({s.value})  # {s.what}"
+    else:  # pragma: no cover - the Stmt union is closed
+        raise TypeError(f"unknown IR statement {type(s).__name__}")
+    return f"{s.out.name}{shape_str(s.out.shape)} = {rhs}"
+
+
+def format_program(p: Program) -> str:
+    args = [f"{v.name}{shape_str(v.shape)}" for v in p.inputs] + [str(s) for s in p.scalars]
+    lines = [f"program {p.name}({', '.join(args)}) dtype={p.dtype}"]
+    lines += ["  " + format_stmt(s) for s in p.body]
+    lines.append("  return " + ", ".join(v.name for v in p.outputs))
+    lines += [f"  update {dst.name} <- {src.name}" for dst, src in p.updates]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Buffer plan: which statement outputs may share storage.
+
+
+@dataclass
+class BufferPlan:
+    """``buffer[value name] -> buffer name``; ``shapes[buffer name] -> shape``.
+
+    Inputs keep their own storage (named after the input).  A statement output
+    reuses the buffer of a value whose last read is at or before that statement
+    (same shape), except: outputs and update sources get buffers nobody else
+    reuses, and a Gemm / Softmax / Transpose / Reduce never writes a buffer it
+    reads (Map may: it is elementwise, so in-place is safe when the operand has
+    the statement's full shape).
+    """
+
+    buffer: dict[str, str]
+    shapes: dict[str, Shape]
+    in_place_updates: dict[str, str]  # update source value -> input it may be computed into
+
+
+def _last_reads(p: Program) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for i, s in enumerate(p.body):
+        for v in s.reads:
+            last[v.name] = i
+    end = len(p.body)
+    for v in p.outputs:
+        last[v.name] = end
+    for dst, src in p.updates:
+        last[src.name] = end
+        last[dst.name] = end
+    return last
+
+
+def plan_buffers(p: Program) -> BufferPlan:
+    """Greedy liveness-based reuse; deterministic (first free buffer by creation order)."""
+    last = _last_reads(p)
+    pinned = {v.name for v in p.outputs} | {src.name for _, src in p.updates}
+    buffer = {v.name: v.name for v in p.inputs}
+    shapes: dict[str, Shape] = {}
+    free: list[str] = []  # buffer names whose value is dead, in release order
+    holders: dict[str, str] = {}  # buffer -> value currently in it
+    for i, s in enumerate(p.body):
+        if s.out is None:
+            continue
+        # buffers whose value dies at this statement may be reused by a Map writing now
+        dying = [
+            buffer[v.name]
+            for v in s.reads
+            if last.get(v.name) == i and buffer[v.name] in holders and v.shape == s.out.shape
+        ]
+        choice = None
+        if s.out.name not in pinned:
+            candidates = [b for b in free if shapes[b] == s.out.shape]
+            if isinstance(s, Map):
+                candidates = dying[:1] + candidates
+            choice = candidates[0] if candidates else None
+        if choice is None:
+            choice = s.out.name
+            shapes[choice] = s.out.shape
+        elif choice in free:
+            free.remove(choice)
+        buffer[s.out.name] = choice
+        holders[choice] = s.out.name
+        for v in s.reads:
+            b = buffer[v.name]
+            if last.get(v.name) == i and holders.get(b) == v.name and b != choice:
+                if v.name not in pinned:
+                    free.append(b)
+                    del holders[b]
+    in_place = {}
+    outputs = {v.name for v in p.outputs}
+    for dst, src in p.updates:
+        # Computing the new value straight into the input is safe when nothing
+        # after its producer reads the old input and no guard can still fail.
+        # A Map may read the input it overwrites (elementwise); nothing else may.
+        producer = next(i for i, s in enumerate(p.body) if s.out is not None and s.out.name == src.name)
+        stmt = p.body[producer]
+        later = p.body[producer + 1 :]
+        reads_later = any(v.name == dst.name for s in later for v in s.reads)
+        guard_later = any(isinstance(s, Guard) for s in later)
+        self_read = any(v.name == dst.name for v in stmt.reads) and not isinstance(stmt, Map)
+        if not (reads_later or guard_later or self_read or src.name in outputs):
+            in_place[src.name] = dst.name
+    return BufferPlan(buffer, shapes, in_place)

@@ -1,0 +1,78 @@
+"""Scalar SymPy functions that elementwise maps are written in.
+
+``sigmoid`` and ``softplus`` are SymPy functions of their own (not their exp/log
+definitions) so that derivatives stay short and in output form (``sigmoid' =
+sigmoid (1 - sigmoid)``) and so that backends can evaluate them stably:
+``softplus(1000)`` is 1000, never ``log(inf)``.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+
+class sigmoid(sp.Function):  # noqa: N801 - reads like the math
+    """Logistic function 1 / (1 + exp(-x)); ``sigmoid(-x)`` folds to ``1 - sigmoid(x)``."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_zero:
+            return sp.S.Half
+        if x.could_extract_minus_sign():  # sigmoid(-x) = 1 - sigmoid(x)
+            return 1 - cls(-x)
+        return None
+
+    def fdiff(self, argindex=1):
+        return self * (1 - self)  # s' = s (1 - s)
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 / (1 + sp.exp(-x))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+class softplus(sp.Function):  # noqa: N801
+    """log(1 + exp(x)), evaluated stably as max(x, 0) + log1p(exp(-|x|))."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])  # softplus' = sigmoid
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return sp.log(1 + sp.exp(x))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+def relu(x: sp.Expr) -> sp.Expr:
+    """max(x, 0) as a Piecewise, so its derivative is [x > 0] (relu'(0) = 0)."""
+    return sp.Piecewise((x, x > 0), (0, True))
+
+
+def step(x: sp.Expr) -> sp.Expr:
+    """Heaviside step with step(0) = 0, the subgradient convention of PyTorch and JAX."""
+    return sp.Heaviside(x, 0)
+
+
+def log_sigmoid_rules(expr: sp.Expr) -> sp.Expr:
+    """Rewrite log(sigmoid(z)) -> -softplus(-z) and log(1 - sigmoid(z)) -> -softplus(z).
+
+    Both identities are exact; the right-hand sides stay finite at |z| = 1000.
+    """
+
+    def fold(e):
+        if isinstance(e, sp.log):
+            a = e.args[0]
+            if isinstance(a, sigmoid):  # log(s(z)) = -softplus(-z)
+                return -softplus(-a.args[0])
+            s = list(a.atoms(sigmoid))
+            if len(s) == 1 and sp.expand(a - (1 - s[0])) == 0:  # log(1 - s(z)) = -softplus(z)
+                return -softplus(s[0].args[0])
+        return e
+
+    return expr.replace(lambda e: isinstance(e, sp.log), fold)
