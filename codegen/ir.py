@@ -180,7 +180,9 @@ class Program:
                     if dim == sym and sym not in where:
                         where[sym] = (i, axis)
             if sym not in where:
-                raise ValueError(f"batch symbol {sym} is not a dimension of any input of {self.name}")
+                raise ValueError(
+                    f"batch symbol {sym} is not a dimension of any input of {self.name}"
+                )
         return where
 
     def __str__(self) -> str:
@@ -301,7 +303,9 @@ def plan_buffers(p: Program) -> BufferPlan:
         # Computing the new value straight into the input is safe when nothing
         # after its producer reads the old input and no guard can still fail.
         # A Map may read the input it overwrites (elementwise); nothing else may.
-        producer = next(i for i, s in enumerate(p.body) if s.out is not None and s.out.name == src.name)
+        producer = next(
+            i for i, s in enumerate(p.body) if s.out is not None and s.out.name == src.name
+        )
         stmt = p.body[producer]
         later = p.body[producer + 1 :]
         reads_later = any(v.name == dst.name for s in later for v in s.reads)

@@ -84,10 +84,7 @@ class Lowering:
         self.materialize = {
             n
             for n in order
-            if n in roots
-            or isinstance(n, E.Named)
-            or not _is_elementwise(n)
-            or uses[n] > 1
+            if n in roots or isinstance(n, E.Named) or not _is_elementwise(n) or uses[n] > 1
         }
         named_bodies = {n.body: n for n in order if isinstance(n, E.Named)}
         for n in order:
@@ -151,13 +148,17 @@ class Lowering:
 
     # -- statements -----------------------------------------------------
     def _comment(self, node, out: ir.Value) -> str:
-        swap = {
-            m: MatrixSymbol(v.name, *m.shape)
-            for m, v in self.values.items()
-            if m != node and not isinstance(m, MatrixSymbol)
-        }
+        """``out = formula`` with already computed values shown by their names."""
         shown = node.body if isinstance(node, E.Named) else node
-        return f"{out.name} = {sp.sstr(shown.xreplace(swap))}"
+        return f"{out.name} = {sp.sstr(self._shown(shown))}"
+
+    def _shown(self, node):
+        v = self.values.get(node)
+        if v is not None and not isinstance(node, MatrixSymbol):
+            return MatrixSymbol(v.name, *node.shape)
+        if isinstance(node, (MatrixSymbol, E.Named)) or not node.args:
+            return node
+        return node.func(*[self._shown(a) if isinstance(a, MatrixExpr) else a for a in node.args])
 
     def _emit(self, node, base=None) -> ir.Value:
         if base is None:
@@ -170,7 +171,9 @@ class Lowering:
         elif type(inner) in REDUCTIONS:
             stmt = self._reduce(inner, out, comment)
         elif isinstance(inner, (E.Softmax, E.LogSoftmax)):
-            stmt = ir.Softmax(out, self._operand(inner.args[0]), isinstance(inner, E.LogSoftmax), comment)
+            stmt = ir.Softmax(
+                out, self._operand(inner.args[0]), isinstance(inner, E.LogSoftmax), comment
+            )
         elif isinstance(inner, Transpose):
             stmt = ir.Transpose(out, self._operand(inner.arg), comment)
         elif isinstance(inner, E.Named) or isinstance(inner, MatrixSymbol):
@@ -212,7 +215,14 @@ class Lowering:
         args: dict[ir.Value, sp.Symbol] = {}
         body = self._scalar(a, args)
         shape = tuple(sp.sympify(d) for d in a.shape)
-        return ir.Reduce(out, body, tuple((s, v) for v, s in args.items()), shape, REDUCTIONS[type(node)], comment)
+        return ir.Reduce(
+            out,
+            body,
+            tuple((s, v) for v, s in args.items()),
+            shape,
+            REDUCTIONS[type(node)],
+            comment,
+        )
 
     def _leaf(self, node, args: dict) -> sp.Symbol:
         v = self._operand(node)

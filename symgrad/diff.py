@@ -191,7 +191,9 @@ def derive(loss: MatrixExpr, wrt: Sequence[MatrixSymbol]) -> Derivation:
     wrt = tuple(wrt)
     for w in wrt:
         if not isinstance(w, MatrixSymbol):
-            raise TypeError(f"can only differentiate with respect to matrix symbols; received {w!r}")
+            raise TypeError(
+                f"can only differentiate with respect to matrix symbols; received {w!r}"
+            )
     E.check_symbols([loss, *wrt])
     order = E.topological([loss])
     targets = set(wrt)
@@ -217,9 +219,7 @@ def derive(loss: MatrixExpr, wrt: Sequence[MatrixSymbol]) -> Derivation:
         for child, g in zip(operands, results):
             if child in needed:
                 cts[child] = E.add(cts[child], g) if child in cts else g
-        trace.steps.append(
-            Step(node, rule.__name__, RULE_MATH[type(node)], ct, operands, results)
-        )
+        trace.steps.append(Step(node, rule.__name__, RULE_MATH[type(node)], ct, operands, results))
     trace.gradients = {w: cts.get(w, ZeroMatrix(*w.shape)) for w in wrt}
     return trace
 

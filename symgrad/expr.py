@@ -55,7 +55,9 @@ def batch(name: str = "n") -> sp.Symbol:
 def _dim(d) -> sp.Expr:
     d = sp.sympify(d)
     if d.is_number and not (d.is_Integer and d > 0):
-        raise ValueError(f"a matrix dimension must be a positive integer or a symbol; received: {d}")
+        raise ValueError(
+            f"a matrix dimension must be a positive integer or a symbol; received: {d}"
+        )
     return d
 
 
@@ -134,7 +136,9 @@ def _print_body(printer, fn: sp.Lambda, args) -> str:
             if not isinstance(a, (Named, MatrixSymbol)) and precedence(a) < PRECEDENCE["Atom"]:
                 t = rf"\left({t}\right)"
             names[v] = t
-        settings = {k: v for k, v in printer._settings.items() if k in LatexPrinter._default_settings}
+        settings = {
+            k: v for k, v in printer._settings.items() if k in LatexPrinter._default_settings
+        }
         sub = LatexPrinter({**settings, "symbol_names": names})
         cond = _iverson(fn.expr)
         return rf"\left[{sub.doprint(cond)}\right]" if cond is not None else sub.doprint(fn.expr)
@@ -424,7 +428,9 @@ def _shape_error(op: str, *operands) -> ShapeMismatch:
 
 def _check_matrix(op: str, a) -> MatrixExpr:
     if not isinstance(a, MatrixExpr):
-        raise TypeError(f"{op} expects matrix expressions; received {a!r} of type {type(a).__name__}")
+        raise TypeError(
+            f"{op} expects matrix expressions; received {a!r} of type {type(a).__name__}"
+        )
     return a
 
 
@@ -466,7 +472,9 @@ def scale(c, a: MatrixExpr) -> MatrixExpr:
 
 def _sort(terms):
     """Canonical order; in sums, positive terms first so ``P - Y`` reads naturally."""
-    return sorted(terms, key=lambda t: (split_scalar(t)[0].could_extract_minus_sign(), sp.default_sort_key(t)))
+    return sorted(
+        terms, key=lambda t: (split_scalar(t)[0].could_extract_minus_sign(), sp.default_sort_key(t))
+    )
 
 
 def add(*terms: MatrixExpr) -> MatrixExpr:
@@ -579,7 +587,9 @@ def broadcast_rows(v: MatrixExpr, rows) -> MatrixExpr:
     """Repeat a (1, c) row ``rows`` times."""
     _check_matrix("broadcast_rows", v)
     if v.shape[0] != 1:
-        raise ShapeMismatch(f"broadcast_rows expects a (1, c) row; received {v} with shape {v.shape}")
+        raise ShapeMismatch(
+            f"broadcast_rows expects a (1, c) row; received {v} with shape {v.shape}"
+        )
     rows = sp.sympify(rows)
     if rows == 1:
         return v
@@ -595,7 +605,9 @@ def broadcast_cols(u: MatrixExpr, cols) -> MatrixExpr:
     """Repeat an (r, 1) column ``cols`` times."""
     _check_matrix("broadcast_cols", u)
     if u.shape[1] != 1:
-        raise ShapeMismatch(f"broadcast_cols expects an (r, 1) column; received {u} with shape {u.shape}")
+        raise ShapeMismatch(
+            f"broadcast_cols expects an (r, 1) column; received {u} with shape {u.shape}"
+        )
     cols = sp.sympify(cols)
     if cols == 1:
         return u

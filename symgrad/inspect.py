@@ -74,7 +74,11 @@ def explain(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable = (
         lines.append(f"  [{k}] node {label}   rule {step.rule}: {step.math}")
         lines.append(f"      G = {_short(step.cotangent)}")
         for operand, result in zip(step.operands, step.results):
-            name = operand.name if isinstance(operand, (E.Named, MatrixSymbol)) else f"({_short(operand, 40)})"
+            name = (
+                operand.name
+                if isinstance(operand, (E.Named, MatrixSymbol))
+                else f"({_short(operand, 40)})"
+            )
             lines.append(f"      -> d/d{name} += {_short(result)}")
     lines.append("")
     lines.append("Rewrites fired:")

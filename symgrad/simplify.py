@@ -167,7 +167,10 @@ def log_of_sigmoid(node, ctx):
         ):
             z = sp.Symbol(f"_z{i}", real=True)
             trial = scalar.log_sigmoid_rules(body.xreplace({xs[i]: scalar.sigmoid(z)}))
-            if not any(isinstance(t, sp.log) and t.has(scalar.sigmoid) for t in sp.preorder_traversal(trial)):
+            if not any(
+                isinstance(t, sp.log) and t.has(scalar.sigmoid)
+                for t in sp.preorder_traversal(trial)
+            ):
                 body, operands[i], changed = trial.xreplace({z: xs[i]}), inner.operands[0], True
     return E.elementwise(sp.Lambda(xs, body), *operands) if changed else None
 
@@ -176,7 +179,9 @@ def _output_form(body, x, fn, y):
     """Rewrite ``body`` (a function of x) in terms of y = fn(x), or return None."""
     fx = fn(x)
     trial = body.subs(fx, y)
-    trial = trial.xreplace({c: c.func(y, *c.args[1:]) for c in trial.atoms(sp.Rel) if c.args[0] == x})
+    trial = trial.xreplace(
+        {c: c.func(y, *c.args[1:]) for c in trial.atoms(sp.Rel) if c.args[0] == x}
+    )
     if trial.has(x) or trial == body:
         return None
     samples = _sample_points(sorted(body.free_symbols, key=str))

@@ -1,0 +1,151 @@
+"""Optional peers for the MLP SGD step: PyTorch eager and JAX jit.
+
+Neither framework is a dependency (CI installs neither); each step builder
+imports its framework when called. Every builder takes a ``HandMLP`` as the
+specification (sizes, activations, loss, dtype) and copies its current weights
+in, so all candidates train the same network from the same point.
+
+Run ``python -m benchmarks.bench_peers --sizes 784,128,10 --batch 64`` from the
+repository root to time the hand-written NumPy step against the peers found.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import numpy as np
+
+from benchmarks.common import environment, interleaved, peers, print_table
+from benchmarks.handwritten import EPSILON, HandMLP
+
+
+class PeerStep:
+    """A zero-argument SGD step: ``step()`` trains one batch and returns the loss before it."""
+
+    def __init__(self, step: Callable[[], float], get_weights: Callable[[], list[np.ndarray]]):
+        self._step = step
+        self.get_weights = get_weights
+
+    def __call__(self) -> float:
+        return self._step()
+
+
+def torch_sgd_step(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> PeerStep:
+    """PyTorch eager: autograd through the same network, ``torch.optim.SGD`` update."""
+    import torch
+    import torch.nn.functional as F
+
+    dtype = {np.float32: torch.float32, np.float64: torch.float64}[model.dtype.type]
+    params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in model.params]
+    x = torch.tensor(X, dtype=dtype)
+    y = torch.tensor(Y, dtype=dtype)
+    hidden = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[model.activation]
+    optimizer = torch.optim.SGD(params, lr=lr)
+
+    def loss_fn() -> torch.Tensor:
+        a = x
+        for l in range(0, len(params) - 2, 2):
+            a = hidden(torch.addmm(params[l + 1], a, params[l]))
+        z = torch.addmm(params[-1], a, params[-2])
+        pair = (model.output, model.loss_name)
+        if pair == ("softmax", "cce"):
+            return F.cross_entropy(z, y)  # probability targets; mean over the batch
+        if pair == ("sigmoid", "bce"):
+            return F.binary_cross_entropy_with_logits(z, y)
+        p = {"softmax": lambda: torch.softmax(z, 1), "sigmoid": lambda: torch.sigmoid(z)}.get(
+            model.output, lambda: z
+        )()
+        if model.loss_name == "mse":
+            return F.mse_loss(p, y)
+        return F.binary_cross_entropy(p.clamp(EPSILON, 1 - EPSILON), y)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return PeerStep(step, lambda: [p.detach().numpy().copy() for p in params])
+
+
+def jax_sgd_step(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> PeerStep:
+    """JAX: ``jit(value_and_grad)`` of the same network, parameters donated to the update.
+
+    A float64 model turns on ``jax_enable_x64`` (a process-wide JAX setting).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if model.dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    hidden = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}[model.activation]
+    output, loss_name = model.output, model.loss_name
+
+    def loss_fn(params, x, y):
+        a = x
+        for l in range(0, len(params) - 2, 2):
+            a = hidden(a @ params[l] + params[l + 1])
+        z = a @ params[-2] + params[-1]
+        if (output, loss_name) == ("softmax", "cce"):
+            return -jnp.sum(y * jax.nn.log_softmax(z)) / z.shape[0]
+        if (output, loss_name) == ("sigmoid", "bce"):
+            return jnp.mean(jax.nn.softplus(z) - y * z)
+        p = {"softmax": jax.nn.softmax, "sigmoid": jax.nn.sigmoid}.get(output, lambda v: v)(z)
+        if loss_name == "mse":
+            return jnp.mean((p - y) ** 2)
+        p = jnp.clip(p, EPSILON, 1 - EPSILON)
+        return -jnp.mean(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
+
+    def update(params, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        return [p - lr * g for p, g in zip(params, grads, strict=True)], loss
+
+    update = jax.jit(update, donate_argnums=0)
+    state = {"params": [jnp.asarray(p) for p in model.params]}
+    x, y = jnp.asarray(X, model.dtype), jnp.asarray(Y, model.dtype)
+
+    def step() -> float:
+        state["params"], loss = update(state["params"], x, y)
+        return float(loss)  # blocks until the step is done
+
+    return PeerStep(step, lambda: [np.array(p) for p in state["params"]])
+
+
+def peer_steps(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> dict[str, PeerStep]:
+    """A step for each importable peer (``"torch eager"``, ``"jax jit"``); maybe none."""
+    available = peers()
+    builders = {"torch eager": ("torch", torch_sgd_step), "jax jit": ("jax", jax_sgd_step)}
+    return {
+        name: build(model, X, Y, lr)
+        for name, (module, build) in builders.items()
+        if available[module]
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="784,128,10", help="layer widths, comma separated")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--activation", default="relu")
+    parser.add_argument("--output", default="softmax")
+    parser.add_argument("--loss", default="cce")
+    parser.add_argument("--rounds", type=int, default=11)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    model = HandMLP(sizes, args.activation, args.output, args.loss, dtype=args.dtype)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((args.batch, sizes[0])).astype(model.dtype)
+    Y = np.eye(sizes[-1], dtype=model.dtype)[rng.integers(0, sizes[-1], args.batch)]
+    candidates = peer_steps(model, X, Y, lr=0.01)  # built first: they copy the initial weights
+    candidates = {"numpy (hand)": lambda: model.sgd_step(X, Y, 0.01), **candidates}
+    print(environment(), end="\n\n")
+    title = f"SGD step, MLP {args.sizes} {args.activation}/{args.output}/{args.loss}, "
+    title += f"batch {args.batch}, {args.dtype}"
+    print_table(interleaved(candidates, rounds=args.rounds), "numpy (hand)", title=title)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""MLP graphs built directly from symgrad.expr, shared by the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from symgrad import expr as E
+
+
+@dataclass
+class MLPGraph:
+    X: sp.MatrixSymbol
+    Y: sp.MatrixSymbol
+    params: list[sp.MatrixSymbol]
+    output: sp.MatrixExpr
+    loss: sp.MatrixExpr
+
+
+def mlp_graph(sizes: list[int], activation: str = "relu", output: str = "softmax") -> MLPGraph:
+    """Dense layers ``sizes[0] -> ... -> sizes[-1]``; softmax + cross-entropy or sigmoid + MSE."""
+    n = E.batch()
+    X = E.matrix("X", n, sizes[0])
+    Y = E.labels("Y", n, sizes[-1]) if output == "softmax" else E.matrix("Y", n, sizes[-1])
+    params, A = [], X
+    for k, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:]), 1):
+        W, b = E.matrix(f"W{k}", fan_in, fan_out), E.matrix(f"b{k}", 1, fan_out)
+        params += [W, b]
+        Z = E.name(f"Z{k}", E.add_bias(E.matmul(A, W), b))
+        last = k == len(sizes) - 1
+        act = output if last else activation
+        A = E.name("P" if last else f"A{k}", E.apply(act, Z))
+    p, y = sp.Symbol("p", real=True), sp.Symbol("y", real=True)
+    if output == "softmax":
+        logp = E.elementwise(sp.Lambda(p, sp.log(p)), A)
+        loss = E.scale(-1 / n, E.total(E.hadamard(Y, logp)))
+    else:
+        loss = E.mean(E.elementwise(sp.Lambda((p, y), (p - y) ** 2), A, Y))
+    return MLPGraph(X, Y, params, A, loss)
