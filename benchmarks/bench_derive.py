@@ -16,11 +16,10 @@ import time
 
 
 def _one(depth: int, width: int) -> dict[str, float]:
-    from codegen.numpy import compile_program
-
     import symgrad
     from benchmarks.graphs import mlp_graph
     from codegen.lower import lower
+    from codegen.numpy import compile_program
     from symgrad import expr as E
 
     t0 = time.perf_counter()

@@ -304,13 +304,18 @@ def plan_buffers(p: Program) -> BufferPlan:
         # after its producer reads the old input and no guard can still fail.
         # A Map may read the input it overwrites (elementwise); nothing else may.
         producer = next(
-            i for i, s in enumerate(p.body) if s.out is not None and s.out.name == src.name
+            (i for i, s in enumerate(p.body) if s.out is not None and s.out.name == src.name),
+            None,
         )
+        if producer is None:  # the new value is an input itself: a copy, nothing to compute
+            continue
         stmt = p.body[producer]
         later = p.body[producer + 1 :]
         reads_later = any(v.name == dst.name for s in later for v in s.reads)
         guard_later = any(isinstance(s, Guard) for s in later)
         self_read = any(v.name == dst.name for v in stmt.reads) and not isinstance(stmt, Map)
-        if not (reads_later or guard_later or self_read or src.name in outputs):
+        # the old input is still returned, or copied into another input by an update
+        old_needed = dst.name in outputs or any(s.name == dst.name for _, s in p.updates)
+        if not (reads_later or guard_later or self_read or src.name in outputs or old_needed):
             in_place[src.name] = dst.name
     return BufferPlan(buffer, shapes, in_place)

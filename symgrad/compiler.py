@@ -112,6 +112,7 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
         scalars = [s for s in E.scalar_params([*outs.values(), *ups.values()]) if s not in batch]
     program = lower(name, inputs, outs, ups, scalars, guards, dtype)
     formulas = {**outs, **{f"{s.name}_new": v for s, v in ups.items()}}
+    formulas = {k: v.body if isinstance(v, E.Named) else v for k, v in formulas.items()}
     native = target.compile_program(program)
     return CompiledFunction(
         native, program, formulas, [f[0] for f in fired], backend, inputs, scalars

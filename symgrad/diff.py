@@ -227,14 +227,22 @@ def derive(loss: MatrixExpr, wrt: Sequence[MatrixSymbol]) -> Derivation:
 def grad(loss: MatrixExpr, wrt):
     """Symbolic gradient(s) of a (1, 1) loss.
 
-    ``grad(L, W)`` returns dL/dW; ``grad(L, [W1, b1])`` returns a list.
+    ``grad(L, W)`` returns dL/dW; ``grad(L, [W1, b1])`` returns a list.  The
+    loss first gets the forward fusions of :mod:`symgrad.simplify`
+    (log(softmax) -> log_softmax, log(sigmoid) -> -softplus), so gradients
+    stay finite where the loss is; :func:`derive` differentiates as written.
 
     >>> from symgrad import expr as E
     >>> n = E.batch(); X = E.matrix("X", n, 3); W = E.matrix("W", 3, 1)
-    >>> grad(E.mean(E.hadamard(E.matmul(X, W), E.matmul(X, W))), W)
-    ...
+    >>> XW = E.matmul(X, W)
+    >>> print(grad(E.total(E.hadamard(XW, XW)), W))
+    2*X.T*X*W
     """
+    from symgrad.simplify import simplify  # the simplifier builds on this module
+
     single = isinstance(wrt, MatrixExpr)
     ws = [wrt] if single else list(wrt)
-    g = derive(loss, ws).gradients
+    _check_loss(loss)
+    fused, _ = simplify({"loss": loss})  # log(softmax), log(sigmoid): stable before the sweep
+    g = derive(fused["loss"], ws).gradients
     return g[ws[0]] if single else [g[w] for w in ws]

@@ -465,6 +465,11 @@ def scale(c, a: MatrixExpr) -> MatrixExpr:
         negative = sum(split_scalar(t)[0].could_extract_minus_sign() for t in m.args)
         if 2 * negative >= len(m.args):
             return scale(-c, MatAdd(*_sort(scale(-1, t) for t in m.args)))
+    if isinstance(m, Elementwise) and c.could_extract_minus_sign():  # -c f(y - p) -> c f(p - y)
+        terms = sp.Add.make_args(m.fn.expr)
+        negative = sum(t.could_extract_minus_sign() for t in terms)
+        if len(terms) > 1 and 2 * negative >= len(terms):
+            return scale(-c, Elementwise(sp.Lambda(m.fn.variables, -m.fn.expr), *m.operands))
     if isinstance(m, MatMul):
         return MatMul(c, *m.args)
     return MatMul(c, m)

@@ -213,37 +213,40 @@ def output_form(node, ctx):
 # Rebuilding
 
 
+def _rebuild_elementwise(node, kids):
+    fn = node.fn
+    return E.elementwise(sp.Lambda(fn.variables, cheapest_form(fn.expr)), *kids)
+
+
+def _rebuild_named(node, kids):  # its body was adopted as the name itself: keep it
+    return node if kids[0] == node else E.Named(node.name, kids[0])
+
+
+REBUILD = {
+    MatMul: lambda node, kids: E.scale(node.as_coeff_matrices()[0], E.matmul(*kids)),
+    MatAdd: lambda node, kids: E.add(*kids),
+    HadamardProduct: lambda node, kids: E.hadamard(*kids),
+    Transpose: lambda node, kids: E.transpose(kids[0]),
+    E.Elementwise: _rebuild_elementwise,
+    E.BroadcastRows: lambda node, kids: E.broadcast_rows(kids[0], node.shape[0]),
+    E.BroadcastCols: lambda node, kids: E.broadcast_cols(kids[0], node.shape[1]),
+    E.Fill: lambda node, kids: E.fill(kids[0], *node.shape),
+    E.Total: lambda node, kids: E.total(kids[0]),
+    E.ColSum: lambda node, kids: E.col_sum(kids[0]),
+    E.RowSum: lambda node, kids: E.row_sum(kids[0]),
+    E.Softmax: lambda node, kids: E.softmax(kids[0]),
+    E.LogSoftmax: lambda node, kids: E.log_softmax(kids[0]),
+    E.Named: _rebuild_named,
+}
+"""Node type -> rebuild through the smart constructor (which folds trivial algebra)."""
+
+
 def _rebuild(node: MatrixExpr, kids: list[MatrixExpr]) -> MatrixExpr:
-    if isinstance(node, MatMul):
-        return E.scale(node.as_coeff_matrices()[0], E.matmul(*kids))
-    if isinstance(node, MatAdd):
-        return E.add(*kids)
-    if isinstance(node, HadamardProduct):
-        return E.hadamard(*kids)
-    if isinstance(node, Transpose):
-        return E.transpose(kids[0])
-    if isinstance(node, E.Elementwise):
-        fn = node.fn
-        return E.elementwise(sp.Lambda(fn.variables, cheapest_form(fn.expr)), *kids)
-    if isinstance(node, E.BroadcastRows):
-        return E.broadcast_rows(kids[0], node.shape[0])
-    if isinstance(node, E.BroadcastCols):
-        return E.broadcast_cols(kids[0], node.shape[1])
-    if isinstance(node, E.Fill):
-        return E.fill(kids[0], *node.shape)
-    if isinstance(node, E.Total):
-        return E.total(kids[0])
-    if isinstance(node, E.ColSum):
-        return E.col_sum(kids[0])
-    if isinstance(node, E.RowSum):
-        return E.row_sum(kids[0])
-    if isinstance(node, E.Softmax):
-        return E.softmax(kids[0])
-    if isinstance(node, E.LogSoftmax):
-        return E.log_softmax(kids[0])
-    if isinstance(node, E.Named):  # its body was adopted as the name itself: keep it
-        return node if kids[0] == node else E.Named(node.name, kids[0])
-    return node  # leaves
+    rule = REBUILD.get(type(node))
+    if rule is not None:
+        return rule(node, kids)
+    it = iter(kids)  # a node type without a smart constructor: same node, new operands
+    return node.func(*[next(it) if isinstance(a, MatrixExpr) else a for a in node.args])
 
 
 class Simplifier:

@@ -86,3 +86,17 @@ def finite_difference_check(
 def check_grad() -> Callable[..., None]:
     """The suite's one finite-difference gradient check: see ``finite_difference_check``."""
     return finite_difference_check
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Compiled LLVM objects go to a per-run folder, not the user's ~/.cache/symgrad."""
+    import os
+
+    old = os.environ.get("SYMGRAD_CACHE_DIR")
+    os.environ["SYMGRAD_CACHE_DIR"] = str(tmp_path_factory.mktemp("symgrad-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SYMGRAD_CACHE_DIR", None)
+    else:
+        os.environ["SYMGRAD_CACHE_DIR"] = old
