@@ -148,8 +148,13 @@ class Lowering:
 
     # -- statements -----------------------------------------------------
     def _comment(self, node, out: ir.Value) -> str:
-        """``out = formula`` with already computed values shown by their names."""
+        """``out = formula``: for named values and results the derived formula in terms of
+        inputs and named values (when it fits on a line), else in terms of computed values."""
         shown = node.body if isinstance(node, E.Named) else node
+        if isinstance(node, E.Named) or not out.name.startswith("t"):
+            full = sp.sstr(shown)
+            if len(full) <= 100:
+                return f"{out.name} = {full}"
         return f"{out.name} = {sp.sstr(self._shown(shown))}"
 
     def _shown(self, node):

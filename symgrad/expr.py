@@ -469,7 +469,7 @@ def scale(c, a: MatrixExpr) -> MatrixExpr:
         terms = sp.Add.make_args(m.fn.expr)
         negative = sum(t.could_extract_minus_sign() for t in terms)
         if len(terms) > 1 and 2 * negative >= len(terms):
-            return scale(-c, Elementwise(sp.Lambda(m.fn.variables, -m.fn.expr), *m.operands))
+            return scale(-c, elementwise(sp.Lambda(m.fn.variables, -m.fn.expr), *m.operands))
     if isinstance(m, MatMul):
         return MatMul(c, *m.args)
     return MatMul(c, m)
@@ -754,6 +754,8 @@ def elementwise(fn: sp.Lambda, *args: MatrixExpr) -> MatrixExpr:
         if not keep:
             return scale(body, OneMatrix(*args[0].shape))
         return elementwise(sp.Lambda(tuple(keep), body), *[args[i] for i in used])
+    if isinstance(body, sp.Add):  # 2 p - 2 y -> 2 (p - y): the 2 becomes a scale
+        body = sp.factor_terms(body)
     coeff, rest = body.as_independent(*xs, as_Add=False)
     if coeff != 1 and rest != body:  # c f(x) -> c * [f(x)]
         return scale(coeff, elementwise(sp.Lambda(xs, rest), *args))

@@ -44,8 +44,10 @@ def scalar_cost(body: sp.Expr) -> int:
             cost += 10
         elif isinstance(node, sp.Pow):
             cost += 1 if node.exp.is_Integer and abs(node.exp) <= 3 else 10
-        elif isinstance(node, (sp.Add, sp.Mul)):
+        elif isinstance(node, sp.Add):
             cost += len(node.args) - 1
+        elif isinstance(node, sp.Mul):  # a factor -1 folds into the enclosing subtraction
+            cost += len(node.args) - 1 - (node.args[0] == -1)
         elif isinstance(node, (sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign)):
             cost += 1
     return cost
