@@ -37,7 +37,7 @@ from sympy.matrices.expressions import (
     ZeroMatrix,
 )
 from sympy.printing.latex import LatexPrinter
-from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.precedence import PRECEDENCE, PRECEDENCE_VALUES, precedence
 
 from symgrad import scalar
 
@@ -412,6 +412,10 @@ def _str_hadamard(printer, expr):
 if not hasattr(sp.StrPrinter, "_print_HadamardProduct"):  # SymPy prints the class name
     sp.StrPrinter._print_HadamardProduct = _str_hadamard
 
+# SymPy ranks a MatMul like a Mul, whose sign test negates the product and runs a deep
+# doit(): printing a deep gradient then takes seconds.  A fixed rank avoids that.
+PRECEDENCE_VALUES.setdefault("MatMul", PRECEDENCE["Mul"])
+
 
 # --------------------------------------------------------------------------
 # Errors
@@ -501,7 +505,7 @@ def add(*terms: MatrixExpr) -> MatrixExpr:
     for t in flat:  # c1 M + c2 M -> (c1 + c2) M
         c, m = split_scalar(t)
         coeffs[m] = coeffs.get(m, sp.S.Zero) + c
-    items = [(m, sp.factor_terms(c)) for m, c in coeffs.items() if sp.simplify(c) != 0]
+    items = [(m, sp.factor_terms(c)) for m, c in coeffs.items() if not _is_zero_scalar(c)]
     if not items:
         return ZeroMatrix(*terms[0].shape)
     if len(items) == 1:
@@ -509,6 +513,20 @@ def add(*terms: MatrixExpr) -> MatrixExpr:
     common = _common_factor([c for _, c in items])  # c M1 - c M2 -> c (M1 - M2)
     parts = _sort(scale(sp.cancel(c / common), m) for m, c in items)
     return scale(common, MatAdd(*parts))
+
+
+def _is_zero_scalar(c: sp.Expr) -> bool:
+    """``c == 0`` for the coefficients met here (rational functions of n and hyperparameters).
+
+    ``sp.cancel`` decides it for rational functions; ``sp.simplify`` is the
+    fallback for anything else (it is slow and imports ``sympy.physics`` on
+    first use, ~0.15 s, so it is kept off the common path).
+    """
+    if c == 0:
+        return True
+    if c.is_number or c.is_rational_function():
+        return sp.cancel(c) == 0
+    return sp.simplify(c) == 0
 
 
 def _common_factor(coeffs: list[sp.Expr]) -> sp.Expr:
