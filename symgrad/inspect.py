@@ -97,7 +97,12 @@ def element_formula(gradient: MatrixExpr, i=None, j=None) -> sp.Expr:
     """One entry of a gradient as a scalar formula, e.g. dL/dW1[i, j] as a batch sum."""
     i = sp.Symbol("i", integer=True, nonnegative=True) if i is None else i
     j = sp.Symbol("j", integer=True, nonnegative=True) if j is None else j
-    return gradient[i, j]
+    entry = gradient[i, j]
+    # SymPy names summation indices _i_1, _i_2, ...; show them as k, k_2, ...
+    sums = sorted(entry.atoms(sp.Sum), key=sp.default_sort_key)
+    bound = list(dict.fromkeys(v for s in sums for v in s.variables))
+    names = ["k"] + [f"k_{m}" for m in range(2, len(bound) + 1)]
+    return entry.xreplace({v: sp.Symbol(nm, integer=True) for v, nm in zip(bound, names)})
 
 
 # --------------------------------------------------------------------------
