@@ -107,25 +107,33 @@ def _number(value: float) -> str:
     return f"{value:.{max(0, 2 - int(np.floor(np.log10(abs(value)))))}f}" if value else "0"
 
 
-def format_table(results: Mapping[str, Timing], baseline: str, *, title: str | None = None) -> str:
+def format_table(
+    results: Mapping[str, Timing],
+    baseline: str,
+    *,
+    title: str | None = None,
+    speedup: bool = False,
+) -> str:
     """A markdown table of medians and interquartile ranges, with time ratios to ``baseline``.
 
-    A ratio below 1 means faster than the baseline.
+    A ratio below 1 means faster than the baseline. ``speedup=True`` adds the
+    inverse, ``baseline / candidate`` ("2.5x" = two and a half times as fast).
     """
     if baseline not in results:
         raise ValueError(f"baseline must be one of {list(results)}. Received: {baseline=}")
     unit, scale = _unit(min(t.median for t in results.values()))
     base = results[baseline].median
     lines = [f"**{title}**", ""] if title else []
+    extra = " speedup |" if speedup else ""
     lines += [
-        f"| candidate | median ({unit}) | q1–q3 ({unit}) | time / {baseline} |",
-        "| --- | ---: | ---: | ---: |",
+        f"| candidate | median ({unit}) | q1–q3 ({unit}) | time / {baseline} |{extra}",
+        "| --- | ---: | ---: | ---: |" + (" ---: |" if speedup else ""),
     ]
     for name, t in results.items():
         lines.append(
             f"| {name} | {_number(t.median / scale)} "
             f"| {_number(t.q1 / scale)}–{_number(t.q3 / scale)} "
-            f"| {t.median / base:.2f} |"
+            f"| {t.median / base:.2f} |" + (f" {base / t.median:.2f}x |" if speedup else "")
         )
     return "\n".join(lines)
 

@@ -3,7 +3,14 @@
 Resolution order (first found wins), chosen at run time:
 
 1. ``numpy-openblas``: the OpenBLAS that NumPy wheels bundle (``numpy.libs``),
-   ILP64 CBLAS symbols ``scipy_cblas_dgemm64_`` / ``scipy_cblas_sgemm64_``;
+   ILP64 CBLAS symbols ``scipy_cblas_dgemm64_`` / ``scipy_cblas_sgemm64_``.
+   When that library picked kernels narrower than the host supports (it
+   runs its Haswell AVX2 kernels on AMD CPUs with AVX-512), a private copy
+   of it is loaded with ``OPENBLAS_CORETYPE=SkylakeX`` (about 1.7x the
+   gemm throughput on such a CPU); NumPy's own instance is left untouched.
+   ``SYMGRAD_BLAS_CORETYPE`` overrides the choice (``keep`` = NumPy's
+   instance, or an OpenBLAS core name); the copy is kept in
+   ``$SYMGRAD_BLAS_DIR`` (default ``~/.cache/symgrad/blas``);
 2. ``scipy-cython-blas``: the Fortran ``dgemm`` / ``sgemm`` behind SciPy's
    ``scipy.linalg.cython_blas`` capsules (LP64);
 3. ``system-cblas``: ``cblas_dgemm`` from ``find_library('cblas' | 'openblas' | 'blas')``;
@@ -26,6 +33,8 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +57,14 @@ class Provider:
     path: str | None
     abi: str
     addresses: tuple[tuple[str, int], ...] = ()  # (dtype, address of ?gemm)
+    core: str = ""  # the kernels OpenBLAS runs (``SkylakeX``, ``Haswell``), when it says
 
     def symbol(self, dtype: str) -> str:
         return f"symgrad_{self.abi}_{'d' if dtype == 'float64' else 's'}gemm"
 
     def __str__(self) -> str:
-        return self.name if self.path is None else f"{self.name} ({self.path})"
+        core = f", {self.core} kernels" if self.core else ""
+        return self.name if self.path is None else f"{self.name} ({self.path}{core})"
 
 
 GENERATED = Provider("generated", None, "generated")
@@ -91,7 +102,8 @@ def _address(fn) -> int:
     return ctypes.cast(fn, ctypes.c_void_p).value
 
 
-def _numpy_openblas() -> Provider | None:
+def _numpy_library():
+    """(path, library, symbol prefix) of the OpenBLAS NumPy's wheel bundles, or None."""
     import numpy
 
     root = Path(numpy.__file__).parent
@@ -102,13 +114,111 @@ def _numpy_openblas() -> Provider | None:
             except OSError:
                 continue
             for prefix in ("scipy_cblas_", "cblas_"):
-                try:
-                    d, s = getattr(lib, f"{prefix}dgemm64_"), getattr(lib, f"{prefix}sgemm64_")
-                except AttributeError:
-                    continue
-                addrs = (("float64", _address(d)), ("float32", _address(s)))
-                return Provider("numpy-openblas", str(path), "cblas64", addrs)
+                if hasattr(lib, f"{prefix}dgemm64_") and hasattr(lib, f"{prefix}sgemm64_"):
+                    return path, lib, prefix
     return None
+
+
+def numpy_core() -> str:
+    """The kernels NumPy's own OpenBLAS runs (``Haswell``...), "" if unknown."""
+    found = _numpy_library()
+    return _core(found[1]) if found else ""
+
+
+def _numpy_openblas() -> Provider | None:
+    found = _numpy_library()
+    if found is None:
+        return None
+    path, lib, prefix = found
+    tuned = _host_tuned_copy(path, lib, prefix)
+    if tuned is not None:
+        path, lib = tuned
+    d, s = getattr(lib, f"{prefix}dgemm64_"), getattr(lib, f"{prefix}sgemm64_")
+    addrs = (("float64", _address(d)), ("float32", _address(s)))
+    return Provider("numpy-openblas", str(path), "cblas64", addrs, _core(lib))
+
+
+# OpenBLAS cores whose sgemm / dgemm use AVX-512; the first is what an AVX-512 host gets.
+AVX512_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
+AVX512_FEATURES = ("+avx512f", "+avx512bw", "+avx512dq", "+avx512vl")
+
+
+def _core(lib) -> str:
+    """The core name OpenBLAS selected (``Haswell``, ``SkylakeX``...), or "" if it does not say."""
+    for name in (
+        "scipy_openblas_get_corename64_",
+        "openblas_get_corename64_",
+        "openblas_get_corename",
+    ):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            return (fn() or b"").decode()
+    return ""
+
+
+def _wanted_core(current: str) -> str | None:
+    """The core a private OpenBLAS instance should run, or None to use NumPy's own."""
+    choice = os.environ.get("SYMGRAD_BLAS_CORETYPE", "auto")
+    if choice.lower() in ("keep", "numpy", "off", "none", ""):
+        return None
+    if choice.lower() != "auto":
+        return None if choice.lower() == current.lower() else choice
+    from codegen.llvm_jit import host
+
+    features = host().features.split(",")
+    if current in AVX512_CORES or not all(f in features for f in AVX512_FEATURES):
+        return None
+    return AVX512_CORES[0]
+
+
+def blas_dir() -> Path:
+    """Where the private OpenBLAS copy lives: ``$SYMGRAD_BLAS_DIR``, default ``~/.cache/symgrad/blas``.
+
+    Not under ``$SYMGRAD_CACHE_DIR``: it is a copy of an installed library
+    (~25 MB, made once), not a compiled entry.
+    """
+    return Path(os.environ.get("SYMGRAD_BLAS_DIR") or Path.home() / ".cache" / "symgrad" / "blas")
+
+
+def _host_tuned_copy(path: Path, lib, prefix: str):
+    """(path, library) of a private copy of NumPy's OpenBLAS running the host's best kernels.
+
+    OpenBLAS picks its kernels once, when the library loads (``OPENBLAS_CORETYPE``
+    is read then). Loading a *copy* of the file gives a second instance with its
+    own kernel table and thread pool, so NumPy keeps its own choice. The copy
+    lives in ``blas_dir()`` and is made once; any failure (no core name, a
+    read-only directory, a core OpenBLAS does not know) returns None.
+    """
+    current = _core(lib)
+    wanted = _wanted_core(current) if current else None
+    if wanted is None:
+        return None
+    copy = blas_dir() / f"{path.stat().st_size}-{path.name}"
+    saved = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")}
+    try:
+        if not copy.exists():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=copy.parent, prefix=".tmp-", suffix=".so")
+            os.close(fd)
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, copy)
+        threads = getattr(lib, "scipy_openblas_get_num_threads64_", None)
+        os.environ["OPENBLAS_CORETYPE"] = wanted
+        if threads is not None:  # the same thread count as NumPy's instance
+            os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, threads()))
+        private = ctypes.CDLL(str(copy), mode=os.RTLD_LOCAL)
+    except OSError:
+        return None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if _core(private).lower() != wanted.lower() or not hasattr(private, f"{prefix}sgemm64_"):
+        return None
+    return copy, private
 
 
 def _scipy_cython_blas() -> Provider | None:

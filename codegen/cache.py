@@ -7,6 +7,13 @@ optimization level. It holds the object file and the optimized IR (kept so
 temporary file in the same directory and are published with ``os.replace``,
 so a reader never sees half an entry. The directory is ``$SYMGRAD_CACHE_DIR``,
 default ``~/.cache/symgrad``. Any I/O problem just means a miss.
+
+Two smaller kinds of entry let a warm start skip the Python work as well
+(``load_blob`` / ``store_blob``, keyed by the caller): ``<key>.program``, the
+lowered program of a set of formulas (``symgrad.compiler``), and
+``<key>.index``, the object entry of a program (``codegen.llvm``). Their keys
+include ``source_digest``, a hash of the compiler's own source files, so
+editing symgrad invalidates them.
 """
 
 from __future__ import annotations
@@ -76,10 +83,55 @@ def store(entry_key: str, obj: bytes, optimized_ir: str) -> bool:
     return True
 
 
+def load_blob(entry_key: str, suffix: str) -> bytes | None:
+    """The bytes stored under ``<entry_key>.<suffix>``, or None."""
+    try:
+        blob = (cache_dir() / f"{entry_key}.{suffix}").read_bytes()
+    except OSError:
+        return None
+    return blob[len(FORMAT) :] if blob.startswith(FORMAT) else None
+
+
+def store_blob(entry_key: str, suffix: str, data: bytes) -> bool:
+    """Write ``data`` under ``<entry_key>.<suffix>`` atomically; False on any I/O error."""
+    target = cache_dir() / f"{entry_key}.{suffix}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=f".{suffix}")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(FORMAT + data)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        return False
+    return True
+
+
+_digests: dict[tuple[str, ...], str] = {}
+
+
+def source_digest(*packages: str | os.PathLike) -> str:
+    """SHA-256 of the ``.py`` files of the given package directories (once per process)."""
+    dirs = tuple(str(Path(p).resolve()) for p in packages)
+    if dirs not in _digests:
+        h = hashlib.sha256(FORMAT)
+        for d in dirs:
+            for path in sorted(Path(d).glob("*.py")):
+                h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        _digests[dirs] = h.hexdigest()
+    return _digests[dirs]
+
+
+ENTRY_SUFFIXES = ("o", "program", "index")
+
+
 def clear() -> int:
-    """Delete every entry; returns how many were removed."""
+    """Delete every entry (object files, programs, indexes); returns how many were removed."""
     removed = 0
-    for p in cache_dir().glob("*.o"):
+    for p in [q for suffix in ENTRY_SUFFIXES for q in cache_dir().glob(f"*.{suffix}")]:
         try:
             p.unlink()
             removed += 1

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import hashlib
+import pickle
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import sympy as sp
@@ -33,9 +36,17 @@ from codegen.blas import Provider
 from codegen.blas import provider as resolve_blas
 from codegen.ir import Guard, Program, Shape
 from codegen.llvm_jit import LoadedObject, emit_assembly, host, optimize_and_emit
-from codegen.llvm_module import Layout, epoch_spec, generate_ir, make_layout
+from codegen.llvm_module import (
+    Layout,
+    epoch_spec,
+    fast_entry_possible,
+    generate_ir,
+    make_layout,
+)
+from codegen.llvm_python import FastEntry, register_symbols
 
 CTYPES = {"float64": ctypes.c_double, "float32": ctypes.c_float}
+register_symbols()  # the Python C API functions the fast entry calls
 MAX_BINDINGS = 8  # buffer sets kept per function (one per distinct batch size)
 
 
@@ -43,14 +54,19 @@ MAX_BINDINGS = 8  # buffer sets kept per function (one per distinct batch size)
 # Compilation (through the disk cache)
 
 
-@dataclass
 class Compiled:
-    llvm_ir: str
-    llvm_ir_optimized: str
-    code: LoadedObject
-    from_cache: bool
-    seconds: float
-    opt: int
+    """Object code of one module; ``llvm_ir`` is generated on first access after an index hit."""
+
+    def __init__(self, llvm_ir, optimized: str, code: LoadedObject, from_cache: bool, seconds, opt):
+        self._llvm_ir = llvm_ir  # the text, or a function that generates it
+        self.llvm_ir_optimized, self.code = optimized, code
+        self.from_cache, self.seconds, self.opt = from_cache, seconds, opt
+
+    @property
+    def llvm_ir(self) -> str:
+        if callable(self._llvm_ir):
+            self._llvm_ir = self._llvm_ir()
+        return self._llvm_ir
 
 
 def compile_ir(text: str, *, opt: int = 3, use_cache: bool = True) -> Compiled:
@@ -65,7 +81,49 @@ def compile_ir(text: str, *, opt: int = 3, use_cache: bool = True) -> Compiled:
         if use_cache:
             disk_cache.store(entry, obj, optimized)
     code = LoadedObject(obj, opt)
-    return Compiled(text, optimized, code, hit is not None, time.perf_counter() - started, opt)
+    compiled = Compiled(text, optimized, code, hit is not None, time.perf_counter() - started, opt)
+    compiled.entry = entry
+    return compiled
+
+
+def _index_key(program: Program, provider: Provider, spec, opt: int) -> str | None:
+    """Key of the object entry a program compiles to, without generating its IR (None: not picklable)."""
+    try:
+        described = pickle.dumps((program, provider.abi, spec, opt), protocol=4)
+    except Exception:  # a program with unpicklable metadata simply has no index
+        return None
+    h = hashlib.sha256(b"symgrad-index-1")
+    for part in (disk_cache.source_digest(Path(__file__).parent), host().fingerprint()):
+        h.update(part.encode() + b"\0")
+    h.update(described)
+    return h.hexdigest()
+
+
+def compile_module(
+    program: Program, layout: Layout, provider: Provider, spec, opt: int, use_cache: bool
+) -> Compiled:
+    """The module of ``program`` (and its epoch when ``spec``), through the disk cache.
+
+    A warm start finds the object entry through ``<index>.index`` (a hash of
+    the pickled program and of codegen's source) and skips generating the IR
+    text; ``llvm_ir`` then generates it on first access.
+    """
+
+    def text() -> str:
+        return generate_ir(program, layout, provider, spec, fast_entry=True)
+
+    started = time.perf_counter()
+    index = _index_key(program, provider, spec, opt) if use_cache else None
+    entry = disk_cache.load_blob(index, "index") if index else None
+    hit = disk_cache.load(entry.decode()) if entry else None
+    if hit is not None:
+        obj, optimized = hit
+        code = LoadedObject(obj, opt)
+        return Compiled(text, optimized, code, True, time.perf_counter() - started, opt)
+    compiled = compile_ir(text(), opt=opt, use_cache=use_cache)
+    if index:
+        disk_cache.store_blob(index, "index", compiled.entry.encode())
+    return compiled
 
 
 class _Inspectable:
@@ -132,6 +190,7 @@ class BufferSet:
         self.pointers = (ctypes.c_void_p * max(1, len(layout.names)))()
         for s, arr in self.arrays.items():
             self.pointers[s] = arr.ctypes.data
+        self.values = values
         self.dims = (ctypes.c_int64 * max(1, len(values)))(*values)
         self.pointers_addr = ctypes.addressof(self.pointers)
         self.dims_addr = ctypes.addressof(self.dims)
@@ -209,6 +268,18 @@ class LLVMFunction(_Inspectable):
         proto = ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_void_p] * 5)
         self._entry = proto(compiled.code.address(f"{program.name}.py"))
         self.address = compiled.code.address(program.name)  # the plain C entry point
+        self._fast_entry = None
+        if fast_entry_possible(program, layout):
+            self._fast_entry = FastEntry(
+                compiled.code.address(f"{program.name}.fast"),
+                program.name,
+                program,
+                self._call_python,
+                self._scalars_addr,
+                self,
+            )
+        # the call: the native fast entry (checks in native code, Python path on any mismatch)
+        self.fast = self._fast_entry.fast if self._fast_entry else self._call_python
 
     def __repr__(self) -> str:
         return f"<LLVMFunction {self.name} dtype={self.program.dtype} blas={self.blas.name}>"
@@ -223,12 +294,18 @@ class LLVMFunction(_Inspectable):
         return found
 
     def __call__(self, *args):
+        return self.fast(*args)
+
+    def _call_python(self, *args):
+        """The call with every check in Python; the fast entry comes here on any mismatch."""
         if len(args) != self._n_args:
             self._wrong_count(args)
         try:
             state = self._bindings[tuple([args[i].shape[axis] for i, axis in self._binders])]
         except (KeyError, AttributeError, IndexError, TypeError):
             state = self._bind_checked(args)
+        if self._fast_entry is not None:
+            self._fast_entry.bind(state.pointers_addr, state.dims_addr, state.values)
         dtype = self._dtype
         for a, shape in zip(args, state.input_shapes):
             if (
@@ -314,7 +391,7 @@ def compile_program(
     """
     provider = resolve_blas(blas)
     layout = make_layout(program)
-    compiled = compile_ir(generate_ir(program, layout, provider), opt=opt, use_cache=cache)
+    compiled = compile_module(program, layout, provider, None, opt, cache)
     return LLVMFunction(program, layout, compiled, provider)
 
 
@@ -425,8 +502,8 @@ class LLVMEpoch(_Inspectable):
 
     def _guard_failed(self, batch: int, guard: int):
         err = FloatingPointError(
-            f"{self.name}: {self.step._guards[guard - 1]} is not finite (nan or inf) at batch {batch}; "
-            f"the weights are as after batch {batch - 1}"
+            f"{self.name}: {self.step._guards[guard - 1]} is not finite (nan or inf) at batch {batch} "
+            f"(0-based); the inputs are as after the batch before it"
         )
         err.batch = batch
         raise err
@@ -452,5 +529,5 @@ def compile_epoch(
     layout = make_layout(program)
     spec = epoch_spec(program, layout, x_input, y_input, tuple(sums), counter)
     provider = resolve_blas(blas)
-    compiled = compile_ir(generate_ir(program, layout, provider, spec), opt=opt, use_cache=cache)
+    compiled = compile_module(program, layout, provider, spec, opt, cache)
     return LLVMEpoch(program, layout, compiled, provider, spec, x_input, y_input, sums, counter)

@@ -29,7 +29,10 @@ class Host:
     data_layout: str
 
     def fingerprint(self) -> str:
-        return f"{self.triple}|{self.cpu}|{self.features}|llvmlite {llvmlite.__version__}"
+        """The host and the pass pipeline: what object code depends on besides the IR."""
+        return (
+            f"{self.triple}|{self.cpu}|{self.features}|llvmlite {llvmlite.__version__}|{PIPELINE}"
+        )
 
 
 @functools.cache
@@ -61,6 +64,9 @@ def parse(ir_text: str) -> llvm.ModuleRef:
     module = llvm.parse_assembly(ir_text)
     module.verify()
     return module
+
+
+PIPELINE = "default<O{opt}>"  # part of every cache key, with the host
 
 
 def optimize_and_emit(ir_text: str, opt: int) -> tuple[bytes, str]:

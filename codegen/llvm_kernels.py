@@ -13,6 +13,13 @@ into ``step_impl``; the inliner keeps the no-alias facts as scoped metadata.
 Broadcasting: an operand of a ``Map`` / ``Reduce`` is ``full`` (the domain
 shape), ``row`` (1, c), ``col`` (r, 1) or ``scalar`` (1, 1). With only full and
 scalar operands the domain is walked as one flat loop of r*c elements.
+
+Statements that differ only in their buffers and sizes share one kernel (the
+sizes are arguments): an optimizer's update of every weight, the bias adds...
+The kernel is named after its first statement, preceded by all of them, and
+marked ``noinline``, so LLVM optimizes and generates its loop once; for the
+digits model's Adam step (with accuracy) that is 20 kernels instead of 48,
+and about a third less LLVM time.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ class StepContext:
     pointers: dict[int, ir.Value]  # buffer slot -> pointer loaded in step_impl
     guard_index: int = 0
     notes: dict[str, str] = field(default_factory=dict)  # kernel reference -> statement text
+    kernels: dict = field(default_factory=dict)  # kernel_call key -> kernel function
+    last_kernel: ir.Function | None = None  # the kernel the last lowering rule made
 
     def pointer(self, v: Value) -> ir.Value:
         return self.pointers[self.slot_of[v.name]]
@@ -87,9 +96,8 @@ class Kernel:
         )
         self.fn = ir.Function(ctx.module, fnty, name=f"{ctx.prefix}.{kind}.{s.out.name}")
         self.fn.linkage = "internal"
-        ctx.notes[self.fn.get_reference()] = format_stmt(s) + (
-            f"  # {s.comment}" if s.comment else ""
-        )
+        ctx.last_kernel = self.fn
+        ctx.notes[self.fn.get_reference()] = _statement_text(s)
         params = list(self.fn.args)
         self.ints = params[:ints]
         by_slot = dict(zip(slots, params[ints : ints + len(slots)]))
@@ -396,10 +404,64 @@ LOWERINGS: dict[type, Callable[[StepContext, Stmt], None]] = {
 }
 
 
+def _statement_text(s: Stmt) -> str:
+    return format_stmt(s) + (f"  # {s.comment}" if s.comment else "")
+
+
+def kernel_call(ctx: StepContext, s: Stmt) -> tuple[tuple, list[Value], list, list]:
+    """(key, buffers, size expressions, scalar symbols) of the kernel call for ``s``.
+
+    Two statements with equal keys are computed by the same function: same
+    kind, body and operand kinds, the same pattern of shared buffers, the same
+    scalars. Only the pointers and the sizes differ.
+    """
+    if isinstance(s, (Map, Reduce)):
+        domain = s.out.shape if isinstance(s, Map) else s.domain
+        values = [s.out, *(v for _, v in s.args)]
+        symbols = free_scalars(ctx, [s.body], bound=[sym for sym, _ in s.args])
+        kinds = tuple(broadcast_kind(v, domain) for _, v in s.args)
+        detail = (sp.srepr(s.body), tuple(sp.srepr(sym) for sym, _ in s.args), kinds)
+        detail += (s.axis,) if isinstance(s, Reduce) else ()
+        dims = list(domain)
+    elif isinstance(s, (Softmax, Transpose)):
+        values, symbols, dims = [s.out, s.a], [], list(s.a.shape)
+        detail = (getattr(s, "log", None),)
+    elif isinstance(s, Gemm):
+        values, symbols = [s.out, s.a, s.b], free_scalars(ctx, [s.alpha])
+        inner = s.a.shape[0] if s.trans_a else s.a.shape[1]
+        dims = [s.out.shape[0], s.out.shape[1], inner]
+        detail = (s.trans_a, s.trans_b, sp.srepr(s.alpha))
+    else:
+        raise NotImplementedError(f"no kernel for IR statement {type(s).__name__}")
+    slots = [ctx.slot_of[v.name] for v in values]
+    aliasing = tuple(slots.index(slot) for slot in slots)
+    key = (type(s).__name__, detail, aliasing, tuple(map(str, symbols)))
+    return key, values, dims, symbols
+
+
+def _call_shared(ctx: StepContext, s: Stmt, fn: ir.Function, values, dims, symbols) -> None:
+    """Call the kernel another statement generated, with this statement's buffers and sizes."""
+    if "noinline" not in fn.attributes:
+        fn.attributes.add("noinline")  # optimized once, called from each statement
+    ref = fn.get_reference()
+    ctx.notes[ref] = f"{ctx.notes[ref]}\n; {_statement_text(s)}"
+    slots = list(dict.fromkeys(ctx.slot_of[v.name] for v in values))
+    pointers = [ctx.pointers[slot] for slot in slots]
+    ctx.b.call(fn, [*(ctx.dim(d) for d in dims), *pointers, *(ctx.scalars[x] for x in symbols)])
+
+
 def lower_statement(ctx: StepContext, s: Stmt) -> None:
     rule = LOWERINGS.get(type(s))
     if rule is None:
         raise NotImplementedError(
             f"the LLVM backend has no lowering for IR statement {type(s).__name__}"
         )
+    if isinstance(s, Guard):
+        rule(ctx, s)
+        return
+    key, values, dims, symbols = kernel_call(ctx, s)
+    if key in ctx.kernels:
+        _call_shared(ctx, s, ctx.kernels[key], values, dims, symbols)
+        return
     rule(ctx, s)
+    ctx.kernels[key] = ctx.last_kernel

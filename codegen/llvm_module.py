@@ -32,6 +32,7 @@ from codegen.llvm_jit import host
 from codegen.llvm_kernels import StepContext, lower_statement
 from codegen.llvm_loops import I64, PTR, copy, element, for_range, i64, imin, load, store
 from codegen.llvm_math import FORMATS, MathLibrary
+from codegen.llvm_python import build_fast_entry
 
 I8 = ir.IntType(8)
 I32 = ir.IntType(32)
@@ -117,9 +118,17 @@ class EpochSpec:
 
 
 def generate_ir(
-    program: Program, layout: Layout, provider: Provider, epoch: EpochSpec | None = None
+    program: Program,
+    layout: Layout,
+    provider: Provider,
+    epoch: EpochSpec | None = None,
+    fast_entry: bool = False,
 ) -> str:
-    """The module's LLVM IR text; each kernel is preceded by its IR statement as a comment."""
+    """The module's LLVM IR text; each kernel is preceded by its IR statement as a comment.
+
+    ``fast_entry`` adds ``<name>.fast``, the CPython builtin entry of
+    ``codegen.llvm_python`` (it calls the Python C API: in-process use only).
+    """
     fmt = FORMATS[program.dtype]
     module = ir.Module(name=program.name)
     module.triple = host().triple
@@ -129,12 +138,21 @@ def generate_ir(
     _build_py_entry(module, program.name, layout, step)
     if epoch is not None:
         _build_epoch(module, program, epoch, step, fmt)
+    if fast_entry and fast_entry_possible(program, layout):
+        build_fast_entry(module, program, layout, step, fmt)
     lines = [f"; {line}" for line in format_program(program).splitlines()]
     for line in str(module).splitlines():
         if line.startswith("define"):
             lines += [f"; {note}" for ref, note in notes.items() if f" {ref}(" in line]
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def fast_entry_possible(program: Program, layout: Layout) -> bool:
+    """The fast entry returns exactly the fresh outputs (no input among them, no duplicates)."""
+    inputs = {v.name for v in program.inputs}
+    names = [v.name for v in program.outputs]
+    return not (inputs & set(names)) and len(set(names)) == len(names) == len(layout.output_slots)
 
 
 def _function(module, name, ret, args, internal=False) -> tuple[ir.Function, ir.IRBuilder]:

@@ -24,12 +24,44 @@ from sympy.matrices.expressions import (
     Transpose,
     ZeroMatrix,
 )
+from sympy.printing.precedence import precedence
+from sympy.printing.str import StrPrinter
 
 from codegen import ir
 from symgrad import expr as E
 
 ELEMENTWISE = (MatAdd, HadamardProduct, E.Elementwise, E.BroadcastRows, E.BroadcastCols, E.Fill)
 REDUCTIONS = {E.Total: None, E.ColSum: 0, E.RowSum: 1}
+
+
+class _SharedStrPrinter(StrPrinter):
+    """``sp.sstr`` that remembers what it printed: the comments of one program share subtrees.
+
+    Only nested results are kept (a Float prints differently at the top
+    level), and each node's precedence is computed once: for a matrix
+    product it costs a ``doit``. Same text as ``sp.sstr``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._memo: dict = {}
+        self._precedence: dict = {}
+
+    def _print(self, expr, **kwargs) -> str:
+        if kwargs or self._print_level == 0:
+            return super()._print(expr, **kwargs)
+        text = self._memo.get(expr)
+        if text is None:
+            text = self._memo[expr] = super()._print(expr)
+        return text
+
+    def parenthesize(self, item, level, strict=False):
+        p = self._precedence.get(item)
+        if p is None:
+            p = self._precedence[item] = precedence(item)
+        if p < level or (not strict and p <= level):
+            return f"({self._print(item)})"
+        return self._print(item)
 
 
 def _is_elementwise(node) -> bool:
@@ -50,6 +82,7 @@ class Lowering:
         self.body: list = []
         self.taken = {s.name for s in self.inputs}
         self.temp = 0
+        self.printer = _SharedStrPrinter()
 
     # -- naming ---------------------------------------------------------
     def _fresh(self, base: str) -> str:
@@ -152,10 +185,10 @@ class Lowering:
         inputs and named values (when it fits on a line), else in terms of computed values."""
         shown = node.body if isinstance(node, E.Named) else node
         if isinstance(node, E.Named) or not out.name.startswith("t"):
-            full = sp.sstr(shown)
+            full = self.printer.doprint(shown)
             if len(full) <= 100:
                 return f"{out.name} = {full}"
-        return f"{out.name} = {sp.sstr(self._shown(shown))}"
+        return f"{out.name} = {self.printer.doprint(self._shown(shown))}"
 
     def _shown(self, node):
         v = self.values.get(node)

@@ -20,11 +20,14 @@ docs/numpy-backend.md for how to read the generated code and the numerics choice
 from __future__ import annotations
 
 import builtins
+import io
 import keyword
 import linecache
 import re
 import textwrap
+import tokenize
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import sympy as sp
 
@@ -51,7 +54,13 @@ from codegen.scalar_numpy import (
     py_scalar,
 )
 
-__all__ = ["NumpyFunction", "compile_program", "numpy_source"]
+__all__ = [
+    "NumpyFunction",
+    "NumpyFunctionSource",
+    "compile_program",
+    "numpy_function",
+    "numpy_source",
+]
 
 
 class NumpyFunction:
@@ -94,6 +103,62 @@ class NumpyFunction:
 def numpy_source(program: Program) -> str:
     """The generated module for ``program`` (deterministic: same program, same text)."""
     return _Writer(program).module()
+
+
+@dataclass(frozen=True)
+class NumpyFunctionSource:
+    """One program's generated code without the module around it (``numpy_function``).
+
+    ``code`` defines the function ``name`` and its private helpers (``_NAME_buffers``,
+    ``_allocate_NAME``, ``_check_NAME``). It expects at module level: ``import math``,
+    ``import numbers``, ``import numpy``, ``from numpy import`` each of ``numpy_names``,
+    the lines of ``preamble`` (``DTYPE``, ``ndarray``, reduce aliases) and the runtime
+    helpers ``CHECKS`` (plus ``ERF`` when ``needs_erf``). Several programs of one dtype
+    can share that module header, so a standalone module can hold all of them.
+    """
+
+    name: str
+    code: str
+    numpy_names: tuple[str, ...]
+    preamble: tuple[str, ...]
+    needs_erf: bool
+
+
+def numpy_function(program: Program) -> NumpyFunctionSource:
+    """The generated function of ``program`` and what it needs from its module.
+
+    The same text as in ``numpy_source(program)``, minus the module header; nothing is
+    compiled or registered in ``linecache``.
+    """
+    writer = _Writer(program)
+    body = writer.body_lines()
+    allocate = writer.allocate_lines()
+    needs_erf = "erf" in writer.uses
+    parts = [f"_{writer.fn}_buffers = {{}}  # batch symbol values -> work arrays"]
+    if writer.work_locals():
+        parts.append("\n".join(allocate))
+    parts += ["\n".join(writer.check_lines()), "\n".join(body)]
+    code = "\n\n\n".join(parts) + "\n"
+    used = _names_in(code) | (ERF_USES if needs_erf else set())
+    preamble = [f'DTYPE = numpy.dtype("{program.dtype}")', "ndarray = numpy.ndarray"]
+    for alias in ("add", "maximum"):
+        if f"{alias}_reduce" in used:
+            preamble.append(f"{alias}_reduce = numpy.{alias}.reduce")
+    return NumpyFunctionSource(
+        writer.fn, code, tuple(sorted(used & FROM_NUMPY)), tuple(preamble), needs_erf
+    )
+
+
+def _names_in(code: str) -> set[str]:
+    """The names ``code`` reads: not attributes (``a.name``), keywords (``name=``), comments."""
+    tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    found = set()
+    for k, tok in enumerate(tokens):
+        before = tokens[k - 1].string if k else ""
+        after = tokens[k + 1].string if k + 1 < len(tokens) else ""
+        if tok.type == tokenize.NAME and before != "." and after != "=":
+            found.add(tok.string)
+    return found
 
 
 def compile_program(program: Program) -> NumpyFunction:

@@ -8,6 +8,7 @@ update as one generated program: NumPy source or LLVM machine code.
 from symgrad import callbacks, expr, initializers, layers, losses, metrics, models, optimizers  # noqa: I001
 from symgrad.compiler import compile
 from symgrad.diff import derive, grad
+from symgrad.emitter import emit
 from symgrad.expr import batch, labels, matrix
 from symgrad.inspect import element_formula, explain, gradients, op_counts
 from symgrad.layers import Activation, Dense, Input
@@ -27,6 +28,7 @@ __all__ = [
     "compile",
     "derive",
     "element_formula",
+    "emit",
     "explain",
     "expr",
     "grad",

@@ -6,6 +6,11 @@ epoch so far) and ``on_epoch_end`` (logs: the epoch's loss, metrics and
 ``val_*`` values), then ``on_train_end``.  A callback stops training by setting
 ``self.model.stop_training = True``.
 
+With the LLVM backend a whole epoch runs as one native call, and the batch
+hooks are not called -- unless a callback uses them (overrides
+``on_train_batch_begin`` / ``on_train_batch_end``, or is a ``LambdaCallback``
+given one): then ``fit`` runs step by step, as with the NumPy backend.
+
 Example::
 
     >>> from symgrad.callbacks import EarlyStopping
@@ -48,6 +53,13 @@ class Callback:
     def on_train_batch_begin(self, batch, logs=None): ...
 
     def on_train_batch_end(self, batch, logs=None): ...
+
+    def uses_batch_hooks(self) -> bool:
+        """Whether a batch hook does something: then ``fit`` runs step by step to call it."""
+        for hook in ("on_train_batch_begin", "on_train_batch_end"):
+            if hook in vars(self) or getattr(type(self), hook) is not getattr(Callback, hook):
+                return True
+        return False
 
 
 class CallbackList:
@@ -132,6 +144,9 @@ class ProgbarLogger(Callback):
         arrow = ">" if filled < self.width else ""
         bar = "=" * max(0, filled - (1 if arrow else 0)) + arrow
         return f"{done:>{digits}}/{total} [{bar:<{self.width}}]"
+
+    def uses_batch_hooks(self) -> bool:
+        return False  # the bar can also advance once per epoch
 
     def on_train_batch_end(self, batch, logs=None):
         if self.verbose != 1:
@@ -288,7 +303,11 @@ class ModelCheckpoint(Callback):
 
 
 class LambdaCallback(Callback):
-    """A callback from plain functions: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``."""
+    """A callback from plain functions: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``.
+
+    ``on_batch_begin`` / ``on_batch_end`` are Keras's older names for the
+    train-batch hooks.
+    """
 
     def __init__(
         self,
@@ -298,8 +317,12 @@ class LambdaCallback(Callback):
         on_train_end=None,
         on_train_batch_begin=None,
         on_train_batch_end=None,
+        on_batch_begin=None,
+        on_batch_end=None,
     ):
         super().__init__()
+        on_train_batch_begin = on_train_batch_begin or on_batch_begin
+        on_train_batch_end = on_train_batch_end or on_batch_end
         hooks = {
             "on_epoch_begin": on_epoch_begin,
             "on_epoch_end": on_epoch_end,

@@ -1,12 +1,22 @@
-"""symgrad.compile: simplify graphs together, lower them, and build a callable."""
+"""symgrad.compile: simplify graphs together, lower them, and build a callable.
+
+Simplifying and lowering cost tens of milliseconds of SymPy work; their result
+(the IR program, the simplified formulas, the rewrites that fired) is kept in
+the disk cache (``codegen.cache``, ``<key>.program``) under a hash of the
+graphs as DAGs and of symgrad's source, so a warm start of a model skips it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
+from codegen import cache as disk_cache
 from codegen import ir
 from codegen.lower import lower
 from symgrad import expr as E
@@ -23,8 +33,12 @@ class CompiledFunction:
     arrays in place (never when a guarded output is nan or inf).
     """
 
-    def __init__(self, native, program: ir.Program, formulas, rewrites, backend, inputs, scalars):
+    def __init__(
+        self, native, program: ir.Program, formulas, rewrites, backend, inputs, scalars, epoch=None
+    ):
         self._native = native
+        self._call = getattr(native, "fast", native)  # the LLVM backend's native entry
+        self.epoch = epoch
         self.program = program
         self.formulas: dict[str, MatrixExpr] = formulas
         self.rewrites: list[str] = rewrites
@@ -34,7 +48,7 @@ class CompiledFunction:
         self.name = program.name
 
     def __call__(self, *args):
-        return self._native(*args)
+        return self._call(*args)
 
     @property
     def native(self):
@@ -77,6 +91,8 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     dtype: str = "float64",
     name: str = "fn",
     rewrites: bool = True,
+    epoch: Mapping | None = None,
+    cache: bool = True,
 ) -> CompiledFunction:
     """Compile matrix expressions into one function.
 
@@ -88,6 +104,13 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
 
     ``rewrites=False`` skips the rewrite table (only trivial folding), which
     tests use to check that every rewrite preserves values.
+
+    ``epoch``: keyword arguments of ``codegen.llvm.compile_epoch`` (``x_input``,
+    ``y_input``, ``sums``, ``counter``). With the LLVM backend, ``f.epoch`` is
+    then a whole-epoch native loop built from the same object code as ``f``;
+    other backends have no epoch loop (``f.epoch`` is None).
+
+    ``cache=False`` neither reads nor writes the disk cache (program and object code).
     """
     if dtype not in ir.DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {ir.DTYPES}")
@@ -103,6 +126,27 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     if len(set(names)) != len(names):
         raise ValueError(f"input names must be unique; received {names}")
     E.check_symbols([*outputs.values(), *updates.values(), *inputs])
+    settings = (tuple(guards), dtype, name, rewrites)
+    key = _graph_key(inputs, outputs, updates, scalars, settings) if cache else None
+    lowered = _load_lowered(key)
+    if lowered is None:
+        lowered = _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites)
+        _store_lowered(key, lowered)
+    program, formulas, fired_names, scalars = lowered
+    options = {"cache": cache} if backend == "llvm" else {}
+    native_epoch = None
+    if epoch is not None and hasattr(target, "compile_epoch"):
+        native_epoch = target.compile_epoch(program, **epoch, **options)
+        native = native_epoch.step
+    else:
+        native = target.compile_program(program, **options)
+    return CompiledFunction(
+        native, program, formulas, fired_names, backend, inputs, scalars, native_epoch
+    )
+
+
+def _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites):
+    """(program, formulas, names of the rewrites that fired, scalars): simplify, then lower."""
     keys = {f"__update_{i}": v for i, v in enumerate(updates.values())}
     simplified, fired = simplify({**outputs, **keys}, rules=None if rewrites else [])
     outs = {k: simplified[k] for k in outputs}
@@ -113,7 +157,64 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     program = lower(name, inputs, outs, ups, scalars, guards, dtype)
     formulas = {**outs, **{f"{s.name}_new": v for s, v in ups.items()}}
     formulas = {k: v.body if isinstance(v, E.Named) else v for k, v in formulas.items()}
-    native = target.compile_program(program)
-    return CompiledFunction(
-        native, program, formulas, [f[0] for f in fired], backend, inputs, scalars
-    )
+    return program, formulas, [f[0] for f in fired], list(scalars)
+
+
+def _graph_key(inputs, outputs, updates, scalars, settings) -> str:
+    """SHA-256 of the graphs as DAGs (each distinct node once), the settings and symgrad's source."""
+    ids: dict = {}
+    lines: list[str] = []
+
+    def node_id(root) -> int:
+        stack = [root]
+        while stack:
+            x = stack[-1]
+            if x in ids:
+                stack.pop()
+                continue
+            pending = [a for a in x.args if isinstance(a, sp.Basic) and a not in ids]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            if x.args:
+                parts = [str(ids[a]) if isinstance(a, sp.Basic) else repr(a) for a in x.args]
+                lines.append(f"{type(x).__name__}({','.join(parts)})")
+            else:
+                lines.append(sp.srepr(x))
+            ids[x] = len(ids)
+        return ids[root]
+
+    described = [
+        [node_id(s) for s in inputs],
+        [(k, node_id(v)) for k, v in outputs.items()],
+        [(node_id(s), node_id(v)) for s, v in updates.items()],
+        None if scalars is None else [node_id(s) for s in scalars],
+        settings,
+    ]
+    h = hashlib.sha256(b"symgrad-program-1")
+    root = Path(__file__).resolve().parents[1]
+    h.update(disk_cache.source_digest(root / "symgrad", root / "codegen").encode())
+    h.update("\n".join(lines).encode())
+    h.update(repr(described).encode())
+    return h.hexdigest()
+
+
+def _load_lowered(key: str | None):
+    blob = disk_cache.load_blob(key, "program") if key else None
+    if blob is None:
+        return None
+    try:
+        return pickle.loads(blob)
+    except Exception:  # an unreadable entry is a miss
+        return None
+
+
+def _store_lowered(key: str | None, lowered) -> None:
+    if key is None:
+        return
+    try:
+        blob = pickle.dumps(lowered, protocol=4)
+    except Exception:  # e.g. a user's scalar function that does not pickle: no entry
+        return
+    disk_cache.store_blob(key, "program", blob)

@@ -290,7 +290,12 @@ class Sequential(Trainer):
         if self._programs_cache is None:
             with_predictions = bool(self._metric_ids)
             self._programs_cache = Programs(
-                self._training_graph(), self.optimizer, with_predictions, self.backend, self.dtype
+                self._training_graph(),
+                self.optimizer,
+                with_predictions,
+                self.backend,
+                self.dtype,
+                self._metric_objects() if self.compiled else (),
             )
         return self._programs_cache
 
@@ -336,10 +341,10 @@ class Sequential(Trainer):
         data.check_finite(y_array, f"{names[1]} (as {self.dtype})")
         return x_array, y_array
 
-    def _run_train_step(self, x, y):
-        self._programs().train_step()
+    def _train_step(self):
+        step = super()._train_step()
         self._apply_pending_optimizer_state()
-        return super()._run_train_step(x, y)
+        return step
 
     def _weight_arrays(self) -> list[np.ndarray]:
         self._materialize()

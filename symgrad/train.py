@@ -12,6 +12,14 @@ and on first use, the four functions a model needs:
 - ``test_step(X, Y, weights) -> loss[, P]``, ``predict_step(X, weights) -> P``;
 - ``gradient_step(X, Y, weights) -> loss, d_w...``.
 
+With the LLVM backend the training step also returns the batch mean of every
+metric that has a formula (``Metric.batch_mean``), and is compiled with a
+whole-epoch native loop (``step.function.epoch``): :meth:`Trainer.fit` then
+runs an epoch in one native call -- shuffled order, row gathering, every step
+and the sums of loss and metrics -- unless something needs Python between
+steps (a callback using batch hooks, a learning-rate schedule, a metric with
+no formula or targets it cannot handle).
+
 :class:`Trainer` holds ``fit`` / ``evaluate`` / ``predict`` and friends; it is
 the base class of :class:`symgrad.models.Sequential`.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,7 +45,7 @@ from symgrad.diff import Derivation, derive
 from symgrad.layers import Layer, Names, Variable
 from symgrad.losses import Loss
 from symgrad.metrics import Metric
-from symgrad.optimizers import Optimizer
+from symgrad.optimizers import STEP, Optimizer
 from symgrad.simplify import simplify
 
 
@@ -115,11 +124,16 @@ def runtime_scalars(exprs: Sequence[MatrixExpr]) -> list[sp.Symbol]:
 
 @dataclass
 class Step:
-    """A compiled function plus what its outputs mean."""
+    """A compiled function plus what its outputs mean.
+
+    ``metric_outputs[i]``: position in the outputs of metric ``i``'s batch
+    mean, None when it has no formula in the program (training step only).
+    """
 
     function: CompiledFunction
     outputs: tuple[str, ...]
     slots: list[Variable] = field(default_factory=list)
+    metric_outputs: tuple[int | None, ...] = ()
 
     @property
     def source(self) -> str:
@@ -136,9 +150,11 @@ class Programs:
         with_predictions: bool,
         backend: str,
         dtype: str,
+        metrics: Sequence[Metric] = (),
     ):
         self.graph, self.optimizer = graph, optimizer
         self.with_predictions, self.backend, self.dtype = with_predictions, backend, dtype
+        self.metrics = list(metrics)
         self._cache: dict[str, Step] = {}
 
     def _compile(self, name, inputs, outputs, **kwargs) -> CompiledFunction:
@@ -152,18 +168,53 @@ class Programs:
             outputs["P"] = self.graph.output
         return outputs
 
+    def _metric_means(self) -> dict[int, tuple[str, MatrixExpr]]:
+        """Metric index -> (``metric_<name>``, its batch mean) for each metric with a formula.
+
+        LLVM backend only: the NumPy backend keeps computing metrics in NumPy.
+        """
+        means: dict[int, tuple[str, MatrixExpr]] = {}
+        if self.backend != "llvm":
+            return means
+        taken = set()
+        for i, metric in enumerate(self.metrics):
+            formula = metric.batch_mean(self.graph.y, self.graph.output)
+            if formula is not None:
+                key = "metric_" + re.sub(r"\W", "_", metric.name)
+                key = key if key not in taken else f"{key}_{i}"
+                taken.add(key)
+                means[i] = (key, formula)
+        return means
+
     def train_step(self) -> Step:
         if "train" not in self._cache:
             g, opt = self.graph, self.optimizer
             slots = opt.build(g.weights, self.dtype)
             outputs = self._loss_outputs()
+            means = self._metric_means()
+            outputs.update(dict(means.values()))
             updates = opt.updates(g.weights, g.gradients)
             inputs = [g.x, g.y, *(w.symbol for w in g.weights), *(s.symbol for s in slots)]
             scalars = runtime_scalars([*outputs.values(), *updates.values()])
+            epoch = None
+            if self.backend == "llvm":  # a whole epoch in one native call
+                counter = STEP.name if STEP.name in {s.name for s in scalars} else None
+                sums = ("loss", *(key for key, _ in means.values()))
+                epoch = {"x_input": g.x.name, "y_input": g.y.name, "sums": sums, "counter": counter}
             fn = self._compile(
-                "train_step", inputs, outputs, updates=updates, scalars=scalars, guards=("loss",)
+                "train_step",
+                inputs,
+                outputs,
+                updates=updates,
+                scalars=scalars,
+                guards=("loss",),
+                epoch=epoch,
             )
-            self._cache["train"] = Step(fn, tuple(outputs), slots)
+            names = list(outputs)
+            metric_outputs = tuple(
+                names.index(means[i][0]) if i in means else None for i in range(len(self.metrics))
+            )
+            self._cache["train"] = Step(fn, tuple(outputs), slots, metric_outputs)
         return self._cache["train"]
 
     def test_step(self) -> Step:
@@ -215,11 +266,25 @@ class Tracker:
         for m in self.metrics:
             m.reset_state()
 
-    def update(self, loss: float, y: np.ndarray, predictions: np.ndarray | None) -> None:
+    def update(
+        self, loss: float, y: np.ndarray, predictions: np.ndarray | None, means=None
+    ) -> None:
+        """Add a batch; ``means``: the metrics' batch means from the compiled step (else NumPy)."""
         self.loss_sum += loss * len(y)
         self.count += len(y)
-        for m in self.metrics:
-            m.update_state(y, predictions)
+        for k, m in enumerate(self.metrics):
+            if means is None:
+                m.update_state(y, predictions)
+            else:
+                m.add_batch_mean(means[k], len(y))
+
+    def add_epoch(self, sums: dict[str, float], rows: int, metric_keys: Sequence[str]) -> None:
+        """Add the sums of a native epoch (``rows`` x batch mean, summed over batches)."""
+        self.loss_sum += sums["loss"]
+        self.count += rows
+        for m, key in zip(self.metrics, metric_keys):
+            m.total += sums[key]
+            m.count += rows
 
     def logs(self) -> dict[str, float]:
         out = {f"{self.prefix}loss": self.loss_sum / max(1, self.count)}
@@ -245,13 +310,26 @@ class Trainer:
     def _weight_arrays(self) -> list[np.ndarray]:
         return [w.value for w in self.weights]
 
-    def _run_train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray | None]:
-        step = self._programs().train_step()
+    def _train_step(self) -> Step:
+        """The compiled training step, with the optimizer state ready for it."""
+        return self._programs().train_step()
+
+    def _run_train_step(self, x: np.ndarray, y: np.ndarray, native_metrics: bool = False):
+        """One step: ``(loss, predictions or None, metric batch means or None)``.
+
+        ``native_metrics``: read the metrics' batch means from the step's
+        outputs (every metric must have one) instead of returning predictions.
+        """
+        step = self._train_step()
         fn = step.function
         args = [x, y, *self._weight_arrays(), *(s.value for s in step.slots)]
         outs = fn(*args, *self.optimizer.scalar_values(fn.scalars))
         self.optimizer.iterations += 1
-        return float(outs[0][0, 0]), (outs[1] if len(outs) > 1 else None)
+        means = None
+        if native_metrics:
+            means = [float(outs[k][0, 0]) for k in step.metric_outputs]
+        predictions = outs[1] if len(outs) > 1 and step.outputs[1] == "P" else None
+        return float(outs[0][0, 0]), predictions, means
 
     def _run_test_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray | None]:
         outs = self._programs().test_step().function(x, y, *self._weight_arrays())
@@ -320,12 +398,32 @@ class Trainer:
             x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch
         )
 
+    def _native_metrics(self, step: Step, y: np.ndarray) -> bool:
+        """Whether every metric's batch mean comes from the compiled step for targets ``y``."""
+        if any(k is None for k in step.metric_outputs):
+            return False
+        if any(m.needs_one_hot for m in self._metric_objects()):
+            return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
+        return True
+
+    def _native_epochs(self, step: Step, native_metrics: bool, callbacks) -> bool:
+        """Whether each epoch can run as one native call (nothing needs Python between steps)."""
+        return (
+            step.function.epoch is not None
+            and native_metrics
+            and not callable(getattr(self.optimizer, "learning_rate", None))  # a schedule
+            and not any(c.uses_batch_hooks() for c in callbacks)
+        )
+
     def _fit_loop(self, x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch):
-        self._programs().train_step()  # compile (and create the optimizer slots) before the clock runs
+        step = self._train_step()  # compile (and create the optimizer slots) before the clock runs
+        native_metrics = self._native_metrics(step, y)
+        native_epochs = self._native_epochs(step, native_metrics, callbacks)
         steps = math.ceil(len(x) / batch_size)
         history = callbacks_module.History()
         progress = [callbacks_module.ProgbarLogger(verbose)] if verbose else []
         params = {"verbose": verbose, "epochs": epochs, "steps": steps}
+        params["native_epochs"] = native_epochs  # one native call per epoch (LLVM backend)
         hooks = callbacks_module.CallbackList([history, *progress, *callbacks], self, params)
         train = Tracker(self._metric_objects())
         valid = Tracker(copy.deepcopy(self._metric_objects()), prefix="val_")
@@ -335,29 +433,14 @@ class Trainer:
         logs: dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             hooks.on_epoch_begin(epoch)
-            xs, ys = x, y
-            if shuffle:  # one permuted copy per epoch; batches are then contiguous slices of it
-                order = self._shuffle_rng.permutation(len(x))
-                xs, ys = x[order], y[order]
+            order = self._shuffle_rng.permutation(len(x)) if shuffle else None
             train.reset()
+            where = {"epoch": epoch, "steps": steps, "history": history}
             with np.errstate(all="ignore"):  # overflow becomes inf; the loss guard reports it
-                for batch, rows in enumerate(data.batches(len(x), batch_size)):
-                    hooks.on_train_batch_begin(batch)
-                    xb, yb = xs[rows], ys[rows]
-                    try:
-                        loss, predictions = self._run_train_step(xb, yb)
-                    except FloatingPointError as err:
-                        raise NonFiniteLossError(
-                            f"The loss became nan or inf at epoch {epoch + 1}, batch {batch + 1} of {steps}; "
-                            f"training stopped and the weights are those after the last good step "
-                            f"(optimizer iteration {self.optimizer.iterations}). Try a smaller learning "
-                            f"rate or check the data. ({err})",
-                            epoch + 1,
-                            batch + 1,
-                            history,
-                        ) from err
-                    train.update(loss, yb, predictions)
-                    hooks.on_train_batch_end(batch, train.logs())
+                if native_epochs:
+                    self._native_epoch(step, x, y, order, batch_size, train, where)
+                else:
+                    self._python_epoch(x, y, order, batch_size, train, hooks, native_metrics, where)
             logs = train.logs()
             if val is not None:
                 logs.update(self._evaluate_arrays(val[0], val[1], batch_size, valid))
@@ -366,6 +449,58 @@ class Trainer:
                 break
         hooks.on_train_end(logs)
         return history
+
+    def _non_finite(self, err, batch: int, where: dict) -> NonFiniteLossError:
+        """The error for a nan / inf loss at 0-based ``batch``; ``where``: epoch, steps, history."""
+        epoch, steps, history = where["epoch"], where["steps"], where["history"]
+        return NonFiniteLossError(
+            f"The loss became nan or inf at epoch {epoch + 1}, batch {batch + 1} of {steps}; "
+            f"training stopped and the weights are those after the last good step "
+            f"(optimizer iteration {self.optimizer.iterations}). Try a smaller learning "
+            f"rate or check the data. ({err})",
+            epoch + 1,
+            batch + 1,
+            history,
+        )
+
+    def _python_epoch(self, x, y, order, batch_size, tracker, hooks, native_metrics, where):
+        """One compiled-step call per batch, with the batch hooks between them."""
+        xs, ys = (x, y) if order is None else (x[order], y[order])  # then contiguous slices
+        for batch, rows in enumerate(data.batches(len(x), batch_size)):
+            hooks.on_train_batch_begin(batch)
+            xb, yb = xs[rows], ys[rows]
+            try:
+                loss, predictions, means = self._run_train_step(xb, yb, native_metrics)
+            except FloatingPointError as err:
+                raise self._non_finite(err, batch, where) from err
+            tracker.update(loss, yb, predictions, means)
+            hooks.on_train_batch_end(batch, tracker.logs())
+
+    def _native_epoch(self, step: Step, x, y, order, batch_size, tracker, where):
+        """The whole epoch as one native call (``step.function.epoch``); same order, same steps."""
+        fn, opt = step.function, self.optimizer
+        epoch_fn = fn.epoch
+        order = np.arange(len(x)) if order is None else order
+        values = opt.scalar_values(fn.scalars)
+        scalars = [v for s, v in zip(fn.scalars, values) if s.name != epoch_fn.counter]
+        others = [*self._weight_arrays(), *(s.value for s in step.slots)]
+        try:
+            result = epoch_fn(
+                x,
+                y,
+                *others,
+                *scalars,
+                batch_size=batch_size,
+                order=order,
+                counter_start=opt.iterations,
+            )
+        except FloatingPointError as err:
+            done = getattr(err, "batch", 0)  # steps completed before the failing one
+            opt.iterations += done
+            raise self._non_finite(err, done, where) from err
+        opt.iterations += result.steps
+        keys = [step.outputs[k] for k in step.metric_outputs]
+        tracker.add_epoch(result.sums, result.rows, keys)
 
     def evaluate(
         self, x=None, y=None, batch_size: int | None = None, verbose=0, return_dict: bool = False
@@ -400,7 +535,7 @@ class Trainer:
         x, y = self._prepare_xy(x, y)
         with np.errstate(all="ignore"):
             try:
-                loss, predictions = self._run_train_step(x, y)
+                loss, predictions, _ = self._run_train_step(x, y)
             except FloatingPointError as err:
                 raise NonFiniteLossError(
                     f"The loss is nan or inf for this batch; no update was made. ({err})", 0, 1

@@ -90,3 +90,46 @@ def test_a_second_process_skips_llvm(cache_dir):
     )
     hit, value = out.stdout.split()
     assert hit == "True" and float(value) == pytest.approx(np.tanh(3.0), rel=1e-15)
+
+
+def test_a_warm_start_finds_the_object_without_generating_ir(cache_dir, monkeypatch):
+    """The index entry maps the pickled program to its object: no IR text until asked for."""
+    import codegen.llvm as backend
+
+    first = compile_program(small_program())
+    assert len(list(cache_dir.glob("*.index"))) == 1
+    monkeypatch.setattr(backend, "generate_ir", lambda *a, **k: pytest.fail("IR generated"))
+    second = compile_program(small_program())
+    assert second.from_cache
+    monkeypatch.undo()
+    assert second.llvm_ir == first.llvm_ir  # generated on first access
+
+
+def test_symgrad_compile_caches_the_lowered_program(cache_dir, monkeypatch):
+    import symgrad
+    import symgrad.compiler as compiler
+    from symgrad import expr as E
+
+    def build():
+        X, W = E.matrix("X", E.batch(), 3), E.matrix("W", 3, 2)
+        t = sp.Symbol("t")
+        loss = E.mean(E.elementwise(sp.Lambda(t, sp.tanh(t) ** 2), E.matmul(X, W)))
+        return [X, W], {"loss": loss, "dW": symgrad.grad(loss, W)}
+
+    inputs, outputs = build()
+    first = compiler.compile(inputs, outputs, backend="llvm")
+    assert len(list(cache_dir.glob("*.program"))) == 1
+    monkeypatch.setattr(compiler, "simplify", lambda *a, **k: pytest.fail("simplified again"))
+    inputs, outputs = build()
+    second = compiler.compile(inputs, outputs, backend="llvm")
+    assert second.program == first.program and second.formulas == first.formulas
+    assert second.from_cache
+    inputs, outputs = build()
+    with pytest.raises(pytest.fail.Exception):  # cache=False neither reads nor writes
+        compiler.compile(inputs, outputs, backend="llvm", cache=False)
+
+
+def test_clear_removes_every_kind_of_entry(cache_dir):
+    compile_program(small_program())
+    assert {p.suffix for p in cache_dir.iterdir()} == {".o", ".index"}
+    assert cache.clear() == 2 and not list(cache_dir.iterdir())
