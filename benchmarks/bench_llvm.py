@@ -40,14 +40,12 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 import sympy as sp  # noqa: E402
 
-import symgrad  # noqa: E402
 from benchmarks.common import environment, format_table, interleaved, peers  # noqa: E402
-from benchmarks.graphs import mlp_graph  # noqa: E402
+from benchmarks.graphs import mlp_graph, sgd_step  # noqa: E402
 from benchmarks.handwritten import HandMLP  # noqa: E402
 from codegen import blas  # noqa: E402
 from codegen.ir import Gemm, Program  # noqa: E402
 from codegen.llvm import compile_program  # noqa: E402
-from symgrad import expr as E  # noqa: E402
 
 # name: (sizes, hidden activation, output, batch size, batches per epoch)
 WORKLOADS = {
@@ -72,23 +70,8 @@ BASELINE = "hand-written NumPy"
 
 def compiled_sgd_step(sizes, activation, output, backend, dtype):
     """``loss = step(X, Y, W1, b1, ..., lr)``, the parameters updated in place; ``.epoch`` for LLVM."""
-    g = mlp_graph(sizes, activation, output)
-    grads = symgrad.gradients(g.loss, g.params, context=[g.output])
-    lr = sp.Symbol("lr", positive=True)
-    updates = {w: E.sub(w, E.scale(lr, E.name(f"d{w.name}", grads.raw[w]))) for w in g.params}
-    epoch = None
-    if backend == "llvm":
-        epoch = {"x_input": "X", "y_input": "Y", "sums": ("loss",), "counter": None}
-    return symgrad.compile(
-        [g.X, g.Y, *g.params],
-        {"loss": g.loss},
-        updates=updates,
-        scalars=[lr],
-        backend=backend,
-        dtype=dtype,
-        name="sgd_step",
-        epoch=epoch,
-    )
+    graph = mlp_graph(sizes, activation, output)
+    return sgd_step(graph, backend=backend, dtype=dtype, epoch=backend == "llvm")
 
 
 def gemms_alone(step, X, Y, params):

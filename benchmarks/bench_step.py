@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import sympy as sp
 
-import symgrad
 from benchmarks.common import environment, interleaved, print_table
-from benchmarks.graphs import mlp_graph
+from benchmarks.graphs import mlp_graph, sgd_step
 from benchmarks.handwritten import HandMLP
-from symgrad import expr as E
 
 WORKLOADS = {
     "tiny 2-16-1 sigmoid MSE, batch 8": ([2, 16, 1], "sigmoid", "sigmoid", 8),
@@ -30,23 +27,6 @@ WORKLOADS = {
         256,
     ),
 }
-
-
-def sgd_step(sizes, activation, output, backend, dtype):
-    """A compiled ``loss = step(X, Y, *params, lr)`` that updates params in place."""
-    g = mlp_graph(sizes, activation, output)
-    grads = symgrad.gradients(g.loss, g.params, context=[g.output])
-    lr = sp.Symbol("lr", positive=True)
-    updates = {w: E.sub(w, E.scale(lr, E.name(f"d{w.name}", grads.raw[w]))) for w in g.params}
-    return symgrad.compile(
-        [g.X, g.Y, *g.params],
-        {"loss": g.loss},
-        updates=updates,
-        scalars=[lr],
-        backend=backend,
-        dtype=dtype,
-        name="sgd_step",
-    )
 
 
 def run(name, sizes, activation, output, batch, backends, dtype, rounds):
@@ -62,7 +42,7 @@ def run(name, sizes, activation, output, batch, backends, dtype, rounds):
     lr = 1e-3  # small: weights barely move while the steps are timed
     fns = {"hand-written NumPy": lambda: hand.sgd_step(X, Y, lr)}
     for backend in backends:
-        step = sgd_step(sizes, activation, output, backend, dtype)
+        step = sgd_step(mlp_graph(sizes, activation, output), backend=backend, dtype=dtype)
         params = [
             np.ascontiguousarray(p.reshape(1, -1) if p.ndim == 1 else p) for p in hand.get_weights()
         ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+import symgrad
 from symgrad import expr as E
 
 
@@ -38,3 +39,28 @@ def mlp_graph(sizes: list[int], activation: str = "relu", output: str = "softmax
     else:
         loss = E.mean(E.elementwise(sp.Lambda((p, y), (p - y) ** 2), A, Y))
     return MLPGraph(X, Y, params, A, loss)
+
+
+def sgd_step(
+    graph: MLPGraph, *, backend="numpy", dtype="float64", guards=(), name="sgd_step", epoch=False
+):
+    """``loss = step(X, Y, W1, b1, ..., lr)`` with the parameters updated in place by plain SGD.
+
+    ``epoch=True`` (LLVM) also compiles the whole-epoch entry, ``step.epoch``.
+    """
+    grads = symgrad.gradients(graph.loss, graph.params, context=[graph.output])
+    lr = sp.Symbol("lr", positive=True)
+    updates = {w: E.sub(w, E.scale(lr, E.name(f"d{w.name}", grads.raw[w]))) for w in graph.params}
+    return symgrad.compile(
+        [graph.X, graph.Y, *graph.params],
+        {"loss": graph.loss},
+        updates=updates,
+        scalars=[lr],
+        guards=guards,
+        backend=backend,
+        dtype=dtype,
+        name=name,
+        epoch={"x_input": "X", "y_input": "Y", "sums": ("loss",), "counter": None}
+        if epoch
+        else None,
+    )

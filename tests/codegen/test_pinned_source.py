@@ -11,29 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import sympy as sp
-
-import symgrad
-from benchmarks.graphs import mlp_graph
-from symgrad import expr as E
+from benchmarks.graphs import mlp_graph, sgd_step
 
 PINNED = Path(__file__).parent / "pinned" / "mlp_sgd_step.py.txt"
 
 
 def small_model_step():
     """A 3-4-2 sigmoid/softmax MLP, cross-entropy, plain SGD, guarded loss."""
-    g = mlp_graph([3, 4, 2], "sigmoid", "softmax")
-    lr = sp.Symbol("lr", positive=True)
-    grads = symgrad.gradients(g.loss, g.params, context=[g.output])
-    updates = {w: E.sub(w, E.scale(lr, E.name(f"d{w.name}", grads.raw[w]))) for w in g.params}
-    return symgrad.compile(
-        [g.X, g.Y, *g.params],
-        {"loss": g.loss},
-        updates=updates,
-        scalars=[lr],
-        guards=["loss"],
-        name="mlp_sgd_step",
-    )
+    graph = mlp_graph([3, 4, 2], "sigmoid", "softmax")
+    return sgd_step(graph, guards=["loss"], name="mlp_sgd_step")
 
 
 def test_generated_source_is_pinned():
