@@ -73,11 +73,12 @@ def _is_elementwise(node) -> bool:
 class Lowering:
     """One lowering run; see :func:`lower`."""
 
-    def __init__(self, name, inputs, outputs, updates, scalars, guards, dtype):
+    def __init__(self, name, inputs, outputs, updates, scalars, guards, dtype, checks=None):
         self.name, self.dtype = name, dtype
         self.inputs = list(inputs)
         self.outputs, self.updates = dict(outputs), dict(updates)
         self.scalars, self.guards = tuple(scalars), tuple(guards)
+        self.checks = dict(checks or {})  # guarded (1, 1) values that are not returned
         self.values: dict[MatrixExpr, ir.Value] = {}
         self.body: list = []
         self.taken = {s.name for s in self.inputs}
@@ -105,13 +106,13 @@ class Lowering:
         input_set = set(self.inputs)
         for s in self.inputs:
             self.values[s] = ir.Value(s.name, tuple(sp.sympify(d) for d in s.shape))
-        roots = list(self.outputs.values()) + list(self.updates.values())
+        roots = [*self.outputs.values(), *self.checks.values(), *self.updates.values()]
         order = E.topological(roots)
         uses = Counter(c for node in order for c in E.children(node))
         for r in roots:
             uses[r] += 1
         update_roots = set(self.updates.values()) - set(self.outputs.values())
-        needed_by_rest = set(E.topological(self.outputs.values()))
+        needed_by_rest = set(E.topological([*self.outputs.values(), *self.checks.values()]))
         late = [n for n in order if n in update_roots and n not in needed_by_rest]
         order = [n for n in order if n not in late] + late
         self.materialize = {
@@ -159,7 +160,7 @@ class Lowering:
         )
 
     def _root_name(self, node) -> str | None:
-        for key, expr in self.outputs.items():
+        for key, expr in [*self.outputs.items(), *self.checks.items()]:
             if expr == node:
                 return key
         for sym, expr in self.updates.items():
@@ -224,9 +225,10 @@ class Lowering:
             stmt = ir.Map(out, body, tuple((s, v) for v, s in args.items()), comment)
         self.body.append(stmt)
         self.values[node] = out
-        for key in self.guards:
-            if self.outputs.get(key) == node:
-                self.body.append(ir.Guard(out, f"{key} is nan or inf"))
+        guarded = [k for k in self.guards if self.outputs.get(k) == node]
+        guarded += [k for k, expr in self.checks.items() if expr == node]
+        for key in guarded:
+            self.body.append(ir.Guard(out, f"{key} is nan or inf"))
         return out
 
     def _operand(self, node) -> ir.Value:
@@ -304,8 +306,13 @@ def lower(
     scalars: Sequence[sp.Symbol] = (),
     guards: Sequence[str] = (),
     dtype: str = "float64",
+    checks: Mapping[str, MatrixExpr] | None = None,
 ) -> ir.Program:
-    """Lower simplified graphs to one IR program (outputs, then in-place updates)."""
+    """Lower simplified graphs to one IR program (outputs, then in-place updates).
+
+    ``guards`` name outputs that must be finite before any update is written;
+    ``checks`` are further (1, 1) values computed and guarded but not returned.
+    """
     if not name.isidentifier():
         raise ValueError(f"program names must be identifiers; received: name={name!r}")
     for key in outputs:
@@ -317,4 +324,7 @@ def lower(
     for sym in updates or {}:
         if sym not in inputs:
             raise ValueError(f"update target {sym} is not an input")
-    return Lowering(name, inputs, outputs, updates or {}, scalars, guards, dtype).run()
+    for key, expr in (checks or {}).items():
+        if tuple(expr.shape) != (1, 1):
+            raise ValueError(f"check {key!r} must be a (1, 1) value; received shape {expr.shape}")
+    return Lowering(name, inputs, outputs, updates or {}, scalars, guards, dtype, checks).run()

@@ -75,6 +75,7 @@ from numpy import (
 DTYPE = numpy.dtype("float64")
 ndarray = numpy.ndarray
 maximum_reduce = numpy.maximum.reduce
+add_reduce = numpy.add.reduce
 
 INPUT_DIM = 64
 OUTPUT_DIM = 10
@@ -632,23 +633,26 @@ def _allocate_train_step_kernel(n):
     t1 = empty((n, 10), DTYPE)
     t2 = empty((n, 10), DTYPE)
     t3 = empty((1, 1), DTYPE)
-    t6 = empty((n, 32), DTYPE)
-    d_dense_kernel = empty((64, 32), DTYPE)
-    t8 = empty((1, 32), DTYPE)
+    t6 = empty((1, 10), DTYPE)
     d_dense_1_kernel = empty((32, 10), DTYPE)
-    t9 = empty((1, 10), DTYPE)
+    t8 = empty((1, 1), DTYPE)
+    t9 = empty((n, 32), DTYPE)
+    t11 = empty((1, 32), DTYPE)
+    t12 = empty((1, 1), DTYPE)
+    d_dense_kernel = empty((64, 32), DTYPE)
+    t13 = empty((1, 1), DTYPE)
     zeros0 = zeros((n, 32), DTYPE)  # constant
     tmp0 = empty((n, 1), DTYPE)  # scratch
     ones0 = ones((10, 1), DTYPE)  # constant
     tmp1 = empty((n, 10), DTYPE)  # scratch
+    ones1 = ones((1, n), DTYPE)  # constant
     tmp2 = empty((n, 32), DTYPE)  # scratch
     tmp3 = empty((64, 32), DTYPE)  # scratch
-    ones1 = ones((1, n), DTYPE)  # constant
     tmp4 = empty((1, 32), DTYPE)  # scratch
     tmp5 = empty((32, 10), DTYPE)  # scratch
     tmp6 = empty((1, 10), DTYPE)  # scratch
-    # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, t5 in t2, t7 in t6, d_dense_bias
-    # in t8, d_dense_1_bias in t9
+    # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, t5 in t2, d_dense_1_bias in t6,
+    # t7 in t3, t10 in t9, d_dense_bias in t11, gradient_sum in t3
     work = _train_step_kernel_buffers[(n,)] = (
         t0,
         t0,
@@ -661,19 +665,24 @@ def _allocate_train_step_kernel(n):
         t2,
         t6,
         t6,
-        d_dense_kernel,
-        t8,
-        t8,
+        t3,
         d_dense_1_kernel,
+        t8,
         t9,
         t9,
+        t11,
+        t11,
+        t12,
+        d_dense_kernel,
+        t13,
+        t3,
         zeros0,
         tmp0,
         ones0,
         tmp1,
+        ones1,
         tmp2,
         tmp3,
-        ones1,
         tmp4,
         tmp5,
         tmp6,
@@ -926,20 +935,25 @@ def train_step_kernel(
         t4,
         t5,
         t6,
-        t7,
-        d_dense_kernel,
-        t8,
-        d_dense_bias,
-        d_dense_1_kernel,
-        t9,
         d_dense_1_bias,
+        t7,
+        d_dense_1_kernel,
+        t8,
+        t9,
+        t10,
+        t11,
+        d_dense_bias,
+        t12,
+        d_dense_kernel,
+        t13,
+        gradient_sum,
         zeros0,
         tmp0,
         ones0,
         tmp1,
+        ones1,
         tmp2,
         tmp3,
-        ones1,
         tmp4,
         tmp5,
         tmp6,
@@ -989,16 +1003,50 @@ def train_step_kernel(
     # t5 = t4 - Y
     subtract(t4, Y, out=t5)
 
-    # t6 = t5*dense_1_kernel.T
-    dot(t5, dense_1_kernel.T, out=t6)
+    # t6 = colsum(t5)
+    dot(ones1, t5, out=t6)
 
-    # t7 = t6 o [A1 > 0]
+    # d_dense_1_bias = 1/n*colsum(-Y + softmax(Z2))
+    multiply(t6, 1 / n, out=d_dense_1_bias)
+
+    # t7 = sum(d_dense_1_bias)
+    t7[0, 0] = add_reduce(d_dense_1_bias, axis=None)
+
+    # d_dense_1_kernel = 1/n*A1.T*(-Y + softmax(Z2))
+    dot(A1.T, t5, out=d_dense_1_kernel)
+    multiply(d_dense_1_kernel, 1 / n, out=d_dense_1_kernel)
+
+    # t8 = sum(d_dense_1_kernel)
+    t8[0, 0] = add_reduce(d_dense_1_kernel, axis=None)
+
+    # t9 = t5*dense_1_kernel.T
+    dot(t5, dense_1_kernel.T, out=t9)
+
+    # t10 = t9 o [A1 > 0]
     greater(A1, 0, out=tmp2)
-    multiply(t6, tmp2, out=t7)
+    multiply(t9, tmp2, out=t10)
+
+    # t11 = colsum(t10)
+    dot(ones1, t10, out=t11)
+
+    # d_dense_bias = 1/n*colsum((-Y + softmax(Z2))*dense_1_kernel.T o [A1 > 0])
+    multiply(t11, 1 / n, out=d_dense_bias)
+
+    # t12 = sum(d_dense_bias)
+    t12[0, 0] = add_reduce(d_dense_bias, axis=None)
 
     # d_dense_kernel = 1/n*X.T*((-Y + softmax(Z2))*dense_1_kernel.T o [A1 > 0])
-    dot(X.T, t7, out=d_dense_kernel)
+    dot(X.T, t10, out=d_dense_kernel)
     multiply(d_dense_kernel, 1 / n, out=d_dense_kernel)
+
+    # t13 = sum(d_dense_kernel)
+    t13[0, 0] = add_reduce(d_dense_kernel, axis=None)
+
+    # gradient_sum = sum(d_dense_1_bias) + sum(d_dense_1_kernel) + sum(d_dense_bias) + sum(d_dense_kernel)
+    gradient_sum[0, 0] = t7[0, 0] + t8[0, 0] + t12[0, 0] + t13[0, 0]
+
+    if not math.isfinite(gradient_sum[0, 0]):  # guard: gradient_sum is nan or inf
+        raise _not_finite("train_step_kernel", "gradient_sum is nan or inf", gradient_sum)
 
     # dense_kernel_momentum_new = dense_kernel_momentum + (1 - beta_1)*(d_dense_kernel - dense_kernel_momentum)
     # computed in place: the update of dense_kernel_momentum
@@ -1015,12 +1063,6 @@ def train_step_kernel(
     multiply(tmp3, 1 - beta_2, out=tmp3)
     add(dense_kernel_velocity, tmp3, out=dense_kernel_velocity_new)
 
-    # t8 = colsum(t7)
-    dot(ones1, t7, out=t8)
-
-    # d_dense_bias = 1/n*colsum((-Y + softmax(Z2))*dense_1_kernel.T o [A1 > 0])
-    multiply(t8, 1 / n, out=d_dense_bias)
-
     # dense_bias_momentum_new = dense_bias_momentum + (1 - beta_1)*(d_dense_bias - dense_bias_momentum)
     # computed in place: the update of dense_bias_momentum
     dense_bias_momentum_new = dense_bias_momentum
@@ -1036,10 +1078,6 @@ def train_step_kernel(
     multiply(tmp4, 1 - beta_2, out=tmp4)
     add(dense_bias_velocity, tmp4, out=dense_bias_velocity_new)
 
-    # d_dense_1_kernel = 1/n*A1.T*(-Y + softmax(Z2))
-    dot(A1.T, t5, out=d_dense_1_kernel)
-    multiply(d_dense_1_kernel, 1 / n, out=d_dense_1_kernel)
-
     # dense_1_kernel_momentum_new = dense_1_kernel_momentum + (1 - beta_1)*(d_dense_1_kernel - dense_1_kernel_momentum)
     # computed in place: the update of dense_1_kernel_momentum
     dense_1_kernel_momentum_new = dense_1_kernel_momentum
@@ -1054,12 +1092,6 @@ def train_step_kernel(
     subtract(tmp5, dense_1_kernel_velocity, out=tmp5)
     multiply(tmp5, 1 - beta_2, out=tmp5)
     add(dense_1_kernel_velocity, tmp5, out=dense_1_kernel_velocity_new)
-
-    # t9 = colsum(t5)
-    dot(ones1, t5, out=t9)
-
-    # d_dense_1_bias = 1/n*colsum(-Y + softmax(Z2))
-    multiply(t9, 1 / n, out=d_dense_1_bias)
 
     # dense_1_bias_momentum_new = dense_1_bias_momentum + (1 - beta_1)*(d_dense_1_bias - dense_1_bias_momentum)
     # computed in place: the update of dense_1_bias_momentum

@@ -93,6 +93,7 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     rewrites: bool = True,
     epoch: Mapping | None = None,
     cache: bool = True,
+    checks: Mapping[str, MatrixExpr] | None = None,
 ) -> CompiledFunction:
     """Compile matrix expressions into one function.
 
@@ -111,6 +112,10 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     other backends have no epoch loop (``f.epoch`` is None).
 
     ``cache=False`` neither reads nor writes the disk cache (program and object code).
+
+    ``guards`` name (1, 1) outputs that must be finite; ``checks`` maps names to
+    further (1, 1) values that are computed and guarded like them but not
+    returned.  When one is nan or inf the call raises and no input is updated.
     """
     if dtype not in ir.DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {ir.DTYPES}")
@@ -126,11 +131,13 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     if len(set(names)) != len(names):
         raise ValueError(f"input names must be unique; received {names}")
     E.check_symbols([*outputs.values(), *updates.values(), *inputs])
-    settings = (tuple(guards), dtype, name, rewrites)
-    key = _graph_key(inputs, outputs, updates, scalars, settings) if cache else None
+    checks = dict(checks or {})
+    settings = (tuple(guards), tuple(checks), dtype, name, rewrites)
+    keyed = {**outputs, **{f"__check_{k}": v for k, v in checks.items()}}
+    key = _graph_key(inputs, keyed, updates, scalars, settings) if cache else None
     lowered = _load_lowered(key)
     if lowered is None:
-        lowered = _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites)
+        lowered = _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites, checks)
         _store_lowered(key, lowered)
     program, formulas, fired_names, scalars = lowered
     options = {"cache": cache} if backend == "llvm" else {}
@@ -145,16 +152,22 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     )
 
 
-def _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites):
+def _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites, checks):
     """(program, formulas, names of the rewrites that fired, scalars): simplify, then lower."""
     keys = {f"__update_{i}": v for i, v in enumerate(updates.values())}
-    simplified, fired = simplify({**outputs, **keys}, rules=None if rewrites else [])
+    check_keys = {f"__check_{k}": v for k, v in checks.items()}
+    simplified, fired = simplify({**outputs, **check_keys, **keys}, rules=None if rewrites else [])
     outs = {k: simplified[k] for k in outputs}
+    checked = {k: simplified[f"__check_{k}"] for k in checks}
     ups = {s: simplified[k] for s, k in zip(updates, keys)}
     batch = {d for s in inputs for dim in s.shape for d in sp.sympify(dim).free_symbols}
     if scalars is None:
-        scalars = [s for s in E.scalar_params([*outs.values(), *ups.values()]) if s not in batch]
-    program = lower(name, inputs, outs, ups, scalars, guards, dtype)
+        scalars = [
+            s
+            for s in E.scalar_params([*outs.values(), *checked.values(), *ups.values()])
+            if s not in batch
+        ]
+    program = lower(name, inputs, outs, ups, scalars, guards, dtype, checked)
     formulas = {**outs, **{f"{s.name}_new": v for s, v in ups.items()}}
     formulas = {k: v.body if isinstance(v, E.Named) else v for k, v in formulas.items()}
     return program, formulas, [f[0] for f in fired], list(scalars)

@@ -201,6 +201,9 @@ class Programs:
                 counter = STEP.name if STEP.name in {s.name for s in scalars} else None
                 sums = ("loss", *(key for key, _ in means.values()))
                 epoch = {"x_input": g.x.name, "y_input": g.y.name, "sums": sums, "counter": counter}
+            # nan / inf in any gradient makes this sum non-finite; guarded like the loss, so
+            # a step whose loss is finite but whose gradients overflow writes no weight
+            gradient_sum = E.add(*(E.total(d) for d in g.gradients.values()))
             fn = self._compile(
                 "train_step",
                 inputs,
@@ -208,6 +211,7 @@ class Programs:
                 updates=updates,
                 scalars=scalars,
                 guards=("loss",),
+                checks={"gradient_sum": gradient_sum},
                 epoch=epoch,
             )
             names = list(outputs)
@@ -454,7 +458,8 @@ class Trainer:
         """The error for a nan / inf loss at 0-based ``batch``; ``where``: epoch, steps, history."""
         epoch, steps, history = where["epoch"], where["steps"], where["history"]
         return NonFiniteLossError(
-            f"The loss became nan or inf at epoch {epoch + 1}, batch {batch + 1} of {steps}; "
+            f"The loss or a gradient became nan or inf at epoch {epoch + 1}, batch {batch + 1} "
+            f"of {steps}; "
             f"training stopped and the weights are those after the last good step "
             f"(optimizer iteration {self.optimizer.iterations}). Try a smaller learning "
             f"rate or check the data. ({err})",
