@@ -227,6 +227,33 @@ def format_program(p: Program) -> str:
 
 
 # --------------------------------------------------------------------------
+# Scalar identities every backend applies the same way
+
+_EXTREMUM = {
+    sp.StrictGreaterThan: sp.Max,
+    sp.GreaterThan: sp.Max,
+    sp.StrictLessThan: sp.Min,
+    sp.LessThan: sp.Min,
+}
+_OTHER_EXTREMUM = {sp.Max: sp.Min, sp.Min: sp.Max}
+
+
+def as_extremum(value: sp.Expr, cond: sp.Basic, other: sp.Expr) -> sp.Expr | None:
+    """``Piecewise((a, a > b), (b, True))`` -> ``Max(a, b)`` (``<`` gives ``Min``), else None.
+
+    Backends evaluate the result as a max/min, so ``relu(nan)`` is nan on all of them.
+    """
+    kind = _EXTREMUM.get(type(cond))
+    if kind is None:
+        return None
+    if (cond.lhs, cond.rhs) == (value, other):
+        return kind(value, other, evaluate=False)
+    if (cond.lhs, cond.rhs) == (other, value):  # b < a reads as a > b
+        return _OTHER_EXTREMUM[kind](value, other, evaluate=False)
+    return None
+
+
+# --------------------------------------------------------------------------
 # Buffer plan: which statement outputs may share storage.
 
 

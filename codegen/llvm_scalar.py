@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 import llvmlite.ir as ir
 import sympy as sp
 
+from codegen.ir import as_extremum
 from codegen.llvm_math import Emitter, MathLibrary
 from symgrad.scalar import sigmoid, softplus
 
@@ -164,28 +165,11 @@ def _heaviside(L, x):
     return e.select(e.isnan(v), v, value)
 
 
-_EXTREMUM = {
-    sp.StrictGreaterThan: sp.Max,
-    sp.GreaterThan: sp.Max,
-    sp.StrictLessThan: sp.Min,
-    sp.LessThan: sp.Min,
-}
-_OTHER = {sp.Max: sp.Min, sp.Min: sp.Max}
-
-
 def _as_extremum(x: sp.Piecewise) -> sp.Expr | None:
-    """Piecewise((a, a > b), (b, True)) -> Max(a, b) (< gives Min); relu(nan) is then nan, as in NumPy's backend."""
     if len(x.args) != 2 or x.args[1].cond != sp.true:
         return None
     (a, cond), (b, _) = x.args
-    kind = _EXTREMUM.get(type(cond))
-    if kind is None:
-        return None
-    if (cond.lhs, cond.rhs) == (a, b):
-        return kind(a, b, evaluate=False)
-    if (cond.lhs, cond.rhs) == (b, a):  # b < a reads as a > b
-        return _OTHER[kind](a, b, evaluate=False)
-    return None
+    return as_extremum(a, cond, b)
 
 
 def _piecewise(L, x):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from codegen.ir import as_extremum
 from symgrad.scalar import sigmoid, softplus
 
 Kind = tuple[bool, bool]
@@ -392,31 +393,12 @@ def _lower_heaviside(lo: Lowering, e: sp.Heaviside) -> Operand:
     return lo.op("heaviside", x, lo.scalar(h0))
 
 
-_FLIPPED = {
-    sp.StrictGreaterThan: sp.StrictLessThan,
-    sp.StrictLessThan: sp.StrictGreaterThan,
-    sp.GreaterThan: sp.LessThan,
-    sp.LessThan: sp.GreaterThan,
-}
 _NEGATED = {
     sp.StrictGreaterThan: sp.LessThan,
     sp.LessThan: sp.StrictGreaterThan,
     sp.GreaterThan: sp.StrictLessThan,
     sp.StrictLessThan: sp.GreaterThan,
 }
-
-
-def _as_max_min(value: sp.Expr, cond: sp.Basic, other: sp.Expr) -> sp.Expr | None:
-    """Piecewise((a, a > b), (b, True)) -> Max(a, b); with < -> Min(a, b)."""
-    if type(cond) not in _FLIPPED:
-        return None
-    lhs, rhs, rel = cond.lhs, cond.rhs, type(cond)
-    if rhs == value:  # b < a reads as a > b
-        lhs, rhs, rel = rhs, lhs, _FLIPPED[rel]
-    if lhs != value or rhs != other:
-        return None
-    is_max = rel in (sp.StrictGreaterThan, sp.GreaterThan)
-    return sp.Max(value, other, evaluate=False) if is_max else sp.Min(value, other, evaluate=False)
 
 
 def _lower_piecewise(lo: Lowering, e: sp.Piecewise) -> Operand:
@@ -429,7 +411,7 @@ def _lower_piecewise(lo: Lowering, e: sp.Piecewise) -> Operand:
         pairs.append((sp.nan, sp.true))  # no branch holds -> nan, as SymPy leaves it undefined
     if len(pairs) == 2:
         (a, c), (b, _) = pairs
-        if (m := _as_max_min(a, c, b)) is not None:
+        if (m := as_extremum(a, c, b)) is not None:
             return lo.lower(m)
         if a == 0 and type(c) in _NEGATED:  # (0, c), (b, True) = (b, not c), (0, True)
             a, b, c = b, a, _NEGATED[type(c)](*c.args)
