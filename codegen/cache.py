@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 from pathlib import Path
+
+from codegen.files import write_atomic
 
 FORMAT = b"SYMGRAD\x01"  # bump when the entry layout or the generated code's ABI changes
 _LENGTH = struct.Struct("<Q")
@@ -66,18 +67,9 @@ def load(entry_key: str) -> tuple[bytes, str] | None:
 
 
 def store(entry_key: str, obj: bytes, optimized_ir: str) -> bool:
-    target = path_for(entry_key)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".o")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(FORMAT + _LENGTH.pack(len(obj)) + obj + optimized_ir.encode())
-            os.replace(tmp, target)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
+    """Write an object file and its optimized IR atomically; False on any I/O error."""
+    payload = _LENGTH.pack(len(obj)) + obj + optimized_ir.encode()
+    if not _write(path_for(entry_key), payload):
         return False
     stats["writes"] += 1
     return True
@@ -94,17 +86,14 @@ def load_blob(entry_key: str, suffix: str) -> bytes | None:
 
 def store_blob(entry_key: str, suffix: str, data: bytes) -> bool:
     """Write ``data`` under ``<entry_key>.<suffix>`` atomically; False on any I/O error."""
-    target = cache_dir() / f"{entry_key}.{suffix}"
+    return _write(cache_dir() / f"{entry_key}.{suffix}", data)
+
+
+def _write(target: Path, payload: bytes) -> bool:
+    """``FORMAT + payload`` to ``target``, atomically; a cache write failing is only a miss later."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=f".{suffix}")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(FORMAT + data)
-            os.replace(tmp, target)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(target, FORMAT + payload)
     except OSError:
         return False
     return True

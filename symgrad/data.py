@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def as_matrix(data, name: str) -> np.ndarray:
-    """``data`` as a finite 2-D float64 array (a 1-D array becomes one column)."""
+def _numeric_array(data, name: str) -> np.ndarray:
+    """``np.asarray(data)``, rejecting None, ragged nesting and non-numeric dtypes by name."""
     if data is None:
         raise ValueError(f"Expected {name} to be an array of numbers. Received: {name}=None")
     try:
@@ -22,12 +22,16 @@ def as_matrix(data, name: str) -> np.ndarray:
             f"{name} must be a rectangular array of numbers. Received: {err}"
         ) from None
     if array.dtype.kind not in "biuf":
-        example = ""
-        if array.size:
-            example = f" (first entry: {show(array.flat[0])})"
+        example = f" (first entry: {show(array.flat[0])})" if array.size else ""
         raise ValueError(
             f"{name} must be numeric. Received: {name} with dtype {array.dtype}{example}"
         )
+    return array
+
+
+def as_matrix(data, name: str) -> np.ndarray:
+    """``data`` as a finite 2-D float64 array (a 1-D array becomes one column)."""
+    array = _numeric_array(data, name)
     if array.ndim == 1:
         array = array.reshape(-1, 1)
     if array.ndim != 2:
@@ -44,16 +48,7 @@ def as_matrix(data, name: str) -> np.ndarray:
 
 def as_labels(data, name: str) -> np.ndarray:
     """Targets as a float64 array of 1 or 2 dimensions (the loss reshapes them)."""
-    if data is None:
-        raise ValueError(f"Expected {name} to be an array of numbers. Received: {name}=None")
-    try:
-        array = np.asarray(data)
-    except (ValueError, TypeError) as err:
-        raise ValueError(
-            f"{name} must be a rectangular array of numbers. Received: {err}"
-        ) from None
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be numeric. Received: {name} with dtype {array.dtype}")
+    array = _numeric_array(data, name)
     if array.ndim not in (1, 2):
         raise ValueError(
             f"{name} must be 1-D or 2-D, one row per sample. Received: {name} with shape {array.shape}"
