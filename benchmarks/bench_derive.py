@@ -18,9 +18,9 @@ import time
 def _one(depth: int, width: int) -> dict[str, float]:
     import symgrad
     from benchmarks.graphs import mlp_graph
-    from codegen.lower import lower
     from codegen.numpy import compile_program
     from symgrad import expr as E
+    from symgrad.lower import lower
 
     t0 = time.perf_counter()
     g = mlp_graph([width] * (depth + 1) + [10])

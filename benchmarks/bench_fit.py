@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import Timing, environment, format_table, interleaved, peers  # noqa: E402
 from benchmarks.handwritten import HandMLP  # noqa: E402
-from codegen import blas  # noqa: E402
+from codegen.llvm import blas  # noqa: E402
 from symgrad.callbacks import LambdaCallback  # noqa: E402
 from symgrad.layers import Dense  # noqa: E402
 from symgrad.models import Sequential  # noqa: E402

@@ -43,9 +43,8 @@ import sympy as sp  # noqa: E402
 from benchmarks.common import environment, format_table, interleaved, peers  # noqa: E402
 from benchmarks.graphs import mlp_graph, sgd_step  # noqa: E402
 from benchmarks.handwritten import HandMLP  # noqa: E402
-from codegen import blas  # noqa: E402
 from codegen.ir import Gemm, Program  # noqa: E402
-from codegen.llvm import compile_program  # noqa: E402
+from codegen.llvm import blas, compile_program  # noqa: E402
 
 # name: (sizes, hidden activation, output, batch size, batches per epoch)
 WORKLOADS = {

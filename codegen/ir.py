@@ -12,7 +12,7 @@ symbols, free scalar symbols listed in ``Program.scalars`` or in
 ``Program.batch``, ``Add``, ``Mul``, ``Pow``, ``exp``, ``log``, ``tanh``,
 ``Abs``, ``sign``, ``Max``, ``Min``, ``Heaviside(x, h0)``, ``Piecewise`` with
 relational conditions (``<``, ``<=``, ``>``, ``>=``, ``And``, ``Or``), ``erf``,
-and symgrad's own ``sigmoid`` and ``softplus`` (``symgrad.scalar``), which
+and symgrad's own ``sigmoid`` and ``softplus`` (``symgrad.core.scalar``), which
 backends must evaluate in a numerically stable way.
 
 Broadcasting in ``Map`` / ``Reduce``: each argument's shape is either the
@@ -224,6 +224,38 @@ def format_program(p: Program) -> str:
     lines.append("  return " + ", ".join(v.name for v in p.outputs))
     lines += [f"  update {dst.name} <- {src.name}" for dst, src in p.updates]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# The scalar vocabulary: how backends find the row for a node of a body
+
+NAMED_FUNCTIONS = ("sigmoid", "softplus")
+"""Functions of the vocabulary that SymPy does not define, known to codegen by name."""
+
+
+def scalar_rule(table: dict, e: sp.Basic, where: str):
+    """The row of ``table`` for the scalar node ``e``.
+
+    Rows are keyed by SymPy class (found along the class's MRO, so ``sp.Number``
+    covers ``Integer`` and ``Float``) or, for :data:`NAMED_FUNCTIONS`, by name.
+    A node without a row raises ``NotImplementedError`` naming it and ``where``.
+    """
+    for cls in type(e).__mro__:
+        if cls in table:
+            return table[cls]
+    name = type(e).__name__
+    if name in NAMED_FUNCTIONS and name in table and isinstance(e, sp.Function):
+        return table[name]
+    known = sorted(k if isinstance(k, str) else k.__name__ for k in table)
+    raise NotImplementedError(
+        f"{where} has no row for {name} (in {e}); it is not in the scalar vocabulary of "
+        f"codegen.ir. Rows: {', '.join(known)}"
+    )
+
+
+def is_named_function(e: sp.Basic, name: str) -> bool:
+    """``e`` is an application of the vocabulary function ``name`` (``sigmoid``, ``softplus``)."""
+    return name in NAMED_FUNCTIONS and isinstance(e, sp.Function) and type(e).__name__ == name
 
 
 # --------------------------------------------------------------------------

@@ -16,10 +16,10 @@ import numpy as np
 import sympy as sp
 from sklearn.datasets import make_moons
 
+from symgrad.core.scalar import softplus
 from symgrad.layers import Dense
 from symgrad.models import Sequential
 from symgrad.optimizers import Adam
-from symgrad.scalar import softplus
 
 
 def main(argv=None) -> int:

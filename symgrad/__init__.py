@@ -7,13 +7,13 @@ update as one generated program: NumPy source or LLVM machine code.
 
 from symgrad import callbacks, expr, initializers, layers, losses, metrics, models, optimizers  # noqa: I001
 from symgrad.compiler import compile
-from symgrad.diff import derive, grad
-from symgrad.emitter import emit
-from symgrad.expr import batch, labels, matrix
-from symgrad.inspect import element_formula, explain, gradients, op_counts
-from symgrad.layers import Activation, Dense, Input
-from symgrad.models import Sequential, load_model
-from symgrad.train import NonFiniteLossError
+from symgrad.diff import derive
+from symgrad.emission import emit
+from symgrad.core import batch, labels, matrix
+from symgrad.formulas import element_formula, explain, grad, gradients, op_counts
+from symgrad.nn.layers import Activation, Dense, Input
+from symgrad.nn.models import Sequential, load_model
+from symgrad.nn.trainer import NonFiniteLossError
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from symgrad.emitter import CPUS, TARGETS, emit
+from symgrad.emission.writer import CPUS, TARGETS, emit
 
 DEFAULT_NAMES = ("model", "build_model")
 

@@ -18,8 +18,8 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from codegen import cache as disk_cache
 from codegen import ir
-from codegen.lower import lower
-from symgrad import expr as E
+from symgrad import core as E
+from symgrad.lower import lower
 from symgrad.simplify import simplify
 
 BACKENDS = ("numpy", "llvm")

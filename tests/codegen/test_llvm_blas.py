@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from codegen import blas
 from codegen.ir import Gemm, Program, Value
-from codegen.llvm import compile_program
+from codegen.llvm import blas, compile_program
 
 n = sp.Symbol("n", integer=True, positive=True)
 lr = sp.Symbol("lr")

@@ -94,7 +94,7 @@ def test_a_second_process_skips_llvm(cache_dir):
 
 def test_a_warm_start_finds_the_object_without_generating_ir(cache_dir, monkeypatch):
     """The index entry maps the pickled program to its object: no IR text until asked for."""
-    import codegen.llvm as backend
+    import codegen.llvm.backend as backend
 
     first = compile_program(small_program())
     assert len(list(cache_dir.glob("*.index"))) == 1

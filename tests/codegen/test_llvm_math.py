@@ -12,8 +12,8 @@ import sympy as sp
 
 from codegen.ir import Map, Program, Value
 from codegen.llvm import compile_program
-from codegen.llvm_math import FORMATS, erf_tables
-from symgrad.scalar import sigmoid, softplus
+from codegen.llvm.mathlib import FORMATS, erf_tables
+from symgrad.core.scalar import sigmoid, softplus
 
 n = sp.Symbol("n", integer=True, positive=True)
 x = sp.Symbol("x")

@@ -14,7 +14,7 @@ import sympy as sp
 
 from codegen.ir import Gemm, Guard, Map, Program, Reduce, Softmax, Transpose, Value, plan_buffers
 from codegen.numpy import NumpyFunction, compile_program, numpy_source
-from symgrad.scalar import relu, sigmoid, softplus, step
+from symgrad.core.scalar import relu, sigmoid, softplus, step
 
 n = sp.Symbol("n", integer=True, positive=True)
 x, y, z, w, g = sp.symbols("x y z w g")

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-import codegen.llvm_emit
+import codegen.llvm.emit
 import symgrad
-from symgrad import emitter
+from symgrad.emission import writer as emitter
 from symgrad.layers import Dense
 from symgrad.models import Sequential
 from tests.emit.helpers import build
@@ -86,7 +86,7 @@ def test_a_failing_linker_leaves_neither_library_nor_header(tmp_path, monkeypatc
             f.write(obj[:100])  # a truncated library in the temporary file
         raise RuntimeError("linking failed: ld: out of memory")
 
-    monkeypatch.setattr(codegen.llvm_emit, "link_shared", broken_link)
+    monkeypatch.setattr(codegen.llvm.emit, "link_shared", broken_link)
     with pytest.raises(RuntimeError, match="linking failed"):
         symgrad.emit(build("sgd"), tmp_path / "libm.so", target="shared")
     assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import symgrad
-from codegen.llvm_emit import c_compiler
+from codegen.llvm.emit import c_compiler
 from tests.emit.helpers import ROOT, build, data
 
 CC = c_compiler()

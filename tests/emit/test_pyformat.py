@@ -1,4 +1,4 @@
-"""codegen.pyformat: exact layouts for the line shapes generated code has."""
+"""codegen.numpy.pyformat: exact layouts for the line shapes generated code has."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from codegen.pyformat import ruff_stable
+from codegen.numpy.pyformat import ruff_stable
 from tests.emit.helpers import ROOT
 
 CASES = [

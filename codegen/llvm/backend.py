@@ -1,0 +1,533 @@
+"""codegen.llvm: an IR program as one native function (and a whole epoch as another).
+
+    >>> fn = compile_program(program)            # doctest: +SKIP
+    >>> loss, dW = fn(X, Y, W, 0.1)              # doctest: +SKIP
+    >>> print(fn.llvm_ir); print(fn.asm)         # doctest: +SKIP
+
+Same call convention as ``codegen.numpy``: ``fn(*inputs, *scalars)`` with 2-D
+C-contiguous arrays of ``program.dtype`` in ``program.inputs`` order, then the
+scalars; returns a tuple of new arrays in ``program.outputs`` order and applies
+``program.updates`` to the inputs in place. Everything is checked in Python
+before native code runs; a failed ``Guard`` raises ``FloatingPointError`` and
+leaves the inputs untouched.
+
+The generated functions and their ABI are described in ``codegen.llvm.module``
+and docs/llvm-backend.md; kernels in ``codegen.llvm.kernels``, the scalar
+lowering table in ``codegen.llvm.scalar``, the math functions in
+``codegen.llvm.mathlib``, gemm providers in ``codegen.llvm.blas``, the disk cache in
+``codegen.cache``.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import hashlib
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from codegen import cache as disk_cache
+from codegen.ir import Guard, Program, Shape
+from codegen.llvm.blas import Provider
+from codegen.llvm.blas import provider as resolve_blas
+from codegen.llvm.cpython import FastEntry, register_symbols
+from codegen.llvm.jit import LoadedObject, emit_assembly, host, optimize_and_emit
+from codegen.llvm.module import (
+    Layout,
+    epoch_spec,
+    fast_entry_possible,
+    generate_ir,
+    make_layout,
+)
+
+CTYPES = {"float64": ctypes.c_double, "float32": ctypes.c_float}
+register_symbols()  # the Python C API functions the fast entry calls
+MAX_BINDINGS = 8  # buffer sets kept per function (one per distinct batch size)
+
+
+# --------------------------------------------------------------------------
+# Compilation (through the disk cache)
+
+
+class Compiled:
+    """Object code of one module; ``llvm_ir`` is generated on first access after an index hit."""
+
+    def __init__(self, llvm_ir, optimized: str, code: LoadedObject, from_cache: bool, seconds, opt):
+        self._llvm_ir = llvm_ir  # the text, or a function that generates it
+        self.llvm_ir_optimized, self.code = optimized, code
+        self.from_cache, self.seconds, self.opt = from_cache, seconds, opt
+
+    @property
+    def llvm_ir(self) -> str:
+        if callable(self._llvm_ir):
+            self._llvm_ir = self._llvm_ir()
+        return self._llvm_ir
+
+
+def compile_ir(text: str, *, opt: int = 3, use_cache: bool = True) -> Compiled:
+    """Object code for IR ``text``: from the disk cache, else optimized and emitted by LLVM."""
+    started = time.perf_counter()
+    entry = disk_cache.key(text, host().fingerprint(), opt)
+    hit = disk_cache.load(entry) if use_cache else None
+    if hit is not None:
+        obj, optimized = hit
+    else:
+        obj, optimized = optimize_and_emit(text, opt)
+        if use_cache:
+            disk_cache.store(entry, obj, optimized)
+    code = LoadedObject(obj, opt)
+    compiled = Compiled(text, optimized, code, hit is not None, time.perf_counter() - started, opt)
+    compiled.entry = entry
+    return compiled
+
+
+def _index_key(program: Program, provider: Provider, spec, opt: int) -> str | None:
+    """Key of the object entry a program compiles to, without generating its IR (None: not picklable)."""
+    try:
+        described = pickle.dumps((program, provider.abi, spec, opt), protocol=4)
+    except Exception:  # a program with unpicklable metadata simply has no index
+        return None
+    h = hashlib.sha256(b"symgrad-index-1")
+    for part in (disk_cache.source_digest(Path(__file__).parent), host().fingerprint()):
+        h.update(part.encode() + b"\0")
+    h.update(described)
+    return h.hexdigest()
+
+
+def compile_module(
+    program: Program, layout: Layout, provider: Provider, spec, opt: int, use_cache: bool
+) -> Compiled:
+    """The module of ``program`` (and its epoch when ``spec``), through the disk cache.
+
+    A warm start finds the object entry through ``<index>.index`` (a hash of
+    the pickled program and of codegen's source) and skips generating the IR
+    text; ``llvm_ir`` then generates it on first access.
+    """
+
+    def text() -> str:
+        return generate_ir(program, layout, provider, spec, fast_entry=True)
+
+    started = time.perf_counter()
+    index = _index_key(program, provider, spec, opt) if use_cache else None
+    entry = disk_cache.load_blob(index, "index") if index else None
+    hit = disk_cache.load(entry.decode()) if entry else None
+    if hit is not None:
+        obj, optimized = hit
+        code = LoadedObject(obj, opt)
+        return Compiled(text, optimized, code, True, time.perf_counter() - started, opt)
+    compiled = compile_ir(text(), opt=opt, use_cache=use_cache)
+    if index:
+        disk_cache.store_blob(index, "index", compiled.entry.encode())
+    return compiled
+
+
+class _Inspectable:
+    """The generated code of a compiled program, for reading."""
+
+    program: Program
+    compiled: Compiled
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def llvm_ir(self) -> str:
+        """Unoptimized LLVM IR, as generated (deterministic for a given program)."""
+        return self.compiled.llvm_ir
+
+    @property
+    def llvm_ir_optimized(self) -> str:
+        return self.compiled.llvm_ir_optimized
+
+    @property
+    def asm(self) -> str:
+        """Host assembly of the optimized module (generated on first access)."""
+        if not hasattr(self, "_asm"):
+            self._asm = emit_assembly(self.compiled.llvm_ir_optimized, self.compiled.opt)
+        return self._asm
+
+    @property
+    def from_cache(self) -> bool:
+        return self.compiled.from_cache
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.compiled.seconds
+
+
+# --------------------------------------------------------------------------
+# Binding batch sizes: shapes, buffers and pointer arrays per batch size
+
+
+def evaluate_shape(shape: Shape, binding: dict) -> tuple[int, int]:
+    out = []
+    for d in shape:
+        value = sp.sympify(d).subs(binding)
+        if not value.is_Integer or value < 0:
+            raise ValueError(
+                f"shape {tuple(shape)} does not evaluate to a size under {binding}: {value}"
+            )
+        out.append(int(value))
+    return tuple(out)
+
+
+class BufferSet:
+    """Buffers for one batch binding; slots in ``external`` are filled per call."""
+
+    def __init__(self, program: Program, layout: Layout, values: tuple[int, ...], external):
+        binding = dict(zip(program.batch, values))
+        dtype = np.dtype(program.dtype)
+        self.shapes = [evaluate_shape(s, binding) for s in layout.shapes]
+        self.arrays = {
+            s: np.zeros(shape, dtype) for s, shape in enumerate(self.shapes) if s not in external
+        }
+        self.pointers = (ctypes.c_void_p * max(1, len(layout.names)))()
+        for s, arr in self.arrays.items():
+            self.pointers[s] = arr.ctypes.data
+        self.values = values
+        self.dims = (ctypes.c_int64 * max(1, len(values)))(*values)
+        self.pointers_addr = ctypes.addressof(self.pointers)
+        self.dims_addr = ctypes.addressof(self.dims)
+        self.input_shapes = tuple(self.shapes[: layout.n_inputs])
+        self.output_shapes = tuple(self.shapes[s] for s in layout.output_slots)
+
+
+def describe(a) -> str:
+    if isinstance(a, np.ndarray):
+        order = "C-contiguous" if a.flags.c_contiguous else "non-contiguous"
+        return f"{type(a).__name__} of shape {a.shape}, dtype {a.dtype}, {order}"
+    return f"{type(a).__name__} {a!r:.60}"
+
+
+def check_array(
+    program: Program, what: str, a, shape: tuple[int, int], writeable: bool = False
+) -> None:
+    """Raise a TypeError / ValueError naming the argument, what was expected and what was received."""
+    dtype = np.dtype(program.dtype)
+    expected = f"a C-contiguous {program.dtype} array of shape {shape}"
+    problem = None
+    if not isinstance(a, np.ndarray):
+        raise TypeError(
+            f"{program.name}: argument {what} must be {expected}; received: {describe(a)}"
+        )
+    if a.dtype != dtype:
+        problem = "wrong dtype"
+    elif a.ndim != 2:
+        problem = "not 2-D"
+    elif a.shape != shape:
+        problem = "wrong shape"
+    elif not a.flags.c_contiguous:
+        problem = "not C-contiguous (use np.ascontiguousarray)"
+    elif writeable and not a.flags.writeable:
+        problem = "read-only, but the program updates it in place"
+    if problem:
+        exc = TypeError if problem == "wrong dtype" else ValueError
+        raise exc(
+            f"{program.name}: argument {what} ({problem}) must be {expected}; received: {describe(a)}"
+        )
+
+
+class LLVMFunction(_Inspectable):
+    """A compiled program: ``fn(*inputs, *scalars) -> tuple of outputs``; updates applied in place.
+
+    Attributes: ``program``, ``name``, ``llvm_ir``, ``llvm_ir_optimized``,
+    ``asm``, ``from_cache``, ``compile_seconds``, ``blas`` (the provider).
+    Not thread-safe: one call at a time per function object.
+    """
+
+    def __init__(self, program: Program, layout: Layout, compiled: Compiled, provider: Provider):
+        self.program, self.layout, self.compiled, self.blas = program, layout, compiled, provider
+        self._dtype = np.dtype(program.dtype)
+        self._n_inputs = len(program.inputs)
+        self._n_args = self._n_inputs + len(program.scalars)
+        self._binders = [program.batch_binding()[sym] for sym in program.batch]
+        self._bindings: collections.OrderedDict = collections.OrderedDict()
+        self._scalars = (CTYPES[program.dtype] * max(1, len(program.scalars)))()
+        self._scalars_addr = ctypes.addressof(self._scalars)
+        updated = {dst.name for dst, _ in program.updates}
+        self._updated = [i for i, v in enumerate(program.inputs) if v.name in updated]
+        self._guards = [s.what for s in program.body if isinstance(s, Guard)]
+        inputs = {v.name: i for i, v in enumerate(program.inputs)}
+        slot_pos = {slot: k for k, slot in enumerate(layout.output_slots)}
+        # each output: ("out", index into the fresh arrays) or ("in", input index) for a returned input
+        self._returns = [
+            ("in", inputs[v.name])
+            if v.name in inputs
+            else ("out", slot_pos[layout.slot_of[v.name]])
+            for v in program.outputs
+        ]
+        self._identity_returns = self._returns == [
+            ("out", k) for k in range(len(layout.output_slots))
+        ]
+        proto = ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_void_p] * 5)
+        self._entry = proto(compiled.code.address(f"{program.name}.py"))
+        self.address = compiled.code.address(program.name)  # the plain C entry point
+        self._fast_entry = None
+        if fast_entry_possible(program, layout):
+            self._fast_entry = FastEntry(
+                compiled.code.address(f"{program.name}.fast"),
+                program.name,
+                program,
+                self._call_python,
+                self._scalars_addr,
+                self,
+            )
+        # the call: the native fast entry (checks in native code, Python path on any mismatch)
+        self.fast = self._fast_entry.fast if self._fast_entry else self._call_python
+
+    def __repr__(self) -> str:
+        return f"<LLVMFunction {self.name} dtype={self.program.dtype} blas={self.blas.name}>"
+
+    def bind(self, values: tuple[int, ...]) -> BufferSet:
+        found = self._bindings.get(values)
+        if found is None:
+            external = set(range(self._n_inputs)) | set(self.layout.output_slots)
+            found = self._bindings[values] = BufferSet(self.program, self.layout, values, external)
+            if len(self._bindings) > MAX_BINDINGS:
+                self._bindings.popitem(last=False)
+        return found
+
+    def __call__(self, *args):
+        return self.fast(*args)
+
+    def _call_python(self, *args):
+        """The call with every check in Python; the fast entry comes here on any mismatch."""
+        if len(args) != self._n_args:
+            self._wrong_count(args)
+        try:
+            state = self._bindings[tuple([args[i].shape[axis] for i, axis in self._binders])]
+        except (KeyError, AttributeError, IndexError, TypeError):
+            state = self._bind_checked(args)
+        if self._fast_entry is not None:
+            self._fast_entry.bind(state.pointers_addr, state.dims_addr, state.values)
+        dtype = self._dtype
+        for a, shape in zip(args, state.input_shapes):
+            if (
+                type(a) is not np.ndarray
+                or a.dtype is not dtype
+                or a.shape != shape
+                or not a.flags.c_contiguous
+            ):
+                # raises with a message (or accepts an ndarray subclass / an equal dtype)
+                self._check_inputs(args, state)
+                break
+        for i in self._updated:
+            if not args[i].flags.writeable:
+                self._check_inputs(args, state)
+        scalars = self._scalars
+        for k in range(self._n_inputs, self._n_args):
+            try:
+                scalars[k - self._n_inputs] = args[k]
+            except TypeError:
+                raise TypeError(
+                    f"{self.name}: scalar {self.program.scalars[k - self._n_inputs]} must be a real number; "
+                    f"received: {describe(args[k])}"
+                ) from None
+        outs = tuple([np.empty(shape, dtype) for shape in state.output_shapes])
+        returned_inputs = None if self._identity_returns else self._copy_returned_inputs(args)
+        status = self._entry(
+            id(args), id(outs), state.pointers_addr, state.dims_addr, self._scalars_addr
+        )
+        if status:
+            self._guard_failed(status)
+        if self._identity_returns:
+            return outs
+        return tuple(outs[k] if kind == "out" else returned_inputs[k] for kind, k in self._returns)
+
+    # -- the slow paths, kept out of __call__ for readability
+    def _arg_name(self, i: int) -> str:
+        return f"{i} ({self.program.inputs[i].name})"
+
+    def _wrong_count(self, args):
+        names = [v.name for v in self.program.inputs] + [str(s) for s in self.program.scalars]
+        raise TypeError(
+            f"{self.name}() takes {self._n_args} arguments ({', '.join(names)}); received: {len(args)}"
+        )
+
+    def _bind_checked(self, args) -> BufferSet:
+        values = []
+        for i, axis in self._binders:
+            a = args[i]
+            if not isinstance(a, np.ndarray) or a.ndim != 2:
+                expected = f"a 2-D {self.program.dtype} array of shape {tuple(self.program.inputs[i].shape)}"
+                raise TypeError(
+                    f"{self.name}: argument {self._arg_name(i)} must be {expected}; received: {describe(a)}"
+                )
+            values.append(int(a.shape[axis]))
+        return self.bind(tuple(values))
+
+    def _check_inputs(self, args, state: BufferSet) -> None:
+        updated = set(self._updated)
+        for i, (a, shape) in enumerate(zip(args, state.input_shapes)):
+            check_array(self.program, self._arg_name(i), a, shape, writeable=i in updated)
+
+    def _copy_returned_inputs(self, args):
+        return {k: args[k].copy() for kind, k in self._returns if kind == "in"}
+
+    def _guard_failed(self, status: int):
+        what = self._guards[status - 1]
+        raise FloatingPointError(
+            f"{self.name}: {what} is not finite (nan or inf); no input was updated"
+        )
+
+
+def compile_program(
+    program: Program, *, cache: bool = True, opt: int = 3, blas: str | None = None
+) -> LLVMFunction:
+    """Compile ``program`` to native code for this CPU.
+
+    ``cache``: reuse object code from the disk cache (``$SYMGRAD_CACHE_DIR``);
+    ``opt``: LLVM optimization level 0-3; ``blas``: force a gemm provider
+    (``"none"`` for the generated loop nest; default ``$SYMGRAD_BLAS`` or auto).
+
+        >>> fn = compile_program(program)     # doctest: +SKIP
+        >>> (loss,) = fn(X, Y, W, 0.01)       # doctest: +SKIP
+    """
+    provider = resolve_blas(blas)
+    layout = make_layout(program)
+    compiled = compile_module(program, layout, provider, None, opt, cache)
+    return LLVMFunction(program, layout, compiled, provider)
+
+
+# --------------------------------------------------------------------------
+# The epoch
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """``sums[name]``: sum over batches of (batch rows x output); ``rows`` = len(order)."""
+
+    sums: dict[str, float]
+    rows: int
+    steps: int
+
+    def mean(self, name: str) -> float:
+        return self.sums[name] / self.rows if self.rows else float("nan")
+
+
+class LLVMEpoch(_Inspectable):
+    """``epoch(X, Y, *other_inputs, *scalars_but_counter, batch_size=, order=, counter_start=0)``.
+
+    One native call runs every batch of ``order``; ``.step`` is the per-step
+    function compiled into the same object (same buffers layout, same code).
+    """
+
+    def __init__(self, program, layout, compiled, provider, spec, x_input, y_input, sums, counter):
+        self.program, self.layout, self.compiled, self.blas = program, layout, compiled, provider
+        self.spec = spec
+        self.step = LLVMFunction(program, layout, compiled, provider)
+        self.x_input, self.y_input, self.sums, self.counter = x_input, y_input, tuple(sums), counter
+        self._others = [i for i, v in enumerate(program.inputs) if v.name not in (x_input, y_input)]
+        self._scalar_slots = [k for k in range(len(program.scalars)) if k != spec.counter]
+        self._bindings: collections.OrderedDict = collections.OrderedDict()
+        proto = ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_void_p] * 6)
+        self._entry = proto(compiled.code.address(f"{program.name}.epoch"))
+
+    def __repr__(self) -> str:
+        return f"<LLVMEpoch {self.name} sums={self.sums} counter={self.counter}>"
+
+    def _buffers(self, n: int) -> BufferSet:
+        found = self._bindings.get(n)
+        if found is None:
+            external = set(self._others)
+            found = self._bindings[n] = BufferSet(self.program, self.layout, (n,), external)
+            if len(self._bindings) > MAX_BINDINGS:
+                self._bindings.popitem(last=False)
+        return found
+
+    def __call__(self, x, y, *rest, batch_size: int, order, counter_start: int = 0) -> EpochResult:
+        p = self.program
+        n_other = len(self._others)
+        if len(rest) != n_other + len(self._scalar_slots):
+            names = [p.inputs[i].name for i in self._others]
+            names += [str(p.scalars[k]) for k in self._scalar_slots]
+            raise TypeError(
+                f"{self.name}.epoch(X, Y, {', '.join(names)}) received {len(rest)} arguments after X, Y"
+            )
+        order = self._check_data(x, y, batch_size, order)
+        total, batch_size = order.size, int(batch_size)
+        full = self._buffers(batch_size)
+        last = self._buffers(total % batch_size) if total % batch_size else full
+        for i, a in zip(self._others, rest):
+            writeable = i in self.step._updated
+            check_array(
+                p, f"{i} ({p.inputs[i].name})", a, full.input_shapes[i], writeable=writeable
+            )
+            full.pointers[i] = last.pointers[i] = a.ctypes.data
+        scalars = (CTYPES[p.dtype] * max(1, len(p.scalars)))()
+        for k, value in zip(self._scalar_slots, rest[n_other:]):
+            scalars[k] = value
+        data = (ctypes.c_void_p * 3)(x.ctypes.data, y.ctypes.data, order.ctypes.data)
+        ints = (ctypes.c_int64 * 5)(total, batch_size, int(counter_start), 0, 0)
+        sums = (ctypes.c_double * max(1, len(self.sums)))()
+        addr = ctypes.addressof
+        if total:
+            fixed = (addr(data), addr(ints), full.pointers_addr, last.pointers_addr)
+            if self._entry(*fixed, addr(scalars), addr(sums)):
+                self._guard_failed(batch=ints[3], guard=ints[4])
+        return EpochResult({name: sums[k] for k, name in enumerate(self.sums)}, total, ints[3])
+
+    def _check_data(self, x, y, batch_size, order) -> np.ndarray:
+        """Validate X, Y, batch_size and order; returns order as contiguous int64."""
+        p = self.program
+        rows = x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else -1
+        check_array(p, f"X ({self.x_input})", x, (rows, self.spec.x_width))
+        check_array(p, f"Y ({self.y_input})", y, (rows, self.spec.y_width))
+        if int(batch_size) < 1:
+            raise ValueError(
+                f"{self.name}: batch_size must be >= 1; received: batch_size={batch_size}"
+            )
+        order = np.asarray(order)
+        if order.dtype.kind not in "iu":
+            raise TypeError(
+                f"{self.name}: order must be an integer array; received dtype {order.dtype}"
+            )
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        if order.ndim != 1:
+            raise ValueError(
+                f"{self.name}: order must be a 1-D integer array; received shape {order.shape}"
+            )
+        if order.size and (order.min() < 0 or order.max() >= rows):
+            raise ValueError(
+                f"{self.name}: order entries must lie in [0, {rows}); "
+                f"received min {order.min()}, max {order.max()}"
+            )
+        return order
+
+    def _guard_failed(self, batch: int, guard: int):
+        err = FloatingPointError(
+            f"{self.name}: {self.step._guards[guard - 1]} is not finite (nan or inf) at batch {batch} "
+            f"(0-based); the inputs are as after the batch before it"
+        )
+        err.batch = batch
+        raise err
+
+
+def compile_epoch(
+    program: Program,
+    *,
+    x_input: str,
+    y_input: str,
+    sums: tuple[str, ...],
+    counter: str | None = "t",
+    cache: bool = True,
+    opt: int = 3,
+    blas: str | None = None,
+) -> LLVMEpoch:
+    """Compile a training step into a whole-epoch native loop (see ``LLVMEpoch``).
+
+    >>> epoch = compile_epoch(step, x_input="X", y_input="Y", sums=("loss",))   # doctest: +SKIP
+    >>> r = epoch(X, Y, W, b, 0.01, batch_size=32, order=rng.permutation(len(X)))  # doctest: +SKIP
+    >>> r.mean("loss"), r.steps                                                     # doctest: +SKIP
+    """
+    layout = make_layout(program)
+    spec = epoch_spec(program, layout, x_input, y_input, tuple(sums), counter)
+    provider = resolve_blas(blas)
+    compiled = compile_module(program, layout, provider, spec, opt, cache)
+    return LLVMEpoch(program, layout, compiled, provider, spec, x_input, y_input, sums, counter)

@@ -1,0 +1,410 @@
+"""codegen.llvm.emit: IR programs as a standalone native library (LLVM IR, object, C header).
+
+One LLVM module holds any number of programs of one dtype. Each program keeps the
+``step_impl`` that ``codegen.llvm.module`` builds for the JIT (same kernels, same
+buffer slots, same guards) and gets two exported C functions around it::
+
+    size_t  NAME_workspace_size(int64_t n, ...);
+    int32_t NAME(int64_t n, ..., const T *input, ..., T *updated, ..., T scalar, ...,
+                 T *output, ..., void *workspace);
+
+Arguments come in the program's order: batch sizes (``program.batch``), the input
+arrays (``program.inputs``; the ones ``program.updates`` writes are not ``const``),
+the scalars, one caller-allocated array per distinct output, then the workspace:
+scratch of ``NAME_workspace_size(...)`` bytes holding the planned work buffers
+(64-byte aligned offsets), or NULL to have the call ``malloc`` and ``free`` it. The
+return value is ``step_impl``'s: 0, or k when the k-th guard failed (nothing was
+updated); -1 when the workspace could not be allocated. No global state: calls
+with distinct workspaces may run concurrently.
+
+Matrix products use the generated loop nest of ``codegen.llvm.blas`` (provider
+``generated``), so the library needs nothing but libc (``malloc``, ``free``,
+``memcpy``): no BLAS, no Python.
+
+    >>> text = library_ir([CFunction("model_step", program)])    # doctest: +SKIP
+    >>> obj = object_code(text, cpu="generic")                     # doctest: +SKIP
+    >>> link_shared(obj, "libmodel.so")                            # doctest: +SKIP
+    >>> print(c_header("model", [CFunction("model_step", program)]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+import sympy as sp
+
+from codegen.ir import Program, format_program
+from codegen.llvm.blas import GENERATED
+from codegen.llvm.jit import host
+from codegen.llvm.kernels import lower_dim
+from codegen.llvm.loops import I64, PTR, i64, store
+from codegen.llvm.mathlib import FORMATS, MathLibrary
+from codegen.llvm.module import Layout, _build_step_impl, make_layout
+
+I8, I32 = ir.IntType(8), ir.IntType(32)
+ALIGN = 64  # bytes: every work buffer starts on a cache line
+C_TYPES = {"float64": "double", "float32": "float"}
+CPUS = ("host", "generic")
+
+
+@dataclass(frozen=True)
+class CFunction:
+    """``program`` exported under the C name ``name``.
+
+    ``doc`` is its comment in the header; ``notes`` maps an input, scalar or output
+    name to a remark shown next to that argument (``"Keras path dense/kernel"``).
+    """
+
+    name: str
+    program: Program
+    doc: str = ""
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def c_identifier(text: str) -> str:
+    """``text`` as a C identifier: other characters become ``_``; a leading digit gets ``_``."""
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in text)
+    return name if name and not name[0].isdigit() else f"_{name}"
+
+
+# --------------------------------------------------------------------------
+# The LLVM module
+
+
+def library_ir(functions: list[CFunction], *, cpu: str = "host") -> str:
+    """The module's LLVM IR text: deterministic; each kernel preceded by its IR statement."""
+    _check_functions(functions)
+    fmt = FORMATS[functions[0].program.dtype]
+    module = ir.Module(name=functions[0].name)
+    module.triple = host().triple
+    module.data_layout = str(_target_machine(cpu).target_data)
+    math = MathLibrary(module, fmt)  # shared: each math function is defined once
+    notes: dict[str, str] = {}
+    for f in functions:
+        program = dataclasses.replace(f.program, name=f.name)
+        layout = make_layout(program)
+        step, kernel_notes = _build_step_impl(module, program, layout, fmt, math, GENERATED)
+        notes.update(kernel_notes)
+        size = _build_workspace_size(module, program, layout)
+        _build_entry(module, program, layout, step, size, fmt)
+    lines = ["; symgrad native library: " + ", ".join(f.name for f in functions)]
+    for f in functions:
+        program = dataclasses.replace(f.program, name=f.name)
+        lines += [f"; {line}" for line in format_program(program).splitlines()]
+    for line in str(module).splitlines():
+        if line.startswith("define"):
+            lines += [f"; {note}" for ref, note in notes.items() if f" {ref}(" in line]
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _check_functions(functions: list[CFunction]) -> None:
+    if not functions:
+        raise ValueError("a native library needs at least one function")
+    dtypes = {f.program.dtype for f in functions}
+    if len(dtypes) != 1:
+        raise ValueError(f"all programs of a library must share one dtype; received {dtypes}")
+    names = [f.name for f in functions]
+    for name in names:
+        if c_identifier(name) != name:
+            raise ValueError(f"{name!r} is not a C identifier")
+    if len(set(names)) != len(names):
+        raise ValueError(f"function names must be unique; received {names}")
+
+
+def _work_slots(program: Program, layout: Layout) -> list[int]:
+    """Buffer slots the workspace holds: neither inputs nor outputs."""
+    outside = set(range(layout.n_inputs)) | set(layout.output_slots)
+    return [s for s in range(len(layout.names)) if s not in outside]
+
+
+def _slot_bytes(b: ir.IRBuilder, dims: dict, layout: Layout, slot: int, itemsize: int):
+    """Bytes of the buffer in ``slot``, rounded up to ``ALIGN``."""
+    rows, cols = (lower_dim(b, dims, sp.sympify(d)) for d in layout.shapes[slot])
+    nbytes = b.mul(b.mul(rows, cols), i64(itemsize))
+    return b.and_(b.add(nbytes, i64(ALIGN - 1)), i64(-ALIGN))
+
+
+def _build_workspace_size(module, program: Program, layout: Layout) -> ir.Function:
+    fn = ir.Function(
+        module, ir.FunctionType(I64, [I64] * len(program.batch)), f"{program.name}_workspace_size"
+    )
+    for arg, sym in zip(fn.args, program.batch):
+        arg.name = str(sym)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    dims = dict(zip(program.batch, fn.args))
+    itemsize = FORMATS[program.dtype].bits // 8
+    total = i64(0)
+    for slot in _work_slots(program, layout):
+        total = b.add(total, _slot_bytes(b, dims, layout, slot, itemsize), name=layout.names[slot])
+    b.ret(total)
+    return fn
+
+
+def _distinct_outputs(program: Program) -> list:
+    return list({v.name: v for v in program.outputs}.values())
+
+
+def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt) -> None:
+    """The exported function: fills the slot array from its arguments, runs ``step_impl``."""
+    ty, outputs = fmt.ftype, _distinct_outputs(program)
+    groups = [
+        [(str(s), I64) for s in program.batch],
+        [(v.name, PTR) for v in program.inputs],
+        [(str(s), ty) for s in program.scalars],
+        [(v.name, PTR) for v in outputs],
+        [("workspace", PTR)],
+    ]
+    fn = ir.Function(module, ir.FunctionType(I32, [t for g in groups for _, t in g]), program.name)
+    args, start = [], 0
+    for group in groups:  # the arguments, named and split by role
+        args.append(fn.args[start : start + len(group)])
+        for arg, (name, _) in zip(args[-1], group):
+            arg.name = name
+        start += len(group)
+    batch, arrays, scalar_args, out_args, (workspace,) = args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    dims = _array(b, I64, list(batch), "dims")
+    scalars = _array(b, ty, list(scalar_args), "scalars")
+    slots = b.alloca(PTR, size=max(1, len(layout.names)), name="buffers")
+    for k, value in enumerate(arrays):
+        store(b, PTR, value, slots, i64(k))
+    inputs = dict(zip((v.name for v in program.inputs), arrays))
+    for v, out in zip(outputs, out_args):
+        if v.name not in inputs:
+            store(b, PTR, out, slots, i64(layout.slot_of[v.name]))
+    work = _workspace(b, fn, size_fn, list(batch), workspace)
+    dim_values = dict(zip(program.batch, batch))
+    itemsize = fmt.bits // 8
+    offset = i64(0)
+    for slot in _work_slots(program, layout):  # each work buffer at its offset
+        store(b, PTR, b.gep(work, [offset], source_etype=I8), slots, i64(slot))
+        offset = b.add(offset, _slot_bytes(b, dim_values, layout, slot, itemsize))
+    memcpy = module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+    for v, out in zip(outputs, out_args):
+        if v.name in inputs:  # an input returned as it was before the updates
+            rows, cols = (lower_dim(b, dim_values, sp.sympify(d)) for d in v.shape)
+            nbytes = b.mul(b.mul(rows, cols), i64(itemsize))
+            b.call(memcpy, [out, inputs[v.name], nbytes, ir.Constant(ir.IntType(1), 0)])
+    status = b.call(step, [dims, slots, scalars], name="status")
+    release, done = fn.append_basic_block("release"), fn.append_basic_block("done")
+    b.cbranch(b.icmp_unsigned("==", workspace, ir.Constant(PTR, None)), release, done)
+    b.position_at_end(release)
+    b.call(_declare(module, "free", ir.FunctionType(ir.VoidType(), [PTR])), [work])
+    b.branch(done)
+    b.position_at_end(done)
+    b.ret(status)
+
+
+def _array(b: ir.IRBuilder, ty: ir.Type, values: list, name: str) -> ir.Value:
+    """A stack array holding ``values``."""
+    array = b.alloca(ty, size=max(1, len(values)), name=name)
+    for k, value in enumerate(values):
+        store(b, ty, value, array, i64(k))
+    return array
+
+
+def _workspace(b: ir.IRBuilder, fn, size_fn, batch: list, given_ptr) -> ir.Value:
+    """The caller's workspace, or one from malloc (the function returns -1 if that fails)."""
+    null = ir.Constant(PTR, None)
+    given, allocate, failed, allocated, ready = (
+        fn.append_basic_block(name)
+        for name in (
+            "workspace.given",
+            "workspace.malloc",
+            "workspace.failed",
+            "workspace.ok",
+            "ready",
+        )
+    )
+    b.cbranch(b.icmp_unsigned("==", given_ptr, null), allocate, given)
+    b.position_at_end(allocate)
+    malloc = _declare(fn.module, "malloc", ir.FunctionType(PTR, [I64]))
+    owned = b.call(malloc, [b.call(size_fn, batch)], name="owned")
+    b.cbranch(b.icmp_unsigned("==", owned, null), failed, allocated)
+    b.position_at_end(failed)
+    b.ret(ir.Constant(I32, -1))
+    for block in (allocated, given):
+        b.position_at_end(block)
+        b.branch(ready)
+    b.position_at_end(ready)
+    work = b.phi(PTR, name="work")
+    work.add_incoming(owned, allocated)
+    work.add_incoming(given_ptr, given)
+    return work
+
+
+def _declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, fnty, name)
+
+
+# --------------------------------------------------------------------------
+# Object code and linking
+
+
+def _target_machine(cpu: str, opt: int = 3) -> llvm.TargetMachine:
+    """Position-independent code for the host CPU (``"host"``) or its baseline ISA."""
+    if cpu not in CPUS:
+        raise ValueError(f"cpu must be one of {CPUS}; received: cpu={cpu!r}")
+    h = host()
+    name, features = (h.cpu, h.features) if cpu == "host" else ("generic", "")
+    target = llvm.Target.from_triple(h.triple)
+    return target.create_target_machine(
+        cpu=name, features=features, opt=opt, reloc="pic", codemodel="default"
+    )
+
+
+def object_code(ir_text: str, *, cpu: str = "host", opt: int = 3) -> bytes:
+    """An ELF (or the host's format) object file: ``ir_text`` optimized for ``cpu``."""
+    tm = _target_machine(cpu, opt)
+    module = llvm.parse_assembly(ir_text)
+    module.verify()
+    if opt > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pto.loop_vectorization = pto.slp_vectorization = opt >= 2
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(module, pb)
+    return tm.emit_object(module)
+
+
+def c_compiler() -> str | None:
+    """The system C compiler: ``$CC``, else ``cc``, ``gcc`` or ``clang`` on the PATH."""
+    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+def link_shared(obj: bytes, path: str | os.PathLike, *, soname: str | None = None) -> None:
+    """Link ``obj`` into the shared library ``path`` with the system C compiler (and libm)."""
+    cc = c_compiler()
+    if cc is None:
+        raise RuntimeError(
+            "no C compiler found (tried $CC, cc, gcc, clang) to link a shared library; "
+            "emit target='object' and link the .o yourself"
+        )
+    with tempfile.TemporaryDirectory(prefix="symgrad-link-") as tmp:
+        obj_path = os.path.join(tmp, "library.o")
+        with open(obj_path, "wb") as f:
+            f.write(obj)
+        command = [cc, "-shared", "-o", os.fspath(path), obj_path, "-lm"]
+        if soname:
+            command.insert(2, f"-Wl,-soname,{soname}")
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"linking failed: {' '.join(command)}\n{done.stderr.strip()}")
+
+
+# --------------------------------------------------------------------------
+# The C header
+
+
+CONVENTIONS = """\
+Conventions
+  - Matrices are dense row-major (C order) arrays of {ctype}; each argument's shape
+    is given next to it, in terms of the batch size{batch}.
+  - `const` arrays are only read. Arrays without `const` are updated in place
+    (the optimizer step), after every check passed. Outputs are written into
+    arrays the caller allocates, of the shapes given.
+  - workspace: scratch memory the caller owns, NAME_workspace_size(...) bytes,
+    aligned for {ctype} (64 bytes is best). One workspace sized for the largest
+    batch serves every smaller batch and may be reused from call to call. Pass
+    NULL to have the function malloc and free its scratch on each call.
+  - Return value: 0 on success; k > 0 when the k-th finiteness guard failed
+    (e.g. the loss is nan or inf): nothing was updated; -1 when the workspace
+    could not be allocated.
+  - No global state: calls with distinct workspaces may run concurrently.
+  - Self-contained: matrix products are generated loops (no BLAS); needs libc."""
+
+
+def c_header(name: str, functions: list[CFunction], *, doc: str = "", defines=()) -> str:
+    """The header declaring ``functions``; ``defines`` are (macro, value, comment) triples."""
+    _check_functions(functions)
+    dtype = functions[0].program.dtype
+    ctype = C_TYPES[dtype]
+    guard = c_identifier(name).upper() + "_H"
+    batch = sorted({str(s) for f in functions for s in f.program.batch})
+    lines = [f"/* {name}.h -- generated by symgrad; do not edit.", " *"]
+    lines += [f" * {line}".rstrip() for line in doc.strip().splitlines()]
+    if doc.strip():
+        lines.append(" *")
+    conventions = CONVENTIONS.format(
+        ctype=ctype, batch=f" ({', '.join(batch)} = rows in the batch)" if batch else ""
+    )
+    lines += [f" * {line}".rstrip() for line in conventions.splitlines()]
+    lines += [" */", f"#ifndef {guard}", f"#define {guard}", ""]
+    lines += ["#include <stddef.h>", "#include <stdint.h>", ""]
+    lines += ["#ifdef __cplusplus", 'extern "C" {', "#endif", ""]
+    for macro, value, comment in defines:
+        lines.append(f"#define {macro} {value}" + (f"  /* {comment} */" if comment else ""))
+    if defines:
+        lines.append("")
+    for f in functions:
+        lines += _declaration(f, ctype) + [""]
+    lines += ["#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */"]
+    return "\n".join(lines) + "\n"
+
+
+def _declaration(f: CFunction, ctype: str) -> list[str]:
+    p = f.program
+    updated = {dst.name for dst, _ in p.updates}
+    args: list[tuple[str, str]] = []  # (declaration, comment)
+    for sym in p.batch:
+        args.append((f"int64_t {_parameter(str(sym))}", "batch size (rows)"))
+    for v in p.inputs:
+        const = "" if v.name in updated else "const "
+        note = f"({v.shape[0]}, {v.shape[1]})" + (", updated in place" if v.name in updated else "")
+        args.append(
+            (f"{const}{ctype} *{_parameter(v.name)}", _with_note(note, f.notes.get(v.name)))
+        )
+    for sym in p.scalars:
+        args.append(
+            (f"{ctype} {_parameter(str(sym))}", _with_note("scalar", f.notes.get(str(sym))))
+        )
+    for v in _distinct_outputs(p):
+        note = f"out: ({v.shape[0]}, {v.shape[1]})"
+        args.append((f"{ctype} *{_parameter(v.name)}", _with_note(note, f.notes.get(v.name))))
+    size_args = ", ".join(f"int64_t {s}" for s in p.batch) or "void"
+    args.append(
+        (
+            "void *workspace",
+            f"NULL or {f.name}_workspace_size({', '.join(map(str, p.batch))}) bytes",
+        )
+    )
+    doc = (f.doc or f.name).strip().splitlines()
+    lines = [f"/* {doc[0]}" + (" */" if len(doc) == 1 else "")]
+    if len(doc) > 1:
+        lines += [f" * {line}".rstrip() for line in doc[1:]] + [" */"]
+    lines.append(f"size_t {f.name}_workspace_size({size_args});")
+    lines.append(f"int32_t {f.name}(")
+    width = max(len(decl) for decl, _ in args) + 1
+    for k, (decl, comment) in enumerate(args):
+        end = ");" if k == len(args) - 1 else ","
+        lines.append(f"    {(decl + end).ljust(width + 1)} /* {comment} */")
+    return lines
+
+
+C_KEYWORDS = set(
+    "auto break case char const continue default do double else enum extern float for goto if "
+    "inline int long register restrict return short signed sizeof static struct switch typedef "
+    "union unsigned void volatile while workspace".split()
+)
+
+
+def _parameter(name: str) -> str:
+    """A parameter name for the header: a C identifier, not a keyword."""
+    name = c_identifier(name)
+    return name + "_" if name in C_KEYWORDS else name
+
+
+def _with_note(text: str, note: str | None) -> str:
+    return f"{text}; {note}" if note else text

@@ -1,0 +1,108 @@
+"""codegen.llvm.jit: the host target, the optimization pipeline, object loading.
+
+Every compiled function goes through the same three steps, whether its object
+code comes from LLVM or from the disk cache:
+
+1. ``optimize_and_emit(ir_text, opt)``: parse, verify, run the new-pass-manager
+   ``default<O3>`` pipeline for the host CPU, emit an object file;
+2. (the cache stores that object file and the optimized IR text);
+3. ``load_object(obj)``: link the object into a fresh MCJIT engine and look up
+   symbols. Nothing is optimized or code-generated in this step.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import llvmlite
+import llvmlite.binding as llvm
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the generated code is specialized for; part of every cache key."""
+
+    triple: str
+    cpu: str
+    features: str
+    data_layout: str
+
+    def fingerprint(self) -> str:
+        """The host and the pass pipeline: what object code depends on besides the IR."""
+        return (
+            f"{self.triple}|{self.cpu}|{self.features}|llvmlite {llvmlite.__version__}|{PIPELINE}"
+        )
+
+
+@functools.cache
+def host() -> Host:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    cpu = llvm.get_host_cpu_name()
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # not every platform reports features; the CPU name still tunes
+        features = ""
+    tm = _new_target_machine(cpu, features, 3)
+    return Host(llvm.get_process_triple(), cpu, features, str(tm.target_data))
+
+
+def _new_target_machine(cpu: str, features: str, opt: int) -> llvm.TargetMachine:
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(cpu=cpu, features=features, opt=opt, jit=True)
+
+
+@functools.cache
+def target_machine(opt: int = 3) -> llvm.TargetMachine:
+    """Shared machine for optimization and code emission (never handed to an engine)."""
+    h = host()
+    return _new_target_machine(h.cpu, h.features, opt)
+
+
+def parse(ir_text: str) -> llvm.ModuleRef:
+    module = llvm.parse_assembly(ir_text)
+    module.verify()
+    return module
+
+
+PIPELINE = "default<O{opt}>"  # part of every cache key, with the host
+
+
+def optimize_and_emit(ir_text: str, opt: int) -> tuple[bytes, str]:
+    """Optimized object code and optimized IR text for ``ir_text``."""
+    tm = target_machine(opt)
+    module = parse(ir_text)
+    if opt > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pto.loop_vectorization = opt >= 2
+        pto.slp_vectorization = opt >= 2
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(module, pb)
+    return tm.emit_object(module), str(module)
+
+
+def emit_assembly(optimized_ir: str, opt: int) -> str:
+    return target_machine(opt).emit_assembly(parse(optimized_ir))
+
+
+class LoadedObject:
+    """An object file linked into its own MCJIT engine; keeps the code alive."""
+
+    def __init__(self, obj: bytes, opt: int = 3):
+        h = host()
+        empty = llvm.parse_assembly("")
+        empty.triple = h.triple
+        empty.data_layout = h.data_layout
+        # The engine takes ownership of its target machine, so each gets a fresh one.
+        self._engine = llvm.create_mcjit_compiler(
+            empty, _new_target_machine(h.cpu, h.features, opt)
+        )
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self._engine.finalize_object()
+
+    def address(self, symbol: str) -> int:
+        addr = self._engine.get_function_address(symbol)
+        if not addr:
+            raise RuntimeError(f"symbol {symbol!r} not found in the compiled object")
+        return addr

@@ -1,0 +1,410 @@
+"""symgrad.core.nodes: the matrix node classes symgrad adds to SymPy's, and its symbols.
+
+Each node knows its shape (SymPy expressions of the batch symbols), its entries
+(``_entry``, for the per-element view) and how it prints (str, pretty, LaTeX).
+SymPy supplies ``MatMul``, ``MatAdd``, ``HadamardProduct``, ``Transpose`` and
+scalar multiples; symgrad adds elementwise maps of scalar ``Lambda``s,
+broadcasts, sums, row softmax and names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sympy as sp
+from sympy.core.symbol import Str
+from sympy.matrices.expressions import (
+    MatrixExpr,
+    MatrixSymbol,
+)
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE, precedence
+
+# --------------------------------------------------------------------------
+# Symbols
+
+_BATCH = sp.Symbol("n", integer=True, positive=True)
+
+
+def batch(name: str = "n") -> sp.Symbol:
+    """The batch-size symbol (a positive integer ``Symbol``)."""
+    return _BATCH if name == "n" else sp.Symbol(name, integer=True, positive=True)
+
+
+def _dim(d) -> sp.Expr:
+    d = sp.sympify(d)
+    if d.is_number and not (d.is_Integer and d > 0):
+        raise ValueError(
+            f"a matrix dimension must be a positive integer or a symbol; received: {d}"
+        )
+    return d
+
+
+def matrix(name: str, rows, cols) -> MatrixSymbol:
+    """A matrix-valued input (data or weight): ``matrix("W1", 64, 128)``."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"matrix names must be identifiers; received: name={name!r}")
+    return MatrixSymbol(name, _dim(rows), _dim(cols))
+
+
+class ProbabilitySymbol(MatrixSymbol):
+    """A matrix symbol whose rows are probability vectors (>= 0, each row sums to 1).
+
+    Labels for categorical cross-entropy are declared this way; the simplifier
+    may then use ``rowsum(Y) = 1`` (softmax + cross-entropy -> (P - Y)/n).  The
+    training API checks real data against this promise before every fit.
+    """
+
+
+def labels(name: str, rows, cols) -> ProbabilitySymbol:
+    """Labels whose rows are one-hot (or soft) probability vectors."""
+    matrix(name, rows, cols)  # same validation
+    return ProbabilitySymbol(name, _dim(rows), _dim(cols))
+
+
+# --------------------------------------------------------------------------
+# Canonical scalar Lambdas: bound variables are always _x0, _x1, ... so that
+# equal functions are equal SymPy objects (hash-consing then shares them).
+
+
+def arg_symbols(k: int) -> tuple[sp.Symbol, ...]:
+    return tuple(sp.Symbol(f"_x{i}", real=True) for i in range(k))
+
+
+def canonical_lambda(variables: Sequence[sp.Symbol], body: sp.Expr) -> sp.Lambda:
+    xs = arg_symbols(len(variables))
+    body = sp.sympify(body).xreplace(dict(zip(variables, xs)))
+    return sp.Lambda(xs, body)
+
+
+# --------------------------------------------------------------------------
+# Printing helpers for the custom nodes
+
+
+def _placeholder_name(printer, arg) -> str:
+    text = printer._print(arg)
+    if precedence(arg) < PRECEDENCE["Atom"] and not isinstance(arg, (Named, MatrixSymbol)):
+        text = f"({text})"
+    return text
+
+
+def _iverson(body: sp.Expr):
+    """``Piecewise((1, c), (0, True))`` -> the condition ``c`` (printed ``[c]``)."""
+    if isinstance(body, sp.Piecewise) and len(body.args) == 2:
+        (one, cond), (zero, rest) = body.args
+        if one == 1 and zero == 0 and rest == sp.true:
+            return cond
+    return None
+
+
+def _print_body(printer, fn: sp.Lambda, args) -> str:
+    """Print a scalar body with each bound variable replaced by its argument.
+
+    Known activations print by name (``relu(Z1)``); 0/1 indicators print as an
+    Iverson bracket (``[A1 > 0]``).
+    """
+    latex = isinstance(printer, LatexPrinter)
+    known = DISPLAY_NAMES.get(fn)
+    if known is not None:
+        inner = ", ".join(printer._print(a) for a in args)
+        return rf"\operatorname{{{known}}}\left({inner}\right)" if latex else f"{known}({inner})"
+    if latex:
+        names = {}
+        for v, a in zip(fn.variables, args):
+            t = printer._print(a)
+            if not isinstance(a, (Named, MatrixSymbol)) and precedence(a) < PRECEDENCE["Atom"]:
+                t = rf"\left({t}\right)"
+            names[v] = t
+        settings = {
+            k: v for k, v in printer._settings.items() if k in LatexPrinter._default_settings
+        }
+        sub = LatexPrinter({**settings, "symbol_names": names})
+        cond = _iverson(fn.expr)
+        return rf"\left[{sub.doprint(cond)}\right]" if cond is not None else sub.doprint(fn.expr)
+    named = {v: sp.Symbol(_placeholder_name(printer, a)) for v, a in zip(fn.variables, args)}
+    cond = _iverson(fn.expr)
+    if cond is not None:
+        return f"[{printer._print(cond.xreplace(named))}]"
+    return printer._print(fn.expr.xreplace(named))
+
+
+DISPLAY_NAMES: dict[sp.Lambda, str] = {}
+"""Canonical Lambda of a named activation -> its name, for printing (filled by
+:mod:`symgrad.core.activations`)."""
+
+
+class _Node(MatrixExpr):
+    """Base of symgrad's own matrix nodes."""
+
+    is_commutative = False
+
+    def _sympystr(self, printer):
+        return self._text(printer)
+
+    def _latex(self, printer):
+        return self._text(printer)
+
+    def _text(self, printer) -> str:  # pragma: no cover - each node overrides
+        raise NotImplementedError
+
+
+class Elementwise(_Node):
+    """``f(A, B, ...)`` applied entry by entry; ``f`` is a scalar ``Lambda``.
+
+    All matrix arguments have the same shape.  Free symbols of the body other
+    than its variables are scalar parameters (a learning rate, the batch size).
+    """
+
+    def __new__(cls, fn: sp.Lambda, *args):
+        return sp.Basic.__new__(cls, fn, *args)
+
+    @property
+    def fn(self) -> sp.Lambda:
+        return self.args[0]
+
+    @property
+    def operands(self) -> tuple[MatrixExpr, ...]:
+        return self.args[1:]
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+    def _entry(self, i, j, **kwargs):
+        return self.fn(*[a._entry(i, j, **kwargs) for a in self.operands])
+
+    @property
+    def precedence(self) -> int:
+        if DISPLAY_NAMES.get(self.fn) is not None or _iverson(self.fn.expr) is not None:
+            return PRECEDENCE["Atom"]
+        return precedence(self.fn.expr)
+
+    def _text(self, printer):
+        return _print_body(printer, self.fn, self.operands)
+
+    def _pretty(self, printer):
+        from sympy.printing.pretty.stringpict import prettyForm
+
+        if self.precedence >= PRECEDENCE["Atom"]:
+            return prettyForm(_print_body(sp.StrPrinter(), self.fn, self.operands))
+        named = {
+            v: sp.Symbol(_placeholder_name(sp.StrPrinter(), a))
+            for v, a in zip(self.fn.variables, self.operands)
+        }
+        form = printer._print(self.fn.expr.xreplace(named))
+        # SymPy's pretty Hadamard product only parenthesizes its own classes
+        return prettyForm(*form.parens()) if self.precedence < PRECEDENCE["Mul"] else form
+
+
+class BroadcastRows(_Node):
+    """A (1, c) row repeated ``rows`` times: the bias add ``Z = X W + 1 b``."""
+
+    def __new__(cls, v, rows):
+        return sp.Basic.__new__(cls, v, sp.sympify(rows))
+
+    @property
+    def shape(self):
+        return (self.args[1], self.args[0].shape[1])
+
+    def _entry(self, i, j, **kwargs):
+        return self.args[0]._entry(0, j, **kwargs)
+
+    def _text(self, printer):
+        return printer._print(self.args[0])
+
+    def _pretty(self, printer):
+        return printer._print(self.args[0])
+
+
+class BroadcastCols(_Node):
+    """A (r, 1) column repeated ``cols`` times."""
+
+    def __new__(cls, u, cols):
+        return sp.Basic.__new__(cls, u, sp.sympify(cols))
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], self.args[1])
+
+    def _entry(self, i, j, **kwargs):
+        return self.args[0]._entry(i, 0, **kwargs)
+
+    def _text(self, printer):
+        return printer._print(self.args[0])
+
+    def _pretty(self, printer):
+        return printer._print(self.args[0])
+
+
+class Fill(_Node):
+    """A (1, 1) value repeated over a (rows, cols) matrix."""
+
+    def __new__(cls, s, rows, cols):
+        return sp.Basic.__new__(cls, s, sp.sympify(rows), sp.sympify(cols))
+
+    @property
+    def shape(self):
+        return (self.args[1], self.args[2])
+
+    def _entry(self, i, j, **kwargs):
+        return self.args[0]._entry(0, 0, **kwargs)
+
+    def _text(self, printer):
+        return printer._print(self.args[0])
+
+    def _pretty(self, printer):
+        return printer._print(self.args[0])
+
+
+class _Reduction(_Node):
+    _label = ""
+    _latex_label = ""
+
+    def __new__(cls, a):
+        return sp.Basic.__new__(cls, a)
+
+    def _text(self, printer):
+        label = self._latex_label if isinstance(printer, LatexPrinter) else self._label
+        inner = printer._print(self.args[0])
+        if isinstance(printer, LatexPrinter):
+            return rf"{label}\left({inner}\right)"
+        return f"{label}({inner})"
+
+    def _pretty(self, printer):
+        from sympy.printing.pretty.stringpict import prettyForm
+
+        inner = prettyForm(*printer._print(self.args[0]).parens())
+        return prettyForm(*inner.left(self._label))
+
+
+class Total(_Reduction):
+    """Sum of all entries, a (1, 1) matrix."""
+
+    _label, _latex_label = "sum", r"\operatorname{sum}"
+
+    @property
+    def shape(self):
+        return (sp.S.One, sp.S.One)
+
+    def _entry(self, i, j, **kwargs):
+        a = self.args[0]
+        r, c = sp.Dummy("r", integer=True), sp.Dummy("c", integer=True)
+        return sp.Sum(a._entry(r, c, **kwargs), (r, 0, a.shape[0] - 1), (c, 0, a.shape[1] - 1))
+
+
+class ColSum(_Reduction):
+    """Sum down each column (NumPy ``axis=0``): (r, c) -> (1, c)."""
+
+    _label, _latex_label = "colsum", r"\operatorname{colsum}"
+
+    @property
+    def shape(self):
+        return (sp.S.One, self.args[0].shape[1])
+
+    def _entry(self, i, j, **kwargs):
+        a = self.args[0]
+        r = sp.Dummy("r", integer=True)
+        return sp.Sum(a._entry(r, j, **kwargs), (r, 0, a.shape[0] - 1))
+
+
+class RowSum(_Reduction):
+    """Sum across each row (NumPy ``axis=1``): (r, c) -> (r, 1)."""
+
+    _label, _latex_label = "rowsum", r"\operatorname{rowsum}"
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], sp.S.One)
+
+    def _entry(self, i, j, **kwargs):
+        a = self.args[0]
+        c = sp.Dummy("c", integer=True)
+        return sp.Sum(a._entry(i, c, **kwargs), (c, 0, a.shape[1] - 1))
+
+
+class Softmax(_Reduction):
+    """Row-wise softmax: ``exp(z_ij) / sum_k exp(z_ik)``."""
+
+    _label, _latex_label = "softmax", r"\operatorname{softmax}"
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _entry(self, i, j, **kwargs):
+        a = self.args[0]
+        c = sp.Dummy("c", integer=True)
+        return sp.exp(a._entry(i, j, **kwargs)) / sp.Sum(
+            sp.exp(a._entry(i, c, **kwargs)), (c, 0, a.shape[1] - 1)
+        )
+
+
+class LogSoftmax(_Reduction):
+    """Row-wise log-softmax: ``z_ij - log sum_k exp(z_ik)`` (evaluated max-shifted)."""
+
+    _label, _latex_label = "log_softmax", r"\operatorname{log\_softmax}"
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _entry(self, i, j, **kwargs):
+        a = self.args[0]
+        c = sp.Dummy("c", integer=True)
+        return a._entry(i, j, **kwargs) - sp.log(
+            sp.Sum(sp.exp(a._entry(i, c, **kwargs)), (c, 0, a.shape[1] - 1))
+        )
+
+
+class Named(_Node):
+    """A named intermediate (``Z1``, ``A1``): the identity, printed as its name.
+
+    Names make formulas readable (``A1 (1 - A1)`` rather than the expanded
+    sigmoid) and become variable names in generated code.
+    """
+
+    def __new__(cls, name, a):
+        name = Str(name) if isinstance(name, str) else name
+        return sp.Basic.__new__(cls, name, a)
+
+    @property
+    def name(self) -> str:
+        return self.args[0].name
+
+    @property
+    def body(self) -> MatrixExpr:
+        return self.args[1]
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+    def _entry(self, i, j, **kwargs):
+        return MatrixSymbol(self.name, *self.shape)._entry(i, j, **kwargs)
+
+    def _text(self, printer):
+        return printer._print(MatrixSymbol(self.name, *self.shape))
+
+    def _pretty(self, printer):
+        return printer._print(MatrixSymbol(self.name, *self.shape))
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+class ShapeMismatch(ValueError):
+    """Raised when an op receives operands whose shapes do not fit."""
+
+
+def _shape_error(op: str, *operands) -> ShapeMismatch:
+    shapes = " and ".join(f"{a} with shape {tuple(a.shape)}" for a in operands)
+    return ShapeMismatch(f"{op}: incompatible shapes; received {shapes}")
+
+
+def _check_matrix(op: str, a) -> MatrixExpr:
+    if not isinstance(a, MatrixExpr):
+        raise TypeError(
+            f"{op} expects matrix expressions; received {a!r} of type {type(a).__name__}"
+        )
+    return a

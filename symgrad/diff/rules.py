@@ -1,0 +1,135 @@
+"""symgrad.diff.rules: the table of vector-Jacobian products, one row per node type.
+
+One table, :data:`VJP_RULES`, maps each node type to its vector-Jacobian
+product: given the node, its cotangent ``ct`` (dL/dnode, same shape as the
+node) and the node's *output* (the named forward value, so derivatives can
+reuse it), a rule returns the cotangent of each matrix operand.  The sweep
+visits every node of the DAG once, in reverse topological order.
+
+Subgradients: relu'(0) = 0 and |x|'(0) = 0 (``sign(0) = 0``), as in PyTorch
+and JAX; ``Heaviside`` steps are written with value 0 at 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import sympy as sp
+from sympy.matrices.expressions import (
+    HadamardProduct,
+    MatAdd,
+    MatMul,
+    MatrixExpr,
+    MatrixSymbol,
+    OneMatrix,
+    Transpose,
+    ZeroMatrix,
+)
+
+from symgrad import core as E
+
+Rule = Callable[[MatrixExpr, MatrixExpr, MatrixExpr], Sequence[MatrixExpr]]
+
+VJP_RULES: dict[type, Rule] = {}
+"""Node type -> rule(node, out, ct) returning one cotangent per matrix operand."""
+
+RULE_MATH: dict[type, str] = {}
+"""Node type -> the rule as a formula, for ``explain``."""
+
+
+def vjp(node_type: type, math: str):
+    """Register the VJP rule of ``node_type``; ``math`` is its one-line formula."""
+
+    def register(rule: Rule) -> Rule:
+        VJP_RULES[node_type] = rule
+        RULE_MATH[node_type] = math
+        return rule
+
+    return register
+
+
+@vjp(MatMul, "d(c A1...Ak)/dAi: c (A1..Ai-1)^T G (Ai+1..Ak)^T")
+def matmul_vjp(node, out, ct):
+    c, mats = node.as_coeff_matrices()
+    grads = []
+    for i in range(len(mats)):
+        left = [E.transpose(m) for m in reversed(mats[:i])]
+        right = [E.transpose(m) for m in reversed(mats[i + 1 :])]
+        grads.append(E.scale(c, E.matmul(*left, ct, *right)))
+    return grads
+
+
+@vjp(MatAdd, "d(A + B)/dA: G")
+def matadd_vjp(node, out, ct):
+    return [ct for _ in node.args]
+
+
+@vjp(HadamardProduct, "d(A o B)/dA: G o B")
+def hadamard_vjp(node, out, ct):
+    args = node.args
+    return [E.hadamard(ct, *(args[:i] + args[i + 1 :])) for i in range(len(args))]
+
+
+@vjp(Transpose, "d(A^T)/dA: G^T")
+def transpose_vjp(node, out, ct):
+    return [E.transpose(ct)]
+
+
+@vjp(E.Elementwise, "d f(A, B)/dA: G o f_A(A, B), f_A = df/da from sympy.diff")
+def elementwise_vjp(node, out, ct):
+    fn = node.fn
+    return [
+        E.hadamard(ct, E.elementwise(sp.Lambda(fn.variables, sp.diff(fn.expr, x)), *node.operands))
+        for x in fn.variables
+    ]
+
+
+@vjp(E.BroadcastRows, "d(1 v)/dv: colsum(G)")
+def broadcast_rows_vjp(node, out, ct):
+    return [E.col_sum(ct)]
+
+
+@vjp(E.BroadcastCols, "d(u 1^T)/du: rowsum(G)")
+def broadcast_cols_vjp(node, out, ct):
+    return [E.row_sum(ct)]
+
+
+@vjp(E.Fill, "d fill(s)/ds: sum(G)")
+def fill_vjp(node, out, ct):
+    return [E.total(ct)]
+
+
+@vjp(E.Total, "d sum(A)/dA: G repeated over A")
+def total_vjp(node, out, ct):
+    return [E.fill(ct, *node.args[0].shape)]
+
+
+@vjp(E.ColSum, "d colsum(A)/dA: G repeated down the rows")
+def col_sum_vjp(node, out, ct):
+    return [E.broadcast_rows(ct, node.args[0].shape[0])]
+
+
+@vjp(E.RowSum, "d rowsum(A)/dA: G repeated across the columns")
+def row_sum_vjp(node, out, ct):
+    return [E.broadcast_cols(ct, node.args[0].shape[1])]
+
+
+@vjp(E.Softmax, "d softmax(Z)/dZ: P o (G - rowsum(G o P)), P = softmax(Z)")
+def softmax_vjp(node, out, ct):
+    k = node.shape[1]
+    return [E.hadamard(out, E.sub(ct, E.broadcast_cols(E.row_sum(E.hadamard(ct, out)), k)))]
+
+
+@vjp(E.LogSoftmax, "d log_softmax(Z)/dZ: G - softmax(Z) o rowsum(G)")
+def log_softmax_vjp(node, out, ct):
+    z = node.args[0]
+    k = node.shape[1]
+    return [E.sub(ct, E.hadamard(E.softmax(z), E.broadcast_cols(E.row_sum(ct), k)))]
+
+
+@vjp(E.Named, "d name(A)/dA: G")
+def named_vjp(node, out, ct):
+    return [ct]
+
+
+LEAVES = (MatrixSymbol, ZeroMatrix, OneMatrix, sp.Identity)

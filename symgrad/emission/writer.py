@@ -1,0 +1,272 @@
+"""symgrad.emission.writer: ``symgrad.emit`` -- a model's derived code as files that need no symgrad.
+
+    >>> symgrad.emit(model, "digits_model.py", weights=True)  # doctest: +SKIP
+    >>> symgrad.emit(model, "build/libdigits.so", target="shared")  # doctest: +SKIP
+
+Targets (``TARGETS``):
+
+- ``python``: one ``.py`` file that imports only NumPy and the standard library:
+  ``forward``, ``loss_and_gradients``, ``train_step``, ``fit`` and a weights loader
+  around the generated NumPy code (``symgrad.emission.python``). ``weights=True`` also
+  writes the weights and optimizer state to ``path.with_suffix(".npz")``.
+- ``llvm-ir``: the LLVM IR text of the native library (``codegen.llvm.emit``).
+- ``object``: an object file for the host CPU (``cpu="generic"``: the baseline
+  instruction set of its architecture), plus the C header ``PREFIX.h``.
+- ``shared``: a shared library linked with the system C compiler, plus ``PREFIX.h``.
+
+The same model gives byte-identical ``.py`` and ``.ll`` files. Each file is
+written to a temporary file in its directory and renamed into place once all
+files were generated, so a failure leaves no half-written file behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from symgrad.compiler import CompiledFunction
+from symgrad.expr import ProbabilitySymbol
+from symgrad.nn.models import Sequential
+
+if TYPE_CHECKING:  # codegen is imported on first use: symgrad's import must not need it
+    from symgrad.emission.python import ModelSource
+
+TARGETS = {
+    "python": "a NumPy-only Python module (.py)",
+    "llvm-ir": "LLVM IR text (.ll)",
+    "object": "an object file (.o) and a C header (.h)",
+    "shared": "a shared library (.so) and a C header (.h)",
+}
+CPUS = ("host", "generic")
+
+
+def emit(
+    source: Sequential | CompiledFunction,
+    path: str | os.PathLike,
+    target: str = "python",
+    *,
+    weights: bool = False,
+    prefix: str | None = None,
+    cpu: str = "host",
+) -> list[Path]:
+    """Write ``source`` (a compiled model or ``symgrad.compile`` function) as a standalone file.
+
+    ``prefix`` names the C functions (``PREFIX_train_step``) and the header
+    (``PREFIX.h``, next to ``path``); default: the file name without suffix and
+    without a leading ``lib``. ``cpu`` (native targets): ``"host"`` tunes for
+    this machine, ``"generic"`` keeps to the architecture's baseline. Returns the
+    paths written, ``path`` first.
+
+        >>> emit(model, "digits_model.py", weights=True)  # doctest: +SKIP
+        [PosixPath('digits_model.py'), PosixPath('digits_model.npz')]
+    """
+    if target not in TARGETS:
+        known = ", ".join(f"{name!r} ({what})" for name, what in TARGETS.items())
+        raise ValueError(f"Unknown emit target: {target!r}. Known targets: {known}")
+    if cpu not in CPUS:
+        raise ValueError(f"cpu must be one of {CPUS}. Received: cpu={cpu!r}")
+    path = Path(path)
+    _check_destination(path)
+    prefix = _c_prefix(path if prefix is None else None, prefix)
+    if isinstance(source, CompiledFunction):
+        if weights:
+            raise ValueError("weights=True needs a model; a compiled function has no weights")
+        files = _function_files(source, path, target, prefix, cpu)
+    elif isinstance(source, Sequential):
+        model = model_source(source)
+        if weights and target != "python":
+            raise ValueError(
+                f"weights=True writes an .npz for the Python target; received target={target!r}"
+            )
+        files = _model_files(source, model, path, target, prefix, cpu, weights)
+    else:
+        raise TypeError(
+            "emit takes a compiled symgrad model (symgrad.nn.models.Sequential) or a function "
+            f"from symgrad.compile. Received: {type(source).__name__} {source!r:.80}"
+        )
+    write_atomically(files)
+    return [p for p, _, _ in files]
+
+
+def _c_prefix(path: Path | None, prefix: str | None) -> str:
+    """``prefix``, or the file name without suffixes and a leading ``lib``, as a C identifier."""
+    if path is not None:
+        stem = path.name.split(".")[0]
+        prefix = stem[3:] if stem.startswith("lib") and len(stem) > 3 else stem
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in prefix)
+    return name if name and not name[0].isdigit() else f"_{name}"
+
+
+def _check_destination(path: Path) -> None:
+    parent = path.parent
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise FileNotFoundError(f"cannot write {path}: the directory {parent} {what}")
+
+
+# --------------------------------------------------------------------------
+# What a model is made of
+
+
+def model_source(model: Sequential) -> ModelSource:
+    """Everything the emitted files say about ``model`` (compiled, built)."""
+    from symgrad.emission.python import ModelSource, Weight, target_note
+
+    if not model.compiled:
+        raise RuntimeError(
+            f"emit needs a compiled model: call model.compile(optimizer=..., loss=...) "
+            f"on {model.name!r} first"
+        )
+    if not model.built:
+        raise ValueError(
+            f"emit needs a built model: {model.name!r} does not know its input size yet; "
+            "pass input_dim to the first layer or call model.build(input_dim=...)"
+        )
+    optimizer = model.optimizer
+    if callable(getattr(optimizer, "learning_rate", None)):
+        raise ValueError(
+            "emit cannot write a learning-rate schedule; set a number, e.g. "
+            "model.optimizer.learning_rate = 0.001"
+        )
+    train = model.compiled_step  # compiles, creates the optimizer slots
+    programs = model._programs()
+    step = programs.train_step()
+    scalars = {str(s) for s in train.program.scalars}
+    hyperparameters = {
+        k: float(v) for k, v in optimizer.hyperparameter_values().items() if k in scalars
+    }
+    slot_of = {id(var): key for key, var in optimizer.slots.items()}
+    slots = []
+    for var in step.slots:
+        weight, slot = slot_of[id(var)]
+        initial = float(optimizer.slot_initial_value(slot))
+        slots.append(Weight(var.path, var.symbol.name, var.shape, weight, initial))
+    summary: list[str] = []
+    model.summary(print_fn=summary.append)
+    rules = {("w" if k == "variable" else k): v for k, v in optimizer.rule_text().items()}
+    return ModelSource(
+        name=model.name,
+        summary="\n".join(summary),
+        dtype=model.dtype,
+        input_dim=int(model.input_dim),
+        output_dim=int(model.output_dim),
+        loss=model.loss.name,
+        optimizer=repr(optimizer),
+        rules=rules,
+        hyperparameters=hyperparameters,
+        weights=tuple(Weight(w.path, w.symbol.name, w.shape) for w in model.weights),
+        slots=tuple(slots),
+        train=train.program,
+        predict=programs.predict_step().function.program,
+        gradients=programs.gradient_step().function.program,
+        forward_formulas={k: str(v) for k, v in model.forward_formulas().items()},
+        gradient_formulas={k: str(v) for k, v in model.gradient_formulas().items()},
+        label_note=target_note(model.loss.name, int(model.output_dim)),
+    )
+
+
+def weight_arrays(model: Sequential) -> dict[str, np.ndarray]:
+    """Weights and optimizer state under the keys of ``model.save_weights``."""
+    arrays = {w.path: value for w, value in zip(model.weights, model.get_weights())}
+    for var in model.optimizer.variables:
+        arrays[f"optimizer/{var.path}"] = var.value
+    arrays["optimizer/iterations"] = np.array(model.optimizer.iterations)
+    return arrays
+
+
+# --------------------------------------------------------------------------
+# Files per target: (path, writer(temporary path), permission bits)
+
+Writer = Callable[[str], None]
+
+
+def _text(text: str) -> Writer:
+    return lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
+
+
+def _bytes(data: bytes) -> Writer:
+    return lambda tmp: Path(tmp).write_bytes(data)
+
+
+def _model_files(model, m: ModelSource, path, target, prefix, cpu, weights):
+    from symgrad.emission.python import module_for_model
+
+    if target == "python":
+        files = [(path, _text(module_for_model(m, weights)), 0o666)]
+        if weights:
+            buffer = io.BytesIO()
+            np.savez(buffer, **weight_arrays(model))
+            files.append((path.with_suffix(".npz"), _bytes(buffer.getvalue()), 0o666))
+        return files
+    from symgrad.emission.native import model_defines, model_functions, model_header_doc
+
+    functions = model_functions(m, prefix)
+    header = (functions, model_header_doc(m), model_defines(m, prefix))
+    return _native_files(path, target, prefix, cpu, *header)
+
+
+def _function_files(fn: CompiledFunction, path, target, prefix, cpu):
+    from symgrad.emission.python import module_for_function
+
+    formulas = {name: str(expr) for name, expr in fn.formulas.items()}
+    if target == "python":
+        notes = [
+            f"{s.name}: rows must be probability vectors (each row >= 0, summing to 1);\n"
+            "the derived formulas use rowsum(" + s.name + ") = 1."
+            for s in fn.inputs
+            if isinstance(s, ProbabilitySymbol)
+        ]
+        return [(path, _text(module_for_function(fn.program, formulas, notes)), 0o666)]
+    from symgrad.emission.native import function_c
+
+    functions = [function_c(fn.program, prefix, formulas)]
+    return _native_files(path, target, prefix, cpu, functions, "", ())
+
+
+def _native_files(path, target, prefix, cpu, functions, doc, defines):
+    from codegen.llvm.emit import c_header, library_ir, link_shared, object_code
+
+    text = library_ir(functions, cpu=cpu)
+    if target == "llvm-ir":
+        return [(path, _text(text), 0o666)]
+    obj = object_code(text, cpu=cpu)
+    header = path.parent / f"{prefix}.h"
+    header_file = (header, _text(c_header(prefix, functions, doc=doc, defines=defines)), 0o666)
+    if target == "object":
+        return [(path, _bytes(obj), 0o666), header_file]
+
+    def link(tmp: str) -> None:
+        link_shared(obj, tmp, soname=path.name)
+
+    return [(path, link, 0o777), header_file]
+
+
+def write_atomically(files: list[tuple[Path, Writer, int]]) -> None:
+    """Write every file to a temporary file beside it, then rename them all into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, write, mode in files:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as err:
+                raise type(err)(err.errno, f"cannot write {path}: {err.strerror}") from err
+            os.close(fd)
+            temps.append((tmp, path))
+            write(tmp)
+            os.chmod(tmp, mode & ~umask)
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

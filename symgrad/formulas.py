@@ -1,0 +1,193 @@
+"""symgrad.formulas: derived gradients read as formulas.
+
+- :func:`grad`: dL/dW after the forward fusions, SymPy matrix expressions.
+- :func:`gradients`: simplified dL/dW for each weight, SymPy matrix expressions.
+- :func:`explain`: the chain rule step by step, and which rewrites fired.
+- :func:`element_formula`: dL/dW[i, j] as a scalar formula (a sum over the batch).
+- :func:`op_counts`: GEMM FLOPs, elementwise operations and transcendental
+  calls per training step, before and after simplification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.matrices.expressions import (
+    HadamardProduct,
+    MatAdd,
+    MatMul,
+    MatrixExpr,
+    MatrixSymbol,
+    Transpose,
+)
+
+from symgrad import core as E
+from symgrad.diff import Derivation, derive
+from symgrad.diff.sweep import check_loss
+from symgrad.simplify import TRANSCENDENTAL, scalar_cost, simplify
+
+
+@dataclass
+class Gradients:
+    """Raw and simplified gradients of one loss, with the trace behind them."""
+
+    loss: MatrixExpr
+    raw: dict[MatrixSymbol, MatrixExpr]
+    simplified: dict[MatrixSymbol, MatrixExpr]
+    derivation: Derivation
+    rewrites: list[tuple[str, MatrixExpr, MatrixExpr]]
+
+
+def gradients(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable = ()) -> Gradients:
+    """Derive and simplify; ``context`` lists forward values whose names may be reused."""
+    context = list(context)
+    fused, fired_fwd = simplify({"loss": loss}, context=context)
+    d = derive(fused["loss"], wrt)
+    keys = {f"d{w.name}": w for w in wrt}
+    out, fired = simplify({k: d.gradients[w] for k, w in keys.items()}, context=[*context, loss])
+    return Gradients(
+        fused["loss"],
+        dict(d.gradients),
+        {w: out[k] for k, w in keys.items()},
+        d,
+        fired_fwd + fired,
+    )
+
+
+def _short(e, width: int = 110) -> str:
+    text = sp.sstr(e)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def explain(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable = ()) -> str:
+    """The derivation as text: forward definitions, each VJP step, rewrites, results."""
+    g = gradients(loss, wrt, context)
+    lines = ["Forward definitions:"]
+    for node in E.topological([g.loss, *context]):
+        if isinstance(node, E.Named):
+            lines.append(f"  {node.name} = {_short(node.body)}")
+    lines.append(f"  L = {_short(g.loss)}")
+    lines.append("")
+    lines.append("Reverse sweep (G = incoming cotangent dL/dnode):")
+    for k, step in enumerate(g.derivation.steps, 1):
+        label = step.node.name if isinstance(step.node, E.Named) else _short(step.node, 60)
+        lines.append(f"  [{k}] node {label}   rule {step.rule}: {step.math}")
+        lines.append(f"      G = {_short(step.cotangent)}")
+        for operand, result in zip(step.operands, step.results):
+            name = (
+                operand.name
+                if isinstance(operand, (E.Named, MatrixSymbol))
+                else f"({_short(operand, 40)})"
+            )
+            lines.append(f"      -> d/d{name} += {_short(result)}")
+    lines.append("")
+    lines.append("Rewrites fired:")
+    for name, before, after in g.rewrites:
+        lines.append(f"  {name}: {_short(before, 60)}  ->  {_short(after, 60)}")
+    if not g.rewrites:
+        lines.append("  (none)")
+    lines.append("")
+    lines.append("Gradients:")
+    for w, e in g.simplified.items():
+        lines.append(f"  dL/d{w.name} = {sp.sstr(e)}")
+    return "\n".join(lines)
+
+
+def element_formula(gradient: MatrixExpr, i=None, j=None) -> sp.Expr:
+    """One entry of a gradient as a scalar formula, e.g. dL/dW1[i, j] as a batch sum."""
+    i = sp.Symbol("i", integer=True, nonnegative=True) if i is None else i
+    j = sp.Symbol("j", integer=True, nonnegative=True) if j is None else j
+    entry = gradient[i, j]
+    # SymPy names summation indices _i_1, _i_2, ...; show them as k, k_2, ...
+    sums = sorted(entry.atoms(sp.Sum), key=sp.default_sort_key)
+    bound = list(dict.fromkeys(v for s in sums for v in s.variables))
+    names = ["k"] + [f"k_{m}" for m in range(2, len(bound) + 1)]
+    return entry.xreplace({v: sp.Symbol(nm, integer=True) for v, nm in zip(bound, names)})
+
+
+# --------------------------------------------------------------------------
+# Operation counts
+
+
+@dataclass
+class OpCounts:
+    """Work per evaluation, as polynomials in the batch symbol."""
+
+    gemm_flops: sp.Expr
+    elementwise_ops: sp.Expr
+    transcendentals: sp.Expr
+    nodes: int
+
+    def at(self, **sizes) -> dict[str, int]:
+        subs = {sp.Symbol(k, integer=True, positive=True): v for k, v in sizes.items()}
+        return {
+            "gemm_flops": int(self.gemm_flops.subs(subs)),
+            "elementwise_ops": int(self.elementwise_ops.subs(subs)),
+            "transcendentals": int(self.transcendentals.subs(subs)),
+            "nodes": self.nodes,
+        }
+
+
+def _size(node) -> sp.Expr:
+    return sp.sympify(node.shape[0]) * sp.sympify(node.shape[1])
+
+
+def op_counts(roots: Iterable[MatrixExpr]) -> OpCounts:
+    """Count the work of a set of graphs, each shared node once."""
+    flops = ops = trans = sp.S.Zero
+    nodes = 0
+    for node in E.topological(list(roots)):
+        nodes += 1
+        if isinstance(node, MatMul):
+            coeff, mats = node.as_coeff_matrices()
+            for a, b in zip(mats, mats[1:]):
+                flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+            if coeff != 1:
+                ops += _size(node)
+        elif isinstance(node, (MatAdd, HadamardProduct)):
+            ops += (len(node.args) - 1) * _size(node)
+        elif isinstance(node, E.Elementwise):
+            body = node.fn.expr
+            n_trans = sum(isinstance(t, TRANSCENDENTAL) for t in sp.preorder_traversal(body))
+            ops += scalar_cost(body) * _size(node)
+            trans += n_trans * _size(node)
+        elif isinstance(node, (E.Total, E.ColSum, E.RowSum)):
+            ops += _size(node.args[0])
+        elif isinstance(node, (E.Softmax, E.LogSoftmax)):
+            ops += 4 * _size(node)
+            trans += _size(node)
+        elif isinstance(node, Transpose):
+            pass
+    return OpCounts(sp.expand(flops), sp.expand(ops), sp.expand(trans), nodes)
+
+
+def simplification_report(loss, wrt, context=()) -> dict[str, OpCounts]:
+    """Op counts of loss + gradients before and after simplification."""
+    g = gradients(loss, wrt, context)
+    before = op_counts([loss, *g.raw.values()])
+    after = op_counts([g.loss, *g.simplified.values()])
+    return {"before": before, "after": after}
+
+
+def grad(loss: MatrixExpr, wrt):
+    """Symbolic gradient(s) of a (1, 1) loss.
+
+    ``grad(L, W)`` returns dL/dW; ``grad(L, [W1, b1])`` returns a list.  The
+    loss first gets the forward fusions of :mod:`symgrad.simplify`
+    (log(softmax) -> log_softmax, log(sigmoid) -> -softplus), so gradients
+    stay finite where the loss is; :func:`derive` differentiates as written.
+
+    >>> from symgrad import expr as E
+    >>> n = E.batch(); X = E.matrix("X", n, 3); W = E.matrix("W", 3, 1)
+    >>> XW = E.matmul(X, W)
+    >>> print(grad(E.total(E.hadamard(XW, XW)), W))
+    2*X.T*X*W
+    """
+    single = isinstance(wrt, MatrixExpr)
+    ws = [wrt] if single else list(wrt)
+    check_loss(loss)
+    fused, _ = simplify({"loss": loss})  # log(softmax), log(sigmoid): stable before the sweep
+    g = derive(fused["loss"], ws).gradients
+    return g[ws[0]] if single else [g[w] for w in ws]

@@ -1,0 +1,330 @@
+"""symgrad.lower: simplified symgrad graphs -> a :class:`codegen.ir.Program`.
+
+Fusion rule: a node becomes its own IR value (is *materialized*) when it is an
+output or update, has a name, is used more than once, or is not elementwise
+(matrix products, reductions, softmax, transposes).  Everything else is
+folded, as a SymPy scalar expression, into the body of the Map or Reduce that
+consumes it: a chain ``sigmoid(X W + b)`` is one GEMM and one fused loop.
+Transposes feeding a product become GEMM flags; scalar factors become alpha.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import sympy as sp
+from sympy.matrices.expressions import (
+    HadamardProduct,
+    MatAdd,
+    MatMul,
+    MatrixExpr,
+    MatrixSymbol,
+    OneMatrix,
+    Transpose,
+    ZeroMatrix,
+)
+from sympy.printing.precedence import precedence
+from sympy.printing.str import StrPrinter
+
+from codegen import ir
+from symgrad import core as E
+
+ELEMENTWISE = (MatAdd, HadamardProduct, E.Elementwise, E.BroadcastRows, E.BroadcastCols, E.Fill)
+REDUCTIONS = {E.Total: None, E.ColSum: 0, E.RowSum: 1}
+
+
+class _SharedStrPrinter(StrPrinter):
+    """``sp.sstr`` that remembers what it printed: the comments of one program share subtrees.
+
+    Only nested results are kept (a Float prints differently at the top
+    level), and each node's precedence is computed once: for a matrix
+    product it costs a ``doit``. Same text as ``sp.sstr``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._memo: dict = {}
+        self._precedence: dict = {}
+
+    def _print(self, expr, **kwargs) -> str:
+        if kwargs or self._print_level == 0:
+            return super()._print(expr, **kwargs)
+        text = self._memo.get(expr)
+        if text is None:
+            text = self._memo[expr] = super()._print(expr)
+        return text
+
+    def parenthesize(self, item, level, strict=False):
+        p = self._precedence.get(item)
+        if p is None:
+            p = self._precedence[item] = precedence(item)
+        if p < level or (not strict and p <= level):
+            return f"({self._print(item)})"
+        return self._print(item)
+
+
+def _is_elementwise(node) -> bool:
+    if isinstance(node, MatMul):
+        return len(node.as_coeff_matrices()[1]) == 1  # c * A
+    return isinstance(node, (*ELEMENTWISE, OneMatrix, ZeroMatrix))
+
+
+class Lowering:
+    """One lowering run; see :func:`lower`."""
+
+    def __init__(self, name, inputs, outputs, updates, scalars, guards, dtype, checks=None):
+        self.name, self.dtype = name, dtype
+        self.inputs = list(inputs)
+        self.outputs, self.updates = dict(outputs), dict(updates)
+        self.scalars, self.guards = tuple(scalars), tuple(guards)
+        self.checks = dict(checks or {})  # guarded (1, 1) values that are not returned
+        self.values: dict[MatrixExpr, ir.Value] = {}
+        self.body: list = []
+        self.taken = {s.name for s in self.inputs}
+        self.temp = 0
+        self.printer = _SharedStrPrinter()
+
+    # -- naming ---------------------------------------------------------
+    def _fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    def _value(self, node, base: str | None = None) -> ir.Value:
+        if base is None:
+            if isinstance(node, E.Named):
+                base = node.name
+            else:
+                base, self.temp = f"t{self.temp}", self.temp + 1
+        return ir.Value(self._fresh(base), tuple(sp.sympify(d) for d in node.shape))
+
+    # -- driver ---------------------------------------------------------
+    def run(self) -> ir.Program:
+        input_set = set(self.inputs)
+        for s in self.inputs:
+            self.values[s] = ir.Value(s.name, tuple(sp.sympify(d) for d in s.shape))
+        roots = [*self.outputs.values(), *self.checks.values(), *self.updates.values()]
+        order = E.topological(roots)
+        uses = Counter(c for node in order for c in E.children(node))
+        for r in roots:
+            uses[r] += 1
+        update_roots = set(self.updates.values()) - set(self.outputs.values())
+        needed_by_rest = set(E.topological([*self.outputs.values(), *self.checks.values()]))
+        late = [n for n in order if n in update_roots and n not in needed_by_rest]
+        order = [n for n in order if n not in late] + late
+        self.materialize = {
+            n
+            for n in order
+            if n in roots or isinstance(n, E.Named) or not _is_elementwise(n) or uses[n] > 1
+        }
+        named_bodies = {n.body: n for n in order if isinstance(n, E.Named)}
+        for n in order:
+            if n in named_bodies and n not in self.values:  # one value, under its name
+                self.values[n] = self._operand(named_bodies[n])
+                continue
+            if isinstance(n, Transpose) and n not in roots:
+                continue  # a GEMM flag, or emitted on first non-GEMM use
+            if isinstance(n, MatrixSymbol):
+                if n not in input_set:
+                    raise ValueError(
+                        f"{self.name}: the graph reads {n.name} {tuple(n.shape)}, which is not "
+                        f"among the inputs {[s.name for s in self.inputs]}"
+                    )
+                continue
+            if n in self.materialize and n not in self.values:
+                self._emit(n, self._root_name(n))
+        outs = []
+        for key, expr in self.outputs.items():
+            outs.append(self._copy_if_taken(expr, key, outs))
+        ups = []
+        for sym, expr in self.updates.items():
+            if expr == sym:
+                continue
+            ups.append((self.values[sym], self._copy_if_taken(expr, f"{sym.name}_new", outs)))
+        batch = sorted(
+            {d for s in self.inputs for dim in s.shape for d in sp.sympify(dim).free_symbols},
+            key=str,
+        )
+        return ir.Program(
+            name=self.name,
+            inputs=tuple(self.values[s] for s in self.inputs),
+            scalars=self.scalars,
+            body=tuple(self.body),
+            outputs=tuple(outs),
+            updates=tuple(ups),
+            dtype=self.dtype,
+            batch=tuple(batch),
+        )
+
+    def _root_name(self, node) -> str | None:
+        for key, expr in [*self.outputs.items(), *self.checks.items()]:
+            if expr == node:
+                return key
+        for sym, expr in self.updates.items():
+            if expr == node:
+                return f"{sym.name}_new"
+        return None
+
+    def _copy_if_taken(self, expr, key, taken_values) -> ir.Value:
+        """An output that is an input, or already returned, is copied into its own value."""
+        v = self.values.get(expr)
+        if v is None:
+            v = self._emit(expr, key)
+        if expr in self.inputs or v in taken_values:
+            sym = sp.Symbol("_x0", real=True)
+            out = ir.Value(self._fresh(key), v.shape)
+            self.body.append(ir.Map(out, sym, ((sym, v),), comment=f"{out.name} = {v.name}"))
+            return out
+        return v
+
+    # -- statements -----------------------------------------------------
+    def _comment(self, node, out: ir.Value) -> str:
+        """``out = formula``: for named values and results the derived formula in terms of
+        inputs and named values (when it fits on a line), else in terms of computed values."""
+        shown = node.body if isinstance(node, E.Named) else node
+        if isinstance(node, E.Named) or not out.name.startswith("t"):
+            full = self.printer.doprint(shown)
+            if len(full) <= 100:
+                return f"{out.name} = {full}"
+        return f"{out.name} = {self.printer.doprint(self._shown(shown))}"
+
+    def _shown(self, node):
+        v = self.values.get(node)
+        if v is not None and not isinstance(node, MatrixSymbol):
+            return MatrixSymbol(v.name, *node.shape)
+        if isinstance(node, (MatrixSymbol, E.Named)) or not node.args:
+            return node
+        return node.func(*[self._shown(a) if isinstance(a, MatrixExpr) else a for a in node.args])
+
+    def _emit(self, node, base=None) -> ir.Value:
+        if base is None:
+            base = self._root_name(node)
+        out = self._value(node, base)
+        inner = node.body if isinstance(node, E.Named) else node
+        comment = self._comment(node, out)
+        if isinstance(inner, MatMul) and not _is_elementwise(inner):
+            stmt = self._gemm(inner, out, comment)
+        elif type(inner) in REDUCTIONS:
+            stmt = self._reduce(inner, out, comment)
+        elif isinstance(inner, (E.Softmax, E.LogSoftmax)):
+            stmt = ir.Softmax(
+                out, self._operand(inner.args[0]), isinstance(inner, E.LogSoftmax), comment
+            )
+        elif isinstance(inner, Transpose):
+            stmt = ir.Transpose(out, self._operand(inner.arg), comment)
+        elif isinstance(inner, E.Named) or isinstance(inner, MatrixSymbol):
+            src = self._operand(inner)
+            x = sp.Symbol("_x0", real=True)
+            stmt = ir.Map(out, x, ((x, src),), comment)
+        else:
+            args: dict[ir.Value, sp.Symbol] = {}
+            body = self._expand(inner, args)
+            stmt = ir.Map(out, body, tuple((s, v) for v, s in args.items()), comment)
+        self.body.append(stmt)
+        self.values[node] = out
+        guarded = [k for k in self.guards if self.outputs.get(k) == node]
+        guarded += [k for k, expr in self.checks.items() if expr == node]
+        for key in guarded:
+            self.body.append(ir.Guard(out, f"{key} is nan or inf"))
+        return out
+
+    def _operand(self, node) -> ir.Value:
+        """The value of a node, emitting it now if it was fused elsewhere."""
+        v = self.values.get(node)
+        return v if v is not None else self._emit(node)
+
+    def _gemm(self, node: MatMul, out, comment) -> ir.Gemm:
+        coeff, mats = node.as_coeff_matrices()
+        while len(mats) > 2:  # left to right; each partial product is a value of its own
+            head = E.matmul(mats[0], mats[1])
+            self._operand(head)
+            mats = [head, *mats[2:]]
+        (a, ta), (b, tb) = (self._gemm_operand(m) for m in mats)
+        return ir.Gemm(out, a, b, ta, tb, sp.sympify(coeff), comment)
+
+    def _gemm_operand(self, m) -> tuple[ir.Value, bool]:
+        if isinstance(m, Transpose) and m not in self.values:
+            return self._operand(m.arg), True  # A.T @ B -> gemm(trans_a)
+        return self._operand(m), False
+
+    def _reduce(self, node, out, comment) -> ir.Reduce:
+        a = node.args[0]
+        args: dict[ir.Value, sp.Symbol] = {}
+        body = self._scalar(a, args)
+        shape = tuple(sp.sympify(d) for d in a.shape)
+        return ir.Reduce(
+            out,
+            body,
+            tuple((s, v) for v, s in args.items()),
+            shape,
+            REDUCTIONS[type(node)],
+            comment,
+        )
+
+    def _leaf(self, node, args: dict) -> sp.Symbol:
+        v = self._operand(node)
+        if v not in args:
+            args[v] = sp.Symbol(f"_x{len(args)}", real=True)
+        return args[v]
+
+    def _scalar(self, node, args: dict) -> sp.Expr:
+        """A node used inside a fused body: its argument symbol, or its own body if fused."""
+        if node in self.values or node in self.materialize or not _is_elementwise(node):
+            return self._leaf(node, args)
+        return self._expand(node, args)
+
+    def _expand(self, node, args: dict) -> sp.Expr:
+        """Scalar body of an elementwise node; materialized operands become arguments."""
+        if not _is_elementwise(node):
+            return self._leaf(node, args)
+        if isinstance(node, ZeroMatrix):
+            return sp.S.Zero
+        if isinstance(node, OneMatrix):
+            return sp.S.One
+        if isinstance(node, MatMul):  # c * A
+            coeff, (m,) = node.as_coeff_matrices()
+            return coeff * self._scalar(m, args)
+        if isinstance(node, MatAdd):
+            return sp.Add(*[self._scalar(a, args) for a in node.args])
+        if isinstance(node, HadamardProduct):
+            return sp.Mul(*[self._scalar(a, args) for a in node.args])
+        if isinstance(node, E.Elementwise):
+            subs = {x: self._scalar(a, args) for x, a in zip(node.fn.variables, node.operands)}
+            return node.fn.expr.xreplace(subs)
+        # broadcasts: the operand's (1, c), (r, 1) or (1, 1) values broadcast in the loop
+        return self._scalar(node.args[0], args)
+
+
+def lower(
+    name: str,
+    inputs: Sequence[MatrixSymbol],
+    outputs: Mapping[str, MatrixExpr],
+    updates: Mapping[MatrixSymbol, MatrixExpr] | None = None,
+    scalars: Sequence[sp.Symbol] = (),
+    guards: Sequence[str] = (),
+    dtype: str = "float64",
+    checks: Mapping[str, MatrixExpr] | None = None,
+) -> ir.Program:
+    """Lower simplified graphs to one IR program (outputs, then in-place updates).
+
+    ``guards`` name outputs that must be finite before any update is written;
+    ``checks`` are further (1, 1) values computed and guarded but not returned.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"program names must be identifiers; received: name={name!r}")
+    for key in outputs:
+        if not key.isidentifier():
+            raise ValueError(f"output names must be identifiers; received: {key!r}")
+    for g in guards:
+        if g not in outputs:
+            raise ValueError(f"guard {g!r} names no output; outputs: {list(outputs)}")
+    for sym in updates or {}:
+        if sym not in inputs:
+            raise ValueError(f"update target {sym} is not an input")
+    for key, expr in (checks or {}).items():
+        if tuple(expr.shape) != (1, 1):
+            raise ValueError(f"check {key!r} must be a (1, 1) value; received shape {expr.shape}")
+    return Lowering(name, inputs, outputs, updates or {}, scalars, guards, dtype, checks).run()

@@ -1,0 +1,11 @@
+"""symgrad.nn: the Keras-style API.
+
+- :mod:`~symgrad.nn.layers`: ``Dense``, ``Activation``, ``Input``;
+- :mod:`~symgrad.nn.models`: ``Sequential``, saving and loading;
+- :mod:`~symgrad.nn.trainer`: ``compile``, ``fit``, ``evaluate``, ``predict``, the step;
+- :mod:`~symgrad.nn.optimizers`, :mod:`~symgrad.nn.losses`, :mod:`~symgrad.nn.metrics`,
+  :mod:`~symgrad.nn.initializers`, :mod:`~symgrad.nn.callbacks`;
+- :mod:`~symgrad.nn.validation`: checks of user data and arguments.
+
+The public names are ``symgrad.layers``, ``symgrad.models``, ``symgrad.optimizers``, ...
+"""

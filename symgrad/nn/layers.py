@@ -1,0 +1,303 @@
+"""symgrad.nn.layers: Keras-style layers that build symbolic matrix graphs.
+
+A layer turns the symbolic matrix of its input rows into the symbolic matrix of
+its output rows (``call``) and owns its weights (:class:`Variable`: a Keras path
+``dense_1/kernel``, a SymPy ``MatrixSymbol`` ``dense_1_kernel`` and a NumPy
+value).  Intermediates get short names so the derived formulas and the
+generated code read like a textbook: the k-th ``Dense`` computes ``Zk`` and,
+with an activation, ``Ak``; the model's output is ``P``.
+
+Example::
+
+    >>> from symgrad.nn.layers import Dense
+    >>> layer = Dense(4, activation="sigmoid", input_dim=3, name="dense")
+    >>> layer.build(3)
+    >>> [w.path for w in layer.weights]
+    ['dense/kernel', 'dense/bias']
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
+
+from symgrad import core as E
+from symgrad.nn import initializers
+
+
+@dataclass(eq=False)
+class Variable:
+    """A trainable (or optimizer-state) matrix: Keras path, symbol, value, initializer."""
+
+    path: str
+    symbol: MatrixSymbol
+    initializer: initializers.Initializer
+    value: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.symbol.shape[0]), int(self.symbol.shape[1]))
+
+    def __repr__(self) -> str:
+        return f"<Variable {self.path} shape={self.shape}>"
+
+
+class Names:
+    """Hands out names of intermediates: ``Z1``/``A1`` for the first Dense, and so on."""
+
+    def __init__(self) -> None:
+        self.layer = 0
+        self.used: set[str] = set()
+
+    def pre_activation(self) -> str:
+        self.layer += 1
+        return self.fresh(f"Z{self.layer}")
+
+    def activation(self) -> str:
+        return self.fresh(f"A{self.layer}")
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 2
+        while name in self.used:
+            name, i = f"{base}_{i}", i + 1
+        self.used.add(name)
+        return name
+
+
+def _positive_int(value, what: str) -> int:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value <= 0
+    ):
+        raise ValueError(
+            f"Invalid value for argument {what}: expected a positive integer. Received: {what}={value!r}"
+        )
+    return int(value)
+
+
+def resolve_activation(activation):
+    """``None`` for the identity, ``"softmax"``, or a one-argument SymPy ``Lambda``.
+
+    Accepts what :func:`symgrad.expr.as_lambda` accepts: a name, a ``Lambda``, a
+    SymPy expression of one free symbol, or a callable building one.
+    """
+    if activation is None:
+        return None
+    fn = E.as_lambda(activation)
+    if fn != "softmax" and fn.expr == fn.variables[0]:  # "linear"
+        return None
+    return fn
+
+
+def activation_label(activation, fn) -> str:
+    """How a summary prints an activation: its name, or the formula in x."""
+    if isinstance(activation, str):
+        return activation.lower()
+    if fn is None:
+        return "linear"
+    if fn == "softmax":
+        return "softmax"
+    x = sp.Symbol("x")
+    return str(fn.expr.xreplace({fn.variables[0]: x}))
+
+
+def snake_case(name: str) -> str:
+    """``Dense -> dense``, ``InputLayer -> input_layer`` (Keras's default names)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Layer:
+    """Base class: ``build(input_dim)``, ``call(a, names)``, ``weights``."""
+
+    def __init__(self, name: str | None = None):
+        if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+            raise ValueError(
+                f"Layer names must be Python identifiers (they name SymPy symbols and "
+                f"variables in generated code). Received: name={name!r}"
+            )
+        self._name = name
+        self.input_dim: int | None = None
+        self.built = False
+        self.model = None
+
+    @property
+    def name(self) -> str:
+        return self._name if self._name is not None else snake_case(type(self).__name__)
+
+    @property
+    def weights(self) -> list[Variable]:
+        return []
+
+    def build(self, input_dim: int) -> None:
+        self.input_dim = _positive_int(input_dim, "input_dim")
+        self.built = True
+
+    def output_dim(self, input_dim: int | None) -> int | None:
+        return input_dim
+
+    def call(self, a: MatrixExpr, names: Names) -> MatrixExpr:
+        raise NotImplementedError
+
+    def count_params(self) -> int:
+        return sum(w.shape[0] * w.shape[1] for w in self.weights)
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+class Dense(Layer):
+    """``Z = X W + b`` then ``A = activation(Z)``: Keras's densely connected layer.
+
+    ``activation`` is a name (``"relu"``, ``"softmax"``...), a SymPy expression of
+    one symbol, a ``Lambda``, or a callable building one; its derivative comes
+    from ``sympy.diff``.
+
+    >>> Dense(units=4, input_dim=3, activation="tanh")
+    <Dense name=dense>
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation=None,
+        use_bias: bool = True,
+        input_dim: int | None = None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        name: str | None = None,
+        input_shape: tuple | None = None,
+    ):
+        super().__init__(name)
+        self.units = _positive_int(units, "units")
+        self.activation = activation
+        self.activation_fn = resolve_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        if input_shape is not None:
+            if input_dim is not None:
+                raise ValueError("Pass input_dim or input_shape, not both.")
+            if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 1:
+                raise ValueError(
+                    f"Dense takes rows of features: input_shape must be (features,). "
+                    f"Received: input_shape={input_shape!r}"
+                )
+            input_dim = input_shape[0]
+        self.declared_input_dim = (
+            None if input_dim is None else _positive_int(input_dim, "input_dim")
+        )
+        self.kernel: Variable | None = None
+        self.bias: Variable | None = None
+
+    @property
+    def weights(self) -> list[Variable]:
+        return [w for w in (self.kernel, self.bias) if w is not None]
+
+    def build(self, input_dim: int) -> None:
+        input_dim = _positive_int(input_dim, "input_dim")
+        if self.declared_input_dim is not None and input_dim != self.declared_input_dim:
+            raise ValueError(
+                f"Layer {self.name!r} expects {self.declared_input_dim} input features. "
+                f"Received: input_dim={input_dim}"
+            )
+        if self.built and self.input_dim == input_dim:
+            return
+        super().build(input_dim)
+        sym = E.matrix(f"{self.name}_kernel", input_dim, self.units)
+        self.kernel = Variable(f"{self.name}/kernel", sym, self.kernel_initializer)
+        self.bias = None
+        if self.use_bias:
+            sym = E.matrix(f"{self.name}_bias", 1, self.units)
+            self.bias = Variable(f"{self.name}/bias", sym, self.bias_initializer)
+
+    def output_dim(self, input_dim):
+        return self.units
+
+    def call(self, a, names):
+        z = E.matmul(a, self.kernel.symbol)
+        if self.bias is not None:
+            z = E.add_bias(z, self.bias.symbol)
+        z = E.name(names.pre_activation(), z)
+        if self.activation_fn is None:
+            return z
+        return E.name(names.activation(), E.apply(self.activation_fn, z))
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "units": self.units,
+            "activation": activation_label(self.activation, self.activation_fn),
+            "use_bias": self.use_bias,
+            "input_dim": self.declared_input_dim,
+            "kernel_initializer": initializers.name_of(self.kernel_initializer),
+            "bias_initializer": initializers.name_of(self.bias_initializer),
+        }
+
+
+class Activation(Layer):
+    """Applies an activation to its input: ``Activation("sigmoid")``, ``Activation(x**2)``.
+
+    ``"softmax"`` is row-wise; every other activation is entry by entry.
+    """
+
+    def __init__(self, activation, name: str | None = None):
+        super().__init__(name)
+        if activation is None:
+            raise ValueError(
+                "Activation needs an activation: a name, a SymPy expression or a callable. "
+                f"Received: activation=None. Known names: {', '.join(E.activation_names())}"
+            )
+        self.activation = activation
+        self.activation_fn = resolve_activation(activation)
+
+    def call(self, a, names):
+        if self.activation_fn is None:
+            return a
+        return E.name(names.activation(), E.apply(self.activation_fn, a))
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "activation": activation_label(self.activation, self.activation_fn),
+        }
+
+
+class InputLayer(Layer):
+    """Declares the number of input features: ``Sequential([Input(shape=(3,)), Dense(4)])``."""
+
+    def __init__(self, shape: tuple, name: str | None = None):
+        super().__init__(name)
+        if not isinstance(shape, (tuple, list)) or len(shape) != 1:
+            raise ValueError(
+                f"Input takes rows of features: shape must be (features,). Received: shape={shape!r}"
+            )
+        self.declared_input_dim = _positive_int(shape[0], "shape[0]")
+
+    def build(self, input_dim: int) -> None:
+        if input_dim != self.declared_input_dim:
+            raise ValueError(
+                f"The model expects {self.declared_input_dim} input features. Received: input_dim={input_dim}"
+            )
+        super().build(input_dim)
+
+    def call(self, a, names):
+        return a
+
+    def get_config(self):
+        return {"name": self.name, "shape": [self.declared_input_dim]}
+
+
+def Input(shape: tuple, name: str | None = None) -> InputLayer:  # noqa: N802 - Keras's spelling
+    """``keras.Input(shape=(features,))`` as the first entry of a ``Sequential``."""
+    return InputLayer(shape, name)
+
+
+LAYERS: dict[str, type] = {"Dense": Dense, "Activation": Activation, "InputLayer": InputLayer}

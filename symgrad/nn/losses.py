@@ -1,0 +1,301 @@
+"""symgrad.nn.losses: Keras's losses as symbolic (1, 1) matrix expressions.
+
+Each loss is the mean over the batch (and, for MSE / MAE / binary
+cross-entropy, over the output columns too), as Keras computes it.  A loss also
+checks the targets before training (``prepare_targets``): one-hot rows for
+categorical cross-entropy, values in [0, 1] for binary cross-entropy, integer
+classes in range for the sparse variant (converted to one-hot rows here, in
+Python, before the compiled step sees them).
+
+Numerical safety follows Keras: probabilities are clipped to
+``[1e-7, 1 - 1e-7]`` before the log -- except when the model's output is a
+softmax (categorical) or sigmoid (binary) layer, where the simplifier fuses the
+log into ``log_softmax`` / ``softplus`` and the loss stays exact and finite.
+
+Example::
+
+    >>> from symgrad import expr as E, losses
+    >>> n = E.batch()
+    >>> P, Y = E.matrix("P", n, 1), E.matrix("Y", n, 1)
+    >>> losses.get("mse")(Y, P)
+    1/n*sum((P - Y)**2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
+
+from symgrad import core as E
+from symgrad.core import scalar
+from symgrad.nn.validation import show
+
+EPSILON = sp.Rational(1, 10**7)
+"""Keras's ``backend.epsilon()``: the clip margin of probabilities."""
+
+_p, _y, _s = sp.symbols("p y s", real=True)
+
+
+def _clip(x: sp.Expr) -> sp.Expr:
+    """clip(x, eps, 1 - eps) (its derivative is 0 outside, 1 inside)."""
+    return sp.Min(sp.Max(x, EPSILON), 1 - EPSILON)
+
+
+def _pointwise(body: sp.Expr, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
+    """``body(p, y)`` entry by entry over the predictions and targets."""
+    return E.elementwise(sp.Lambda((_p, _y), body), y_pred, y_true)
+
+
+def _mean_all(a: MatrixExpr) -> MatrixExpr:
+    rows, cols = a.shape
+    return E.scale(1 / (rows * cols), E.total(a))
+
+
+def _output_is(y_pred: MatrixExpr, kind: str) -> bool:
+    """Whether the model output is a softmax / sigmoid node (so the log fuses)."""
+    body = y_pred.body if isinstance(y_pred, E.Named) else y_pred
+    if kind == "softmax":
+        return isinstance(body, E.Softmax)
+    sigmoid = E.canonical_lambda([_p], scalar.sigmoid(_p))
+    return isinstance(body, E.Elementwise) and body.fn == sigmoid
+
+
+class Loss:
+    """Base class: ``loss(y_true, y_pred) -> (1, 1)`` expression; ``prepare_targets``."""
+
+    name = "loss"
+    from_logits = False
+
+    def labels(self, rows, cols) -> MatrixSymbol:
+        """The symbol that stands for the targets in the training step."""
+        return E.matrix("Y", rows, cols)
+
+    def __call__(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
+        return self.call(y_true, y_pred)
+
+    def call(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
+        raise NotImplementedError
+
+    def target_columns(self, output_dim: int) -> int:
+        """Columns of ``y`` as the user passes it."""
+        return output_dim
+
+    def check_targets(self, y: np.ndarray) -> None:
+        """Raise ValueError when the targets are outside the loss's domain."""
+
+    def prepare_targets(self, y: np.ndarray, output_dim: int) -> np.ndarray:
+        """Validated targets of shape (m, output_dim), float64; raises ValueError."""
+        y = _as_rows(y, self.target_columns(output_dim), self.name)
+        self.check_targets(y)
+        return y
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "from_logits": self.from_logits}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _as_rows(y: np.ndarray, cols: int, loss_name: str) -> np.ndarray:
+    if y.ndim == 1 and cols == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2 or y.shape[1] != cols:
+        hint = ""
+        if loss_name == "categorical_crossentropy" and (y.ndim == 1 or y.shape[1] == 1):
+            hint = " For integer class labels use loss='sparse_categorical_crossentropy'."
+        raise ValueError(
+            f"Targets for {loss_name} must have shape (samples, {cols}) to match the model output. "
+            f"Received: y with shape {y.shape}.{hint}"
+        )
+    return y
+
+
+class MeanSquaredError(Loss):
+    """mean((P - Y)^2) over the batch and the output columns."""
+
+    name = "mean_squared_error"
+
+    def call(self, y_true, y_pred):
+        return _mean_all(_pointwise((_p - _y) ** 2, y_true, y_pred))
+
+
+class MeanAbsoluteError(Loss):
+    """mean(|P - Y|) over the batch and the output columns; |x|'(0) = 0."""
+
+    name = "mean_absolute_error"
+
+    def call(self, y_true, y_pred):
+        return _mean_all(_pointwise(sp.Abs(_p - _y), y_true, y_pred))
+
+
+class BinaryCrossentropy(Loss):
+    """-mean(Y log P + (1 - Y) log(1 - P)); ``from_logits=True`` takes the pre-sigmoid Z."""
+
+    name = "binary_crossentropy"
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        if self.from_logits:  # -(y log s(z) + (1-y) log(1-s(z))) = y sp(-z) + (1-y) sp(z)
+            body = _y * scalar.softplus(-_p) + (1 - _y) * scalar.softplus(_p)
+            return _mean_all(_pointwise(body, y_true, y_pred))
+        p = _p if _output_is(y_pred, "sigmoid") else _clip(_p)  # sigmoid: log fuses to softplus
+        body = _y * sp.log(p) + (1 - _y) * sp.log(1 - p)
+        return E.scale(-1, _mean_all(_pointwise(body, y_true, y_pred)))
+
+    def check_targets(self, y):
+        bad = np.argwhere((y < 0) | (y > 1))
+        if len(bad):
+            r, c = bad[0]
+            raise ValueError(
+                f"binary_crossentropy expects targets in [0, 1]. Received: y[{r}, {c}]={show(y[r, c])} "
+                f"({len(bad)} value(s) out of range)"
+            )
+
+    def __repr__(self):
+        return f"BinaryCrossentropy(from_logits={self.from_logits})"
+
+
+class CategoricalCrossentropy(Loss):
+    """-mean over rows of sum_j Y_ij log P_ij; Y rows are one-hot (or probabilities).
+
+    The targets are declared with :func:`symgrad.expr.labels`, so with a softmax
+    output the simplifier derives the gradient ``(P - Y) / n``.
+    """
+
+    name = "categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = bool(from_logits)
+
+    def labels(self, rows, cols):
+        return E.labels("Y", rows, cols)
+
+    def call(self, y_true, y_pred):
+        n, k = y_pred.shape
+        if self.from_logits:
+            log_p = E.log_softmax(y_pred)
+        elif _output_is(y_pred, "softmax"):  # log(softmax(Z)) -> log_softmax(Z)
+            log_p = E.elementwise(sp.Lambda(_p, sp.log(_p)), y_pred)
+        else:  # Keras: normalize each row, clip, then log (an all-zero row divides by eps, not 0)
+            body = sp.log(_clip(_p / sp.Max(_s, EPSILON)))
+            row_total = E.broadcast_cols(E.row_sum(y_pred), k)
+            log_p = E.elementwise(sp.Lambda((_p, _s), body), y_pred, row_total)
+        return E.scale(-1 / n, E.total(E.hadamard(y_true, log_p)))
+
+    def check_targets(self, y):
+        check_probability_rows(y, self.name)
+
+    def __repr__(self):
+        return f"CategoricalCrossentropy(from_logits={self.from_logits})"
+
+
+def check_probability_rows(y: np.ndarray, loss_name: str) -> None:
+    """Rows must be >= 0 and sum to 1 (one-hot or soft labels)."""
+    negative = np.argwhere(y < 0)
+    if len(negative):
+        r, c = negative[0]
+        raise ValueError(
+            f"{loss_name} expects one-hot (or probability) rows. Received: y[{r}, {c}]={show(y[r, c])} < 0"
+        )
+    sums = y.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1) > 1e-5)
+    if len(bad):
+        r = bad[0]
+        raise ValueError(
+            f"{loss_name} expects one-hot (or probability) rows that sum to 1. Received: row {r} of y "
+            f"sums to {show(sums[r])} ({len(bad)} such row(s)). For integer class labels use "
+            "loss='sparse_categorical_crossentropy'."
+        )
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """Categorical cross-entropy on integer class labels (converted to one-hot rows)."""
+
+    name = "sparse_categorical_crossentropy"
+
+    def target_columns(self, output_dim):
+        return 1
+
+    def prepare_targets(self, y, output_dim):
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(
+                f"{self.name} expects one integer class label per sample: y with shape (samples,). "
+                f"Received: y with shape {y.shape}. For one-hot rows use loss='categorical_crossentropy'."
+            )
+        fractional = np.flatnonzero(y != np.round(y))
+        if len(fractional):
+            i = fractional[0]
+            raise ValueError(
+                f"{self.name} expects integer class labels. Received: y[{i}]={show(y[i])}"
+            )
+        out_of_range = np.flatnonzero((y < 0) | (y >= output_dim))
+        if len(out_of_range):
+            i = out_of_range[0]
+            raise ValueError(
+                f"{self.name} expects class labels in [0, {output_dim}) for a model with {output_dim} "
+                f"outputs. Received: y[{i}]={show(y[i])} ({len(out_of_range)} label(s) out of range)"
+            )
+        return np.eye(output_dim)[y.astype(np.int64)]
+
+    def __repr__(self):
+        return f"SparseCategoricalCrossentropy(from_logits={self.from_logits})"
+
+
+class LossFunctionWrapper(Loss):
+    """A user function ``fn(y_true, y_pred) -> matrix expression``, averaged like Keras.
+
+    A (1, 1) result is the loss as is; an (n, 1) or (n, k) result is averaged
+    over all its entries (Keras's ``sum_over_batch_size``).
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "custom_loss")
+
+    def call(self, y_true, y_pred):
+        value = self.fn(y_true, y_pred)
+        if not isinstance(value, MatrixExpr):
+            raise TypeError(
+                f"The loss function {self.name!r} must return a SymPy matrix expression. "
+                f"Received: {value!r} of type {type(value).__name__}"
+            )
+        return value if tuple(value.shape) == (1, 1) else _mean_all(value)
+
+    def __repr__(self):
+        return f"LossFunctionWrapper({self.name})"
+
+
+LOSSES: dict[str, type] = {
+    "mean_squared_error": MeanSquaredError,
+    "mse": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "mae": MeanAbsoluteError,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+
+
+def get(identifier) -> Loss:
+    """A loss from a name (``"mse"``), a :class:`Loss`, a Loss class or a function."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key in LOSSES:
+            return LOSSES[key]()
+        raise ValueError(f"Unknown loss: {identifier!r}. Known losses: {', '.join(sorted(LOSSES))}")
+    if callable(identifier):
+        return LossFunctionWrapper(identifier)
+    raise TypeError(
+        f"A loss must be a name, a symgrad.nn.losses.Loss or a function. Received: loss={identifier!r}"
+    )

@@ -1,0 +1,591 @@
+"""symgrad.nn.models: ``Sequential``, Keras's stack of layers, compiled to one training step.
+
+Example::
+
+    >>> from symgrad.nn.models import Sequential
+    >>> from symgrad.nn.layers import Dense
+    >>> model = Sequential([Dense(64, activation="relu", input_dim=64), Dense(10, activation="softmax")])
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], seed=0)
+    >>> history = model.fit(x_train, y_train, epochs=20, batch_size=32)
+    >>> model.gradient_formulas()["dense_1/kernel"]
+    1/n*A1.T*(P - Y)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import sympy as sp
+
+from codegen.files import write_atomic
+from symgrad.compiler import BACKENDS
+from symgrad.core import scalar
+from symgrad.nn import layers as layers_module
+from symgrad.nn import losses, optimizers
+from symgrad.nn import metrics as metrics_module
+from symgrad.nn import validation as data
+from symgrad.nn.layers import InputLayer, Layer, Variable, snake_case
+from symgrad.nn.trainer import Programs, Trainer, TrainingGraph, add_loss, forward
+
+DTYPES = ("float32", "float64")
+
+
+def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` written atomically (temporary file, fsync, ``os.replace``)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue(), fsync=True)
+
+
+class Sequential(Trainer):
+    """A linear stack of layers; ``compile`` then ``fit``, as in Keras.
+
+    Intermediates are named for the formulas and the generated code: the k-th
+    ``Dense`` computes ``Zk`` (and ``Ak`` with an activation), the output is
+    ``P``, gradients are ``d_<weight>`` (``d_dense_1_kernel``).
+    """
+
+    def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None):
+        self.name = name or "sequential"
+        self._layers: list[Layer] = []
+        self._input_layer: InputLayer | None = None
+        self._input_dim: int | None = None
+        self.optimizer: optimizers.Optimizer | None = None
+        self.loss: losses.Loss | None = None
+        self._metric_ids: list = []
+        self._metrics: list[metrics_module.Metric] | None = None
+        self.backend, self.dtype = "numpy", "float32"
+        self.compiled = False
+        self._seed_rngs(None)
+        self._graph: TrainingGraph | None = None
+        self._programs_cache: Programs | None = None
+        self._pending_optimizer_state: dict[str, np.ndarray] | None = None
+        self.history = None
+        if isinstance(layers, Layer):
+            raise TypeError(f"Sequential takes a list of layers. Received: layers={layers!r}")
+        for layer in layers or []:
+            self.add(layer)
+
+    # ------------------------------------------------------------------
+    # Structure
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    def add(self, layer: Layer) -> None:
+        """Append a layer; auto-names it Keras-style (``dense``, ``dense_1``...)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                "Only instances of symgrad.layers.Layer can be added to a Sequential model. "
+                f"Received: {layer!r} (of type {type(layer).__name__})"
+            )
+        if layer.model is not None:
+            raise ValueError(f"Layer {layer.name!r} already belongs to model {layer.model.name!r}")
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_layer is not None:
+                raise ValueError("An Input layer can only be the first layer of a Sequential model")
+            self._input_layer, self._input_dim = layer, layer.declared_input_dim
+            layer.model = self
+            self._invalidate()
+            return
+        taken = {existing.name for existing in self._layers}
+        if layer._name is None:
+            base = snake_case(type(layer).__name__)
+            name, i = base, 1
+            while name in taken:
+                name, i = f"{base}_{i}", i + 1
+            layer._name = name
+        elif layer.name in taken:
+            raise ValueError(
+                "All layers added to a Sequential model should have unique names. "
+                f"Name {layer.name!r} is already the name of a layer in this model."
+            )
+        if not self._layers and self._input_dim is None:
+            self._input_dim = getattr(layer, "declared_input_dim", None)
+        if self._input_dim is not None:  # weights get values on first use (after compile's seed)
+            layer.build(self._output_dim_of(self._layers))
+        self._layers.append(layer)
+        layer.model = self
+        self._invalidate()
+
+    def pop(self) -> Layer:
+        if not self._layers:
+            raise ValueError("There are no layers in the model to pop.")
+        layer = self._layers.pop()
+        layer.model = None
+        self._invalidate()
+        return layer
+
+    @property
+    def input_dim(self) -> int | None:
+        return self._input_dim
+
+    def _output_dim_of(self, layers: Sequence[Layer]) -> int | None:
+        dim = self._input_dim
+        for layer in layers:
+            dim = layer.output_dim(dim)
+        return dim
+
+    @property
+    def output_dim(self) -> int | None:
+        return self._output_dim_of(self._layers)
+
+    @property
+    def built(self) -> bool:
+        return (
+            self._input_dim is not None
+            and all(layer.built for layer in self._layers)
+            and bool(self._layers)
+        )
+
+    def build(self, input_shape=None, input_dim: int | None = None) -> None:
+        """Create the weights for rows of ``input_dim`` features (``input_shape=(None, d)`` too)."""
+        if input_shape is not None:
+            input_dim = input_shape[-1]
+        if input_dim is None:
+            input_dim = self._input_dim
+        if input_dim is None:
+            raise ValueError("build needs the number of input features: model.build(input_dim=...)")
+        input_dim = data.positive_int(input_dim, "input_dim")
+        if self._input_dim is not None and input_dim != self._input_dim:
+            raise ValueError(
+                f"The model expects {self._input_dim} input feature(s). Received: input_dim={input_dim}"
+            )
+        if not self._layers:
+            raise ValueError("The model has no layers: add some with model.add(...)")
+        if self._input_layer is not None:
+            self._input_layer.build(input_dim)
+        self._input_dim = input_dim
+        dim = input_dim
+        for layer in self._layers:
+            layer.build(dim)
+            dim = layer.output_dim(dim)
+        self._invalidate()
+
+    @property
+    def weights(self) -> list[Variable]:
+        return [w for layer in self._layers for w in layer.weights]
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self._layers)
+
+    def _invalidate(self) -> None:
+        self._graph, self._programs_cache, self._metrics = None, None, None
+
+    def _seed_rngs(self, seed: int | None) -> None:
+        init, shuffle = np.random.SeedSequence(seed).spawn(2)
+        self._init_rng, self._shuffle_rng = (
+            np.random.default_rng(init),
+            np.random.default_rng(shuffle),
+        )
+
+    def _materialize(self) -> None:
+        """Give every weight without a value its initial value (drawn in layer order)."""
+        for w in self.weights:
+            if w.value is None:
+                w.value = np.ascontiguousarray(
+                    w.initializer(w.shape, self._init_rng), dtype=self.dtype
+                )
+
+    # ------------------------------------------------------------------
+    # Compilation
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics: Sequence | None = None,
+        backend: str = "numpy",
+        dtype: str = "float32",
+        seed: int | None = None,
+    ) -> None:
+        """Choose optimizer, loss and metrics; the training step is compiled once, here or at build.
+
+        ``seed`` drives the initial weights (drawn when the model is built) and
+        the shuffling in ``fit``: the same seed gives bit-identical training.
+        """
+        if loss is None:
+            raise ValueError(
+                f"compile needs a loss. Known losses: {', '.join(sorted(losses.LOSSES))}"
+            )
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown backend: {backend!r}. Known backends: {', '.join(BACKENDS)}")
+        if dtype not in DTYPES:
+            raise ValueError(f"Unknown dtype: {dtype!r}. Known dtypes: {', '.join(DTYPES)}")
+        if seed is not None:
+            data.non_negative_int(seed, "seed")
+        optimizer = optimizers.get(optimizer)
+        loss = losses.get(loss)
+        if metrics is not None and (
+            isinstance(metrics, str) or not isinstance(metrics, (list, tuple))
+        ):
+            raise TypeError(
+                f"metrics must be a list, e.g. metrics=['accuracy']. Received: metrics={metrics!r}"
+            )
+        metric_ids = list(metrics or [])
+        for m in metric_ids:
+            metrics_module.get(m, loss.name, self.output_dim)  # unknown names fail here
+        # validated: now change the model
+        self.optimizer, self.loss, self._metric_ids = optimizer, loss, metric_ids
+        self.backend, self.compiled = backend, True
+        if dtype != self.dtype:
+            self.dtype = dtype
+            for w in self.weights:
+                if w.value is not None:
+                    w.value = np.ascontiguousarray(w.value, dtype=dtype)
+        self._seed_rngs(seed)
+        self._invalidate()
+        if self.built:
+            self._programs().train_step()
+
+    def _require_compiled(self, verb: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(
+                f"You must call compile() before using the model with {verb}(): "
+                "model.compile(optimizer=..., loss=..., metrics=[...])"
+            )
+
+    def _metric_objects(self) -> list[metrics_module.Metric]:
+        if self._metrics is None:
+            loss_name = self.loss.name if self.loss is not None else ""
+            self._metrics = [
+                metrics_module.get(m, loss_name, self.output_dim) for m in self._metric_ids
+            ]
+        return self._metrics
+
+    def _training_graph(self) -> TrainingGraph:
+        if not self.built:
+            raise ValueError(
+                "The model is not built yet: its input size is unknown. Pass input_dim to the first "
+                "layer, call model.build(input_dim=...), or call fit / predict with data."
+            )
+        if self._graph is None:
+            graph = forward(self._layers, self._input_dim)
+            self._graph = add_loss(graph, self.loss) if self.loss is not None else graph
+        return self._graph
+
+    def _programs(self) -> Programs:
+        if self._programs_cache is None:
+            with_predictions = bool(self._metric_ids)
+            self._programs_cache = Programs(
+                self._training_graph(),
+                self.optimizer,
+                with_predictions,
+                self.backend,
+                self.dtype,
+                self._metric_objects() if self.compiled else (),
+            )
+        return self._programs_cache
+
+    @property
+    def compiled_step(self):
+        """The compiled training step (a ``symgrad.compile`` CompiledFunction)."""
+        self._require_compiled("compiled_step")
+        step = self._programs().train_step()
+        self._apply_pending_optimizer_state()
+        return step.function
+
+    def step_source(self) -> str:
+        """The generated source of the training step (NumPy code, or LLVM IR)."""
+        return self.compiled_step.source
+
+    # ------------------------------------------------------------------
+    # Data
+
+    def _prepare_x(self, x, name: str = "x") -> np.ndarray:
+        x = data.as_matrix(x, name)
+        data.check_features(x, self._input_dim, name)
+        if not self.built:
+            self.build(input_dim=x.shape[1])
+        with np.errstate(over="ignore"):  # values beyond float32's range become inf: reported next
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+        data.check_finite(x, f"{name} (as {self.dtype})")
+        return x
+
+    def _prepare_xy(
+        self, x, y, names: tuple[str, str] = ("x", "y")
+    ) -> tuple[np.ndarray, np.ndarray]:
+        x_array = data.as_matrix(x, names[0])
+        y_array = data.as_labels(y, names[1])
+        data.check_same_length(x_array, y_array, *names)
+        data.check_features(x_array, self._input_dim, names[0])
+        output_dim = self._output_dim_of(self._layers)
+        if output_dim is None:  # only activations: the output has as many columns as x
+            output_dim = x_array.shape[1]
+        y_array = self.loss.prepare_targets(y_array, output_dim)
+        x_array = self._prepare_x(x_array, names[0])
+        with np.errstate(over="ignore"):
+            y_array = np.ascontiguousarray(y_array, dtype=self.dtype)
+        data.check_finite(y_array, f"{names[1]} (as {self.dtype})")
+        return x_array, y_array
+
+    def _train_step(self):
+        step = super()._train_step()
+        self._apply_pending_optimizer_state()
+        return step
+
+    def _weight_arrays(self) -> list[np.ndarray]:
+        self._materialize()
+        return super()._weight_arrays()
+
+    # ------------------------------------------------------------------
+    # Weights
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights, layer by layer (kernel, then bias)."""
+        if self.built:
+            self._materialize()
+        return [w.value.copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Replace the weights (same order and shapes as ``get_weights()``); checked first."""
+        variables = self.weights
+        weights = list(weights)
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"set_weights expects {len(variables)} arrays "
+                f"({', '.join(w.path for w in variables)}). Received: {len(weights)} arrays"
+            )
+        arrays = []
+        for var, value in zip(variables, weights):
+            array = (
+                data.as_matrix(value, var.path)
+                if np.ndim(value) == 2
+                else np.asarray(value, dtype=float)
+            )
+            if array.shape != var.shape:
+                raise ValueError(
+                    f"Weight {var.path} has shape {var.shape}. Received: an array of shape {np.shape(value)}"
+                )
+            data.check_finite(array, var.path)
+            arrays.append(array)
+        for var, array in zip(variables, arrays):
+            if var.value is None:
+                var.value = np.empty(var.shape, dtype=self.dtype)
+            var.value[...] = array
+
+    def _weight_file_arrays(self) -> dict[str, np.ndarray]:
+        self._materialize()
+        arrays = {w.path: w.value for w in self.weights}
+        if self.optimizer is not None:
+            for var in self.optimizer.variables:
+                arrays[f"optimizer/{var.path}"] = var.value
+            arrays["optimizer/iterations"] = np.array(self.optimizer.iterations)
+        return arrays
+
+    def save_weights(self, filepath: str | os.PathLike) -> None:
+        """Weights and optimizer state to an ``.npz`` file, written atomically."""
+        if not self.built:
+            raise ValueError("The model has no weights yet (it is not built): nothing to save.")
+        atomic_save_npz(filepath, self._weight_file_arrays())
+
+    def load_weights(self, filepath: str | os.PathLike) -> None:
+        """Weights (and optimizer state, when compiled alike) from ``save_weights``'s file."""
+        with np.load(filepath) as f:
+            stored = {k: f[k] for k in f.files}
+        if not self.built and self._layers:  # the first kernel tells the input size
+            kernel = stored.get(f"{self._layers[0].name}/kernel")
+            if kernel is not None and kernel.ndim == 2:
+                self.build(input_dim=kernel.shape[0])
+        missing = [w.path for w in self.weights if w.path not in stored]
+        if missing:
+            raise ValueError(
+                f"{os.fspath(filepath)} does not hold weights for {', '.join(missing)}; "
+                f"it holds: {', '.join(k for k in stored if not k.startswith('optimizer/'))}"
+            )
+        self.set_weights([stored[w.path] for w in self.weights])
+        state = {k[len("optimizer/") :]: v for k, v in stored.items() if k.startswith("optimizer/")}
+        self._pending_optimizer_state = state or None
+        if self._programs_cache is not None and "train" in self._programs_cache._cache:
+            self._apply_pending_optimizer_state()
+
+    def _apply_pending_optimizer_state(self) -> None:
+        state, self._pending_optimizer_state = self._pending_optimizer_state, None
+        if not state or self.optimizer is None:
+            return
+        slots = {var.path: var for var in self.optimizer.variables}
+        if set(state) - {"iterations"} != set(slots) or any(
+            state[p].shape != slots[p].shape for p in slots
+        ):
+            return  # saved with another optimizer: keep the fresh state, as Keras does
+        for path, var in slots.items():
+            var.value[...] = state[path]
+        self.optimizer.iterations = int(state.get("iterations", 0))
+
+    # ------------------------------------------------------------------
+    # Whole-model files
+
+    def get_config(self) -> dict:
+        config = {
+            "class_name": "Sequential",
+            "name": self.name,
+            "input_dim": self._input_dim,
+            "layers": [
+                {"class_name": type(layer).__name__, "config": layer.get_config()}
+                for layer in self._layers
+            ],
+        }
+        if self.compiled:
+            config["compile"] = {
+                "optimizer": self.optimizer.get_config(),
+                "loss": self.loss.name if self.loss.name in losses.LOSSES else None,
+                "from_logits": self.loss.from_logits,
+                "metrics": [m if isinstance(m, str) else None for m in self._metric_ids],
+                "backend": self.backend,
+                "dtype": self.dtype,
+            }
+        return config
+
+    def save(self, filepath: str | os.PathLike) -> None:
+        """Architecture, compile settings, weights and optimizer state in one ``.npz`` (atomic)."""
+        arrays = self._weight_file_arrays() if self.built else {}
+        arrays["__config__"] = np.array(json.dumps(self.get_config()))
+        atomic_save_npz(filepath, arrays)
+
+    # ------------------------------------------------------------------
+    # Inspection
+
+    def gradient_formulas(self) -> dict[str, sp.Expr]:
+        """Simplified dL/dW per weight, keyed by Keras path (``dense_1/kernel``)."""
+        from symgrad import formulas as inspect
+
+        self._require_compiled("gradient_formulas")
+        graph = self._training_graph()
+        wrt = [w.symbol for w in graph.weights]
+        simplified = inspect.gradients(graph.raw_loss, wrt, context=[graph.output]).simplified
+        return {w.path: simplified[w.symbol] for w in graph.weights}
+
+    def forward_formulas(self) -> dict[str, sp.Expr]:
+        """The named intermediates in order: ``{"Z1": X*dense_kernel + dense_bias, ...}``."""
+        graph = self._training_graph()
+        out = {n.name: n.body for names in graph.layer_names.values() for n in names}
+        out.setdefault("P", graph.output.body)  # a model that only passes X through
+        if graph.loss is not None:
+            out["loss"] = graph.loss
+        return out
+
+    def explain(self) -> str:
+        """The chain rule step by step, from the loss down to every weight."""
+        from symgrad import formulas as inspect
+
+        self._require_compiled("explain")
+        graph = self._training_graph()
+        return inspect.explain(
+            graph.raw_loss, [w.symbol for w in graph.weights], context=[graph.output]
+        )
+
+    def summary(self, print_fn=None) -> None:
+        """Print layers, output shapes, parameter counts and the formula each layer computes."""
+        rule, double = "_" * 90, "=" * 90
+        lines = [
+            f'Model: "{self.name}"',
+            rule,
+            f" {'Layer (type)':<28}{'Output Shape':<14}{'Param #':>11}   Computes",
+            double,
+        ]
+        formulas = {}
+        if self.built:
+            graph = forward(self._layers, self._input_dim)
+            formulas = {
+                k: [f"{n.name} = {n.body}" for n in v] for k, v in graph.layer_names.items()
+            }
+        dim = self._input_dim
+        for i, layer in enumerate(self._layers):
+            dim = layer.output_dim(dim)
+            shape = f"(None, {dim if dim is not None else '?'})"
+            params = str(layer.count_params()) if layer.built or not layer.weights else "?"
+            if not layer.built and isinstance(layer, layers_module.Dense):
+                params = "? (unbuilt)"
+            computes = formulas.get(layer.name) or [""]
+            lines.append(
+                f" {layer.name + ' (' + type(layer).__name__ + ')':<28}{shape:<14}{params:>11}   {computes[0]}"
+            )
+            lines += [" " * 57 + text for text in computes[1:]]
+            if i + 1 < len(self._layers):
+                lines.append("")
+        total = self.count_params() if self.built else 0
+        size = total * np.dtype(self.dtype).itemsize
+        lines += [
+            double,
+            f"Total params: {total} ({size:,} bytes as {self.dtype})",
+            f"Trainable params: {total}",
+            "Non-trainable params: 0",
+            rule,
+        ]
+        (print_fn or print)("\n".join(line.rstrip() for line in lines))
+
+    def __repr__(self) -> str:
+        return f"<Sequential name={self.name} layers={[layer.name for layer in self._layers]}>"
+
+
+def _activation_from_config(text: str):
+    if text in ("linear", None):
+        return None
+    if text in layers_module.E.activation_names():
+        return text
+    x = sp.Symbol("x", real=True)
+    # sympify evaluates text: load only files you trust (as with pickle)
+    return sp.Lambda(
+        x, sp.sympify(text, locals={"x": x, "sigmoid": scalar.sigmoid, "softplus": scalar.softplus})
+    )
+
+
+def model_from_config(config: dict) -> Sequential:
+    model = Sequential(name=config.get("name"))
+    for entry in config["layers"]:
+        cfg = dict(entry["config"])
+        if entry["class_name"] == "Dense":
+            cfg["activation"] = _activation_from_config(cfg["activation"])
+            layer = layers_module.Dense(**cfg)
+        elif entry["class_name"] == "Activation":
+            layer = layers_module.Activation(
+                _activation_from_config(cfg["activation"]), name=cfg["name"]
+            )
+        else:
+            raise ValueError(f"Unknown layer class in a saved model: {entry['class_name']!r}")
+        model.add(layer)
+    if config.get("input_dim") is not None and model.input_dim is None:
+        model._input_dim = config["input_dim"]
+    return model
+
+
+def load_model(filepath: str | os.PathLike, compile: bool = True) -> Sequential:  # noqa: A002
+    """A model saved with ``model.save``: architecture, weights, optimizer state.
+
+    The file stores custom activations as formulas and reads them back with
+    ``sympy.sympify``, which evaluates text: load only files you trust.
+    """
+    with np.load(filepath) as f:
+        stored = {k: f[k] for k in f.files}
+    if "__config__" not in stored:
+        raise ValueError(
+            f"{os.fspath(filepath)} holds no model config; was it written by model.save()?"
+        )
+    config = json.loads(str(stored.pop("__config__")))
+    model = model_from_config(config)
+    settings = config.get("compile")
+    if compile and settings is not None:
+        if settings["loss"] is None:
+            raise ValueError(
+                "The saved model was compiled with a custom loss: load it with compile=False"
+            )
+        loss = losses.get(settings["loss"])
+        loss.from_logits = bool(settings.get("from_logits", False))
+        model.compile(
+            optimizer=optimizers.from_config(settings["optimizer"]),
+            loss=loss,
+            metrics=[m for m in settings["metrics"] if m is not None],
+            backend=settings["backend"],
+            dtype=settings["dtype"],
+        )
+    if stored:
+        buffer = io.BytesIO()
+        np.savez(buffer, **stored)
+        buffer.seek(0)
+        model.load_weights(buffer)
+    return model

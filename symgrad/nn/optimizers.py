@@ -1,0 +1,395 @@
+"""symgrad.nn.optimizers: Keras 3's update rules as symbolic elementwise formulas.
+
+An optimizer writes its rule once, on *scalars*: ``w`` (a weight entry), ``g``
+(its gradient), the old slot values (``momentum_old``...) and the new ones
+(``momentum_new``), hyperparameters (``learning_rate``...) and the 1-based step
+number ``t``.  :meth:`Optimizer.updates` lifts the rule to entry-by-entry maps
+over the weight matrices, so the update is fused into the compiled training
+step with the forward pass and the gradients.
+
+Hyperparameters are runtime scalars of the compiled step: assigning
+``model.optimizer.learning_rate = 0.01`` takes effect at the next step without
+recompiling.  What changes the *shape* of the rule (``momentum > 0`` for SGD and
+RMSprop, ``nesterov``, ``centered``) is fixed when the step is compiled.
+
+Example::
+
+    >>> from symgrad.nn.optimizers import SGD
+    >>> opt = SGD(learning_rate=0.05, momentum=0.9, nesterov=True)
+    >>> opt.rule_text()["variable"]
+    '-g*learning_rate + momentum*momentum_new + w'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+
+import numpy as np
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
+
+from symgrad import core as E
+from symgrad.nn.initializers import Constant
+from symgrad.nn.layers import Variable
+
+STEP = sp.Symbol("t", positive=True)
+"""The 1-based step number (``optimizer.iterations + 1``), a runtime scalar named ``t``."""
+
+_w, _g = sp.symbols("w g", real=True)
+
+
+def hyperparameter(name: str) -> sp.Symbol:
+    """The runtime scalar symbol of a hyperparameter (``learning_rate``, ``beta_1``...)."""
+    return sp.Symbol(name, real=True)
+
+
+class Optimizer:
+    """Base class: hyperparameters, slot variables, and the update ``rules``.
+
+    Subclasses set ``defaults`` (hyperparameter -> Keras default), ``slot_names()``
+    and ``rules(w, g, old, new, h, t)``, which returns the new value of each slot
+    (in order) and of the variable, as scalar SymPy expressions.
+    """
+
+    name = "optimizer"
+    defaults: dict[str, float] = {}
+
+    def __init__(self, **hyperparameters):
+        object.__setattr__(self, "_hyper", {})
+        for key, default in self.defaults.items():
+            setattr(self, key, hyperparameters.pop(key, default))
+        if hyperparameters:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected argument(s): {', '.join(sorted(hyperparameters))}. "
+                f"It takes: {', '.join(self.defaults)}"
+            )
+        self.iterations = 0
+        self.slots: dict[tuple[str, str], Variable] = {}
+
+    # -- hyperparameters: plain attributes backed by runtime scalars
+    def __getattr__(self, key):
+        hyper = self.__dict__.get("_hyper", {})
+        if key in hyper:
+            return hyper[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+
+    def __setattr__(self, key, value):
+        if key in type(self).defaults:
+            self._hyper[key] = self._check_hyperparameter(key, value)
+        else:
+            object.__setattr__(self, key, value)
+
+    def _check_hyperparameter(self, key: str, value):
+        if key == "learning_rate" and callable(value):
+            return value  # a schedule: step -> learning rate
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.floating, np.integer)
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: {key} must be a number. Received: {key}={value!r}"
+            )
+        if not np.isfinite(value):
+            raise ValueError(
+                f"{type(self).__name__}: {key} must be finite. Received: {key}={value!r}"
+            )
+        return float(value)
+
+    def hyperparameter_values(self) -> dict[str, float]:
+        """Current values; a learning-rate schedule is evaluated at ``iterations``."""
+        values = dict(self._hyper)
+        if callable(values.get("learning_rate")):
+            values["learning_rate"] = float(values["learning_rate"](self.iterations))
+        return values
+
+    def scalar_values(self, symbols: Sequence[sp.Symbol]) -> list[float]:
+        """Values for the compiled step's scalar arguments, in its order."""
+        values = self.hyperparameter_values()
+        values[STEP.name] = float(self.iterations + 1)
+        try:
+            return [values[s.name] for s in symbols]
+        except KeyError as err:
+            raise KeyError(
+                f"{type(self).__name__} has no value for the scalar {err.args[0]!r}"
+            ) from None
+
+    # -- the rule
+    def slot_names(self) -> tuple[str, ...]:
+        return ()
+
+    def slot_initial_value(self, slot: str) -> float:
+        return 0.0
+
+    def rules(self, w, g, old, new, h, t) -> dict[str, sp.Expr]:
+        raise NotImplementedError
+
+    def _scalar_rules(self) -> dict[str, sp.Expr]:
+        slots = self.slot_names()
+        old = SimpleNamespace(**{s: sp.Symbol(f"{s}_old", real=True) for s in slots})
+        new = SimpleNamespace(**{s: sp.Symbol(f"{s}_new", real=True) for s in slots})
+        h = SimpleNamespace(**{k: hyperparameter(k) for k in self.defaults})
+        placeholders = {"w", "g"} | {str(v) for v in [*vars(old).values(), *vars(new).values()]}
+        clash = placeholders & {*self.defaults, STEP.name}
+        if clash:  # a hyperparameter would be read as a matrix entry
+            raise ValueError(
+                f"{type(self).__name__}: slot names clash with hyperparameters: {sorted(clash)}"
+            )
+        return self.rules(_w, _g, old, new, h, STEP)
+
+    def rule_text(self) -> dict[str, str]:
+        """The update rule on scalars, as text: ``{"variable": "w - g*learning_rate"}``."""
+        return {k: str(v) for k, v in self._scalar_rules().items()}
+
+    # -- lifting to matrices
+    def build(self, weights: Sequence[Variable], dtype: str) -> list[Variable]:
+        """Create (once) and return the slot variables of ``weights``, in order."""
+        out = []
+        for w in weights:
+            for slot in self.slot_names():
+                key = (w.path, slot)
+                var = self.slots.get(key)
+                if var is None or var.shape != w.shape:
+                    sym = E.matrix(f"{w.symbol.name}_{slot}", *w.shape)
+                    var = Variable(f"{w.path}/{slot}", sym, Constant(self.slot_initial_value(slot)))
+                    var.value = np.full(w.shape, self.slot_initial_value(slot), dtype=dtype)
+                    self.slots[key] = var
+                elif var.value.dtype != np.dtype(dtype):
+                    var.value = np.ascontiguousarray(var.value, dtype=dtype)
+                out.append(var)
+        return out
+
+    @property
+    def variables(self) -> list[Variable]:
+        return list(self.slots.values())
+
+    def updates(
+        self, weights: Sequence[Variable], gradients: dict[MatrixSymbol, MatrixExpr]
+    ) -> dict[MatrixSymbol, MatrixExpr]:
+        """``{symbol: new value}`` for every weight and slot: the rule, entry by entry."""
+        rules = self._scalar_rules()
+        updates: dict[MatrixSymbol, MatrixExpr] = {}
+        for w in weights:
+            env: dict[sp.Symbol, MatrixExpr] = {_w: w.symbol, _g: gradients[w.symbol]}
+            for slot in self.slot_names():
+                env[sp.Symbol(f"{slot}_old", real=True)] = self.slots[(w.path, slot)].symbol
+            for key, body in rules.items():
+                if key == "variable":
+                    updates[w.symbol] = _lift(body, env)
+                    continue
+                target = self.slots[(w.path, key)].symbol
+                value = E.name(f"{target.name}_new", _lift(body, env))
+                env[sp.Symbol(f"{key}_new", real=True)] = value
+                updates[target] = value
+        return updates
+
+    def get_config(self) -> dict:
+        config = {"name": self.name}
+        config.update({k: v for k, v in self._hyper.items() if not callable(v)})
+        return config
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+def _lift(body: sp.Expr, env: dict[sp.Symbol, MatrixExpr]) -> MatrixExpr:
+    """A scalar rule as an entry-by-entry map over the matrices bound in ``env``."""
+    used = [s for s in env if body.has(s)]
+    if not used:  # a rule that ignores every matrix (not expected from optimizers)
+        raise ValueError(f"update rule {body} reads no variable")
+    return E.elementwise(sp.Lambda(tuple(used), body), *[env[s] for s in used])
+
+
+def _check_range(opt, key: str, low: float, high: float) -> None:
+    value = opt._hyper[key]
+    if not low <= value <= high:
+        raise ValueError(
+            f"{type(opt).__name__}: {key} must be in [{low}, {high}]. Received: {key}={value!r}"
+        )
+
+
+class SGD(Optimizer):
+    """Keras 3 SGD: ``m <- momentum m - lr g``; ``w <- w + m`` (Nesterov: ``w + momentum m - lr g``)."""
+
+    name = "SGD"
+    defaults = {"learning_rate": 0.01, "momentum": 0.0}
+
+    def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False):
+        super().__init__(learning_rate=learning_rate, momentum=momentum)
+        _check_range(self, "momentum", 0.0, 1.0)
+        self.nesterov = bool(nesterov)
+
+    def slot_names(self):
+        return ("momentum",) if self.momentum != 0 else ()
+
+    def rules(self, w, g, old, new, h, t):
+        if not self.slot_names():
+            return {"variable": w - h.learning_rate * g}
+        m = h.momentum * old.momentum - h.learning_rate * g
+        if self.nesterov:
+            return {"momentum": m, "variable": w + h.momentum * new.momentum - h.learning_rate * g}
+        return {"momentum": m, "variable": w + new.momentum}
+
+    def get_config(self):
+        return {**super().get_config(), "nesterov": self.nesterov}
+
+
+class Adagrad(Optimizer):
+    """Keras 3 Adagrad: ``a <- a + g^2``; ``w <- w - lr g / sqrt(a + eps)``."""
+
+    name = "Adagrad"
+    defaults = {"learning_rate": 0.001, "epsilon": 1e-7}
+
+    def __init__(
+        self, learning_rate=0.001, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7
+    ):
+        super().__init__(learning_rate=learning_rate, epsilon=epsilon)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+
+    def slot_names(self):
+        return ("accumulator",)
+
+    def slot_initial_value(self, slot):
+        return self.initial_accumulator_value
+
+    def rules(self, w, g, old, new, h, t):
+        return {
+            "accumulator": old.accumulator + g**2,
+            "variable": w - h.learning_rate * g / sp.sqrt(new.accumulator + h.epsilon),
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value}
+
+
+class RMSprop(Optimizer):
+    """Keras 3 RMSprop: ``v <- rho v + (1 - rho) g^2``; ``w <- w - lr g / sqrt(v + eps)``.
+
+    With ``momentum > 0``: ``m <- momentum m + lr g / sqrt(v + eps)``, ``w <- w - m``.
+    ``centered`` subtracts the square of a running mean gradient from ``v``.
+    """
+
+    name = "RMSprop"
+    defaults = {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7}
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False):
+        super().__init__(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon)
+        _check_range(self, "rho", 0.0, 1.0)
+        _check_range(self, "momentum", 0.0, 1.0)
+        self.centered = bool(centered)
+
+    def slot_names(self):
+        return (
+            ("velocity",)
+            + (("momentum",) if self.momentum > 0 else ())
+            + (("average_gradient",) if self.centered else ())
+        )
+
+    def rules(self, w, g, old, new, h, t):
+        out = {"velocity": h.rho * old.velocity + (1 - h.rho) * g**2}
+        denominator = new.velocity + h.epsilon
+        if self.centered:
+            out["average_gradient"] = h.rho * old.average_gradient + (1 - h.rho) * g
+            denominator = new.velocity - new.average_gradient**2 + h.epsilon
+        increment = h.learning_rate * g / sp.sqrt(denominator)
+        if "momentum" in self.slot_names():
+            out["momentum"] = h.momentum * old.momentum + increment
+            out["variable"] = w - new.momentum
+        else:
+            out["variable"] = w - increment
+        return dict(sorted(out.items(), key=lambda kv: kv[0] == "variable"))
+
+    def get_config(self):
+        return {**super().get_config(), "centered": self.centered}
+
+
+class Adam(Optimizer):
+    """Keras 3 Adam (epsilon outside the square root, bias correction folded into lr).
+
+    ``m <- m + (g - m)(1 - beta_1)``, ``v <- v + (g^2 - v)(1 - beta_2)``,
+    ``w <- w - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + eps)``.
+    """
+
+    name = "Adam"
+    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+        _check_range(self, "beta_1", 0.0, 1.0)
+        _check_range(self, "beta_2", 0.0, 1.0)
+
+    def slot_names(self):
+        return ("momentum", "velocity")
+
+    def decayed(self, w, h):
+        return w
+
+    def rules(self, w, g, old, new, h, t):
+        alpha = h.learning_rate * sp.sqrt(1 - h.beta_2**t) / (1 - h.beta_1**t)
+        return {
+            "momentum": old.momentum + (g - old.momentum) * (1 - h.beta_1),
+            "velocity": old.velocity + (g**2 - old.velocity) * (1 - h.beta_2),
+            "variable": self.decayed(w, h)
+            - alpha * new.momentum / (sp.sqrt(new.velocity) + h.epsilon),
+        }
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Keras 3): ``w <- w - lr wd w`` before the Adam step."""
+
+    name = "AdamW"
+    defaults = {**Adam.defaults, "weight_decay": 0.004}
+
+    def __init__(
+        self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7
+    ):
+        Optimizer.__init__(
+            self,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+        )
+        _check_range(self, "beta_1", 0.0, 1.0)
+        _check_range(self, "beta_2", 0.0, 1.0)
+
+    def decayed(self, w, h):
+        return w - h.learning_rate * h.weight_decay * w
+
+
+OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
+    "sgd": SGD,
+    "adagrad": Adagrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+    "adamw": AdamW,
+}
+
+
+def get(identifier) -> Optimizer:
+    """An optimizer from a name (``"adam"``, Keras defaults) or an instance."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Optimizer):
+        return identifier()
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key in OPTIMIZERS:
+            return OPTIMIZERS[key]()
+        raise ValueError(
+            f"Unknown optimizer: {identifier!r}. Known optimizers: {', '.join(sorted(OPTIMIZERS))}"
+        )
+    raise TypeError(
+        "An optimizer must be a name or a symgrad.nn.optimizers.Optimizer. "
+        f"Received: optimizer={identifier!r} of type {type(identifier).__name__}"
+    )
+
+
+def from_config(config: dict) -> Optimizer:
+    config = dict(config)
+    name = config.pop("name")
+    cls = {c.name: c for c in (SGD, Adagrad, RMSprop, Adam, AdamW)}.get(name)
+    if cls is None:
+        raise ValueError(f"Unknown optimizer in a saved model: {name!r}")
+    return cls(**config)

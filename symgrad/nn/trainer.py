@@ -1,0 +1,573 @@
+"""symgrad.nn.trainer: the compiled training step and the Keras verbs around it.
+
+:func:`build_graph` turns layers and a loss into symbols: the input rows ``X``
+(batch size ``n`` symbolic), the targets ``Y``, the output ``P``, the loss and
+its gradients (``d_dense_kernel``...).  :class:`Programs` compiles, once each
+and on first use, the four functions a model needs:
+
+- ``train_step(X, Y, weights, slots; hyperparameters, t) -> loss[, P]`` with the
+  optimizer update written into the weight and slot arrays in place -- forward
+  pass, gradients and update are one program; a nan/inf loss (guard) aborts the
+  step before anything is written;
+- ``test_step(X, Y, weights) -> loss[, P]``, ``predict_step(X, weights) -> P``;
+- ``gradient_step(X, Y, weights) -> loss, d_w...``.
+
+With the LLVM backend the training step also returns the batch mean of every
+metric that has a formula (``Metric.batch_mean``), and is compiled with a
+whole-epoch native loop (``step.function.epoch``): :meth:`Trainer.fit` then
+runs an epoch in one native call -- shuffled order, row gathering, every step
+and the sums of loss and metrics -- unless something needs Python between
+steps (a callback using batch hooks, a learning-rate schedule, a metric with
+no formula or targets it cannot handle).
+
+:class:`Trainer` holds ``fit`` / ``evaluate`` / ``predict`` and friends; it is
+the base class of :class:`symgrad.nn.models.Sequential`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
+
+from symgrad import core as E
+from symgrad.compiler import CompiledFunction
+from symgrad.compiler import compile as compile_program
+from symgrad.diff import Derivation, derive
+from symgrad.nn import callbacks as callbacks_module
+from symgrad.nn import validation as data
+from symgrad.nn.layers import Layer, Names, Variable
+from symgrad.nn.losses import Loss
+from symgrad.nn.metrics import Metric
+from symgrad.nn.optimizers import STEP, Optimizer
+from symgrad.simplify import simplify
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became nan or inf during ``fit``; the weights are those of the last good step.
+
+    ``epoch`` and ``batch`` are 1-based; ``history`` holds the epochs completed.
+    """
+
+    def __init__(self, message: str, epoch: int, batch: int, history=None):
+        super().__init__(message)
+        self.epoch, self.batch, self.history = epoch, batch, history
+
+
+# --------------------------------------------------------------------------
+# Symbols
+
+
+@dataclass
+class TrainingGraph:
+    """Everything symbolic about one model + loss: the programs are compiled from this."""
+
+    x: MatrixSymbol
+    output: MatrixExpr
+    weights: list[Variable]
+    layer_names: dict[str, list[E.Named]]  # layer name -> intermediates it computes
+    y: MatrixSymbol | None = None
+    raw_loss: MatrixExpr | None = None
+    loss: MatrixExpr | None = None
+    gradients: dict[MatrixSymbol, MatrixExpr] = field(default_factory=dict)
+    derivation: Derivation | None = None
+
+
+def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
+    """``X -> P``: each layer's ``call`` in order; the last value is renamed ``P``."""
+    x = E.matrix("X", E.batch(), input_dim)
+    names, a, made = Names(), x, {}
+    for layer in layers:
+        seen = set(E.topological([a]))
+        a = layer.call(a, names)
+        made[layer.name] = [
+            n for n in E.topological([a]) if isinstance(n, E.Named) and n not in seen
+        ]
+    output = E.name("P", a.body if isinstance(a, E.Named) else a)
+    for named in made.values():  # the last intermediate is the output: show it as P
+        named[:] = [output if n == a else n for n in named]
+    weights = [w for layer in layers for w in layer.weights]
+    return TrainingGraph(x, output, weights, made)
+
+
+def add_loss(graph: TrainingGraph, loss: Loss) -> TrainingGraph:
+    """Attach the loss (simplified: log-softmax / softplus fusion) and its gradients."""
+    n, k = graph.output.shape
+    y = loss.labels(n, k)
+    raw = loss(y, graph.output)
+    if not isinstance(raw, MatrixExpr) or tuple(raw.shape) != (1, 1):
+        raise ValueError(
+            f"The loss {loss.name!r} must be a (1, 1) matrix expression. Received: {raw!r}"
+        )
+    simplified, _ = simplify({"loss": raw}, context=[graph.output])
+    graph.y, graph.raw_loss, graph.loss = y, raw, simplified["loss"]
+    wrt = [w.symbol for w in graph.weights]
+    graph.derivation = derive(graph.loss, wrt)
+    graph.gradients = {w: E.name(f"d_{w.name}", graph.derivation.gradients[w]) for w in wrt}
+    return graph
+
+
+def runtime_scalars(exprs: Sequence[MatrixExpr]) -> list[sp.Symbol]:
+    """Free scalar symbols (hyperparameters, ``t``), without the batch symbol, by name."""
+    return [s for s in E.scalar_params(exprs) if s != E.batch()]
+
+
+# --------------------------------------------------------------------------
+# Programs
+
+
+@dataclass
+class Step:
+    """A compiled function plus what its outputs mean.
+
+    ``metric_outputs[i]``: position in the outputs of metric ``i``'s batch
+    mean, None when it has no formula in the program (training step only).
+    """
+
+    function: CompiledFunction
+    outputs: tuple[str, ...]
+    slots: list[Variable] = field(default_factory=list)
+    metric_outputs: tuple[int | None, ...] = ()
+
+    @property
+    def source(self) -> str:
+        return self.function.source
+
+
+class Programs:
+    """The model's compiled functions, each built on first use and kept."""
+
+    def __init__(
+        self,
+        graph: TrainingGraph,
+        optimizer: Optimizer | None,
+        with_predictions: bool,
+        backend: str,
+        dtype: str,
+        metrics: Sequence[Metric] = (),
+    ):
+        self.graph, self.optimizer = graph, optimizer
+        self.with_predictions, self.backend, self.dtype = with_predictions, backend, dtype
+        self.metrics = list(metrics)
+        self._cache: dict[str, Step] = {}
+
+    def _compile(self, name, inputs, outputs, **kwargs) -> CompiledFunction:
+        return compile_program(
+            inputs, outputs, backend=self.backend, dtype=self.dtype, name=name, **kwargs
+        )
+
+    def _loss_outputs(self) -> dict[str, MatrixExpr]:
+        outputs = {"loss": self.graph.loss}
+        if self.with_predictions:
+            outputs["P"] = self.graph.output
+        return outputs
+
+    def _metric_means(self) -> dict[int, tuple[str, MatrixExpr]]:
+        """Metric index -> (``metric_<name>``, its batch mean) for each metric with a formula.
+
+        LLVM backend only: the NumPy backend keeps computing metrics in NumPy.
+        """
+        means: dict[int, tuple[str, MatrixExpr]] = {}
+        if self.backend != "llvm":
+            return means
+        taken = set()
+        for i, metric in enumerate(self.metrics):
+            formula = metric.batch_mean(self.graph.y, self.graph.output)
+            if formula is not None:
+                key = "metric_" + re.sub(r"\W", "_", metric.name)
+                key = key if key not in taken else f"{key}_{i}"
+                taken.add(key)
+                means[i] = (key, formula)
+        return means
+
+    def train_step(self) -> Step:
+        if "train" not in self._cache:
+            g, opt = self.graph, self.optimizer
+            slots = opt.build(g.weights, self.dtype)
+            outputs = self._loss_outputs()
+            means = self._metric_means()
+            outputs.update(dict(means.values()))
+            updates = opt.updates(g.weights, g.gradients)
+            inputs = [g.x, g.y, *(w.symbol for w in g.weights), *(s.symbol for s in slots)]
+            scalars = runtime_scalars([*outputs.values(), *updates.values()])
+            epoch = None
+            if self.backend == "llvm":  # a whole epoch in one native call
+                counter = STEP.name if STEP.name in {s.name for s in scalars} else None
+                sums = ("loss", *(key for key, _ in means.values()))
+                epoch = {"x_input": g.x.name, "y_input": g.y.name, "sums": sums, "counter": counter}
+            # nan / inf in any gradient makes this sum non-finite; guarded like the loss, so
+            # a step whose loss is finite but whose gradients overflow writes no weight
+            gradient_sum = E.add(*(E.total(d) for d in g.gradients.values()))
+            fn = self._compile(
+                "train_step",
+                inputs,
+                outputs,
+                updates=updates,
+                scalars=scalars,
+                guards=("loss",),
+                checks={"gradient_sum": gradient_sum},
+                epoch=epoch,
+            )
+            names = list(outputs)
+            metric_outputs = tuple(
+                names.index(means[i][0]) if i in means else None for i in range(len(self.metrics))
+            )
+            self._cache["train"] = Step(fn, tuple(outputs), slots, metric_outputs)
+        return self._cache["train"]
+
+    def test_step(self) -> Step:
+        if "test" not in self._cache:
+            g = self.graph
+            outputs = self._loss_outputs()
+            fn = self._compile(
+                "test_step", [g.x, g.y, *(w.symbol for w in g.weights)], outputs, scalars=[]
+            )
+            self._cache["test"] = Step(fn, tuple(outputs))
+        return self._cache["test"]
+
+    def predict_step(self) -> Step:
+        if "predict" not in self._cache:
+            g = self.graph
+            fn = self._compile(
+                "predict_step", [g.x, *(w.symbol for w in g.weights)], {"P": g.output}, scalars=[]
+            )
+            self._cache["predict"] = Step(fn, ("P",))
+        return self._cache["predict"]
+
+    def gradient_step(self) -> Step:
+        if "gradients" not in self._cache:
+            g = self.graph
+            outputs = {
+                "loss": g.loss,
+                **{f"d_{w.symbol.name}": g.gradients[w.symbol] for w in g.weights},
+            }
+            fn = self._compile(
+                "gradient_step", [g.x, g.y, *(w.symbol for w in g.weights)], outputs, scalars=[]
+            )
+            self._cache["gradients"] = Step(fn, tuple(outputs))
+        return self._cache["gradients"]
+
+
+# --------------------------------------------------------------------------
+# Running means of an epoch
+
+
+class Tracker:
+    """Sample-weighted running mean of the loss, plus the metrics' own running means."""
+
+    def __init__(self, metrics: Sequence[Metric], prefix: str = ""):
+        self.metrics, self.prefix = list(metrics), prefix
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum, self.count = 0.0, 0
+        for m in self.metrics:
+            m.reset_state()
+
+    def update(
+        self, loss: float, y: np.ndarray, predictions: np.ndarray | None, means=None
+    ) -> None:
+        """Add a batch; ``means``: the metrics' batch means from the compiled step (else NumPy)."""
+        self.loss_sum += loss * len(y)
+        self.count += len(y)
+        for k, m in enumerate(self.metrics):
+            if means is None:
+                m.update_state(y, predictions)
+            else:
+                m.add_batch_mean(means[k], len(y))
+
+    def add_epoch(self, sums: dict[str, float], rows: int, metric_keys: Sequence[str]) -> None:
+        """Add the sums of a native epoch (``rows`` x batch mean, summed over batches)."""
+        self.loss_sum += sums["loss"]
+        self.count += rows
+        for m, key in zip(self.metrics, metric_keys):
+            m.total += sums[key]
+            m.count += rows
+
+    def logs(self) -> dict[str, float]:
+        out = {f"{self.prefix}loss": self.loss_sum / max(1, self.count)}
+        out.update({f"{self.prefix}{m.name}": m.result() for m in self.metrics})
+        return out
+
+
+# --------------------------------------------------------------------------
+# The Keras verbs
+
+
+class Trainer:
+    """``fit`` / ``evaluate`` / ``predict`` on top of the compiled programs.
+
+    Subclasses provide ``_programs()`` (a :class:`Programs`), ``_prepare_x`` /
+    ``_prepare_xy`` (validated arrays of the compute dtype), ``weights``
+    (:class:`Variable` list) and ``_require_compiled``.
+    """
+
+    stop_training = False
+
+    # -- one batch
+    def _weight_arrays(self) -> list[np.ndarray]:
+        return [w.value for w in self.weights]
+
+    def _train_step(self) -> Step:
+        """The compiled training step, with the optimizer state ready for it."""
+        return self._programs().train_step()
+
+    def _run_train_step(self, x: np.ndarray, y: np.ndarray, native_metrics: bool = False):
+        """One step: ``(loss, predictions or None, metric batch means or None)``.
+
+        ``native_metrics``: read the metrics' batch means from the step's
+        outputs (every metric must have one) instead of returning predictions.
+        """
+        step = self._train_step()
+        fn = step.function
+        args = [x, y, *self._weight_arrays(), *(s.value for s in step.slots)]
+        outs = fn(*args, *self.optimizer.scalar_values(fn.scalars))
+        self.optimizer.iterations += 1
+        means = None
+        if native_metrics:
+            means = [float(outs[k][0, 0]) for k in step.metric_outputs]
+        predictions = outs[1] if len(outs) > 1 and step.outputs[1] == "P" else None
+        return float(outs[0][0, 0]), predictions, means
+
+    def _run_test_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray | None]:
+        outs = self._programs().test_step().function(x, y, *self._weight_arrays())
+        return float(outs[0][0, 0]), (outs[1] if len(outs) > 1 else None)
+
+    def _run_predict_step(self, x: np.ndarray) -> np.ndarray:
+        return self._programs().predict_step().function(x, *self._weight_arrays())[0]
+
+    # -- loops
+    def _evaluate_arrays(self, x, y, batch_size: int, tracker: Tracker) -> dict[str, float]:
+        tracker.reset()
+        with np.errstate(all="ignore"):
+            for rows in data.batches(len(x), batch_size):
+                loss, predictions = self._run_test_step(x[rows], y[rows])
+                tracker.update(loss, y[rows], predictions)
+        return tracker.logs()
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose="auto",
+        callbacks: Sequence[callbacks_module.Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data=None,
+        shuffle: bool = True,
+        initial_epoch: int = 0,
+    ) -> callbacks_module.History:
+        """Train for ``epochs`` passes over ``(x, y)``; returns a History.
+
+        >>> history = model.fit(x, y, epochs=10, batch_size=32, validation_split=0.2)
+        >>> history.history["loss"]  # one value per epoch
+        """
+        self._require_compiled("fit")
+        batch_size = data.positive_int(32 if batch_size is None else batch_size, "batch_size")
+        epochs = data.non_negative_int(epochs, "epochs")
+        initial_epoch = data.non_negative_int(initial_epoch, "initial_epoch")
+        verbose = data.check_verbose(verbose)
+        validation_split = data.check_split(validation_split)
+        callbacks = list(callbacks or [])
+        for c in callbacks:
+            if not isinstance(c, callbacks_module.Callback):
+                raise TypeError(
+                    f"callbacks must be symgrad.nn.callbacks.Callback instances. Received: {c!r}"
+                )
+        x, y = self._prepare_xy(x, y)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(
+                    "validation_data must be a tuple (x_val, y_val). "
+                    f"Received: validation_data of type {type(validation_data).__name__}"
+                )
+            val = self._prepare_xy(*validation_data, names=("x_val", "y_val"))
+        elif validation_split:
+            split_at = math.ceil(len(x) * (1 - validation_split))
+            if split_at in (0, len(x)):
+                raise ValueError(
+                    f"validation_split={validation_split} leaves no samples for training or validation "
+                    f"with {len(x)} samples"
+                )
+            x, y, val = x[:split_at], y[:split_at], (x[split_at:], y[split_at:])
+        return self._fit_loop(
+            x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch
+        )
+
+    def _native_metrics(self, step: Step, y: np.ndarray) -> bool:
+        """Whether every metric's batch mean comes from the compiled step for targets ``y``."""
+        if any(k is None for k in step.metric_outputs):
+            return False
+        if any(m.needs_one_hot for m in self._metric_objects()):
+            return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
+        return True
+
+    def _native_epochs(self, step: Step, native_metrics: bool, callbacks) -> bool:
+        """Whether each epoch can run as one native call (nothing needs Python between steps)."""
+        return (
+            step.function.epoch is not None
+            and native_metrics
+            and not callable(getattr(self.optimizer, "learning_rate", None))  # a schedule
+            and not any(c.uses_batch_hooks() for c in callbacks)
+        )
+
+    def _fit_loop(self, x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch):
+        step = self._train_step()  # compile (and create the optimizer slots) before the clock runs
+        native_metrics = self._native_metrics(step, y)
+        native_epochs = self._native_epochs(step, native_metrics, callbacks)
+        steps = math.ceil(len(x) / batch_size)
+        history = callbacks_module.History()
+        progress = [callbacks_module.ProgbarLogger(verbose)] if verbose else []
+        params = {"verbose": verbose, "epochs": epochs, "steps": steps}
+        params["native_epochs"] = native_epochs  # one native call per epoch (LLVM backend)
+        hooks = callbacks_module.CallbackList([history, *progress, *callbacks], self, params)
+        train = Tracker(self._metric_objects())
+        valid = Tracker(copy.deepcopy(self._metric_objects()), prefix="val_")
+        self.stop_training = False
+        self.history = history
+        hooks.on_train_begin()
+        logs: dict[str, float] = {}
+        for epoch in range(initial_epoch, epochs):
+            hooks.on_epoch_begin(epoch)
+            order = self._shuffle_rng.permutation(len(x)) if shuffle else None
+            train.reset()
+            where = {"epoch": epoch, "steps": steps, "history": history}
+            with np.errstate(all="ignore"):  # overflow becomes inf; the loss guard reports it
+                if native_epochs:
+                    self._native_epoch(step, x, y, order, batch_size, train, where)
+                else:
+                    self._python_epoch(x, y, order, batch_size, train, hooks, native_metrics, where)
+            logs = train.logs()
+            if val is not None:
+                logs.update(self._evaluate_arrays(val[0], val[1], batch_size, valid))
+            hooks.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        hooks.on_train_end(logs)
+        return history
+
+    def _non_finite(self, err, batch: int, where: dict) -> NonFiniteLossError:
+        """The error for a nan / inf loss at 0-based ``batch``; ``where``: epoch, steps, history."""
+        epoch, steps, history = where["epoch"], where["steps"], where["history"]
+        return NonFiniteLossError(
+            f"The loss or a gradient became nan or inf at epoch {epoch + 1}, batch {batch + 1} "
+            f"of {steps}; "
+            f"training stopped and the weights are those after the last good step "
+            f"(optimizer iteration {self.optimizer.iterations}). Try a smaller learning "
+            f"rate or check the data. ({err})",
+            epoch + 1,
+            batch + 1,
+            history,
+        )
+
+    def _python_epoch(self, x, y, order, batch_size, tracker, hooks, native_metrics, where):
+        """One compiled-step call per batch, with the batch hooks between them."""
+        xs, ys = (x, y) if order is None else (x[order], y[order])  # then contiguous slices
+        for batch, rows in enumerate(data.batches(len(x), batch_size)):
+            hooks.on_train_batch_begin(batch)
+            xb, yb = xs[rows], ys[rows]
+            try:
+                loss, predictions, means = self._run_train_step(xb, yb, native_metrics)
+            except FloatingPointError as err:
+                raise self._non_finite(err, batch, where) from err
+            tracker.update(loss, yb, predictions, means)
+            hooks.on_train_batch_end(batch, tracker.logs())
+
+    def _native_epoch(self, step: Step, x, y, order, batch_size, tracker, where):
+        """The whole epoch as one native call (``step.function.epoch``); same order, same steps."""
+        fn, opt = step.function, self.optimizer
+        epoch_fn = fn.epoch
+        order = np.arange(len(x)) if order is None else order
+        values = opt.scalar_values(fn.scalars)
+        scalars = [v for s, v in zip(fn.scalars, values) if s.name != epoch_fn.counter]
+        others = [*self._weight_arrays(), *(s.value for s in step.slots)]
+        try:
+            result = epoch_fn(
+                x,
+                y,
+                *others,
+                *scalars,
+                batch_size=batch_size,
+                order=order,
+                counter_start=opt.iterations,
+            )
+        except FloatingPointError as err:
+            done = getattr(err, "batch", 0)  # steps completed before the failing one
+            opt.iterations += done
+            raise self._non_finite(err, done, where) from err
+        opt.iterations += result.steps
+        keys = [step.outputs[k] for k in step.metric_outputs]
+        tracker.add_epoch(result.sums, result.rows, keys)
+
+    def evaluate(
+        self, x=None, y=None, batch_size: int | None = None, verbose=0, return_dict: bool = False
+    ):
+        """Mean loss over ``(x, y)`` -- ``[loss, *metrics]`` when metrics were compiled."""
+        self._require_compiled("evaluate")
+        batch_size = data.positive_int(32 if batch_size is None else batch_size, "batch_size")
+        verbose = data.check_verbose(verbose)
+        x, y = self._prepare_xy(x, y)
+        logs = self._evaluate_arrays(x, y, batch_size, Tracker(self._metric_objects()))
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        return self._result(logs, return_dict)
+
+    def _result(self, logs: dict, return_dict: bool):
+        if return_dict:
+            return logs
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    def predict(self, x, batch_size: int | None = None, verbose=0) -> np.ndarray:
+        """Model outputs for the rows of ``x``, batch by batch (the model need not be compiled)."""
+        batch_size = data.positive_int(32 if batch_size is None else batch_size, "batch_size")
+        data.check_verbose(verbose)
+        x = self._prepare_x(x)
+        with np.errstate(all="ignore"):
+            parts = [self._run_predict_step(x[rows]) for rows in data.batches(len(x), batch_size)]
+        return np.concatenate(parts, axis=0)
+
+    def train_on_batch(self, x, y, return_dict: bool = False):
+        """One optimizer step on ``(x, y)`` as a single batch; returns its loss (and metrics)."""
+        self._require_compiled("train_on_batch")
+        x, y = self._prepare_xy(x, y)
+        with np.errstate(all="ignore"):
+            try:
+                loss, predictions, _ = self._run_train_step(x, y)
+            except FloatingPointError as err:
+                raise NonFiniteLossError(
+                    f"The loss is nan or inf for this batch; no update was made. ({err})", 0, 1
+                ) from err
+        tracker = Tracker(self._metric_objects())
+        tracker.update(loss, y, predictions)
+        return self._result(tracker.logs(), return_dict)
+
+    def test_on_batch(self, x, y, return_dict: bool = False):
+        """Loss (and metrics) of ``(x, y)`` as a single batch, without updating."""
+        self._require_compiled("test_on_batch")
+        x, y = self._prepare_xy(x, y)
+        with np.errstate(all="ignore"):
+            loss, predictions = self._run_test_step(x, y)
+        tracker = Tracker(self._metric_objects())
+        tracker.update(loss, y, predictions)
+        return self._result(tracker.logs(), return_dict)
+
+    def predict_on_batch(self, x) -> np.ndarray:
+        x = self._prepare_x(x)
+        with np.errstate(all="ignore"):
+            return self._run_predict_step(x)
+
+    def compute_gradients(self, x, y) -> list[np.ndarray]:
+        """Gradients of the mean loss over all of ``(x, y)``, in the order of ``get_weights()``."""
+        self._require_compiled("compute_gradients")
+        x, y = self._prepare_xy(x, y)
+        with np.errstate(all="ignore"):
+            outs = self._programs().gradient_step().function(x, y, *self._weight_arrays())
+        return list(outs[1:])

@@ -1,0 +1,144 @@
+"""symgrad.nn.validation: checks on user data and arguments, before anything is changed.
+
+Every check raises ``ValueError`` (``TypeError`` for wrong kinds of objects)
+naming the argument, the offending value and what was expected, in Keras's
+style (``Received: batch_size=0``).  The fit loop runs all of them before it
+touches the model, so a rejected call leaves the weights as they were.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _numeric_array(data, name: str) -> np.ndarray:
+    """``np.asarray(data)``, rejecting None, ragged nesting and non-numeric dtypes by name."""
+    if data is None:
+        raise ValueError(f"Expected {name} to be an array of numbers. Received: {name}=None")
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{name} must be a rectangular array of numbers. Received: {err}"
+        ) from None
+    if array.dtype.kind not in "biuf":
+        example = f" (first entry: {show(array.flat[0])})" if array.size else ""
+        raise ValueError(
+            f"{name} must be numeric. Received: {name} with dtype {array.dtype}{example}"
+        )
+    return array
+
+
+def as_matrix(data, name: str) -> np.ndarray:
+    """``data`` as a finite 2-D float64 array (a 1-D array becomes one column)."""
+    array = _numeric_array(data, name)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D, one row per sample: (samples, features). "
+            f"Received: {name} with shape {array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} has no samples. Received: {name} with shape {array.shape}")
+    array = array.astype(np.float64, copy=False)
+    check_finite(array, name)
+    return array
+
+
+def as_labels(data, name: str) -> np.ndarray:
+    """Targets as a float64 array of 1 or 2 dimensions (the loss reshapes them)."""
+    array = _numeric_array(data, name)
+    if array.ndim not in (1, 2):
+        raise ValueError(
+            f"{name} must be 1-D or 2-D, one row per sample. Received: {name} with shape {array.shape}"
+        )
+    array = array.astype(np.float64, copy=False)
+    check_finite(array, name)
+    return array
+
+
+def show(value) -> str:
+    """A NumPy scalar as plain Python text: ``nan``, ``inf``, ``3.0``, ``'a'``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def check_finite(array: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = ", ".join(map(str, where))
+        raise ValueError(
+            f"{name} must contain only finite numbers. Received: {name}[{index}]={show(array[where])} "
+            f"({int(bad.sum())} NaN or inf value(s))"
+        )
+
+
+def check_same_length(x: np.ndarray, y: np.ndarray, x_name: str = "x", y_name: str = "y") -> None:
+    if len(x) != len(y):
+        raise ValueError(
+            f"{x_name} and {y_name} must have the same number of samples. "
+            f"Received: {x_name} with {len(x)} samples and {y_name} with {len(y)} samples"
+        )
+
+
+def check_features(x: np.ndarray, input_dim: int | None, name: str = "x") -> None:
+    if input_dim is not None and x.shape[1] != input_dim:
+        raise ValueError(
+            f"The model expects {input_dim} input feature(s) per sample. "
+            f"Received: {name} with shape {x.shape} ({x.shape[1]} feature(s))"
+        )
+
+
+def positive_int(value, name: str) -> int:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value <= 0
+    ):
+        raise ValueError(
+            f"Invalid value for argument {name}: expected a positive integer. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def non_negative_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(
+            f"Invalid value for argument {name}: expected an integer >= 0. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_verbose(verbose) -> int:
+    if verbose == "auto":
+        return 1
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(
+            f"Invalid value for argument verbose: expected 0, 1, 2 or 'auto'. Received: verbose={verbose!r}"
+        )
+    return int(verbose)
+
+
+def check_split(fraction) -> float:
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float, np.floating))
+        or not 0 <= fraction < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument validation_split: expected a number in [0, 1). "
+            f"Received: validation_split={fraction!r}"
+        )
+    return float(fraction)
+
+
+def batches(count: int, batch_size: int):
+    """Slices of consecutive batches; the last one may be smaller.
+
+    Row slices of a C-contiguous array are C-contiguous views: no copies.
+    """
+    for start in range(0, count, batch_size):
+        yield slice(start, min(start + batch_size, count))

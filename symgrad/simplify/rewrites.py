@@ -1,0 +1,136 @@
+"""symgrad.simplify.rewrites: the rewrite table, one row per identity.
+
+Each row is ``(name, math, rule)``; a rule receives a node and the program's
+:class:`Context` and returns a replacement or None.  Rules that change values
+only under a precondition say so in their math and check it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr, OneMatrix
+
+from symgrad import core as E
+from symgrad.core import scalar
+from symgrad.simplify.cost import same_values, sample_points, scalar_cost
+
+# --------------------------------------------------------------------------
+# The rewrite table
+
+
+@dataclass
+class Context:
+    """What the rules may look at: names and forward values of the whole program."""
+
+    named: dict[MatrixExpr, E.Named] = field(default_factory=dict)
+    forward_maps: list[tuple[MatrixExpr, sp.Lambda, MatrixExpr]] = field(default_factory=list)
+    fired: list[tuple[str, MatrixExpr, MatrixExpr]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, roots: Iterable[MatrixExpr]) -> Context:
+        ctx = cls()
+        for node in E.topological(roots):
+            if isinstance(node, E.Named):
+                ctx.named.setdefault(node.body, node)
+        for body, named in ctx.named.items():  # unary maps whose output has a name
+            if isinstance(body, E.Elementwise) and len(body.operands) == 1:
+                ctx.forward_maps.append((body.operands[0], body.fn, named))
+        return ctx
+
+
+Rewrite = Callable[[MatrixExpr, Context], MatrixExpr | None]
+REWRITES: list[tuple[str, str, Rewrite]] = []
+
+
+def rewrite(name: str, math: str):
+    def register(rule: Rewrite) -> Rewrite:
+        REWRITES.append((name, math, rule))
+        return rule
+
+    return register
+
+
+def _unnamed(a: MatrixExpr) -> MatrixExpr:
+    return a.body if isinstance(a, E.Named) else a
+
+
+@rewrite("adopt_name", "f(Z) -> A  where A = f(Z) is named in the forward pass")
+def adopt_name(node, ctx):
+    named = ctx.named.get(node)
+    return named if named is not None and named is not node else None
+
+
+@rewrite("rowsum_of_probabilities", "rowsum(Y) -> 1  when the rows of Y are distributions")
+def rowsum_of_probabilities(node, ctx):
+    if isinstance(node, E.RowSum) and isinstance(node.args[0], E.ProbabilitySymbol):
+        return OneMatrix(node.shape[0], 1)
+    return None
+
+
+@rewrite("log_softmax", "log(softmax(Z)) -> log_softmax(Z)  (max-shifted, finite)")
+def log_of_softmax(node, ctx):
+    if isinstance(node, E.Elementwise) and len(node.operands) == 1:
+        x = node.fn.variables[0]
+        inner = _unnamed(node.operands[0])
+        if isinstance(inner, E.Softmax) and node.fn.expr == sp.log(x):
+            return E.log_softmax(inner.args[0])
+    return None
+
+
+@rewrite("log_sigmoid", "log(s(z)) -> -softplus(-z), log(1 - s(z)) -> -softplus(z)")
+def log_of_sigmoid(node, ctx):
+    if not isinstance(node, E.Elementwise) or not node.fn.expr.has(sp.log):
+        return None
+    xs, body = node.fn.variables, node.fn.expr
+    operands = list(node.operands)
+    changed = False
+    for i, a in enumerate(node.operands):
+        inner = _unnamed(a)
+        if isinstance(inner, E.Elementwise) and inner.fn == E.canonical_lambda(
+            [sp.Symbol("x")], scalar.sigmoid(sp.Symbol("x"))
+        ):
+            z = sp.Symbol(f"_z{i}", real=True)
+            trial = scalar.log_sigmoid_rules(body.xreplace({xs[i]: scalar.sigmoid(z)}))
+            if not any(
+                isinstance(t, sp.log) and t.has(scalar.sigmoid)
+                for t in sp.preorder_traversal(trial)
+            ):
+                body, operands[i], changed = trial.xreplace({z: xs[i]}), inner.operands[0], True
+    return E.elementwise(sp.Lambda(xs, body), *operands) if changed else None
+
+
+def _output_form(body, x, fn, y):
+    """Rewrite ``body`` (a function of x) in terms of y = fn(x), or return None."""
+    fx = fn(x)
+    trial = body.subs(fx, y)
+    trial = trial.xreplace(
+        {c: c.func(y, *c.args[1:]) for c in trial.atoms(sp.Rel) if c.args[0] == x}
+    )
+    if trial.has(x) or trial == body:
+        return None
+    samples = sample_points(sorted(body.free_symbols, key=str))
+    if not same_values(body, trial.xreplace({y: fx}), samples):
+        return None
+    return trial
+
+
+@rewrite("output_form", "f'(Z) -> g(A)  with A = f(Z) from the forward pass")
+def output_form(node, ctx):
+    if not isinstance(node, E.Elementwise):
+        return None
+    xs, body = node.fn.variables, node.fn.expr
+    for i, a in enumerate(node.operands):
+        for z, fn, named in ctx.forward_maps:
+            if a != z and a != ctx.named.get(z):
+                continue
+            y = sp.Symbol("_y", real=True)
+            trial = _output_form(body, xs[i], fn, y)
+            if trial is None or scalar_cost(trial) > scalar_cost(body):
+                continue
+            new_vars, operands = list(xs), list(node.operands)
+            new_vars[i], operands[i] = y, named
+            return E.elementwise(sp.Lambda(tuple(new_vars), trial), *operands)
+    return None

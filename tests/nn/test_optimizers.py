@@ -1,0 +1,198 @@
+"""One and two optimizer steps equal the Keras 3 update computed by hand in NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from symgrad import optimizers
+from symgrad.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+from tests.nn.helpers import blobs, mlp
+
+
+def sgd(lr, momentum=0.0, nesterov=False):
+    def update(w, g, s, t):
+        if momentum == 0:
+            return w - lr * g
+        s["m"] = momentum * s.get("m", 0.0) - lr * g
+        return w + momentum * s["m"] - lr * g if nesterov else w + s["m"]
+
+    return update
+
+
+def adagrad(lr, initial=0.1, eps=1e-7):
+    def update(w, g, s, t):
+        s["a"] = s.get("a", initial) + g * g
+        return w - lr * g / np.sqrt(s["a"] + eps)
+
+    return update
+
+
+def rmsprop(lr, rho=0.9, momentum=0.0, eps=1e-7, centered=False):
+    def update(w, g, s, t):
+        s["v"] = rho * s.get("v", 0.0) + (1 - rho) * g * g
+        denominator = s["v"] + eps
+        if centered:
+            s["mg"] = rho * s.get("mg", 0.0) + (1 - rho) * g
+            denominator = s["v"] - s["mg"] ** 2 + eps
+        increment = lr * g / np.sqrt(denominator)
+        if momentum == 0:
+            return w - increment
+        s["m"] = momentum * s.get("m", 0.0) + increment
+        return w - s["m"]
+
+    return update
+
+
+def adam(lr, b1=0.9, b2=0.999, eps=1e-7, weight_decay=0.0):
+    def update(w, g, s, t):
+        w = w - lr * weight_decay * w
+        s["m"] = s.get("m", 0.0) + (g - s.get("m", 0.0)) * (1 - b1)
+        s["v"] = s.get("v", 0.0) + (g * g - s.get("v", 0.0)) * (1 - b2)
+        alpha = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+        return w - alpha * s["m"] / (np.sqrt(s["v"]) + eps)
+
+    return update
+
+
+CASES = {
+    "sgd": (lambda: SGD(learning_rate=0.1), sgd(0.1)),
+    "sgd-momentum": (lambda: SGD(learning_rate=0.1, momentum=0.9), sgd(0.1, 0.9)),
+    "sgd-nesterov": (
+        lambda: SGD(learning_rate=0.05, momentum=0.9, nesterov=True),
+        sgd(0.05, 0.9, True),
+    ),
+    "adagrad": (lambda: Adagrad(learning_rate=0.1), adagrad(0.1)),
+    "rmsprop": (lambda: RMSprop(learning_rate=0.01), rmsprop(0.01)),
+    "rmsprop-momentum": (
+        lambda: RMSprop(learning_rate=0.01, momentum=0.5),
+        rmsprop(0.01, momentum=0.5),
+    ),
+    "rmsprop-centered": (
+        lambda: RMSprop(learning_rate=0.01, centered=True),
+        rmsprop(0.01, centered=True),
+    ),
+    "adam": (lambda: Adam(learning_rate=0.01), adam(0.01)),
+    "adamw": (lambda: AdamW(learning_rate=0.01, weight_decay=0.1), adam(0.01, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_steps_match_the_update_by_hand(case, rng):
+    make, update = CASES[case]
+    model = mlp("categorical_crossentropy", optimizer=make())
+    x, labels = blobs(rng, n=10)
+    y = np.eye(3)[labels]
+    weights = [w + 0.1 * rng.standard_normal(w.shape) for w in model.get_weights()]
+    model.set_weights(weights)
+    states = [{} for _ in weights]
+    for t in (1, 2):  # Adam's bias correction differs between t=1 and t=2
+        grads = model.compute_gradients(x, y)
+        expected = [update(w, g, s, t) for w, g, s in zip(weights, grads, states)]
+        model.train_on_batch(x, y)
+        weights = model.get_weights()
+        assert model.optimizer.iterations == t
+        for got, want in zip(weights, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_defaults_are_keras_defaults():
+    assert optimizers.get("sgd").get_config() == {
+        "name": "SGD",
+        "learning_rate": 0.01,
+        "momentum": 0.0,
+        "nesterov": False,
+    }
+    assert optimizers.get("adam").get_config() == {
+        "name": "Adam",
+        "learning_rate": 0.001,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-7,
+    }
+    rms = optimizers.get("rmsprop").get_config()
+    assert (rms["learning_rate"], rms["rho"], rms["momentum"], rms["epsilon"]) == (
+        0.001,
+        0.9,
+        0.0,
+        1e-7,
+    )
+    ada = optimizers.get("adagrad")
+    assert (ada.learning_rate, ada.initial_accumulator_value, ada.epsilon) == (0.001, 0.1, 1e-7)
+
+
+def test_rules_read_like_keras():
+    rules = SGD(learning_rate=0.05, momentum=0.9, nesterov=True).rule_text()
+    assert rules == {
+        "momentum": "-g*learning_rate + momentum*momentum_old",
+        "variable": "-g*learning_rate + momentum*momentum_new + w",
+    }
+    assert Adam().rule_text() == {
+        "momentum": "momentum_old + (1 - beta_1)*(g - momentum_old)",
+        "velocity": "velocity_old + (1 - beta_2)*(g**2 - velocity_old)",
+        "variable": "-learning_rate*momentum_new*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(epsilon + sqrt(velocity_new))) + w",
+    }
+
+
+def test_learning_rate_is_a_runtime_scalar(rng):
+    model = mlp("mse", optimizer=SGD(learning_rate=0.1))
+    x, labels = blobs(rng, n=8)
+    y = np.eye(3)[labels]
+    step = model.compiled_step
+    model.optimizer.learning_rate = 0.0
+    before = model.get_weights()
+    model.train_on_batch(x, y)
+    assert model.compiled_step is step  # not recompiled
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    model.optimizer.learning_rate = 0.2
+    grads = model.compute_gradients(x, y)
+    model.train_on_batch(x, y)
+    for w, g, got in zip(before, grads, model.get_weights()):
+        np.testing.assert_allclose(got, w - 0.2 * g, rtol=1e-12, atol=1e-15)
+
+
+def test_learning_rate_schedule_is_called_with_the_step(rng):
+    seen = []
+
+    def schedule(step):
+        seen.append(step)
+        return 0.1 / (1 + step)
+
+    model = mlp("mse", optimizer=SGD(learning_rate=schedule))
+    x, labels = blobs(rng, n=8)
+    y = np.eye(3)[labels]
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    assert seen == [0, 1]
+
+
+def test_step_count_symbol_is_t():
+    model = mlp("mse", optimizer="adam")
+    assert [s.name for s in model.compiled_step.scalars] == [
+        "beta_1",
+        "beta_2",
+        "epsilon",
+        "learning_rate",
+        "t",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: SGD(momentum=1.5), "momentum must be in [0.0, 1.0]. Received: momentum=1.5"),
+        (
+            lambda: SGD(learning_rate="fast"),
+            "learning_rate must be a number. Received: learning_rate='fast'",
+        ),
+        (lambda: Adam(beta_1=-0.1), "beta_1 must be in [0.0, 1.0]"),
+        (
+            lambda: optimizers.get("adamax"),
+            "Unknown optimizer: 'adamax'. Known optimizers: adagrad, adam, adamw, rmsprop, sgd",
+        ),
+    ],
+)
+def test_bad_optimizer_arguments(make, message):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert message in str(err.value)
