@@ -177,8 +177,8 @@ def _py(e: sp.Basic, names: dict) -> tuple[str, int]:
         arg = _py(e.args[0], names)[0]
     if isinstance(e, sp.sign):
         return f"float(({arg}) > 0) - float(({arg}) < 0)", ADD
-    if sigmoid:  # tanh form: no overflow
-        return f"0.5 * math.tanh(0.5 * ({arg})) + 0.5", ADD
+    if sigmoid:  # exp(min(x, 0)) / (1 + exp(-|x|)): no overflow, no cancellation
+        return f"math.exp(min({arg}, 0.0)) / (1.0 + math.exp(-abs({arg})))", MUL
     if softplus:
         return f"max({arg}, 0.0) + math.log1p(math.exp(-abs({arg})))", ADD
     if isinstance(e, sp.Heaviside):
@@ -368,11 +368,12 @@ def _extremum(fn: str):
 
 
 def _lower_sigmoid(lo: Lowering, e: sp.Function) -> Operand:
-    # sigmoid(x) = tanh(x/2)/2 + 1/2: one transcendental, no overflow at any x
-    c, rest = e.args[0].as_coeff_Mul()
-    half = lo.lower(rest) if c == 2 else lo.op("multiply", lo.lower(e.args[0]), Scalar("0.5", 0.5))
-    t = lo.op("multiply", lo.op("tanh", half), Scalar("0.5", 0.5))
-    return lo.op("add", t, Scalar("0.5", 0.5))
+    # sigmoid(x) = [x < 0 ? z : 1] / (1 + z), z = exp(-|x|) in (0, 1]: nothing overflows and
+    # nothing cancels (tanh(x/2)/2 + 1/2 loses all digits below x = -20 to 1 - 1)
+    x = lo.lower(e.args[0])
+    z = lo.op("exp", lo.op("negative", lo.op("absolute", x)))
+    numerator = lo.op("select", lo.op("less", x, Scalar("0.0", 0.0)), z, Scalar("1.0", 1.0))
+    return lo.op("divide", numerator, lo.op("add", z, Scalar("1.0", 1.0)))
 
 
 def _lower_softplus(lo: Lowering, e: sp.Function) -> Operand:
