@@ -16,13 +16,23 @@ from pathlib import Path
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
+from codegen import backends, ir
 from codegen import cache as disk_cache
-from codegen import ir
+from codegen.backends import BACKENDS, Backend, backend
 from symgrad import core as E
 from symgrad.lower import lower
 from symgrad.simplify import simplify
 
-BACKENDS = ("numpy", "llvm")
+__all__ = ["BACKENDS", "DTYPES", "Backend", "CompiledFunction", "backend", "check_dtype", "compile"]
+
+DTYPES = ir.DTYPES
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` when the backends compute in it, else a ValueError listing the ones they do."""
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype: {dtype!r}. Known dtypes: {', '.join(DTYPES)}")
+    return dtype
 
 
 class CompiledFunction:
@@ -34,15 +44,24 @@ class CompiledFunction:
     """
 
     def __init__(
-        self, native, program: ir.Program, formulas, rewrites, backend, inputs, scalars, epoch=None
+        self,
+        native,
+        program: ir.Program,
+        formulas,
+        rewrites,
+        target: Backend,
+        inputs,
+        scalars,
+        epoch=None,
     ):
         self._native = native
-        self._call = getattr(native, "fast", native)  # the LLVM backend's native entry
+        self._call = target.entry(native)
+        self._target = target
         self.epoch = epoch
         self.program = program
         self.formulas: dict[str, MatrixExpr] = formulas
         self.rewrites: list[str] = rewrites
-        self.backend = backend
+        self.backend: str = target.name
         self.inputs: tuple[MatrixSymbol, ...] = tuple(inputs)
         self.scalars: tuple[sp.Symbol, ...] = tuple(scalars)
         self.name = program.name
@@ -58,8 +77,7 @@ class CompiledFunction:
     @property
     def source(self) -> str:
         """Generated source: Python for the NumPy backend, LLVM IR for the LLVM backend."""
-        src = getattr(self._native, "source", None)
-        return src if src is not None else self._native.llvm_ir
+        return self._target.source(self._native)
 
     def __getattr__(self, attr):  # llvm_ir, asm, ... from the backend
         if attr.startswith("_"):
@@ -68,16 +86,6 @@ class CompiledFunction:
 
     def __repr__(self) -> str:
         return f"<CompiledFunction {self.name} backend={self.backend} dtype={self.program.dtype}>"
-
-
-def _backend(name: str):
-    if name == "numpy":
-        from codegen import numpy as backend
-    elif name == "llvm":
-        from codegen import llvm as backend
-    else:
-        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")
-    return backend
 
 
 def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compile
@@ -106,10 +114,11 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     ``rewrites=False`` skips the rewrite table (only trivial folding), which
     tests use to check that every rewrite preserves values.
 
-    ``epoch``: keyword arguments of ``codegen.llvm.compile_epoch`` (``x_input``,
-    ``y_input``, ``sums``, ``counter``). With the LLVM backend, ``f.epoch`` is
-    then a whole-epoch native loop built from the same object code as ``f``;
-    other backends have no epoch loop (``f.epoch`` is None).
+    ``backend``: a name of ``BACKENDS`` (``codegen.backends``).  ``epoch``: keyword
+    arguments of ``codegen.llvm.compile_epoch`` (``x_input``, ``y_input``, ``sums``,
+    ``counter``). With a backend that has whole-epoch loops (``backend(name).epochs``:
+    LLVM), ``f.epoch`` is then one built from the same object code as ``f``; with the
+    others ``f.epoch`` is None.
 
     ``cache=False`` neither reads nor writes the disk cache (program and object code).
 
@@ -117,9 +126,8 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     further (1, 1) values that are computed and guarded like them but not
     returned.  When one is nan or inf the call raises and no input is updated.
     """
-    if dtype not in ir.DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {ir.DTYPES}")
-    target = _backend(backend)
+    check_dtype(dtype)
+    target = backends.backend(backend)
     if not isinstance(outputs, Mapping):
         outputs = {f"out{i}": e for i, e in enumerate(outputs)}
     updates = dict(updates or {})
@@ -140,15 +148,14 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
         lowered = _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites, checks)
         _store_lowered(key, lowered)
     program, formulas, fired_names, scalars = lowered
-    options = {"cache": cache} if backend == "llvm" else {}
     native_epoch = None
-    if epoch is not None and hasattr(target, "compile_epoch"):
-        native_epoch = target.compile_epoch(program, **epoch, **options)
+    if epoch is not None and target.epochs:
+        native_epoch = target.compile_epoch(program, cache=cache, **epoch)
         native = native_epoch.step
     else:
-        native = target.compile_program(program, **options)
+        native = target.compile(program, cache=cache)
     return CompiledFunction(
-        native, program, formulas, fired_names, backend, inputs, scalars, native_epoch
+        native, program, formulas, fired_names, target, inputs, scalars, native_epoch
     )
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from codegen.backends import BACKENDS, target_backend
 from symgrad.compiler import CompiledFunction
 from symgrad.expr import ProbabilitySymbol
 from symgrad.nn.models import Sequential
@@ -37,12 +38,8 @@ from symgrad.nn.models import Sequential
 if TYPE_CHECKING:  # codegen is imported on first use: symgrad's import must not need it
     from symgrad.emission.python import ModelSource
 
-TARGETS = {
-    "python": "a NumPy-only Python module (.py)",
-    "llvm-ir": "LLVM IR text (.ll)",
-    "object": "an object file (.o) and a C header (.h)",
-    "shared": "a shared library (.so) and a C header (.h)",
-}
+# target -> what it writes; each backend names the targets written from its code
+TARGETS = {target: what for b in BACKENDS.values() for target, what in b.targets.items()}
 CPUS = ("host", "generic")
 
 
@@ -66,9 +63,7 @@ def emit(
         >>> emit(model, "digits_model.py", weights=True)  # doctest: +SKIP
         [PosixPath('digits_model.py'), PosixPath('digits_model.npz')]
     """
-    if target not in TARGETS:
-        known = ", ".join(f"{name!r} ({what})" for name, what in TARGETS.items())
-        raise ValueError(f"Unknown emit target: {target!r}. Known targets: {known}")
+    writes = target_backend(target).name  # raises for an unknown target, listing the known ones
     if cpu not in CPUS:
         raise ValueError(f"cpu must be one of {CPUS}. Received: cpu={cpu!r}")
     path = Path(path)
@@ -77,14 +72,14 @@ def emit(
     if isinstance(source, CompiledFunction):
         if weights:
             raise ValueError("weights=True needs a model; a compiled function has no weights")
-        files = _function_files(source, path, target, prefix, cpu)
+        files = FUNCTION_FILES[writes](source, path, target, prefix, cpu)
     elif isinstance(source, Sequential):
         model = model_source(source)
         if weights and target != "python":
             raise ValueError(
                 f"weights=True writes an .npz for the Python target; received target={target!r}"
             )
-        files = _model_files(source, model, path, target, prefix, cpu, weights)
+        files = MODEL_FILES[writes](source, model, path, target, prefix, cpu, weights)
     else:
         raise TypeError(
             "emit takes a compiled symgrad model (symgrad.nn.models.Sequential) or a function "
@@ -196,16 +191,18 @@ def _bytes(data: bytes) -> Writer:
     return lambda tmp: Path(tmp).write_bytes(data)
 
 
-def _model_files(model, m: ModelSource, path, target, prefix, cpu, weights):
+def _python_model_files(model, m: ModelSource, path, target, prefix, cpu, weights):
     from symgrad.emission.python import module_for_model
 
-    if target == "python":
-        files = [(path, _text(module_for_model(m, weights)), 0o666)]
-        if weights:
-            buffer = io.BytesIO()
-            np.savez(buffer, **weight_arrays(model))
-            files.append((path.with_suffix(".npz"), _bytes(buffer.getvalue()), 0o666))
-        return files
+    files = [(path, _text(module_for_model(m, weights)), 0o666)]
+    if weights:
+        buffer = io.BytesIO()
+        np.savez(buffer, **weight_arrays(model))
+        files.append((path.with_suffix(".npz"), _bytes(buffer.getvalue()), 0o666))
+    return files
+
+
+def _native_model_files(model, m: ModelSource, path, target, prefix, cpu, weights):
     from symgrad.emission.native import model_defines, model_functions, model_header_doc
 
     functions = model_functions(m, prefix)
@@ -213,22 +210,28 @@ def _model_files(model, m: ModelSource, path, target, prefix, cpu, weights):
     return _native_files(path, target, prefix, cpu, *header)
 
 
-def _function_files(fn: CompiledFunction, path, target, prefix, cpu):
+def _python_function_files(fn: CompiledFunction, path, target, prefix, cpu):
     from symgrad.emission.python import module_for_function
 
-    formulas = {name: str(expr) for name, expr in fn.formulas.items()}
-    if target == "python":
-        notes = [
-            f"{s.name}: rows must be probability vectors (each row >= 0, summing to 1);\n"
-            "the derived formulas use rowsum(" + s.name + ") = 1."
-            for s in fn.inputs
-            if isinstance(s, ProbabilitySymbol)
-        ]
-        return [(path, _text(module_for_function(fn.program, formulas, notes)), 0o666)]
+    notes = [
+        f"{s.name}: rows must be probability vectors (each row >= 0, summing to 1);\n"
+        "the derived formulas use rowsum(" + s.name + ") = 1."
+        for s in fn.inputs
+        if isinstance(s, ProbabilitySymbol)
+    ]
+    module = module_for_function(fn.program, _formula_text(fn), notes)
+    return [(path, _text(module), 0o666)]
+
+
+def _native_function_files(fn: CompiledFunction, path, target, prefix, cpu):
     from symgrad.emission.native import function_c
 
-    functions = [function_c(fn.program, prefix, formulas)]
+    functions = [function_c(fn.program, prefix, _formula_text(fn))]
     return _native_files(path, target, prefix, cpu, functions, "", ())
+
+
+def _formula_text(fn: CompiledFunction) -> dict[str, str]:
+    return {name: str(expr) for name, expr in fn.formulas.items()}
 
 
 def _native_files(path, target, prefix, cpu, functions, doc, defines):
@@ -247,6 +250,11 @@ def _native_files(path, target, prefix, cpu, functions, doc, defines):
         link_shared(obj, tmp, soname=path.name)
 
     return [(path, link, 0o777), header_file]
+
+
+# The files of each target, by the backend whose code the target is written from
+MODEL_FILES = {"numpy": _python_model_files, "llvm": _native_model_files}
+FUNCTION_FILES = {"numpy": _python_function_files, "llvm": _native_function_files}
 
 
 def write_atomically(files: list[tuple[Path, Writer, int]]) -> None:

@@ -22,16 +22,12 @@ import numpy as np
 import sympy as sp
 
 from codegen.files import write_atomic
-from symgrad.compiler import BACKENDS
 from symgrad.core import scalar
 from symgrad.nn import layers as layers_module
 from symgrad.nn import losses, optimizers
-from symgrad.nn import metrics as metrics_module
 from symgrad.nn import validation as data
 from symgrad.nn.layers import InputLayer, Layer, Variable, snake_case
-from symgrad.nn.trainer import Programs, Trainer, TrainingGraph, add_loss, forward
-
-DTYPES = ("float32", "float64")
+from symgrad.nn.trainer import Trainer, forward
 
 
 def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -42,7 +38,8 @@ def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> N
 
 
 class Sequential(Trainer):
-    """A linear stack of layers; ``compile`` then ``fit``, as in Keras.
+    """A linear stack of layers: its weights, config and files; ``compile``, ``fit``... come
+    from :class:`~symgrad.nn.trainer.Trainer`, as in Keras.
 
     Intermediates are named for the formulas and the generated code: the k-th
     ``Dense`` computes ``Zk`` (and ``Ak`` with an activation), the output is
@@ -54,17 +51,7 @@ class Sequential(Trainer):
         self._layers: list[Layer] = []
         self._input_layer: InputLayer | None = None
         self._input_dim: int | None = None
-        self.optimizer: optimizers.Optimizer | None = None
-        self.loss: losses.Loss | None = None
-        self._metric_ids: list = []
-        self._metrics: list[metrics_module.Metric] | None = None
-        self.backend, self.dtype = "numpy", "float32"
-        self.compiled = False
-        self._seed_rngs(None)
-        self._graph: TrainingGraph | None = None
-        self._programs_cache: Programs | None = None
-        self._pending_optimizer_state: dict[str, np.ndarray] | None = None
-        self.history = None
+        super().__init__()
         if isinstance(layers, Layer):
             raise TypeError(f"Sequential takes a list of layers. Received: layers={layers!r}")
         for layer in layers or []:
@@ -174,16 +161,6 @@ class Sequential(Trainer):
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self._layers)
 
-    def _invalidate(self) -> None:
-        self._graph, self._programs_cache, self._metrics = None, None, None
-
-    def _seed_rngs(self, seed: int | None) -> None:
-        init, shuffle = np.random.SeedSequence(seed).spawn(2)
-        self._init_rng, self._shuffle_rng = (
-            np.random.default_rng(init),
-            np.random.default_rng(shuffle),
-        )
-
     def _materialize(self) -> None:
         """Give every weight without a value its initial value (drawn in layer order)."""
         for w in self.weights:
@@ -191,147 +168,6 @@ class Sequential(Trainer):
                 w.value = np.ascontiguousarray(
                     w.initializer(w.shape, self._init_rng), dtype=self.dtype
                 )
-
-    # ------------------------------------------------------------------
-    # Compilation
-
-    def compile(
-        self,
-        optimizer="rmsprop",
-        loss=None,
-        metrics: Sequence | None = None,
-        backend: str = "numpy",
-        dtype: str = "float32",
-        seed: int | None = None,
-    ) -> None:
-        """Choose optimizer, loss and metrics; the training step is compiled once, here or at build.
-
-        ``seed`` drives the initial weights (drawn when the model is built) and
-        the shuffling in ``fit``: the same seed gives bit-identical training.
-        """
-        if loss is None:
-            raise ValueError(
-                f"compile needs a loss. Known losses: {', '.join(sorted(losses.LOSSES))}"
-            )
-        if backend not in BACKENDS:
-            raise ValueError(f"Unknown backend: {backend!r}. Known backends: {', '.join(BACKENDS)}")
-        if dtype not in DTYPES:
-            raise ValueError(f"Unknown dtype: {dtype!r}. Known dtypes: {', '.join(DTYPES)}")
-        if seed is not None:
-            data.non_negative_int(seed, "seed")
-        optimizer = optimizers.get(optimizer)
-        loss = losses.get(loss)
-        if metrics is not None and (
-            isinstance(metrics, str) or not isinstance(metrics, (list, tuple))
-        ):
-            raise TypeError(
-                f"metrics must be a list, e.g. metrics=['accuracy']. Received: metrics={metrics!r}"
-            )
-        metric_ids = list(metrics or [])
-        for m in metric_ids:
-            metrics_module.get(m, loss.name, self.output_dim)  # unknown names fail here
-        # validated: now change the model
-        self.optimizer, self.loss, self._metric_ids = optimizer, loss, metric_ids
-        self.backend, self.compiled = backend, True
-        if dtype != self.dtype:
-            self.dtype = dtype
-            for w in self.weights:
-                if w.value is not None:
-                    w.value = np.ascontiguousarray(w.value, dtype=dtype)
-        self._seed_rngs(seed)
-        self._invalidate()
-        if self.built:
-            self._programs().train_step()
-
-    def _require_compiled(self, verb: str) -> None:
-        if not self.compiled:
-            raise RuntimeError(
-                f"You must call compile() before using the model with {verb}(): "
-                "model.compile(optimizer=..., loss=..., metrics=[...])"
-            )
-
-    def _metric_objects(self) -> list[metrics_module.Metric]:
-        if self._metrics is None:
-            loss_name = self.loss.name if self.loss is not None else ""
-            self._metrics = [
-                metrics_module.get(m, loss_name, self.output_dim) for m in self._metric_ids
-            ]
-        return self._metrics
-
-    def _training_graph(self) -> TrainingGraph:
-        if not self.built:
-            raise ValueError(
-                "The model is not built yet: its input size is unknown. Pass input_dim to the first "
-                "layer, call model.build(input_dim=...), or call fit / predict with data."
-            )
-        if self._graph is None:
-            graph = forward(self._layers, self._input_dim)
-            self._graph = add_loss(graph, self.loss) if self.loss is not None else graph
-        return self._graph
-
-    def _programs(self) -> Programs:
-        if self._programs_cache is None:
-            with_predictions = bool(self._metric_ids)
-            self._programs_cache = Programs(
-                self._training_graph(),
-                self.optimizer,
-                with_predictions,
-                self.backend,
-                self.dtype,
-                self._metric_objects() if self.compiled else (),
-            )
-        return self._programs_cache
-
-    @property
-    def compiled_step(self):
-        """The compiled training step (a ``symgrad.compile`` CompiledFunction)."""
-        self._require_compiled("compiled_step")
-        step = self._programs().train_step()
-        self._apply_pending_optimizer_state()
-        return step.function
-
-    def step_source(self) -> str:
-        """The generated source of the training step (NumPy code, or LLVM IR)."""
-        return self.compiled_step.source
-
-    # ------------------------------------------------------------------
-    # Data
-
-    def _prepare_x(self, x, name: str = "x") -> np.ndarray:
-        x = data.as_matrix(x, name)
-        data.check_features(x, self._input_dim, name)
-        if not self.built:
-            self.build(input_dim=x.shape[1])
-        with np.errstate(over="ignore"):  # values beyond float32's range become inf: reported next
-            x = np.ascontiguousarray(x, dtype=self.dtype)
-        data.check_finite(x, f"{name} (as {self.dtype})")
-        return x
-
-    def _prepare_xy(
-        self, x, y, names: tuple[str, str] = ("x", "y")
-    ) -> tuple[np.ndarray, np.ndarray]:
-        x_array = data.as_matrix(x, names[0])
-        y_array = data.as_labels(y, names[1])
-        data.check_same_length(x_array, y_array, *names)
-        data.check_features(x_array, self._input_dim, names[0])
-        output_dim = self._output_dim_of(self._layers)
-        if output_dim is None:  # only activations: the output has as many columns as x
-            output_dim = x_array.shape[1]
-        y_array = self.loss.prepare_targets(y_array, output_dim)
-        x_array = self._prepare_x(x_array, names[0])
-        with np.errstate(over="ignore"):
-            y_array = np.ascontiguousarray(y_array, dtype=self.dtype)
-        data.check_finite(y_array, f"{names[1]} (as {self.dtype})")
-        return x_array, y_array
-
-    def _train_step(self):
-        step = super()._train_step()
-        self._apply_pending_optimizer_state()
-        return step
-
-    def _weight_arrays(self) -> list[np.ndarray]:
-        self._materialize()
-        return super()._weight_arrays()
 
     # ------------------------------------------------------------------
     # Weights
@@ -403,19 +239,6 @@ class Sequential(Trainer):
         self._pending_optimizer_state = state or None
         if self._programs_cache is not None and "train" in self._programs_cache._cache:
             self._apply_pending_optimizer_state()
-
-    def _apply_pending_optimizer_state(self) -> None:
-        state, self._pending_optimizer_state = self._pending_optimizer_state, None
-        if not state or self.optimizer is None:
-            return
-        slots = {var.path: var for var in self.optimizer.variables}
-        if set(state) - {"iterations"} != set(slots) or any(
-            state[p].shape != slots[p].shape for p in slots
-        ):
-            return  # saved with another optimizer: keep the fresh state, as Keras does
-        for path, var in slots.items():
-            var.value[...] = state[path]
-        self.optimizer.iterations = int(state.get("iterations", 0))
 
     # ------------------------------------------------------------------
     # Whole-model files

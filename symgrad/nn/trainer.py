@@ -20,8 +20,11 @@ and the sums of loss and metrics -- unless something needs Python between
 steps (a callback using batch hooks, a learning-rate schedule, a metric with
 no formula or targets it cannot handle).
 
-:class:`Trainer` holds ``fit`` / ``evaluate`` / ``predict`` and friends; it is
-the base class of :class:`symgrad.nn.models.Sequential`.
+:class:`Trainer` holds ``compile`` / ``fit`` / ``evaluate`` / ``predict`` and
+friends; it is the base class of :class:`symgrad.nn.models.Sequential`, which
+holds the layers, weights, config and files.  The backend is a
+``codegen.backends.Backend`` (found through ``symgrad.compiler.backend``): what
+it supports (``epochs``) decides what the training step contains.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ import numpy as np
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
+from symgrad import compiler
 from symgrad import core as E
 from symgrad.compiler import CompiledFunction
-from symgrad.compiler import compile as compile_program
 from symgrad.diff import Derivation, derive
 from symgrad.nn import callbacks as callbacks_module
+from symgrad.nn import losses as losses_module
+from symgrad.nn import metrics as metrics_module
+from symgrad.nn import optimizers as optimizers_module
 from symgrad.nn import validation as data
 from symgrad.nn.layers import Layer, Names, Variable
 from symgrad.nn.losses import Loss
@@ -123,7 +129,7 @@ def runtime_scalars(exprs: Sequence[MatrixExpr]) -> list[sp.Symbol]:
 
 
 @dataclass
-class Step:
+class CompiledStep:
     """A compiled function plus what its outputs mean.
 
     ``metric_outputs[i]``: position in the outputs of metric ``i``'s batch
@@ -153,13 +159,14 @@ class Programs:
         metrics: Sequence[Metric] = (),
     ):
         self.graph, self.optimizer = graph, optimizer
-        self.with_predictions, self.backend, self.dtype = with_predictions, backend, dtype
+        self.with_predictions, self.dtype = with_predictions, dtype
+        self.backend = compiler.backend(backend)
         self.metrics = list(metrics)
-        self._cache: dict[str, Step] = {}
+        self._cache: dict[str, CompiledStep] = {}
 
     def _compile(self, name, inputs, outputs, **kwargs) -> CompiledFunction:
-        return compile_program(
-            inputs, outputs, backend=self.backend, dtype=self.dtype, name=name, **kwargs
+        return compiler.compile(
+            inputs, outputs, backend=self.backend.name, dtype=self.dtype, name=name, **kwargs
         )
 
     def _loss_outputs(self) -> dict[str, MatrixExpr]:
@@ -171,10 +178,11 @@ class Programs:
     def _metric_means(self) -> dict[int, tuple[str, MatrixExpr]]:
         """Metric index -> (``metric_<name>``, its batch mean) for each metric with a formula.
 
-        LLVM backend only: the NumPy backend keeps computing metrics in NumPy.
+        Only for backends with whole-epoch loops, which need the metrics inside the
+        step; with the others NumPy computes them from the step's predictions.
         """
         means: dict[int, tuple[str, MatrixExpr]] = {}
-        if self.backend != "llvm":
+        if not self.backend.epochs:
             return means
         taken = set()
         for i, metric in enumerate(self.metrics):
@@ -186,7 +194,7 @@ class Programs:
                 means[i] = (key, formula)
         return means
 
-    def train_step(self) -> Step:
+    def train_step(self) -> CompiledStep:
         if "train" not in self._cache:
             g, opt = self.graph, self.optimizer
             slots = opt.build(g.weights, self.dtype)
@@ -197,7 +205,7 @@ class Programs:
             inputs = [g.x, g.y, *(w.symbol for w in g.weights), *(s.symbol for s in slots)]
             scalars = runtime_scalars([*outputs.values(), *updates.values()])
             epoch = None
-            if self.backend == "llvm":  # a whole epoch in one native call
+            if self.backend.epochs:  # a whole epoch in one native call
                 counter = STEP.name if STEP.name in {s.name for s in scalars} else None
                 sums = ("loss", *(key for key, _ in means.values()))
                 epoch = {"x_input": g.x.name, "y_input": g.y.name, "sums": sums, "counter": counter}
@@ -218,29 +226,29 @@ class Programs:
             metric_outputs = tuple(
                 names.index(means[i][0]) if i in means else None for i in range(len(self.metrics))
             )
-            self._cache["train"] = Step(fn, tuple(outputs), slots, metric_outputs)
+            self._cache["train"] = CompiledStep(fn, tuple(outputs), slots, metric_outputs)
         return self._cache["train"]
 
-    def test_step(self) -> Step:
+    def test_step(self) -> CompiledStep:
         if "test" not in self._cache:
             g = self.graph
             outputs = self._loss_outputs()
             fn = self._compile(
                 "test_step", [g.x, g.y, *(w.symbol for w in g.weights)], outputs, scalars=[]
             )
-            self._cache["test"] = Step(fn, tuple(outputs))
+            self._cache["test"] = CompiledStep(fn, tuple(outputs))
         return self._cache["test"]
 
-    def predict_step(self) -> Step:
+    def predict_step(self) -> CompiledStep:
         if "predict" not in self._cache:
             g = self.graph
             fn = self._compile(
                 "predict_step", [g.x, *(w.symbol for w in g.weights)], {"P": g.output}, scalars=[]
             )
-            self._cache["predict"] = Step(fn, ("P",))
+            self._cache["predict"] = CompiledStep(fn, ("P",))
         return self._cache["predict"]
 
-    def gradient_step(self) -> Step:
+    def gradient_step(self) -> CompiledStep:
         if "gradients" not in self._cache:
             g = self.graph
             outputs = {
@@ -250,7 +258,7 @@ class Programs:
             fn = self._compile(
                 "gradient_step", [g.x, g.y, *(w.symbol for w in g.weights)], outputs, scalars=[]
             )
-            self._cache["gradients"] = Step(fn, tuple(outputs))
+            self._cache["gradients"] = CompiledStep(fn, tuple(outputs))
         return self._cache["gradients"]
 
 
@@ -301,22 +309,190 @@ class Tracker:
 
 
 class Trainer:
-    """``fit`` / ``evaluate`` / ``predict`` on top of the compiled programs.
+    """The Keras verbs of a model: ``compile``, ``fit``, ``evaluate``, ``predict``, ``*_on_batch``.
 
-    Subclasses provide ``_programs()`` (a :class:`Programs`), ``_prepare_x`` /
-    ``_prepare_xy`` (validated arrays of the compute dtype), ``weights``
-    (:class:`Variable` list) and ``_require_compiled``.
+    The model (a subclass: :class:`symgrad.nn.models.Sequential`) provides its
+    structure and weights: ``layers``, ``input_dim``, ``output_dim``, ``built``,
+    ``build(input_dim=...)``, ``weights`` (:class:`Variable` list) and
+    ``_materialize()`` (initial values for weights without one).  The trainer
+    holds the rest: optimizer, loss, metrics, backend and dtype, the compiled
+    programs, the random generators and the optimizer state waiting to be loaded.
     """
 
     stop_training = False
 
+    def __init__(self):
+        self.optimizer: Optimizer | None = None
+        self.loss: Loss | None = None
+        self._metric_ids: list = []
+        self._metrics: list[Metric] | None = None
+        self.backend, self.dtype = "numpy", "float32"
+        self.compiled = False
+        self._seed_rngs(None)
+        self._graph: TrainingGraph | None = None
+        self._programs_cache: Programs | None = None
+        self._pending_optimizer_state: dict[str, np.ndarray] | None = None
+        self.history = None
+
+    # -- compile
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics: Sequence | None = None,
+        backend: str = "numpy",
+        dtype: str = "float32",
+        seed: int | None = None,
+    ) -> None:
+        """Choose optimizer, loss and metrics; the training step is compiled once, here or at build.
+
+        ``seed`` drives the initial weights (drawn when the model is built) and
+        the shuffling in ``fit``: the same seed gives bit-identical training.
+        """
+        if loss is None:
+            raise ValueError(
+                f"compile needs a loss. Known losses: {', '.join(sorted(losses_module.LOSSES))}"
+            )
+        compiler.backend(backend)
+        compiler.check_dtype(dtype)
+        if seed is not None:
+            data.non_negative_int(seed, "seed")
+        optimizer = optimizers_module.get(optimizer)
+        loss = losses_module.get(loss)
+        if metrics is not None and (
+            isinstance(metrics, str) or not isinstance(metrics, (list, tuple))
+        ):
+            raise TypeError(
+                f"metrics must be a list, e.g. metrics=['accuracy']. Received: metrics={metrics!r}"
+            )
+        metric_ids = list(metrics or [])
+        for m in metric_ids:
+            metrics_module.get(m, loss.name, self.output_dim)  # unknown names fail here
+        # validated: now change the model
+        self.optimizer, self.loss, self._metric_ids = optimizer, loss, metric_ids
+        self.backend, self.compiled = backend, True
+        if dtype != self.dtype:
+            self.dtype = dtype
+            for w in self.weights:
+                if w.value is not None:
+                    w.value = np.ascontiguousarray(w.value, dtype=dtype)
+        self._seed_rngs(seed)
+        self._invalidate()
+        if self.built:
+            self._programs().train_step()
+
+    def _require_compiled(self, verb: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(
+                f"You must call compile() before using the model with {verb}(): "
+                "model.compile(optimizer=..., loss=..., metrics=[...])"
+            )
+
+    def _invalidate(self) -> None:
+        """Forget the graph, programs and metrics: the layers or the compile settings changed."""
+        self._graph, self._programs_cache, self._metrics = None, None, None
+
+    def _seed_rngs(self, seed: int | None) -> None:
+        init, shuffle = np.random.SeedSequence(seed).spawn(2)
+        self._init_rng, self._shuffle_rng = (
+            np.random.default_rng(init),
+            np.random.default_rng(shuffle),
+        )
+
+    def _metric_objects(self) -> list[Metric]:
+        if self._metrics is None:
+            loss_name = self.loss.name if self.loss is not None else ""
+            self._metrics = [
+                metrics_module.get(m, loss_name, self.output_dim) for m in self._metric_ids
+            ]
+        return self._metrics
+
+    def _training_graph(self) -> TrainingGraph:
+        if not self.built:
+            raise ValueError(
+                "The model is not built yet: its input size is unknown. Pass input_dim to the first "
+                "layer, call model.build(input_dim=...), or call fit / predict with data."
+            )
+        if self._graph is None:
+            graph = forward(self.layers, self.input_dim)
+            self._graph = add_loss(graph, self.loss) if self.loss is not None else graph
+        return self._graph
+
+    def _programs(self) -> Programs:
+        if self._programs_cache is None:
+            with_predictions = bool(self._metric_ids)
+            self._programs_cache = Programs(
+                self._training_graph(),
+                self.optimizer,
+                with_predictions,
+                self.backend,
+                self.dtype,
+                self._metric_objects() if self.compiled else (),
+            )
+        return self._programs_cache
+
+    @property
+    def compiled_step(self):
+        """The compiled training step (a ``symgrad.compile`` CompiledFunction)."""
+        self._require_compiled("compiled_step")
+        return self._train_step().function
+
+    def step_source(self) -> str:
+        """The generated source of the training step (NumPy code, or LLVM IR)."""
+        return self.compiled_step.source
+
+    def _apply_pending_optimizer_state(self) -> None:
+        """Optimizer state read by ``load_weights`` goes into the slots once they exist."""
+        state, self._pending_optimizer_state = self._pending_optimizer_state, None
+        if not state or self.optimizer is None:
+            return
+        slots = {var.path: var for var in self.optimizer.variables}
+        if set(state) - {"iterations"} != set(slots) or any(
+            state[p].shape != slots[p].shape for p in slots
+        ):
+            return  # saved with another optimizer: keep the fresh state, as Keras does
+        for path, var in slots.items():
+            var.value[...] = state[path]
+        self.optimizer.iterations = int(state.get("iterations", 0))
+
+    # -- data
+    def _prepare_x(self, x, name: str = "x") -> np.ndarray:
+        x = data.as_matrix(x, name)
+        data.check_features(x, self.input_dim, name)
+        if not self.built:
+            self.build(input_dim=x.shape[1])
+        with np.errstate(over="ignore"):  # values beyond float32's range become inf: reported next
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+        data.check_finite(x, f"{name} (as {self.dtype})")
+        return x
+
+    def _prepare_xy(
+        self, x, y, names: tuple[str, str] = ("x", "y")
+    ) -> tuple[np.ndarray, np.ndarray]:
+        x_array = data.as_matrix(x, names[0])
+        y_array = data.as_labels(y, names[1])
+        data.check_same_length(x_array, y_array, *names)
+        data.check_features(x_array, self.input_dim, names[0])
+        output_dim = self.output_dim
+        if output_dim is None:  # only activations: the output has as many columns as x
+            output_dim = x_array.shape[1]
+        y_array = self.loss.prepare_targets(y_array, output_dim)
+        x_array = self._prepare_x(x_array, names[0])
+        with np.errstate(over="ignore"):
+            y_array = np.ascontiguousarray(y_array, dtype=self.dtype)
+        data.check_finite(y_array, f"{names[1]} (as {self.dtype})")
+        return x_array, y_array
+
     # -- one batch
     def _weight_arrays(self) -> list[np.ndarray]:
+        self._materialize()
         return [w.value for w in self.weights]
 
-    def _train_step(self) -> Step:
+    def _train_step(self) -> CompiledStep:
         """The compiled training step, with the optimizer state ready for it."""
-        return self._programs().train_step()
+        step = self._programs().train_step()
+        self._apply_pending_optimizer_state()
+        return step
 
     def _run_train_step(self, x: np.ndarray, y: np.ndarray, native_metrics: bool = False):
         """One step: ``(loss, predictions or None, metric batch means or None)``.
@@ -402,7 +578,7 @@ class Trainer:
             x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch
         )
 
-    def _native_metrics(self, step: Step, y: np.ndarray) -> bool:
+    def _native_metrics(self, step: CompiledStep, y: np.ndarray) -> bool:
         """Whether every metric's batch mean comes from the compiled step for targets ``y``."""
         if any(k is None for k in step.metric_outputs):
             return False
@@ -410,7 +586,7 @@ class Trainer:
             return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
         return True
 
-    def _native_epochs(self, step: Step, native_metrics: bool, callbacks) -> bool:
+    def _native_epochs(self, step: CompiledStep, native_metrics: bool, callbacks) -> bool:
         """Whether each epoch can run as one native call (nothing needs Python between steps)."""
         return (
             step.function.epoch is not None
@@ -481,7 +657,7 @@ class Trainer:
             tracker.update(loss, yb, predictions, means)
             hooks.on_train_batch_end(batch, tracker.logs())
 
-    def _native_epoch(self, step: Step, x, y, order, batch_size, tracker, where):
+    def _native_epoch(self, step: CompiledStep, x, y, order, batch_size, tracker, where):
         """The whole epoch as one native call (``step.function.epoch``); same order, same steps."""
         fn, opt = step.function, self.optimizer
         epoch_fn = fn.epoch

@@ -14,24 +14,15 @@ from collections.abc import Callable
 
 import numpy as np
 
+from codegen.backends import BACKENDS
 from codegen.ir import Program
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 
 
 def backends(program: Program) -> dict[str, Callable]:
-    """Compiled functions of every backend importable right now, by backend name."""
-    found = {}
-    try:
-        from codegen.numpy import compile_program as numpy_compile
-    except ImportError:  # pragma: no cover - the NumPy backend is being written concurrently
-        numpy_compile = None
-    if numpy_compile is not None:
-        found["numpy"] = numpy_compile(program)
-    from codegen.llvm import compile_program as llvm_compile
-
-    found["llvm"] = llvm_compile(program, cache=False)
-    return found
+    """Compiled functions of every registered backend, by backend name."""
+    return {name: b.compile(program, cache=False) for name, b in BACKENDS.items()}
 
 
 def run(fn: Callable, program: Program, args) -> tuple[tuple, dict]:
