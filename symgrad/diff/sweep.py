@@ -87,8 +87,9 @@ def derive(loss: MatrixExpr, wrt: Sequence[MatrixSymbol]) -> Derivation:
         rule = VJP_RULES.get(type(node))
         if rule is None:
             raise NotImplementedError(
-                f"no VJP rule for {type(node).__name__} (node {node}); "
-                f"register one with @symgrad.diff.vjp({type(node).__name__}, ...)"
+                f"no VJP rule for {type(node).__name__} (node {node}) in "
+                "symgrad.diff.rules.VJP_RULES; register one with "
+                f"@symgrad.diff.vjp({type(node).__name__}, ...)"
             )
         operands = E.children(node)
         results = tuple(rule(node, alias.get(node, node), ct))

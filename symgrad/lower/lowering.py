@@ -11,7 +11,7 @@ Transposes feeding a product become GEMM flags; scalar factors become alpha.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import sympy as sp
 from sympy.matrices.expressions import (
@@ -29,9 +29,6 @@ from sympy.printing.str import StrPrinter
 
 from codegen import ir
 from symgrad import core as E
-
-ELEMENTWISE = (MatAdd, HadamardProduct, E.Elementwise, E.BroadcastRows, E.BroadcastCols, E.Fill)
-REDUCTIONS = {E.Total: None, E.ColSum: 0, E.RowSum: 1}
 
 
 class _SharedStrPrinter(StrPrinter):
@@ -62,12 +59,6 @@ class _SharedStrPrinter(StrPrinter):
         if p < level or (not strict and p <= level):
             return f"({self._print(item)})"
         return self._print(item)
-
-
-def _is_elementwise(node) -> bool:
-    if isinstance(node, MatMul):
-        return len(node.as_coeff_matrices()[1]) == 1  # c * A
-    return isinstance(node, (*ELEMENTWISE, OneMatrix, ZeroMatrix))
 
 
 class Lowering:
@@ -205,24 +196,7 @@ class Lowering:
         out = self._value(node, base)
         inner = node.body if isinstance(node, E.Named) else node
         comment = self._comment(node, out)
-        if isinstance(inner, MatMul) and not _is_elementwise(inner):
-            stmt = self._gemm(inner, out, comment)
-        elif type(inner) in REDUCTIONS:
-            stmt = self._reduce(inner, out, comment)
-        elif isinstance(inner, (E.Softmax, E.LogSoftmax)):
-            stmt = ir.Softmax(
-                out, self._operand(inner.args[0]), isinstance(inner, E.LogSoftmax), comment
-            )
-        elif isinstance(inner, Transpose):
-            stmt = ir.Transpose(out, self._operand(inner.arg), comment)
-        elif isinstance(inner, E.Named) or isinstance(inner, MatrixSymbol):
-            src = self._operand(inner)
-            x = sp.Symbol("_x0", real=True)
-            stmt = ir.Map(out, x, ((x, src),), comment)
-        else:
-            args: dict[ir.Value, sp.Symbol] = {}
-            body = self._expand(inner, args)
-            stmt = ir.Map(out, body, tuple((s, v) for v, s in args.items()), comment)
+        stmt = _row(STATEMENT, inner, "STATEMENT")(self, inner, out, comment)
         self.body.append(stmt)
         self.values[node] = out
         guarded = [k for k in self.guards if self.outputs.get(k) == node]
@@ -250,20 +224,6 @@ class Lowering:
             return self._operand(m.arg), True  # A.T @ B -> gemm(trans_a)
         return self._operand(m), False
 
-    def _reduce(self, node, out, comment) -> ir.Reduce:
-        a = node.args[0]
-        args: dict[ir.Value, sp.Symbol] = {}
-        body = self._scalar(a, args)
-        shape = tuple(sp.sympify(d) for d in a.shape)
-        return ir.Reduce(
-            out,
-            body,
-            tuple((s, v) for v, s in args.items()),
-            shape,
-            REDUCTIONS[type(node)],
-            comment,
-        )
-
     def _leaf(self, node, args: dict) -> sp.Symbol:
         v = self._operand(node)
         if v not in args:
@@ -280,22 +240,121 @@ class Lowering:
         """Scalar body of an elementwise node; materialized operands become arguments."""
         if not _is_elementwise(node):
             return self._leaf(node, args)
-        if isinstance(node, ZeroMatrix):
-            return sp.S.Zero
-        if isinstance(node, OneMatrix):
-            return sp.S.One
-        if isinstance(node, MatMul):  # c * A
-            coeff, (m,) = node.as_coeff_matrices()
-            return coeff * self._scalar(m, args)
-        if isinstance(node, MatAdd):
-            return sp.Add(*[self._scalar(a, args) for a in node.args])
-        if isinstance(node, HadamardProduct):
-            return sp.Mul(*[self._scalar(a, args) for a in node.args])
-        if isinstance(node, E.Elementwise):
-            subs = {x: self._scalar(a, args) for x, a in zip(node.fn.variables, node.operands)}
-            return node.fn.expr.xreplace(subs)
-        # broadcasts: the operand's (1, c), (r, 1) or (1, 1) values broadcast in the loop
-        return self._scalar(node.args[0], args)
+        return SCALAR_BODY[type(node)](self, node, args)
+
+
+# --------------------------------------------------------------------------
+# One row per node type: which IR statement a materialized node becomes, and
+# (for elementwise nodes) its scalar body inside a fused Map / Reduce.
+
+
+def _row(table: dict, node, name: str):
+    """The row of ``table`` for ``node``'s class (along its MRO), else an error naming both."""
+    for cls in type(node).__mro__:
+        row = table.get(cls)
+        if row is not None:
+            return row
+    raise NotImplementedError(
+        f"symgrad.lower has no row for {type(node).__name__} (node {node}) in "
+        f"symgrad.lower.lowering.{name}; every node type needs one (see 'Adding an op' "
+        "in docs/architecture.md)"
+    )
+
+
+def _is_elementwise(node) -> bool:
+    """Whether ``node`` may fold into a fused body: it has a SCALAR_BODY row (MatMul: ``c * A``)."""
+    if type(node) is MatMul:
+        return len(node.as_coeff_matrices()[1]) == 1
+    return type(node) in SCALAR_BODY
+
+
+def _scalars(lo: Lowering, nodes, args: dict) -> list[sp.Expr]:
+    return [lo._scalar(a, args) for a in nodes]
+
+
+def _scaled(lo: Lowering, node: MatMul, args: dict) -> sp.Expr:
+    coeff, (m,) = node.as_coeff_matrices()
+    return coeff * lo._scalar(m, args)
+
+
+def _applied(lo: Lowering, node: E.Elementwise, args: dict) -> sp.Expr:
+    subs = {x: lo._scalar(a, args) for x, a in zip(node.fn.variables, node.operands)}
+    return node.fn.expr.xreplace(subs)
+
+
+def _broadcast(lo: Lowering, node, args: dict) -> sp.Expr:
+    return lo._scalar(node.args[0], args)  # the loop broadcasts the (1, c), (r, 1) or (1, 1) value
+
+
+SCALAR_BODY: dict[type, Callable[[Lowering, MatrixExpr, dict], sp.Expr]] = {
+    ZeroMatrix: lambda lo, node, args: sp.S.Zero,  # 0
+    OneMatrix: lambda lo, node, args: sp.S.One,  # 1
+    MatMul: _scaled,  # c * A -> c a (a product of matrices is no elementwise node)
+    MatAdd: lambda lo, node, args: sp.Add(*_scalars(lo, node.args, args)),  # A + B -> a + b
+    HadamardProduct: lambda lo, node, args: sp.Mul(*_scalars(lo, node.args, args)),  # A o B -> a b
+    E.Elementwise: _applied,  # f(A, B) -> f(a, b)
+    E.BroadcastRows: _broadcast,  # 1 v -> v[j]
+    E.BroadcastCols: _broadcast,  # u 1^T -> u[i]
+    E.Fill: _broadcast,  # fill(s) -> s
+}
+"""Elementwise node type -> its scalar body, operands as fused bodies or bound arguments."""
+
+
+def _map(lo: Lowering, node, out: ir.Value, comment: str) -> ir.Map:
+    args: dict[ir.Value, sp.Symbol] = {}
+    body = lo._expand(node, args)
+    return ir.Map(out, body, tuple((s, v) for v, s in args.items()), comment)
+
+
+def _copy(lo: Lowering, node, out: ir.Value, comment: str) -> ir.Map:
+    x = sp.Symbol("_x0", real=True)
+    return ir.Map(out, x, ((x, lo._operand(node)),), comment)
+
+
+def _product(lo: Lowering, node: MatMul, out: ir.Value, comment: str) -> ir.Stmt:
+    if _is_elementwise(node):  # c * A
+        return _map(lo, node, out, comment)
+    return lo._gemm(node, out, comment)
+
+
+def _reduce(axis: int | None):
+    def rule(lo: Lowering, node, out: ir.Value, comment: str) -> ir.Reduce:
+        a = node.args[0]
+        args: dict[ir.Value, sp.Symbol] = {}
+        body = lo._scalar(a, args)
+        shape = tuple(sp.sympify(d) for d in a.shape)
+        return ir.Reduce(out, body, tuple((s, v) for v, s in args.items()), shape, axis, comment)
+
+    return rule
+
+
+def _softmax(log: bool):
+    def rule(lo: Lowering, node, out: ir.Value, comment: str) -> ir.Softmax:
+        return ir.Softmax(out, lo._operand(node.args[0]), log, comment)
+
+    return rule
+
+
+STATEMENT: dict[type, Callable[[Lowering, MatrixExpr, ir.Value, str], ir.Stmt]] = {
+    MatMul: _product,  # c A1 ... Ak -> Gemm per pair, transposes as flags (c * A -> Map)
+    E.Total: _reduce(None),  # sum(A) -> Reduce over both axes, (1, 1)
+    E.ColSum: _reduce(0),  # colsum(A) -> Reduce axis 0, (1, c)
+    E.RowSum: _reduce(1),  # rowsum(A) -> Reduce axis 1, (r, 1)
+    E.Softmax: _softmax(False),  # softmax(Z) -> Softmax, max-shifted
+    E.LogSoftmax: _softmax(True),  # log_softmax(Z) -> Softmax(log=True)
+    Transpose: lambda lo, node, out, comment: ir.Transpose(out, lo._operand(node.arg), comment),
+    E.Named: _copy,  # a name for a named value -> a copy
+    MatrixSymbol: _copy,  # a name for an input -> a copy
+    MatAdd: _map,  # elementwise: one fused Map (SCALAR_BODY)
+    HadamardProduct: _map,
+    E.Elementwise: _map,
+    E.BroadcastRows: _map,
+    E.BroadcastCols: _map,
+    E.Fill: _map,
+    ZeroMatrix: _map,
+    OneMatrix: _map,
+}
+"""Node type -> the IR statement it becomes when materialized (Transpose: when no GEMM absorbs it)."""
 
 
 def lower(

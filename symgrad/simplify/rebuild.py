@@ -55,11 +55,16 @@ REBUILD = {
 
 
 def _rebuild(node: MatrixExpr, kids: list[MatrixExpr]) -> MatrixExpr:
+    # No fallback to ``node.func(*kids)``: a node type without a row would skip its
+    # smart constructor (shape check, folding) without anyone noticing.
     rule = REBUILD.get(type(node))
-    if rule is not None:
-        return rule(node, kids)
-    it = iter(kids)  # a node type without a smart constructor: same node, new operands
-    return node.func(*[next(it) if isinstance(a, MatrixExpr) else a for a in node.args])
+    if rule is None:
+        raise NotImplementedError(
+            f"symgrad.simplify has no row for {type(node).__name__} (node {node}) in "
+            "symgrad.simplify.rebuild.REBUILD; every node type needs one (see 'Adding an op' "
+            "in docs/architecture.md)"
+        )
+    return rule(node, kids)
 
 
 class Simplifier:
