@@ -6,14 +6,15 @@ symbols (bound at call time from the shapes of the inputs).  Elementwise work is
 carried by :class:`Map` / :class:`Reduce` statements whose body is a SymPy
 *scalar* expression; backends print that body (NumPy ufunc calls, LLVM loops).
 
-Scalar vocabulary a body may use (backends must support all of it, and raise
-``NotImplementedError`` naming anything else): numbers, the bound argument
-symbols, free scalar symbols listed in ``Program.scalars`` or in
-``Program.batch``, ``Add``, ``Mul``, ``Pow``, ``exp``, ``log``, ``tanh``,
+The scalar vocabulary a body may use is :data:`SCALAR_VOCABULARY`: numbers,
+the bound argument symbols, free scalar symbols listed in ``Program.scalars``
+or in ``Program.batch``, arithmetic, ``exp``, ``log``, ``tanh``, ``erf``,
 ``Abs``, ``sign``, ``Max``, ``Min``, ``Heaviside(x, h0)``, ``Piecewise`` with
-relational conditions (``<``, ``<=``, ``>``, ``>=``, ``And``, ``Or``), ``erf``,
-and symgrad's own ``sigmoid`` and ``softplus`` (``symgrad.core.scalar``), which
-backends must evaluate in a numerically stable way.
+relational and logical conditions, and symgrad's own ``sigmoid`` and
+``softplus`` (known by name, :data:`NAMED_FUNCTIONS`), which backends must
+evaluate in a numerically stable way. Every backend has one row per entry and
+raises ``NotImplementedError`` naming anything else (``tests/test_op_tables.py``
+checks the tables against this list).
 
 Broadcasting in ``Map`` / ``Reduce``: each argument's shape is either the
 statement's domain shape ``(r, c)``, a row ``(1, c)``, a column ``(r, 1)`` or a
@@ -22,9 +23,13 @@ statement's domain shape ``(r, c)``, a row ``(1, c)``, a column ``(r, 1)`` or a
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import sympy as sp
+from sympy.logic.boolalg import BooleanTrue
 
 Shape = tuple[sp.Expr, sp.Expr]
 
@@ -54,6 +59,9 @@ class Gemm:
     alpha: sp.Expr = sp.S.One
     comment: str = ""
 
+    in_place: ClassVar[bool] = False  # out[i, j] needs whole rows / columns of a and b
+    aborts: ClassVar[bool] = False
+
     @property
     def reads(self) -> tuple[Value, ...]:
         return (self.a, self.b)
@@ -67,6 +75,9 @@ class Map:
     body: sp.Expr
     args: tuple[tuple[sp.Symbol, Value], ...]
     comment: str = ""
+
+    in_place: ClassVar[bool] = True  # out[i, j] reads only [i, j] of full-shape operands
+    aborts: ClassVar[bool] = False
 
     @property
     def reads(self) -> tuple[Value, ...]:
@@ -84,6 +95,9 @@ class Reduce:
     axis: int | None
     comment: str = ""
 
+    in_place: ClassVar[bool] = False  # a sum over many elements
+    aborts: ClassVar[bool] = False
+
     @property
     def reads(self) -> tuple[Value, ...]:
         return tuple(v for _, v in self.args)
@@ -98,6 +112,9 @@ class Softmax:
     log: bool = False
     comment: str = ""
 
+    in_place: ClassVar[bool] = False  # a row is read again after its first entry is written
+    aborts: ClassVar[bool] = False
+
     @property
     def reads(self) -> tuple[Value, ...]:
         return (self.a,)
@@ -110,6 +127,9 @@ class Transpose:
     out: Value
     a: Value
     comment: str = ""
+
+    in_place: ClassVar[bool] = False  # out[j, i] overwrites a[j, i], still to be read
+    aborts: ClassVar[bool] = False
 
     @property
     def reads(self) -> tuple[Value, ...]:
@@ -127,7 +147,16 @@ class Guard:
     value: Value
     what: str
 
-    out = None
+    out: ClassVar[None] = None
+    in_place: ClassVar[bool] = False  # writes nothing
+    aborts: ClassVar[bool] = True  # the call may stop here, before any update
+
+    def __post_init__(self) -> None:
+        if tuple(self.value.shape) != (1, 1):
+            raise ValueError(
+                f"guard on {self.value.name} needs a (1, 1) value; "
+                f"received: shape={shape_str(self.value.shape)}"
+            )
 
     @property
     def reads(self) -> tuple[Value, ...]:
@@ -135,6 +164,11 @@ class Guard:
 
 
 Stmt = Gemm | Map | Reduce | Softmax | Transpose | Guard
+
+STATEMENTS: tuple[type, ...] = typing.get_args(Stmt)
+"""Every IR statement class. Each has ``out`` (None for Guard), ``reads``, and two rows of
+the buffer plan: ``in_place`` (its output may share the buffer of an operand of the same
+shape) and ``aborts`` (the call may stop there, before any update is written)."""
 
 
 @dataclass
@@ -193,28 +227,39 @@ def shape_str(shape: Shape) -> str:
     return f"({shape[0]}, {shape[1]})"
 
 
+def _args(pairs) -> str:
+    return ", ".join(f"{k}={v}" for k, v in pairs)
+
+
+def _gemm_text(s: Gemm) -> str:
+    a = f"{s.a}.T" if s.trans_a else str(s.a)
+    b = f"{s.b}.T" if s.trans_b else str(s.b)
+    scale = "" if s.alpha == 1 else f"{s.alpha} * "
+    return f"gemm({scale}{a} @ {b})"
+
+
+FORMAT: dict[type, Callable[[Stmt], str]] = {
+    Gemm: _gemm_text,  # gemm(alpha * A.T @ B)
+    Map: lambda s: f"map[{_args(s.args)}]({s.body})",  # map[x=A](body)
+    Reduce: lambda s: (  # reduce_sum[axis=0, domain=(n, 3); x=A](body)
+        f"reduce_sum[axis={s.axis}, domain={shape_str(s.domain)}; {_args(s.args)}]({s.body})"
+    ),
+    Softmax: lambda s: f"{'log_softmax' if s.log else 'softmax'}({s.a})",  # softmax(Z)
+    Transpose: lambda s: f"transpose({s.a})",  # transpose(A)
+    Guard: lambda s: f"guard_finite({s.value})  # {s.what}",  # guard_finite(L)  # why
+}
+"""Statement class -> its right-hand side as text (the whole line for Guard, which has no out)."""
+
+
 def format_stmt(s: Stmt) -> str:
-    if isinstance(s, Gemm):
-        a = f"{s.a}.T" if s.trans_a else str(s.a)
-        b = f"{s.b}.T" if s.trans_b else str(s.b)
-        scale = "" if s.alpha == 1 else f"{s.alpha} * "
-        rhs = f"gemm({scale}{a} @ {b})"
-    elif isinstance(s, Map):
-        rhs = f"map[{', '.join(f'{k}={v}' for k, v in s.args)}]({s.body})"
-    elif isinstance(s, Reduce):
-        rhs = (
-            f"reduce_sum[axis={s.axis}, domain={shape_str(s.domain)}; "
-            f"{', '.join(f'{k}={v}' for k, v in s.args)}]({s.body})"
+    rule = FORMAT.get(type(s))
+    if rule is None:
+        raise NotImplementedError(
+            f"codegen.ir.FORMAT has no row for IR statement {type(s).__name__}"
         )
-    elif isinstance(s, Softmax):
-        rhs = f"{'log_softmax' if s.log else 'softmax'}({s.a})"
-    elif isinstance(s, Transpose):
-        rhs = f"transpose({s.a})"
-    elif isinstance(s, Guard):
-        return f"guard_finite({s.value})  # {s.what}"
-    else:  # pragma: no cover - the Stmt union is closed
-        raise TypeError(f"unknown IR statement {type(s).__name__}")
-    return f"{s.out.name}{shape_str(s.out.shape)} = {rhs}"
+    if s.out is None:
+        return rule(s)
+    return f"{s.out.name}{shape_str(s.out.shape)} = {rule(s)}"
 
 
 def format_program(p: Program) -> str:
@@ -231,6 +276,45 @@ def format_program(p: Program) -> str:
 
 NAMED_FUNCTIONS = ("sigmoid", "softplus")
 """Functions of the vocabulary that SymPy does not define, known to codegen by name."""
+
+SCALAR_ATOMS: tuple[type, ...] = (
+    sp.Symbol,  # a bound argument, a program scalar or a batch symbol
+    sp.Number,  # Integer, Rational, Float, oo, nan
+    sp.NumberSymbol,  # pi, E
+    BooleanTrue,  # the condition of a Piecewise's last branch (SymPy drops false ones)
+)
+"""Leaves of a scalar body."""
+
+SCALAR_FUNCTIONS: tuple[type | str, ...] = (
+    sp.Add,  # a + b + ...
+    sp.Mul,  # a * b * ...
+    sp.Pow,  # a ** b
+    sp.exp,
+    sp.log,
+    sp.tanh,
+    sp.erf,
+    "sigmoid",  # 1 / (1 + exp(-x)), stable at any x
+    "softplus",  # log(1 + exp(x)), stable at any x
+    sp.Abs,
+    sp.sign,  # sign(0) = 0
+    sp.Max,  # nan propagates
+    sp.Min,  # nan propagates
+    sp.Heaviside,  # H(x, h0), H(0) = h0 (default 1/2)
+    sp.Piecewise,  # first true condition; nan when none holds
+    sp.StrictLessThan,  # a < b
+    sp.LessThan,  # a <= b
+    sp.StrictGreaterThan,  # a > b
+    sp.GreaterThan,  # a >= b
+    sp.Equality,  # a == b
+    sp.Unequality,  # a != b (true when either is nan)
+    sp.And,
+    sp.Or,
+    sp.Not,
+)
+"""Operators and functions of a scalar body: classes, or names in :data:`NAMED_FUNCTIONS`."""
+
+SCALAR_VOCABULARY: tuple[type | str, ...] = SCALAR_ATOMS + SCALAR_FUNCTIONS
+"""Everything a Map / Reduce body may contain; each backend's scalar table has these rows."""
 
 
 def scalar_rule(table: dict, e: sp.Basic, where: str):
@@ -296,9 +380,8 @@ class BufferPlan:
     Inputs keep their own storage (named after the input).  A statement output
     reuses the buffer of a value whose last read is at or before that statement
     (same shape), except: outputs and update sources get buffers nobody else
-    reuses, and a Gemm / Softmax / Transpose / Reduce never writes a buffer it
-    reads (Map may: it is elementwise, so in-place is safe when the operand has
-    the statement's full shape).
+    reuses, and only a statement class with ``in_place`` (Map: elementwise) may
+    write a buffer it reads, and only that of an operand with its full shape.
     """
 
     buffer: dict[str, str]
@@ -340,7 +423,7 @@ def plan_buffers(p: Program) -> BufferPlan:
         choice = None
         if s.out.name not in pinned:
             candidates = [b for b in free if shapes[b] == s.out.shape]
-            if isinstance(s, Map):
+            if s.in_place:
                 candidates = dying[:1] + candidates
             choice = candidates[0] if candidates else None
         if choice is None:
@@ -361,7 +444,7 @@ def plan_buffers(p: Program) -> BufferPlan:
     for dst, src in p.updates:
         # Computing the new value straight into the input is safe when nothing
         # after its producer reads the old input and no guard can still fail.
-        # A Map may read the input it overwrites (elementwise); nothing else may.
+        # Only an ``in_place`` statement (Map) may read the input it overwrites.
         producer = next(
             (i for i, s in enumerate(p.body) if s.out is not None and s.out.name == src.name),
             None,
@@ -371,8 +454,8 @@ def plan_buffers(p: Program) -> BufferPlan:
         stmt = p.body[producer]
         later = p.body[producer + 1 :]
         reads_later = any(v.name == dst.name for s in later for v in s.reads)
-        guard_later = any(isinstance(s, Guard) for s in later)
-        self_read = any(v.name == dst.name for v in stmt.reads) and not isinstance(stmt, Map)
+        guard_later = any(s.aborts for s in later)
+        self_read = any(v.name == dst.name for v in stmt.reads) and not stmt.in_place
         # the old input is still returned, or copied into another input by an update
         old_needed = dst.name in outputs or any(s.name == dst.name for _, s in p.updates)
         if not (reads_later or guard_later or self_read or src.name in outputs or old_needed):

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import sympy as sp
@@ -25,6 +25,7 @@ from sympy.matrices.expressions import (
 
 from symgrad import core as E
 from symgrad.diff import Derivation, derive
+from symgrad.diff.rules import LEAVES
 from symgrad.diff.sweep import check_loss
 from symgrad.simplify import TRANSCENDENTAL, scalar_cost, simplify
 
@@ -134,32 +135,74 @@ def _size(node) -> sp.Expr:
     return sp.sympify(node.shape[0]) * sp.sympify(node.shape[1])
 
 
+Counts = tuple[sp.Expr, sp.Expr, sp.Expr]  # (GEMM flops, elementwise ops, transcendental calls)
+
+
+def _free(node) -> Counts:
+    return (sp.S.Zero, sp.S.Zero, sp.S.Zero)
+
+
+def _matmul_counts(node: MatMul) -> Counts:
+    coeff, mats = node.as_coeff_matrices()
+    flops = sum(
+        (2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in zip(mats, mats[1:])), sp.S.Zero
+    )
+    return (flops, _size(node) if coeff != 1 else sp.S.Zero, sp.S.Zero)
+
+
+def _elementwise_counts(node: E.Elementwise) -> Counts:
+    body = node.fn.expr
+    calls = sum(isinstance(t, TRANSCENDENTAL) for t in sp.preorder_traversal(body))
+    return (sp.S.Zero, scalar_cost(body) * _size(node), calls * _size(node))
+
+
+def _sum_counts(node) -> Counts:
+    return (sp.S.Zero, _size(node.args[0]), sp.S.Zero)
+
+
+def _softmax_counts(node) -> Counts:
+    return (sp.S.Zero, 4 * _size(node), _size(node))
+
+
+def _nary_counts(node) -> Counts:
+    return (sp.S.Zero, (len(node.args) - 1) * _size(node), sp.S.Zero)
+
+
+OP_COUNTS: dict[type, Callable[[MatrixExpr], Counts]] = {
+    MatMul: _matmul_counts,  # 2 m k n flops per product; c * A: one multiply per entry
+    MatAdd: _nary_counts,  # A + B + C: two adds per entry
+    HadamardProduct: _nary_counts,  # A o B o C: two multiplies per entry
+    E.Elementwise: _elementwise_counts,  # the body's scalar_cost per entry, calls counted apart
+    E.Total: _sum_counts,  # one add per summed entry
+    E.ColSum: _sum_counts,
+    E.RowSum: _sum_counts,
+    E.Softmax: _softmax_counts,  # max, subtract, sum, divide per entry; one exp
+    E.LogSoftmax: _softmax_counts,  # max, subtract, sum, subtract per entry; one exp
+    Transpose: _free,  # a GEMM flag (or a copy)
+    E.BroadcastRows: _free,  # read in place by the consuming loop
+    E.BroadcastCols: _free,
+    E.Fill: _free,
+    E.Named: _free,  # the identity
+}
+"""Node type -> its work per evaluation (leaves, LEAVES of the VJP table, do none)."""
+
+
 def op_counts(roots: Iterable[MatrixExpr]) -> OpCounts:
     """Count the work of a set of graphs, each shared node once."""
     flops = ops = trans = sp.S.Zero
     nodes = 0
     for node in E.topological(list(roots)):
         nodes += 1
-        if isinstance(node, MatMul):
-            coeff, mats = node.as_coeff_matrices()
-            for a, b in zip(mats, mats[1:]):
-                flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-            if coeff != 1:
-                ops += _size(node)
-        elif isinstance(node, (MatAdd, HadamardProduct)):
-            ops += (len(node.args) - 1) * _size(node)
-        elif isinstance(node, E.Elementwise):
-            body = node.fn.expr
-            n_trans = sum(isinstance(t, TRANSCENDENTAL) for t in sp.preorder_traversal(body))
-            ops += scalar_cost(body) * _size(node)
-            trans += n_trans * _size(node)
-        elif isinstance(node, (E.Total, E.ColSum, E.RowSum)):
-            ops += _size(node.args[0])
-        elif isinstance(node, (E.Softmax, E.LogSoftmax)):
-            ops += 4 * _size(node)
-            trans += _size(node)
-        elif isinstance(node, Transpose):
-            pass
+        if isinstance(node, LEAVES):
+            continue
+        rule = OP_COUNTS.get(type(node))
+        if rule is None:
+            raise NotImplementedError(
+                f"op_counts has no row for {type(node).__name__} (node {node}) in "
+                "symgrad.formulas.OP_COUNTS; every node type needs one"
+            )
+        f, o, t = rule(node)
+        flops, ops, trans = flops + f, ops + o, trans + t
     return OpCounts(sp.expand(flops), sp.expand(ops), sp.expand(trans), nodes)
 
 

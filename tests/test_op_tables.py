@@ -7,14 +7,25 @@ fails here, with the op and the table named, and not at a user's call site.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import sympy as sp
 
 import symgrad
+from codegen import ir
+from codegen.llvm import kernels
+from codegen.llvm import scalar as llvm_scalar
+from codegen.numpy import backend as numpy_backend
+from codegen.numpy import scalar as numpy_scalar
 from symgrad import core as E
+from symgrad import formulas
 from symgrad.core.nodes import _Node
 from symgrad.diff import rules
+from symgrad.lower import lowering
 from symgrad.simplify import rebuild
+from tests.codegen import test_llvm_statements as llvm_statements
+from tests.diff import test_vjp_rules as vjp_cases
 
 n = E.batch()
 A = E.matrix("A", n, 3)
@@ -63,3 +74,158 @@ def test_missing_lowering_row_names_the_op_and_the_table(monkeypatch):
         match=r"no row for Doubled \(node doubled\(A\)\) in .*lowering\.STATEMENT",
     ):
         symgrad.compile([A], {"loss": loss})
+
+
+# --------------------------------------------------------------------------
+# Enumeration by introspection
+
+
+def node_classes() -> list[type]:
+    """symgrad's node classes (every concrete subclass of its node base) and the SymPy
+    matrix classes its constructors build."""
+    found, stack = [], [_Node]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            stack.append(sub)
+            if sub.__module__.startswith("symgrad.") and not sub.__name__.startswith("_"):
+                found.append(sub)
+    return sorted(set(found), key=lambda c: c.__name__) + list(E.SYMPY_NODES)
+
+
+def _names(classes) -> list[str]:
+    return sorted(c if isinstance(c, str) else c.__name__ for c in classes)
+
+
+NODE_TABLES = {
+    "symgrad.diff.rules.VJP_RULES": lambda: rules.VJP_RULES,
+    "symgrad.diff.rules.RULE_MATH": lambda: rules.RULE_MATH,
+    "symgrad.simplify.rebuild.REBUILD": lambda: rebuild.REBUILD,
+    "symgrad.lower.lowering.STATEMENT": lambda: lowering.STATEMENT,
+    "symgrad.formulas.OP_COUNTS": lambda: formulas.OP_COUNTS,
+}
+
+
+@pytest.mark.parametrize("table", sorted(NODE_TABLES))
+def test_every_node_class_has_a_row(table):
+    rows = NODE_TABLES[table]()
+    missing = [c for c in node_classes() if c not in rows]
+    assert not missing, f"{table} has no row for the node classes {_names(missing)}"
+
+
+def test_every_node_class_prints():
+    """Each symgrad node class has its own text (str, LaTeX) and pretty form."""
+    missing = [
+        c
+        for c in node_classes()
+        if c.__module__.startswith("symgrad.")
+        and (c._text is _Node._text or "_pretty" not in dir(c))
+    ]
+    assert not missing, f"no printing (_text / _pretty) for the node classes {_names(missing)}"
+    for case in sorted(vjp_cases.CASES):
+        node = vjp_cases.CASES[case][0]()
+        for show in (sp.sstr, sp.latex, sp.pretty):
+            assert show(node), f"{show.__name__} of case {case} is empty"
+
+
+def _case_graph_classes(cases) -> set[type]:
+    return {type(node) for build, *_ in cases.values() for node in E.topological([build()])}
+
+
+def test_every_node_class_has_an_op_case():
+    """Each node class occurs in a case of the op table (finite differences, backend parity)."""
+    covered = _case_graph_classes(vjp_cases.CASES)
+    missing = [c for c in node_classes() if c not in covered]
+    assert not missing, (
+        f"tests/diff/test_vjp_rules.py CASES has no case with the node classes {_names(missing)}"
+    )
+
+
+def test_constructors_build_only_enumerated_classes():
+    """What the smart constructors build is an enumerated node class or a leaf: SYMPY_NODES is
+    complete. Checked on every op case and on a whole training step's gradients."""
+    model = symgrad.models.Sequential(
+        [symgrad.layers.Dense(4, input_dim=3, activation="tanh"), symgrad.layers.Dense(2)]
+    )
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    graphs = [*model.forward_formulas().values(), *model.gradient_formulas().values()]
+    seen = _case_graph_classes(vjp_cases.CASES)
+    seen |= {type(node) for node in E.topological(graphs)}
+    known = set(node_classes())
+    unknown = [c for c in seen if c not in known and not issubclass(c, rules.LEAVES)]
+    assert not unknown, f"constructors build classes outside the node tables: {_names(unknown)}"
+
+
+# --------------------------------------------------------------------------
+# IR statements
+
+
+STATEMENT_TABLES = {
+    "codegen.ir.FORMAT": lambda: ir.FORMAT,
+    "codegen.numpy.backend.STATEMENTS": lambda: numpy_backend.STATEMENTS,
+    "codegen.llvm.kernels.LOWERINGS": lambda: kernels.LOWERINGS,
+}
+
+
+@pytest.mark.parametrize("table", sorted(STATEMENT_TABLES))
+def test_every_statement_class_has_a_row(table):
+    rows = STATEMENT_TABLES[table]()
+    missing = [c for c in ir.STATEMENTS if c not in rows]
+    assert not missing, f"{table} has no row for the IR statements {_names(missing)}"
+    extra = [c for c in rows if c not in ir.STATEMENTS]
+    assert not extra, f"{table} has rows for classes that are not IR statements: {_names(extra)}"
+
+
+def test_every_statement_class_states_its_buffer_rules():
+    for c in ir.STATEMENTS:
+        for rule in ("in_place", "aborts"):
+            assert isinstance(getattr(c, rule, None), bool), f"{c.__name__}.{rule} is not set"
+
+
+def test_every_statement_class_has_a_parity_case():
+    cases = llvm_statements.STATEMENT_CASES
+    missing = [c for c in ir.STATEMENTS if c not in cases]
+    assert not missing, (
+        f"tests/codegen/test_llvm_statements.py STATEMENT_CASES has no case for {_names(missing)}"
+    )
+    for c, test in cases.items():
+        assert "compare_backends" in inspect.getsource(test), (
+            f"the case of {c.__name__} ({test.__name__}) does not compare the backends"
+        )
+
+
+# --------------------------------------------------------------------------
+# Scalar vocabulary
+
+
+SCALAR_TABLES = {  # table -> the part of the vocabulary it must cover
+    "codegen.numpy.scalar.PY": (lambda: numpy_scalar.PY, ir.SCALAR_VOCABULARY),
+    # atoms never become a ufunc call: an argument is an array, the rest a Python scalar
+    "codegen.numpy.scalar.LOWER": (lambda: numpy_scalar.LOWER, ir.SCALAR_FUNCTIONS),
+    "codegen.llvm.scalar.RULES": (lambda: llvm_scalar.RULES, ir.SCALAR_VOCABULARY),
+}
+
+
+@pytest.mark.parametrize("table", sorted(SCALAR_TABLES))
+def test_every_scalar_function_has_a_row(table):
+    rows, vocabulary = SCALAR_TABLES[table][0](), SCALAR_TABLES[table][1]
+    missing = [k for k in vocabulary if k not in rows]
+    assert not missing, f"{table} has no row for {_names(missing)} of codegen.ir's vocabulary"
+    extra = [k for k in rows if k not in vocabulary]
+    assert not extra, f"{table} has rows for {_names(extra)}, outside codegen.ir's vocabulary"
+
+
+def _entry_of(e: sp.Basic):
+    """The vocabulary entry a scalar node instantiates (by MRO, or by name)."""
+    name = type(e).__name__
+    if name in ir.NAMED_FUNCTIONS:
+        return name
+    return next((c for c in type(e).__mro__ if c in ir.SCALAR_VOCABULARY), None)
+
+
+def test_every_scalar_function_has_a_parity_case():
+    bodies = [c[1] for c in llvm_statements.SCALAR_CASES + llvm_statements.BOOLEAN_CASES]
+    covered = {_entry_of(e) for body in bodies for e in sp.preorder_traversal(body)}
+    missing = [k for k in ir.SCALAR_VOCABULARY if k not in covered]
+    assert not missing, (
+        f"tests/codegen/test_llvm_statements.py has no scalar case with {_names(missing)}"
+    )

@@ -32,7 +32,7 @@ import numpy as np
 import sympy as sp
 
 from codegen import cache as disk_cache
-from codegen.ir import Guard, Program, Shape
+from codegen.ir import Program, Shape
 from codegen.llvm.blas import Provider
 from codegen.llvm.blas import provider as resolve_blas
 from codegen.llvm.cpython import FastEntry, register_symbols
@@ -252,7 +252,7 @@ class LLVMFunction(_Inspectable):
         self._scalars_addr = ctypes.addressof(self._scalars)
         updated = {dst.name for dst, _ in program.updates}
         self._updated = [i for i, v in enumerate(program.inputs) if v.name in updated]
-        self._guards = [s.what for s in program.body if isinstance(s, Guard)]
+        self._guards = [s.what for s in program.body if s.aborts]
         inputs = {v.name: i for i, v in enumerate(program.inputs)}
         slot_pos = {slot: k for k, slot in enumerate(layout.output_slots)}
         # each output: ("out", index into the fresh arrays) or ("in", input index) for a returned input

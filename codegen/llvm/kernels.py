@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import llvmlite.ir as ir
 import sympy as sp
@@ -394,14 +395,64 @@ def lower_guard(ctx: StepContext, s: Guard) -> None:
     b.position_at_end(ok)
 
 
-LOWERINGS: dict[type, Callable[[StepContext, Stmt], None]] = {
-    Map: lower_map,
-    Reduce: lower_reduce,
-    Softmax: lower_softmax,
-    Transpose: lower_transpose,
-    Gemm: lower_gemm,
-    Guard: lower_guard,
+# --------------------------------------------------------------------------
+# Kernel signatures: what two statements must share to be computed by one kernel
+
+KernelCall = tuple[tuple, list[Value], list, list[sp.Symbol]]
+"""(detail of the key, buffers, size expressions, scalar symbols) of one kernel call."""
+
+
+def _elementwise_call(ctx: StepContext, s: Map | Reduce, domain: Shape) -> KernelCall:
+    values = [s.out, *(v for _, v in s.args)]
+    symbols = free_scalars(ctx, [s.body], bound=[sym for sym, _ in s.args])
+    kinds = tuple(broadcast_kind(v, domain) for _, v in s.args)
+    detail = (sp.srepr(s.body), tuple(sp.srepr(sym) for sym, _ in s.args), kinds)
+    return detail, values, list(domain), symbols
+
+
+def _reduce_call(ctx: StepContext, s: Reduce) -> KernelCall:
+    detail, values, dims, symbols = _elementwise_call(ctx, s, s.domain)
+    return (*detail, s.axis), values, dims, symbols
+
+
+def _gemm_call(ctx: StepContext, s: Gemm) -> KernelCall:
+    inner = s.a.shape[0] if s.trans_a else s.a.shape[1]
+    detail = (s.trans_a, s.trans_b, sp.srepr(s.alpha))
+    return (
+        detail,
+        [s.out, s.a, s.b],
+        [s.out.shape[0], s.out.shape[1], inner],
+        free_scalars(ctx, [s.alpha]),
+    )
+
+
+class Rule(NamedTuple):
+    """How one statement class is lowered: ``lower`` emits it; ``call`` is its kernel's
+    signature (None: no kernel, the code goes straight into ``step_impl``)."""
+
+    lower: Callable[[StepContext, Stmt], None]
+    call: Callable[[StepContext, Stmt], KernelCall] | None
+
+
+LOWERINGS: dict[type, Rule] = {
+    Map: Rule(lower_map, lambda ctx, s: _elementwise_call(ctx, s, s.out.shape)),  # one loop
+    Reduce: Rule(lower_reduce, _reduce_call),  # one loop, a sum per row / column / all
+    Softmax: Rule(lower_softmax, lambda ctx, s: ((s.log,), [s.out, s.a], list(s.a.shape), [])),
+    Transpose: Rule(lower_transpose, lambda ctx, s: ((None,), [s.out, s.a], list(s.a.shape), [])),
+    Gemm: Rule(lower_gemm, _gemm_call),  # a BLAS call
+    Guard: Rule(lower_guard, None),  # a branch to the error exit, inline
 }
+"""IR statement class -> its lowering rule and kernel signature."""
+
+
+def _rule(s: Stmt) -> Rule:
+    rule = LOWERINGS.get(type(s))
+    if rule is None:
+        raise NotImplementedError(
+            f"the LLVM backend has no lowering for IR statement {type(s).__name__} "
+            "(no row in codegen.llvm.kernels.LOWERINGS)"
+        )
+    return rule
 
 
 def _statement_text(s: Stmt) -> str:
@@ -415,24 +466,10 @@ def kernel_call(ctx: StepContext, s: Stmt) -> tuple[tuple, list[Value], list, li
     kind, body and operand kinds, the same pattern of shared buffers, the same
     scalars. Only the pointers and the sizes differ.
     """
-    if isinstance(s, (Map, Reduce)):
-        domain = s.out.shape if isinstance(s, Map) else s.domain
-        values = [s.out, *(v for _, v in s.args)]
-        symbols = free_scalars(ctx, [s.body], bound=[sym for sym, _ in s.args])
-        kinds = tuple(broadcast_kind(v, domain) for _, v in s.args)
-        detail = (sp.srepr(s.body), tuple(sp.srepr(sym) for sym, _ in s.args), kinds)
-        detail += (s.axis,) if isinstance(s, Reduce) else ()
-        dims = list(domain)
-    elif isinstance(s, (Softmax, Transpose)):
-        values, symbols, dims = [s.out, s.a], [], list(s.a.shape)
-        detail = (getattr(s, "log", None),)
-    elif isinstance(s, Gemm):
-        values, symbols = [s.out, s.a, s.b], free_scalars(ctx, [s.alpha])
-        inner = s.a.shape[0] if s.trans_a else s.a.shape[1]
-        dims = [s.out.shape[0], s.out.shape[1], inner]
-        detail = (s.trans_a, s.trans_b, sp.srepr(s.alpha))
-    else:
-        raise NotImplementedError(f"no kernel for IR statement {type(s).__name__}")
+    call = _rule(s).call
+    if call is None:
+        raise NotImplementedError(f"IR statement {type(s).__name__} is lowered without a kernel")
+    detail, values, dims, symbols = call(ctx, s)
     slots = [ctx.slot_of[v.name] for v in values]
     aliasing = tuple(slots.index(slot) for slot in slots)
     key = (type(s).__name__, detail, aliasing, tuple(map(str, symbols)))
@@ -451,17 +488,13 @@ def _call_shared(ctx: StepContext, s: Stmt, fn: ir.Function, values, dims, symbo
 
 
 def lower_statement(ctx: StepContext, s: Stmt) -> None:
-    rule = LOWERINGS.get(type(s))
-    if rule is None:
-        raise NotImplementedError(
-            f"the LLVM backend has no lowering for IR statement {type(s).__name__}"
-        )
-    if isinstance(s, Guard):
-        rule(ctx, s)
+    rule = _rule(s)
+    if rule.call is None:  # inline in step_impl
+        rule.lower(ctx, s)
         return
     key, values, dims, symbols = kernel_call(ctx, s)
     if key in ctx.kernels:
         _call_shared(ctx, s, ctx.kernels[key], values, dims, symbols)
         return
-    rule(ctx, s)
+    rule.lower(ctx, s)
     ctx.kernels[key] = ctx.last_kernel

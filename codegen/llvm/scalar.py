@@ -231,5 +231,6 @@ RULES: dict[type | str, Callable[[ScalarLowering, sp.Basic], ir.Value]] = {
     sp.Or: _logic("or_"),
     sp.Not: lambda L, x: L.e.b.not_(L(x.args[0])),
     sp.logic.boolalg.BooleanTrue: lambda L, x: ir.Constant(I1, 1),
-    sp.logic.boolalg.BooleanFalse: lambda L, x: ir.Constant(I1, 0),
 }
+"""Scalar class (or vocabulary name) -> its LLVM lowering; every entry of
+``codegen.ir.SCALAR_VOCABULARY``."""

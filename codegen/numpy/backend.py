@@ -312,7 +312,8 @@ ERF_USES = {
 UFUNCS = {
     "add", "subtract", "multiply", "divide", "negative", "square", "sqrt", "exp", "log",
     "log1p", "tanh", "absolute", "sign", "maximum", "minimum", "power", "heaviside",
-    "greater", "greater_equal", "less", "less_equal", "logical_and", "logical_or",
+    "greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "logical_and",
+    "logical_or", "logical_not",
 }  # fmt: skip
 FROM_NUMPY = UFUNCS | {"copyto", "dot", "empty", "errstate", "full", "ones", "vdot", "zeros"}
 MODULE_NAMES = FROM_NUMPY | {
@@ -378,7 +379,7 @@ class _Writer:
         self.p = p = program
         _check_program(p)
         self.plan = plan_buffers(p)
-        self.in_place = _safe_in_place(p, self.plan.in_place_updates)
+        self.in_place = self.plan.in_place_updates
         self.input_names = {v.name for v in p.inputs}
         self.output_names = {v.name for v in p.outputs}
         self.taken: set[str] = set(RESERVED)
@@ -715,10 +716,6 @@ def _check_program(p: Program) -> None:
         for v in s.reads:
             if v.name not in known:
                 raise ValueError(f"{p.name}: a statement reads {v.name} before it is computed")
-        if isinstance(s, Guard) and tuple(s.value.shape) != (1, 1):
-            raise ValueError(
-                f"{p.name}: guard on {s.value.name} needs a (1, 1) value; got {_shape_str(s.value.shape)}"
-            )
         if s.out is not None:
             known.add(s.out.name)
     for v in p.outputs:
@@ -737,25 +734,6 @@ def _check_program(p: Program) -> None:
         if tuple(dst.shape) != tuple(src.shape):
             raise ValueError(f"{p.name}: update {dst.name} <- {src.name} changes the shape")
         seen.add(dst.name)
-
-
-def _safe_in_place(p: Program, planned: dict[str, str]) -> dict[str, str]:
-    """Keep the planner's in-place updates only where no guard, statement, output or other
-    update still needs the old input after the new value's producer (checked again here)."""
-    safe = {}
-    outputs = {v.name for v in p.outputs}
-    sources = {src.name for _, src in p.updates}
-    for src, dst in planned.items():
-        k = next(i for i, s in enumerate(p.body) if s.out is not None and s.out.name == src)
-        later = p.body[k + 1 :]
-        if any(isinstance(s, Guard) for s in later) or dst in outputs or dst in sources:
-            continue
-        if any(v.name == dst for s in later for v in s.reads):
-            continue
-        if not isinstance(p.body[k], Map) and any(v.name == dst for v in p.body[k].reads):
-            continue
-        safe[src] = dst
-    return safe
 
 
 # --------------------------------------------------------------------------

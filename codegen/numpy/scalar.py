@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.logic.boolalg import BooleanTrue
 
-from codegen.ir import as_extremum, is_named_function, scalar_rule
+from codegen.ir import as_extremum, scalar_rule
 
 Kind = tuple[bool, bool]
 FULL: Kind = (True, True)
@@ -74,29 +75,16 @@ Operand = Array | Scalar | Op
 # Ops that compute their result in several calls and so must not write a buffer that
 # holds one of their operands (except the listed operand positions, read first).
 MULTI_STEP_ALIAS_OK = {"select": (2,), "erf": ()}
-BOOLEAN_OPS = {"greater", "greater_equal", "less", "less_equal", "logical_and", "logical_or"}
+BOOLEAN_OPS = {
+    "greater", "greater_equal", "less", "less_equal", "equal", "not_equal",
+    "logical_and", "logical_or", "logical_not",
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------
 # Python printing of uniform (array-free) subexpressions.
 
 ATOM, POW, UNARY, MUL, ADD, TEST = 6, 5, 4, 3, 2, 1  # binding strength
-
-PY_FUNCTIONS = {
-    sp.exp: "math.exp",
-    sp.log: "math.log",
-    sp.tanh: "math.tanh",
-    sp.erf: "math.erf",
-    sp.Abs: "abs",
-    sp.Max: "max",
-    sp.Min: "min",
-}
-PY_RELATIONS = {
-    sp.StrictGreaterThan: ">",
-    sp.GreaterThan: ">=",
-    sp.StrictLessThan: "<",
-    sp.LessThan: "<=",
-}
 
 
 def py_number(e: sp.Expr) -> str:
@@ -124,85 +112,138 @@ def _wrap(code_prec: tuple[str, int], need: int) -> str:
 
 
 def _py(e: sp.Basic, names: dict) -> tuple[str, int]:
-    if e is sp.true or e is sp.false:
-        return str(bool(e)), ATOM
-    if e.is_Number or isinstance(e, sp.NumberSymbol):
-        code = py_number(e)
-        return code, UNARY if code.startswith("-") else ATOM
-    if e.is_Symbol:
-        if e not in names:
-            raise ValueError(
-                f"numpy backend: unknown symbol {e} (not an argument, scalar or batch symbol)"
-            )
-        return names[e], ATOM
-    if isinstance(e, sp.Add):
-        terms = list(e.args)
-        parts = [_wrap(_py(terms[0], names), ADD)]
-        for t in terms[1:]:
-            c, rest = t.as_coeff_Mul()
-            if c.is_Number and c < 0:
-                parts.append(f"- {_wrap(_py(-t, names), MUL)}")
-            else:
-                parts.append(f"+ {_wrap(_py(t, names), MUL)}")
-        return " ".join(parts), ADD
-    if isinstance(e, sp.Mul):
-        c, rest = e.as_coeff_Mul()
-        if c == -1:
-            return f"-{_wrap(_py(rest, names), POW)}", UNARY
-        num, den = [], []
-        for f in sp.Mul.make_args(e):
-            if f.is_Pow and f.exp.is_Number and f.exp < 0:
-                den.append(f.base ** (-f.exp))
-            else:
-                num.append(f)
-        code = " * ".join(_wrap(_py(f, names), MUL) for f in num) if num else "1"
-        for f in den:
-            code += f" / {_wrap(_py(f, names), POW)}"
-        return code, MUL
-    if isinstance(e, sp.Pow):
-        base = _wrap(_py(e.base, names), ATOM)
-        if e.exp == -1:
-            return f"1 / {base}", MUL
-        if e.exp == sp.S.Half:
-            return f"math.sqrt({_py(e.base, names)[0]})", ATOM
-        return f"{base} ** {_wrap(_py(e.exp, names), UNARY)}", POW
-    if type(e) in PY_FUNCTIONS:
-        args = ", ".join(_py(a, names)[0] for a in e.args)
-        return f"{PY_FUNCTIONS[type(e)]}({args})", ATOM
-    if type(e) in PY_RELATIONS:
+    """(Python code, binding strength) of a uniform expression, one row of :data:`PY` per class."""
+    rule = scalar_rule(PY, e, "the NumPy backend's Python printing (codegen.numpy.scalar.PY)")
+    return rule(e, names)
+
+
+def _py_number(e: sp.Expr, names: dict) -> tuple[str, int]:
+    code = py_number(e)
+    return code, UNARY if code.startswith("-") else ATOM
+
+
+def _py_symbol(e: sp.Symbol, names: dict) -> tuple[str, int]:
+    if e not in names:
+        raise ValueError(
+            f"numpy backend: unknown symbol {e} (not an argument, scalar or batch symbol)"
+        )
+    return names[e], ATOM
+
+
+def _py_add(e: sp.Add, names: dict) -> tuple[str, int]:
+    terms = list(e.args)
+    parts = [_wrap(_py(terms[0], names), ADD)]
+    for t in terms[1:]:
+        c, rest = t.as_coeff_Mul()
+        if c.is_Number and c < 0:
+            parts.append(f"- {_wrap(_py(-t, names), MUL)}")
+        else:
+            parts.append(f"+ {_wrap(_py(t, names), MUL)}")
+    return " ".join(parts), ADD
+
+
+def _py_mul(e: sp.Mul, names: dict) -> tuple[str, int]:
+    c, rest = e.as_coeff_Mul()
+    if c == -1:
+        return f"-{_wrap(_py(rest, names), POW)}", UNARY
+    num, den = [], []
+    for f in sp.Mul.make_args(e):
+        if f.is_Pow and f.exp.is_Number and f.exp < 0:
+            den.append(f.base ** (-f.exp))
+        else:
+            num.append(f)
+    code = " * ".join(_wrap(_py(f, names), MUL) for f in num) if num else "1"
+    for f in den:
+        code += f" / {_wrap(_py(f, names), POW)}"
+    return code, MUL
+
+
+def _py_pow(e: sp.Pow, names: dict) -> tuple[str, int]:
+    base = _wrap(_py(e.base, names), ATOM)
+    if e.exp == -1:
+        return f"1 / {base}", MUL
+    if e.exp == sp.S.Half:
+        return f"math.sqrt({_py(e.base, names)[0]})", ATOM
+    return f"{base} ** {_wrap(_py(e.exp, names), UNARY)}", POW
+
+
+def _py_call(fn: str):
+    def rule(e, names):
+        return f"{fn}({', '.join(_py(a, names)[0] for a in e.args)})", ATOM
+
+    return rule
+
+
+def _py_unary(template: str, strength: int):
+    """``template`` with ``{x}`` the code of the single argument."""
+
+    def rule(e, names):
+        return template.format(x=_py(e.args[0], names)[0]), strength
+
+    return rule
+
+
+def _py_relation(op: str):
+    def rule(e, names):
         lhs, rhs = (_wrap(_py(a, names), ADD) for a in e.args)
-        return f"{lhs} {PY_RELATIONS[type(e)]} {rhs}", TEST
-    sigmoid, softplus = is_named_function(e, "sigmoid"), is_named_function(e, "softplus")
-    if isinstance(e, (sp.sign, sp.Heaviside)) or sigmoid or softplus:
-        arg = _py(e.args[0], names)[0]
-    if isinstance(e, sp.sign):
-        return f"float(({arg}) > 0) - float(({arg}) < 0)", ADD
-    if sigmoid:  # exp(min(x, 0)) / (1 + exp(-|x|)): no overflow, no cancellation
-        return f"math.exp(min({arg}, 0.0)) / (1.0 + math.exp(-abs({arg})))", MUL
-    if softplus:
-        return f"max({arg}, 0.0) + math.log1p(math.exp(-abs({arg})))", ADD
-    if isinstance(e, sp.Heaviside):
-        h0 = _py(_heaviside_h0(e), names)[0]
-        return f"1.0 if ({arg}) > 0 else ({h0} if ({arg}) == 0 else 0.0)", TEST - 1
-    if isinstance(e, (sp.And, sp.Or)):
-        word = " and " if isinstance(e, sp.And) else " or "
+        return f"{lhs} {op} {rhs}", TEST
+
+    return rule
+
+
+def _py_logical(word: str):
+    def rule(e, names):
         return word.join(f"({_py(a, names)[0]})" for a in e.args), TEST
-    if isinstance(e, sp.Piecewise):
-        code = "math.nan"
-        for value, cond in reversed(e.args):
-            v = _py(value, names)[0]
-            code = v if cond is sp.true else f"({v}) if ({_py(cond, names)[0]}) else ({code})"
-        return code, TEST - 1
-    raise NotImplementedError(_unsupported(e))
+
+    return rule
 
 
-def _unsupported(e: sp.Basic) -> str:
-    name = getattr(e, "func", type(e)).__name__
-    return (
-        f"numpy backend: {name} (in {e}) is not in the scalar vocabulary of codegen.ir "
-        "(numbers, symbols, +, *, **, exp, log, tanh, Abs, sign, Max, Min, Heaviside, "
-        "Piecewise, erf, sigmoid, softplus)"
-    )
+def _py_heaviside(e: sp.Heaviside, names: dict) -> tuple[str, int]:
+    arg, h0 = _py(e.args[0], names)[0], _py(_heaviside_h0(e), names)[0]
+    return f"1.0 if ({arg}) > 0 else ({h0} if ({arg}) == 0 else 0.0)", TEST - 1
+
+
+def _py_piecewise(e: sp.Piecewise, names: dict) -> tuple[str, int]:
+    code = "math.nan"
+    for value, cond in reversed(e.args):
+        v = _py(value, names)[0]
+        code = v if cond is sp.true else f"({v}) if ({_py(cond, names)[0]}) else ({code})"
+    return code, TEST - 1
+
+
+PY: dict[type | str, Callable[[sp.Basic, dict], tuple[str, int]]] = {
+    sp.Symbol: _py_symbol,  # its local name
+    sp.Number: _py_number,  # 2, 0.5, math.inf, math.nan
+    sp.NumberSymbol: _py_number,  # pi, E as floats
+    BooleanTrue: lambda e, names: ("True", ATOM),
+    sp.Add: _py_add,  # a + b - c
+    sp.Mul: _py_mul,  # a * b / c
+    sp.Pow: _py_pow,  # a ** b, math.sqrt(a)
+    sp.exp: _py_call("math.exp"),
+    sp.log: _py_call("math.log"),
+    sp.tanh: _py_call("math.tanh"),
+    sp.erf: _py_call("math.erf"),
+    # exp(min(x, 0)) / (1 + exp(-|x|)): no overflow, no cancellation
+    "sigmoid": _py_unary("math.exp(min({x}, 0.0)) / (1.0 + math.exp(-abs({x})))", MUL),
+    "softplus": _py_unary("max({x}, 0.0) + math.log1p(math.exp(-abs({x})))", ADD),
+    sp.Abs: _py_call("abs"),
+    sp.sign: _py_unary("float(({x}) > 0) - float(({x}) < 0)", ADD),  # sign(0) = 0
+    sp.Max: _py_call("max"),
+    sp.Min: _py_call("min"),
+    sp.Heaviside: _py_heaviside,  # H(0) = h0
+    sp.Piecewise: _py_piecewise,  # a if c else (b if d else nan)
+    sp.StrictLessThan: _py_relation("<"),
+    sp.LessThan: _py_relation("<="),
+    sp.StrictGreaterThan: _py_relation(">"),
+    sp.GreaterThan: _py_relation(">="),
+    sp.Equality: _py_relation("=="),
+    sp.Unequality: _py_relation("!="),  # true when either is nan
+    sp.And: _py_logical(" and "),
+    sp.Or: _py_logical(" or "),
+    sp.Not: _py_unary("not ({x})", TEST),
+}
+"""Scalar class (or vocabulary name) -> (Python code, binding strength); every entry of
+``codegen.ir.SCALAR_VOCABULARY``."""
 
 
 def _heaviside_h0(e: sp.Heaviside) -> sp.Expr:
@@ -434,6 +475,8 @@ _COMPARE = {
     sp.GreaterThan: "greater_equal",
     sp.StrictLessThan: "less",
     sp.LessThan: "less_equal",
+    sp.Equality: "equal",
+    sp.Unequality: "not_equal",  # true when either is nan
 }
 
 
@@ -471,6 +514,7 @@ LOWER: dict[type | str, Callable[[Lowering, sp.Basic], Operand]] = {
     **{rel: _compare(fn) for rel, fn in _COMPARE.items()},
     sp.And: _logical("logical_and"),
     sp.Or: _logical("logical_or"),
+    sp.Not: _unary("logical_not"),
 }
 
 

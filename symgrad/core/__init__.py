@@ -12,6 +12,7 @@
 from symgrad.core import printing, scalar  # noqa: F401  (printing: formula display)
 from symgrad.core.activations import ACTIVATIONS, activation_names, apply, as_lambda
 from symgrad.core.build import (
+    SYMPY_NODES,
     add,
     add_bias,
     broadcast_cols,
@@ -68,6 +69,7 @@ __all__ = [
     "Named",
     "ProbabilitySymbol",
     "RowSum",
+    "SYMPY_NODES",
     "ShapeMismatch",
     "Softmax",
     "Total",

@@ -35,6 +35,11 @@ from symgrad.core.nodes import (
     canonical_lambda,
 )
 
+SYMPY_NODES = (MatMul, MatAdd, HadamardProduct, Transpose)
+"""SymPy's matrix classes that the constructors below build, besides symgrad's own nodes
+(:mod:`symgrad.core.nodes`) and the leaves ``ZeroMatrix`` / ``OneMatrix``: ops like
+symgrad's, with a row in every table (``tests/test_op_tables.py`` checks both)."""
+
 # --------------------------------------------------------------------------
 # Smart constructors
 
