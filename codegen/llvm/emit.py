@@ -42,7 +42,7 @@ import sympy as sp
 
 from codegen.ir import Program, format_program
 from codegen.llvm.blas import GENERATED
-from codegen.llvm.jit import host
+from codegen.llvm.jit import host, new_target_machine, optimize, parse
 from codegen.llvm.kernels import lower_dim
 from codegen.llvm.loops import I64, PTR, i64, store
 from codegen.llvm.mathlib import FORMATS, MathLibrary
@@ -257,22 +257,14 @@ def _target_machine(cpu: str, opt: int = 3) -> llvm.TargetMachine:
         raise ValueError(f"cpu must be one of {CPUS}; received: cpu={cpu!r}")
     h = host()
     name, features = (h.cpu, h.features) if cpu == "host" else ("generic", "")
-    target = llvm.Target.from_triple(h.triple)
-    return target.create_target_machine(
-        cpu=name, features=features, opt=opt, reloc="pic", codemodel="default"
-    )
+    return new_target_machine(name, features, opt, reloc="pic", codemodel="default")
 
 
 def object_code(ir_text: str, *, cpu: str = "host", opt: int = 3) -> bytes:
     """An ELF (or the host's format) object file: ``ir_text`` optimized for ``cpu``."""
     tm = _target_machine(cpu, opt)
-    module = llvm.parse_assembly(ir_text)
-    module.verify()
-    if opt > 0:
-        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-        pto.loop_vectorization = pto.slp_vectorization = opt >= 2
-        pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(module, pb)
+    module = parse(ir_text)
+    optimize(module, tm, opt)
     return tm.emit_object(module)
 
 

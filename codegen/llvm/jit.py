@@ -44,20 +44,22 @@ def host() -> Host:
         features = llvm.get_host_cpu_features().flatten()
     except RuntimeError:  # not every platform reports features; the CPU name still tunes
         features = ""
-    tm = _new_target_machine(cpu, features, 3)
+    tm = new_target_machine(cpu, features, 3, jit=True)
     return Host(llvm.get_process_triple(), cpu, features, str(tm.target_data))
 
 
-def _new_target_machine(cpu: str, features: str, opt: int) -> llvm.TargetMachine:
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=cpu, features=features, opt=opt, jit=True)
+def new_target_machine(cpu: str, features: str, opt: int, **options) -> llvm.TargetMachine:
+    """A machine for this process's triple; ``options``: ``jit=True`` for the engine and the
+    in-process code, ``reloc="pic"`` for object files that go into shared libraries."""
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=cpu, features=features, opt=opt, **options)
 
 
 @functools.cache
 def target_machine(opt: int = 3) -> llvm.TargetMachine:
     """Shared machine for optimization and code emission (never handed to an engine)."""
     h = host()
-    return _new_target_machine(h.cpu, h.features, opt)
+    return new_target_machine(h.cpu, h.features, opt, jit=True)
 
 
 def parse(ir_text: str) -> llvm.ModuleRef:
@@ -69,16 +71,20 @@ def parse(ir_text: str) -> llvm.ModuleRef:
 PIPELINE = "default<O{opt}>"  # part of every cache key, with the host
 
 
+def optimize(module: llvm.ModuleRef, tm: llvm.TargetMachine, opt: int) -> None:
+    """Run ``PIPELINE`` at level ``opt`` on ``module`` in place, tuned for ``tm``."""
+    if opt > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pto.loop_vectorization = pto.slp_vectorization = opt >= 2
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(module, pb)
+
+
 def optimize_and_emit(ir_text: str, opt: int) -> tuple[bytes, str]:
     """Optimized object code and optimized IR text for ``ir_text``."""
     tm = target_machine(opt)
     module = parse(ir_text)
-    if opt > 0:
-        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-        pto.loop_vectorization = opt >= 2
-        pto.slp_vectorization = opt >= 2
-        pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(module, pb)
+    optimize(module, tm, opt)
     return tm.emit_object(module), str(module)
 
 
@@ -96,7 +102,7 @@ class LoadedObject:
         empty.data_layout = h.data_layout
         # The engine takes ownership of its target machine, so each gets a fresh one.
         self._engine = llvm.create_mcjit_compiler(
-            empty, _new_target_machine(h.cpu, h.features, opt)
+            empty, new_target_machine(h.cpu, h.features, opt, jit=True)
         )
         self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self._engine.finalize_object()

@@ -19,16 +19,14 @@ rows listed in ``order`` into the batch buffers, sets the step counter, calls
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
 import llvmlite.ir as ir
-import numpy as np
 import sympy as sp
 
 from codegen.ir import Program, Shape, format_program, plan_buffers
 from codegen.llvm.blas import Provider
-from codegen.llvm.cpython import build_fast_entry
+from codegen.llvm.cpython import OFFSETS, build_fast_entry
 from codegen.llvm.jit import host
 from codegen.llvm.kernels import StepContext, lower_statement
 from codegen.llvm.loops import I64, PTR, copy, element, for_range, i64, imin, load, store
@@ -39,21 +37,7 @@ I32 = ir.IntType(32)
 F64 = ir.DoubleType()
 
 
-def _cpython_offsets() -> tuple[int, int]:
-    """(offset of the items in a tuple, offset of the data pointer in an ndarray), verified."""
-    items, data = tuple.__basicsize__, object.__basicsize__
-    probe = np.empty((2, 3))
-    pair = (probe, None)
-    read = ctypes.c_void_p.from_address
-    if (
-        read(id(pair) + items).value != id(probe)
-        or read(id(probe) + data).value != probe.ctypes.data
-    ):
-        raise ImportError("codegen.llvm: unexpected CPython tuple / NumPy array layout")
-    return items, data
-
-
-TUPLE_ITEMS, ARRAY_DATA = _cpython_offsets()
+TUPLE_ITEMS, ARRAY_DATA = OFFSETS["tuple_items"], OFFSETS["array_data"]  # checked there
 
 
 # --------------------------------------------------------------------------

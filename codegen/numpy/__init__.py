@@ -11,6 +11,7 @@ from codegen.numpy.backend import (
     NumpyFunction,
     NumpyFunctionSource,
     compile_program,
+    module_header,
     numpy_function,
     numpy_source,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "NumpyFunction",
     "NumpyFunctionSource",
     "compile_program",
+    "module_header",
     "numpy_function",
     "numpy_source",
 ]

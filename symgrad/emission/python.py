@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from codegen.ir import Program, format_program
-from codegen.numpy import CHECKS, ERF, numpy_function
+from codegen.numpy import CHECKS, ERF, module_header, numpy_function
 from codegen.numpy.pyformat import ruff_stable
 
 
@@ -107,16 +107,7 @@ def _docstring_text(lines: list[str]) -> str:
 
 def _module_code(kernels: list[Program], extra_imports, constants, api) -> str:
     functions = [numpy_function(p) for p in kernels]
-    names = sorted({name for f in functions for name in f.numpy_names})
-    preamble = list(dict.fromkeys(line for f in functions for line in f.preamble))
-    imports = sorted({"math", "numbers", *extra_imports})
-    header = [f"import {module}" for module in imports] + ["", "import numpy"]
-    one_line = f"from numpy import {', '.join(names)}"
-    if len(one_line) <= 100:
-        header.append(one_line)
-    else:
-        header += ["from numpy import (", *(f"    {name}," for name in names), ")"]
-    header += ["", *preamble]
+    header = module_header(functions, extra_imports)
     if constants:
         header += ["", *constants]
     out = ["\n".join(header)]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from codegen.backends import BACKENDS, target_backend
+from codegen.files import write_all_atomic
 from symgrad.compiler import CompiledFunction
 from symgrad.expr import ProbabilitySymbol
 from symgrad.nn.models import Sequential
@@ -85,7 +85,7 @@ def emit(
             "emit takes a compiled symgrad model (symgrad.nn.models.Sequential) or a function "
             f"from symgrad.compile. Received: {type(source).__name__} {source!r:.80}"
         )
-    write_atomically(files)
+    write_all_atomic(files)
     return [p for p, _, _ in files]
 
 
@@ -178,7 +178,7 @@ def weight_arrays(model: Sequential) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------
-# Files per target: (path, writer(temporary path), permission bits)
+# Files per target: (path, writer(temporary path), permission bits), see codegen.files
 
 Writer = Callable[[str], None]
 
@@ -255,26 +255,3 @@ def _native_files(path, target, prefix, cpu, functions, doc, defines):
 # The files of each target, by the backend whose code the target is written from
 MODEL_FILES = {"numpy": _python_model_files, "llvm": _native_model_files}
 FUNCTION_FILES = {"numpy": _python_function_files, "llvm": _native_function_files}
-
-
-def write_atomically(files: list[tuple[Path, Writer, int]]) -> None:
-    """Write every file to a temporary file beside it, then rename them all into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    temps: list[tuple[str, Path]] = []
-    try:
-        for path, write, mode in files:
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            except OSError as err:
-                raise type(err)(err.errno, f"cannot write {path}: {err.strerror}") from err
-            os.close(fd)
-            temps.append((tmp, path))
-            write(tmp)
-            os.chmod(tmp, mode & ~umask)
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
