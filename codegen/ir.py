@@ -9,7 +9,8 @@ carried by :class:`Map` / :class:`Reduce` statements whose body is a SymPy
 The scalar vocabulary a body may use is :data:`SCALAR_VOCABULARY`: numbers,
 the bound argument symbols, free scalar symbols listed in ``Program.scalars``
 or in ``Program.batch``, arithmetic, ``exp``, ``log``, ``tanh``, ``erf``,
-``Abs``, ``sign``, ``Max``, ``Min``, ``Heaviside(x, h0)``, ``Piecewise`` with
+``log1p`` and ``expm1`` (``sympy.codegen.cfunctions``: log(1 + x) and e^x - 1,
+accurate near x = 0), ``Abs``, ``sign``, ``Max``, ``Min``, ``Heaviside(x, h0)``, ``Piecewise`` with
 relational and logical conditions, and symgrad's own ``sigmoid`` and
 ``softplus`` (known by name, :data:`NAMED_FUNCTIONS`), which backends must
 evaluate in a numerically stable way. Every backend has one row per entry and
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 from sympy.logic.boolalg import BooleanTrue
 
 Shape = tuple[sp.Expr, sp.Expr]
@@ -291,6 +293,8 @@ SCALAR_FUNCTIONS: tuple[type | str, ...] = (
     sp.Pow,  # a ** b
     sp.exp,
     sp.log,
+    log1p,  # log(1 + x), accurate near 0
+    expm1,  # exp(x) - 1, accurate near 0
     sp.tanh,
     sp.erf,
     "sigmoid",  # 1 / (1 + exp(-x)), stable at any x

@@ -14,11 +14,14 @@ Methods (all evaluated in the program's dtype, float32 or float64):
 - ``log``: x = 2^k z with z in [sqrt(1/2), sqrt(2)); log z = 2 atanh(s),
   s = (z-1)/(z+1), as in the classic fdlibm layout ``f - (hfsq - s (hfsq + R))``
   with R the atanh series in s^2. Subnormals are pre-scaled.
+- ``expm1``: the exp reduction with e^r - 1 kept without its leading 1, then
+  2^n (q + 1) - 1 = 2^n q + (2^n - 1), exact for the n met on [-40, 64]; above
+  64, exp(x) - 1. ``log1p``: Goldberg's identity log1p(x) = log(u) x / (u - 1),
+  u = 1 + x, which cancels the rounding of u.
 - ``tanh`` = expm1(2|x|) / (expm1(2|x|) + 2) with the sign copied back; expm1
   is the exp reduction with e^r - 1 kept without its leading 1.
 - ``sigmoid`` / ``softplus`` from z = exp(-|x|) in (0, 1], so nothing overflows:
-  sigmoid = 1/(1+z) or z/(1+z); softplus = max(x, 0) + log1p(z), with log1p by
-  Goldberg's identity log1p(z) = log(u) z / (u - 1), u = 1 + z.
+  sigmoid = 1/(1+z) or z/(1+z); softplus = max(x, 0) + log1p(z).
 - ``erf``: x P(x^2) on |x| < 1, and 1 - exp(-x^2) g(x) above, where
   g = erfc(x) exp(x^2) is smooth; P and g are Chebyshev interpolants computed
   here with mpmath (``_chebyshev``), g piecewise on a few intervals with the
@@ -48,6 +51,7 @@ class FloatFormat:
     bias: int
     exp_degree: int  # Taylor degree for e^r, |r| <= ln2/2
     exp_clamp: tuple[float, float]  # beyond these exp is 0 / inf anyway
+    expm1_low: float  # below this, e^x - 1 rounds to -1
     ln2_hi: float  # ln2_hi has trailing zero bits, so n * ln2_hi is exact
     ln2_lo: float
     sqrt_half_bits: int
@@ -80,6 +84,7 @@ FORMATS = {
         bias=1023,
         exp_degree=13,
         exp_clamp=(-746.0, 710.0),
+        expm1_low=-40.0,
         ln2_hi=6.93147180369123816490e-01,
         ln2_lo=1.90821492927058770002e-10,
         sqrt_half_bits=0x3FE6A09E667F3BCD,
@@ -98,6 +103,7 @@ FORMATS = {
         bias=127,
         exp_degree=7,
         exp_clamp=(-104.0, 89.0),
+        expm1_low=-20.0,
         ln2_hi=0.693359375,
         ln2_lo=-2.12194440e-4,
         sqrt_half_bits=0x3F3504F3,
@@ -231,13 +237,20 @@ def exp(e: Emitter, x):
     return e.mul(e.mul(p, e.pow2(n1)), e.pow2(n2))
 
 
-def expm1_nonneg(e: Emitter, x):
-    """e^x - 1 for 0 <= x <= 64, accurate near 0 (the caller clamps)."""
+def expm1_reduced(e: Emitter, x):
+    """e^x - 1 for x in [expm1_low, 64] (the caller clamps): 2^n (q + 1) - 1, q = e^r - 1."""
     r, n = _exp_reduce(e, x)
-    # q = e^r - 1 = r (1 + r/2 + r^2/6 + ...)
     q = e.mul(r, e.poly(r, [1.0 / math.factorial(k + 1) for k in range(e.fmt.exp_degree)]))
     scale = e.pow2(n)
-    return e.add(e.mul(scale, q), e.sub(scale, 1.0))  # 2^n (q + 1) - 1
+    return e.add(e.mul(scale, q), e.sub(scale, 1.0))  # 2^n - 1 is exact for these n
+
+
+def expm1(e: Emitter, x):
+    # Below expm1_low, e^x is under half an ulp of 1 and the result rounds to -1; above 64
+    # the -1 cancels nothing, and exp's own scaling reaches the overflow threshold.
+    small = expm1_reduced(e, e.clamp(x, e.fmt.expm1_low, 64.0))
+    large = e.sub(exp(e, x), 1.0)
+    return e.select(e.cmp(">", x, 64.0), large, small)
 
 
 def log(e: Emitter, x):
@@ -267,18 +280,19 @@ def log(e: Emitter, x):
     return e.select(e.isnan(x), x, result)
 
 
-def log1p_unit(e: Emitter, z):
-    """log(1 + z) for 0 <= z <= 1 (Goldberg: log(u) z / (u - 1) with u = 1 + z)."""
+def log1p(e: Emitter, z):
+    """log(1 + z) (Goldberg: log(u) z / (u - 1) with u = 1 + z rounded; u - 1 is exact)."""
     u = e.add(z, 1.0)
-    d = e.sub(u, 1.0)  # exact
+    d = e.sub(u, 1.0)
     ratio = e.mul(log(e, u), e.div(z, d))
-    return e.select(e.cmp("==", d, 0.0), z, ratio)
+    ratio = e.select(e.cmp("==", z, math.inf), z, ratio)  # log1p(inf) = inf, not inf * inf/inf
+    return e.select(e.cmp("==", d, 0.0), z, ratio)  # |z| below half an ulp of 1: log1p(z) = z
 
 
 def tanh(e: Emitter, x):
     a2 = e.mul(e.fabs(x), 2.0)
     a2 = e.select(e.cmp(">", a2, e.fmt.tanh_clamp), e.fmt.tanh_clamp, a2)
-    em = expm1_nonneg(e, a2)
+    em = expm1_reduced(e, a2)
     return e.copysign(e.div(em, e.add(em, 2.0)), x)
 
 
@@ -290,7 +304,7 @@ def sigmoid(e: Emitter, x):
 
 def softplus(e: Emitter, x):
     z = exp(e, e.neg(e.fabs(x)))
-    return e.add(e.select(e.cmp(">", x, 0.0), x, 0.0), log1p_unit(e, z))
+    return e.add(e.select(e.cmp(">", x, 0.0), x, 0.0), log1p(e, z))
 
 
 def erf(e: Emitter, x):
@@ -373,6 +387,8 @@ def erf_tables(dtype: str) -> ErfTable:
 FUNCTIONS: dict[str, Callable] = {
     "exp": exp,
     "log": log,
+    "log1p": log1p,
+    "expm1": expm1,
     "tanh": tanh,
     "sigmoid": sigmoid,
     "softplus": softplus,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 import llvmlite.ir as ir
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 
 from codegen.ir import as_extremum, scalar_rule
 from codegen.llvm.mathlib import Emitter, MathLibrary
@@ -211,6 +212,8 @@ RULES: dict[type | str, Callable[[ScalarLowering, sp.Basic], ir.Value]] = {
     sp.Pow: _pow,  # x**k, x**(p/2), x**y = exp(y log x)
     sp.exp: _function("exp"),
     sp.log: _function("log"),
+    log1p: _function("log1p"),  # log(1 + x)
+    expm1: _function("expm1"),  # e^x - 1
     sp.tanh: _function("tanh"),
     sp.erf: _function("erf"),
     "sigmoid": _function("sigmoid"),

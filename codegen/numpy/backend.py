@@ -336,7 +336,7 @@ ERF_USES = {
 
 UFUNCS = {
     "add", "subtract", "multiply", "divide", "negative", "square", "sqrt", "exp", "log",
-    "log1p", "tanh", "absolute", "sign", "maximum", "minimum", "power", "heaviside",
+    "log1p", "expm1", "tanh", "absolute", "sign", "maximum", "minimum", "power", "heaviside",
     "greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "logical_and",
     "logical_or", "logical_not",
 }  # fmt: skip

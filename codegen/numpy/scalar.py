@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 from sympy.logic.boolalg import BooleanTrue
 
 from codegen.ir import as_extremum, scalar_rule
@@ -221,6 +222,8 @@ PY: dict[type | str, Callable[[sp.Basic, dict], tuple[str, int]]] = {
     sp.Pow: _py_pow,  # a ** b, math.sqrt(a)
     sp.exp: _py_call("math.exp"),
     sp.log: _py_call("math.log"),
+    log1p: _py_call("math.log1p"),
+    expm1: _py_call("math.expm1"),
     sp.tanh: _py_call("math.tanh"),
     sp.erf: _py_call("math.erf"),
     # exp(min(x, 0)) / (1 + exp(-|x|)): no overflow, no cancellation
@@ -257,7 +260,7 @@ def _heaviside_h0(e: sp.Heaviside) -> sp.Expr:
 def may_warn(e: sp.Basic) -> bool:
     """True when evaluating ``e`` can produce inf/nan (and a NumPy warning) from finite input."""
     for s in sp.preorder_traversal(e):
-        if isinstance(s, (sp.exp, sp.log)):
+        if isinstance(s, (sp.exp, sp.log, log1p, expm1)):
             return True
         if s.is_Pow and not (s.exp.is_Integer and s.exp > 0):
             return True
@@ -501,6 +504,8 @@ LOWER: dict[type | str, Callable[[Lowering, sp.Basic], Operand]] = {
     sp.Pow: _lower_pow,
     sp.exp: _unary("exp"),
     sp.log: _unary("log"),
+    log1p: _unary("log1p"),  # log(1 + x), exact near 0
+    expm1: _unary("expm1"),  # e^x - 1, exact near 0
     sp.tanh: _unary("tanh"),
     sp.Abs: _unary("absolute"),
     sp.sign: _unary("sign"),

@@ -54,6 +54,8 @@ ACTIVATIONS: dict[str, Callable[..., sp.Lambda]] = {
     "swish": _unary(lambda x: x * scalar.sigmoid(x)),
     "silu": _unary(lambda x: x * scalar.sigmoid(x)),
     "gelu": _gelu,
+    "mish": _unary(lambda x: x * sp.tanh(scalar.softplus(x))),
+    "softsign": _unary(lambda x: x / (1 + sp.Abs(x))),
     "exponential": _unary(sp.exp),
 }
 """Scalar activations by name; ``softmax`` is row-wise and handled by :func:`apply`."""

@@ -34,6 +34,7 @@ from symgrad.core.nodes import (
     _shape_error,
     canonical_lambda,
 )
+from symgrad.core.stable import stable_form
 
 SYMPY_NODES = (MatMul, MatAdd, HadamardProduct, Transpose)
 """SymPy's matrix classes that the constructors below build, besides symgrad's own nodes
@@ -363,6 +364,7 @@ def elementwise(fn: sp.Lambda, *args: MatrixExpr) -> MatrixExpr:
         if a.shape != args[0].shape:
             raise _shape_error("elementwise", args[0], a)
     fn = canonical_lambda(fn.variables, fn.expr)
+    fn = sp.Lambda(fn.variables, stable_form(fn.expr))  # log(1 + e^x) -> softplus(x), ...
     xs, body = fn.variables, fn.expr
     if body == 0:
         return ZeroMatrix(*args[0].shape)

@@ -3,12 +3,15 @@
 ``sigmoid`` and ``softplus`` are SymPy functions of their own (not their exp/log
 definitions) so that derivatives stay short and in output form (``sigmoid' =
 sigmoid (1 - sigmoid)``) and so that backends can evaluate them stably:
-``softplus(1000)`` is 1000, never ``log(inf)``.
+``softplus(1000)`` is 1000, never ``log(inf)``. ``log1p`` and ``expm1`` are
+SymPy's own (``sympy.codegen.cfunctions``); :mod:`symgrad.core.stable` rewrites
+hand-written ``log(1 + exp(x))``, ``log(1 + x)``, ``exp(x) - 1`` into these.
 """
 
 from __future__ import annotations
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p  # noqa: F401  (vocabulary: log(1 + x), e^x - 1)
 
 
 class sigmoid(sp.Function):  # noqa: N801 - reads like the math
@@ -57,22 +60,3 @@ def relu(x: sp.Expr) -> sp.Expr:
 def step(x: sp.Expr) -> sp.Expr:
     """Heaviside step with step(0) = 0, the subgradient convention of PyTorch and JAX."""
     return sp.Heaviside(x, 0)
-
-
-def log_sigmoid_rules(expr: sp.Expr) -> sp.Expr:
-    """Rewrite log(sigmoid(z)) -> -softplus(-z) and log(1 - sigmoid(z)) -> -softplus(z).
-
-    Both identities are exact; the right-hand sides stay finite at |z| = 1000.
-    """
-
-    def fold(e):
-        if isinstance(e, sp.log):
-            a = e.args[0]
-            if isinstance(a, sigmoid):  # log(s(z)) = -softplus(-z)
-                return -softplus(-a.args[0])
-            s = list(a.atoms(sigmoid))
-            if len(s) == 1 and sp.expand(a - (1 - s[0])) == 0:  # log(1 - s(z)) = -softplus(z)
-                return -softplus(s[0].args[0])
-        return e
-
-    return expr.replace(lambda e: isinstance(e, sp.log), fold)

@@ -11,7 +11,16 @@ from symgrad.core import scalar
 
 # Scalar cost model
 
-TRANSCENDENTAL = (sp.exp, sp.log, sp.tanh, sp.erf, scalar.sigmoid, scalar.softplus)
+TRANSCENDENTAL = (
+    sp.exp,
+    sp.log,
+    sp.tanh,
+    sp.erf,
+    scalar.sigmoid,
+    scalar.softplus,
+    scalar.log1p,
+    scalar.expm1,
+)
 
 
 def scalar_cost(body: sp.Expr) -> int:

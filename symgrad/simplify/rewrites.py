@@ -15,6 +15,7 @@ from sympy.matrices.expressions import MatrixExpr, OneMatrix
 
 from symgrad import core as E
 from symgrad.core import scalar
+from symgrad.core.stable import stable_form
 from symgrad.simplify.cost import same_values, sample_points, scalar_cost
 
 # --------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def log_of_softmax(node, ctx):
 
 @rewrite("log_sigmoid", "log(s(z)) -> -softplus(-z), log(1 - s(z)) -> -softplus(z)")
 def log_of_sigmoid(node, ctx):
-    if not isinstance(node, E.Elementwise) or not node.fn.expr.has(sp.log):
+    if not isinstance(node, E.Elementwise) or not node.fn.expr.has(sp.log, scalar.log1p):
         return None
     xs, body = node.fn.variables, node.fn.expr
     operands = list(node.operands)
@@ -93,9 +94,9 @@ def log_of_sigmoid(node, ctx):
             [sp.Symbol("x")], scalar.sigmoid(sp.Symbol("x"))
         ):
             z = sp.Symbol(f"_z{i}", real=True)
-            trial = scalar.log_sigmoid_rules(body.xreplace({xs[i]: scalar.sigmoid(z)}))
+            trial = stable_form(body.xreplace({xs[i]: scalar.sigmoid(z)}))
             if not any(
-                isinstance(t, sp.log) and t.has(scalar.sigmoid)
+                isinstance(t, (sp.log, scalar.log1p)) and t.has(scalar.sigmoid)
                 for t in sp.preorder_traversal(trial)
             ):
                 body, operands[i], changed = trial.xreplace({z: xs[i]}), inner.operands[0], True

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 
 from codegen.ir import Gemm, Guard, Map, Program, Reduce, Softmax, Transpose, Value
 from codegen.llvm import compile_program
@@ -53,6 +54,14 @@ SCALAR_CASES = [
     ("pow_of_float", y**2.5, lambda a, b: b**2.5, WIDE, POS),
     ("exp", sp.exp(x) - sp.exp(-2 * y), lambda a, b: np.exp(a) - np.exp(-2 * b), WIDE, POS),
     ("log", sp.log(y) + sp.log(1 + x**2), lambda a, b: np.log(b) + np.log(1 + a**2), WIDE, POS),
+    (
+        "log1p",
+        log1p(y - 1) + log1p(x * 1e-9),
+        lambda a, b: np.log(b) + np.log1p(a * 1e-9),
+        WIDE,
+        POS,
+    ),
+    ("expm1", expm1(x) + expm1(y * 1e-9), lambda a, b: np.expm1(a) + np.expm1(b * 1e-9), WIDE, POS),
     ("tanh", sp.tanh(x), lambda a, b: np.tanh(a), WIDE, POS),
     ("erf", sp.erf(x), lambda a, b: np_erf(a), WIDE, POS),
     ("sigmoid", sigmoid(x), lambda a, b: np_sigmoid(a), WIDE, POS),
