@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+import symgrad
+
 
 class Timing(NamedTuple):
     """Seconds per call: median and quartiles over ``samples`` samples of ``number`` calls."""
@@ -164,4 +166,7 @@ def environment() -> str:
             pass
     parts += [f"{name} {v}" for name, v in peers().items() if v]
     parts.append(f"{os.cpu_count()} cpus, {platform.machine()}")
+    parts.append(
+        symgrad.config().summary()
+    )  # which BLAS, kernels and threads the LLVM backend uses
     return ", ".join(parts)

@@ -9,6 +9,7 @@ from symgrad import callbacks, expr, initializers, layers, losses, metrics, mode
 from symgrad.compiler import compile
 from symgrad.diff import derive
 from symgrad.emission import emit
+from symgrad.environment import config
 from symgrad.core import batch, labels, matrix
 from symgrad.formulas import element_formula, explain, grad, gradients, op_counts
 from symgrad.nn.layers import Activation, Dense, Input
@@ -26,6 +27,7 @@ __all__ = [
     "batch",
     "callbacks",
     "compile",
+    "config",
     "derive",
     "element_formula",
     "emit",

@@ -27,7 +27,7 @@ STAGES = (
     ("simplify", ("symgrad.simplify",)),
     ("formulas", ("symgrad.formulas",)),
     ("lower", ("symgrad.lower",)),
-    ("compiler", ("symgrad.compiler",)),
+    ("compiler", ("symgrad.compiler", "symgrad.environment")),
     (
         "nn",
         (

@@ -10,7 +10,10 @@ Resolution order (first found wins), chosen at run time:
    gemm throughput on such a CPU); NumPy's own instance is left untouched.
    ``SYMGRAD_BLAS_CORETYPE`` overrides the choice (``keep`` = NumPy's
    instance, or an OpenBLAS core name); the copy is kept in
-   ``$SYMGRAD_BLAS_DIR`` (default ``~/.cache/symgrad/blas``);
+   ``$SYMGRAD_BLAS_DIR`` (default ``~/.cache/symgrad/blas``). An
+   ``OPENBLAS_CORETYPE`` the user set is honoured: then no private copy is
+   loaded (an older OpenBLAS can be wrong on a CPU it misdetects, which is
+   why people set it), whatever ``SYMGRAD_BLAS_CORETYPE`` says;
 2. ``scipy-cython-blas``: the Fortran ``dgemm`` / ``sgemm`` behind SciPy's
    ``scipy.linalg.cython_blas`` capsules (LP64);
 3. ``system-cblas``: ``cblas_dgemm`` from ``find_library('cblas' | 'openblas' | 'blas')``;
@@ -58,6 +61,7 @@ class Provider:
     abi: str
     addresses: tuple[tuple[str, int], ...] = ()  # (dtype, address of ?gemm)
     core: str = ""  # the kernels OpenBLAS runs (``SkylakeX``, ``Haswell``), when it says
+    origin: str = ""  # why this library and these kernels, in words
 
     def symbol(self, dtype: str) -> str:
         return f"symgrad_{self.abi}_{'d' if dtype == 'float64' else 's'}gemm"
@@ -130,12 +134,16 @@ def _numpy_openblas() -> Provider | None:
     if found is None:
         return None
     path, lib, prefix = found
-    tuned = _host_tuned_copy(path, lib, prefix)
+    current = _core(lib)
+    wanted, origin = _wanted_core(current) if current else (None, "NumPy's instance")
+    tuned = _host_tuned_copy(path, lib, prefix, wanted) if wanted else None
     if tuned is not None:
         path, lib = tuned
+    elif wanted:
+        origin = f"NumPy's instance (a private copy with {wanted} kernels failed to load)"
     d, s = getattr(lib, f"{prefix}dgemm64_"), getattr(lib, f"{prefix}sgemm64_")
     addrs = (("float64", _address(d)), ("float32", _address(s)))
-    return Provider("numpy-openblas", str(path), "cblas64", addrs, _core(lib))
+    return Provider("numpy-openblas", str(path), "cblas64", addrs, _core(lib), origin)
 
 
 # OpenBLAS cores whose sgemm / dgemm use AVX-512; the first is what an AVX-512 host gets.
@@ -157,19 +165,29 @@ def _core(lib) -> str:
     return ""
 
 
-def _wanted_core(current: str) -> str | None:
-    """The core a private OpenBLAS instance should run, or None to use NumPy's own."""
+def user_coretype() -> str | None:
+    """``OPENBLAS_CORETYPE`` as set in the environment (every OpenBLAS that loads obeys it)."""
+    return os.environ.get("OPENBLAS_CORETYPE") or None
+
+
+def _wanted_core(current: str) -> tuple[str | None, str]:
+    """(the core a private OpenBLAS instance should run or None for NumPy's own, why)."""
+    if user_coretype() is not None:  # the user's choice, for NumPy's instance and ours
+        return None, f"NumPy's instance: OPENBLAS_CORETYPE={user_coretype()} is set"
     choice = os.environ.get("SYMGRAD_BLAS_CORETYPE", "auto")
     if choice.lower() in ("keep", "numpy", "off", "none", ""):
-        return None
+        return None, f"NumPy's instance: SYMGRAD_BLAS_CORETYPE={choice}"
     if choice.lower() != "auto":
-        return None if choice.lower() == current.lower() else choice
+        if choice.lower() == current.lower():
+            return None, f"NumPy's instance: it runs SYMGRAD_BLAS_CORETYPE={choice}"
+        return choice, f"private copy: SYMGRAD_BLAS_CORETYPE={choice}, NumPy's runs {current}"
     from codegen.llvm.jit import host
 
     features = host().features.split(",")
     if current in AVX512_CORES or not all(f in features for f in AVX512_FEATURES):
-        return None
-    return AVX512_CORES[0]
+        return None, "NumPy's instance: its kernels are the widest this host runs"
+    wanted = AVX512_CORES[0]
+    return wanted, f"private copy: the host has AVX-512, NumPy's instance runs {current}"
 
 
 def blas_dir() -> Path:
@@ -181,19 +199,15 @@ def blas_dir() -> Path:
     return Path(os.environ.get("SYMGRAD_BLAS_DIR") or Path.home() / ".cache" / "symgrad" / "blas")
 
 
-def _host_tuned_copy(path: Path, lib, prefix: str):
-    """(path, library) of a private copy of NumPy's OpenBLAS running the host's best kernels.
+def _host_tuned_copy(path: Path, lib, prefix: str, wanted: str):
+    """(path, library) of a private copy of NumPy's OpenBLAS running the ``wanted`` kernels.
 
     OpenBLAS picks its kernels once, when the library loads (``OPENBLAS_CORETYPE``
     is read then). Loading a *copy* of the file gives a second instance with its
     own kernel table and thread pool, so NumPy keeps its own choice. The copy
-    lives in ``blas_dir()`` and is made once; any failure (no core name, a
-    read-only directory, a core OpenBLAS does not know) returns None.
+    lives in ``blas_dir()`` and is made once; any failure (a read-only
+    directory, a core OpenBLAS does not know) returns None.
     """
-    current = _core(lib)
-    wanted = _wanted_core(current) if current else None
-    if wanted is None:
-        return None
     copy = blas_dir() / f"{path.stat().st_size}-{path.name}"
     saved = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")}
     try:
@@ -219,6 +233,33 @@ def _host_tuned_copy(path: Path, lib, prefix: str):
     if _core(private).lower() != wanted.lower() or not hasattr(private, f"{prefix}sgemm64_"):
         return None
     return copy, private
+
+
+_THREAD_COUNTS = (
+    "scipy_openblas_get_num_threads64_",
+    "openblas_get_num_threads64_",
+    "openblas_get_num_threads",
+)
+
+
+def threads(found: Provider) -> int | None:
+    """How many threads the provider's gemm uses now (OpenBLAS says; None when unknown).
+
+    Loading an already loaded path again gives the same instance (``dlopen``
+    counts references), so this asks the very library the compiled code calls.
+    """
+    if found.path is None or found.abi == "fortran32":
+        return 1 if found is GENERATED else None
+    try:
+        lib = ctypes.CDLL(found.path, mode=os.RTLD_LOCAL)
+    except OSError:
+        return None
+    for name in _THREAD_COUNTS:
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype = ctypes.c_int
+            return int(fn())
+    return None
 
 
 def _scipy_cython_blas() -> Provider | None:
