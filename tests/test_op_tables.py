@@ -96,20 +96,26 @@ def _names(classes) -> list[str]:
     return sorted(c if isinstance(c, str) else c.__name__ for c in classes)
 
 
+def _check_rows(table: str, rows: dict, required, what: str, exact: bool) -> None:
+    """Every ``required`` key has a row (and, if ``exact``, nothing else has one)."""
+    missing = [k for k in required if k not in rows]
+    assert not missing, f"{table} has no row for the {what} {_names(missing)}"
+    extra = [k for k in rows if k not in required]
+    assert not (exact and extra), f"{table} has rows for {_names(extra)}, which are not {what}"
+
+
 NODE_TABLES = {
-    "symgrad.diff.rules.VJP_RULES": lambda: rules.VJP_RULES,
-    "symgrad.diff.rules.RULE_MATH": lambda: rules.RULE_MATH,
-    "symgrad.simplify.rebuild.REBUILD": lambda: rebuild.REBUILD,
-    "symgrad.lower.lowering.STATEMENT": lambda: lowering.STATEMENT,
-    "symgrad.formulas.OP_COUNTS": lambda: formulas.OP_COUNTS,
+    "symgrad.diff.rules.VJP_RULES": rules.VJP_RULES,
+    "symgrad.diff.rules.RULE_MATH": rules.RULE_MATH,
+    "symgrad.simplify.rebuild.REBUILD": rebuild.REBUILD,
+    "symgrad.lower.lowering.STATEMENT": lowering.STATEMENT,
+    "symgrad.formulas.OP_COUNTS": formulas.OP_COUNTS,
 }
 
 
 @pytest.mark.parametrize("table", sorted(NODE_TABLES))
 def test_every_node_class_has_a_row(table):
-    rows = NODE_TABLES[table]()
-    missing = [c for c in node_classes() if c not in rows]
-    assert not missing, f"{table} has no row for the node classes {_names(missing)}"
+    _check_rows(table, NODE_TABLES[table], node_classes(), "node classes", exact=False)
 
 
 def test_every_node_class_prints():
@@ -160,19 +166,15 @@ def test_constructors_build_only_enumerated_classes():
 
 
 STATEMENT_TABLES = {
-    "codegen.ir.FORMAT": lambda: ir.FORMAT,
-    "codegen.numpy.backend.STATEMENTS": lambda: numpy_backend.STATEMENTS,
-    "codegen.llvm.kernels.LOWERINGS": lambda: kernels.LOWERINGS,
+    "codegen.ir.FORMAT": ir.FORMAT,
+    "codegen.numpy.backend.STATEMENTS": numpy_backend.STATEMENTS,
+    "codegen.llvm.kernels.LOWERINGS": kernels.LOWERINGS,
 }
 
 
 @pytest.mark.parametrize("table", sorted(STATEMENT_TABLES))
 def test_every_statement_class_has_a_row(table):
-    rows = STATEMENT_TABLES[table]()
-    missing = [c for c in ir.STATEMENTS if c not in rows]
-    assert not missing, f"{table} has no row for the IR statements {_names(missing)}"
-    extra = [c for c in rows if c not in ir.STATEMENTS]
-    assert not extra, f"{table} has rows for classes that are not IR statements: {_names(extra)}"
+    _check_rows(table, STATEMENT_TABLES[table], ir.STATEMENTS, "IR statements", exact=True)
 
 
 def test_every_statement_class_states_its_buffer_rules():
@@ -198,20 +200,17 @@ def test_every_statement_class_has_a_parity_case():
 
 
 SCALAR_TABLES = {  # table -> the part of the vocabulary it must cover
-    "codegen.numpy.scalar.PY": (lambda: numpy_scalar.PY, ir.SCALAR_VOCABULARY),
+    "codegen.numpy.scalar.PY": (numpy_scalar.PY, ir.SCALAR_VOCABULARY),
     # atoms never become a ufunc call: an argument is an array, the rest a Python scalar
-    "codegen.numpy.scalar.LOWER": (lambda: numpy_scalar.LOWER, ir.SCALAR_FUNCTIONS),
-    "codegen.llvm.scalar.RULES": (lambda: llvm_scalar.RULES, ir.SCALAR_VOCABULARY),
+    "codegen.numpy.scalar.LOWER": (numpy_scalar.LOWER, ir.SCALAR_FUNCTIONS),
+    "codegen.llvm.scalar.RULES": (llvm_scalar.RULES, ir.SCALAR_VOCABULARY),
 }
 
 
 @pytest.mark.parametrize("table", sorted(SCALAR_TABLES))
 def test_every_scalar_function_has_a_row(table):
-    rows, vocabulary = SCALAR_TABLES[table][0](), SCALAR_TABLES[table][1]
-    missing = [k for k in vocabulary if k not in rows]
-    assert not missing, f"{table} has no row for {_names(missing)} of codegen.ir's vocabulary"
-    extra = [k for k in rows if k not in vocabulary]
-    assert not extra, f"{table} has rows for {_names(extra)}, outside codegen.ir's vocabulary"
+    rows, vocabulary = SCALAR_TABLES[table]
+    _check_rows(table, rows, vocabulary, "scalar vocabulary entries (codegen.ir)", exact=True)
 
 
 def _entry_of(e: sp.Basic):
