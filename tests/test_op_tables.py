@@ -8,12 +8,15 @@ fails here, with the op and the table named, and not at a user's call site.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import sympy as sp
 
 import symgrad
 from codegen import ir
+from codegen.llvm import compile_program as llvm_compile
 from codegen.llvm import kernels
 from codegen.llvm import scalar as llvm_scalar
 from codegen.numpy import backend as numpy_backend
@@ -175,6 +178,34 @@ STATEMENT_TABLES = {
 @pytest.mark.parametrize("table", sorted(STATEMENT_TABLES))
 def test_every_statement_class_has_a_row(table):
     _check_rows(table, STATEMENT_TABLES[table], ir.STATEMENTS, "IR statements", exact=True)
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """An IR statement class that is in no table."""
+
+    out: ir.Value
+    a: ir.Value
+
+    in_place: ClassVar[bool] = False
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[ir.Value, ...]:
+        return (self.a,)
+
+
+def test_missing_statement_rows_name_the_statement_and_the_table():
+    a, out = ir.Value("A", (2, 3)), ir.Value("B", (2, 3))
+    program = ir.Program("scatter", (a,), (), (Scatter(out, a),), (out,))
+    with pytest.raises(NotImplementedError, match=r"codegen\.ir\.FORMAT has no row for .* Scatter"):
+        ir.format_stmt(program.body[0])
+    with pytest.raises(
+        NotImplementedError, match=r"Scatter in codegen\.numpy\.backend\.STATEMENTS"
+    ):
+        numpy_backend.compile_program(program)
+    with pytest.raises(NotImplementedError, match=r"Scatter \(no row in codegen\.llvm\.kernels"):
+        llvm_compile(program, cache=False)
 
 
 def test_every_statement_class_states_its_buffer_rules():

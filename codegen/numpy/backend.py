@@ -707,6 +707,11 @@ class _Writer:
 def _check_program(p: Program) -> None:
     known = {v.name for v in p.inputs}
     for s in p.body:
+        if type(s) not in STATEMENTS:
+            raise NotImplementedError(
+                f"the NumPy backend has no row for IR statement {type(s).__name__} "
+                "in codegen.numpy.backend.STATEMENTS"
+            )
         for v in s.reads:
             if v.name not in known:
                 raise ValueError(f"{p.name}: a statement reads {v.name} before it is computed")
