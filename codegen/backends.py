@@ -11,7 +11,7 @@ A backend compiles a ``codegen.ir.Program`` to a function ``fn(*inputs, *scalars
 - ``epochs``: ``compile_epoch`` builds a whole training epoch into one native call
   (batch gathering, every step, the sums of chosen outputs);
 - ``targets``: the standalone files ``symgrad.emit`` writes from its code
-  (target name -> what is written);
+  (target name -> what is written), and ``cpus``: what native ones can be tuned for;
 - ``compile(program, cache=...)``: whether compiled code is kept in the disk cache
   (backends without compiled code to keep ignore it).
 
@@ -35,6 +35,7 @@ class Backend:
     package: str = ""  # the module that implements it, imported on first use
     epochs: bool = False
     targets: Mapping[str, str] = MappingProxyType({})
+    cpus: tuple[str, ...] = ()
 
     @property
     def module(self) -> ModuleType:
@@ -86,6 +87,7 @@ class LLVMBackend(Backend):
             "shared": "a shared library (.so) and a C header (.h)",
         }
     )
+    cpus = ("host", "generic")  # this machine, or the baseline of its architecture
 
     def compile(self, program: Program, *, cache: bool = True):
         return self.module.compile_program(program, cache=cache)

@@ -44,12 +44,10 @@ from pathlib import Path
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
-from codegen.llvm.loops import I64, PTR, REDUCE, element, for_range, i64, imin, load, store
+from codegen.llvm.loops import I32, I64, PTR, REDUCE, element, for_range, i64, imin, load, store
 from codegen.llvm.mathlib import FAST, FloatFormat
 
 CHOICES = ("auto", "numpy", "scipy", "system", "none")
-
-I32 = ir.IntType(32)
 
 
 @dataclass(frozen=True)

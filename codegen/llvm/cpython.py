@@ -36,11 +36,8 @@ import sympy as sp
 
 from codegen.ir import Program
 from codegen.llvm.kernels import lower_dim
-from codegen.llvm.loops import I64, PTR, i64, load, store
+from codegen.llvm.loops import F64, I8, I32, I64, PTR, i64, load, store
 
-I8 = ir.IntType(8)
-I32 = ir.IntType(32)
-F64 = ir.DoubleType()
 NPY_TYPES = {"float64": 12, "float32": 11}  # NPY_DOUBLE, NPY_FLOAT
 NPY_C_CONTIGUOUS, NPY_WRITEABLE = 0x0001, 0x0400
 METH_FASTCALL = 0x0080

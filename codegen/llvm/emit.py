@@ -40,18 +40,18 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import sympy as sp
 
+from codegen.backends import LLVMBackend
 from codegen.ir import Program, format_program
 from codegen.llvm.blas import GENERATED
 from codegen.llvm.jit import host, new_target_machine, optimize, parse
 from codegen.llvm.kernels import lower_dim
-from codegen.llvm.loops import I64, PTR, i64, store
+from codegen.llvm.loops import I8, I32, I64, PTR, i64, store
 from codegen.llvm.mathlib import FORMATS, MathLibrary
 from codegen.llvm.module import Layout, _build_step_impl, make_layout
 
-I8, I32 = ir.IntType(8), ir.IntType(32)
 ALIGN = 64  # bytes: every work buffer starts on a cache line
 C_TYPES = {"float64": "double", "float32": "float"}
-CPUS = ("host", "generic")
+CPUS = LLVMBackend.cpus
 
 
 @dataclass(frozen=True)

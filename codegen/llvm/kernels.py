@@ -33,11 +33,9 @@ import sympy as sp
 
 from codegen.ir import Gemm, Guard, Map, Reduce, Shape, Softmax, Stmt, Transpose, Value, format_stmt
 from codegen.llvm import blas
-from codegen.llvm.loops import I64, PTR, REDUCE, element, for_range, i64, load, store
+from codegen.llvm.loops import I32, I64, PTR, REDUCE, element, for_range, i64, load, store
 from codegen.llvm.mathlib import Emitter, FloatFormat, MathLibrary
 from codegen.llvm.scalar import ScalarLowering
-
-I32 = ir.IntType(32)
 
 
 @dataclass

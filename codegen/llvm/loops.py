@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 
 import llvmlite.ir as ir
 
-I64 = ir.IntType(64)
+# the LLVM types every module of the backend uses
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F64 = ir.DoubleType()
 PTR = ir.PointerType()
 REDUCE = ("reassoc", "contract")
 

@@ -29,13 +29,21 @@ from codegen.llvm.blas import Provider
 from codegen.llvm.cpython import OFFSETS, build_fast_entry
 from codegen.llvm.jit import host
 from codegen.llvm.kernels import StepContext, lower_statement
-from codegen.llvm.loops import I64, PTR, copy, element, for_range, i64, imin, load, store
+from codegen.llvm.loops import (
+    F64,
+    I8,
+    I32,
+    I64,
+    PTR,
+    copy,
+    element,
+    for_range,
+    i64,
+    imin,
+    load,
+    store,
+)
 from codegen.llvm.mathlib import FORMATS, MathLibrary
-
-I8 = ir.IntType(8)
-I32 = ir.IntType(32)
-F64 = ir.DoubleType()
-
 
 TUPLE_ITEMS, ARRAY_DATA = OFFSETS["tuple_items"], OFFSETS["array_data"]  # checked there
 

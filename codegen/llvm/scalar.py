@@ -18,9 +18,8 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
 from codegen.ir import as_extremum, scalar_rule
+from codegen.llvm.loops import I1
 from codegen.llvm.mathlib import Emitter, MathLibrary
-
-I1 = ir.IntType(1)
 
 
 class ScalarLowering:

@@ -60,7 +60,7 @@ class Scalar:
 
 
 class Op:
-    """One primitive op ``fn(*args, out=register)``; built (hash-consed) by ``Lowering.op``."""
+    """One primitive op ``fn(*args, out=register)``; built (hash-consed) by ``ScalarLowering.op``."""
 
     __slots__ = ("fn", "args", "kind", "dtype")
 
@@ -254,7 +254,7 @@ def _heaviside_h0(e: sp.Heaviside) -> sp.Expr:
 
 
 # --------------------------------------------------------------------------
-# Lowering: SymPy body -> DAG of primitive ops.
+# Scalar lowering: SymPy body -> DAG of primitive ops.
 
 
 def may_warn(e: sp.Basic) -> bool:
@@ -267,7 +267,7 @@ def may_warn(e: sp.Basic) -> bool:
     return False
 
 
-class Lowering:
+class ScalarLowering:
     """Lower one body.  ``args`` maps argument symbols to arrays, ``names`` maps scalar and
     batch symbols to Python locals, ``constant(value, kind)`` names a constant-filled buffer."""
 
@@ -312,12 +312,12 @@ class Lowering:
         return operand
 
 
-def _split_uniform(lo: Lowering, args) -> tuple[list, list]:
+def _split_uniform(lo: ScalarLowering, args) -> tuple[list, list]:
     uniform = [a for a in args if lo.uniform(a)]
     return uniform, [a for a in args if not lo.uniform(a)]
 
 
-def _lower_add(lo: Lowering, e: sp.Add) -> Operand:
+def _lower_add(lo: ScalarLowering, e: sp.Add) -> Operand:
     content, rest = e.primitive()
     if content != 1 and isinstance(rest, sp.Add):  # 2x - 2y -> 2 (x - y): one multiply
         return lo.op("multiply", _lower_add(lo, rest), lo.scalar(content))
@@ -344,7 +344,7 @@ def _lower_add(lo: Lowering, e: sp.Add) -> Operand:
     return lo.op("add", acc, const) if const is not None else acc
 
 
-def _lower_mul(lo: Lowering, e: sp.Mul) -> Operand:
+def _lower_mul(lo: ScalarLowering, e: sp.Mul) -> Operand:
     uniform, factors = _split_uniform(lo, e.args)
     num, den = [], []
     for k, f in enumerate(factors):
@@ -370,7 +370,7 @@ def _lower_mul(lo: Lowering, e: sp.Mul) -> Operand:
     return acc if coeff == 1 else lo.op("multiply", acc, lo.scalar(coeff))
 
 
-def _int_power(lo: Lowering, x: Operand, k: int) -> Operand:
+def _int_power(lo: ScalarLowering, x: Operand, k: int) -> Operand:
     if k == 1:
         return x
     if k % 2 == 0:  # x**2k = (x**k)**2
@@ -378,7 +378,7 @@ def _int_power(lo: Lowering, x: Operand, k: int) -> Operand:
     return lo.op("multiply", _int_power(lo, x, k - 1), x)
 
 
-def _lower_pow(lo: Lowering, e: sp.Pow) -> Operand:
+def _lower_pow(lo: ScalarLowering, e: sp.Pow) -> Operand:
     base, exp = e.base, e.exp
     if not lo.uniform(exp):
         return lo.op("power", lo.lower(base), lo.lower(exp))
@@ -399,7 +399,7 @@ def _unary(fn: str):
 
 
 def _extremum(fn: str):
-    def lower(lo: Lowering, e):
+    def lower(lo: ScalarLowering, e):
         uniform, rest = _split_uniform(lo, e.args)
         acc = lo.lower(rest[0])
         for a in rest[1:]:
@@ -411,7 +411,7 @@ def _extremum(fn: str):
     return lower
 
 
-def _lower_sigmoid(lo: Lowering, e: sp.Function) -> Operand:
+def _lower_sigmoid(lo: ScalarLowering, e: sp.Function) -> Operand:
     # sigmoid(x) = [x < 0 ? z : 1] / (1 + z), z = exp(-|x|) in (0, 1]: nothing overflows and
     # nothing cancels (tanh(x/2)/2 + 1/2 loses all digits below x = -20 to 1 - 1)
     x = lo.lower(e.args[0])
@@ -420,14 +420,14 @@ def _lower_sigmoid(lo: Lowering, e: sp.Function) -> Operand:
     return lo.op("divide", numerator, lo.op("add", z, Scalar("1.0", 1.0)))
 
 
-def _lower_softplus(lo: Lowering, e: sp.Function) -> Operand:
+def _lower_softplus(lo: ScalarLowering, e: sp.Function) -> Operand:
     # softplus(x) = max(x, 0) + log1p(exp(-|x|)): exp never overflows
     x = lo.lower(e.args[0])
     tail = lo.op("log1p", lo.op("exp", lo.op("negative", lo.op("absolute", x))))
     return lo.op("add", lo.op("maximum", x, lo.fast_constant(Scalar("0.0", 0.0), x)), tail)
 
 
-def _lower_heaviside(lo: Lowering, e: sp.Heaviside) -> Operand:
+def _lower_heaviside(lo: ScalarLowering, e: sp.Heaviside) -> Operand:
     x, h0 = lo.lower(e.args[0]), _heaviside_h0(e)
     if h0 == 0:  # H(x, 0) = [x > 0]
         return lo.op("greater", x, Scalar("0.0", 0.0), dtype="f")
@@ -447,7 +447,7 @@ _NEGATED = {
 }
 
 
-def _lower_piecewise(lo: Lowering, e: sp.Piecewise) -> Operand:
+def _lower_piecewise(lo: ScalarLowering, e: sp.Piecewise) -> Operand:
     pairs = []
     for value, cond in e.args:
         pairs.append((value, cond))
@@ -488,7 +488,7 @@ def _compare(fn: str):
 
 
 def _logical(fn: str):
-    def lower(lo: Lowering, e):
+    def lower(lo: ScalarLowering, e):
         uniform, rest = _split_uniform(lo, e.args)
         acc = lo.lower(rest[0])
         for a in rest[1:]:
@@ -498,7 +498,7 @@ def _logical(fn: str):
     return lower
 
 
-LOWER: dict[type | str, Callable[[Lowering, sp.Basic], Operand]] = {
+LOWER: dict[type | str, Callable[[ScalarLowering, sp.Basic], Operand]] = {
     sp.Add: _lower_add,
     sp.Mul: _lower_mul,
     sp.Pow: _lower_pow,
@@ -549,7 +549,7 @@ class Body:
 
 
 def lower_body(body: sp.Expr, args: dict, names: dict, pool: ScratchPool) -> Body:
-    lo = Lowering(args, names, pool.constant)
+    lo = ScalarLowering(args, names, pool.constant)
     return Body(lo.lower(sp.sympify(body)), lo.needs_errstate)
 
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # codegen is imported on first use: symgrad's import must not
 
 # target -> what it writes; each backend names the targets written from its code
 TARGETS = {target: what for b in BACKENDS.values() for target, what in b.targets.items()}
-CPUS = ("host", "generic")
+CPUS = tuple(dict.fromkeys(cpu for b in BACKENDS.values() for cpu in b.cpus))
 
 
 def emit(
