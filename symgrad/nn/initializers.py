@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from symgrad.nn.validation import from_identifier
+
 Shape = tuple[int, int]
 
 
@@ -180,21 +182,7 @@ INITIALIZERS: dict[str, type] = {
 
 def get(identifier) -> Initializer:
     """An initializer from a name (``"he_normal"``), an instance, or a class."""
-    if isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key in INITIALIZERS:
-            return INITIALIZERS[key]()
-        raise ValueError(
-            f"Unknown initializer: {identifier!r}. Known initializers: {', '.join(sorted(INITIALIZERS))}"
-        )
-    raise TypeError(
-        "An initializer must be a name or a symgrad.nn.initializers.Initializer. "
-        f"Received: {identifier!r} of type {type(identifier).__name__}"
-    )
+    return from_identifier(identifier, Initializer, INITIALIZERS, "initializer")
 
 
 def name_of(init: Initializer) -> str:

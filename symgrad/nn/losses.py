@@ -31,7 +31,7 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
 from symgrad.core import scalar
-from symgrad.nn.validation import show
+from symgrad.nn.validation import from_identifier, show
 
 EPSILON = sp.Rational(1, 10**7)
 """Keras's ``backend.epsilon()``: the clip margin of probabilities."""
@@ -285,17 +285,7 @@ LOSSES: dict[str, type] = {
 
 def get(identifier) -> Loss:
     """A loss from a name (``"mse"``), a :class:`Loss`, a Loss class or a function."""
-    if isinstance(identifier, Loss):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Loss):
-        return identifier()
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key in LOSSES:
-            return LOSSES[key]()
-        raise ValueError(f"Unknown loss: {identifier!r}. Known losses: {', '.join(sorted(LOSSES))}")
-    if callable(identifier):
+    if callable(identifier) and not isinstance(identifier, (Loss, type)):
         return LossFunctionWrapper(identifier)
-    raise TypeError(
-        f"A loss must be a name, a symgrad.nn.losses.Loss or a function. Received: loss={identifier!r}"
-    )
+    expected = "a name, a symgrad.nn.losses.Loss or a function"
+    return from_identifier(identifier, Loss, LOSSES, "loss", expected=expected)

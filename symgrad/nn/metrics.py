@@ -35,6 +35,7 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
 from symgrad import core as E
+from symgrad.nn.validation import from_identifier
 
 _p, _y, _c = sp.symbols("p y c", real=True)
 
@@ -159,24 +160,17 @@ def known_names() -> list[str]:
 
 def get(identifier, loss_name: str = "", output_dim: int | None = None) -> Metric:
     """A metric from a name or an instance; ``"accuracy"`` depends on the loss and output."""
-    if isinstance(identifier, Metric):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Metric):
-        return identifier()
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key in ("accuracy", "acc"):
-            if loss_name == "sparse_categorical_crossentropy":
-                return SparseCategoricalAccuracy(name=identifier)
-            if output_dim == 1:
-                return BinaryAccuracy(name=identifier)
-            return CategoricalAccuracy(name=identifier)
-        if key in METRICS:
-            return METRICS[key](name=identifier)
-        raise ValueError(
-            f"Unknown metric: {identifier!r}. Known metrics: {', '.join(known_names())}"
-        )
-    raise TypeError(
-        f"A metric must be a name or a symgrad.nn.metrics.Metric. Received: {identifier!r} "
-        f"of type {type(identifier).__name__}"
+    if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):
+        if loss_name == "sparse_categorical_crossentropy":
+            return SparseCategoricalAccuracy(name=identifier)
+        if output_dim == 1:
+            return BinaryAccuracy(name=identifier)
+        return CategoricalAccuracy(name=identifier)
+    return from_identifier(
+        identifier,
+        Metric,
+        METRICS,
+        "metric",
+        make=lambda cls, name: cls(name=name),
+        known=known_names(),
     )

@@ -32,6 +32,7 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 from symgrad import core as E
 from symgrad.nn.initializers import Constant
 from symgrad.nn.layers import Variable
+from symgrad.nn.validation import from_identifier
 
 STEP = sp.Symbol("t", positive=True)
 """The 1-based step number (``optimizer.iterations + 1``), a runtime scalar named ``t``."""
@@ -369,21 +370,7 @@ OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
 
 def get(identifier) -> Optimizer:
     """An optimizer from a name (``"adam"``, Keras defaults) or an instance."""
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Optimizer):
-        return identifier()
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key in OPTIMIZERS:
-            return OPTIMIZERS[key]()
-        raise ValueError(
-            f"Unknown optimizer: {identifier!r}. Known optimizers: {', '.join(sorted(OPTIMIZERS))}"
-        )
-    raise TypeError(
-        "An optimizer must be a name or a symgrad.nn.optimizers.Optimizer. "
-        f"Received: optimizer={identifier!r} of type {type(identifier).__name__}"
-    )
+    return from_identifier(identifier, Optimizer, OPTIMIZERS, "optimizer")
 
 
 def from_config(config: dict) -> Optimizer:

@@ -8,7 +8,45 @@ touches the model, so a rejected call leaves the weights as they were.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+
 import numpy as np
+
+
+def from_identifier(
+    identifier,
+    base: type,
+    table: Mapping[str, Callable],
+    kind: str,
+    *,
+    make: Callable = lambda cls, name: cls(),
+    known: Iterable[str] | None = None,
+    expected: str | None = None,
+):
+    """Keras's ``get``: an instance of ``base`` as it is, a subclass instantiated, or a name.
+
+    Names are looked up case-insensitively in ``table`` and built with
+    ``make(table[name], identifier)``; an unknown name raises a ValueError listing
+    ``known`` (default: the table's names), anything else a TypeError naming
+    ``expected`` (default: a name or a ``base``).
+    """
+    if isinstance(identifier, base):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, base):
+        return identifier()
+    plural = kind + ("es" if kind.endswith("s") else "s")
+    if isinstance(identifier, str):
+        found = table.get(identifier.lower())
+        if found is not None:
+            return make(found, identifier)
+        names = ", ".join(sorted(table) if known is None else known)
+        raise ValueError(f"Unknown {kind}: {identifier!r}. Known {plural}: {names}")
+    article = "An" if kind[0] in "aeiou" else "A"
+    expected = expected or f"a name or a {base.__module__}.{base.__name__}"
+    raise TypeError(
+        f"{article} {kind} must be {expected}. "
+        f"Received: {kind}={identifier!r} of type {type(identifier).__name__}"
+    )
 
 
 def _numeric_array(data, name: str) -> np.ndarray:

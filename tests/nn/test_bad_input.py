@@ -334,3 +334,24 @@ def test_nan_loss_on_the_first_step_changes_nothing(data):
         model, lambda: model.fit(x, huge, verbose=0), NonFiniteLossError, "at epoch 1, batch 1 of 1"
     )
     assert err.epoch == 1 and err.batch == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "base", "name", "kind"),
+    [
+        ("initializers", "Initializer", "he_normal", "initializer"),
+        ("losses", "Loss", "mse", "loss"),
+        ("metrics", "Metric", "mae", "metric"),
+        ("optimizers", "Optimizer", "adam", "optimizer"),
+    ],
+)
+def test_every_get_takes_names_classes_and_instances_alike(module, base, name, kind):
+    from importlib import import_module
+
+    mod = import_module(f"symgrad.nn.{module}")
+    made = mod.get(name.upper())  # names are case-insensitive
+    assert isinstance(made, getattr(mod, base))
+    assert mod.get(made) is made
+    assert type(mod.get(type(made))) is type(made)
+    with pytest.raises(TypeError, match=rf"Received: {kind}=3\.5 of type float"):
+        mod.get(3.5)
