@@ -398,14 +398,19 @@ def _unary(fn: str):
     return lambda lo, e: lo.op(fn, lo.lower(e.args[0]))
 
 
-def _extremum(fn: str):
+def _fold(fn: str, filled: bool = False):
+    """An n-ary associative op (Max, And, ...) as a chain of binary ``fn`` calls; the
+    operands that are the same everywhere are folded into one scalar last (``filled``:
+    as a constant-filled buffer, see ``ScalarLowering.fast_constant``)."""
+
     def lower(lo: ScalarLowering, e):
         uniform, rest = _split_uniform(lo, e.args)
         acc = lo.lower(rest[0])
         for a in rest[1:]:
             acc = lo.op(fn, acc, lo.lower(a))
         if uniform:
-            acc = lo.op(fn, acc, lo.fast_constant(lo.scalar(e.func(*uniform)), acc))
+            scalar = lo.scalar(e.func(*uniform))
+            acc = lo.op(fn, acc, lo.fast_constant(scalar, acc) if filled else scalar)
         return acc
 
     return lower
@@ -487,17 +492,6 @@ def _compare(fn: str):
     return lambda lo, e: lo.op(fn, lo.lower(e.lhs), lo.lower(e.rhs))
 
 
-def _logical(fn: str):
-    def lower(lo: ScalarLowering, e):
-        uniform, rest = _split_uniform(lo, e.args)
-        acc = lo.lower(rest[0])
-        for a in rest[1:]:
-            acc = lo.op(fn, acc, lo.lower(a))
-        return lo.op(fn, acc, lo.scalar(e.func(*uniform))) if uniform else acc
-
-    return lower
-
-
 LOWER: dict[type | str, Callable[[ScalarLowering, sp.Basic], Operand]] = {
     sp.Add: _lower_add,
     sp.Mul: _lower_mul,
@@ -510,15 +504,15 @@ LOWER: dict[type | str, Callable[[ScalarLowering, sp.Basic], Operand]] = {
     sp.Abs: _unary("absolute"),
     sp.sign: _unary("sign"),
     sp.erf: _unary("erf"),
-    sp.Max: _extremum("maximum"),
-    sp.Min: _extremum("minimum"),
+    sp.Max: _fold("maximum", filled=True),
+    sp.Min: _fold("minimum", filled=True),
     sp.Heaviside: _lower_heaviside,
     sp.Piecewise: _lower_piecewise,
     "sigmoid": _lower_sigmoid,
     "softplus": _lower_softplus,
     **{rel: _compare(fn) for rel, fn in _COMPARE.items()},
-    sp.And: _logical("logical_and"),
-    sp.Or: _logical("logical_or"),
+    sp.And: _fold("logical_and"),
+    sp.Or: _fold("logical_or"),
     sp.Not: _unary("logical_not"),
 }
 

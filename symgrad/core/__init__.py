@@ -35,7 +35,14 @@ from symgrad.core.build import (
     total,
     transpose,
 )
-from symgrad.core.graph import check_symbols, children, leaves, scalar_params, topological
+from symgrad.core.graph import (
+    check_symbols,
+    children,
+    fresh_name,
+    leaves,
+    scalar_params,
+    topological,
+)
 from symgrad.core.nodes import (
     DISPLAY_NAMES,
     BroadcastCols,
@@ -88,6 +95,7 @@ __all__ = [
     "col_sum",
     "elementwise",
     "fill",
+    "fresh_name",
     "hadamard",
     "is_zero",
     "labels",

@@ -13,6 +13,15 @@ from symgrad.core.nodes import ShapeMismatch
 # Graph utilities
 
 
+def fresh_name(base: str, taken: set[str], first: int = 1) -> str:
+    """``base``, else ``base_<first>``, ``base_<first+1>``... : the first not in ``taken`` (now added)."""
+    name, k = base, first
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
 def children(node) -> tuple:
     """Matrix-valued operands of a node (scalars and Lambdas are parameters)."""
     if isinstance(node, (MatrixSymbol, ZeroMatrix, OneMatrix, sp.Identity)):

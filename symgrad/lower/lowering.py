@@ -78,11 +78,7 @@ class Lowering:
 
     # -- naming ---------------------------------------------------------
     def _fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
+        return E.fresh_name(base, self.taken)
 
     def _value(self, node, base: str | None = None) -> ir.Value:
         if base is None:

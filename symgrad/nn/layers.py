@@ -27,6 +27,7 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
 from symgrad.nn import initializers
+from symgrad.nn.validation import positive_int
 
 
 @dataclass(eq=False)
@@ -61,23 +62,7 @@ class Names:
         return self.fresh(f"A{self.layer}")
 
     def fresh(self, base: str) -> str:
-        name, i = base, 2
-        while name in self.used:
-            name, i = f"{base}_{i}", i + 1
-        self.used.add(name)
-        return name
-
-
-def _positive_int(value, what: str) -> int:
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, np.integer))
-        or value <= 0
-    ):
-        raise ValueError(
-            f"Invalid value for argument {what}: expected a positive integer. Received: {what}={value!r}"
-        )
-    return int(value)
+        return E.fresh_name(base, self.used, first=2)  # a second Z1 is Z1_2
 
 
 def resolve_activation(activation):
@@ -134,7 +119,7 @@ class Layer:
         return []
 
     def build(self, input_dim: int) -> None:
-        self.input_dim = _positive_int(input_dim, "input_dim")
+        self.input_dim = positive_int(input_dim, "input_dim")
         self.built = True
 
     def output_dim(self, input_dim: int | None) -> int | None:
@@ -176,7 +161,7 @@ class Dense(Layer):
         input_shape: tuple | None = None,
     ):
         super().__init__(name)
-        self.units = _positive_int(units, "units")
+        self.units = positive_int(units, "units")
         self.activation = activation
         self.activation_fn = resolve_activation(activation)
         self.use_bias = bool(use_bias)
@@ -192,7 +177,7 @@ class Dense(Layer):
                 )
             input_dim = input_shape[0]
         self.declared_input_dim = (
-            None if input_dim is None else _positive_int(input_dim, "input_dim")
+            None if input_dim is None else positive_int(input_dim, "input_dim")
         )
         self.kernel: Variable | None = None
         self.bias: Variable | None = None
@@ -202,7 +187,7 @@ class Dense(Layer):
         return [w for w in (self.kernel, self.bias) if w is not None]
 
     def build(self, input_dim: int) -> None:
-        input_dim = _positive_int(input_dim, "input_dim")
+        input_dim = positive_int(input_dim, "input_dim")
         if self.declared_input_dim is not None and input_dim != self.declared_input_dim:
             raise ValueError(
                 f"Layer {self.name!r} expects {self.declared_input_dim} input features. "
@@ -279,7 +264,7 @@ class InputLayer(Layer):
             raise ValueError(
                 f"Input takes rows of features: shape must be (features,). Received: shape={shape!r}"
             )
-        self.declared_input_dim = _positive_int(shape[0], "shape[0]")
+        self.declared_input_dim = positive_int(shape[0], "shape[0]")
 
     def build(self, input_dim: int) -> None:
         if input_dim != self.declared_input_dim:

@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 
 from codegen.files import write_atomic
-from symgrad.core import scalar
+from symgrad.core import fresh_name, scalar
 from symgrad.nn import layers as layers_module
 from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
@@ -81,12 +81,8 @@ class Sequential(Trainer):
             self._invalidate()
             return
         taken = {existing.name for existing in self._layers}
-        if layer._name is None:
-            base = snake_case(type(layer).__name__)
-            name, i = base, 1
-            while name in taken:
-                name, i = f"{base}_{i}", i + 1
-            layer._name = name
+        if layer._name is None:  # Keras's names: dense, dense_1, dense_2...
+            layer._name = fresh_name(snake_case(type(layer).__name__), taken)
         elif layer.name in taken:
             raise ValueError(
                 "All layers added to a Sequential model should have unique names. "
