@@ -16,6 +16,7 @@ import numpy as np
 import sympy as sp
 from sklearn.datasets import make_moons
 
+from symgrad.compiler import BACKENDS
 from symgrad.core.scalar import softplus
 from symgrad.layers import Dense
 from symgrad.models import Sequential
@@ -24,7 +25,7 @@ from symgrad.optimizers import Adam
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "llvm"])
+    parser.add_argument("--backend", default="numpy", choices=list(BACKENDS))
     args = parser.parse_args(argv)
 
     x = sp.Symbol("x")

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from symgrad.compiler import BACKENDS
 from symgrad.layers import Dense
 from symgrad.models import Sequential
 from symgrad.optimizers import Adam
@@ -70,7 +71,7 @@ def save_curve(history, path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "llvm"])
+    parser.add_argument("--backend", default="numpy", choices=list(BACKENDS))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--verbose", type=int, default=2)
     parser.add_argument("--plot", default="digits_loss.png", help="loss curve PNG ('' for none)")

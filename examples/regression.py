@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
 
+from symgrad.compiler import BACKENDS
 from symgrad.layers import Dense
 from symgrad.models import Sequential
 
@@ -41,7 +42,7 @@ def build(hidden: int | None, loss: str, backend: str) -> Sequential:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "llvm"])
+    parser.add_argument("--backend", default="numpy", choices=list(BACKENDS))
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument(
         "--plot", default="regression_loss.png", help="loss curves PNG ('' for none)"

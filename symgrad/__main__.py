@@ -17,7 +17,9 @@ import runpy
 import sys
 from pathlib import Path
 
+from symgrad.compiler import CompiledFunction
 from symgrad.emission.writer import CPUS, TARGETS, emit
+from symgrad.nn.models import Sequential
 
 DEFAULT_NAMES = ("model", "build_model")
 
@@ -44,7 +46,7 @@ def load_source(script: str, name: str | None):
         wanted = " or ".join(repr(n) for n in names)
         raise UsageError(f"{script} defines no {wanted}; choose the variable with --name")
     value = namespace[found]
-    if callable(value) and not hasattr(value, "program") and not hasattr(value, "compiled"):
+    if callable(value) and not isinstance(value, (Sequential, CompiledFunction)):  # a factory
         try:
             value = value()
         except Exception as err:

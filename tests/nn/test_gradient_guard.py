@@ -10,7 +10,7 @@ import symgrad
 from symgrad import Activation, Dense, NonFiniteLossError, Sequential
 from symgrad import expr as E
 
-BACKENDS = ["numpy", "llvm"]
+BACKENDS = list(symgrad.compiler.BACKENDS)  # every registered backend
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

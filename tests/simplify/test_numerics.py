@@ -15,7 +15,7 @@ from symgrad import expr as E
 from symgrad import losses
 
 n = E.batch()
-BACKENDS = ["numpy", "llvm"]
+BACKENDS = list(symgrad.compiler.BACKENDS)  # every registered backend
 EXTREMES = np.array([[-1000.0, -30.0, -1.0, 0.0, 1.0, 30.0, 1000.0]])
 
 
