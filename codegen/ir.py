@@ -373,6 +373,26 @@ def as_extremum(value: sp.Expr, cond: sp.Basic, other: sp.Expr) -> sp.Expr | Non
     return None
 
 
+def sigmoid_complement(e: sp.Add) -> sp.Expr | None:
+    """``1 - sigmoid(u) + rest`` -> ``sigmoid(-u) + rest`` (unevaluated), else None.
+
+    SymPy graphs keep ``sigmoid(-u)`` as ``1 - sigmoid(u)`` (one canonical node);
+    evaluated that way it rounds to 0 wherever sigmoid(u) rounds to 1 (u > 37 in
+    float64), while sigmoid(-u) keeps every digit down to the underflow.
+    """
+    terms = list(e.args)
+    if sp.S.One not in terms:
+        return None
+    for t in terms:
+        coeff, s = t.as_coeff_Mul()
+        if coeff == -1 and is_named_function(s, "sigmoid"):
+            rest = [u for u in terms if u is not t]
+            rest.remove(sp.S.One)
+            flipped = s.func(-s.args[0], evaluate=False)
+            return sp.Add(flipped, *rest, evaluate=False) if rest else flipped
+    return None
+
+
 # --------------------------------------------------------------------------
 # Buffer plan: which statement outputs may share storage.
 

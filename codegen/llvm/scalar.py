@@ -17,7 +17,7 @@ import llvmlite.ir as ir
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from codegen.ir import as_extremum, scalar_rule
+from codegen.ir import as_extremum, scalar_rule, sigmoid_complement
 from codegen.llvm.loops import I1
 from codegen.llvm.mathlib import Emitter, MathLibrary
 
@@ -62,6 +62,8 @@ def _number(L, x):
 
 
 def _add(L, x):
+    if (flipped := sigmoid_complement(x)) is not None:  # 1 - sigmoid(u) = sigmoid(-u)
+        return L(flipped)
     # a + (-1)*b is a - b
     acc = L(x.args[0])
     for t in x.args[1:]:

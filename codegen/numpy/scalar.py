@@ -30,7 +30,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.logic.boolalg import BooleanTrue
 
-from codegen.ir import as_extremum, scalar_rule
+from codegen.ir import as_extremum, scalar_rule, sigmoid_complement
 
 Kind = tuple[bool, bool]
 FULL: Kind = (True, True)
@@ -132,6 +132,8 @@ def _py_symbol(e: sp.Symbol, names: dict) -> tuple[str, int]:
 
 
 def _py_add(e: sp.Add, names: dict) -> tuple[str, int]:
+    if (flipped := sigmoid_complement(e)) is not None:  # 1 - sigmoid(u) = sigmoid(-u)
+        return _py(flipped, names)
     terms = list(e.args)
     parts = [_wrap(_py(terms[0], names), ADD)]
     for t in terms[1:]:
@@ -318,6 +320,8 @@ def _split_uniform(lo: ScalarLowering, args) -> tuple[list, list]:
 
 
 def _lower_add(lo: ScalarLowering, e: sp.Add) -> Operand:
+    if (flipped := sigmoid_complement(e)) is not None:  # 1 - sigmoid(u) = sigmoid(-u)
+        return lo.lower(flipped)
     content, rest = e.primitive()
     if content != 1 and isinstance(rest, sp.Add):  # 2x - 2y -> 2 (x - y): one multiply
         return lo.op("multiply", _lower_add(lo, rest), lo.scalar(content))
@@ -418,10 +422,14 @@ def _fold(fn: str, filled: bool = False):
 
 def _lower_sigmoid(lo: ScalarLowering, e: sp.Function) -> Operand:
     # sigmoid(x) = [x < 0 ? z : 1] / (1 + z), z = exp(-|x|) in (0, 1]: nothing overflows and
-    # nothing cancels (tanh(x/2)/2 + 1/2 loses all digits below x = -20 to 1 - 1)
-    x = lo.lower(e.args[0])
+    # nothing cancels (tanh(x/2)/2 + 1/2 loses all digits below x = -20 to 1 - 1).
+    # sigmoid(-x) = [x > 0 ? z : 1] / (1 + z) shares z and 1 + z with sigmoid(x).
+    arg = e.args[0]
+    negated = arg.could_extract_minus_sign()
+    x = lo.lower(-arg if negated else arg)
     z = lo.op("exp", lo.op("negative", lo.op("absolute", x)))
-    numerator = lo.op("select", lo.op("less", x, Scalar("0.0", 0.0)), z, Scalar("1.0", 1.0))
+    tail = lo.op("greater" if negated else "less", x, Scalar("0.0", 0.0))
+    numerator = lo.op("select", tail, z, Scalar("1.0", 1.0))
     return lo.op("divide", numerator, lo.op("add", z, Scalar("1.0", 1.0)))
 
 

@@ -66,6 +66,13 @@ SCALAR_CASES = [
     ("erf", sp.erf(x), lambda a, b: np_erf(a), WIDE, POS),
     ("sigmoid", sigmoid(x), lambda a, b: np_sigmoid(a), WIDE, POS),
     ("softplus", softplus(x), lambda a, b: np.logaddexp(0, a), WIDE, POS),
+    (  # evaluated as y + sigmoid(-x)
+        "one_minus_sigmoid",
+        y + 1 - sigmoid(x),
+        lambda a, b: b + np.exp(-np.logaddexp(0, a)),
+        WIDE,
+        POS,
+    ),
     (
         "abs_sign",
         sp.Abs(x) * sp.sign(x - 0.5),

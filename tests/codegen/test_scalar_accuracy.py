@@ -24,6 +24,8 @@ x = sp.Symbol("x")
 FUNCTIONS = {  # name -> (body, exact value at an mpmath number)
     "sigmoid": (sigmoid(x), lambda t: 1 / (1 + mp.exp(-t))),
     "softplus": (softplus(x), lambda t: mp.log1p(mp.exp(t))),
+    # sigmoid(-x) is 1 - sigmoid(x) in symgrad's graphs: evaluated as sigmoid(-x)
+    "one_minus_sigmoid": (1 - sigmoid(x), lambda t: 1 / (1 + mp.exp(t))),
     "log1p": (log1p(x), lambda t: mp.log1p(t) if t > -1 else (-mp.inf if t == -1 else mp.nan)),
     "expm1": (expm1(x), lambda t: mp.expm1(t)),
 }
