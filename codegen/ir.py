@@ -24,16 +24,50 @@ statement's domain shape ``(r, c)``, a row ``(1, c)``, a column ``(r, 1)`` or a
 
 from __future__ import annotations
 
+import math
+import numbers
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.logic.boolalg import BooleanTrue
 
 Shape = tuple[sp.Expr, sp.Expr]
+
+# --------------------------------------------------------------------------
+# Scalar arguments: one rule for every backend
+
+SCALAR_CHECK = """
+def _check_scalar(function, name, value, dtype):
+    \"\"\"A scalar argument as a float: a real number (not a bool), finite in ``dtype``.\"\"\"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{function}: argument {name} must be a real number; Received: {name}={value!r}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float64
+        number = math.inf
+    limit = float(numpy.finfo(dtype).max)
+    if not -limit <= number <= limit:  # nan fails both comparisons
+        raise ValueError(
+            f"{function}: argument {name} must be finite in {numpy.dtype(dtype).name} "
+            f"(|{name}| <= {limit:.8g}); Received: {name}={value!r}"
+        )
+    return number
+"""
+"""The source of ``_check_scalar``: copied into generated NumPy modules, run here for the rest."""
+
+_scalar_namespace: dict = {"math": math, "numbers": numbers, "numpy": numpy}
+exec(SCALAR_CHECK, _scalar_namespace)  # noqa: S102 - our own constant text, as generated modules
+check_scalar = _scalar_namespace["_check_scalar"]
+check_scalar.__doc__ = """``check_scalar(function, name, value, dtype) -> float``: the rule every backend applies
+to a scalar argument (bools, non-numbers and values that are not finite once converted to
+``dtype`` -- nan, inf, 1e39 in float32 -- are rejected with a message naming the argument)."""
 
 DTYPES = ("float32", "float64")
 

@@ -74,6 +74,7 @@ from numpy import (
 
 DTYPE = numpy.dtype("float64")
 ndarray = numpy.ndarray
+SCALAR_MAX = float(numpy.finfo(DTYPE).max)  # scalar arguments must be finite in DTYPE
 maximum_reduce = numpy.maximum.reduce
 add_reduce = numpy.add.reduce
 
@@ -315,21 +316,29 @@ def _check_updatable(function, name, value):
         )
 
 
-def _check_scalar(function, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{function}: argument {name} must be a real number; Received: {name}={value!r}"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{function}: argument {name} must be finite; Received: {name}={value!r}")
-    return value
-
-
 def _not_finite(function, what, value):
     return FloatingPointError(
         f"{function}: {what} is not finite ({float(value[0, 0])!r}); no input was updated"
     )
+
+
+def _check_scalar(function, name, value, dtype):
+    """A scalar argument as a float: a real number (not a bool), finite in ``dtype``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{function}: argument {name} must be a real number; Received: {name}={value!r}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float64
+        number = math.inf
+    limit = float(numpy.finfo(dtype).max)
+    if not -limit <= number <= limit:  # nan fails both comparisons
+        raise ValueError(
+            f"{function}: argument {name} must be finite in {numpy.dtype(dtype).name} "
+            f"(|{name}| <= {limit:.8g}); Received: {name}={value!r}"
+        )
+    return number
 
 
 # --------------------------------------------------------------------------------------
@@ -789,11 +798,11 @@ def _check_train_step_kernel(
     _check_updatable("train_step_kernel", "dense_1_bias_momentum", dense_1_bias_momentum)
     _check_updatable("train_step_kernel", "dense_1_bias_velocity", dense_1_bias_velocity)
     _check_updatable("train_step_kernel", "dense_1_bias", dense_1_bias)
-    beta_1 = _check_scalar("train_step_kernel", "beta_1", beta_1)
-    beta_2 = _check_scalar("train_step_kernel", "beta_2", beta_2)
-    epsilon = _check_scalar("train_step_kernel", "epsilon", epsilon)
-    learning_rate = _check_scalar("train_step_kernel", "learning_rate", learning_rate)
-    t = _check_scalar("train_step_kernel", "t", t)
+    beta_1 = _check_scalar("train_step_kernel", "beta_1", beta_1, DTYPE)
+    beta_2 = _check_scalar("train_step_kernel", "beta_2", beta_2, DTYPE)
+    epsilon = _check_scalar("train_step_kernel", "epsilon", epsilon, DTYPE)
+    learning_rate = _check_scalar("train_step_kernel", "learning_rate", learning_rate, DTYPE)
+    t = _check_scalar("train_step_kernel", "t", t, DTYPE)
     return n, beta_1, beta_2, epsilon, learning_rate, t
 
 
@@ -893,15 +902,15 @@ def train_step_kernel(
         and dense_1_bias_velocity.shape == (1, 10)
         and dense_1_bias_velocity.flags.carray
         and type(beta_1) is float
-        and beta_1 - beta_1 == 0.0
+        and -SCALAR_MAX <= beta_1 <= SCALAR_MAX
         and type(beta_2) is float
-        and beta_2 - beta_2 == 0.0
+        and -SCALAR_MAX <= beta_2 <= SCALAR_MAX
         and type(epsilon) is float
-        and epsilon - epsilon == 0.0
+        and -SCALAR_MAX <= epsilon <= SCALAR_MAX
         and type(learning_rate) is float
-        and learning_rate - learning_rate == 0.0
+        and -SCALAR_MAX <= learning_rate <= SCALAR_MAX
         and type(t) is float
-        and t - t == 0.0
+        and -SCALAR_MAX <= t <= SCALAR_MAX
     ):
         n, beta_1, beta_2, epsilon, learning_rate, t = _check_train_step_kernel(
             X,

@@ -32,7 +32,7 @@ import numpy as np
 import sympy as sp
 
 from codegen import cache as disk_cache
-from codegen.ir import Program, Shape
+from codegen.ir import Program, Shape, check_scalar
 from codegen.llvm.blas import Provider
 from codegen.llvm.blas import provider as resolve_blas
 from codegen.llvm.cpython import FastEntry, register_symbols
@@ -320,15 +320,7 @@ class LLVMFunction(_Inspectable):
         for i in self._updated:
             if not args[i].flags.writeable:
                 self._check_inputs(args, state)
-        scalars = self._scalars
-        for k in range(self._n_inputs, self._n_args):
-            try:
-                scalars[k - self._n_inputs] = args[k]
-            except TypeError:
-                raise TypeError(
-                    f"{self.name}: scalar {self.program.scalars[k - self._n_inputs]} must be a real number; "
-                    f"received: {describe(args[k])}"
-                ) from None
+        self._store_scalars(self._scalars, range(len(self.program.scalars)), args[self._n_inputs :])
         outs = tuple([np.empty(shape, dtype) for shape in state.output_shapes])
         returned_inputs = None if self._identity_returns else self._copy_returned_inputs(args)
         status = self._entry(
@@ -339,6 +331,12 @@ class LLVMFunction(_Inspectable):
         if self._identity_returns:
             return outs
         return tuple(outs[k] if kind == "out" else returned_inputs[k] for kind, k in self._returns)
+
+    def _store_scalars(self, array, slots, values) -> None:
+        """``array[slot] = value`` for each pair, by the rule every backend applies (``check_scalar``)."""
+        p = self.program
+        for k, value in zip(slots, values):
+            array[k] = check_scalar(p.name, str(p.scalars[k]), value, p.dtype)
 
     # -- the slow paths, kept out of __call__ for readability
     def _arg_name(self, i: int) -> str:
@@ -461,8 +459,7 @@ class LLVMEpoch(_Inspectable):
             )
             full.pointers[i] = last.pointers[i] = a.ctypes.data
         scalars = (CTYPES[p.dtype] * max(1, len(p.scalars)))()
-        for k, value in zip(self._scalar_slots, rest[n_other:]):
-            scalars[k] = value
+        self.step._store_scalars(scalars, self._scalar_slots, rest[n_other:])
         data = (ctypes.c_void_p * 3)(x.ctypes.data, y.ctypes.data, order.ctypes.data)
         ints = (ctypes.c_int64 * 5)(total, batch_size, int(counter_start), 0, 0)
         sums = (ctypes.c_double * max(1, len(self.sums)))()

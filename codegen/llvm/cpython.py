@@ -10,7 +10,8 @@ wrapped as a builtin with ``PyCFunction_NewEx``. It does in native code what
 ``LLVMFunction.__call__`` does in Python: checks every argument (an ndarray of
 the program's dtype, 2-D, the expected shape under the current batch binding,
 C-contiguous, writeable when updated in place), converts the scalars
-(``PyFloat_AsDouble``), allocates the outputs (NumPy's ``PyArray_New``), runs
+(``PyFloat_AsDouble``, for the exact types ``SCALAR_TYPES``; the value must be finite once
+converted to the program's dtype), allocates the outputs (NumPy's ``PyArray_New``), runs
 ``step_impl`` and returns the tuple of outputs. Anything it does not handle
 on its own -- a mismatch of any kind, a new batch size, a failed guard -- is
 passed to the Python path (``ctx[CTX_FALLBACK]``) with the same arguments,
@@ -28,6 +29,7 @@ fields, ``PyFloat``) are read at fixed offsets that are verified at import.
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
@@ -42,6 +44,10 @@ NPY_TYPES = {"float64": 12, "float32": 11}  # NPY_DOUBLE, NPY_FLOAT
 NPY_C_CONTIGUOUS, NPY_WRITEABLE = 0x0001, 0x0400
 METH_FASTCALL = 0x0080
 
+SCALAR_TYPES = (float, int, np.float64, np.float32)
+"""Exact types whose scalars the fast entry converts itself; anything else (bool, NumPy
+bool, Fraction, a 0-d array...) goes to the Python path, which applies ``check_scalar``."""
+
 # slots of the context array
 CTX_FALLBACK = 0  # PyObject*: the Python path, called with the same arguments
 CTX_ARRAY_TYPE = 1  # PyTypeObject*: numpy.ndarray
@@ -49,7 +55,9 @@ CTX_DESCR = 2  # PyArray_Descr*: the program's dtype (NumPy's singleton)
 CTX_BUFFERS = 3  # T**: buffer pointers of the current batch binding
 CTX_DIMS = 4  # i64*: its batch sizes, as step_impl reads them
 CTX_SCALARS = 5  # T*: the scalar arguments
-CTX_BATCH = 6  # i64 x len(program.batch): the bound batch sizes (-1: none yet)
+CTX_SCALAR_TYPES = 6  # PyTypeObject* x len(SCALAR_TYPES): scalar types converted natively
+CTX_BATCH = CTX_SCALAR_TYPES + len(SCALAR_TYPES)  # i64 x len(program.batch): bound batch sizes
+# (-1: none yet)
 
 
 def _offsets() -> dict[str, int]:
@@ -187,28 +195,31 @@ def build_fast_entry(module: ir.Module, program: Program, layout, step: ir.Funct
         flags = b.and_(_field(b, I32, obj, "array_flags"), ir.Constant(I32, need))
         require(b.icmp_signed("==", flags, ir.Constant(I32, need)), f"{v.name}.flags")
         store(b, PTR, _field(b, PTR, obj, "array_data"), buffers, i64(i))
+    scalar_types = [load(b, PTR, ctx, i64(CTX_SCALAR_TYPES + k)) for k in range(len(SCALAR_TYPES))]
     for k, sym in enumerate(program.scalars):
-        value = b.call(
-            api["PyFloat_AsDouble"], [load(b, PTR, args, i64(n_inputs + k))], name=str(sym)
-        )
+        obj = load(b, PTR, args, i64(n_inputs + k))
+        kind = _field(b, PTR, obj, "ob_type")
+        known = [b.icmp_unsigned("==", kind, t) for t in scalar_types]
+        require(functools.reduce(b.or_, known), f"{sym}.type")
+        value = b.call(api["PyFloat_AsDouble"], [obj], name=str(sym))
         maybe_error = fn.append_basic_block(f"{sym}.maybe_error")
-        converted = fn.append_basic_block(f"{sym}.ok")
+        converted = fn.append_basic_block(f"{sym}.converted")
         b.cbranch(b.fcmp_ordered("==", value, ir.Constant(F64, -1.0)), maybe_error, converted)
         b.position_at_end(maybe_error)  # -1.0 is also a real value: ask whether an error is set
         error = b.call(api["PyErr_Occurred"], [])
         clear = fn.append_basic_block(f"{sym}.clear")
         b.cbranch(b.icmp_unsigned("==", error, ir.Constant(PTR, None)), converted, clear)
-        b.position_at_end(clear)
+        b.position_at_end(clear)  # e.g. an int beyond float64: the Python path says so
         b.call(api["PyErr_Clear"], [])
         b.branch(fallback)
         b.position_at_end(converted)
-        store(
-            b,
-            fmt.ftype,
-            value if fmt.bits == 64 else b.fptrunc(value, fmt.ftype),
-            scalars_p,
-            i64(k),
-        )
+        value = value if fmt.bits == 64 else b.fptrunc(value, fmt.ftype)
+        # finite in the dtype (1e39 becomes inf in float32; nan fails both): else the Python path
+        limit = float(np.finfo(program.dtype).max)
+        low = b.fcmp_ordered(">=", value, ir.Constant(fmt.ftype, -limit))
+        high = b.fcmp_ordered("<=", value, ir.Constant(fmt.ftype, limit))
+        require(b.and_(low, high), f"{sym}.finite")
+        store(b, fmt.ftype, value, scalars_p, i64(k))
     # outputs: fresh arrays, then the tuple that owns them
     result = b.call(api["PyTuple_New"], [i64(len(layout.output_slots))], name="result")
     require(b.icmp_unsigned("!=", result, ir.Constant(PTR, None)), "tuple")
@@ -286,6 +297,8 @@ class FastEntry:
         self._descr = np.dtype(program.dtype)
         self.ctx[CTX_DESCR] = id(self._descr)
         self.ctx[CTX_SCALARS] = scalars_addr
+        for k, kind in enumerate(SCALAR_TYPES):
+            self.ctx[CTX_SCALAR_TYPES + k] = id(kind)
         self._name = name.encode()
         self._def = PyMethodDef(self._name, address, METH_FASTCALL, None)
         self.fast = _new_builtin(ctypes.addressof(self._def), (self.ctx, owner), None)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from codegen.ir import (
+    SCALAR_CHECK,
     Gemm,
     Guard,
     Map,
@@ -140,7 +141,7 @@ def numpy_function(program: Program) -> NumpyFunctionSource:
     parts += ["\n".join(writer.check_lines()), "\n".join(body)]
     code = "\n\n\n".join(parts) + "\n"
     used = _names_in(code) | (ERF_USES if needs_erf else set())
-    preamble = [f"DTYPE = numpy.dtype({program.dtype!r})", "ndarray = numpy.ndarray"]
+    preamble = _dtype_preamble(program.dtype)
     for alias in ("add", "maximum"):
         if f"{alias}_reduce" in used:
             preamble.append(f"{alias}_reduce = numpy.{alias}.reduce")
@@ -172,6 +173,15 @@ def _module(f: NumpyFunctionSource) -> str:
         parts.append(ERF.strip("\n"))
     parts.append(f.code.rstrip("\n"))
     return "\n\n\n".join(parts) + "\n"
+
+
+def _dtype_preamble(dtype: str) -> list[str]:
+    """Module-level names the generated functions read: the dtype and its scalar bound."""
+    return [
+        f"DTYPE = numpy.dtype({dtype!r})",
+        "ndarray = numpy.ndarray",
+        "SCALAR_MAX = float(numpy.finfo(DTYPE).max)  # scalar arguments must be finite in DTYPE",
+    ]
 
 
 def _names_in(code: str) -> set[str]:
@@ -209,7 +219,8 @@ def _register_source(name: str, source: str) -> str:
 # --------------------------------------------------------------------------
 # Runtime helpers copied into every generated module (numpy only, no symgrad).
 
-CHECKS = """
+CHECKS = (
+    """
 def _check_array(function, name, value, dtype):
     if not isinstance(value, ndarray):
         raise TypeError(
@@ -250,22 +261,14 @@ def _check_updatable(function, name, value):
         )
 
 
-def _check_scalar(function, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{function}: argument {name} must be a real number; Received: {name}={value!r}"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{function}: argument {name} must be finite; Received: {name}={value!r}")
-    return value
-
-
 def _not_finite(function, what, value):
     return FloatingPointError(
         f"{function}: {what} is not finite ({float(value[0, 0])!r}); no input was updated"
     )
 """
+    + "\n"
+    + SCALAR_CHECK  # the rule every backend applies to scalar arguments
+)
 
 ERF = '''
 # erf: Cephes ndtr.c rational approximations (|x| <= 1: x T(x^2)/U(x^2); else via erfc).
@@ -573,7 +576,7 @@ class _Writer:
             lines.append(f"    _check_updatable({fn!r}, {dst.name!r}, {self.local[dst.name]})")
         for s in p.scalars:
             lines.append(
-                f"    {self.names[s]} = _check_scalar({fn!r}, {str(s)!r}, {self.names[s]})"
+                f"    {self.names[s]} = _check_scalar({fn!r}, {str(s)!r}, {self.names[s]}, DTYPE)"
             )
         returned = [self.names[b] for b in p.batch] + [self.names[s] for s in p.scalars]
         lines.append(f"    return {', '.join(returned)}" if returned else "    return None")
@@ -597,9 +600,8 @@ class _Writer:
             test = f"type({x}) is ndarray and {x}.dtype is DTYPE and {x}.shape == {self.shape_code(v.shape)}"
             tests.append(test + (f" and {x}.flags.carray" if v.name in updated else ""))
         for s in p.scalars:
-            tests.append(
-                f"type({self.names[s]}) is float and {self.names[s]} - {self.names[s]} == 0.0"
-            )
+            x = self.names[s]  # a float finite in DTYPE (nan fails the comparisons)
+            tests.append(f"type({x}) is float and -SCALAR_MAX <= {x} <= SCALAR_MAX")
         returned = [self.names[b] for b in p.batch] + [self.names[s] for s in p.scalars]
         target = f"{', '.join(returned)} = " if returned else ""
         call = f"{target}_check_{self.fn}({', '.join(self.argument_names())})"
