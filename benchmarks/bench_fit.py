@@ -56,7 +56,7 @@ def digits(dtype: str):
     return x_train.astype(dtype), y_train
 
 
-def symgrad_fit(backend, dtype, x, y, epochs, metrics=None, callbacks=()):
+def symgrad_fit(backend, dtype, x, y, epochs, metrics=None, callbacks=(), optimizer=None):
     model = Sequential(
         [
             Dense(SIZES[1], activation="relu", input_dim=SIZES[0]),
@@ -65,7 +65,7 @@ def symgrad_fit(backend, dtype, x, y, epochs, metrics=None, callbacks=()):
         ]
     )
     model.compile(
-        optimizer=SGD(learning_rate=LR),
+        optimizer=SGD(learning_rate=LR) if optimizer is None else optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=metrics,
         backend=backend,

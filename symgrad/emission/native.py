@@ -30,7 +30,9 @@ KERNELS = (
         "One training step on the batch (X, Y): forward pass, loss, gradients and the\n"
         "optimizer update, written into the weights and the optimizer slots in place.\n"
         "t is the 1-based step number (1 on the first call). loss is the batch's mean\n"
-        "loss before the update; when it is nan or inf the call returns 1 and writes nothing.",
+        "loss before the update. Nothing is written when the call returns k > 0: 1 when the\n"
+        "loss is nan or inf, 2 when a gradient is, 3 when a new weight or slot would be\n"
+        "(a nan or huge rate, negative slots, t = 0).",
     ),
 )
 

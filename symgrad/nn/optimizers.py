@@ -78,8 +78,24 @@ class Optimizer:
     def __setattr__(self, key, value):
         if key in type(self).defaults:
             self._hyper[key] = self._check_hyperparameter(key, value)
+        elif key == "iterations":
+            object.__setattr__(self, key, self._check_iterations(value))
         else:
             object.__setattr__(self, key, value)
+
+    def _check_iterations(self, value) -> int:
+        """The number of steps taken: a non-negative integer (``t = iterations + 1`` >= 1)."""
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(
+                f"{type(self).__name__}: iterations must be a non-negative integer (the number "
+                f"of steps taken). Received: iterations={value!r}"
+            )
+        if value < 0:
+            raise ValueError(
+                f"{type(self).__name__}: iterations must be a non-negative integer (the number "
+                f"of steps taken). Received: iterations={value!r}"
+            )
+        return int(value)
 
     def _check_hyperparameter(self, key: str, value):
         if key == "learning_rate" and callable(value):
@@ -94,18 +110,48 @@ class Optimizer:
             raise ValueError(
                 f"{type(self).__name__}: {key} must be finite. Received: {key}={value!r}"
             )
+        if key == "learning_rate" and not value > 0:
+            raise ValueError(
+                f"{type(self).__name__}: learning_rate must be > 0. Received: {key}={value!r}"
+            )
         return float(value)
+
+    def _check_rate(self, rate, dtype: str) -> float:
+        """The learning rate of this step: a number, finite and > 0 once converted to ``dtype``."""
+        schedule = callable(self._hyper.get("learning_rate"))
+        where = f" (returned by the schedule at iterations={self.iterations})" if schedule else ""
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(
+            rate, (int, float, np.floating, np.integer)
+        ):
+            raise TypeError(
+                f"{type(self).__name__}: learning_rate must be a number. "
+                f"Received: learning_rate={rate!r}{where}"
+            )
+        with np.errstate(over="ignore", under="ignore"):  # 1e39 -> inf, 1e-50 -> 0 in float32
+            converted = np.dtype(dtype).type(rate)
+        if not (np.isfinite(converted) and converted > 0):
+            raise ValueError(
+                f"{type(self).__name__}: learning_rate must be finite and > 0 in {dtype} "
+                f"(it is {float(converted)!r} there). Received: learning_rate={rate!r}{where}"
+            )
+        return float(rate)
 
     def hyperparameter_values(self) -> dict[str, float]:
         """Current values; a learning-rate schedule is evaluated at ``iterations``."""
         values = dict(self._hyper)
         if callable(values.get("learning_rate")):
-            values["learning_rate"] = float(values["learning_rate"](self.iterations))
+            values["learning_rate"] = values["learning_rate"](self.iterations)
         return values
 
-    def scalar_values(self, symbols: Sequence[sp.Symbol]) -> list[float]:
-        """Values for the compiled step's scalar arguments, in its order."""
+    def scalar_values(self, symbols: Sequence[sp.Symbol], dtype: str = "float64") -> list[float]:
+        """Values for the compiled step's scalar arguments, in its order.
+
+        The learning rate (a schedule's too) is checked here, before the step: finite
+        and > 0 once converted to the step's ``dtype`` (``1e39`` is inf in float32).
+        """
         values = self.hyperparameter_values()
+        if "learning_rate" in values:
+            values["learning_rate"] = self._check_rate(values["learning_rate"], dtype)
         values[STEP.name] = float(self.iterations + 1)
         try:
             return [values[s.name] for s in symbols]

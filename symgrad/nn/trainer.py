@@ -7,8 +7,8 @@ and on first use, the four functions a model needs:
 
 - ``train_step(X, Y, weights, slots; hyperparameters, t) -> loss[, P]`` with the
   optimizer update written into the weight and slot arrays in place -- forward
-  pass, gradients and update are one program; a nan/inf loss (guard) aborts the
-  step before anything is written;
+  pass, gradients and update are one program; a nan/inf loss, gradient sum or sum of
+  the new weights and slots (guards) aborts the step before anything is written;
 - ``test_step(X, Y, weights) -> loss[, P]``, ``predict_step(X, weights) -> P``;
 - ``gradient_step(X, Y, weights) -> loss, d_w...``.
 
@@ -55,8 +55,16 @@ from symgrad.nn.optimizers import STEP, Optimizer
 from symgrad.simplify import simplify
 
 
+GUARD_UPDATES = True
+"""Whether the training step guards the sum of its new weights and slots (see
+:meth:`Programs.train_step`); ``benchmarks/bench_guard.py`` turns it off to measure its cost."""
+
+
 class NonFiniteLossError(FloatingPointError):
-    """The loss became nan or inf during ``fit``; the weights are those of the last good step.
+    """The loss, a gradient or a new weight / slot became nan or inf during ``fit``.
+
+    Nothing of the failing step was written: weights, optimizer slots and
+    ``optimizer.iterations`` are those after the last good step.
 
     ``epoch`` and ``batch`` are 1-based; ``history`` holds the epochs completed.
     """
@@ -212,6 +220,11 @@ class Programs:
             # nan / inf in any gradient makes this sum non-finite; guarded like the loss, so
             # a step whose loss is finite but whose gradients overflow writes no weight
             gradient_sum = E.add(*(E.total(d) for d in g.gradients.values()))
+            # and in what would be written (an overflowing rate, a bad slot, Adam at t = 0):
+            # every new weight and slot is checked before any is committed
+            checks = {"gradient_sum": gradient_sum}
+            if GUARD_UPDATES:
+                checks["update_sum"] = E.add(*(E.total(u) for u in updates.values()))
             fn = self._compile(
                 "train_step",
                 inputs,
@@ -219,7 +232,7 @@ class Programs:
                 updates=updates,
                 scalars=scalars,
                 guards=("loss",),
-                checks={"gradient_sum": gradient_sum},
+                checks=checks,
                 epoch=epoch,
             )
             names = list(outputs)
@@ -503,7 +516,7 @@ class Trainer:
         step = self._train_step()
         fn = step.function
         args = [x, y, *self._weight_arrays(), *(s.value for s in step.slots)]
-        outs = fn(*args, *self.optimizer.scalar_values(fn.scalars))
+        outs = fn(*args, *self.optimizer.scalar_values(fn.scalars, fn.program.dtype))
         self.optimizer.iterations += 1
         means = None
         if native_metrics:
@@ -634,8 +647,8 @@ class Trainer:
         """The error for a nan / inf loss at 0-based ``batch``; ``where``: epoch, steps, history."""
         epoch, steps, history = where["epoch"], where["steps"], where["history"]
         return NonFiniteLossError(
-            f"The loss or a gradient became nan or inf at epoch {epoch + 1}, batch {batch + 1} "
-            f"of {steps}; "
+            f"The loss, a gradient or a new weight became nan or inf at epoch {epoch + 1}, "
+            f"batch {batch + 1} of {steps}; "
             f"training stopped and the weights are those after the last good step "
             f"(optimizer iteration {self.optimizer.iterations}). Try a smaller learning "
             f"rate or check the data. ({err})",
@@ -662,7 +675,7 @@ class Trainer:
         fn, opt = step.function, self.optimizer
         epoch_fn = fn.epoch
         order = np.arange(len(x)) if order is None else order
-        values = opt.scalar_values(fn.scalars)
+        values = opt.scalar_values(fn.scalars, fn.program.dtype)
         scalars = [v for s, v in zip(fn.scalars, values) if s.name != epoch_fn.counter]
         others = [*self._weight_arrays(), *(s.value for s in step.slots)]
         try:
@@ -719,7 +732,10 @@ class Trainer:
                 loss, predictions, _ = self._run_train_step(x, y)
             except FloatingPointError as err:
                 raise NonFiniteLossError(
-                    f"The loss is nan or inf for this batch; no update was made. ({err})", 0, 1
+                    f"The loss, a gradient or a new weight is nan or inf for this batch; "
+                    f"no update was made. ({err})",
+                    0,
+                    1,
                 ) from err
         tracker = Tracker(self._metric_objects())
         tracker.update(loss, y, predictions)
