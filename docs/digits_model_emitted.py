@@ -56,6 +56,7 @@ import os
 import numpy
 from numpy import (
     add,
+    copyto,
     divide,
     dot,
     empty,
@@ -650,18 +651,36 @@ def _allocate_train_step_kernel(n):
     t12 = empty((1, 1), DTYPE)
     d_dense_kernel = empty((64, 32), DTYPE)
     t13 = empty((1, 1), DTYPE)
+    dense_1_bias_momentum_new = empty((1, 10), DTYPE)
+    dense_1_bias_velocity_new = empty((1, 10), DTYPE)
+    dense_1_bias_new = empty((1, 10), DTYPE)
+    dense_1_kernel_momentum_new = empty((32, 10), DTYPE)
+    dense_1_kernel_velocity_new = empty((32, 10), DTYPE)
+    dense_1_kernel_new = empty((32, 10), DTYPE)
+    dense_bias_momentum_new = empty((1, 32), DTYPE)
+    dense_bias_velocity_new = empty((1, 32), DTYPE)
+    dense_bias_new = empty((1, 32), DTYPE)
+    dense_kernel_momentum_new = empty((64, 32), DTYPE)
+    dense_kernel_velocity_new = empty((64, 32), DTYPE)
+    dense_kernel_new = empty((64, 32), DTYPE)
+    t17 = empty((1, 1), DTYPE)
+    t18 = empty((1, 1), DTYPE)
+    t19 = empty((1, 1), DTYPE)
+    t20 = empty((1, 1), DTYPE)
+    t21 = empty((1, 1), DTYPE)
+    t22 = empty((1, 1), DTYPE)
+    t23 = empty((1, 1), DTYPE)
+    t24 = empty((1, 1), DTYPE)
+    t25 = empty((1, 1), DTYPE)
     zeros0 = zeros((n, 32), DTYPE)  # constant
     tmp0 = empty((n, 1), DTYPE)  # scratch
     ones0 = ones((10, 1), DTYPE)  # constant
     tmp1 = empty((n, 10), DTYPE)  # scratch
     ones1 = ones((1, n), DTYPE)  # constant
     tmp2 = empty((n, 32), DTYPE)  # scratch
-    tmp3 = empty((64, 32), DTYPE)  # scratch
-    tmp4 = empty((1, 32), DTYPE)  # scratch
-    tmp5 = empty((32, 10), DTYPE)  # scratch
-    tmp6 = empty((1, 10), DTYPE)  # scratch
     # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, t5 in t2, d_dense_1_bias in t6,
-    # t7 in t3, t10 in t9, d_dense_bias in t11, gradient_sum in t3
+    # t7 in t3, t10 in t9, d_dense_bias in t11, gradient_sum in t3, t14 in t8, t15 in t12, t16
+    # in t13, update_sum in t8
     work = _train_step_kernel_buffers[(n,)] = (
         t0,
         t0,
@@ -685,16 +704,37 @@ def _allocate_train_step_kernel(n):
         d_dense_kernel,
         t13,
         t3,
+        dense_1_bias_momentum_new,
+        dense_1_bias_velocity_new,
+        dense_1_bias_new,
+        t8,
+        dense_1_kernel_momentum_new,
+        dense_1_kernel_velocity_new,
+        dense_1_kernel_new,
+        t12,
+        dense_bias_momentum_new,
+        dense_bias_velocity_new,
+        dense_bias_new,
+        t13,
+        dense_kernel_momentum_new,
+        dense_kernel_velocity_new,
+        dense_kernel_new,
+        t17,
+        t18,
+        t19,
+        t20,
+        t21,
+        t22,
+        t23,
+        t24,
+        t25,
+        t8,
         zeros0,
         tmp0,
         ones0,
         tmp1,
         ones1,
         tmp2,
-        tmp3,
-        tmp4,
-        tmp5,
-        tmp6,
     )
     return work
 
@@ -956,16 +996,37 @@ def train_step_kernel(
         d_dense_kernel,
         t13,
         gradient_sum,
+        dense_1_bias_momentum_new,
+        dense_1_bias_velocity_new,
+        dense_1_bias_new,
+        t14,
+        dense_1_kernel_momentum_new,
+        dense_1_kernel_velocity_new,
+        dense_1_kernel_new,
+        t15,
+        dense_bias_momentum_new,
+        dense_bias_velocity_new,
+        dense_bias_new,
+        t16,
+        dense_kernel_momentum_new,
+        dense_kernel_velocity_new,
+        dense_kernel_new,
+        t17,
+        t18,
+        t19,
+        t20,
+        t21,
+        t22,
+        t23,
+        t24,
+        t25,
+        update_sum,
         zeros0,
         tmp0,
         ones0,
         tmp1,
         ones1,
         tmp2,
-        tmp3,
-        tmp4,
-        tmp5,
-        tmp6,
     ) = _train_step_kernel_buffers.get((n,)) or _allocate_train_step_kernel(n)
 
     # t0 = X*dense_kernel
@@ -1057,96 +1118,160 @@ def train_step_kernel(
     if not math.isfinite(gradient_sum[0, 0]):  # guard: gradient_sum is nan or inf
         raise _not_finite("train_step_kernel", "gradient_sum is nan or inf", gradient_sum)
 
-    # dense_kernel_momentum_new = dense_kernel_momentum + (1 - beta_1)*(d_dense_kernel - dense_kernel_momentum)
-    # computed in place: the update of dense_kernel_momentum
-    dense_kernel_momentum_new = dense_kernel_momentum
-    subtract(d_dense_kernel, dense_kernel_momentum, out=tmp3)
-    multiply(tmp3, 1 - beta_1, out=tmp3)
-    add(dense_kernel_momentum, tmp3, out=dense_kernel_momentum_new)
-
-    # dense_kernel_velocity_new = dense_kernel_velocity + (1 - beta_2)*(d_dense_kernel**2 - dense_kernel_velocity)
-    # computed in place: the update of dense_kernel_velocity
-    dense_kernel_velocity_new = dense_kernel_velocity
-    square(d_dense_kernel, out=tmp3)
-    subtract(tmp3, dense_kernel_velocity, out=tmp3)
-    multiply(tmp3, 1 - beta_2, out=tmp3)
-    add(dense_kernel_velocity, tmp3, out=dense_kernel_velocity_new)
-
-    # dense_bias_momentum_new = dense_bias_momentum + (1 - beta_1)*(d_dense_bias - dense_bias_momentum)
-    # computed in place: the update of dense_bias_momentum
-    dense_bias_momentum_new = dense_bias_momentum
-    subtract(d_dense_bias, dense_bias_momentum, out=tmp4)
-    multiply(tmp4, 1 - beta_1, out=tmp4)
-    add(dense_bias_momentum, tmp4, out=dense_bias_momentum_new)
-
-    # dense_bias_velocity_new = dense_bias_velocity + (1 - beta_2)*(d_dense_bias**2 - dense_bias_velocity)
-    # computed in place: the update of dense_bias_velocity
-    dense_bias_velocity_new = dense_bias_velocity
-    square(d_dense_bias, out=tmp4)
-    subtract(tmp4, dense_bias_velocity, out=tmp4)
-    multiply(tmp4, 1 - beta_2, out=tmp4)
-    add(dense_bias_velocity, tmp4, out=dense_bias_velocity_new)
-
-    # dense_1_kernel_momentum_new = dense_1_kernel_momentum + (1 - beta_1)*(d_dense_1_kernel - dense_1_kernel_momentum)
-    # computed in place: the update of dense_1_kernel_momentum
-    dense_1_kernel_momentum_new = dense_1_kernel_momentum
-    subtract(d_dense_1_kernel, dense_1_kernel_momentum, out=tmp5)
-    multiply(tmp5, 1 - beta_1, out=tmp5)
-    add(dense_1_kernel_momentum, tmp5, out=dense_1_kernel_momentum_new)
-
-    # dense_1_kernel_velocity_new = dense_1_kernel_velocity + (1 - beta_2)*(d_dense_1_kernel**2 - dense_1_kernel_velocity)
-    # computed in place: the update of dense_1_kernel_velocity
-    dense_1_kernel_velocity_new = dense_1_kernel_velocity
-    square(d_dense_1_kernel, out=tmp5)
-    subtract(tmp5, dense_1_kernel_velocity, out=tmp5)
-    multiply(tmp5, 1 - beta_2, out=tmp5)
-    add(dense_1_kernel_velocity, tmp5, out=dense_1_kernel_velocity_new)
-
     # dense_1_bias_momentum_new = dense_1_bias_momentum + (1 - beta_1)*(d_dense_1_bias - dense_1_bias_momentum)
-    # computed in place: the update of dense_1_bias_momentum
-    dense_1_bias_momentum_new = dense_1_bias_momentum
-    subtract(d_dense_1_bias, dense_1_bias_momentum, out=tmp6)
-    multiply(tmp6, 1 - beta_1, out=tmp6)
-    add(dense_1_bias_momentum, tmp6, out=dense_1_bias_momentum_new)
+    subtract(d_dense_1_bias, dense_1_bias_momentum, out=dense_1_bias_momentum_new)
+    multiply(dense_1_bias_momentum_new, 1 - beta_1, out=dense_1_bias_momentum_new)
+    add(dense_1_bias_momentum, dense_1_bias_momentum_new, out=dense_1_bias_momentum_new)
 
     # dense_1_bias_velocity_new = dense_1_bias_velocity + (1 - beta_2)*(d_dense_1_bias**2 - dense_1_bias_velocity)
-    # computed in place: the update of dense_1_bias_velocity
-    dense_1_bias_velocity_new = dense_1_bias_velocity
-    square(d_dense_1_bias, out=tmp6)
-    subtract(tmp6, dense_1_bias_velocity, out=tmp6)
-    multiply(tmp6, 1 - beta_2, out=tmp6)
-    add(dense_1_bias_velocity, tmp6, out=dense_1_bias_velocity_new)
-
-    # dense_kernel_new = dense_kernel - dense_kernel_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_kernel_velocity_new) + epsilon))
-    dense_kernel_new = dense_kernel  # computed in place: the update of dense_kernel
-    sqrt(dense_kernel_velocity_new, out=tmp3)
-    add(tmp3, epsilon, out=tmp3)
-    divide(dense_kernel_momentum_new, tmp3, out=tmp3)
-    multiply(tmp3, learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t), out=tmp3)
-    subtract(dense_kernel, tmp3, out=dense_kernel_new)
-
-    # dense_bias_new = dense_bias - dense_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_bias_velocity_new) + epsilon))
-    dense_bias_new = dense_bias  # computed in place: the update of dense_bias
-    sqrt(dense_bias_velocity_new, out=tmp4)
-    add(tmp4, epsilon, out=tmp4)
-    divide(dense_bias_momentum_new, tmp4, out=tmp4)
-    multiply(tmp4, learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t), out=tmp4)
-    subtract(dense_bias, tmp4, out=dense_bias_new)
-
-    # dense_1_kernel_new = dense_1_kernel - dense_1_kernel_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_1_kernel_velocity_new) + epsilon))
-    dense_1_kernel_new = dense_1_kernel  # computed in place: the update of dense_1_kernel
-    sqrt(dense_1_kernel_velocity_new, out=tmp5)
-    add(tmp5, epsilon, out=tmp5)
-    divide(dense_1_kernel_momentum_new, tmp5, out=tmp5)
-    multiply(tmp5, learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t), out=tmp5)
-    subtract(dense_1_kernel, tmp5, out=dense_1_kernel_new)
+    square(d_dense_1_bias, out=dense_1_bias_velocity_new)
+    subtract(dense_1_bias_velocity_new, dense_1_bias_velocity, out=dense_1_bias_velocity_new)
+    multiply(dense_1_bias_velocity_new, 1 - beta_2, out=dense_1_bias_velocity_new)
+    add(dense_1_bias_velocity, dense_1_bias_velocity_new, out=dense_1_bias_velocity_new)
 
     # dense_1_bias_new = dense_1_bias - dense_1_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_1_bias_velocity_new) + epsilon))
-    dense_1_bias_new = dense_1_bias  # computed in place: the update of dense_1_bias
-    sqrt(dense_1_bias_velocity_new, out=tmp6)
-    add(tmp6, epsilon, out=tmp6)
-    divide(dense_1_bias_momentum_new, tmp6, out=tmp6)
-    multiply(tmp6, learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t), out=tmp6)
-    subtract(dense_1_bias, tmp6, out=dense_1_bias_new)
+    sqrt(dense_1_bias_velocity_new, out=dense_1_bias_new)
+    add(dense_1_bias_new, epsilon, out=dense_1_bias_new)
+    divide(dense_1_bias_momentum_new, dense_1_bias_new, out=dense_1_bias_new)
+    multiply(
+        dense_1_bias_new,
+        learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t),
+        out=dense_1_bias_new,
+    )
+    subtract(dense_1_bias, dense_1_bias_new, out=dense_1_bias_new)
 
-    return (loss,)
+    # t14 = sum(dense_1_bias_new)
+    t14[0, 0] = add_reduce(dense_1_bias_new, axis=None)
+
+    # dense_1_kernel_momentum_new = dense_1_kernel_momentum + (1 - beta_1)*(d_dense_1_kernel - dense_1_kernel_momentum)
+    subtract(d_dense_1_kernel, dense_1_kernel_momentum, out=dense_1_kernel_momentum_new)
+    multiply(dense_1_kernel_momentum_new, 1 - beta_1, out=dense_1_kernel_momentum_new)
+    add(dense_1_kernel_momentum, dense_1_kernel_momentum_new, out=dense_1_kernel_momentum_new)
+
+    # dense_1_kernel_velocity_new = dense_1_kernel_velocity + (1 - beta_2)*(d_dense_1_kernel**2 - dense_1_kernel_velocity)
+    square(d_dense_1_kernel, out=dense_1_kernel_velocity_new)
+    subtract(dense_1_kernel_velocity_new, dense_1_kernel_velocity, out=dense_1_kernel_velocity_new)
+    multiply(dense_1_kernel_velocity_new, 1 - beta_2, out=dense_1_kernel_velocity_new)
+    add(dense_1_kernel_velocity, dense_1_kernel_velocity_new, out=dense_1_kernel_velocity_new)
+
+    # dense_1_kernel_new = dense_1_kernel - dense_1_kernel_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_1_kernel_velocity_new) + epsilon))
+    sqrt(dense_1_kernel_velocity_new, out=dense_1_kernel_new)
+    add(dense_1_kernel_new, epsilon, out=dense_1_kernel_new)
+    divide(dense_1_kernel_momentum_new, dense_1_kernel_new, out=dense_1_kernel_new)
+    multiply(
+        dense_1_kernel_new,
+        learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t),
+        out=dense_1_kernel_new,
+    )
+    subtract(dense_1_kernel, dense_1_kernel_new, out=dense_1_kernel_new)
+
+    # t15 = sum(dense_1_kernel_new)
+    t15[0, 0] = add_reduce(dense_1_kernel_new, axis=None)
+
+    # dense_bias_momentum_new = dense_bias_momentum + (1 - beta_1)*(d_dense_bias - dense_bias_momentum)
+    subtract(d_dense_bias, dense_bias_momentum, out=dense_bias_momentum_new)
+    multiply(dense_bias_momentum_new, 1 - beta_1, out=dense_bias_momentum_new)
+    add(dense_bias_momentum, dense_bias_momentum_new, out=dense_bias_momentum_new)
+
+    # dense_bias_velocity_new = dense_bias_velocity + (1 - beta_2)*(d_dense_bias**2 - dense_bias_velocity)
+    square(d_dense_bias, out=dense_bias_velocity_new)
+    subtract(dense_bias_velocity_new, dense_bias_velocity, out=dense_bias_velocity_new)
+    multiply(dense_bias_velocity_new, 1 - beta_2, out=dense_bias_velocity_new)
+    add(dense_bias_velocity, dense_bias_velocity_new, out=dense_bias_velocity_new)
+
+    # dense_bias_new = dense_bias - dense_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_bias_velocity_new) + epsilon))
+    sqrt(dense_bias_velocity_new, out=dense_bias_new)
+    add(dense_bias_new, epsilon, out=dense_bias_new)
+    divide(dense_bias_momentum_new, dense_bias_new, out=dense_bias_new)
+    multiply(
+        dense_bias_new,
+        learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t),
+        out=dense_bias_new,
+    )
+    subtract(dense_bias, dense_bias_new, out=dense_bias_new)
+
+    # t16 = sum(dense_bias_new)
+    t16[0, 0] = add_reduce(dense_bias_new, axis=None)
+
+    # dense_kernel_momentum_new = dense_kernel_momentum + (1 - beta_1)*(d_dense_kernel - dense_kernel_momentum)
+    subtract(d_dense_kernel, dense_kernel_momentum, out=dense_kernel_momentum_new)
+    multiply(dense_kernel_momentum_new, 1 - beta_1, out=dense_kernel_momentum_new)
+    add(dense_kernel_momentum, dense_kernel_momentum_new, out=dense_kernel_momentum_new)
+
+    # dense_kernel_velocity_new = dense_kernel_velocity + (1 - beta_2)*(d_dense_kernel**2 - dense_kernel_velocity)
+    square(d_dense_kernel, out=dense_kernel_velocity_new)
+    subtract(dense_kernel_velocity_new, dense_kernel_velocity, out=dense_kernel_velocity_new)
+    multiply(dense_kernel_velocity_new, 1 - beta_2, out=dense_kernel_velocity_new)
+    add(dense_kernel_velocity, dense_kernel_velocity_new, out=dense_kernel_velocity_new)
+
+    # dense_kernel_new = dense_kernel - dense_kernel_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_kernel_velocity_new) + epsilon))
+    sqrt(dense_kernel_velocity_new, out=dense_kernel_new)
+    add(dense_kernel_new, epsilon, out=dense_kernel_new)
+    divide(dense_kernel_momentum_new, dense_kernel_new, out=dense_kernel_new)
+    multiply(
+        dense_kernel_new,
+        learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t),
+        out=dense_kernel_new,
+    )
+    subtract(dense_kernel, dense_kernel_new, out=dense_kernel_new)
+
+    # t17 = sum(dense_kernel_new)
+    t17[0, 0] = add_reduce(dense_kernel_new, axis=None)
+
+    # t18 = sum(dense_1_bias_momentum_new)
+    t18[0, 0] = add_reduce(dense_1_bias_momentum_new, axis=None)
+
+    # t19 = sum(dense_1_bias_velocity_new)
+    t19[0, 0] = add_reduce(dense_1_bias_velocity_new, axis=None)
+
+    # t20 = sum(dense_1_kernel_momentum_new)
+    t20[0, 0] = add_reduce(dense_1_kernel_momentum_new, axis=None)
+
+    # t21 = sum(dense_1_kernel_velocity_new)
+    t21[0, 0] = add_reduce(dense_1_kernel_velocity_new, axis=None)
+
+    # t22 = sum(dense_bias_momentum_new)
+    t22[0, 0] = add_reduce(dense_bias_momentum_new, axis=None)
+
+    # t23 = sum(dense_bias_velocity_new)
+    t23[0, 0] = add_reduce(dense_bias_velocity_new, axis=None)
+
+    # t24 = sum(dense_kernel_momentum_new)
+    t24[0, 0] = add_reduce(dense_kernel_momentum_new, axis=None)
+
+    # t25 = sum(dense_kernel_velocity_new)
+    t25[0, 0] = add_reduce(dense_kernel_velocity_new, axis=None)
+
+    # update_sum = t14 + t15 + t16 + t17 + t18 + t19 + t20 + t21 + t22 + t23 + t24 + t25
+    update_sum[0, 0] = t14[0, 0] + t15[0, 0] + t24[0, 0] + t25[0, 0] + t16[0, 0] + t17[0, 0] + t18[
+        0, 0
+    ] + t19[
+        0, 0
+    ] + t20[
+        0, 0
+    ] + t21[
+        0, 0
+    ] + t22[
+        0, 0
+    ] + t23[
+        0, 0
+    ]
+
+    if not math.isfinite(update_sum[0, 0]):  # guard: update_sum is nan or inf
+        raise _not_finite("train_step_kernel", "update_sum is nan or inf", update_sum)
+
+    result = (loss,)
+    # updates: all new values were computed from the old inputs
+    copyto(dense_kernel_momentum, dense_kernel_momentum_new)
+    copyto(dense_kernel_velocity, dense_kernel_velocity_new)
+    copyto(dense_kernel, dense_kernel_new)
+    copyto(dense_bias_momentum, dense_bias_momentum_new)
+    copyto(dense_bias_velocity, dense_bias_velocity_new)
+    copyto(dense_bias, dense_bias_new)
+    copyto(dense_1_kernel_momentum, dense_1_kernel_momentum_new)
+    copyto(dense_1_kernel_velocity, dense_1_kernel_velocity_new)
+    copyto(dense_1_kernel, dense_1_kernel_new)
+    copyto(dense_1_bias_momentum, dense_1_bias_momentum_new)
+    copyto(dense_1_bias_velocity, dense_1_bias_velocity_new)
+    copyto(dense_1_bias, dense_1_bias_new)
+    return result

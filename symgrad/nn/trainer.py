@@ -54,7 +54,6 @@ from symgrad.nn.metrics import Metric
 from symgrad.nn.optimizers import STEP, Optimizer
 from symgrad.simplify import simplify
 
-
 GUARD_UPDATES = True
 """Whether the training step guards the sum of its new weights and slots (see
 :meth:`Programs.train_step`); ``benchmarks/bench_guard.py`` turns it off to measure its cost."""

@@ -80,7 +80,12 @@ BAD_ARGUMENTS = [
         ValueError,
         "C-contiguous",
     ),
-    ("scalar", lambda a: [*a[:3], "0.1"], TypeError, "argument lr must be a real number; Received: lr=.0.1."),
+    (
+        "scalar",
+        lambda a: [*a[:3], "0.1"],
+        TypeError,
+        "argument lr must be a real number; Received: lr=.0.1.",
+    ),
 ]
 
 

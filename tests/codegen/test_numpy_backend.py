@@ -597,7 +597,11 @@ def test_wrong_type_dtype_and_count():
 def test_scalars_must_be_finite_real_numbers():
     fn = compile_program(sgd_step())
     for bad, error, text in [
-        (float("nan"), ValueError, r"argument lr must be finite in float64 \(.*\); Received: lr=nan"),
+        (
+            float("nan"),
+            ValueError,
+            r"argument lr must be finite in float64 \(.*\); Received: lr=nan",
+        ),
         (float("inf"), ValueError, "Received: lr=inf"),
         ("0.1", TypeError, "argument lr must be a real number; Received: lr='0.1'"),
         (True, TypeError, "Received: lr=True"),

@@ -31,7 +31,7 @@ def model(backend, optimizer, dtype="float64", hidden="tanh"):
         dtype=dtype,
         seed=0,
     )
-    m.compiled_step  # creates the optimizer slots
+    _ = m.compiled_step  # creates the optimizer slots
     return m
 
 
