@@ -1243,19 +1243,20 @@ def train_step_kernel(
     t25[0, 0] = add_reduce(dense_kernel_velocity_new, axis=None)
 
     # update_sum = t14 + t15 + t16 + t17 + t18 + t19 + t20 + t21 + t22 + t23 + t24 + t25
-    update_sum[0, 0] = t14[0, 0] + t15[0, 0] + t24[0, 0] + t25[0, 0] + t16[0, 0] + t17[0, 0] + t18[
-        0, 0
-    ] + t19[
-        0, 0
-    ] + t20[
-        0, 0
-    ] + t21[
-        0, 0
-    ] + t22[
-        0, 0
-    ] + t23[
-        0, 0
-    ]
+    update_sum[0, 0] = (
+        t14[0, 0]
+        + t15[0, 0]
+        + t24[0, 0]
+        + t25[0, 0]
+        + t16[0, 0]
+        + t17[0, 0]
+        + t18[0, 0]
+        + t19[0, 0]
+        + t20[0, 0]
+        + t21[0, 0]
+        + t22[0, 0]
+        + t23[0, 0]
+    )
 
     if not math.isfinite(update_sum[0, 0]):  # guard: update_sum is nan or inf
         raise _not_finite("train_step_kernel", "update_sum is nan or inf", update_sum)

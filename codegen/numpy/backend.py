@@ -786,7 +786,10 @@ def _map(w: _Writer, s: Map) -> list[str]:
         for e in sp.preorder_traversal(sp.sympify(s.body))
     ):  # a (1, 1) value: a ufunc call costs more than the arithmetic
         names = {**w.names, **{sym: f"{w.local[v.name]}[0, 0]" for sym, v in s.args}}
-        return [f"{w.local[s.out.name]}[0, 0] = {py_scalar(sp.sympify(s.body), names)}"]
+        target, value = f"{w.local[s.out.name]}[0, 0]", py_scalar(sp.sympify(s.body), names)
+        if len(target) + len(value) > 93 and isinstance(s.body, sp.Add):
+            value = f"({value})"  # a long sum (a guard's): ruff splits it one term a line
+        return [f"{target} = {value}"]
     pool = _Pool(w, s.out.shape)
     aliases = frozenset(w.local[v.name] for _, v in s.args if w.storage(v) == w.storage(s.out))
     body = lower_body(s.body, _elementwise_args(w, s, s.out.shape), w.names, pool)
