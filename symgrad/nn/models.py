@@ -13,9 +13,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +30,47 @@ from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
 from symgrad.nn.layers import InputLayer, Layer, Variable, snake_case
 from symgrad.nn.trainer import Trainer, forward
+
+
+def read_npz(filepath, what: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive ``filepath`` (no pickles), or a ValueError naming it."""
+    where = _file_name(filepath)
+    with contextlib.ExitStack() as stack:
+        # our own handle: np.load leaves its file open when the archive is corrupt
+        source = (
+            filepath if hasattr(filepath, "read") else stack.enter_context(open(filepath, "rb"))
+        )
+        try:
+            loaded = np.load(source, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded as f:
+                    return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"Cannot read {where} as {what}: {err}") from err
+    raise ValueError(
+        f"{where} is not {what} (an .npz archive of named arrays). "
+        f"Received: one array of shape {np.shape(loaded)} (an .npy file?)"
+    )
+
+
+def _file_name(filepath) -> str:
+    try:
+        return os.fspath(filepath)
+    except TypeError:  # a file object (load_model passes one)
+        return getattr(filepath, "name", None) or f"the {type(filepath).__name__}"
+
+
+@contextlib.contextmanager
+def _restored_on_error(*objects):
+    """Undo every attribute change of ``objects`` (building from a file's shapes) if the block raises."""
+    saved = [(obj, dict(vars(obj))) for obj in objects if obj is not None]
+    try:
+        yield
+    except BaseException:
+        for obj, attributes in saved:
+            vars(obj).clear()
+            vars(obj).update(attributes)
+        raise
 
 
 def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -176,6 +219,10 @@ class Sequential(Trainer):
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Replace the weights (same order and shapes as ``get_weights()``); checked first."""
+        self._assign_weights(self._checked_weights(weights))
+
+    def _checked_weights(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``weights`` as arrays of the right shapes, all finite (else ValueError, nothing changed)."""
         variables = self.weights
         weights = list(weights)
         if len(weights) != len(variables):
@@ -196,7 +243,10 @@ class Sequential(Trainer):
                 )
             data.check_finite(array, var.path)
             arrays.append(array)
-        for var, array in zip(variables, arrays):
+        return arrays
+
+    def _assign_weights(self, arrays: Sequence[np.ndarray]) -> None:
+        for var, array in zip(self.weights, arrays):
             if var.value is None:
                 var.value = np.empty(var.shape, dtype=self.dtype)
             var.value[...] = array
@@ -217,21 +267,32 @@ class Sequential(Trainer):
         atomic_save_npz(filepath, self._weight_file_arrays())
 
     def load_weights(self, filepath: str | os.PathLike) -> None:
-        """Weights (and optimizer state, when compiled alike) from ``save_weights``'s file."""
-        with np.load(filepath) as f:
-            stored = {k: f[k] for k in f.files}
-        if not self.built and self._layers:  # the first kernel tells the input size
-            kernel = stored.get(f"{self._layers[0].name}/kernel")
-            if kernel is not None and kernel.ndim == 2:
-                self.build(input_dim=kernel.shape[0])
-        missing = [w.path for w in self.weights if w.path not in stored]
-        if missing:
-            raise ValueError(
-                f"{os.fspath(filepath)} does not hold weights for {', '.join(missing)}; "
-                f"it holds: {', '.join(k for k in stored if not k.startswith('optimizer/'))}"
-            )
-        self.set_weights([stored[w.path] for w in self.weights])
-        state = {k[len("optimizer/") :]: v for k, v in stored.items() if k.startswith("optimizer/")}
+        """Weights (and optimizer state, when compiled alike) from ``save_weights``'s file.
+
+        The whole file is checked before anything changes: an unreadable file, missing or
+        misshapen weights, non-finite values, a step counter that is not a non-negative
+        integer or negative squared-gradient slots raise ValueError and leave the model
+        as it was (an unbuilt model is not left built).
+        """
+        stored = read_npz(filepath, "a weights file (model.save_weights)")
+        where = _file_name(filepath)
+        with _restored_on_error(self, self._input_layer, *self._layers):
+            if not self.built and self._layers:  # the first kernel tells the input size
+                kernel = stored.get(f"{self._layers[0].name}/kernel")
+                if kernel is not None and kernel.ndim == 2:
+                    self.build(input_dim=kernel.shape[0])
+            missing = [w.path for w in self.weights if w.path not in stored]
+            if missing:
+                raise ValueError(
+                    f"{where} does not hold weights for {', '.join(missing)}; "
+                    f"it holds: {', '.join(k for k in stored if not k.startswith('optimizer/'))}"
+                )
+            weights = self._checked_weights([stored[w.path] for w in self.weights])
+            prefix = "optimizer/"
+            state = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+            optimizers.check_state(state, self.optimizer, where)
+        # the whole file is sound: now change the model
+        self._assign_weights(weights)
         self._pending_optimizer_state = state or None
         if self._programs_cache is not None and "train" in self._programs_cache._cache:
             self._apply_pending_optimizer_state()
@@ -379,11 +440,10 @@ def load_model(filepath: str | os.PathLike, compile: bool = True) -> Sequential:
     The file stores custom activations as formulas and reads them back with
     ``sympy.sympify``, which evaluates text: load only files you trust.
     """
-    with np.load(filepath) as f:
-        stored = {k: f[k] for k in f.files}
+    stored = read_npz(filepath, "a model file (model.save)")
     if "__config__" not in stored:
         raise ValueError(
-            f"{os.fspath(filepath)} holds no model config; was it written by model.save()?"
+            f"{_file_name(filepath)} holds no model config; was it written by model.save()?"
         )
     config = json.loads(str(stored.pop("__config__")))
     model = model_from_config(config)

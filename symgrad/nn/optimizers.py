@@ -55,6 +55,7 @@ class Optimizer:
 
     name = "optimizer"
     defaults: dict[str, float] = {}
+    non_negative_slots: tuple[str, ...] = ()  # running sums of g^2: a negative value is corrupt
 
     def __init__(self, **hyperparameters):
         object.__setattr__(self, "_hyper", {})
@@ -286,6 +287,7 @@ class Adagrad(Optimizer):
 
     name = "Adagrad"
     defaults = {"learning_rate": 0.001, "epsilon": 1e-7}
+    non_negative_slots = ("accumulator",)
 
     def __init__(
         self, learning_rate=0.001, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7
@@ -318,6 +320,7 @@ class RMSprop(Optimizer):
 
     name = "RMSprop"
     defaults = {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7}
+    non_negative_slots = ("velocity",)
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False):
         super().__init__(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon)
@@ -359,6 +362,7 @@ class Adam(Optimizer):
 
     name = "Adam"
     defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+    non_negative_slots = ("velocity",)
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
@@ -417,6 +421,46 @@ OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
 def get(identifier) -> Optimizer:
     """An optimizer from a name (``"adam"``, Keras defaults) or an instance."""
     return from_identifier(identifier, Optimizer, OPTIMIZERS, "optimizer")
+
+
+def check_state(state: dict[str, np.ndarray], optimizer: Optimizer | None, where: str) -> None:
+    """Raise ValueError unless ``state`` (slot path -> array, ``iterations``) is a sound state.
+
+    Checked before a file's state is used: ``iterations`` a 0-d non-negative integer, every
+    slot a finite numeric array, and non-negative where the rule keeps a running sum of
+    squares (``optimizer.non_negative_slots``; for no optimizer yet, those of every
+    optimizer here, which no other slot shares a name with).
+    """
+    if "iterations" in state:
+        it = np.asarray(state["iterations"])
+        if it.shape != () or it.dtype.kind not in "iu" or it < 0:
+            shown = it.item() if it.shape == () else f"an array of shape {it.shape}"
+            raise ValueError(
+                f"{where}: optimizer/iterations must be a non-negative integer (the number of "
+                f"steps taken). Received: iterations={shown!r}"
+            )
+    owners = [type(optimizer)] if optimizer is not None else list(OPTIMIZERS.values())
+    non_negative = {slot for cls in owners for slot in cls.non_negative_slots}
+    for path, value in state.items():
+        if path == "iterations":
+            continue
+        if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"{where}: optimizer slot {path} must hold finite numbers. "
+                f"Received: {_describe(value)}"
+            )
+        if path.rsplit("/", 1)[-1] in non_negative and np.any(value < 0):
+            raise ValueError(
+                f"{where}: optimizer slot {path} is a running sum of squared gradients and "
+                f"cannot be negative. Received: min {value.min()!r}"
+            )
+
+
+def _describe(value: np.ndarray) -> str:
+    if value.dtype.kind not in "fiu":
+        return f"an array of dtype {value.dtype}"
+    bad = value[~np.isfinite(value)]
+    return f"{bad.size} non-finite entries (first: {bad.flat[0]!r}) in shape {value.shape}"
 
 
 def from_config(config: dict) -> Optimizer:
