@@ -29,6 +29,7 @@ it supports (``epochs``) decides what the training step contains.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import re
@@ -44,6 +45,7 @@ from symgrad import core as E
 from symgrad.compiler import CompiledFunction
 from symgrad.diff import Derivation, derive
 from symgrad.nn import callbacks as callbacks_module
+from symgrad.nn import interrupts
 from symgrad.nn import losses as losses_module
 from symgrad.nn import metrics as metrics_module
 from symgrad.nn import optimizers as optimizers_module
@@ -332,6 +334,7 @@ class Trainer:
     """
 
     stop_training = False
+    _interrupts = interrupts.IMMEDIATE  # a fit's interrupts.Deferred while it runs
 
     def __init__(self):
         self.optimizer: Optimizer | None = None
@@ -515,8 +518,10 @@ class Trainer:
         step = self._train_step()
         fn = step.function
         args = [x, y, *self._weight_arrays(), *(s.value for s in step.slots)]
-        outs = fn(*args, *self.optimizer.scalar_values(fn.scalars, fn.program.dtype))
-        self.optimizer.iterations += 1
+        scalars = self.optimizer.scalar_values(fn.scalars, fn.program.dtype)
+        with self._interrupts:  # a Ctrl-C waits until the step and its count are both done
+            outs = fn(*args, *scalars)
+            self.optimizer.iterations += 1
         means = None
         if native_metrics:
             means = [float(outs[k][0, 0]) for k in step.metric_outputs]
@@ -586,9 +591,24 @@ class Trainer:
                     f"with {len(x)} samples"
                 )
             x, y, val = x[:split_at], y[:split_at], (x[split_at:], y[split_at:])
-        return self._fit_loop(
-            x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch
-        )
+        with self._deferred_interrupts():
+            return self._fit_loop(
+                x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch
+            )
+
+    @contextlib.contextmanager
+    def _deferred_interrupts(self):
+        """SIGINT deferred to the end of each step (``symgrad.nn.interrupts``) for the block."""
+        if self._interrupts is not interrupts.IMMEDIATE:  # already deferred (fit in fit)
+            yield
+            return
+        deferred = interrupts.Deferred()
+        with deferred.installed():
+            self._interrupts = deferred
+            try:
+                yield
+            finally:
+                del self._interrupts  # back to the class default
 
     def _native_metrics(self, step: CompiledStep, y: np.ndarray) -> bool:
         """Whether every metric's batch mean comes from the compiled step for targets ``y``."""
@@ -677,21 +697,22 @@ class Trainer:
         values = opt.scalar_values(fn.scalars, fn.program.dtype)
         scalars = [v for s, v in zip(fn.scalars, values) if s.name != epoch_fn.counter]
         others = [*self._weight_arrays(), *(s.value for s in step.slots)]
-        try:
-            result = epoch_fn(
-                x,
-                y,
-                *others,
-                *scalars,
-                batch_size=batch_size,
-                order=order,
-                counter_start=opt.iterations,
-            )
-        except FloatingPointError as err:
-            done = getattr(err, "batch", 0)  # steps completed before the failing one
-            opt.iterations += done
-            raise self._non_finite(err, done, where) from err
-        opt.iterations += result.steps
+        with self._interrupts:  # a Ctrl-C waits until the epoch and its count are both done
+            try:
+                result = epoch_fn(
+                    x,
+                    y,
+                    *others,
+                    *scalars,
+                    batch_size=batch_size,
+                    order=order,
+                    counter_start=opt.iterations,
+                )
+            except FloatingPointError as err:
+                done = getattr(err, "batch", 0)  # steps completed before the failing one
+                opt.iterations += done
+                raise self._non_finite(err, done, where) from err
+            opt.iterations += result.steps
         keys = [step.outputs[k] for k in step.metric_outputs]
         tracker.add_epoch(result.sums, result.rows, keys)
 
@@ -726,7 +747,7 @@ class Trainer:
         """One optimizer step on ``(x, y)`` as a single batch; returns its loss (and metrics)."""
         self._require_compiled("train_on_batch")
         x, y = self._prepare_xy(x, y)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), self._deferred_interrupts():
             try:
                 loss, predictions, _ = self._run_train_step(x, y)
             except FloatingPointError as err:
