@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import symgrad
 from symgrad.nn.interrupts import Deferred
 from tests.nn.interrupted_fit import BATCH, model, replayed, state
 
@@ -27,7 +28,7 @@ TRIALS = 10
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("backend", list(symgrad.compiler.BACKENDS))  # every registered backend
 def test_sigint_at_random_moments_keeps_whole_steps(backend):
     rng = random.Random(1234)
     results = []

@@ -19,7 +19,7 @@ from codegen.llvm.emit import c_compiler
 from symgrad import Dense, NonFiniteLossError, Sequential
 from symgrad.nn.optimizers import SGD, Adagrad, Adam, RMSprop
 
-BACKENDS = ["numpy", "llvm"]
+BACKENDS = list(symgrad.compiler.BACKENDS)  # every registered backend
 
 
 def model(backend, optimizer, dtype="float64", hidden="tanh"):
