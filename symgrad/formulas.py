@@ -24,6 +24,7 @@ from sympy.matrices.expressions import (
 )
 
 from symgrad import core as E
+from symgrad.core.printing import FormulaStrPrinter
 from symgrad.diff import Derivation, derive
 from symgrad.diff.rules import LEAVES
 from symgrad.diff.sweep import check_loss
@@ -57,14 +58,19 @@ def gradients(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable =
     )
 
 
-def _short(e, width: int = 110) -> str:
-    text = sp.sstr(e)
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _shortener(printer: FormulaStrPrinter):
+    def short(e, width: int = 110) -> str:
+        text = printer.doprint(e)
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    return short
 
 
 def explain(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable = ()) -> str:
     """The derivation as text: forward definitions, each VJP step, rewrites, results."""
     g = gradients(loss, wrt, context)
+    printer = FormulaStrPrinter()  # one for the whole text: the steps share subterms
+    _short = _shortener(printer)
     lines = ["Forward definitions:"]
     for node in E.topological([g.loss, *context]):
         if isinstance(node, E.Named):
@@ -92,7 +98,7 @@ def explain(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable = (
     lines.append("")
     lines.append("Gradients:")
     for w, e in g.simplified.items():
-        lines.append(f"  dL/d{w.name} = {sp.sstr(e)}")
+        lines.append(f"  dL/d{w.name} = {printer.doprint(e)}")
     return "\n".join(lines)
 
 

@@ -4,12 +4,13 @@
 - :mod:`~symgrad.core.nodes`: node classes (shape rule, printing), symbols;
 - :mod:`~symgrad.core.build`: smart constructors (shape checks, trivial folding);
 - :mod:`~symgrad.core.activations`: named activations;
-- :mod:`~symgrad.core.graph`: graph walks.
+- :mod:`~symgrad.core.graph`: graph walks;
+- :mod:`~symgrad.core.printing`: symgrad's printers (``sstr``, ``latex``).
 
 ``symgrad.expr`` is the public name of this namespace.
 """
 
-from symgrad.core import printing, scalar  # noqa: F401  (printing: formula display)
+from symgrad.core import scalar  # noqa: F401
 from symgrad.core.activations import ACTIVATIONS, activation_names, apply, as_lambda
 from symgrad.core.build import (
     SYMPY_NODES,
@@ -39,7 +40,9 @@ from symgrad.core.graph import (
     check_symbols,
     children,
     fresh_name,
+    height,
     leaves,
+    row_for,
     scalar_params,
     topological,
 )
@@ -50,6 +53,7 @@ from symgrad.core.nodes import (
     ColSum,
     Elementwise,
     Fill,
+    Hadamard,
     LogSoftmax,
     Named,
     ProbabilitySymbol,
@@ -63,6 +67,7 @@ from symgrad.core.nodes import (
     labels,
     matrix,
 )
+from symgrad.core.printing import latex, sstr
 
 __all__ = [
     "ACTIVATIONS",
@@ -72,6 +77,7 @@ __all__ = [
     "ColSum",
     "Elementwise",
     "Fill",
+    "Hadamard",
     "LogSoftmax",
     "Named",
     "ProbabilitySymbol",
@@ -97,8 +103,10 @@ __all__ = [
     "fill",
     "fresh_name",
     "hadamard",
+    "height",
     "is_zero",
     "labels",
+    "latex",
     "leaves",
     "log_softmax",
     "matmul",
@@ -106,12 +114,14 @@ __all__ = [
     "mean",
     "name",
     "reduce_sum",
+    "row_for",
     "row_sum",
     "scalar",
     "scalar_params",
     "scale",
     "softmax",
     "split_scalar",
+    "sstr",
     "sub",
     "topological",
     "total",

@@ -18,12 +18,14 @@ from sympy.matrices.expressions import (
     ZeroMatrix,
 )
 
+from symgrad.core.graph import height, is_shallow
 from symgrad.core.nodes import (
     BroadcastCols,
     BroadcastRows,
     ColSum,
     Elementwise,
     Fill,
+    Hadamard,
     LogSoftmax,
     Named,
     RowSum,
@@ -82,11 +84,18 @@ def scale(c, a: MatrixExpr) -> MatrixExpr:
     return MatMul(c, m)
 
 
+def _sort_key(t: MatrixExpr) -> tuple:
+    # SymPy's sort key recurses through the whole term (and its cache is bounded):
+    # deep terms are ordered by kind and height instead, after the shallow ones.
+    negative = split_scalar(t)[0].could_extract_minus_sign()
+    if is_shallow(t):
+        return (negative, 0, sp.default_sort_key(t))
+    return (negative, 1, type(t).__name__, height(t))
+
+
 def _sort(terms):
     """Canonical order; in sums, positive terms first so ``P - Y`` reads naturally."""
-    return sorted(
-        terms, key=lambda t: (split_scalar(t)[0].could_extract_minus_sign(), sp.default_sort_key(t))
-    )
+    return sorted(terms, key=_sort_key)
 
 
 def add(*terms: MatrixExpr) -> MatrixExpr:
@@ -190,7 +199,7 @@ def hadamard(*ms: MatrixExpr) -> MatrixExpr:
     parts = [m for m in parts if not _ones_like(m)]  # 1 o X -> X
     if not parts:
         return scale(coeff, OneMatrix(*ms[0].shape))
-    core = parts[0] if len(parts) == 1 else HadamardProduct(*_sort(parts))
+    core = parts[0] if len(parts) == 1 else Hadamard(*_sort(parts))
     return scale(coeff, core)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import weakref
+from collections.abc import Container, Iterable
 
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol, OneMatrix, ZeroMatrix
@@ -29,10 +30,17 @@ def children(node) -> tuple:
     return tuple(a for a in node.args if isinstance(a, MatrixExpr))
 
 
-def topological(roots: Iterable) -> list:
-    """Nodes reachable from ``roots``, each once, operands before users."""
+def topological(roots: Iterable, known: Container = (), operands=children) -> list:
+    """Nodes reachable from ``roots``, each once, operands before users.
+
+    Nodes in ``known`` (already handled by the caller) are neither listed nor
+    entered, so a walk that extends a memo costs only the new nodes;
+    ``operands(node)`` says which nodes a node leads to.
+    """
     order, seen = [], set()
     for root in roots:
+        if root in known:
+            continue
         stack = [(root, False)]
         while stack:
             node, done = stack.pop()
@@ -43,8 +51,20 @@ def topological(roots: Iterable) -> list:
                 continue
             seen.add(node)
             stack.append((node, True))
-            stack += [(c, False) for c in reversed(children(node)) if c not in seen]
+            stack += [
+                (c, False) for c in reversed(operands(node)) if c not in seen and c not in known
+            ]
     return order
+
+
+_HEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def height(node) -> int:
+    """Longest path from ``node`` down to a leaf (a leaf has height 0); remembered per node."""
+    for n in topological([node], _HEIGHTS):
+        _HEIGHTS[n] = 1 + max((_HEIGHTS[c] for c in children(n)), default=-1)
+    return _HEIGHTS[node]
 
 
 def leaves(roots: Iterable) -> list[MatrixSymbol]:
@@ -76,3 +96,21 @@ def scalar_params(roots: Iterable) -> list[sp.Symbol]:
             for d in node.shape:
                 found |= sp.sympify(d).free_symbols
     return sorted(found, key=str)
+
+
+SHALLOW = 24
+"""Height up to which SymPy's own recursive algorithms (sort keys, ordered terms)
+are used on a graph; deeper graphs take symgrad's iterative paths."""
+
+
+def is_shallow(node) -> bool:
+    return height(node) <= SHALLOW
+
+
+def row_for(table: dict, cls: type):
+    """The entry of a table keyed by node class for ``cls``: its own or its nearest base's."""
+    for c in cls.__mro__:
+        row = table.get(c)
+        if row is not None:
+            return row
+    return None

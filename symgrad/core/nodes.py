@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import sympy as sp
 from sympy.core.symbol import Str
 from sympy.matrices.expressions import (
+    HadamardProduct,
     MatrixExpr,
     MatrixSymbol,
 )
@@ -133,7 +134,23 @@ DISPLAY_NAMES: dict[sp.Lambda, str] = {}
 :mod:`symgrad.core.activations`)."""
 
 
-class _Node(MatrixExpr):
+class _ShapeOnce:
+    """A node's shape, computed once from its operands' and then kept.
+
+    SymPy computes a shape by asking the operands each time, down to the
+    leaves: on a deep graph that recursion alone overflows the stack.  Graphs
+    are built bottom-up, so every operand's shape is already known here.
+    """
+
+    @property
+    def shape(self):
+        shape = self.__dict__.get("_shape_cache")
+        if shape is None:
+            shape = self.__dict__["_shape_cache"] = self._shape()
+        return shape
+
+
+class _Node(_ShapeOnce, MatrixExpr):
     """Base of symgrad's own matrix nodes."""
 
     is_commutative = False
@@ -146,6 +163,25 @@ class _Node(MatrixExpr):
 
     def _text(self, printer) -> str:  # pragma: no cover - each node overrides
         raise NotImplementedError
+
+
+def hadamard_text(printer, expr) -> str:
+    """``A o B``: the entrywise product as text."""
+    return " o ".join(printer.parenthesize(a, PRECEDENCE["Mul"], strict=True) for a in expr.args)
+
+
+class Hadamard(_ShapeOnce, HadamardProduct):
+    """SymPy's ``HadamardProduct`` as :func:`~symgrad.core.build.hadamard` builds it.
+
+    It prints ``A o B`` with SymPy's own ``str`` (which shows the class name for
+    a plain ``HadamardProduct``); LaTeX and pretty printing are SymPy's.
+    """
+
+    def _shape(self):
+        return HadamardProduct.shape.fget(self)
+
+    def _sympystr(self, printer):
+        return hadamard_text(printer, self)
 
 
 class Elementwise(_Node):
@@ -166,8 +202,7 @@ class Elementwise(_Node):
     def operands(self) -> tuple[MatrixExpr, ...]:
         return self.args[1:]
 
-    @property
-    def shape(self):
+    def _shape(self):
         return self.args[1].shape
 
     def _entry(self, i, j, **kwargs):
@@ -202,8 +237,7 @@ class BroadcastRows(_Node):
     def __new__(cls, v, rows):
         return sp.Basic.__new__(cls, v, sp.sympify(rows))
 
-    @property
-    def shape(self):
+    def _shape(self):
         return (self.args[1], self.args[0].shape[1])
 
     def _entry(self, i, j, **kwargs):
@@ -222,8 +256,7 @@ class BroadcastCols(_Node):
     def __new__(cls, u, cols):
         return sp.Basic.__new__(cls, u, sp.sympify(cols))
 
-    @property
-    def shape(self):
+    def _shape(self):
         return (self.args[0].shape[0], self.args[1])
 
     def _entry(self, i, j, **kwargs):
@@ -242,8 +275,7 @@ class Fill(_Node):
     def __new__(cls, s, rows, cols):
         return sp.Basic.__new__(cls, s, sp.sympify(rows), sp.sympify(cols))
 
-    @property
-    def shape(self):
+    def _shape(self):
         return (self.args[1], self.args[2])
 
     def _entry(self, i, j, **kwargs):
@@ -282,8 +314,7 @@ class Total(_Reduction):
 
     _label, _latex_label = "sum", r"\operatorname{sum}"
 
-    @property
-    def shape(self):
+    def _shape(self):
         return (sp.S.One, sp.S.One)
 
     def _entry(self, i, j, **kwargs):
@@ -297,8 +328,7 @@ class ColSum(_Reduction):
 
     _label, _latex_label = "colsum", r"\operatorname{colsum}"
 
-    @property
-    def shape(self):
+    def _shape(self):
         return (sp.S.One, self.args[0].shape[1])
 
     def _entry(self, i, j, **kwargs):
@@ -312,8 +342,7 @@ class RowSum(_Reduction):
 
     _label, _latex_label = "rowsum", r"\operatorname{rowsum}"
 
-    @property
-    def shape(self):
+    def _shape(self):
         return (self.args[0].shape[0], sp.S.One)
 
     def _entry(self, i, j, **kwargs):
@@ -327,8 +356,7 @@ class Softmax(_Reduction):
 
     _label, _latex_label = "softmax", r"\operatorname{softmax}"
 
-    @property
-    def shape(self):
+    def _shape(self):
         return self.args[0].shape
 
     def _entry(self, i, j, **kwargs):
@@ -344,8 +372,7 @@ class LogSoftmax(_Reduction):
 
     _label, _latex_label = "log_softmax", r"\operatorname{log\_softmax}"
 
-    @property
-    def shape(self):
+    def _shape(self):
         return self.args[0].shape
 
     def _entry(self, i, j, **kwargs):
@@ -375,8 +402,7 @@ class Named(_Node):
     def body(self) -> MatrixExpr:
         return self.args[1]
 
-    @property
-    def shape(self):
+    def _shape(self):
         return self.args[1].shape
 
     def _entry(self, i, j, **kwargs):

@@ -84,7 +84,7 @@ def derive(loss: MatrixExpr, wrt: Sequence[MatrixSymbol]) -> Derivation:
         ct = cts.get(node)
         if ct is None or node not in needed or isinstance(node, LEAVES) or E.is_zero(ct):
             continue
-        rule = VJP_RULES.get(type(node))
+        rule = E.row_for(VJP_RULES, type(node))
         if rule is None:
             raise NotImplementedError(
                 f"no VJP rule for {type(node).__name__} (node {node}) in "
@@ -96,6 +96,7 @@ def derive(loss: MatrixExpr, wrt: Sequence[MatrixSymbol]) -> Derivation:
         for child, g in zip(operands, results):
             if child in needed:
                 cts[child] = E.add(cts[child], g) if child in cts else g
-        trace.steps.append(Step(node, rule.__name__, RULE_MATH[type(node)], ct, operands, results))
+        math = E.row_for(RULE_MATH, type(node))
+        trace.steps.append(Step(node, rule.__name__, math, ct, operands, results))
     trace.gradients = {w: cts.get(w, ZeroMatrix(*w.shape)) for w in wrt}
     return trace

@@ -32,6 +32,7 @@ import numpy as np
 from codegen.backends import BACKENDS, target_backend
 from codegen.files import write_all_atomic
 from symgrad.compiler import CompiledFunction
+from symgrad.core.printing import sstr
 from symgrad.expr import ProbabilitySymbol
 from symgrad.nn.models import Sequential
 
@@ -162,8 +163,8 @@ def model_source(model: Sequential) -> ModelSource:
         train=train.program,
         predict=programs.predict_step().function.program,
         gradients=programs.gradient_step().function.program,
-        forward_formulas={k: str(v) for k, v in model.forward_formulas().items()},
-        gradient_formulas={k: str(v) for k, v in model.gradient_formulas().items()},
+        forward_formulas={k: sstr(v) for k, v in model.forward_formulas().items()},
+        gradient_formulas={k: sstr(v) for k, v in model.gradient_formulas().items()},
         label_note=target_note(model.loss.name, int(model.output_dim)),
     )
 
@@ -231,7 +232,7 @@ def _native_function_files(fn: CompiledFunction, path, target, prefix, cpu):
 
 
 def _formula_text(fn: CompiledFunction) -> dict[str, str]:
-    return {name: str(expr) for name, expr in fn.formulas.items()}
+    return {name: sstr(expr) for name, expr in fn.formulas.items()}
 
 
 def _native_files(path, target, prefix, cpu, functions, doc, defines):

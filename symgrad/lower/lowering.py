@@ -24,41 +24,10 @@ from sympy.matrices.expressions import (
     Transpose,
     ZeroMatrix,
 )
-from sympy.printing.precedence import precedence
-from sympy.printing.str import StrPrinter
 
 from codegen import ir
 from symgrad import core as E
-
-
-class _SharedStrPrinter(StrPrinter):
-    """``sp.sstr`` that remembers what it printed: the comments of one program share subtrees.
-
-    Only nested results are kept (a Float prints differently at the top
-    level), and each node's precedence is computed once: for a matrix
-    product it costs a ``doit``. Same text as ``sp.sstr``.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._memo: dict = {}
-        self._precedence: dict = {}
-
-    def _print(self, expr, **kwargs) -> str:
-        if kwargs or self._print_level == 0:
-            return super()._print(expr, **kwargs)
-        text = self._memo.get(expr)
-        if text is None:
-            text = self._memo[expr] = super()._print(expr)
-        return text
-
-    def parenthesize(self, item, level, strict=False):
-        p = self._precedence.get(item)
-        if p is None:
-            p = self._precedence[item] = precedence(item)
-        if p < level or (not strict and p <= level):
-            return f"({self._print(item)})"
-        return self._print(item)
+from symgrad.core.printing import FormulaStrPrinter
 
 
 class Lowering:
@@ -74,7 +43,7 @@ class Lowering:
         self.body: list = []
         self.taken = {s.name for s in self.inputs}
         self.temp = 0
-        self.printer = _SharedStrPrinter()
+        self.printer = FormulaStrPrinter()  # one per program: its comments share subterms
 
     # -- naming ---------------------------------------------------------
     def _fresh(self, base: str) -> str:

@@ -25,6 +25,7 @@ import sympy as sp
 
 from codegen.files import write_atomic
 from symgrad.core import fresh_name, scalar
+from symgrad.core.printing import sstr
 from symgrad.nn import layers as layers_module
 from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
@@ -372,7 +373,7 @@ class Sequential(Trainer):
         if self.built:
             graph = forward(self._layers, self._input_dim)
             formulas = {
-                k: [f"{n.name} = {n.body}" for n in v] for k, v in graph.layer_names.items()
+                k: [f"{n.name} = {sstr(n.body)}" for n in v] for k, v in graph.layer_names.items()
             }
         dim = self._input_dim
         for i, layer in enumerate(self._layers):

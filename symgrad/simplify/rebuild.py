@@ -57,7 +57,7 @@ REBUILD = {
 def _rebuild(node: MatrixExpr, kids: list[MatrixExpr]) -> MatrixExpr:
     # No fallback to ``node.func(*kids)``: a node type without a row would skip its
     # smart constructor (shape check, folding) without anyone noticing.
-    rule = REBUILD.get(type(node))
+    rule = E.row_for(REBUILD, type(node))
     if rule is None:
         raise NotImplementedError(
             f"symgrad.simplify has no row for {type(node).__name__} (node {node}) in "
@@ -76,11 +76,13 @@ class Simplifier:
         self.memo: dict[MatrixExpr, MatrixExpr] = {}
 
     def __call__(self, root: MatrixExpr) -> MatrixExpr:
-        for node in E.topological([root]):
-            if node in self.memo:
+        for node in E.topological([root], self.memo):  # only the nodes not rebuilt yet
+            if node in self.memo:  # rebuilt meanwhile, by a rewrite's own rebuild
                 continue
             kids = [self.memo[c] for c in E.children(node)]
-            self.memo[node] = self._apply(_rebuild(node, kids) if kids else node)
+            result = self.memo[node] = self._apply(_rebuild(node, kids) if kids else node)
+            # a result is simplified: rebuilding a rewrite's output stops at it
+            self.memo.setdefault(result, result)
         return self.memo[root]
 
     def _apply(self, node: MatrixExpr) -> MatrixExpr:

@@ -7,6 +7,7 @@ only under a precondition say so in their math and check it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -27,7 +28,8 @@ class Context:
     """What the rules may look at: names and forward values of the whole program."""
 
     named: dict[MatrixExpr, E.Named] = field(default_factory=dict)
-    forward_maps: list[tuple[MatrixExpr, sp.Lambda, MatrixExpr]] = field(default_factory=list)
+    forward_maps: dict[MatrixExpr, list[tuple[sp.Lambda, MatrixExpr]]] = field(default_factory=dict)
+    """Operand ``Z`` (and its name) -> ``(f, A)`` for each named ``A = f(Z)``."""
     fired: list[tuple[str, MatrixExpr, MatrixExpr]] = field(default_factory=list)
 
     @classmethod
@@ -38,7 +40,9 @@ class Context:
                 ctx.named.setdefault(node.body, node)
         for body, named in ctx.named.items():  # unary maps whose output has a name
             if isinstance(body, E.Elementwise) and len(body.operands) == 1:
-                ctx.forward_maps.append((body.operands[0], body.fn, named))
+                z = body.operands[0]
+                for key in dict.fromkeys([z, ctx.named.get(z, z)]):
+                    ctx.forward_maps.setdefault(key, []).append((body.fn, named))
         return ctx
 
 
@@ -103,6 +107,7 @@ def log_of_sigmoid(node, ctx):
     return E.elementwise(sp.Lambda(xs, body), *operands) if changed else None
 
 
+@functools.lru_cache(maxsize=1024)  # every layer of one activation asks the same question
 def _output_form(body, x, fn, y):
     """Rewrite ``body`` (a function of x) in terms of y = fn(x), or return None."""
     fx = fn(x)
@@ -124,9 +129,7 @@ def output_form(node, ctx):
         return None
     xs, body = node.fn.variables, node.fn.expr
     for i, a in enumerate(node.operands):
-        for z, fn, named in ctx.forward_maps:
-            if a != z and a != ctx.named.get(z):
-                continue
+        for fn, named in ctx.forward_maps.get(a, ()):
             y = sp.Symbol("_y", real=True)
             trial = _output_form(body, xs[i], fn, y)
             if trial is None or scalar_cost(trial) > scalar_cost(body):
