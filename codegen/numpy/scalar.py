@@ -556,18 +556,19 @@ def lower_body(body: sp.Expr, args: dict, names: dict, pool: ScratchPool) -> Bod
 
 
 def _postorder(root: Op) -> list[Op]:
+    """Each op once, operands first (an explicit stack: a body's depth is not limited)."""
     order, seen = [], set()
-
-    def visit(node: Op) -> None:
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
         if id(node) in seen:
-            return
+            continue
         seen.add(id(node))
-        for a in node.args:
-            if isinstance(a, Op):
-                visit(a)
-        order.append(node)
-
-    visit(root)
+        stack.append((node, True))
+        stack += [(a, False) for a in reversed(node.args) if isinstance(a, Op)]
     return order
 
 

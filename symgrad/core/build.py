@@ -7,6 +7,8 @@ the trivial algebra (``x + 0 -> x``, ``1 * x -> x``, scalar factors hoisted,
 
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
 from sympy.matrices.expressions import (
     HadamardProduct,
@@ -35,6 +37,7 @@ from symgrad.core.nodes import (
     _check_matrix,
     _shape_error,
     canonical_lambda,
+    intern,
 )
 from symgrad.core.stable import stable_form
 
@@ -56,7 +59,7 @@ def split_scalar(a: MatrixExpr) -> tuple[sp.Expr, MatrixExpr]:
     if isinstance(a, MatMul):
         coeff, mats = a.as_coeff_matrices()
         if coeff != 1:
-            return coeff, (mats[0] if len(mats) == 1 else MatMul(*mats))
+            return coeff, (mats[0] if len(mats) == 1 else intern(MatMul(*mats)))
     return sp.S.One, a
 
 
@@ -73,15 +76,15 @@ def scale(c, a: MatrixExpr) -> MatrixExpr:
     if isinstance(m, MatAdd) and c.could_extract_minus_sign():  # -c (Y - P) -> c (P - Y)
         negative = sum(split_scalar(t)[0].could_extract_minus_sign() for t in m.args)
         if 2 * negative >= len(m.args):
-            return scale(-c, MatAdd(*_sort(scale(-1, t) for t in m.args)))
+            return scale(-c, intern(MatAdd(*_sort(scale(-1, t) for t in m.args))))
     if isinstance(m, Elementwise) and c.could_extract_minus_sign():  # -c f(y - p) -> c f(p - y)
         terms = sp.Add.make_args(m.fn.expr)
         negative = sum(t.could_extract_minus_sign() for t in terms)
         if len(terms) > 1 and 2 * negative >= len(terms):
             return scale(-c, elementwise(sp.Lambda(m.fn.variables, -m.fn.expr), *m.operands))
     if isinstance(m, MatMul):
-        return MatMul(c, *m.args)
-    return MatMul(c, m)
+        return intern(MatMul(c, *m.args))
+    return intern(MatMul(c, m))
 
 
 def _sort_key(t: MatrixExpr) -> tuple:
@@ -124,7 +127,7 @@ def add(*terms: MatrixExpr) -> MatrixExpr:
         return scale(items[0][1], items[0][0])
     common = _common_factor([c for _, c in items])  # c M1 - c M2 -> c (M1 - M2)
     parts = _sort(scale(sp.cancel(c / common), m) for m, c in items)
-    return scale(common, MatAdd(*parts))
+    return scale(common, intern(MatAdd(*parts)))
 
 
 def _is_zero_scalar(c: sp.Expr) -> bool:
@@ -175,7 +178,7 @@ def matmul(*ms: MatrixExpr) -> MatrixExpr:
         coeff *= c
         mats += list(m.args) if isinstance(m, MatMul) else [m]
     mats = [m for m in mats if not (isinstance(m, sp.Identity))] or [sp.Identity(shape[0])]
-    core = mats[0] if len(mats) == 1 else MatMul(*mats)
+    core = mats[0] if len(mats) == 1 else intern(MatMul(*mats))
     return scale(coeff, core)
 
 
@@ -215,7 +218,7 @@ def transpose(a: MatrixExpr) -> MatrixExpr:
     if isinstance(a, MatMul):
         c, mats = a.as_coeff_matrices()
         return scale(c, matmul(*[transpose(m) for m in reversed(mats)]))
-    return Transpose(a)
+    return intern(Transpose(a))
 
 
 def broadcast_rows(v: MatrixExpr, rows) -> MatrixExpr:
@@ -360,6 +363,11 @@ def name(label: str, a: MatrixExpr) -> MatrixExpr:
     return Named(label, a)
 
 
+@functools.lru_cache(maxsize=4096)  # bodies are canonical: every layer asks the same ones
+def _factor_terms(body: sp.Expr) -> sp.Expr:
+    return sp.factor_terms(body)
+
+
 def elementwise(fn: sp.Lambda, *args: MatrixExpr) -> MatrixExpr:
     """Apply a scalar ``Lambda`` entry by entry to same-shaped matrices."""
     if not isinstance(fn, sp.Lambda):
@@ -386,7 +394,7 @@ def elementwise(fn: sp.Lambda, *args: MatrixExpr) -> MatrixExpr:
             return scale(body, OneMatrix(*args[0].shape))
         return elementwise(sp.Lambda(tuple(keep), body), *[args[i] for i in used])
     if isinstance(body, sp.Add):  # 2 p - 2 y -> 2 (p - y): the 2 becomes a scale
-        body = sp.factor_terms(body)
+        body = _factor_terms(body)
     coeff, rest = body.as_independent(*xs, as_Add=False)
     if coeff != 1 and rest != body:  # c f(x) -> c * [f(x)]
         return scale(coeff, elementwise(sp.Lambda(xs, rest), *args))

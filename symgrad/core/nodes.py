@@ -9,6 +9,8 @@ broadcasts, sums, row softmax and names.
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Sequence
 
 import sympy as sp
@@ -73,9 +75,13 @@ def arg_symbols(k: int) -> tuple[sp.Symbol, ...]:
 
 
 def canonical_lambda(variables: Sequence[sp.Symbol], body: sp.Expr) -> sp.Lambda:
+    return _canonical_lambda(tuple(variables), sp.sympify(body))
+
+
+@functools.lru_cache(maxsize=4096)  # every layer of one activation builds the same Lambdas
+def _canonical_lambda(variables: tuple, body: sp.Expr) -> sp.Lambda:
     xs = arg_symbols(len(variables))
-    body = sp.sympify(body).xreplace(dict(zip(variables, xs)))
-    return sp.Lambda(xs, body)
+    return sp.Lambda(xs, body.xreplace(dict(zip(variables, xs))))
 
 
 # --------------------------------------------------------------------------
@@ -134,6 +140,29 @@ DISPLAY_NAMES: dict[sp.Lambda, str] = {}
 :mod:`symgrad.core.activations`)."""
 
 
+_INTERNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def intern(node: MatrixExpr) -> MatrixExpr:
+    """The one live object of each structure.
+
+    SymPy compares two nodes operand by operand, recursively: two equal deep
+    graphs built apart would take a recursion as deep as the graphs to compare.
+    Graphs are built bottom-up, so a new node's operands are already the one
+    object of their structure, and looking the node up here compares one level.
+    """
+    ref = _INTERNED.get(node)
+    found = ref() if ref is not None else None
+    if found is not None:
+        return found
+    _INTERNED[node] = weakref.ref(node)
+    return node
+
+
+def _new(cls, *args):
+    return intern(sp.Basic.__new__(cls, *args))
+
+
 class _ShapeOnce:
     """A node's shape, computed once from its operands' and then kept.
 
@@ -177,6 +206,9 @@ class Hadamard(_ShapeOnce, HadamardProduct):
     a plain ``HadamardProduct``); LaTeX and pretty printing are SymPy's.
     """
 
+    def __new__(cls, *args, **kwargs):
+        return intern(super().__new__(cls, *args, **kwargs))
+
     def _shape(self):
         return HadamardProduct.shape.fget(self)
 
@@ -192,7 +224,7 @@ class Elementwise(_Node):
     """
 
     def __new__(cls, fn: sp.Lambda, *args):
-        return sp.Basic.__new__(cls, fn, *args)
+        return _new(cls, fn, *args)
 
     @property
     def fn(self) -> sp.Lambda:
@@ -235,7 +267,7 @@ class BroadcastRows(_Node):
     """A (1, c) row repeated ``rows`` times: the bias add ``Z = X W + 1 b``."""
 
     def __new__(cls, v, rows):
-        return sp.Basic.__new__(cls, v, sp.sympify(rows))
+        return _new(cls, v, sp.sympify(rows))
 
     def _shape(self):
         return (self.args[1], self.args[0].shape[1])
@@ -254,7 +286,7 @@ class BroadcastCols(_Node):
     """A (r, 1) column repeated ``cols`` times."""
 
     def __new__(cls, u, cols):
-        return sp.Basic.__new__(cls, u, sp.sympify(cols))
+        return _new(cls, u, sp.sympify(cols))
 
     def _shape(self):
         return (self.args[0].shape[0], self.args[1])
@@ -273,7 +305,7 @@ class Fill(_Node):
     """A (1, 1) value repeated over a (rows, cols) matrix."""
 
     def __new__(cls, s, rows, cols):
-        return sp.Basic.__new__(cls, s, sp.sympify(rows), sp.sympify(cols))
+        return _new(cls, s, sp.sympify(rows), sp.sympify(cols))
 
     def _shape(self):
         return (self.args[1], self.args[2])
@@ -293,7 +325,7 @@ class _Reduction(_Node):
     _latex_label = ""
 
     def __new__(cls, a):
-        return sp.Basic.__new__(cls, a)
+        return _new(cls, a)
 
     def _text(self, printer):
         label = self._latex_label if isinstance(printer, LatexPrinter) else self._label
@@ -392,7 +424,7 @@ class Named(_Node):
 
     def __new__(cls, name, a):
         name = Str(name) if isinstance(name, str) else name
-        return sp.Basic.__new__(cls, name, a)
+        return _new(cls, name, a)
 
     @property
     def name(self) -> str:

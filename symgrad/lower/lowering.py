@@ -43,6 +43,7 @@ class Lowering:
         self.body: list = []
         self.taken = {s.name for s in self.inputs}
         self.temp = 0
+        self._root_names: dict | None = None
         self.printer = FormulaStrPrinter()  # one per program: its comments share subterms
 
     # -- naming ---------------------------------------------------------
@@ -64,24 +65,26 @@ class Lowering:
             self.values[s] = ir.Value(s.name, tuple(sp.sympify(d) for d in s.shape))
         roots = [*self.outputs.values(), *self.checks.values(), *self.updates.values()]
         order = E.topological(roots)
+        root_set = set(roots)
         uses = Counter(c for node in order for c in E.children(node))
         for r in roots:
             uses[r] += 1
         update_roots = set(self.updates.values()) - set(self.outputs.values())
         needed_by_rest = set(E.topological([*self.outputs.values(), *self.checks.values()]))
         late = [n for n in order if n in update_roots and n not in needed_by_rest]
-        order = [n for n in order if n not in late] + late
+        late_set = set(late)
+        order = [n for n in order if n not in late_set] + late
         self.materialize = {
             n
             for n in order
-            if n in roots or isinstance(n, E.Named) or not _is_elementwise(n) or uses[n] > 1
+            if n in root_set or isinstance(n, E.Named) or not _is_elementwise(n) or uses[n] > 1
         }
         named_bodies = {n.body: n for n in order if isinstance(n, E.Named)}
         for n in order:
             if n in named_bodies and n not in self.values:  # one value, under its name
                 self.values[n] = self._operand(named_bodies[n])
                 continue
-            if isinstance(n, Transpose) and n not in roots:
+            if isinstance(n, Transpose) and n not in root_set:
                 continue  # a GEMM flag, or emitted on first non-GEMM use
             if isinstance(n, MatrixSymbol):
                 if n not in input_set:
@@ -116,13 +119,13 @@ class Lowering:
         )
 
     def _root_name(self, node) -> str | None:
-        for key, expr in [*self.outputs.items(), *self.checks.items()]:
-            if expr == node:
-                return key
-        for sym, expr in self.updates.items():
-            if expr == node:
-                return f"{sym.name}_new"
-        return None
+        if self._root_names is None:  # one lookup per node, not a scan of all the roots
+            named = [*self.outputs.items(), *self.checks.items()]
+            named += [(f"{sym.name}_new", expr) for sym, expr in self.updates.items()]
+            self._root_names = {}
+            for key, expr in named:
+                self._root_names.setdefault(expr, key)
+        return self._root_names.get(node)
 
     def _copy_if_taken(self, expr, key, taken_values) -> ir.Value:
         """An output that is an input, or already returned, is copied into its own value."""

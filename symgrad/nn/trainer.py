@@ -97,13 +97,12 @@ class TrainingGraph:
 def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
     """``X -> P``: each layer's ``call`` in order; the last value is renamed ``P``."""
     x = E.matrix("X", E.batch(), input_dim)
-    names, a, made = Names(), x, {}
+    names, a, made, seen = Names(), x, {}, set()
     for layer in layers:
-        seen = set(E.topological([a]))
         a = layer.call(a, names)
-        made[layer.name] = [
-            n for n in E.topological([a]) if isinstance(n, E.Named) and n not in seen
-        ]
+        new = E.topological([a], seen)  # the nodes this layer added
+        seen.update(new)
+        made[layer.name] = [n for n in new if isinstance(n, E.Named)]
     output = E.name("P", a.body if isinstance(a, E.Named) else a)
     for named in made.values():  # the last intermediate is the output: show it as P
         named[:] = [output if n == a else n for n in named]
