@@ -201,7 +201,7 @@ def op_counts(roots: Iterable[MatrixExpr]) -> OpCounts:
         nodes += 1
         if isinstance(node, LEAVES):
             continue
-        rule = OP_COUNTS.get(type(node))
+        rule = E.row_for(OP_COUNTS, type(node))
         if rule is None:
             raise NotImplementedError(
                 f"op_counts has no row for {type(node).__name__} (node {node}) in "

@@ -208,7 +208,7 @@ class Lowering:
         """Scalar body of an elementwise node; materialized operands become arguments."""
         if not _is_elementwise(node):
             return self._leaf(node, args)
-        return SCALAR_BODY[type(node)](self, node, args)
+        return _row(SCALAR_BODY, node, "SCALAR_BODY")(self, node, args)
 
 
 # --------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def _is_elementwise(node) -> bool:
     """Whether ``node`` may fold into a fused body: it has a SCALAR_BODY row (MatMul: ``c * A``)."""
     if type(node) is MatMul:
         return len(node.as_coeff_matrices()[1]) == 1
-    return type(node) in SCALAR_BODY
+    return E.row_for(SCALAR_BODY, type(node)) is not None
 
 
 def _scalars(lo: Lowering, nodes, args: dict) -> list[sp.Expr]:
