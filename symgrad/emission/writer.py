@@ -32,7 +32,7 @@ import numpy as np
 from codegen.backends import BACKENDS, target_backend
 from codegen.files import write_all_atomic
 from symgrad.compiler import CompiledFunction
-from symgrad.core.printing import sstr
+from symgrad.core.printing import FormulaStrPrinter
 from symgrad.expr import ProbabilitySymbol
 from symgrad.nn.models import Sequential
 
@@ -163,8 +163,8 @@ def model_source(model: Sequential) -> ModelSource:
         train=train.program,
         predict=programs.predict_step().function.program,
         gradients=programs.gradient_step().function.program,
-        forward_formulas={k: sstr(v) for k, v in model.forward_formulas().items()},
-        gradient_formulas={k: sstr(v) for k, v in model.gradient_formulas().items()},
+        forward_formulas=_texts(model.forward_formulas()),
+        gradient_formulas=_texts(model.gradient_formulas()),
         label_note=target_note(model.loss.name, int(model.output_dim)),
     )
 
@@ -232,7 +232,12 @@ def _native_function_files(fn: CompiledFunction, path, target, prefix, cpu):
 
 
 def _formula_text(fn: CompiledFunction) -> dict[str, str]:
-    return {name: sstr(expr) for name, expr in fn.formulas.items()}
+    return _texts(fn.formulas)
+
+
+def _texts(formulas: dict) -> dict[str, str]:
+    printer = FormulaStrPrinter()  # one for all: the formulas share their subterms
+    return {name: printer.doprint(expr) for name, expr in formulas.items()}
 
 
 def _native_files(path, target, prefix, cpu, functions, doc, defines):
