@@ -47,7 +47,7 @@ from codegen.llvm.jit import host, new_target_machine, optimize, parse
 from codegen.llvm.kernels import lower_dim
 from codegen.llvm.loops import I8, I32, I64, PTR, i64, store
 from codegen.llvm.mathlib import FORMATS, MathLibrary
-from codegen.llvm.module import Layout, _build_step_impl, make_layout
+from codegen.llvm.module import Layout, _build_step_impl, annotated, make_layout
 
 ALIGN = 64  # bytes: every work buffer starts on a cache line
 C_TYPES = {"float64": "double", "float32": "float"}
@@ -98,11 +98,7 @@ def library_ir(functions: list[CFunction], *, cpu: str = "host") -> str:
     for f in functions:
         program = dataclasses.replace(f.program, name=f.name)
         lines += [f"; {line}" for line in format_program(program).splitlines()]
-    for line in str(module).splitlines():
-        if line.startswith("define"):
-            lines += [f"; {note}" for ref, note in notes.items() if f" {ref}(" in line]
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+    return annotated(module, lines, notes)
 
 
 def _check_functions(functions: list[CFunction]) -> None:

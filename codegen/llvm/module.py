@@ -132,7 +132,13 @@ def generate_ir(
         _build_epoch(module, program, epoch, step, fmt)
     if fast_entry and fast_entry_possible(program, layout):
         build_fast_entry(module, program, layout, step, fmt)
-    lines = [f"; {line}" for line in format_program(program).splitlines()]
+    return annotated(module, [f"; {line}" for line in format_program(program).splitlines()], notes)
+
+
+def annotated(module: ir.Module, head: list[str], notes: dict[str, str]) -> str:
+    """``module``'s text after the comment lines ``head``; each function defined in it is
+    preceded by its note (``notes``: function name -> the IR statement it computes)."""
+    lines = list(head)
     for line in str(module).splitlines():
         if line.startswith("define"):
             lines += [f"; {note}" for ref, note in notes.items() if f" {ref}(" in line]
