@@ -50,9 +50,9 @@ from codegen.numpy.scalar import (
     Kind,
     Op,
     ScratchPool,
-    emit,
     lower_body,
     py_scalar,
+    write_body,
 )
 
 __all__ = [
@@ -793,7 +793,7 @@ def _map(w: _Writer, s: Map) -> list[str]:
     pool = _Pool(w, s.out.shape)
     aliases = frozenset(w.local[v.name] for _, v in s.args if w.storage(v) == w.storage(s.out))
     body = lower_body(s.body, _elementwise_args(w, s, s.out.shape), w.names, pool)
-    return emit(body, w.local[s.out.name], FULL, aliases, pool, w.uses)
+    return write_body(body, w.local[s.out.name], FULL, aliases, pool, w.uses)
 
 
 def _reduce(w: _Writer, s: Reduce) -> list[str]:
@@ -820,7 +820,7 @@ def _reduce(w: _Writer, s: Reduce) -> list[str]:
                     names.append(a.name)
                 else:
                     names.append(pool.take(FULL, "f"))
-                    lines += emit(
+                    lines += write_body(
                         Body(a, body.needs_errstate), names[-1], FULL, frozenset(), pool, w.uses
                     )
             for name in names:
@@ -831,7 +831,7 @@ def _reduce(w: _Writer, s: Reduce) -> list[str]:
         summed = root.name  # the body is one argument: sum it directly
     else:
         summed = pool.take(FULL, "f")
-        lines = emit(body, summed, FULL, frozenset(), pool, w.uses)
+        lines = write_body(body, summed, FULL, frozenset(), pool, w.uses)
         pool.give(summed)
     if s.axis is None:
         w.uses.add("add_reduce")

@@ -10,7 +10,7 @@ Two steps, each driven by one table:
 1. ``LOWER`` (keyed by SymPy class) turns the body into a DAG of primitive ops, one
    ufunc call each; equal subexpressions are one node.  Parts that read no array
    (``lr / n``, ``1 - beta``) stay Python scalar expressions, printed by ``py_scalar``.
-2. ``emit`` writes the ops in post order.  Each op writes into the buffer of an operand
+2. ``write_body`` writes the ops in post order.  Each op writes into the buffer of an operand
    that dies there, else the output buffer when it is free, else a scratch buffer of
    its broadcast kind, so a body needs few scratch arrays and no allocation at run time.
 
@@ -578,7 +578,7 @@ def _code(a: Operand, reg: dict) -> str:
     return a.name if isinstance(a, Array) else a.code
 
 
-def emit(
+def write_body(
     body: Body, out: str, out_kind: Kind, aliases: frozenset[str], pool: ScratchPool, uses: set
 ) -> list[str]:
     """Source lines that compute ``body`` into ``out``.
