@@ -9,14 +9,13 @@ graphs as DAGs and of symgrad's source, so a warm start of a model skips it.
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
-from codegen import backends, ir
+from codegen import backends, ir, serial
 from codegen import cache as disk_cache
 from codegen.backends import BACKENDS, Backend, backend
 from symgrad import core as E
@@ -220,21 +219,31 @@ def _graph_key(inputs, outputs, updates, scalars, settings) -> str:
     return h.hexdigest()
 
 
+_PROGRAM_CODEC = serial.Codec(
+    records=serial.records_of(ir), packages=(*serial.SYMPY_PACKAGES, "symgrad.core.")
+)
+
+
 def _load_lowered(key: str | None):
+    """The cached (program, formulas, rewrites, scalars), or None: anything unreadable is a miss."""
     blob = disk_cache.load_blob(key, "program") if key else None
     if blob is None:
         return None
     try:
-        return pickle.loads(blob)
-    except Exception:  # an unreadable entry is a miss
+        version, lowered = _PROGRAM_CODEC.loads(blob)
+    except Exception:  # noqa: BLE001 - a damaged entry can fail to decode in many ways
         return None
+    return lowered if version == sp.__version__ else None  # rebuilt by another SymPy: a miss
 
 
 def _store_lowered(key: str | None, lowered) -> None:
+    """Write the entry if it reads back equal (a user's own function class makes no entry)."""
     if key is None:
         return
     try:
-        blob = pickle.dumps(lowered, protocol=4)
-    except Exception:  # e.g. a user's scalar function that does not pickle: no entry
+        blob = _PROGRAM_CODEC.dumps((sp.__version__, lowered))
+        if _PROGRAM_CODEC.loads(blob) != (sp.__version__, lowered):
+            return
+    except Exception:  # noqa: BLE001 - serial.Unsupported, or a node that does not rebuild
         return
     disk_cache.store_blob(key, "program", blob)

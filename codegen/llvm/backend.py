@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import hashlib
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,9 @@ import numpy as np
 import sympy as sp
 
 from codegen import cache as disk_cache
+from codegen import ir, serial
 from codegen.ir import Program, Shape, check_scalar
+from codegen.llvm import module as llvm_module
 from codegen.llvm.blas import Provider
 from codegen.llvm.blas import provider as resolve_blas
 from codegen.llvm.cpython import FastEntry, register_symbols
@@ -86,14 +87,21 @@ def compile_ir(text: str, *, opt: int = 3, use_cache: bool = True) -> Compiled:
     return compiled
 
 
+_INDEX_CODEC = serial.Codec(records=serial.records_of(ir, llvm_module))
+
+
 def _index_key(program: Program, provider: Provider, spec, opt: int) -> str | None:
-    """Key of the object entry a program compiles to, without generating its IR (None: not picklable)."""
+    """Key of the object entry a program compiles to, without generating its IR.
+
+    None when the program holds something ``codegen.serial`` cannot write.
+    """
     try:
-        described = pickle.dumps((program, provider.abi, spec, opt), protocol=4)
-    except Exception:  # a program with unpicklable metadata simply has no index
+        described = _INDEX_CODEC.dumps((program, provider.abi, spec, opt))
+    except serial.Unsupported:  # a program with unusual metadata simply has no index
         return None
-    h = hashlib.sha256(b"symgrad-index-1")
-    for part in (disk_cache.source_digest(Path(__file__).parent), host().fingerprint()):
+    h = hashlib.sha256(b"symgrad-index-2")
+    codegen_dir = Path(__file__).resolve().parents[1]
+    for part in (disk_cache.source_digest(codegen_dir), host().fingerprint()):
         h.update(part.encode() + b"\0")
     h.update(described)
     return h.hexdigest()
@@ -105,7 +113,7 @@ def compile_module(
     """The module of ``program`` (and its epoch when ``spec``), through the disk cache.
 
     A warm start finds the object entry through ``<index>.index`` (a hash of
-    the pickled program and of codegen's source) and skips generating the IR
+    the serialized program and of codegen's source) and skips generating the IR
     text; ``llvm_ir`` then generates it on first access.
     """
 
@@ -114,8 +122,8 @@ def compile_module(
 
     started = time.perf_counter()
     index = _index_key(program, provider, spec, opt) if use_cache else None
-    entry = disk_cache.load_blob(index, "index") if index else None
-    hit = disk_cache.load(entry.decode()) if entry else None
+    entry = disk_cache.load_entry_key(index) if index else None
+    hit = disk_cache.load(entry) if entry else None
     if hit is not None:
         obj, optimized = hit
         code = LoadedObject(obj, opt)
