@@ -40,8 +40,9 @@ SYMPY_PACKAGES = (
     "sympy.functions.",
     "sympy.logic.",
     "sympy.matrices.expressions.",
+    "sympy.codegen.cfunctions",  # log1p, expm1
 )
-"""Where the SymPy classes of IR bodies, shapes and matrix graphs come from."""
+"""Where the SymPy classes of IR bodies, shapes and matrix graphs come from (module prefixes)."""
 
 
 def records_of(*modules) -> list[type]:

@@ -209,6 +209,19 @@ def test_every_ir_statement_round_trips():
     ]
 
 
+def test_the_codec_knows_the_whole_scalar_vocabulary():
+    from symgrad.core import scalar
+
+    named = [getattr(scalar, name) for name in ir.NAMED_FUNCTIONS]
+    classes = [c for c in ir.SCALAR_FUNCTIONS if isinstance(c, type)] + named
+    codec = compiler._PROGRAM_CODEC
+    for cls in classes:
+        assert codec.sympy_class(f"{cls.__module__}:{cls.__qualname__}") is cls
+    x = sp.Symbol("x", real=True)
+    body = sum(c(x) for c in classes if issubclass(c, sp.Function) and c.nargs == {1})
+    assert codec.loads(codec.dumps(body)) == body
+
+
 def test_a_warm_start_gives_the_fresh_result(cache_dir):
     cache_faults.run()
     first = cache.stats["hits"]
