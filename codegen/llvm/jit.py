@@ -13,6 +13,7 @@ code comes from LLVM or from the disk cache:
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 
 import llvmlite
@@ -93,7 +94,11 @@ def emit_assembly(optimized_ir: str, opt: int) -> str:
 
 
 class LoadedObject:
-    """An object file linked into its own MCJIT engine; keeps the code alive."""
+    """An object file linked into its own MCJIT engine; keeps the code alive.
+
+    When the object is collected its engine is closed, which frees the code
+    (``released`` is the finalizer; whoever calls the code must hold this object).
+    """
 
     def __init__(self, obj: bytes, opt: int = 3):
         h = host()
@@ -106,6 +111,7 @@ class LoadedObject:
         )
         self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self._engine.finalize_object()
+        self.released = weakref.finalize(self, self._engine.close)
 
     def address(self, symbol: str) -> int:
         addr = self._engine.get_function_address(symbol)

@@ -26,6 +26,7 @@ import linecache
 import re
 import textwrap
 import tokenize
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -203,17 +204,34 @@ def compile_program(program: Program) -> NumpyFunction:
     filename = _register_source(program.name, source)
     namespace: dict = {"__name__": f"symgrad_generated.{f.name}"}
     exec(compile(source, filename, "exec"), namespace)
+    # the source stays in linecache (tracebacks show it) as long as the generated code lives
+    weakref.finalize(namespace[f.name], _release_source, filename)
     return NumpyFunction(program, source, namespace, f.name)
+
+
+_SOURCE_USERS: dict[str, int] = {}
+"""linecache filename -> how many live generated functions show that source."""
 
 
 def _register_source(name: str, source: str) -> str:
     """Put ``source`` in linecache under ``<symgrad:NAME>`` (suffixed if NAME is taken)."""
+    lines = source.splitlines(True)
     filename, k = f"<symgrad:{name}>", 1
-    while filename in linecache.cache and linecache.cache[filename][2] != source.splitlines(True):
+    while filename in linecache.cache and linecache.cache[filename][2] != lines:
         k += 1
         filename = f"<symgrad:{name}#{k}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    _SOURCE_USERS[filename] = _SOURCE_USERS.get(filename, 0) + 1
     return filename
+
+
+def _release_source(filename: str) -> None:
+    """Drop the linecache entry when the last function compiled from it is collected."""
+    left = _SOURCE_USERS.pop(filename, 1) - 1
+    if left > 0:
+        _SOURCE_USERS[filename] = left
+    else:
+        linecache.cache.pop(filename, None)
 
 
 # --------------------------------------------------------------------------
