@@ -5,7 +5,17 @@ read its gradients as formulas, and run forward pass, gradients and optimizer
 update as one generated program: NumPy source or LLVM machine code.
 """
 
-from symgrad import callbacks, expr, initializers, layers, losses, metrics, models, optimizers  # noqa: I001
+from symgrad import (
+    callbacks,
+    expr,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    regularizers,
+)  # noqa: I001
 from symgrad.compiler import compile
 from symgrad.diff import derive
 from symgrad.emission import emit
@@ -45,4 +55,5 @@ __all__ = [
     "models",
     "op_counts",
     "optimizers",
+    "regularizers",
 ]

@@ -40,6 +40,7 @@ STAGES = (
             "symgrad.losses",
             "symgrad.metrics",
             "symgrad.initializers",
+            "symgrad.regularizers",
             "symgrad.callbacks",
         ),
     ),

@@ -26,7 +26,7 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
-from symgrad.nn import initializers
+from symgrad.nn import initializers, regularizers
 from symgrad.nn.validation import positive_int
 
 
@@ -159,9 +159,18 @@ class Dense(Layer):
         bias_initializer="zeros",
         name: str | None = None,
         input_shape: tuple | None = None,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
     ):
         super().__init__(name)
         self.units = positive_int(units, "units")
+        regularizers.resolve(
+            self,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+        )
         self.activation = activation
         self.activation_fn = resolve_activation(activation)
         self.use_bias = bool(use_bias)
@@ -224,6 +233,7 @@ class Dense(Layer):
             "input_dim": self.declared_input_dim,
             "kernel_initializer": initializers.name_of(self.kernel_initializer),
             "bias_initializer": initializers.name_of(self.bias_initializer),
+            **regularizers.config_of(self),
         }
 
 

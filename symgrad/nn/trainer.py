@@ -45,7 +45,7 @@ from symgrad import core as E
 from symgrad.compiler import CompiledFunction
 from symgrad.diff import Derivation, derive
 from symgrad.nn import callbacks as callbacks_module
-from symgrad.nn import interrupts
+from symgrad.nn import interrupts, regularizers
 from symgrad.nn import losses as losses_module
 from symgrad.nn import metrics as metrics_module
 from symgrad.nn import optimizers as optimizers_module
@@ -87,6 +87,7 @@ class TrainingGraph:
     output: MatrixExpr
     weights: list[Variable]
     layer_names: dict[str, list[E.Named]]  # layer name -> intermediates it computes
+    penalties: list[MatrixExpr] = field(default_factory=list)  # regularizers' loss terms
     y: MatrixSymbol | None = None
     raw_loss: MatrixExpr | None = None
     loss: MatrixExpr | None = None
@@ -97,9 +98,10 @@ class TrainingGraph:
 def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
     """``X -> P``: each layer's ``call`` in order; the last value is renamed ``P``."""
     x = E.matrix("X", E.batch(), input_dim)
-    names, a, made, seen = Names(), x, {}, set()
+    names, a, made, seen, penalties = Names(), x, {}, set(), []
     for layer in layers:
         a = layer.call(a, names)
+        penalties += regularizers.layer_penalties(layer, a)
         new = E.topological([a], seen)  # the nodes this layer added
         seen.update(new)
         made[layer.name] = [n for n in new if isinstance(n, E.Named)]
@@ -107,11 +109,15 @@ def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
     for named in made.values():  # the last intermediate is the output: show it as P
         named[:] = [output if n == a else n for n in named]
     weights = [w for layer in layers for w in layer.weights]
-    return TrainingGraph(x, output, weights, made)
+    return TrainingGraph(x, output, weights, made, penalties=penalties)
 
 
 def add_loss(graph: TrainingGraph, loss: Loss) -> TrainingGraph:
-    """Attach the loss (simplified: log-softmax / softplus fusion) and its gradients."""
+    """Attach the loss (simplified: log-softmax / softplus fusion) and its gradients.
+
+    The loss is the data loss plus the layers' regularization penalties (as Keras
+    reports it), so the formulas and the generated code show both.
+    """
     n, k = graph.output.shape
     y = loss.labels(n, k)
     raw = loss(y, graph.output)
@@ -119,6 +125,7 @@ def add_loss(graph: TrainingGraph, loss: Loss) -> TrainingGraph:
         raise ValueError(
             f"The loss {loss.name!r} must be a (1, 1) matrix expression. Received: {raw!r}"
         )
+    raw = E.add(raw, *graph.penalties)
     simplified, _ = simplify({"loss": raw}, context=[graph.output])
     graph.y, graph.raw_loss, graph.loss = y, raw, simplified["loss"]
     wrt = [w.symbol for w in graph.weights]
