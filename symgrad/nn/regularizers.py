@@ -13,9 +13,9 @@ batch size).
 
 Example::
 
-    >>> from symgrad import core as E, regularizers
+    >>> from symgrad import expr as E, regularizers
     >>> regularizers.get("l2")(E.matrix("W", 3, 2))
-    1/100*sum(W**2)
+    (1/100)*sum(W**2)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sympy.matrices.expressions import MatrixExpr
 
 from symgrad import core as E
 
-_x = sp.Symbol("x", real=True)  # real: d|x|/dx is sign(x), with sign(0) = 0
+_x = sp.Symbol("x", real=True)  # real: d|x|/dx is sign(x), with sign(0) = 0 (SymPy's)
 _ABS = sp.Lambda(_x, sp.Abs(_x))
 _SQUARE = sp.Lambda(_x, _x**2)
 
