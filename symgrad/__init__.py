@@ -5,7 +5,7 @@ read its gradients as formulas, and run forward pass, gradients and optimizer
 update as one generated program: NumPy source or LLVM machine code.
 """
 
-from symgrad import (
+from symgrad import (  # noqa: I001
     callbacks,
     expr,
     initializers,
@@ -15,7 +15,7 @@ from symgrad import (
     models,
     optimizers,
     regularizers,
-)  # noqa: I001
+)
 from symgrad.compiler import compile
 from symgrad.diff import derive
 from symgrad.emission import emit

@@ -98,10 +98,10 @@ class TrainingGraph:
 def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
     """``X -> P``: each layer's ``call`` in order; the last value is renamed ``P``."""
     x = E.matrix("X", E.batch(), input_dim)
-    names, a, made, seen, penalties = Names(), x, {}, set(), []
+    names, a, made, seen, outputs = Names(), x, {}, set(), []
     for layer in layers:
         a = layer.call(a, names)
-        penalties += regularizers.layer_penalties(layer, a)
+        outputs.append((layer, a))
         new = E.topological([a], seen)  # the nodes this layer added
         seen.update(new)
         made[layer.name] = [n for n in new if isinstance(n, E.Named)]
@@ -109,6 +109,11 @@ def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
     for named in made.values():  # the last intermediate is the output: show it as P
         named[:] = [output if n == a else n for n in named]
     weights = [w for layer in layers for w in layer.weights]
+    penalties = [  # the last layer's activity penalty is a penalty of P
+        term
+        for layer, out in outputs
+        for term in regularizers.layer_penalties(layer, output if out is a else out)
+    ]
     return TrainingGraph(x, output, weights, made, penalties=penalties)
 
 

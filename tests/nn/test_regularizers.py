@@ -234,3 +234,31 @@ def test_unknown_name_lists_the_known_ones():
 def test_bad_factors_are_refused(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+def test_activity_penalty_of_the_output_keeps_the_fused_loss(rng, check_grad):
+    """On the last layer the penalty is of P itself: log_softmax stays fused, values match."""
+    model = Sequential(
+        [
+            Dense(5, activation="tanh", input_dim=4),
+            Dense(3, activation="softmax", activity_regularizer=regularizers.L2(0.2)),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", dtype="float64", seed=0)
+    assert "log_softmax(Z2)" in str(model.forward_formulas()["loss"])
+    assert "sum(P**2)" in str(model.forward_formulas()["loss"])
+    weights = spread(model, rng)
+    x, labels = blobs(rng, n=9)
+    y = np.eye(3)[labels]
+    k1, b1, k2, b2 = weights
+    z = np.tanh(x @ k1 + b1) @ k2 + b2
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    expected = -np.mean(np.sum(y * np.log(p), axis=1)) + 0.2 * np.sum(p**2) / len(x)
+    assert model.test_on_batch(x, y) == pytest.approx(expected, rel=1e-12)
+
+    def f(ws):
+        model.set_weights(ws)
+        return model.test_on_batch(x, y)
+
+    check_grad(f, weights, model.compute_gradients(x, y), rtol=1e-6, directions=3)
