@@ -42,11 +42,19 @@ def mlp_graph(sizes: list[int], activation: str = "relu", output: str = "softmax
 
 
 def sgd_step(
-    graph: MLPGraph, *, backend="numpy", dtype="float64", guards=(), name="sgd_step", epoch=False
+    graph: MLPGraph,
+    *,
+    backend="numpy",
+    dtype="float64",
+    guards=(),
+    name="sgd_step",
+    epoch=False,
+    cache=True,
 ):
     """``loss = step(X, Y, W1, b1, ..., lr)`` with the parameters updated in place by plain SGD.
 
-    ``epoch=True`` (LLVM) also compiles the whole-epoch entry, ``step.epoch``.
+    ``epoch=True`` (LLVM) also compiles the whole-epoch entry, ``step.epoch``;
+    ``cache=False`` bypasses the disk cache.
     """
     grads = symgrad.gradients(graph.loss, graph.params, context=[graph.output])
     lr = sp.Symbol("lr", positive=True)
@@ -63,4 +71,5 @@ def sgd_step(
         epoch={"x_input": "X", "y_input": "Y", "sums": ("loss",), "counter": None}
         if epoch
         else None,
+        cache=cache,
     )

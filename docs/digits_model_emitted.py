@@ -447,16 +447,16 @@ def _allocate_loss_and_gradients_kernel(n):
     t1 = empty((n, 10), DTYPE)
     t2 = empty((n, 10), DTYPE)
     t3 = empty((1, 1), DTYPE)
-    t6 = empty((n, 32), DTYPE)
-    t8 = empty((1, 32), DTYPE)
-    t9 = empty((1, 10), DTYPE)
+    t5 = empty((n, 32), DTYPE)
+    t7 = empty((1, 32), DTYPE)
+    t8 = empty((1, 10), DTYPE)
     zeros0 = zeros((n, 32), DTYPE)  # constant
     tmp0 = empty((n, 1), DTYPE)  # scratch
     ones0 = ones((10, 1), DTYPE)  # constant
     tmp1 = empty((n, 10), DTYPE)  # scratch
     tmp2 = empty((n, 32), DTYPE)  # scratch
     ones1 = ones((1, n), DTYPE)  # constant
-    # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, t5 in t2, t7 in t6
+    # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, t6 in t5
     work = _loss_and_gradients_kernel_buffers[(n,)] = (
         t0,
         t0,
@@ -466,11 +466,10 @@ def _allocate_loss_and_gradients_kernel(n):
         t2,
         t3,
         t2,
-        t2,
-        t6,
-        t6,
+        t5,
+        t5,
+        t7,
         t8,
-        t9,
         zeros0,
         tmp0,
         ones0,
@@ -550,7 +549,6 @@ def loss_and_gradients_kernel(X, Y, dense_kernel, dense_bias, dense_1_kernel, de
         t6,
         t7,
         t8,
-        t9,
         zeros0,
         tmp0,
         ones0,
@@ -589,47 +587,40 @@ def loss_and_gradients_kernel(X, Y, dense_kernel, dense_bias, dense_1_kernel, de
     loss = empty((1, 1), DTYPE)
     loss[0, 0] = -(t3[0, 0] / n)
 
-    # t4 = softmax(Z2)
-    maximum_reduce(Z2, axis=1, keepdims=True, out=tmp0)  # row max: exp never overflows
-    subtract(Z2, tmp0, out=t4)
-    exp(t4, out=t4)
-    dot(t4, ones0, out=tmp0)
-    divide(1.0, tmp0, out=tmp0)
-    multiply(t4, tmp0, out=t4)
+    # t4 = exp(t2) - Y
+    exp(t2, out=t4)
+    subtract(t4, Y, out=t4)
 
-    # t5 = t4 - Y
-    subtract(t4, Y, out=t5)
+    # t5 = t4*dense_1_kernel.T
+    dot(t4, dense_1_kernel.T, out=t5)
 
-    # t6 = t5*dense_1_kernel.T
-    dot(t5, dense_1_kernel.T, out=t6)
-
-    # t7 = t6 o [A1 > 0]
+    # t6 = t5 o [A1 > 0]
     greater(A1, 0, out=tmp2)
-    multiply(t6, tmp2, out=t7)
+    multiply(t5, tmp2, out=t6)
 
-    # d_dense_kernel = 1/n*X.T*((-Y + softmax(Z2))*dense_1_kernel.T o [A1 > 0])
+    # d_dense_kernel = 1/n*X.T*((exp(log_softmax(Z2)) - Y)*dense_1_kernel.T o [A1 > 0])
     d_dense_kernel = empty((64, 32), DTYPE)
-    dot(X.T, t7, out=d_dense_kernel)
+    dot(X.T, t6, out=d_dense_kernel)
     multiply(d_dense_kernel, 1 / n, out=d_dense_kernel)
 
-    # t8 = colsum(t7)
-    dot(ones1, t7, out=t8)
+    # t7 = colsum(t6)
+    dot(ones1, t6, out=t7)
 
-    # d_dense_bias = 1/n*colsum((-Y + softmax(Z2))*dense_1_kernel.T o [A1 > 0])
+    # d_dense_bias = 1/n*colsum((exp(log_softmax(Z2)) - Y)*dense_1_kernel.T o [A1 > 0])
     d_dense_bias = empty((1, 32), DTYPE)
-    multiply(t8, 1 / n, out=d_dense_bias)
+    multiply(t7, 1 / n, out=d_dense_bias)
 
-    # d_dense_1_kernel = 1/n*A1.T*(-Y + softmax(Z2))
+    # d_dense_1_kernel = 1/n*A1.T*(exp(log_softmax(Z2)) - Y)
     d_dense_1_kernel = empty((32, 10), DTYPE)
-    dot(A1.T, t5, out=d_dense_1_kernel)
+    dot(A1.T, t4, out=d_dense_1_kernel)
     multiply(d_dense_1_kernel, 1 / n, out=d_dense_1_kernel)
 
-    # t9 = colsum(t5)
-    dot(ones1, t5, out=t9)
+    # t8 = colsum(t4)
+    dot(ones1, t4, out=t8)
 
-    # d_dense_1_bias = 1/n*colsum(-Y + softmax(Z2))
+    # d_dense_1_bias = 1/n*colsum(exp(log_softmax(Z2)) - Y)
     d_dense_1_bias = empty((1, 10), DTYPE)
-    multiply(t9, 1 / n, out=d_dense_1_bias)
+    multiply(t8, 1 / n, out=d_dense_1_bias)
 
     return (loss, d_dense_kernel, d_dense_bias, d_dense_1_kernel, d_dense_1_bias)
 
@@ -643,14 +634,14 @@ def _allocate_train_step_kernel(n):
     t1 = empty((n, 10), DTYPE)
     t2 = empty((n, 10), DTYPE)
     t3 = empty((1, 1), DTYPE)
-    t6 = empty((1, 10), DTYPE)
+    t5 = empty((1, 10), DTYPE)
     d_dense_1_kernel = empty((32, 10), DTYPE)
-    t8 = empty((1, 1), DTYPE)
-    t9 = empty((n, 32), DTYPE)
-    t11 = empty((1, 32), DTYPE)
-    t12 = empty((1, 1), DTYPE)
+    t7 = empty((1, 1), DTYPE)
+    t8 = empty((n, 32), DTYPE)
+    t10 = empty((1, 32), DTYPE)
+    t11 = empty((1, 1), DTYPE)
     d_dense_kernel = empty((64, 32), DTYPE)
-    t13 = empty((1, 1), DTYPE)
+    t12 = empty((1, 1), DTYPE)
     dense_1_bias_momentum_new = empty((1, 10), DTYPE)
     dense_1_bias_velocity_new = empty((1, 10), DTYPE)
     dense_1_bias_new = empty((1, 10), DTYPE)
@@ -663,6 +654,7 @@ def _allocate_train_step_kernel(n):
     dense_kernel_momentum_new = empty((64, 32), DTYPE)
     dense_kernel_velocity_new = empty((64, 32), DTYPE)
     dense_kernel_new = empty((64, 32), DTYPE)
+    t16 = empty((1, 1), DTYPE)
     t17 = empty((1, 1), DTYPE)
     t18 = empty((1, 1), DTYPE)
     t19 = empty((1, 1), DTYPE)
@@ -671,16 +663,15 @@ def _allocate_train_step_kernel(n):
     t22 = empty((1, 1), DTYPE)
     t23 = empty((1, 1), DTYPE)
     t24 = empty((1, 1), DTYPE)
-    t25 = empty((1, 1), DTYPE)
     zeros0 = zeros((n, 32), DTYPE)  # constant
     tmp0 = empty((n, 1), DTYPE)  # scratch
     ones0 = ones((10, 1), DTYPE)  # constant
     tmp1 = empty((n, 10), DTYPE)  # scratch
     ones1 = ones((1, n), DTYPE)  # constant
     tmp2 = empty((n, 32), DTYPE)  # scratch
-    # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, t5 in t2, d_dense_1_bias in t6,
-    # t7 in t3, t10 in t9, d_dense_bias in t11, gradient_sum in t3, t14 in t8, t15 in t12, t16
-    # in t13, update_sum in t8
+    # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, d_dense_1_bias in t5, t6 in t3,
+    # t9 in t8, d_dense_bias in t10, gradient_sum in t3, t13 in t7, t14 in t11, t15 in t12,
+    # update_sum in t7
     work = _train_step_kernel_buffers[(n,)] = (
         t0,
         t0,
@@ -690,35 +681,35 @@ def _allocate_train_step_kernel(n):
         t2,
         t3,
         t2,
-        t2,
-        t6,
-        t6,
+        t5,
+        t5,
         t3,
         d_dense_1_kernel,
+        t7,
         t8,
-        t9,
-        t9,
+        t8,
+        t10,
+        t10,
         t11,
-        t11,
-        t12,
         d_dense_kernel,
-        t13,
+        t12,
         t3,
         dense_1_bias_momentum_new,
         dense_1_bias_velocity_new,
         dense_1_bias_new,
-        t8,
+        t7,
         dense_1_kernel_momentum_new,
         dense_1_kernel_velocity_new,
         dense_1_kernel_new,
-        t12,
+        t11,
         dense_bias_momentum_new,
         dense_bias_velocity_new,
         dense_bias_new,
-        t13,
+        t12,
         dense_kernel_momentum_new,
         dense_kernel_velocity_new,
         dense_kernel_new,
+        t16,
         t17,
         t18,
         t19,
@@ -727,8 +718,7 @@ def _allocate_train_step_kernel(n):
         t22,
         t23,
         t24,
-        t25,
-        t8,
+        t7,
         zeros0,
         tmp0,
         ones0,
@@ -983,34 +973,34 @@ def train_step_kernel(
         t3,
         t4,
         t5,
-        t6,
         d_dense_1_bias,
-        t7,
+        t6,
         d_dense_1_kernel,
+        t7,
         t8,
         t9,
         t10,
-        t11,
         d_dense_bias,
-        t12,
+        t11,
         d_dense_kernel,
-        t13,
+        t12,
         gradient_sum,
         dense_1_bias_momentum_new,
         dense_1_bias_velocity_new,
         dense_1_bias_new,
-        t14,
+        t13,
         dense_1_kernel_momentum_new,
         dense_1_kernel_velocity_new,
         dense_1_kernel_new,
-        t15,
+        t14,
         dense_bias_momentum_new,
         dense_bias_velocity_new,
         dense_bias_new,
-        t16,
+        t15,
         dense_kernel_momentum_new,
         dense_kernel_velocity_new,
         dense_kernel_new,
+        t16,
         t17,
         t18,
         t19,
@@ -1019,7 +1009,6 @@ def train_step_kernel(
         t22,
         t23,
         t24,
-        t25,
         update_sum,
         zeros0,
         tmp0,
@@ -1062,58 +1051,51 @@ def train_step_kernel(
     if not math.isfinite(loss[0, 0]):  # guard: loss is nan or inf
         raise _not_finite("train_step_kernel", "loss is nan or inf", loss)
 
-    # t4 = softmax(Z2)
-    maximum_reduce(Z2, axis=1, keepdims=True, out=tmp0)  # row max: exp never overflows
-    subtract(Z2, tmp0, out=t4)
-    exp(t4, out=t4)
-    dot(t4, ones0, out=tmp0)
-    divide(1.0, tmp0, out=tmp0)
-    multiply(t4, tmp0, out=t4)
+    # t4 = exp(t2) - Y
+    exp(t2, out=t4)
+    subtract(t4, Y, out=t4)
 
-    # t5 = t4 - Y
-    subtract(t4, Y, out=t5)
+    # t5 = colsum(t4)
+    dot(ones1, t4, out=t5)
 
-    # t6 = colsum(t5)
-    dot(ones1, t5, out=t6)
+    # d_dense_1_bias = 1/n*colsum(exp(log_softmax(Z2)) - Y)
+    multiply(t5, 1 / n, out=d_dense_1_bias)
 
-    # d_dense_1_bias = 1/n*colsum(-Y + softmax(Z2))
-    multiply(t6, 1 / n, out=d_dense_1_bias)
+    # t6 = sum(d_dense_1_bias)
+    t6[0, 0] = add_reduce(d_dense_1_bias, axis=None)
 
-    # t7 = sum(d_dense_1_bias)
-    t7[0, 0] = add_reduce(d_dense_1_bias, axis=None)
-
-    # d_dense_1_kernel = 1/n*A1.T*(-Y + softmax(Z2))
-    dot(A1.T, t5, out=d_dense_1_kernel)
+    # d_dense_1_kernel = 1/n*A1.T*(exp(log_softmax(Z2)) - Y)
+    dot(A1.T, t4, out=d_dense_1_kernel)
     multiply(d_dense_1_kernel, 1 / n, out=d_dense_1_kernel)
 
-    # t8 = sum(d_dense_1_kernel)
-    t8[0, 0] = add_reduce(d_dense_1_kernel, axis=None)
+    # t7 = sum(d_dense_1_kernel)
+    t7[0, 0] = add_reduce(d_dense_1_kernel, axis=None)
 
-    # t9 = t5*dense_1_kernel.T
-    dot(t5, dense_1_kernel.T, out=t9)
+    # t8 = t4*dense_1_kernel.T
+    dot(t4, dense_1_kernel.T, out=t8)
 
-    # t10 = t9 o [A1 > 0]
+    # t9 = t8 o [A1 > 0]
     greater(A1, 0, out=tmp2)
-    multiply(t9, tmp2, out=t10)
+    multiply(t8, tmp2, out=t9)
 
-    # t11 = colsum(t10)
-    dot(ones1, t10, out=t11)
+    # t10 = colsum(t9)
+    dot(ones1, t9, out=t10)
 
-    # d_dense_bias = 1/n*colsum((-Y + softmax(Z2))*dense_1_kernel.T o [A1 > 0])
-    multiply(t11, 1 / n, out=d_dense_bias)
+    # d_dense_bias = 1/n*colsum((exp(log_softmax(Z2)) - Y)*dense_1_kernel.T o [A1 > 0])
+    multiply(t10, 1 / n, out=d_dense_bias)
 
-    # t12 = sum(d_dense_bias)
-    t12[0, 0] = add_reduce(d_dense_bias, axis=None)
+    # t11 = sum(d_dense_bias)
+    t11[0, 0] = add_reduce(d_dense_bias, axis=None)
 
-    # d_dense_kernel = 1/n*X.T*((-Y + softmax(Z2))*dense_1_kernel.T o [A1 > 0])
-    dot(X.T, t10, out=d_dense_kernel)
+    # d_dense_kernel = 1/n*X.T*((exp(log_softmax(Z2)) - Y)*dense_1_kernel.T o [A1 > 0])
+    dot(X.T, t9, out=d_dense_kernel)
     multiply(d_dense_kernel, 1 / n, out=d_dense_kernel)
 
-    # t13 = sum(d_dense_kernel)
-    t13[0, 0] = add_reduce(d_dense_kernel, axis=None)
+    # t12 = sum(d_dense_kernel)
+    t12[0, 0] = add_reduce(d_dense_kernel, axis=None)
 
     # gradient_sum = sum(d_dense_1_bias) + sum(d_dense_1_kernel) + sum(d_dense_bias) + sum(d_dense_kernel)
-    gradient_sum[0, 0] = t7[0, 0] + t8[0, 0] + t12[0, 0] + t13[0, 0]
+    gradient_sum[0, 0] = t6[0, 0] + t7[0, 0] + t11[0, 0] + t12[0, 0]
 
     if not math.isfinite(gradient_sum[0, 0]):  # guard: gradient_sum is nan or inf
         raise _not_finite("train_step_kernel", "gradient_sum is nan or inf", gradient_sum)
@@ -1140,8 +1122,8 @@ def train_step_kernel(
     )
     subtract(dense_1_bias, dense_1_bias_new, out=dense_1_bias_new)
 
-    # t14 = sum(dense_1_bias_new)
-    t14[0, 0] = add_reduce(dense_1_bias_new, axis=None)
+    # t13 = sum(dense_1_bias_new)
+    t13[0, 0] = add_reduce(dense_1_bias_new, axis=None)
 
     # dense_1_kernel_momentum_new = dense_1_kernel_momentum + (1 - beta_1)*(d_dense_1_kernel - dense_1_kernel_momentum)
     subtract(d_dense_1_kernel, dense_1_kernel_momentum, out=dense_1_kernel_momentum_new)
@@ -1165,8 +1147,8 @@ def train_step_kernel(
     )
     subtract(dense_1_kernel, dense_1_kernel_new, out=dense_1_kernel_new)
 
-    # t15 = sum(dense_1_kernel_new)
-    t15[0, 0] = add_reduce(dense_1_kernel_new, axis=None)
+    # t14 = sum(dense_1_kernel_new)
+    t14[0, 0] = add_reduce(dense_1_kernel_new, axis=None)
 
     # dense_bias_momentum_new = dense_bias_momentum + (1 - beta_1)*(d_dense_bias - dense_bias_momentum)
     subtract(d_dense_bias, dense_bias_momentum, out=dense_bias_momentum_new)
@@ -1190,8 +1172,8 @@ def train_step_kernel(
     )
     subtract(dense_bias, dense_bias_new, out=dense_bias_new)
 
-    # t16 = sum(dense_bias_new)
-    t16[0, 0] = add_reduce(dense_bias_new, axis=None)
+    # t15 = sum(dense_bias_new)
+    t15[0, 0] = add_reduce(dense_bias_new, axis=None)
 
     # dense_kernel_momentum_new = dense_kernel_momentum + (1 - beta_1)*(d_dense_kernel - dense_kernel_momentum)
     subtract(d_dense_kernel, dense_kernel_momentum, out=dense_kernel_momentum_new)
@@ -1215,39 +1197,40 @@ def train_step_kernel(
     )
     subtract(dense_kernel, dense_kernel_new, out=dense_kernel_new)
 
-    # t17 = sum(dense_kernel_new)
-    t17[0, 0] = add_reduce(dense_kernel_new, axis=None)
+    # t16 = sum(dense_kernel_new)
+    t16[0, 0] = add_reduce(dense_kernel_new, axis=None)
 
-    # t18 = sum(dense_1_bias_momentum_new)
-    t18[0, 0] = add_reduce(dense_1_bias_momentum_new, axis=None)
+    # t17 = sum(dense_1_bias_momentum_new)
+    t17[0, 0] = add_reduce(dense_1_bias_momentum_new, axis=None)
 
-    # t19 = sum(dense_1_bias_velocity_new)
-    t19[0, 0] = add_reduce(dense_1_bias_velocity_new, axis=None)
+    # t18 = sum(dense_1_bias_velocity_new)
+    t18[0, 0] = add_reduce(dense_1_bias_velocity_new, axis=None)
 
-    # t20 = sum(dense_1_kernel_momentum_new)
-    t20[0, 0] = add_reduce(dense_1_kernel_momentum_new, axis=None)
+    # t19 = sum(dense_1_kernel_momentum_new)
+    t19[0, 0] = add_reduce(dense_1_kernel_momentum_new, axis=None)
 
-    # t21 = sum(dense_1_kernel_velocity_new)
-    t21[0, 0] = add_reduce(dense_1_kernel_velocity_new, axis=None)
+    # t20 = sum(dense_1_kernel_velocity_new)
+    t20[0, 0] = add_reduce(dense_1_kernel_velocity_new, axis=None)
 
-    # t22 = sum(dense_bias_momentum_new)
-    t22[0, 0] = add_reduce(dense_bias_momentum_new, axis=None)
+    # t21 = sum(dense_bias_momentum_new)
+    t21[0, 0] = add_reduce(dense_bias_momentum_new, axis=None)
 
-    # t23 = sum(dense_bias_velocity_new)
-    t23[0, 0] = add_reduce(dense_bias_velocity_new, axis=None)
+    # t22 = sum(dense_bias_velocity_new)
+    t22[0, 0] = add_reduce(dense_bias_velocity_new, axis=None)
 
-    # t24 = sum(dense_kernel_momentum_new)
-    t24[0, 0] = add_reduce(dense_kernel_momentum_new, axis=None)
+    # t23 = sum(dense_kernel_momentum_new)
+    t23[0, 0] = add_reduce(dense_kernel_momentum_new, axis=None)
 
-    # t25 = sum(dense_kernel_velocity_new)
-    t25[0, 0] = add_reduce(dense_kernel_velocity_new, axis=None)
+    # t24 = sum(dense_kernel_velocity_new)
+    t24[0, 0] = add_reduce(dense_kernel_velocity_new, axis=None)
 
-    # update_sum = t14 + t15 + t16 + t17 + t18 + t19 + t20 + t21 + t22 + t23 + t24 + t25
+    # update_sum = t13 + t14 + t15 + t16 + t17 + t18 + t19 + t20 + t21 + t22 + t23 + t24
     update_sum[0, 0] = (
-        t14[0, 0]
-        + t15[0, 0]
+        t13[0, 0]
+        + t14[0, 0]
+        + t23[0, 0]
         + t24[0, 0]
-        + t25[0, 0]
+        + t15[0, 0]
         + t16[0, 0]
         + t17[0, 0]
         + t18[0, 0]
@@ -1255,7 +1238,6 @@ def train_step_kernel(
         + t20[0, 0]
         + t21[0, 0]
         + t22[0, 0]
-        + t23[0, 0]
     )
 
     if not math.isfinite(update_sum[0, 0]):  # guard: update_sum is nan or inf

@@ -120,12 +120,17 @@ def element_formula(gradient: MatrixExpr, i=None, j=None) -> sp.Expr:
 
 @dataclass
 class OpCounts:
-    """Work per evaluation, as polynomials in the batch symbol."""
+    """Work per evaluation, as polynomials in the batch symbol.
+
+    ``softmaxes`` counts the row-wise softmax / log-softmax statements (each a
+    row max, an exp, a row sum and a log or division).
+    """
 
     gemm_flops: sp.Expr
     elementwise_ops: sp.Expr
     transcendentals: sp.Expr
     nodes: int
+    softmaxes: int = 0
 
     def at(self, **sizes) -> dict[str, int]:
         subs = {sp.Symbol(k, integer=True, positive=True): v for k, v in sizes.items()}
@@ -134,7 +139,13 @@ class OpCounts:
             "elementwise_ops": int(self.elementwise_ops.subs(subs)),
             "transcendentals": int(self.transcendentals.subs(subs)),
             "nodes": self.nodes,
+            "softmaxes": self.softmaxes,
         }
+
+
+# per entry of a row-wise softmax / log-softmax: row max, subtract, exp, row sum, divide or
+# subtract; the exp weighed as scalar_cost weighs it in an elementwise body
+SOFTMAX_OPS = 4 + scalar_cost(sp.exp(sp.Symbol("x")))
 
 
 def _size(node) -> sp.Expr:
@@ -167,7 +178,7 @@ def _sum_counts(node) -> Counts:
 
 
 def _softmax_counts(node) -> Counts:
-    return (sp.S.Zero, 4 * _size(node), _size(node))
+    return (sp.S.Zero, SOFTMAX_OPS * _size(node), _size(node))
 
 
 def _nary_counts(node) -> Counts:
@@ -182,8 +193,8 @@ OP_COUNTS: dict[type, Callable[[MatrixExpr], Counts]] = {
     E.Total: _sum_counts,  # one add per summed entry
     E.ColSum: _sum_counts,
     E.RowSum: _sum_counts,
-    E.Softmax: _softmax_counts,  # max, subtract, sum, divide per entry; one exp
-    E.LogSoftmax: _softmax_counts,  # max, subtract, sum, subtract per entry; one exp
+    E.Softmax: _softmax_counts,  # max, subtract, exp, sum, divide per entry
+    E.LogSoftmax: _softmax_counts,  # max, subtract, exp, sum, subtract per entry
     Transpose: _free,  # a GEMM flag (or a copy)
     E.BroadcastRows: _free,  # read in place by the consuming loop
     E.BroadcastCols: _free,
@@ -196,7 +207,7 @@ OP_COUNTS: dict[type, Callable[[MatrixExpr], Counts]] = {
 def op_counts(roots: Iterable[MatrixExpr]) -> OpCounts:
     """Count the work of a set of graphs, each shared node once."""
     flops = ops = trans = sp.S.Zero
-    nodes = 0
+    nodes = softmaxes = 0
     for node in E.topological(list(roots)):
         nodes += 1
         if isinstance(node, LEAVES):
@@ -208,8 +219,9 @@ def op_counts(roots: Iterable[MatrixExpr]) -> OpCounts:
                 "symgrad.formulas.OP_COUNTS; every node type needs one"
             )
         f, o, t = rule(node)
+        softmaxes += isinstance(node, (E.Softmax, E.LogSoftmax))
         flops, ops, trans = flops + f, ops + o, trans + t
-    return OpCounts(sp.expand(flops), sp.expand(ops), sp.expand(trans), nodes)
+    return OpCounts(sp.expand(flops), sp.expand(ops), sp.expand(trans), nodes, softmaxes)
 
 
 def simplification_report(loss, wrt, context=()) -> dict[str, OpCounts]:

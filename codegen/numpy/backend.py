@@ -160,7 +160,7 @@ def module_header(functions: Sequence[NumpyFunctionSource], extra_imports=()) ->
         *(f"import {module}" for module in modules),
         "",
         "import numpy",
-        *_wrap("from numpy import (", names, ")", ""),
+        *_import_lines(names),
         "",
         *preamble,
     ]
@@ -385,6 +385,12 @@ def _wrap(head: str, items: list[str], tail: str, indent: str) -> list[str]:
     if len(one) <= 96:
         return [one]
     return [f"{indent}{head}"] + [f"{indent}    {item}," for item in items] + [f"{indent}{tail}"]
+
+
+def _import_lines(names: list[str]) -> list[str]:
+    """``from numpy import a, b`` on one line, or parenthesized one name per line."""
+    one = f"from numpy import {', '.join(names)}"
+    return [one] if len(one) <= 100 else _wrap("from numpy import (", names, ")", "")
 
 
 # --------------------------------------------------------------------------

@@ -31,8 +31,11 @@ def _rebuild_elementwise(node, kids):
     return E.elementwise(sp.Lambda(fn.variables, cheapest_form(fn.expr)), *kids)
 
 
-def _rebuild_named(node, kids):  # its body was adopted as the name itself: keep it
-    return node if kids[0] == node else E.Named(node.name, kids[0])
+def _rebuild_named(node, kids):
+    body = kids[0]  # adopted as the name itself, or renamed with a new body: keep that
+    if isinstance(body, E.Named) and body.name == node.name:
+        return body
+    return E.Named(node.name, body)
 
 
 REBUILD = {

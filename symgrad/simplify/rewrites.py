@@ -28,6 +28,7 @@ class Context:
     """What the rules may look at: names and forward values of the whole program."""
 
     named: dict[MatrixExpr, E.Named] = field(default_factory=dict)
+    log_softmax_of: set[MatrixExpr] = field(default_factory=set)
     forward_maps: dict[MatrixExpr, list[tuple[sp.Lambda, MatrixExpr]]] = field(default_factory=dict)
     """Operand ``Z`` (and its name) -> ``(f, A)`` for each named ``A = f(Z)``."""
     fired: list[tuple[str, MatrixExpr, MatrixExpr]] = field(default_factory=list)
@@ -38,6 +39,9 @@ class Context:
         for node in E.topological(roots):
             if isinstance(node, E.Named):
                 ctx.named.setdefault(node.body, node)
+            z = node.args[0] if isinstance(node, E.LogSoftmax) else _log_of_softmax_arg(node)
+            if z is not None:  # log_softmax(Z), or log(softmax(Z)) that becomes one
+                ctx.log_softmax_of.add(z)
         for body, named in ctx.named.items():  # unary maps whose output has a name
             if isinstance(body, E.Elementwise) and len(body.operands) == 1:
                 z = body.operands[0]
@@ -62,6 +66,41 @@ def _unnamed(a: MatrixExpr) -> MatrixExpr:
     return a.body if isinstance(a, E.Named) else a
 
 
+_X = sp.Symbol("x")
+EXP = E.canonical_lambda([_X], sp.exp(_X))
+LOG = E.canonical_lambda([_X], sp.log(_X))
+
+
+def _softmax_arg(a: MatrixExpr) -> MatrixExpr | None:
+    """Z when ``a`` is softmax(Z), as written or as exp(log_softmax(Z)); else None."""
+    a = _unnamed(a)
+    if isinstance(a, E.Softmax):
+        return a.args[0]
+    if isinstance(a, E.Elementwise) and a.fn == EXP and isinstance(a.operands[0], E.LogSoftmax):
+        return a.operands[0].args[0]
+    return None
+
+
+def _log_of_softmax_arg(node: MatrixExpr) -> MatrixExpr | None:
+    """Z when ``node`` is log(softmax(Z)); else None."""
+    if isinstance(node, E.Elementwise) and node.fn == LOG:
+        return _softmax_arg(node.operands[0])
+    return None
+
+
+# Before adopt_name: a named softmax keeps its name and gets the cheaper body.
+@rewrite(
+    "softmax_from_log_softmax",
+    "softmax(Z) -> exp(log_softmax(Z))  when log_softmax(Z) is computed anyway (log_softmax <= 0)",
+)
+def softmax_from_log_softmax(node, ctx):
+    if not isinstance(node, E.Softmax) or node.args[0] not in ctx.log_softmax_of:
+        return None
+    body = E.elementwise(EXP, E.log_softmax(node.args[0]))
+    named = ctx.named.get(node)
+    return body if named is None else E.Named(named.name, body)
+
+
 @rewrite("adopt_name", "f(Z) -> A  where A = f(Z) is named in the forward pass")
 def adopt_name(node, ctx):
     named = ctx.named.get(node)
@@ -77,12 +116,8 @@ def rowsum_of_probabilities(node, ctx):
 
 @rewrite("log_softmax", "log(softmax(Z)) -> log_softmax(Z)  (max-shifted, finite)")
 def log_of_softmax(node, ctx):
-    if isinstance(node, E.Elementwise) and len(node.operands) == 1:
-        x = node.fn.variables[0]
-        inner = _unnamed(node.operands[0])
-        if isinstance(inner, E.Softmax) and node.fn.expr == sp.log(x):
-            return E.log_softmax(inner.args[0])
-    return None
+    z = _log_of_softmax_arg(node)
+    return None if z is None else E.log_softmax(z)
 
 
 @rewrite("log_sigmoid", "log(s(z)) -> -softplus(-z), log(1 - s(z)) -> -softplus(z)")

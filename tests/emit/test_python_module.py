@@ -146,7 +146,7 @@ def test_the_module_documents_the_derivation(tmp_path):
     ):
         assert line in doc, line
     # each gradient statement under its formula
-    assert "    # d_dense_1_kernel = 1/n*A1.T*(-Y + softmax(Z2))\n    dot(A1.T," in text
+    assert "    # d_dense_1_kernel = 1/n*A1.T*(exp(log_softmax(Z2)) - Y)\n    dot(A1.T," in text
     assert "def train_step(\n    params, opt_state, x, y, *, learning_rate=0.01," in text
     imports = {line.split()[1] for line in text.splitlines() if line.startswith(("import", "from"))}
     assert imports == {"math", "numbers", "os", "numpy"}

@@ -61,8 +61,10 @@ def test_simplification_reduces_work():
         == before["gemm_flops"]
         == 2 * 32 * (4 * 5 * 2 + 5 * 3 * 3 - 5 * 3) + 2 * 32 * 5 * 3
     )
-    assert after["elementwise_ops"] < 0.6 * before["elementwise_ops"]
+    assert after["elementwise_ops"] < 0.65 * before["elementwise_ops"]
     assert after["transcendentals"] < before["transcendentals"]
+    # the loss's log_softmax(Z2) also gives P = exp(log_softmax(Z2)): one row-wise statement
+    assert before["softmaxes"] == after["softmaxes"] == 1
 
 
 def test_op_counts_are_polynomials_in_the_batch():

@@ -47,6 +47,40 @@ def test_softmax_cross_entropy_fuses_to_p_minus_y(rng):
     np.testing.assert_allclose(on[1], off[1], rtol=1e-10, atol=1e-14)
 
 
+def _log_softmax_reference(z):
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_softmax_reuses_the_log_softmax_of_the_loss(backend, rng):
+    """P = softmax(Z) beside the loss's log_softmax(Z) becomes exp(log_softmax(Z)): one
+    row-wise statement, the same values, and exact at logits of +-1000."""
+    Z = E.name("Z", E.matmul(X, W))
+    P = E.name("P", E.softmax(Z))
+    loss = E.scale(-1 / n, E.total(E.hadamard(Y, E.elementwise(sp.Lambda(p, sp.log(p)), P))))
+    outputs = {"loss": loss, "P": P, "g": symgrad.grad(loss, W)}
+    on = symgrad.compile([X, W, Y], outputs, backend=backend)
+    off = symgrad.compile([X, W, Y], outputs, backend=backend, rewrites=False)
+    assert "softmax_from_log_softmax" in on.rewrites
+
+    def softmaxes(fn):
+        return [s.log for s in fn.program.body if type(s).__name__ == "Softmax"]
+
+    assert softmaxes(on) == [True] and softmaxes(off) == [False]  # off: log(P) as written
+    assert "P = exp(log_softmax(Z))" in on.source or backend == "llvm"
+    Xv, Wv, Yv = _data(rng)
+    for got, want in zip(on(Xv, Wv, Yv), off(Xv, Wv, Yv)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    Xv[0] = [1000.0, -1000.0, 0.0, 0.0]  # logits in the thousands: exp(log_softmax) is exact
+    Wv = np.eye(4, 3)
+    loss_v, p_v, g_v = on(Xv, Wv, Yv)
+    z = Xv @ Wv
+    np.testing.assert_allclose(p_v, np.exp(_log_softmax_reference(z)), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(loss_v[0, 0], -(Yv * _log_softmax_reference(z)).sum() / len(z))
+    np.testing.assert_allclose(g_v, Xv.T @ (p_v - Yv) / len(z), rtol=1e-12, atol=1e-15)
+
+
 def test_probability_rewrite_needs_probability_labels():
     """With plain (not declared) labels the general log-softmax gradient stays."""
     Yplain = E.matrix("Yp", n, 3)
@@ -132,5 +166,12 @@ def test_common_subexpressions_computed_once():
 
 
 def test_every_rewrite_has_a_case_here():
-    covered = {"adopt_name", "rowsum_of_probabilities", "log_softmax", "log_sigmoid", "output_form"}
+    covered = {
+        "softmax_from_log_softmax",
+        "adopt_name",
+        "rowsum_of_probabilities",
+        "log_softmax",
+        "log_sigmoid",
+        "output_form",
+    }
     assert set(S.rule_names()) == covered
