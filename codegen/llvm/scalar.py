@@ -11,6 +11,7 @@ propagate nan (``np.maximum``), ``Heaviside(nan)`` and ``sign(nan)`` are nan.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import llvmlite.ir as ir
@@ -141,14 +142,21 @@ def _sign(L, x):
     return e.select(e.cmp(">", v, 0.0), 1.0, inner)
 
 
+def _never_nan(v: ir.Value) -> bool:
+    return isinstance(v, ir.Constant) and not math.isnan(v.constant)
+
+
 def _extremum(op: str):
+    # NaN-propagating as np.maximum: select(acc > v, acc, v) passes a nan in v; a nan in acc
+    # needs its own test, unless acc is a number. Numbers go first, so relu = Max(0, x) is
+    # one compare and one select.
     def rule(L, x):
         e = L.e
-        values = [L(a) for a in x.args]
+        values = sorted((L(a) for a in x.args), key=lambda v: not _never_nan(v))
         acc = values[0]
         for v in values[1:]:
-            pick = e.select(e.cmp(op, acc, v), acc, v)  # a nan in v propagates
-            acc = e.select(e.isnan(acc), acc, pick)  # a nan in acc propagates
+            pick = e.select(e.cmp(op, acc, v), acc, v)
+            acc = pick if _never_nan(acc) else e.select(e.isnan(acc), acc, pick)
         return acc
 
     return rule

@@ -8,6 +8,7 @@ float32 to 1e-5 relative to the array's magnitude.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -202,6 +203,51 @@ def test_extremes(body, reference, dtype):
     )(X)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=1e-14 if dtype == "float64" else 3e-7, atol=0)
+
+
+RELU = sp.Piecewise((x, x > 0), (0, True))
+EXTREMA = [
+    ("relu", RELU, lambda a, b: np.maximum(a, 0)),
+    ("max_of_two", sp.Max(x, y), np.maximum),
+    ("min_with_number", sp.Min(x, y, 0.5), lambda a, b: np.minimum(np.minimum(a, b), 0.5)),
+    ("max_with_number_last", sp.Max(0.5, 2 * x), lambda a, b: np.maximum(2 * a, 0.5)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", EXTREMA, ids=[c[0] for c in EXTREMA])
+def test_extrema_propagate_nan(case, dtype):
+    """A nan in any operand of Max / Min is nan (as np.maximum), so relu(nan) = nan."""
+    _, body, reference = case
+    nan, inf = np.nan, np.inf
+    X = np.array([[nan, 1.0, nan, -2.0, 0.5, inf, -inf, 0.0, -0.0]], dtype)
+    Y = np.array([[1.0, nan, nan, -3.0, 0.25, -inf, inf, 0.0, 1.0]], dtype)
+    with np.errstate(invalid="ignore"):
+        want = reference(X.astype(np.float64), Y.astype(np.float64))
+    assert np.isnan(want[0, 0])
+    results = compare_backends(
+        map_program(body, dtype, shape=(n, 9)), [X, Y], reference=lambda a, b: (want,)
+    )
+    for name, ((got,), _) in results.items():
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+
+
+def _kernel_instructions(fn, name: str) -> list[str]:
+    """The floating-point compares and selects of one Map kernel, as emitted (unoptimized)."""
+    kernel = re.search(rf'define internal void @"{name}"\(.*?\n\}}', fn.llvm_ir, re.S).group(0)
+    return re.findall(r"= (fcmp \w+|select)", kernel)
+
+
+def test_relu_kernel_is_one_compare_and_one_select():
+    """relu = Max(0, x): the number 0 is never nan, so only x is tested (no `fcmp uno` of 0)."""
+    args = ((x, Value("X", (n, 5))),)
+    fn = compile_program(map_program(RELU, "float64", args=args), cache=False)
+    assert _kernel_instructions(fn, "map_case.map.out") == ["fcmp ogt", "select"]
+    # two operands that may both be nan still need the test of the first one
+    fn = compile_program(map_program(sp.Max(x, y), "float64"), cache=False)
+    assert sorted(_kernel_instructions(fn, "map_case.map.out")) == sorted(
+        ["fcmp ogt", "select", "fcmp uno", "select"]
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
