@@ -21,10 +21,12 @@ ________________________________________________________________________________
 
 Loss: sparse_categorical_crossentropy. Targets y: integer class labels in [0, 10), shape (samples,);
 prepare_targets turns them into the one-hot rows Y the generated functions take.
-Optimizer: Adam(learning_rate=0.003, beta_1=0.9, beta_2=0.999, epsilon=1e-07), per weight entry w with gradient g:
+Optimizer: Adam(learning_rate=0.003, beta_1=0.9, beta_2=0.999, epsilon=1e-07), per weight entry w
+    with gradient g:
     momentum <- momentum_old + (1 - beta_1)*(g - momentum_old)
     velocity <- velocity_old + (1 - beta_2)*(g**2 - velocity_old)
-    w <- -learning_rate*momentum_new*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(epsilon + sqrt(velocity_new))) + w
+    w <- -learning_rate*momentum_new*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(epsilon
+        + sqrt(velocity_new))) + w
 
 Forward pass, on a batch X of n rows:
     Z1 = dense_bias + X*dense_kernel
@@ -378,7 +380,8 @@ def _check_forward_kernel(X, dense_kernel, dense_bias, dense_1_kernel, dense_1_b
 def forward_kernel(X, dense_kernel, dense_bias, dense_1_kernel, dense_1_bias):
     """The forward pass: the model output P for the rows of X.
 
-    Arguments: X(n, 64), dense_kernel(64, 32), dense_bias(1, 32), dense_1_kernel(32, 10), dense_1_bias(1, 10) float64 arrays.
+    Arguments: X(n, 64), dense_kernel(64, 32), dense_bias(1, 32), dense_1_kernel(32, 10),
+        dense_1_bias(1, 10) float64 arrays.
     Returns (P,) as new arrays.
     """
     n = X.shape[0] if type(X) is ndarray and X.ndim == 2 else -1
@@ -481,7 +484,9 @@ def _allocate_loss_and_gradients_kernel(n):
 
 
 def _check_loss_and_gradients_kernel(X, Y, dense_kernel, dense_bias, dense_1_kernel, dense_1_bias):
-    """Check the arguments of loss_and_gradients_kernel one by one; return the batch symbols and scalars."""
+    """Check the arguments of loss_and_gradients_kernel one by one; return the batch symbols and
+    scalars.
+    """
     _check_array("loss_and_gradients_kernel", "X", X, DTYPE)
     _check_array("loss_and_gradients_kernel", "Y", Y, DTYPE)
     _check_array("loss_and_gradients_kernel", "dense_kernel", dense_kernel, DTYPE)
@@ -509,7 +514,8 @@ def _check_loss_and_gradients_kernel(X, Y, dense_kernel, dense_bias, dense_1_ker
 def loss_and_gradients_kernel(X, Y, dense_kernel, dense_bias, dense_1_kernel, dense_1_bias):
     """The mean loss over the rows of (X, Y) and its gradient for each weight.
 
-    Arguments: X(n, 64), Y(n, 10), dense_kernel(64, 32), dense_bias(1, 32), dense_1_kernel(32, 10), dense_1_bias(1, 10) float64 arrays.
+    Arguments: X(n, 64), Y(n, 10), dense_kernel(64, 32), dense_bias(1, 32),
+        dense_1_kernel(32, 10), dense_1_bias(1, 10) float64 arrays.
     Returns (loss, d_dense_kernel, d_dense_bias, d_dense_1_kernel, d_dense_1_bias) as new arrays.
     """
     n = X.shape[0] if type(X) is ndarray and X.ndim == 2 else -1
@@ -859,7 +865,12 @@ def train_step_kernel(
 ):
     """One training step: forward pass, loss, gradients and the optimizer update.
 
-    Arguments: X(n, 64), Y(n, 10), dense_kernel(64, 32), dense_bias(1, 32), dense_1_kernel(32, 10), dense_1_bias(1, 10), dense_kernel_momentum(64, 32), dense_kernel_velocity(64, 32), dense_bias_momentum(1, 32), dense_bias_velocity(1, 32), dense_1_kernel_momentum(32, 10), dense_1_kernel_velocity(32, 10), dense_1_bias_momentum(1, 10), dense_1_bias_velocity(1, 10) float64 arrays; beta_1, beta_2, epsilon, learning_rate, t: float.
+    Arguments: X(n, 64), Y(n, 10), dense_kernel(64, 32), dense_bias(1, 32),
+        dense_1_kernel(32, 10), dense_1_bias(1, 10), dense_kernel_momentum(64, 32),
+        dense_kernel_velocity(64, 32), dense_bias_momentum(1, 32), dense_bias_velocity(1, 32),
+        dense_1_kernel_momentum(32, 10), dense_1_kernel_velocity(32, 10),
+        dense_1_bias_momentum(1, 10), dense_1_bias_velocity(1, 10) float64 arrays; beta_1,
+        beta_2, epsilon, learning_rate, t: float.
     Returns (loss,) as new arrays.
     Then updates in place (new values computed from the old inputs):
         dense_kernel_momentum <- dense_kernel_momentum_new
@@ -1094,24 +1105,28 @@ def train_step_kernel(
     # t12 = sum(d_dense_kernel)
     t12[0, 0] = add_reduce(d_dense_kernel, axis=None)
 
-    # gradient_sum = sum(d_dense_1_bias) + sum(d_dense_1_kernel) + sum(d_dense_bias) + sum(d_dense_kernel)
+    # gradient_sum = sum(d_dense_1_bias) + sum(d_dense_1_kernel) + sum(d_dense_bias)
+    #     + sum(d_dense_kernel)
     gradient_sum[0, 0] = t6[0, 0] + t7[0, 0] + t11[0, 0] + t12[0, 0]
 
     if not math.isfinite(gradient_sum[0, 0]):  # guard: gradient_sum is nan or inf
         raise _not_finite("train_step_kernel", "gradient_sum is nan or inf", gradient_sum)
 
-    # dense_1_bias_momentum_new = dense_1_bias_momentum + (1 - beta_1)*(d_dense_1_bias - dense_1_bias_momentum)
+    # dense_1_bias_momentum_new = dense_1_bias_momentum + (1 - beta_1)*(d_dense_1_bias
+    #     - dense_1_bias_momentum)
     subtract(d_dense_1_bias, dense_1_bias_momentum, out=dense_1_bias_momentum_new)
     multiply(dense_1_bias_momentum_new, 1 - beta_1, out=dense_1_bias_momentum_new)
     add(dense_1_bias_momentum, dense_1_bias_momentum_new, out=dense_1_bias_momentum_new)
 
-    # dense_1_bias_velocity_new = dense_1_bias_velocity + (1 - beta_2)*(d_dense_1_bias**2 - dense_1_bias_velocity)
+    # dense_1_bias_velocity_new = dense_1_bias_velocity + (1 - beta_2)*(d_dense_1_bias**2
+    #     - dense_1_bias_velocity)
     square(d_dense_1_bias, out=dense_1_bias_velocity_new)
     subtract(dense_1_bias_velocity_new, dense_1_bias_velocity, out=dense_1_bias_velocity_new)
     multiply(dense_1_bias_velocity_new, 1 - beta_2, out=dense_1_bias_velocity_new)
     add(dense_1_bias_velocity, dense_1_bias_velocity_new, out=dense_1_bias_velocity_new)
 
-    # dense_1_bias_new = dense_1_bias - dense_1_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_1_bias_velocity_new) + epsilon))
+    # dense_1_bias_new = dense_1_bias - dense_1_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/
+    #     ((1 - beta_1**t)*(sqrt(dense_1_bias_velocity_new) + epsilon))
     sqrt(dense_1_bias_velocity_new, out=dense_1_bias_new)
     add(dense_1_bias_new, epsilon, out=dense_1_bias_new)
     divide(dense_1_bias_momentum_new, dense_1_bias_new, out=dense_1_bias_new)
@@ -1125,18 +1140,21 @@ def train_step_kernel(
     # t13 = sum(dense_1_bias_new)
     t13[0, 0] = add_reduce(dense_1_bias_new, axis=None)
 
-    # dense_1_kernel_momentum_new = dense_1_kernel_momentum + (1 - beta_1)*(d_dense_1_kernel - dense_1_kernel_momentum)
+    # dense_1_kernel_momentum_new = dense_1_kernel_momentum + (1 - beta_1)*(d_dense_1_kernel
+    #     - dense_1_kernel_momentum)
     subtract(d_dense_1_kernel, dense_1_kernel_momentum, out=dense_1_kernel_momentum_new)
     multiply(dense_1_kernel_momentum_new, 1 - beta_1, out=dense_1_kernel_momentum_new)
     add(dense_1_kernel_momentum, dense_1_kernel_momentum_new, out=dense_1_kernel_momentum_new)
 
-    # dense_1_kernel_velocity_new = dense_1_kernel_velocity + (1 - beta_2)*(d_dense_1_kernel**2 - dense_1_kernel_velocity)
+    # dense_1_kernel_velocity_new = dense_1_kernel_velocity + (1 - beta_2)*(d_dense_1_kernel**2
+    #     - dense_1_kernel_velocity)
     square(d_dense_1_kernel, out=dense_1_kernel_velocity_new)
     subtract(dense_1_kernel_velocity_new, dense_1_kernel_velocity, out=dense_1_kernel_velocity_new)
     multiply(dense_1_kernel_velocity_new, 1 - beta_2, out=dense_1_kernel_velocity_new)
     add(dense_1_kernel_velocity, dense_1_kernel_velocity_new, out=dense_1_kernel_velocity_new)
 
-    # dense_1_kernel_new = dense_1_kernel - dense_1_kernel_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_1_kernel_velocity_new) + epsilon))
+    # dense_1_kernel_new = dense_1_kernel - dense_1_kernel_momentum_new*learning_rate*sqrt(1
+    #     - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_1_kernel_velocity_new) + epsilon))
     sqrt(dense_1_kernel_velocity_new, out=dense_1_kernel_new)
     add(dense_1_kernel_new, epsilon, out=dense_1_kernel_new)
     divide(dense_1_kernel_momentum_new, dense_1_kernel_new, out=dense_1_kernel_new)
@@ -1150,18 +1168,21 @@ def train_step_kernel(
     # t14 = sum(dense_1_kernel_new)
     t14[0, 0] = add_reduce(dense_1_kernel_new, axis=None)
 
-    # dense_bias_momentum_new = dense_bias_momentum + (1 - beta_1)*(d_dense_bias - dense_bias_momentum)
+    # dense_bias_momentum_new = dense_bias_momentum + (1 - beta_1)*(d_dense_bias
+    #     - dense_bias_momentum)
     subtract(d_dense_bias, dense_bias_momentum, out=dense_bias_momentum_new)
     multiply(dense_bias_momentum_new, 1 - beta_1, out=dense_bias_momentum_new)
     add(dense_bias_momentum, dense_bias_momentum_new, out=dense_bias_momentum_new)
 
-    # dense_bias_velocity_new = dense_bias_velocity + (1 - beta_2)*(d_dense_bias**2 - dense_bias_velocity)
+    # dense_bias_velocity_new = dense_bias_velocity + (1 - beta_2)*(d_dense_bias**2
+    #     - dense_bias_velocity)
     square(d_dense_bias, out=dense_bias_velocity_new)
     subtract(dense_bias_velocity_new, dense_bias_velocity, out=dense_bias_velocity_new)
     multiply(dense_bias_velocity_new, 1 - beta_2, out=dense_bias_velocity_new)
     add(dense_bias_velocity, dense_bias_velocity_new, out=dense_bias_velocity_new)
 
-    # dense_bias_new = dense_bias - dense_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_bias_velocity_new) + epsilon))
+    # dense_bias_new = dense_bias - dense_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1
+    #     - beta_1**t)*(sqrt(dense_bias_velocity_new) + epsilon))
     sqrt(dense_bias_velocity_new, out=dense_bias_new)
     add(dense_bias_new, epsilon, out=dense_bias_new)
     divide(dense_bias_momentum_new, dense_bias_new, out=dense_bias_new)
@@ -1175,18 +1196,21 @@ def train_step_kernel(
     # t15 = sum(dense_bias_new)
     t15[0, 0] = add_reduce(dense_bias_new, axis=None)
 
-    # dense_kernel_momentum_new = dense_kernel_momentum + (1 - beta_1)*(d_dense_kernel - dense_kernel_momentum)
+    # dense_kernel_momentum_new = dense_kernel_momentum + (1 - beta_1)*(d_dense_kernel
+    #     - dense_kernel_momentum)
     subtract(d_dense_kernel, dense_kernel_momentum, out=dense_kernel_momentum_new)
     multiply(dense_kernel_momentum_new, 1 - beta_1, out=dense_kernel_momentum_new)
     add(dense_kernel_momentum, dense_kernel_momentum_new, out=dense_kernel_momentum_new)
 
-    # dense_kernel_velocity_new = dense_kernel_velocity + (1 - beta_2)*(d_dense_kernel**2 - dense_kernel_velocity)
+    # dense_kernel_velocity_new = dense_kernel_velocity + (1 - beta_2)*(d_dense_kernel**2
+    #     - dense_kernel_velocity)
     square(d_dense_kernel, out=dense_kernel_velocity_new)
     subtract(dense_kernel_velocity_new, dense_kernel_velocity, out=dense_kernel_velocity_new)
     multiply(dense_kernel_velocity_new, 1 - beta_2, out=dense_kernel_velocity_new)
     add(dense_kernel_velocity, dense_kernel_velocity_new, out=dense_kernel_velocity_new)
 
-    # dense_kernel_new = dense_kernel - dense_kernel_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_kernel_velocity_new) + epsilon))
+    # dense_kernel_new = dense_kernel - dense_kernel_momentum_new*learning_rate*sqrt(1 - beta_2**t)/
+    #     ((1 - beta_1**t)*(sqrt(dense_kernel_velocity_new) + epsilon))
     sqrt(dense_kernel_velocity_new, out=dense_kernel_new)
     add(dense_kernel_new, epsilon, out=dense_kernel_new)
     divide(dense_kernel_momentum_new, dense_kernel_new, out=dense_kernel_new)

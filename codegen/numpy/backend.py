@@ -44,6 +44,7 @@ from codegen.ir import (
     Value,
     plan_buffers,
 )
+from codegen.numpy.pyformat import LINE_LENGTH, wrap_long_lines, wrap_text
 from codegen.numpy.scalar import (
     FULL,
     Array,
@@ -140,7 +141,7 @@ def numpy_function(program: Program) -> NumpyFunctionSource:
     if writer.work_locals():
         parts.append("\n".join(allocate))
     parts += ["\n".join(writer.check_lines()), "\n".join(body)]
-    code = "\n\n\n".join(parts) + "\n"
+    code = wrap_long_lines("\n\n\n".join(parts) + "\n")
     used = _names_in(code) | (ERF_USES if needs_erf else set())
     preamble = _dtype_preamble(program.dtype)
     for alias in ("add", "maximum"):
@@ -387,6 +388,14 @@ def _wrap(head: str, items: list[str], tail: str, indent: str) -> list[str]:
     return [f"{indent}{head}"] + [f"{indent}    {item}," for item in items] + [f"{indent}{tail}"]
 
 
+def _wrap_text(line: str, width: int) -> list[str]:
+    """A docstring line within ``width``; a shape such as ``X(n, 4)`` is not broken."""
+    whole = re.sub(r"\(([^(), ]+), ([^(), ]+)\)", "(\\1\0\1\\2)", line)  # same length
+    whole = whole.replace(": float", ":\2float")
+    parts = wrap_text(whole, width)
+    return [part.replace("\0\1", ", ").replace(":\2", ": ") for part in parts]
+
+
 def _import_lines(names: list[str]) -> list[str]:
     """``from numpy import a, b`` on one line, or parenthesized one name per line."""
     one = f"from numpy import {', '.join(names)}"
@@ -579,9 +588,12 @@ class _Writer:
         p, fn = self.p, self.p.name
         args = self.argument_names()
         lines = [f"def _check_{self.fn}({', '.join(args)}):"]
-        lines.append(
-            f'    """Check the arguments of {fn} one by one; return the batch symbols and scalars."""'
-        )
+        doc = f"Check the arguments of {fn} one by one; return the batch symbols and scalars."
+        if len(doc) + 10 <= LINE_LENGTH:
+            lines.append(f'    """{doc}"""')
+        else:
+            first, *rest = _wrap_text(doc, LINE_LENGTH - 7)
+            lines += [f'    """{first}', *(f"    {line.strip()}" for line in rest), '    """']
         for v in p.inputs:
             lines.append(f"    _check_array({fn!r}, {v.name!r}, {self.local[v.name]}, DTYPE)")
         for sym, (i, axis) in self.binding().items():
@@ -684,7 +696,7 @@ class _Writer:
         if p.updates:
             lines.append("Then updates in place (new values computed from the old inputs):")
             lines += [f"    {dst.name} <- {src.name}" for dst, src in p.updates]
-        return lines
+        return [part for line in lines for part in _wrap_text(line, LINE_LENGTH - 7)]
 
     def return_lines(self) -> list[str]:
         p = self.p

@@ -12,12 +12,20 @@ only what ``ruff format`` (line length 100) would change in such code:
   hand split*), then the bracket's content at its top-level delimiters: one item
   per line with a trailing comma for ``,``, one operand per line led by the
   operator for ``and`` / ``or`` / comparisons / arithmetic;
+- the right-hand side of an assignment or ``return`` with several top-level
+  operators (``a = b + c + d``, a conditional expression), or one that does not
+  end in a bracket, is wrapped in parentheses first, as black's optional
+  parentheses;
 - a bracketed statement wrapped over several lines without a magic trailing
-  comma (the fast argument check) is joined first, then split as above.
+  comma (the fast argument check) is joined first, then split as above;
+- a comment line longer than the limit continues on further comment lines
+  (``ruff format`` leaves comments as they are, so this is stable).
 
-Lines it cannot split (long strings, long comments) stay as they are, as
+Lines it cannot split (long strings, a single long name) stay as they are, as
 ``ruff format`` leaves them. Deterministic and idempotent; the emit tests run
-``ruff format --check`` on its output.
+``ruff format --check`` on its output. :func:`wrap_long_lines` applies only the
+splitting, to the lines that are too long, and leaves every other byte alone
+(the NumPy backend's own source).
 
     >>> ruff_stable("x = f('a', y ** 2)\\n")
     'x = f("a", y**2)\\n'
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import io
 import keyword
+import re
 import tokenize
 from dataclasses import dataclass
 
@@ -43,17 +52,87 @@ COMPREHENSION_PRIORITY, TERNARY_PRIORITY = 20, 16
 
 def ruff_stable(text: str, line_length: int = LINE_LENGTH) -> str:
     """``text`` (a whole module) with quotes, powers and long lines laid out as ruff would."""
-    text = _respace(text)
+    return _relayout(_respace(text), line_length, only_long=False)
+
+
+def wrap_long_lines(text: str, line_length: int = LINE_LENGTH) -> str:
+    """``text`` with each statement or comment line longer than ``line_length`` split as in
+    :func:`ruff_stable`; every other line stays byte for byte."""
+    return _relayout(text, line_length, only_long=True)
+
+
+def _relayout(text: str, line_length: int, only_long: bool) -> str:
     lines = text.splitlines()
     out: list[str] = []
     row = 1  # next source line (1-based) not yet copied
     for first, last, toks in _logical_lines(text):
         out += lines[row - 1 : first - 1]
         source = lines[first - 1 : last]
-        out += _layout(source, toks, line_length)
+        if only_long and all(len(line) <= line_length for line in source):
+            out += source
+        else:
+            out += _layout(source, toks, line_length)
         row = last + 1
     out += lines[row - 1 :]
-    return "\n".join(out) + "\n"
+    comment_rows = _comment_lines("\n".join(out))
+    wrapped: list[str] = []
+    for k, line in enumerate(out, 1):
+        long = len(line) > line_length and k in comment_rows
+        wrapped += wrap_comment(line, line_length) if long else [line]
+    return "\n".join(wrapped) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Comment lines
+
+
+def _comment_lines(text: str) -> set[int]:
+    """Rows (1-based) that hold nothing but a comment (not text inside a string)."""
+    lines = text.splitlines()
+    return {
+        t.start[0]
+        for t in _tokens(text + "\n")
+        if t.type == tokenize.COMMENT and not lines[t.start[0] - 1][: t.start[1]].strip()
+    }
+
+
+def _break_points(text: str) -> list[str]:
+    """``text`` in the pieces a comment line may break between: words (an operator joins the
+    word after it, ``- y``), and long words after each ``*``, ``/`` or ``,`` (not in ``**``)."""
+    pieces = []
+    for word in re.findall(r"(?:[-+] )?\S+ *", text):
+        pieces += [p for p in re.split(r"(?<=[/,])|(?<=(?<!\*)\*)(?!\*)", word) if p]
+    return pieces
+
+
+def wrap_comment(line: str, line_length: int = LINE_LENGTH) -> list[str]:
+    """One comment line as several, each within ``line_length`` where the text allows:
+    continuation lines are indented four more spaces after the ``#``."""
+    indent = line[: len(line) - len(line.lstrip())]
+    return _fill(line.strip()[1:].strip(), f"{indent}# ", f"{indent}#     ", line_length)
+
+
+def wrap_text(line: str, line_length: int = LINE_LENGTH) -> list[str]:
+    """A line of docstring text (a formula, a list) within ``line_length``, broken as
+    :func:`wrap_comment` breaks comments and continued four spaces deeper."""
+    if len(line) <= line_length:
+        return [line]
+    indent = line[: len(line) - len(line.lstrip())]
+    return _fill(line.strip(), indent, indent + "    ", line_length)
+
+
+def _fill(text: str, first: str, more: str, line_length: int) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for piece in _break_points(text):
+        prefix = more if lines else first
+        if current.strip() and len(prefix + current + piece.rstrip()) > line_length:
+            lines.append((prefix + current).rstrip())
+            current = piece.lstrip()
+        else:
+            current += piece
+    lines.append(((more if lines else first) + current).rstrip())
+    return lines
 
 
 # --------------------------------------------------------------------------
@@ -184,7 +263,8 @@ def _layout(source: list[str], raw: list[tokenize.TokenInfo], line_length: int) 
     if comments and (len(comments) > 1 or comments[0] is not raw[-1]):
         return source  # comments inside brackets: leave the layout to its author
     code = [t for t in raw if t.type not in (tokenize.NL, tokenize.COMMENT)]
-    if len(source) > 1 and _magic_trailing_comma(code):
+    fits = all(len(line) <= line_length for line in source)
+    if len(source) > 1 and _magic_trailing_comma(code) and fits:
         return source  # already exploded on purpose (one item per line)
     if any(a.type == b.type == tokenize.STRING for a, b in zip(code, code[1:])):
         return source  # implicitly concatenated strings: laid out by hand
@@ -244,9 +324,9 @@ def _split(toks: list[Tok], indent: str, inside: bool, line_length: int) -> list
         return [text]
     if inside:
         parts = _delimiter_split(toks)
-        if parts is not None:
+        if parts is not None and len(parts) > 1:  # one part: an item with its comma
             return [line for part in parts for line in _split(part, indent, True, line_length)]
-    found = _right_hand_split(toks)
+    found = (None if inside else _optional_parens(toks, line_length)) or _right_hand_split(toks)
     if found is None:
         return [text]
     head, body, tail = found
@@ -293,6 +373,37 @@ def _right_hand_split(toks: list[Tok]):
     body = [Tok(body[0].text, False, body[0].kind), *body[1:]]
     tail = [Tok(toks[close].text, False, "close"), *toks[close + 1 :]]
     return toks[: opening + 1], body, tail
+
+
+def _optional_parens(toks: list[Tok], line_length: int):
+    """``x = (`` / right-hand side / ``)`` where black keeps its invisible parentheses: the
+    right-hand side of ``=`` or ``return`` has several top-level operators of its highest
+    priority, or one and does not end in a bracket whose opening fits on the first line."""
+    k = _assignment(toks)
+    if k is None:
+        return None
+    rhs = toks[k + 1 :]
+    priorities = [p for p in _priorities(rhs) if p]
+    if not priorities:
+        return None  # one call or name: split at its brackets
+    if priorities.count(max(priorities)) == 1 and rhs[-1].kind == "close":
+        found = _right_hand_split(toks)
+        if found is not None and len(_render(found[0])) <= line_length:
+            return None  # `x = a + f(...)`: the last bracket's opening fits, split there
+    body = [Tok(rhs[0].text, False, rhs[0].kind), *rhs[1:]]
+    return [*toks[: k + 1], Tok("(", True, "open")], body, [Tok(")", False, "close")]
+
+
+def _assignment(toks: list[Tok]) -> int | None:
+    """Index of the ``=`` (or of a leading ``return``) at bracket depth 0, or None."""
+    if toks[0].text == "return" and len(toks) > 1:
+        return 0
+    depth = 0
+    for k, t in enumerate(toks):
+        depth += (t.kind == "open") - (t.kind == "close")
+        if depth == 0 and t.text == "=" and t.kind == "op" and k + 1 < len(toks):
+            return k
+    return None
 
 
 def _wrap_right_side(toks: list[Tok]):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from codegen.ir import Program, format_program
 from codegen.numpy import CHECKS, ERF, module_header, numpy_function
-from codegen.numpy.pyformat import ruff_stable
+from codegen.numpy.pyformat import ruff_stable, wrap_text
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,12 @@ def _renamed(program: Program, name: str) -> Program:
     return dataclasses.replace(program, name=name, doc=KERNEL_DOCS.get(name, program.doc))
 
 
-def _docstring_text(lines: list[str]) -> str:
-    text = "\n".join(line.rstrip() for line in lines)
+def _docstring_text(lines: list[str], tables: frozenset[str] = frozenset()) -> str:
+    """The docstring, each line within the line length (formulas wrapped), except the
+    lines of ``tables`` (the model summary), whose columns must stay aligned."""
+    lines = [row for line in lines for row in line.split("\n")]
+    wrapped = [part for line in lines for part in ([line] if line in tables else wrap_text(line))]
+    text = "\n".join(line.rstrip() for line in wrapped)
     return text.replace("\\", "\\\\") + "\n"
 
 
@@ -165,7 +169,7 @@ def _model_docstring(m: ModelSource, weights_file: bool) -> str:
         '"iterations" to the number of steps taken. train_step and fit update both in place.',
         '"""',
     ]
-    return _docstring_text(lines)
+    return _docstring_text(lines, frozenset(m.summary.splitlines()))
 
 
 # --------------------------------------------------------------------------

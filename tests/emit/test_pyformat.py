@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from codegen.numpy.pyformat import ruff_stable
+import symgrad
+from codegen.numpy.pyformat import LINE_LENGTH, ruff_stable, wrap_long_lines
+from symgrad.layers import Dense
+from symgrad.models import Sequential
 from tests.emit.helpers import ROOT
 
 CASES = [
@@ -50,6 +53,55 @@ CASES = [
         'def f():\n    """' + "d" + " d" * 59 + '"""\n',
         'def f():\n    """' + "d" + " d" * 59 + '"""\n',
     ),
+    # a right-hand side with several operators of one kind: wrapped in parentheses first
+    (
+        "def f():\n    total[0, 0] = "
+        + " + ".join(f"t{k}_long_name[0, 0]" for k in range(7))
+        + "\n",
+        "def f():\n    total[0, 0] = (\n"
+        + "".join(f"        {'+ ' if k else ''}t{k}_long_name[0, 0]\n" for k in range(7))
+        + "    )\n",
+    ),
+    (
+        "def f():\n    n = X_long_input_name.shape[0] if type(X_long_input_name) is ndarray and "
+        "X_long_input_name.ndim == 2 else -1\n",
+        "def f():\n    n = (\n        X_long_input_name.shape[0]\n"
+        "        if type(X_long_input_name) is ndarray and X_long_input_name.ndim == 2\n"
+        "        else -1\n    )\n",
+    ),
+    (
+        "def f():\n    return " + " * ".join(c * 35 for c in "abc") + "\n",
+        "def f():\n    return (\n"
+        + "".join(f"        {'* ' if c != 'a' else ''}{c * 35}\n" for c in "abc")
+        + "    )\n",
+    ),
+    # one operator and a last bracket whose opening fits: split at the bracket
+    (
+        "def f():\n    value = " + "a" * 20 + " + function(" + "b" * 42 + ", " + "c" * 31 + ")\n",
+        "def f():\n    value = "
+        + "a" * 20
+        + " + function(\n        "
+        + "b" * 42
+        + ", "
+        + "c" * 31
+        + "\n    )\n",
+    ),
+    # a comment line that does not fit continues as comment lines (after a `*`, before a `+`)
+    (
+        "def f():\n    # w_new = w - " + "m_hat*" * 14 + "lr/(sqrt(v_hat) + epsilon)\n    pass\n",
+        "def f():\n    # w_new = w - "
+        + "m_hat*" * 13
+        + "\n    #     m_hat*lr/(sqrt(v_hat) + epsilon)\n"
+        "    pass\n",
+    ),
+    (
+        "def f():\n    # total = "
+        + " + ".join(f"sum(d_weight_{k})" for k in range(6))
+        + "\n    pass\n",
+        "def f():\n    # total = "
+        + " + ".join(f"sum(d_weight_{k})" for k in range(4))
+        + "\n    #     + sum(d_weight_4) + sum(d_weight_5)\n    pass\n",
+    ),
 ]
 
 
@@ -84,3 +136,56 @@ def test_the_expected_layouts_are_what_ruff_leaves(tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_wrap_long_lines_leaves_short_lines_alone():
+    short = "x = f('a', y ** 2)  # quotes and spacing as generated\n"
+    long = "result = function_name(" + ", ".join(f"'argument_{k}'" for k in range(7)) + ")\n"
+    wrapped = wrap_long_lines(short + long)
+    assert wrapped.startswith(short)
+    assert wrapped[len(short) :] == (
+        "result = function_name(\n    " + ", ".join(f"'argument_{k}'" for k in range(7)) + "\n)\n"
+    )
+
+
+def _model(depth: int, name: str) -> Sequential:
+    layers = [Dense(7, activation="relu", input_dim=5, name=f"{name}_0")]
+    layers += [Dense(6, activation="tanh", name=f"{name}_{k}") for k in range(1, depth)]
+    model = Sequential([*layers, Dense(3, activation="softmax", name=f"{name}_output")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", seed=0)
+    return model
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("name", ["d", "a_dense_layer_whose_name_is_rather_long_" + "x" * 12])
+def test_generated_lines_fit_and_the_text_is_deterministic(depth, name, tmp_path):
+    """Every line of the NumPy step and of the emitted module within the line length (but
+    the rows of the model summary, a table), the module ruff-clean and ruff-formatted."""
+    model = _model(depth, name)
+    step = model.step_source()
+    symgrad.emit(model, tmp_path / "model.py")
+    module = (tmp_path / "model.py").read_text()
+    summary: list[str] = []
+    model.summary(print_fn=summary.append)
+    table = set("\n".join(summary).splitlines())
+    for label, text in (("step", step), ("module", module)):
+        long = [row for row in text.splitlines() if len(row) > LINE_LENGTH and row not in table]
+        assert not long, f"{label}: {len(long)} lines over {LINE_LENGTH}, first: {long[0]!r}"
+    _ruff_clean(tmp_path / "model.py")
+    again = _model(depth, name)
+    assert again.step_source() == step
+    symgrad.emit(again, tmp_path / "again.py")
+    assert (tmp_path / "again.py").read_text() == module
+
+
+def _ruff_clean(path) -> None:
+    if subprocess.run([sys.executable, "-m", "ruff", "--version"], capture_output=True).returncode:
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    config = str(ROOT / "pyproject.toml")
+    for args in (["check"], ["format", "--check", "--diff"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "--config", config, str(path)],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
