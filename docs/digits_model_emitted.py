@@ -657,10 +657,10 @@ def _allocate_train_step_kernel(n):
     dense_bias_momentum_new = empty((1, 32), DTYPE)
     dense_bias_velocity_new = empty((1, 32), DTYPE)
     dense_bias_new = empty((1, 32), DTYPE)
+    t15 = empty((1, 1), DTYPE)
     dense_kernel_momentum_new = empty((64, 32), DTYPE)
     dense_kernel_velocity_new = empty((64, 32), DTYPE)
     dense_kernel_new = empty((64, 32), DTYPE)
-    t16 = empty((1, 1), DTYPE)
     t17 = empty((1, 1), DTYPE)
     t18 = empty((1, 1), DTYPE)
     t19 = empty((1, 1), DTYPE)
@@ -676,8 +676,8 @@ def _allocate_train_step_kernel(n):
     ones1 = ones((1, n), DTYPE)  # constant
     tmp2 = empty((n, 32), DTYPE)  # scratch
     # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, d_dense_1_bias in t5, t6 in t3,
-    # t9 in t8, d_dense_bias in t10, gradient_sum in t3, t13 in t7, t14 in t11, t15 in t12,
-    # update_sum in t7
+    # t9 in t8, d_dense_bias in t10, gradient_sum in t3, per_step in t7, t13 in t11, t14 in
+    # t12, t16 in t7, update_sum in t11
     work = _train_step_kernel_buffers[(n,)] = (
         t0,
         t0,
@@ -702,20 +702,21 @@ def _allocate_train_step_kernel(n):
         t3,
         dense_1_bias_momentum_new,
         dense_1_bias_velocity_new,
-        dense_1_bias_new,
         t7,
+        dense_1_bias_new,
+        t11,
         dense_1_kernel_momentum_new,
         dense_1_kernel_velocity_new,
         dense_1_kernel_new,
-        t11,
+        t12,
         dense_bias_momentum_new,
         dense_bias_velocity_new,
         dense_bias_new,
-        t12,
+        t15,
         dense_kernel_momentum_new,
         dense_kernel_velocity_new,
         dense_kernel_new,
-        t16,
+        t7,
         t17,
         t18,
         t19,
@@ -724,7 +725,7 @@ def _allocate_train_step_kernel(n):
         t22,
         t23,
         t24,
-        t7,
+        t11,
         zeros0,
         tmp0,
         ones0,
@@ -998,6 +999,7 @@ def train_step_kernel(
         gradient_sum,
         dense_1_bias_momentum_new,
         dense_1_bias_velocity_new,
+        per_step,
         dense_1_bias_new,
         t13,
         dense_1_kernel_momentum_new,
@@ -1125,16 +1127,15 @@ def train_step_kernel(
     multiply(dense_1_bias_velocity_new, 1 - beta_2, out=dense_1_bias_velocity_new)
     add(dense_1_bias_velocity, dense_1_bias_velocity_new, out=dense_1_bias_velocity_new)
 
+    # per_step = learning_rate*sqrt(1 - beta_2**t)/(1 - beta_1**t)
+    per_step[0, 0] = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+
     # dense_1_bias_new = dense_1_bias - dense_1_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/
     #     ((1 - beta_1**t)*(sqrt(dense_1_bias_velocity_new) + epsilon))
     sqrt(dense_1_bias_velocity_new, out=dense_1_bias_new)
     add(dense_1_bias_new, epsilon, out=dense_1_bias_new)
     divide(dense_1_bias_momentum_new, dense_1_bias_new, out=dense_1_bias_new)
-    multiply(
-        dense_1_bias_new,
-        learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t),
-        out=dense_1_bias_new,
-    )
+    multiply(dense_1_bias_new, per_step[0, 0], out=dense_1_bias_new)
     subtract(dense_1_bias, dense_1_bias_new, out=dense_1_bias_new)
 
     # t13 = sum(dense_1_bias_new)
@@ -1158,11 +1159,7 @@ def train_step_kernel(
     sqrt(dense_1_kernel_velocity_new, out=dense_1_kernel_new)
     add(dense_1_kernel_new, epsilon, out=dense_1_kernel_new)
     divide(dense_1_kernel_momentum_new, dense_1_kernel_new, out=dense_1_kernel_new)
-    multiply(
-        dense_1_kernel_new,
-        learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t),
-        out=dense_1_kernel_new,
-    )
+    multiply(dense_1_kernel_new, per_step[0, 0], out=dense_1_kernel_new)
     subtract(dense_1_kernel, dense_1_kernel_new, out=dense_1_kernel_new)
 
     # t14 = sum(dense_1_kernel_new)
@@ -1186,11 +1183,7 @@ def train_step_kernel(
     sqrt(dense_bias_velocity_new, out=dense_bias_new)
     add(dense_bias_new, epsilon, out=dense_bias_new)
     divide(dense_bias_momentum_new, dense_bias_new, out=dense_bias_new)
-    multiply(
-        dense_bias_new,
-        learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t),
-        out=dense_bias_new,
-    )
+    multiply(dense_bias_new, per_step[0, 0], out=dense_bias_new)
     subtract(dense_bias, dense_bias_new, out=dense_bias_new)
 
     # t15 = sum(dense_bias_new)
@@ -1214,11 +1207,7 @@ def train_step_kernel(
     sqrt(dense_kernel_velocity_new, out=dense_kernel_new)
     add(dense_kernel_new, epsilon, out=dense_kernel_new)
     divide(dense_kernel_momentum_new, dense_kernel_new, out=dense_kernel_new)
-    multiply(
-        dense_kernel_new,
-        learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t),
-        out=dense_kernel_new,
-    )
+    multiply(dense_kernel_new, per_step[0, 0], out=dense_kernel_new)
     subtract(dense_kernel, dense_kernel_new, out=dense_kernel_new)
 
     # t16 = sum(dense_kernel_new)

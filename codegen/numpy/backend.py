@@ -455,6 +455,12 @@ class _Writer:
         for sym in [*p.scalars, *p.batch]:
             self.names[sym] = self.claim(_identifier(sym.name))
         self.uses: set[str] = set()
+        # (1, 1) values computed once per call (no matrix operand): read as scalars
+        self.per_step = {
+            s.out.name
+            for s in p.body
+            if isinstance(s, Map) and not s.args and all(d == 1 for d in s.out.shape)
+        }
         self.scratch: dict = {}
         self.constants: dict = {}
         self.busy: set[str] = set()
@@ -808,7 +814,19 @@ def _gemm(w: _Writer, s: Gemm) -> list[str]:
 
 
 def _elementwise_args(w: _Writer, s: Map | Reduce, domain) -> dict:
-    return {sym: Array(w.local[v.name], w.kind(v.shape, domain)) for sym, v in s.args}
+    return {
+        sym: Array(w.local[v.name], w.kind(v.shape, domain))
+        for sym, v in s.args
+        if v.name not in w.per_step
+    }
+
+
+def _scalar_names(w: _Writer, s: Map | Reduce) -> dict:
+    """Symbol -> Python text of program scalars and of per-step (1, 1) values (``v[0, 0]``)."""
+    return {
+        **w.names,
+        **{sym: f"{w.local[v.name]}[0, 0]" for sym, v in s.args if v.name in w.per_step},
+    }
 
 
 # Python arithmetic on NumPy scalars keeps NumPy's semantics (inf/nan with a warning);
@@ -817,6 +835,8 @@ _SCALAR_ARITHMETIC = (sp.Add, sp.Mul, sp.Abs, sp.Symbol, sp.Number)
 
 
 def _map(w: _Writer, s: Map) -> list[str]:
+    if s.out.name in w.per_step:  # a per-step scalar: Python arithmetic once, as inline before
+        return [f"{w.local[s.out.name]}[0, 0] = {py_scalar(sp.sympify(s.body), w.names)}"]
     if all(d == 1 for d in s.out.shape) and all(
         isinstance(e, _SCALAR_ARITHMETIC) or (e.is_Pow and e.exp.is_Integer)
         for e in sp.preorder_traversal(sp.sympify(s.body))
@@ -828,7 +848,7 @@ def _map(w: _Writer, s: Map) -> list[str]:
         return [f"{target} = {value}"]
     pool = _Pool(w, s.out.shape)
     aliases = frozenset(w.local[v.name] for _, v in s.args if w.storage(v) == w.storage(s.out))
-    body = lower_body(s.body, _elementwise_args(w, s, s.out.shape), w.names, pool)
+    body = lower_body(s.body, _elementwise_args(w, s, s.out.shape), _scalar_names(w, s), pool)
     return write_body(body, w.local[s.out.name], FULL, aliases, pool, w.uses)
 
 
@@ -840,12 +860,12 @@ def _reduce(w: _Writer, s: Reduce) -> list[str]:
             f"{_shape_str(expected)}, not {_shape_str(s.out.shape)}"
         )
     pool, out = _Pool(w, s.domain), w.local[s.out.name]
-    args = _elementwise_args(w, s, s.domain)
+    args, scalars = _elementwise_args(w, s, s.domain), _scalar_names(w, s)
     # sum(c * f) = c * sum(f): scale the small result, not every term
     factors = sp.Mul.make_args(sp.sympify(s.body))
     coeff = sp.Mul(*[f for f in factors if not f.free_symbols & set(args)])
     body = lower_body(
-        sp.Mul(*[f for f in factors if f.free_symbols & set(args)]), args, w.names, pool
+        sp.Mul(*[f for f in factors if f.free_symbols & set(args)]), args, scalars, pool
     )
     root, lines = body.root, []
     if s.axis is None and isinstance(root, Op) and root.fn in ("multiply", "square"):
@@ -862,7 +882,7 @@ def _reduce(w: _Writer, s: Reduce) -> list[str]:
             for name in names:
                 pool.give(name)
             w.uses.add("vdot")
-            return lines + _scaled_total(w, out, coeff, f"vdot({names[0]}, {names[-1]})")
+            return lines + _scaled_total(scalars, out, coeff, f"vdot({names[0]}, {names[-1]})")
     if isinstance(root, Array) and root.kind == FULL:
         summed = root.name  # the body is one argument: sum it directly
     else:
@@ -871,7 +891,7 @@ def _reduce(w: _Writer, s: Reduce) -> list[str]:
         pool.give(summed)
     if s.axis is None:
         w.uses.add("add_reduce")
-        return lines + _scaled_total(w, out, coeff, f"add_reduce({summed}, axis=None)")
+        return lines + _scaled_total(scalars, out, coeff, f"add_reduce({summed}, axis=None)")
     # column / row sums as a product with ones: BLAS gemv beats add.reduce 2-4x
     w.uses.add("dot")
     if s.axis == 0:
@@ -880,13 +900,13 @@ def _reduce(w: _Writer, s: Reduce) -> list[str]:
         lines.append(f"dot({summed}, {w.constant(1, (s.domain[1], 1))}, out={out})")
     if coeff != 1:
         w.uses.add("multiply")
-        lines.append(f"multiply({out}, {py_scalar(coeff, w.names)}, out={out})")
+        lines.append(f"multiply({out}, {py_scalar(coeff, scalars)}, out={out})")
     return lines
 
 
-def _scaled_total(w: _Writer, out: str, coeff: sp.Expr, total: str) -> list[str]:
+def _scaled_total(names: dict, out: str, coeff: sp.Expr, total: str) -> list[str]:
     placeholder = sp.Dummy("total")
-    return [f"{out}[0, 0] = {py_scalar(coeff * placeholder, {**w.names, placeholder: total})}"]
+    return [f"{out}[0, 0] = {py_scalar(coeff * placeholder, {**names, placeholder: total})}"]
 
 
 def _softmax(w: _Writer, s: Softmax) -> list[str]:

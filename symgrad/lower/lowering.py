@@ -10,6 +10,7 @@ Transposes feeding a product become GEMM flags; scalar factors become alpha.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
@@ -107,11 +108,12 @@ class Lowering:
             {d for s in self.inputs for dim in s.shape for d in sp.sympify(dim).free_symbols},
             key=str,
         )
+        body = hoist_scalars(self.body, set(self.scalars), set(batch), self._fresh)
         return ir.Program(
             name=self.name,
             inputs=tuple(self.values[s] for s in self.inputs),
             scalars=self.scalars,
-            body=tuple(self.body),
+            body=tuple(body),
             outputs=tuple(outs),
             updates=tuple(ups),
             dtype=self.dtype,
@@ -323,6 +325,96 @@ STATEMENT: dict[type, Callable[[Lowering, MatrixExpr, ir.Value, str], ir.Stmt]] 
     OneMatrix: _map,
 }
 """Node type -> the IR statement it becomes when materialized (Transpose: when no GEMM absorbs it)."""
+
+
+# --------------------------------------------------------------------------
+# Per-step scalars: computed once, not once per fused body
+
+
+def _scalar_only(expr: sp.Expr, scalars: set) -> bool:
+    return expr.free_symbols <= scalars
+
+
+def _worth_hoisting(expr: sp.Expr) -> bool:
+    """A function call, or a power with a non-integer or symbolic exponent (beta**t, sqrt)."""
+    return any(
+        isinstance(e, sp.Function) or (e.is_Pow and not e.exp.is_Integer)
+        for e in sp.preorder_traversal(expr)
+    )
+
+
+def _split_scalars(expr: sp.Expr, scalars: set, replace) -> sp.Expr:
+    """``expr`` with each maximal scalar-only part ``e`` replaced by ``replace(e)``: a whole
+    subtree, or the scalar factors of a product / terms of a sum taken together."""
+    if not expr.args or _scalar_only(expr, scalars):
+        return replace(expr) if expr.free_symbols else expr
+    if isinstance(expr, (sp.Add, sp.Mul)):  # numbers stay: -lr*x keeps its sign in the body
+        part = [a for a in expr.args if a.free_symbols and _scalar_only(a, scalars)]
+        rest = [_split_scalars(a, scalars, replace) for a in expr.args if a not in part]
+        if part:
+            part = [replace(expr.func(*part))]
+        return expr.func(*part, *rest)
+    return expr.func(*[_split_scalars(a, scalars, replace) for a in expr.args])
+
+
+def _collect(found: set):
+    return lambda e: found.add(e) or e
+
+
+class _Hoisted:
+    """The (1, 1) values of hoisted parts, emitted into ``out`` before their first reader."""
+
+    def __init__(self, parts: set, out: list, fresh):
+        self.parts, self.out, self.fresh = parts, out, fresh
+        self.values: dict[sp.Expr, ir.Value] = {}
+
+    def reader(self, reads: dict):
+        def read(e):
+            if e not in self.parts:
+                return e
+            if e not in self.values:
+                v = self.values[e] = ir.Value(self.fresh("per_step"), (sp.S.One, sp.S.One))
+                self.out.append(ir.Map(v, e, (), f"{v.name} = {sp.sstr(e)}"))
+            return reads.setdefault(e, sp.Symbol(f"_s{len(reads)}", real=True))
+
+        return read
+
+
+def hoist_scalars(body: list, runtime: set, batch: set, fresh) -> list:
+    """Maximal scalar-only parts of Map / Reduce bodies (Adam's ``lr*sqrt(1 - beta_2**t)/
+    (1 - beta_1**t)``) as (1, 1) values computed once, before their first use, when they call a
+    function or take a non-integer power, or appear in several bodies, cost more than one
+    operation and read a ``runtime`` scalar (not ``-lr``, ``1 - beta_1``, ``1/n``: inline, they
+    cost nothing); the bodies read them as (1, 1) operands.
+    Scalar-only means: free symbols among ``runtime`` scalars and ``batch`` symbols."""
+    scalars = runtime | batch
+
+    def fused(stmt) -> bool:  # a body over matrix operands (not itself a scalar statement)
+        return isinstance(stmt, (ir.Map, ir.Reduce)) and not _scalar_only(stmt.body, scalars)
+
+    seen: Counter = Counter()
+    for stmt in filter(fused, body):
+        parts: set = set()
+        _split_scalars(sp.sympify(stmt.body), scalars, _collect(parts))
+        seen.update(parts)
+    costly = {
+        e
+        for e, k in seen.items()
+        if _worth_hoisting(e) or (k > 1 and sp.count_ops(e) > 1 and e.free_symbols & runtime)
+    }
+    if not costly:
+        return list(body)
+    out: list = []
+    hoisted = _Hoisted(costly, out, fresh)
+    for stmt in body:
+        if not fused(stmt):
+            out.append(stmt)
+            continue
+        reads: dict[sp.Expr, sp.Symbol] = {}
+        new_body = _split_scalars(sp.sympify(stmt.body), scalars, hoisted.reader(reads))
+        args = (*stmt.args, *((sym, hoisted.values[e]) for e, sym in reads.items()))
+        out.append(dataclasses.replace(stmt, body=new_body, args=args))
+    return out
 
 
 def lower(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sympy as sp
 
 from symgrad import optimizers
 from symgrad.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
@@ -193,3 +194,38 @@ def test_bad_optimizer_arguments(make, message):
     with pytest.raises(ValueError) as err:
         make()
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_adam_bias_correction_is_computed_once_per_step(backend, rng):
+    """lr*sqrt(1 - beta_2**t)/(1 - beta_1**t) is one (1, 1) statement without matrix operands,
+    read by every weight's update; no fused body raises to the power t; values as by hand."""
+    model = mlp("categorical_crossentropy", optimizer=Adam(learning_rate=0.01))
+    model.compile(
+        optimizer=Adam(learning_rate=0.01),
+        loss="categorical_crossentropy",
+        backend=backend,
+        dtype="float64",
+        seed=0,
+    )
+    program = model.compiled_step.program
+    per_step = [s for s in program.body if type(s).__name__ == "Map" and not s.args]
+    assert [sp.sstr(s.body) for s in per_step] == [
+        "learning_rate*sqrt(1 - beta_2**t)/(1 - beta_1**t)"
+    ]
+    fused = [s for s in program.body if type(s).__name__ in ("Map", "Reduce") and s.args]
+    assert not [s.out.name for s in fused if "t" in {str(x) for x in s.body.free_symbols}]
+    readers = [s for s in fused if per_step[0].out in s.reads]
+    assert len(readers) == len(model.get_weights())  # one update per weight
+    _, update = CASES["adam"]
+    x, labels = blobs(rng, n=10)
+    y = np.eye(3)[labels]
+    weights = model.get_weights()
+    states = [{} for _ in weights]
+    for t in (1, 2, 3):
+        grads = model.compute_gradients(x, y)
+        expected = [update(w, g, s, t) for w, g, s in zip(weights, grads, states)]
+        model.train_on_batch(x, y)
+        weights = model.get_weights()
+        for got, want in zip(weights, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
