@@ -45,6 +45,7 @@ from codegen.llvm.module import (
     generate_ir,
     make_layout,
 )
+from codegen.names import llvm_name
 
 CTYPES = {"float64": ctypes.c_double, "float32": ctypes.c_float}
 register_symbols()  # the Python C API functions the fast entry calls
@@ -274,12 +275,12 @@ class LLVMFunction(_Inspectable):
             ("out", k) for k in range(len(layout.output_slots))
         ]
         proto = ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_void_p] * 5)
-        self._entry = proto(compiled.code.address(f"{program.name}.py"))
-        self.address = compiled.code.address(program.name)  # the plain C entry point
+        self._entry = proto(compiled.code.address(llvm_name(f"{program.name}.py")))
+        self.address = compiled.code.address(llvm_name(program.name))  # the plain C entry point
         self._fast_entry = None
         if fast_entry_possible(program, layout):
             self._fast_entry = FastEntry(
-                compiled.code.address(f"{program.name}.fast"),
+                compiled.code.address(llvm_name(f"{program.name}.fast")),
                 program.name,
                 program,
                 self._call_python,
@@ -433,7 +434,7 @@ class LLVMEpoch(_Inspectable):
         self._scalar_slots = [k for k in range(len(program.scalars)) if k != spec.counter]
         self._bindings: collections.OrderedDict = collections.OrderedDict()
         proto = ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_void_p] * 6)
-        self._entry = proto(compiled.code.address(f"{program.name}.epoch"))
+        self._entry = proto(compiled.code.address(llvm_name(f"{program.name}.epoch")))
 
     def __repr__(self) -> str:
         return f"<LLVMEpoch {self.name} sums={self.sums} counter={self.counter}>"

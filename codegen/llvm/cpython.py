@@ -39,6 +39,7 @@ import sympy as sp
 from codegen.ir import Program
 from codegen.llvm.kernels import lower_dim
 from codegen.llvm.loops import F64, I8, I32, I64, PTR, i64, load, store
+from codegen.names import llvm_name
 
 NPY_TYPES = {"float64": 12, "float32": 11}  # NPY_DOUBLE, NPY_FLOAT
 NPY_C_CONTIGUOUS, NPY_WRITEABLE = 0x0001, 0x0400
@@ -143,7 +144,9 @@ def _field(b: ir.IRBuilder, ty, obj, field: str, name: str = ""):
 
 def build_fast_entry(module: ir.Module, program: Program, layout, step: ir.Function, fmt) -> None:
     """``<name>.fast(ctx, args, nargs) -> outputs tuple`` (see the module docstring)."""
-    fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, I64]), name=f"{program.name}.fast")
+    fn = ir.Function(
+        module, ir.FunctionType(PTR, [PTR, PTR, I64]), name=llvm_name(f"{program.name}.fast")
+    )
     self_tuple, args, nargs = fn.args
     for arg, name in zip(fn.args, ("self", "args", "nargs")):
         arg.name = name
@@ -154,7 +157,7 @@ def build_fast_entry(module: ir.Module, program: Program, layout, step: ir.Funct
     ctx_obj = b.load(b.gep(self_tuple, [i64(OFFSETS["tuple_items"])], source_etype=I8), typ=PTR)
 
     def require(condition, what: str) -> None:
-        ok = fn.append_basic_block(f"{what}.ok")
+        ok = fn.append_basic_block(llvm_name(f"{what}.ok"))
         b.cbranch(condition, ok, fallback)
         b.position_at_end(ok)
 
@@ -178,7 +181,7 @@ def build_fast_entry(module: ir.Module, program: Program, layout, step: ir.Funct
     }
     updated = {dst.name for dst, _ in program.updates}
     for i, v in enumerate(program.inputs):
-        obj = load(b, PTR, args, i64(i), v.name)
+        obj = load(b, PTR, args, i64(i), llvm_name(v.name))
         require(b.icmp_unsigned("==", _field(b, PTR, obj, "ob_type"), array_type), f"{v.name}.type")
         require(b.icmp_unsigned("==", _field(b, PTR, obj, "array_descr"), descr), f"{v.name}.dtype")
         require(
@@ -201,13 +204,13 @@ def build_fast_entry(module: ir.Module, program: Program, layout, step: ir.Funct
         kind = _field(b, PTR, obj, "ob_type")
         known = [b.icmp_unsigned("==", kind, t) for t in scalar_types]
         require(functools.reduce(b.or_, known), f"{sym}.type")
-        value = b.call(api["PyFloat_AsDouble"], [obj], name=str(sym))
-        maybe_error = fn.append_basic_block(f"{sym}.maybe_error")
-        converted = fn.append_basic_block(f"{sym}.converted")
+        value = b.call(api["PyFloat_AsDouble"], [obj], name=llvm_name(str(sym)))
+        maybe_error = fn.append_basic_block(llvm_name(f"{sym}.maybe_error"))
+        converted = fn.append_basic_block(llvm_name(f"{sym}.converted"))
         b.cbranch(b.fcmp_ordered("==", value, ir.Constant(F64, -1.0)), maybe_error, converted)
         b.position_at_end(maybe_error)  # -1.0 is also a real value: ask whether an error is set
         error = b.call(api["PyErr_Occurred"], [])
-        clear = fn.append_basic_block(f"{sym}.clear")
+        clear = fn.append_basic_block(llvm_name(f"{sym}.clear"))
         b.cbranch(b.icmp_unsigned("==", error, ir.Constant(PTR, None)), converted, clear)
         b.position_at_end(clear)  # e.g. an int beyond float64: the Python path says so
         b.call(api["PyErr_Clear"], [])
@@ -234,10 +237,10 @@ def build_fast_entry(module: ir.Module, program: Program, layout, step: ir.Funct
             ir.Constant(I32, NPY_TYPES[program.dtype]),
         ]
         new += [null, null, ir.Constant(I32, 0), ir.Constant(I32, 0), null]
-        out = b.call(api["symgrad_PyArray_New"], new, name=layout.names[slot])
+        out = b.call(api["symgrad_PyArray_New"], new, name=llvm_name(layout.names[slot]))
         failed, made = (
-            fn.append_basic_block(f"{layout.names[slot]}.failed"),
-            fn.append_basic_block(f"{layout.names[slot]}.ok"),
+            fn.append_basic_block(llvm_name(f"{layout.names[slot]}.failed")),
+            fn.append_basic_block(llvm_name(f"{layout.names[slot]}.ok")),
         )
         b.cbranch(b.icmp_unsigned("==", out, null), failed, made)
         b.position_at_end(failed)  # MemoryError is set: drop what was made and raise it

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -48,6 +49,14 @@ from codegen.llvm.kernels import lower_dim
 from codegen.llvm.loops import I8, I32, I64, PTR, i64, store
 from codegen.llvm.mathlib import FORMATS, MathLibrary
 from codegen.llvm.module import Layout, _build_step_impl, annotated, make_layout
+from codegen.names import (
+    LLVM_NAME_LIMIT,
+    c_comment,
+    c_identifier,
+    c_parameter,
+    llvm_comment,
+    llvm_name,
+)
 
 ALIGN = 64  # bytes: every work buffer starts on a cache line
 C_TYPES = {"float64": "double", "float32": "float"}
@@ -68,12 +77,6 @@ class CFunction:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-def c_identifier(text: str) -> str:
-    """``text`` as a C identifier: other characters become ``_``; a leading digit gets ``_``."""
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in text)
-    return name if name and not name[0].isdigit() else f"_{name}"
-
-
 # --------------------------------------------------------------------------
 # The LLVM module
 
@@ -82,7 +85,7 @@ def library_ir(functions: list[CFunction], *, cpu: str = "host") -> str:
     """The module's LLVM IR text: deterministic; each kernel preceded by its IR statement."""
     _check_functions(functions)
     fmt = FORMATS[functions[0].program.dtype]
-    module = ir.Module(name=functions[0].name)
+    module = ir.Module(name=llvm_name(functions[0].name))
     module.triple = host().triple
     module.data_layout = str(_target_machine(cpu).target_data)
     math = MathLibrary(module, fmt)  # shared: each math function is defined once
@@ -94,10 +97,9 @@ def library_ir(functions: list[CFunction], *, cpu: str = "host") -> str:
         notes.update(kernel_notes)
         size = _build_workspace_size(module, program, layout)
         _build_entry(module, program, layout, step, size, fmt)
-    lines = ["; symgrad native library: " + ", ".join(f.name for f in functions)]
+    lines = llvm_comment("symgrad native library: " + ", ".join(f.name for f in functions))
     for f in functions:
-        program = dataclasses.replace(f.program, name=f.name)
-        lines += [f"; {line}" for line in format_program(program).splitlines()]
+        lines += llvm_comment(format_program(dataclasses.replace(f.program, name=f.name)))
     return annotated(module, lines, notes)
 
 
@@ -109,8 +111,12 @@ def _check_functions(functions: list[CFunction]) -> None:
         raise ValueError(f"all programs of a library must share one dtype; received {dtypes}")
     names = [f.name for f in functions]
     for name in names:
-        if c_identifier(name) != name:
-            raise ValueError(f"{name!r} is not a C identifier")
+        size_fn = f"{name}_workspace_size"
+        if not re.fullmatch(r"[A-Za-z_]\w*", name, re.ASCII) or llvm_name(size_fn) != size_fn:
+            raise ValueError(
+                f"C function names must be ASCII C identifiers of at most "
+                f"{LLVM_NAME_LIMIT - len('_workspace_size')} characters; Received: {name!r}"
+            )
     if len(set(names)) != len(names):
         raise ValueError(f"function names must be unique; received {names}")
 
@@ -130,16 +136,19 @@ def _slot_bytes(b: ir.IRBuilder, dims: dict, layout: Layout, slot: int, itemsize
 
 def _build_workspace_size(module, program: Program, layout: Layout) -> ir.Function:
     fn = ir.Function(
-        module, ir.FunctionType(I64, [I64] * len(program.batch)), f"{program.name}_workspace_size"
+        module,
+        ir.FunctionType(I64, [I64] * len(program.batch)),
+        llvm_name(f"{program.name}_workspace_size"),
     )
     for arg, sym in zip(fn.args, program.batch):
-        arg.name = str(sym)
+        arg.name = llvm_name(str(sym))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     dims = dict(zip(program.batch, fn.args))
     itemsize = FORMATS[program.dtype].bits // 8
     total = i64(0)
     for slot in _work_slots(program, layout):
-        total = b.add(total, _slot_bytes(b, dims, layout, slot, itemsize), name=layout.names[slot])
+        size = _slot_bytes(b, dims, layout, slot, itemsize)
+        total = b.add(total, size, name=llvm_name(layout.names[slot]))
     b.ret(total)
     return fn
 
@@ -158,12 +167,13 @@ def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt) -
         [(v.name, PTR) for v in outputs],
         [("workspace", PTR)],
     ]
-    fn = ir.Function(module, ir.FunctionType(I32, [t for g in groups for _, t in g]), program.name)
+    signature = ir.FunctionType(I32, [t for g in groups for _, t in g])
+    fn = ir.Function(module, signature, llvm_name(program.name))
     args, start = [], 0
     for group in groups:  # the arguments, named and split by role
         args.append(fn.args[start : start + len(group)])
         for arg, (name, _) in zip(args[-1], group):
-            arg.name = name
+            arg.name = llvm_name(name)
         start += len(group)
     batch, arrays, scalar_args, out_args, (workspace,) = args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -322,7 +332,7 @@ def c_header(name: str, functions: list[CFunction], *, doc: str = "", defines=()
     guard = c_identifier(name).upper() + "_H"
     batch = sorted({str(s) for f in functions for s in f.program.batch})
     lines = [f"/* {name}.h -- generated by symgrad; do not edit.", " *"]
-    lines += [f" * {line}".rstrip() for line in doc.strip().splitlines()]
+    lines += [f" * {line}".rstrip() for line in c_comment(doc.strip())] if doc.strip() else []
     if doc.strip():
         lines.append(" *")
     conventions = CONVENTIONS.format(
@@ -333,7 +343,9 @@ def c_header(name: str, functions: list[CFunction], *, doc: str = "", defines=()
     lines += ["#include <stddef.h>", "#include <stdint.h>", ""]
     lines += ["#ifdef __cplusplus", 'extern "C" {', "#endif", ""]
     for macro, value, comment in defines:
-        lines.append(f"#define {macro} {value}" + (f"  /* {comment} */" if comment else ""))
+        lines.append(
+            f"#define {macro} {value}" + (f"  /* {_inline(comment)} */" if comment else "")
+        )
     if defines:
         lines.append("")
     for f in functions:
@@ -346,8 +358,10 @@ def _declaration(f: CFunction, ctype: str) -> list[str]:
     p = f.program
     updated = {dst.name for dst, _ in p.updates}
     args: list[tuple[str, str]] = []  # (declaration, comment)
-    for sym in p.batch:
-        args.append((f"int64_t {_parameter(str(sym))}", "batch size (rows)"))
+    _parameter = _parameters()
+    batch = [_parameter(str(sym)) for sym in p.batch]
+    for name in batch:
+        args.append((f"int64_t {name}", "batch size (rows)"))
     for v in p.inputs:
         const = "" if v.name in updated else "const "
         note = f"({v.shape[0]}, {v.shape[1]})" + (", updated in place" if v.name in updated else "")
@@ -361,14 +375,14 @@ def _declaration(f: CFunction, ctype: str) -> list[str]:
     for v in _distinct_outputs(p):
         note = f"out: ({v.shape[0]}, {v.shape[1]})"
         args.append((f"{ctype} *{_parameter(v.name)}", _with_note(note, f.notes.get(v.name))))
-    size_args = ", ".join(f"int64_t {s}" for s in p.batch) or "void"
+    size_args = ", ".join(f"int64_t {name}" for name in batch) or "void"
     args.append(
         (
             "void *workspace",
-            f"NULL or {f.name}_workspace_size({', '.join(map(str, p.batch))}) bytes",
+            f"NULL or {f.name}_workspace_size({', '.join(batch)}) bytes",
         )
     )
-    doc = (f.doc or f.name).strip().splitlines()
+    doc = c_comment((f.doc or f.name).strip())
     lines = [f"/* {doc[0]}" + (" */" if len(doc) == 1 else "")]
     if len(doc) > 1:
         lines += [f" * {line}".rstrip() for line in doc[1:]] + [" */"]
@@ -377,21 +391,28 @@ def _declaration(f: CFunction, ctype: str) -> list[str]:
     width = max(len(decl) for decl, _ in args) + 1
     for k, (decl, comment) in enumerate(args):
         end = ");" if k == len(args) - 1 else ","
-        lines.append(f"    {(decl + end).ljust(width + 1)} /* {comment} */")
+        lines.append(f"    {(decl + end).ljust(width + 1)} /* {_inline(comment)} */")
     return lines
 
 
-C_KEYWORDS = set(
-    "auto break case char const continue default do double else enum extern float for goto if "
-    "inline int long register restrict return short signed sizeof static struct switch typedef "
-    "union unsigned void volatile while workspace".split()
-)
+def _parameters():
+    """``name -> parameter``: C identifiers (``c_parameter``), distinct within one function."""
+    taken: set[str] = {"workspace"}
+
+    def parameter(name: str) -> str:
+        wanted = c_parameter(name)
+        found, k = wanted, 2
+        while found in taken:
+            found, k = f"{wanted}_{k}", k + 1
+        taken.add(found)
+        return found
+
+    return parameter
 
 
-def _parameter(name: str) -> str:
-    """A parameter name for the header: a C identifier, not a keyword."""
-    name = c_identifier(name)
-    return name + "_" if name in C_KEYWORDS else name
+def _inline(comment: str) -> str:
+    """A one-line comment's text: ``c_comment``'s lines joined."""
+    return " ".join(c_comment(comment))
 
 
 def _with_note(text: str, note: str | None) -> str:

@@ -36,6 +36,7 @@ from codegen.llvm import blas
 from codegen.llvm.loops import I32, I64, PTR, REDUCE, element, for_range, i64, load, store
 from codegen.llvm.mathlib import Emitter, FloatFormat, MathLibrary
 from codegen.llvm.scalar import ScalarLowering
+from codegen.names import llvm_name
 
 
 @dataclass
@@ -93,7 +94,7 @@ class Kernel:
         fnty = ir.FunctionType(
             ir.VoidType(), [I64] * ints + [PTR] * len(slots) + [ty] * len(self.symbols)
         )
-        self.fn = ir.Function(ctx.module, fnty, name=f"{ctx.prefix}.{kind}.{s.out.name}")
+        self.fn = ir.Function(ctx.module, fnty, name=llvm_name(f"{ctx.prefix}.{kind}.{s.out.name}"))
         self.fn.linkage = "internal"
         ctx.last_kernel = self.fn
         ctx.notes[self.fn.get_reference()] = _statement_text(s)
@@ -103,13 +104,13 @@ class Kernel:
         names = {ctx.slot_of[v.name]: v.name for v in reversed(values)}  # first value per slot
         for slot, p in by_slot.items():
             p.add_attribute("noalias")
-            p.name = names[slot]
+            p.name = llvm_name(names[slot])
         for p, name in zip(self.ints, ("rows", "cols") if ints == 2 else ("m", "n", "k")):
             p.name = name
         self.ptr = {v.name: by_slot[ctx.slot_of[v.name]] for v in values}
         self.env = dict(zip(self.symbols, params[ints + len(slots) :]))
         for sym, p in self.env.items():
-            p.name = str(sym)
+            p.name = llvm_name(str(sym))
         self._slots = slots
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.e = Emitter(self.b, ctx.fmt)
@@ -479,7 +480,7 @@ def _call_shared(ctx: StepContext, s: Stmt, fn: ir.Function, values, dims, symbo
     if "noinline" not in fn.attributes:
         fn.attributes.add("noinline")  # optimized once, called from each statement
     ref = fn.get_reference()
-    ctx.notes[ref] = f"{ctx.notes[ref]}\n; {_statement_text(s)}"
+    ctx.notes[ref] = f"{ctx.notes[ref]}\n{_statement_text(s)}"
     slots = list(dict.fromkeys(ctx.slot_of[v.name] for v in values))
     pointers = [ctx.pointers[slot] for slot in slots]
     ctx.b.call(fn, [*(ctx.dim(d) for d in dims), *pointers, *(ctx.scalars[x] for x in symbols)])

@@ -44,6 +44,7 @@ from codegen.llvm.loops import (
     store,
 )
 from codegen.llvm.mathlib import FORMATS, MathLibrary
+from codegen.names import llvm_comment, llvm_name
 
 TUPLE_ITEMS, ARRAY_DATA = OFFSETS["tuple_items"], OFFSETS["array_data"]  # checked there
 
@@ -122,7 +123,7 @@ def generate_ir(
     ``codegen.llvm.cpython`` (it calls the Python C API: in-process use only).
     """
     fmt = FORMATS[program.dtype]
-    module = ir.Module(name=program.name)
+    module = ir.Module(name=llvm_name(program.name))
     module.triple = host().triple
     module.data_layout = host().data_layout
     step, notes = _build_step_impl(module, program, layout, fmt, MathLibrary(module, fmt), provider)
@@ -132,16 +133,19 @@ def generate_ir(
         _build_epoch(module, program, epoch, step, fmt)
     if fast_entry and fast_entry_possible(program, layout):
         build_fast_entry(module, program, layout, step, fmt)
-    return annotated(module, [f"; {line}" for line in format_program(program).splitlines()], notes)
+    return annotated(module, llvm_comment(format_program(program)), notes)
 
 
 def annotated(module: ir.Module, head: list[str], notes: dict[str, str]) -> str:
     """``module``'s text after the comment lines ``head``; each function defined in it is
-    preceded by its note (``notes``: function name -> the IR statement it computes)."""
+    preceded by its note (``notes``: function name -> the IR statement it computes), as
+    comment lines (``codegen.names.llvm_comment``)."""
     lines = list(head)
     for line in str(module).splitlines():
         if line.startswith("define"):
-            lines += [f"; {note}" for ref, note in notes.items() if f" {ref}(" in line]
+            lines += [
+                c for ref, note in notes.items() if f" {ref}(" in line for c in llvm_comment(note)
+            ]
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -154,7 +158,7 @@ def fast_entry_possible(program: Program, layout: Layout) -> bool:
 
 
 def _function(module, name, ret, args, internal=False) -> tuple[ir.Function, ir.IRBuilder]:
-    fn = ir.Function(module, ir.FunctionType(ret, args), name=name)
+    fn = ir.Function(module, ir.FunctionType(ret, args), name=llvm_name(name))
     if internal:
         fn.linkage = "internal"
     return fn, ir.IRBuilder(fn.append_basic_block("entry"))
@@ -165,16 +169,20 @@ def _build_step_impl(module, program, layout, fmt, math, provider) -> ir.Functio
     dims_p, bufs_p, scalars_p = fn.args
     for arg, name in zip(fn.args, ("dims", "buffers", "scalars")):
         arg.name = name
-    dims = {sym: load(b, I64, dims_p, i64(k), str(sym)) for k, sym in enumerate(program.batch)}
+    dims = {
+        sym: load(b, I64, dims_p, i64(k), llvm_name(str(sym)))
+        for k, sym in enumerate(program.batch)
+    }
     scalars = {
-        sym: load(b, fmt.ftype, scalars_p, i64(k), str(sym))
+        sym: load(b, fmt.ftype, scalars_p, i64(k), llvm_name(str(sym)))
         for k, sym in enumerate(program.scalars)
     }
     scalars.update(
-        {sym: b.sitofp(dim, fmt.ftype, name=f"{sym}.float") for sym, dim in dims.items()}
+        {sym: b.sitofp(dim, fmt.ftype, name=llvm_name(f"{sym}.float")) for sym, dim in dims.items()}
     )
     pointers = {
-        slot: load(b, PTR, bufs_p, i64(slot), name) for slot, name in enumerate(layout.names)
+        slot: load(b, PTR, bufs_p, i64(slot), llvm_name(name))
+        for slot, name in enumerate(layout.names)
     }
     ctx = StepContext(
         module, fmt, math, provider, program.name, b, dims, scalars, layout.slot_of, pointers

@@ -44,6 +44,7 @@ from codegen.ir import (
     Value,
     plan_buffers,
 )
+from codegen.names import python_comment, python_docstring, python_identifier, python_string
 from codegen.numpy.pyformat import LINE_LENGTH, wrap_long_lines, wrap_text
 from codegen.numpy.scalar import (
     FULL,
@@ -202,7 +203,7 @@ def compile_program(program: Program) -> NumpyFunction:
     """Generate, compile and load ``program``; tracebacks point into the generated source."""
     f = numpy_function(program)
     source = _module(f)
-    filename = _register_source(program.name, source)
+    filename = _register_source(f.name, source)
     namespace: dict = {"__name__": f"symgrad_generated.{f.name}"}
     exec(compile(source, filename, "exec"), namespace)
     # the source stays in linecache (tracebacks show it) as long as the generated code lives
@@ -371,9 +372,13 @@ MODULE_NAMES = FROM_NUMPY | {
 RESERVED = MODULE_NAMES | set(dir(builtins)) | set(keyword.kwlist) | set(keyword.softkwlist)
 
 
-def _identifier(text: str) -> str:
-    name = re.sub(r"\W", "_", text)
-    return name if name and not name[0].isdigit() else f"v_{name}"
+def _has_batch(shape) -> bool:
+    return any(sp.sympify(d).free_symbols for d in shape)
+
+
+def _braces(text) -> str:
+    """``text`` for the inside of an f-string: its braces doubled."""
+    return str(text).replace("{", "{{").replace("}", "}}")
 
 
 def _shape_str(shape) -> str:
@@ -445,15 +450,15 @@ class _Writer:
         self.output_names = {v.name for v in p.outputs}
         self.taken: set[str] = set(RESERVED)
         self.counters: dict[str, int] = {}
-        self.fn = self.claim(_identifier(p.name))
+        self.fn = self.claim(python_identifier(p.name))
         for g in ("buffers", "allocate", "check"):
             self.taken.add(f"_{self.fn}_{g}")
         self.local: dict[str, str] = {}
         for v in [*p.inputs, *[s.out for s in p.body if s.out is not None]]:
-            self.local.setdefault(v.name, self.claim(_identifier(v.name)))
+            self.local.setdefault(v.name, self.claim(python_identifier(v.name)))
         self.names: dict[sp.Symbol, str] = {}
         for sym in [*p.scalars, *p.batch]:
-            self.names[sym] = self.claim(_identifier(sym.name))
+            self.names[sym] = self.claim(python_identifier(sym.name))
         self.uses: set[str] = set()
         # (1, 1) values computed once per call (no matrix operand): read as scalars
         self.per_step = {
@@ -576,7 +581,7 @@ class _Writer:
                 self.uses.add("full")
         if shared:
             text = "shared storage: " + ", ".join(shared)
-            lines += [f"    # {line}" for line in textwrap.wrap(text, 88)]
+            lines += [f"    {line}" for line in python_comment("\n".join(textwrap.wrap(text, 88)))]
         items = [owner[self.plan.buffer[v.name]] for v in values] + [a[0] for a in self.work_arrays]
         tail = ",)" if len(items) == 1 else ")"
         lines += _wrap(f"work = _{self.fn}_buffers[{self.batch_key()}] = (", items, tail, "    ")
@@ -595,30 +600,31 @@ class _Writer:
         args = self.argument_names()
         lines = [f"def _check_{self.fn}({', '.join(args)}):"]
         doc = f"Check the arguments of {fn} one by one; return the batch symbols and scalars."
-        if len(doc) + 10 <= LINE_LENGTH:
-            lines.append(f'    """{doc}"""')
-        else:
-            first, *rest = _wrap_text(doc, LINE_LENGTH - 7)
-            lines += [f'    """{first}', *(f"    {line.strip()}" for line in rest), '    """']
+        text = doc if len(doc) + 10 <= LINE_LENGTH else "\n".join(_wrap_text(doc, LINE_LENGTH - 7))
+        lines.append(python_docstring(text, "    "))
         for v in p.inputs:
-            lines.append(f"    _check_array({fn!r}, {v.name!r}, {self.local[v.name]}, DTYPE)")
+            lines.append(
+                f"    _check_array({python_string(fn)}, {python_string(v.name)}, {self.local[v.name]}, DTYPE)"
+            )
         for sym, (i, axis) in self.binding().items():
             lines.append(f"    {self.names[sym]} = {self.local[p.inputs[i].name]}.shape[{axis}]")
         bound = ", ".join(
-            f"{sym} = {{{self.names[sym]}}} from {p.inputs[i].name}.shape[{axis}]"
+            f"{_braces(sym)} = {{{self.names[sym]}}} from {_braces(p.inputs[i].name)}.shape[{axis}]"
             for sym, (i, axis) in self.binding().items()
         )
         for v in p.inputs:
-            note = f'f" ({bound})"' if any(sp.sympify(d).free_symbols for d in v.shape) else '""'
+            note = "f" + python_string(f" ({bound})", quote='"') if _has_batch(v.shape) else '""'
             lines.append(
-                f"    _check_shape({fn!r}, {v.name!r}, {self.local[v.name]}, "
+                f"    _check_shape({python_string(fn)}, {python_string(v.name)}, {self.local[v.name]}, "
                 f"{self.shape_code(v.shape)}, {_shape_str(v.shape)!r}, {note})"
             )
         for dst in self.updated_inputs():
-            lines.append(f"    _check_updatable({fn!r}, {dst.name!r}, {self.local[dst.name]})")
+            lines.append(
+                f"    _check_updatable({python_string(fn)}, {python_string(dst.name)}, {self.local[dst.name]})"
+            )
         for s in p.scalars:
             lines.append(
-                f"    {self.names[s]} = _check_scalar({fn!r}, {str(s)!r}, {self.names[s]}, DTYPE)"
+                f"    {self.names[s]} = _check_scalar({python_string(fn)}, {python_string(str(s))}, {self.names[s]}, DTYPE)"
             )
         returned = [self.names[b] for b in p.batch] + [self.names[s] for s in p.scalars]
         lines.append(f"    return {', '.join(returned)}" if returned else "    return None")
@@ -658,13 +664,13 @@ class _Writer:
         p = self.p
         lines = [f"def {self.fn}({', '.join(self.argument_names())}):"]
         doc = self.docstring()
-        lines += [f'    """{doc[0]}'] + [f"    {line}".rstrip() for line in doc[1:]] + ['    """']
+        lines.append(python_docstring("\n".join(doc), "    "))
         lines += self.fast_check_lines()
         statements: list[str] = []
         outputs = {v.name for v in p.outputs}
         for s in p.body:
             comment = getattr(s, "comment", "")
-            block = [f"# {line}".rstrip() for line in comment.splitlines()]
+            block = python_comment(comment) if comment else []
             if s.out is not None and s.out.name in self.in_place:
                 dst = self.local[self.in_place[s.out.name]]
                 block.append(
@@ -948,8 +954,8 @@ def _transpose(w: _Writer, s: Transpose) -> list[str]:
 def _guard(w: _Writer, s: Guard) -> list[str]:
     v = w.local[s.value.name]
     return [
-        f"if not math.isfinite({v}[0, 0]):  # guard: {s.what}",
-        f"    raise _not_finite({w.p.name!r}, {s.what!r}, {v})",
+        f"if not math.isfinite({v}[0, 0]):  {python_comment(f'guard: {s.what}')[0]}",
+        f"    raise _not_finite({python_string(w.p.name)}, {python_string(s.what)}, {v})",
     ]
 
 

@@ -326,6 +326,8 @@ def _split(toks: list[Tok], indent: str, inside: bool, line_length: int) -> list
         parts = _delimiter_split(toks)
         if parts is not None and len(parts) > 1:  # one part: an item with its comma
             return [line for part in parts for line in _split(part, indent, True, line_length)]
+    if toks[-1].kind == "open":  # the head of a split (a very long name): left as it is
+        return [text]
     found = (None if inside else _optional_parens(toks, line_length)) or _right_hand_split(toks)
     if found is None:
         return [text]

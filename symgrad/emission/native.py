@@ -14,7 +14,8 @@ order of the arguments) and the hyperparameters the model was compiled with.
 from __future__ import annotations
 
 from codegen.ir import Program
-from codegen.llvm.emit import CFunction, c_identifier
+from codegen.llvm.emit import CFunction
+from codegen.names import c_identifier
 from symgrad.emission.python import ModelSource
 
 KERNELS = (
@@ -90,7 +91,7 @@ def model_header_doc(m: ModelSource) -> str:
         "Gradients of the loss, dL/dW for each weight W:",
         *(f"    {path}: {formula}" for path, formula in m.gradient_formulas.items()),
     ]
-    return "\n".join(lines).replace("*/", "* /")
+    return "\n".join(lines)  # codegen.llvm.emit escapes it (codegen.names.c_comment)
 
 
 def function_c(program: Program, prefix: str, formulas: dict[str, str]) -> CFunction:
@@ -98,4 +99,4 @@ def function_c(program: Program, prefix: str, formulas: dict[str, str]) -> CFunc
     doc = f"{program.name}, compiled by symgrad:\n" + "\n".join(
         f"    {name} = {formula}" for name, formula in formulas.items()
     )
-    return CFunction(f"{prefix}_{c_identifier(program.name)}", program, doc.replace("*/", "* /"))
+    return CFunction(f"{prefix}_{c_identifier(program.name)}", program, doc)

@@ -69,7 +69,7 @@ def emit(
         raise ValueError(f"cpu must be one of {CPUS}. Received: cpu={cpu!r}")
     path = Path(path)
     _check_destination(path)
-    prefix = _c_prefix(path if prefix is None else None, prefix)
+    prefix = _c_prefix(path, prefix) if target != "python" else ""
     if isinstance(source, CompiledFunction):
         if weights:
             raise ValueError("weights=True needs a model; a compiled function has no weights")
@@ -90,13 +90,15 @@ def emit(
     return [p for p, _, _ in files]
 
 
-def _c_prefix(path: Path | None, prefix: str | None) -> str:
-    """``prefix``, or the file name without suffixes and a leading ``lib``, as a C identifier."""
-    if path is not None:
+def _c_prefix(path: Path, prefix: str | None) -> str:
+    """``prefix``, or the file name without suffixes and a leading ``lib`` as a C identifier;
+    checked (``codegen.names.check_c_prefix``): no system header is shadowed by PREFIX.h."""
+    from codegen.names import c_identifier, check_c_prefix
+
+    if prefix is None:
         stem = path.name.split(".")[0]
-        prefix = stem[3:] if stem.startswith("lib") and len(stem) > 3 else stem
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in prefix)
-    return name if name and not name[0].isdigit() else f"_{name}"
+        prefix = c_identifier(stem[3:] if stem.startswith("lib") and len(stem) > 3 else stem)
+    return check_c_prefix(prefix)
 
 
 def _check_destination(path: Path) -> None:

@@ -91,6 +91,11 @@ class Sequential(Trainer):
     """
 
     def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(
+                "A model name must be a string (any text: generated code escapes it). "
+                f"Received: name={name!r} of type {type(name).__name__}"
+            )
         self.name = name or "sequential"
         self._layers: list[Layer] = []
         self._input_layer: InputLayer | None = None
