@@ -14,8 +14,11 @@ the scalars, one caller-allocated array per distinct output, then the workspace:
 scratch of ``NAME_workspace_size(...)`` bytes holding the planned work buffers
 (64-byte aligned offsets), or NULL to have the call ``malloc`` and ``free`` it. The
 return value is ``step_impl``'s: 0, or k when the k-th guard failed (nothing was
-updated); -1 when the workspace could not be allocated. No global state: calls
-with distinct workspaces may run concurrently.
+updated); or, checked before anything is read, one of ``STATUS``: -1 when the
+workspace could not be allocated, -2 for a negative batch size or one whose
+arrays overflow INT64_MAX bytes (``NAME_workspace_size`` then returns SIZE_MAX),
+-3 for a NULL array. No global state: calls with distinct workspaces may run
+concurrently.
 
 Matrix products use the generated loop nest of ``codegen.llvm.blas`` (provider
 ``generated``), so the library needs nothing but libc (``malloc``, ``free``,
@@ -58,6 +61,9 @@ from codegen.names import (
     llvm_name,
 )
 
+# What every exported function returns besides 0 (success) and k > 0 (the k-th guard failed);
+# the header defines each as PREFIX_STATUS_<NAME>.
+STATUS = {"no_memory": -1, "bad_batch": -2, "null_argument": -3}
 ALIGN = 64  # bytes: every work buffer starts on a cache line
 C_TYPES = {"float64": "double", "float32": "float"}
 CPUS = LLVMBackend.cpus
@@ -134,7 +140,52 @@ def _slot_bytes(b: ir.IRBuilder, dims: dict, layout: Layout, slot: int, itemsize
     return b.and_(b.add(nbytes, i64(ALIGN - 1)), i64(-ALIGN))
 
 
+class _CheckedSizes:
+    """Sizes in bytes computed with overflow checks: ``bad`` is set by a negative size or
+    a product or sum beyond INT64_MAX (the call then returns ``STATUS["bad_batch"]``)."""
+
+    def __init__(self, b: ir.IRBuilder, dims: dict):
+        self.b, self.dims = b, dims
+        self.bad = ir.Constant(ir.IntType(1), 0)
+        for value in dims.values():
+            self.flag(b.icmp_signed("<", value, i64(0)))
+
+    def flag(self, condition) -> None:
+        self.bad = self.b.or_(self.bad, condition)
+
+    def op(self, method, x, y):
+        result = method(x, y)
+        self.flag(self.b.extract_value(result, 1))
+        return self.b.extract_value(result, 0)
+
+    def dim(self, expr) -> ir.Value:
+        """``lower_dim`` with every + and * checked; the result checked for >= 0."""
+        expr = sp.sympify(expr)
+        if expr.is_Integer or (expr.is_Symbol and expr in self.dims):
+            return lower_dim(self.b, self.dims, expr)
+        if isinstance(expr, (sp.Add, sp.Mul)):
+            method = self.b.sadd_with_overflow if expr.is_Add else self.b.smul_with_overflow
+            parts = [self.dim(a) for a in expr.args]
+            acc = parts[0]
+            for part in parts[1:]:
+                acc = self.op(method, acc, part)
+            self.flag(self.b.icmp_signed("<", acc, i64(0)))
+            return acc
+        return lower_dim(self.b, self.dims, expr)  # raises: an unsupported shape expression
+
+    def slot_bytes(self, shape, itemsize: int) -> ir.Value:
+        """Bytes of an array of ``shape``, rounded up to ``ALIGN``."""
+        rows, cols = (self.dim(d) for d in shape)
+        nbytes = self.op(
+            self.b.smul_with_overflow, self.op(self.b.smul_with_overflow, rows, cols), i64(itemsize)
+        )
+        padded = self.op(self.b.sadd_with_overflow, nbytes, i64(ALIGN - 1))
+        return self.b.and_(padded, i64(-ALIGN))
+
+
 def _build_workspace_size(module, program: Program, layout: Layout) -> ir.Function:
+    """``NAME_workspace_size(n...)``: the bytes of the work buffers, or SIZE_MAX when the
+    batch sizes are negative or make any array of the call overflow INT64_MAX bytes."""
     fn = ir.Function(
         module,
         ir.FunctionType(I64, [I64] * len(program.batch)),
@@ -145,11 +196,14 @@ def _build_workspace_size(module, program: Program, layout: Layout) -> ir.Functi
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     dims = dict(zip(program.batch, fn.args))
     itemsize = FORMATS[program.dtype].bits // 8
+    sizes = _CheckedSizes(b, dims)
+    work = set(_work_slots(program, layout))
     total = i64(0)
-    for slot in _work_slots(program, layout):
-        size = _slot_bytes(b, dims, layout, slot, itemsize)
-        total = b.add(total, size, name=llvm_name(layout.names[slot]))
-    b.ret(total)
+    for slot, shape in enumerate(layout.shapes):  # every array of the call must be sizable
+        size = sizes.slot_bytes(shape, itemsize)
+        if slot in work:
+            total = sizes.op(b.sadd_with_overflow, total, size)
+    b.ret(b.select(sizes.bad, i64(-1), total))
     return fn
 
 
@@ -177,6 +231,13 @@ def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt) -
         start += len(group)
     batch, arrays, scalar_args, out_args, (workspace,) = args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    null = ir.Constant(PTR, None)
+    missing = ir.Constant(ir.IntType(1), 0)
+    for pointer in [*arrays, *out_args]:
+        missing = b.or_(missing, b.icmp_unsigned("==", pointer, null))
+    _return_if(b, fn, missing, STATUS["null_argument"], "null_argument")
+    size = b.call(size_fn, list(batch), name="workspace_bytes")
+    _return_if(b, fn, b.icmp_signed("<", size, i64(0)), STATUS["bad_batch"], "bad_batch")
     dims = _array(b, I64, list(batch), "dims")
     scalars = _array(b, ty, list(scalar_args), "scalars")
     slots = b.alloca(PTR, size=max(1, len(layout.names)), name="buffers")
@@ -186,7 +247,7 @@ def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt) -
     for v, out in zip(outputs, out_args):
         if v.name not in inputs:
             store(b, PTR, out, slots, i64(layout.slot_of[v.name]))
-    work = _workspace(b, fn, size_fn, list(batch), workspace)
+    work = _workspace(b, fn, size, workspace)
     dim_values = dict(zip(program.batch, batch))
     itemsize = fmt.bits // 8
     offset = i64(0)
@@ -217,8 +278,19 @@ def _array(b: ir.IRBuilder, ty: ir.Type, values: list, name: str) -> ir.Value:
     return array
 
 
-def _workspace(b: ir.IRBuilder, fn, size_fn, batch: list, given_ptr) -> ir.Value:
-    """The caller's workspace, or one from malloc (the function returns -1 if that fails)."""
+def _return_if(b: ir.IRBuilder, fn, condition, status: int, name: str) -> None:
+    """Return ``status`` when ``condition`` holds; continue in a new block otherwise."""
+    fail, ok = fn.append_basic_block(f"{name}.fail"), fn.append_basic_block(f"{name}.ok")
+    b.cbranch(condition, fail, ok)
+    b.position_at_end(fail)
+    b.ret(ir.Constant(I32, status))
+    b.position_at_end(ok)
+
+
+def _workspace(b: ir.IRBuilder, fn, size, given_ptr) -> ir.Value:
+    """The caller's workspace, or one from malloc (the function returns -1 if that fails).
+
+    malloc gets at least one byte: ``malloc(0)`` may return NULL, which is no failure."""
     null = ir.Constant(PTR, None)
     given, allocate, failed, allocated, ready = (
         fn.append_basic_block(name)
@@ -233,7 +305,9 @@ def _workspace(b: ir.IRBuilder, fn, size_fn, batch: list, given_ptr) -> ir.Value
     b.cbranch(b.icmp_unsigned("==", given_ptr, null), allocate, given)
     b.position_at_end(allocate)
     malloc = _declare(fn.module, "malloc", ir.FunctionType(PTR, [I64]))
-    owned = b.call(malloc, [b.call(size_fn, batch)], name="owned")
+    owned = b.call(
+        malloc, [b.select(b.icmp_signed("==", size, i64(0)), i64(1), size)], name="owned"
+    )
     b.cbranch(b.icmp_unsigned("==", owned, null), failed, allocated)
     b.position_at_end(failed)
     b.ret(ir.Constant(I32, -1))
@@ -318,8 +392,14 @@ Conventions
     batch serves every smaller batch and may be reused from call to call. Pass
     NULL to have the function malloc and free its scratch on each call.
   - Return value: 0 on success; k > 0 when the k-th finiteness guard failed
-    (e.g. the loss is nan or inf): nothing was updated; -1 when the workspace
-    could not be allocated.
+    (e.g. the loss is nan or inf): nothing was updated. Errors, checked before
+    anything is read or written ({upper}_STATUS_* below):
+      -1  NO_MEMORY      workspace was NULL and malloc failed;
+      -2  BAD_BATCH      a batch size is negative, or so large that the size of
+                         an array of the call in bytes exceeds INT64_MAX;
+      -3  NULL_ARGUMENT  an array argument (input or output) is NULL.
+  - NAME_workspace_size(...) returns SIZE_MAX ((size_t)-1) for batch sizes that
+    give BAD_BATCH.
   - No global state: calls with distinct workspaces may run concurrently.
   - Self-contained: matrix products are generated loops (no BLAS); needs libc."""
 
@@ -335,13 +415,19 @@ def c_header(name: str, functions: list[CFunction], *, doc: str = "", defines=()
     lines += [f" * {line}".rstrip() for line in c_comment(doc.strip())] if doc.strip() else []
     if doc.strip():
         lines.append(" *")
+    upper = c_identifier(name).upper()
     conventions = CONVENTIONS.format(
-        ctype=ctype, batch=f" ({', '.join(batch)} = rows in the batch)" if batch else ""
+        ctype=ctype,
+        batch=f" ({', '.join(batch)} = rows in the batch)" if batch else "",
+        upper=upper,
     )
     lines += [f" * {line}".rstrip() for line in conventions.splitlines()]
     lines += [" */", f"#ifndef {guard}", f"#define {guard}", ""]
     lines += ["#include <stddef.h>", "#include <stdint.h>", ""]
     lines += ["#ifdef __cplusplus", 'extern "C" {', "#endif", ""]
+    lines += [f"#define {upper}_STATUS_OK 0"]
+    lines += [f"#define {upper}_STATUS_{key.upper()} ({code})" for key, code in STATUS.items()]
+    lines.append("")
     for macro, value, comment in defines:
         lines.append(
             f"#define {macro} {value}" + (f"  /* {_inline(comment)} */" if comment else "")

@@ -181,3 +181,70 @@ def test_c_example_trains_like_the_python_model(tmp_path):
     history = build_model().fit(x, labels, epochs=4, batch_size=32, shuffle=False, verbose=0)
     np.testing.assert_allclose(c_losses, history.history["loss"], rtol=1e-6)
     assert all(b < a for a, b in zip(c_losses, c_losses[1:]))  # it learns
+
+
+def _entry_arguments(model, n: int):
+    """(function name, arguments) of each entry point for a batch of ``n`` rows."""
+    x, labels = data("adam", rows=max(n, 1))
+    y = np.eye(3)[labels]
+    weights = [np.ascontiguousarray(w) for w in model.get_weights()]
+    slots = [np.zeros_like(w) for w in weights for _ in range(2)]
+    grads = [np.empty_like(w) for w in weights]
+    loss, p = np.empty((1, 1)), np.empty((max(n, 1), 3))
+    scalars = [ctypes.c_double(v) for v in (0.9, 0.999, 1e-7, 0.01, 1.0)]
+    return {
+        "mlp_forward": [x, *weights, p],
+        "mlp_loss_and_gradients": [x, y, *weights, loss, *grads],
+        "mlp_train_step": [x, y, *weights, *slots, *scalars, loss],
+    }
+
+
+def _call(lib, name, n, arguments, workspace=None):
+    converted = [a if isinstance(a, ctypes.c_double) else pointer(a) for a in arguments]
+    return getattr(lib, name)(ctypes.c_int64(n), *converted, workspace)
+
+
+@pytest.mark.parametrize("n", [-1, -(2**63), 2**58, 2**62, 2**63 - 1])
+def test_bad_batch_sizes_return_bad_batch_and_touch_nothing(library, n):
+    lib, model, folder = library
+    header = (folder / "mlp.h").read_text()
+    assert "#define MLP_STATUS_BAD_BATCH (-2)" in header and "-2  BAD_BATCH" in header
+    for name, arguments in _entry_arguments(model, 4).items():
+        size = getattr(lib, f"{name}_workspace_size")
+        size.restype = ctypes.c_size_t
+        assert size(ctypes.c_int64(n)) == 2**64 - 1, name  # SIZE_MAX: no size to allocate
+        before = [a.copy() for a in arguments if isinstance(a, np.ndarray)]
+        workspace = np.zeros(64, np.uint8)  # a too-small workspace is never written either
+        for given in (None, pointer(workspace)):
+            assert _call(lib, name, n, arguments, given) == -2, name
+        after = [a for a in arguments if isinstance(a, np.ndarray)]
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(after, before)), name
+        assert not workspace.any()
+
+
+def test_null_arrays_return_null_argument(library):
+    lib, model, folder = library
+    assert "#define MLP_STATUS_NULL_ARGUMENT (-3)" in (folder / "mlp.h").read_text()
+    for name, arguments in _entry_arguments(model, 4).items():
+        arrays = [k for k, a in enumerate(arguments) if isinstance(a, np.ndarray)]
+        for k in arrays:
+            before = [a.copy() for a in arguments if isinstance(a, np.ndarray)]
+            converted = [
+                None if i == k else a if isinstance(a, ctypes.c_double) else pointer(a)
+                for i, a in enumerate(arguments)
+            ]
+            assert getattr(lib, name)(ctypes.c_int64(4), *converted, None) == -3, (name, k)
+            after = [a for a in arguments if isinstance(a, np.ndarray)]
+            assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(after, before))
+
+
+def test_an_empty_batch_is_no_error(library):
+    """n = 0 is a valid batch (not BAD_BATCH): no rows to predict, no scratch needed."""
+    lib, model, _ = library
+    arguments = _entry_arguments(model, 0)
+    size = lib.mlp_forward_workspace_size
+    size.restype = ctypes.c_size_t
+    assert size(ctypes.c_int64(0)) == 0  # the work buffers all have n rows
+    assert _call(lib, "mlp_forward", 0, arguments["mlp_forward"]) == 0
+    # the mean loss over no rows is nan: the guard refuses the step, as for any nan loss
+    assert _call(lib, "mlp_train_step", 0, arguments["mlp_train_step"]) == 1
