@@ -216,15 +216,9 @@ def test_emit_function_with_hostile_names(kind, marker, tmp_path):
     for got, want in zip(_run(module.fn), expected):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
-    symgrad.emit(fn, tmp_path / "function.ll", target="llvm-ir")
-    text = (tmp_path / "function.ll").read_text()
-    _check_llvm_names(text)
-    llvm.parse_assembly(text).verify()
-    if CC is None:
+    lib = _native(fn, tmp_path, "function")
+    if lib is None:
         return
-    symgrad.emit(fn, tmp_path / "libfunction.so", target="shared")
-    _syntax_check(tmp_path / "function.h")
-    lib = ctypes.CDLL(str(tmp_path / "libfunction.so"))
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((5, 3)), rng.standard_normal((3, 1))
     loss, dw = np.empty((1, 1)), np.empty((3, 1))
@@ -236,6 +230,20 @@ def test_emit_function_with_hostile_names(kind, marker, tmp_path):
     assert status == 0
     for got, want in zip([loss, dw, w], expected):
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def _native(source, folder, stem: str):
+    """Emit ``source`` as LLVM IR (checked, parsed, verified) and, with a C compiler, as a
+    shared library whose header passes ``_syntax_check``: the loaded library, or None."""
+    symgrad.emit(source, folder / f"{stem}.ll", target="llvm-ir")
+    text = (folder / f"{stem}.ll").read_text()
+    _check_llvm_names(text)
+    llvm.parse_assembly(text).verify()
+    if CC is None:
+        return None
+    symgrad.emit(source, folder / f"lib{stem}.so", target="shared")
+    _syntax_check(folder / f"{stem}.h")
+    return ctypes.CDLL(str(folder / f"lib{stem}.so"))
 
 
 def _syntax_check(header):
@@ -319,15 +327,9 @@ def test_emit_model_with_hostile_names(kind, marker, tmp_path):
     history = model.fit(x, y, epochs=2, batch_size=5, shuffle=False, verbose=0)
     np.testing.assert_allclose(losses, history.history["loss"], rtol=1e-10)
 
-    symgrad.emit(model, tmp_path / "model.ll", target="llvm-ir")
-    text = (tmp_path / "model.ll").read_text()
-    _check_llvm_names(text)
-    llvm.parse_assembly(text).verify()
-    if CC is None:
+    lib = _native(model, tmp_path, "model")
+    if lib is None:
         return
-    symgrad.emit(model, tmp_path / "libmodel.so", target="shared")
-    _syntax_check(tmp_path / "model.h")
-    lib = ctypes.CDLL(str(tmp_path / "libmodel.so"))
     weights = [np.ascontiguousarray(w) for w in model.get_weights()]
     p = np.empty((len(x), 2))
     args = [x, *weights, p]
