@@ -40,6 +40,7 @@ from symgrad.layers import Dense, Input
 from symgrad.models import Sequential, load_model
 
 CC = c_compiler()
+BACKENDS = list(symgrad.compiler.BACKENDS)  # every registered backend
 P = ctypes.c_void_p
 
 
@@ -153,7 +154,7 @@ def _reference(backend):
     return _run(fn)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", NAMES)
 def test_compile_with_hostile_symbol_names(kind, backend, marker):
     name = name_of(kind, marker)
@@ -176,7 +177,7 @@ def _check_llvm_names(text: str) -> None:
         assert line.isprintable()
 
 
-@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", NAMES)
 def test_compile_with_hostile_program_names(kind, backend, marker):
     name = name_of(kind, marker)
@@ -287,7 +288,7 @@ def _trained(model):
     return model.get_weights()
 
 
-@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", table(("triple_quotes", "newline", "keyword", "unicode", "long")))
 def test_layer_names(kind, backend, marker):
     name = name_of(kind, marker)
@@ -303,7 +304,7 @@ def test_layer_names(kind, backend, marker):
             np.testing.assert_allclose(w, expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_names_equal_after_normalization_train_like_distinct_ones(backend):
     """``ｄ_dense`` is ``d_dense`` to Python: it must not meet the gradient ``d_dense``."""
     x, y = _data()
