@@ -600,8 +600,9 @@ class _Writer:
         args = self.argument_names()
         lines = [f"def _check_{self.fn}({', '.join(args)}):"]
         doc = f"Check the arguments of {fn} one by one; return the batch symbols and scalars."
-        text = doc if len(doc) + 10 <= LINE_LENGTH else "\n".join(_wrap_text(doc, LINE_LENGTH - 7))
-        lines.append(python_docstring(text, "    "))
+        if len(doc) + 10 > LINE_LENGTH:  # continuation lines at the docstring's own indent
+            doc = "\n".join(line.strip() for line in _wrap_text(doc, LINE_LENGTH - 7))
+        lines.append(python_docstring(doc, "    "))
         for v in p.inputs:
             lines.append(
                 f"    _check_array({python_string(fn)}, {python_string(v.name)}, {self.local[v.name]}, DTYPE)"
