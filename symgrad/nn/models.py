@@ -30,7 +30,7 @@ from symgrad.nn import layers as layers_module
 from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
 from symgrad.nn.layers import InputLayer, Layer, Variable, snake_case
-from symgrad.nn.trainer import Trainer, forward
+from symgrad.nn.trainer import Trainer, TrainingGraph, forward
 
 
 def read_npz(filepath, what: str) -> dict[str, np.ndarray]:
@@ -81,9 +81,168 @@ def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> N
     write_atomic(path, buffer.getvalue(), fsync=True)
 
 
-class Sequential(Trainer):
-    """A linear stack of layers: its weights, config and files; ``compile``, ``fit``... come
+class Model(Trainer):
+    """What every model has: weights and their files, formulas; ``compile``, ``fit``... come
     from :class:`~symgrad.nn.trainer.Trainer`, as in Keras.
+
+    ``Model(inputs, outputs)`` builds a functional model
+    (:class:`symgrad.nn.functional.Functional`); :class:`Sequential` is the stack of layers.
+    A subclass provides ``layers``, ``weights``, ``input_dim``, ``output_dim``,
+    ``built``, ``build`` and ``_forward()`` (its symbolic forward pass).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Model:  # Keras's spelling of a functional model: Model(inputs, outputs)
+            from symgrad.nn.functional import Functional  # it subclasses Model
+
+            return super().__new__(Functional)
+        return super().__new__(cls)
+
+    def count_params(self) -> int:
+        return sum(w.shape[0] * w.shape[1] for w in self.weights)
+
+    def _materialize(self) -> None:
+        """Give every weight without a value its initial value (drawn in layer order)."""
+        for w in self.weights:
+            if w.value is None:
+                w.value = np.ascontiguousarray(
+                    w.initializer(w.shape, self._init_rng), dtype=self.dtype
+                )
+
+    def _build_from_weights(self, stored: dict[str, np.ndarray]) -> None:
+        """Build an unbuilt model from the shapes in a weights file (a Sequential can)."""
+
+    def _restorable(self) -> list:
+        """What ``load_weights`` puts back as it was when the file is refused."""
+        return [self]
+
+    # ------------------------------------------------------------------
+    # Weights
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights, layer by layer (kernel, then bias)."""
+        if self.built:
+            self._materialize()
+        return [w.value.copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Replace the weights (same order and shapes as ``get_weights()``); checked first."""
+        self._assign_weights(self._checked_weights(weights))
+
+    def _checked_weights(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``weights`` as arrays of the right shapes, all finite (else ValueError, nothing changed)."""
+        variables = self.weights
+        weights = list(weights)
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"set_weights expects {len(variables)} arrays "
+                f"({', '.join(w.path for w in variables)}). Received: {len(weights)} arrays"
+            )
+        arrays = []
+        for var, value in zip(variables, weights):
+            array = (
+                data.as_matrix(value, var.path)
+                if np.ndim(value) == 2
+                else np.asarray(value, dtype=float)
+            )
+            if array.shape != var.shape:
+                raise ValueError(
+                    f"Weight {var.path} has shape {var.shape}. Received: an array of shape {np.shape(value)}"
+                )
+            data.check_finite(array, var.path)
+            arrays.append(array)
+        return arrays
+
+    def _assign_weights(self, arrays: Sequence[np.ndarray]) -> None:
+        for var, array in zip(self.weights, arrays):
+            if var.value is None:
+                var.value = np.empty(var.shape, dtype=self.dtype)
+            var.value[...] = array
+
+    def _weight_file_arrays(self) -> dict[str, np.ndarray]:
+        self._materialize()
+        arrays = {w.path: w.value for w in self.weights}
+        if self.optimizer is not None:
+            for var in self.optimizer.variables:
+                arrays[f"optimizer/{var.path}"] = var.value
+            arrays["optimizer/iterations"] = np.array(self.optimizer.iterations)
+        return arrays
+
+    def save_weights(self, filepath: str | os.PathLike) -> None:
+        """Weights and optimizer state to an ``.npz`` file, written atomically."""
+        if not self.built:
+            raise ValueError("The model has no weights yet (it is not built): nothing to save.")
+        atomic_save_npz(filepath, self._weight_file_arrays())
+
+    def load_weights(self, filepath: str | os.PathLike) -> None:
+        """Weights (and optimizer state, when compiled alike) from ``save_weights``'s file.
+
+        The whole file is checked before anything changes: an unreadable file, missing or
+        misshapen weights, non-finite values, a step counter that is not a non-negative
+        integer or negative squared-gradient slots raise ValueError and leave the model
+        as it was (an unbuilt model is not left built).
+        """
+        stored = read_npz(filepath, "a weights file (model.save_weights)")
+        where = _file_name(filepath)
+        with _restored_on_error(*self._restorable()):
+            self._build_from_weights(stored)
+            missing = [w.path for w in self.weights if w.path not in stored]
+            if missing:
+                raise ValueError(
+                    f"{where} does not hold weights for {', '.join(missing)}; "
+                    f"it holds: {', '.join(k for k in stored if not k.startswith('optimizer/'))}"
+                )
+            weights = self._checked_weights([stored[w.path] for w in self.weights])
+            prefix = "optimizer/"
+            state = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+            optimizers.check_state(state, self.optimizer, where)
+        # the whole file is sound: now change the model
+        self._assign_weights(weights)
+        self._pending_optimizer_state = state or None
+        if self._programs_cache is not None and "train" in self._programs_cache._cache:
+            self._apply_pending_optimizer_state()
+
+    def save(self, filepath: str | os.PathLike) -> None:
+        """Architecture, compile settings, weights and optimizer state in one ``.npz`` (atomic)."""
+        arrays = self._weight_file_arrays() if self.built else {}
+        arrays["__config__"] = np.array(json.dumps(self.get_config()))
+        atomic_save_npz(filepath, arrays)
+
+    # ------------------------------------------------------------------
+    # Inspection
+
+    def gradient_formulas(self) -> dict[str, sp.Expr]:
+        """Simplified dL/dW per weight, keyed by Keras path (``dense_1/kernel``)."""
+        from symgrad import formulas as inspect
+
+        self._require_compiled("gradient_formulas")
+        graph = self._training_graph()
+        wrt = [w.symbol for w in graph.weights]
+        simplified = inspect.gradients(graph.raw_loss, wrt, context=[graph.output]).simplified
+        return {w.path: simplified[w.symbol] for w in graph.weights}
+
+    def forward_formulas(self) -> dict[str, sp.Expr]:
+        """The named intermediates in order: ``{"Z1": X*dense_kernel + dense_bias, ...}``."""
+        graph = self._training_graph()
+        out = {n.name: n.body for names in graph.layer_names.values() for n in names}
+        out.setdefault("P", graph.output.body)  # a model that only passes X through
+        if graph.loss is not None:
+            out["loss"] = graph.loss
+        return out
+
+    def explain(self) -> str:
+        """The chain rule step by step, from the loss down to every weight."""
+        from symgrad import formulas as inspect
+
+        self._require_compiled("explain")
+        graph = self._training_graph()
+        return inspect.explain(
+            graph.raw_loss, [w.symbol for w in graph.weights], context=[graph.output]
+        )
+
+
+class Sequential(Model):
+    """A linear stack of layers.
 
     Intermediates are named for the formulas and the generated code: the k-th
     ``Dense`` computes ``Zk`` (and ``Ak`` with an activation), the output is
@@ -203,105 +362,17 @@ class Sequential(Trainer):
     def weights(self) -> list[Variable]:
         return [w for layer in self._layers for w in layer.weights]
 
-    def count_params(self) -> int:
-        return sum(layer.count_params() for layer in self._layers)
+    def _build_from_weights(self, stored):
+        if not self.built and self._layers:  # the first kernel tells the input size
+            kernel = stored.get(f"{self._layers[0].name}/kernel")
+            if kernel is not None and kernel.ndim == 2:
+                self.build(input_dim=kernel.shape[0])
 
-    def _materialize(self) -> None:
-        """Give every weight without a value its initial value (drawn in layer order)."""
-        for w in self.weights:
-            if w.value is None:
-                w.value = np.ascontiguousarray(
-                    w.initializer(w.shape, self._init_rng), dtype=self.dtype
-                )
+    def _restorable(self) -> list:
+        return [self, self._input_layer, *self._layers]
 
-    # ------------------------------------------------------------------
-    # Weights
-
-    def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights, layer by layer (kernel, then bias)."""
-        if self.built:
-            self._materialize()
-        return [w.value.copy() for w in self.weights]
-
-    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        """Replace the weights (same order and shapes as ``get_weights()``); checked first."""
-        self._assign_weights(self._checked_weights(weights))
-
-    def _checked_weights(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """``weights`` as arrays of the right shapes, all finite (else ValueError, nothing changed)."""
-        variables = self.weights
-        weights = list(weights)
-        if len(weights) != len(variables):
-            raise ValueError(
-                f"set_weights expects {len(variables)} arrays "
-                f"({', '.join(w.path for w in variables)}). Received: {len(weights)} arrays"
-            )
-        arrays = []
-        for var, value in zip(variables, weights):
-            array = (
-                data.as_matrix(value, var.path)
-                if np.ndim(value) == 2
-                else np.asarray(value, dtype=float)
-            )
-            if array.shape != var.shape:
-                raise ValueError(
-                    f"Weight {var.path} has shape {var.shape}. Received: an array of shape {np.shape(value)}"
-                )
-            data.check_finite(array, var.path)
-            arrays.append(array)
-        return arrays
-
-    def _assign_weights(self, arrays: Sequence[np.ndarray]) -> None:
-        for var, array in zip(self.weights, arrays):
-            if var.value is None:
-                var.value = np.empty(var.shape, dtype=self.dtype)
-            var.value[...] = array
-
-    def _weight_file_arrays(self) -> dict[str, np.ndarray]:
-        self._materialize()
-        arrays = {w.path: w.value for w in self.weights}
-        if self.optimizer is not None:
-            for var in self.optimizer.variables:
-                arrays[f"optimizer/{var.path}"] = var.value
-            arrays["optimizer/iterations"] = np.array(self.optimizer.iterations)
-        return arrays
-
-    def save_weights(self, filepath: str | os.PathLike) -> None:
-        """Weights and optimizer state to an ``.npz`` file, written atomically."""
-        if not self.built:
-            raise ValueError("The model has no weights yet (it is not built): nothing to save.")
-        atomic_save_npz(filepath, self._weight_file_arrays())
-
-    def load_weights(self, filepath: str | os.PathLike) -> None:
-        """Weights (and optimizer state, when compiled alike) from ``save_weights``'s file.
-
-        The whole file is checked before anything changes: an unreadable file, missing or
-        misshapen weights, non-finite values, a step counter that is not a non-negative
-        integer or negative squared-gradient slots raise ValueError and leave the model
-        as it was (an unbuilt model is not left built).
-        """
-        stored = read_npz(filepath, "a weights file (model.save_weights)")
-        where = _file_name(filepath)
-        with _restored_on_error(self, self._input_layer, *self._layers):
-            if not self.built and self._layers:  # the first kernel tells the input size
-                kernel = stored.get(f"{self._layers[0].name}/kernel")
-                if kernel is not None and kernel.ndim == 2:
-                    self.build(input_dim=kernel.shape[0])
-            missing = [w.path for w in self.weights if w.path not in stored]
-            if missing:
-                raise ValueError(
-                    f"{where} does not hold weights for {', '.join(missing)}; "
-                    f"it holds: {', '.join(k for k in stored if not k.startswith('optimizer/'))}"
-                )
-            weights = self._checked_weights([stored[w.path] for w in self.weights])
-            prefix = "optimizer/"
-            state = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
-            optimizers.check_state(state, self.optimizer, where)
-        # the whole file is sound: now change the model
-        self._assign_weights(weights)
-        self._pending_optimizer_state = state or None
-        if self._programs_cache is not None and "train" in self._programs_cache._cache:
-            self._apply_pending_optimizer_state()
+    def _forward(self) -> TrainingGraph:
+        return forward(self._layers, self._input_dim)
 
     # ------------------------------------------------------------------
     # Whole-model files
@@ -327,43 +398,8 @@ class Sequential(Trainer):
             }
         return config
 
-    def save(self, filepath: str | os.PathLike) -> None:
-        """Architecture, compile settings, weights and optimizer state in one ``.npz`` (atomic)."""
-        arrays = self._weight_file_arrays() if self.built else {}
-        arrays["__config__"] = np.array(json.dumps(self.get_config()))
-        atomic_save_npz(filepath, arrays)
-
     # ------------------------------------------------------------------
     # Inspection
-
-    def gradient_formulas(self) -> dict[str, sp.Expr]:
-        """Simplified dL/dW per weight, keyed by Keras path (``dense_1/kernel``)."""
-        from symgrad import formulas as inspect
-
-        self._require_compiled("gradient_formulas")
-        graph = self._training_graph()
-        wrt = [w.symbol for w in graph.weights]
-        simplified = inspect.gradients(graph.raw_loss, wrt, context=[graph.output]).simplified
-        return {w.path: simplified[w.symbol] for w in graph.weights}
-
-    def forward_formulas(self) -> dict[str, sp.Expr]:
-        """The named intermediates in order: ``{"Z1": X*dense_kernel + dense_bias, ...}``."""
-        graph = self._training_graph()
-        out = {n.name: n.body for names in graph.layer_names.values() for n in names}
-        out.setdefault("P", graph.output.body)  # a model that only passes X through
-        if graph.loss is not None:
-            out["loss"] = graph.loss
-        return out
-
-    def explain(self) -> str:
-        """The chain rule step by step, from the loss down to every weight."""
-        from symgrad import formulas as inspect
-
-        self._require_compiled("explain")
-        graph = self._training_graph()
-        return inspect.explain(
-            graph.raw_loss, [w.symbol for w in graph.weights], context=[graph.output]
-        )
 
     def summary(self, print_fn=None) -> None:
         """Print layers, output shapes, parameter counts and the formula each layer computes."""

@@ -336,11 +336,12 @@ class Tracker:
 class Trainer:
     """The Keras verbs of a model: ``compile``, ``fit``, ``evaluate``, ``predict``, ``*_on_batch``.
 
-    The model (a subclass: :class:`symgrad.nn.models.Sequential`) provides its
-    structure and weights: ``layers``, ``input_dim``, ``output_dim``, ``built``,
-    ``build(input_dim=...)``, ``weights`` (:class:`Variable` list) and
-    ``_materialize()`` (initial values for weights without one).  The trainer
-    holds the rest: optimizer, loss, metrics, backend and dtype, the compiled
+    The model (a subclass of :class:`symgrad.nn.models.Model`: ``Sequential`` or a
+    functional model) provides its structure and weights: ``layers``, ``input_dim``,
+    ``output_dim``, ``built``, ``build(input_dim=...)``, ``weights`` (:class:`Variable`
+    list), ``_forward()`` (its :class:`TrainingGraph`) and ``_materialize()`` (initial
+    values for weights without one).  The trainer holds the rest: optimizer, loss,
+    metrics, backend and dtype, the compiled
     programs, the random generators and the optimizer state waiting to be loaded.
     """
 
@@ -440,7 +441,7 @@ class Trainer:
                 "layer, call model.build(input_dim=...), or call fit / predict with data."
             )
         if self._graph is None:
-            graph = forward(self.layers, self.input_dim)
+            graph = self._forward()
             self._graph = add_loss(graph, self.loss) if self.loss is not None else graph
         return self._graph
 
