@@ -1,4 +1,4 @@
-"""symgrad.layers: Keras-style layers (defined in :mod:`symgrad.nn.layers`)."""
+"""symgrad.layers: Keras-style layers (defined in :mod:`symgrad.nn.layers` and :mod:`symgrad.nn.merge`)."""
 
 from symgrad.nn.layers import (
     LAYERS,
@@ -6,14 +6,32 @@ from symgrad.nn.layers import (
     Dense,
     Input,
     InputLayer,
+    KerasTensor,
     Layer,
+)
+from symgrad.nn.merge import (
+    Add,
+    Average,
+    Maximum,
+    Merge,
+    Minimum,
+    Multiply,
+    Subtract,
 )
 
 __all__ = [
     "LAYERS",
     "Activation",
     "Dense",
+    "Add",
+    "Average",
     "Input",
     "InputLayer",
+    "KerasTensor",
     "Layer",
+    "Maximum",
+    "Merge",
+    "Minimum",
+    "Multiply",
+    "Subtract",
 ]

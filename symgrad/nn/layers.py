@@ -96,8 +96,53 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+class KerasTensor:
+    """A symbolic tensor of a functional model: rows of ``dim`` features and their history.
+
+    ``Input(shape=(d,))`` makes one; calling a layer on it makes the next
+    (``Dense(8)(x)``).  ``node`` is the call that produced it (the layer and its
+    input tensors), ``index`` which of that call's outputs it is; ``expr`` is the
+    symgrad matrix expression it stands for.
+    """
+
+    def __init__(self, dim: int, node: Node, index: int = 0):
+        self.dim, self.node, self.index = dim, node, index
+
+    @property
+    def shape(self) -> tuple[None, int]:
+        return (None, self.dim)
+
+    @property
+    def name(self) -> str:
+        return self.node.layer.name
+
+    @property
+    def expr(self) -> MatrixExpr:
+        from symgrad.nn import functional  # the graph walks live there; it imports this module
+
+        return functional.expression(self)
+
+    def __repr__(self) -> str:
+        return f"<KerasTensor shape={self.shape} name={self.name}>"
+
+
+@dataclass(eq=False)
+class Node:
+    """One call of a layer in a functional graph: ``outputs = layer(inputs)``."""
+
+    layer: object  # a Layer, or a functional model used as a layer
+    inputs: list[KerasTensor]
+    outputs: list[KerasTensor]
+    scope: object  # the names taken in this graph (symgrad.nn.functional.Scope)
+
+
 class Layer:
-    """Base class: ``build(input_dim)``, ``call(a, names)``, ``weights``."""
+    """Base class: ``build(input_dim)``, ``call(a, names)``, ``weights``.
+
+    Called on symbolic tensors (``Dense(8)(x)``) a layer adds a :class:`Node` to a
+    functional graph (:mod:`symgrad.nn.functional`); ``_connect`` checks the input
+    shapes and builds, ``_apply`` is ``call`` on the expressions of the inputs.
+    """
 
     def __init__(self, name: str | None = None):
         if name is not None and (not isinstance(name, str) or not name.isidentifier()):
@@ -133,6 +178,32 @@ class Layer:
 
     def get_config(self) -> dict:
         return {"name": self.name}
+
+    def __call__(self, inputs):
+        from symgrad.nn import functional  # functional graphs are built of layers
+
+        return functional.call_layer(self, inputs)
+
+    def _connect(self, dims: list[int]) -> list[int]:
+        """Output widths for inputs of widths ``dims``; checks them and builds the weights."""
+        if len(dims) != 1:
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) takes one input tensor. "
+                f"Received: {len(dims)} tensors of shapes {[(None, d) for d in dims]}"
+            )
+        (dim,) = dims
+        expected = self.input_dim if self.built and self.weights else None
+        expected = expected or getattr(self, "declared_input_dim", None)
+        if expected is not None and dim != expected:
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) expects inputs of shape "
+                f"{(None, expected)}. Received: a tensor of shape {(None, dim)}"
+            )
+        self.build(dim)
+        return [self.output_dim(dim)]
+
+    def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
+        return [self.call(exprs[0], names)]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
@@ -290,9 +361,17 @@ class InputLayer(Layer):
         return {"name": self.name, "shape": [self.declared_input_dim]}
 
 
-def Input(shape: tuple, name: str | None = None) -> InputLayer:  # noqa: N802 - Keras's spelling
-    """``keras.Input(shape=(features,))`` as the first entry of a ``Sequential``."""
-    return InputLayer(shape, name)
+def Input(shape: tuple, name: str | None = None) -> KerasTensor:  # noqa: N802 - Keras's spelling
+    """``keras.Input(shape=(features,))``: the symbolic input of a functional model, or the
+    first entry of a ``Sequential``.
+
+    >>> x = Input(shape=(4,), name="features")
+    >>> Dense(8, activation="relu")(x)
+    <KerasTensor shape=(None, 8) name=dense>
+    """
+    from symgrad.nn import functional  # the graph's scope lives there
+
+    return functional.input_tensor(InputLayer(shape, name))
 
 
 LAYERS: dict[str, type] = {"Dense": Dense, "Activation": Activation, "InputLayer": InputLayer}

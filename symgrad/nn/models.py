@@ -29,7 +29,7 @@ from symgrad.core.printing import sstr
 from symgrad.nn import layers as layers_module
 from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
-from symgrad.nn.layers import InputLayer, Layer, Variable, snake_case
+from symgrad.nn.layers import InputLayer, KerasTensor, Layer, Variable, snake_case
 from symgrad.nn.trainer import Trainer, TrainingGraph, forward
 
 
@@ -274,6 +274,8 @@ class Sequential(Model):
 
     def add(self, layer: Layer) -> None:
         """Append a layer; auto-names it Keras-style (``dense``, ``dense_1``...)."""
+        if isinstance(layer, KerasTensor) and isinstance(layer.node.layer, InputLayer):
+            layer = layer.node.layer  # Sequential([Input(shape=(3,)), ...])
         if not isinstance(layer, Layer):
             raise TypeError(
                 "Only instances of symgrad.layers.Layer can be added to a Sequential model. "

@@ -1,0 +1,365 @@
+"""symgrad.nn.functional: models that are graphs of layers, as Keras's functional API.
+
+``Input`` gives a symbolic tensor; calling a layer on symbolic tensors records a
+:class:`~symgrad.nn.layers.Node` (the layer and its inputs) and returns the
+output tensors; ``Model(inputs, outputs)`` walks the nodes back from the outputs
+and replays them on matrix symbols to get the forward graph.  A layer called
+twice is one set of weights used twice: the reverse sweep sums the cotangents
+of both uses.
+
+Example::
+
+    >>> from symgrad.nn.layers import Dense, Input
+    >>> from symgrad.nn.merge import Add
+    >>> from symgrad.nn.models import Model
+    >>> x = Input(shape=(64,))
+    >>> h = Dense(64, activation="relu")(x)
+    >>> p = Dense(10, activation="softmax")(Add()([x, h]))
+    >>> model = Model(x, p, name="residual")
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sympy.matrices.expressions import MatrixExpr
+
+from symgrad import core as E
+from symgrad.nn.layers import InputLayer, KerasTensor, Names, Node, Variable, snake_case
+from symgrad.nn.models import Model
+from symgrad.nn.trainer import TrainingGraph
+
+# --------------------------------------------------------------------------
+# Graphs of symbolic tensors
+
+
+class Scope:
+    """The layer names taken in one graph; graphs joined by a call share one scope."""
+
+    def __init__(self) -> None:
+        self.layers: dict[str, object] = {}
+        self.joined: Scope | None = None
+
+    def root(self) -> Scope:
+        scope = self
+        while scope.joined is not None:
+            scope = scope.joined
+        return scope
+
+    def join(self, other: Scope) -> Scope:
+        a, b = self.root(), other.root()
+        if a is not b:
+            for name, layer in b.layers.items():
+                if name in a.layers and a.layers[name] is not layer and _renameable(layer):
+                    _rename(layer, a)  # two branches both have a "dense": the second is renamed
+                else:
+                    a.claim(layer)
+            b.joined = a
+        return a
+
+    def claim(self, layer) -> None:
+        """Give an unnamed layer the first free Keras name; refuse a name used by another."""
+        if getattr(layer, "_name", None) is None:
+            base = snake_case(type(layer).__name__)
+            name, i = base, 1
+            while name in self.layers:
+                name, i = f"{base}_{i}", i + 1
+            layer._name, layer._auto_named = name, True
+        owner = self.layers.setdefault(layer.name, layer)
+        if owner is not layer:
+            raise ValueError(
+                f"Two layers of one model are named {layer.name!r} ({owner!r} and {layer!r}); "
+                "layer names must be unique: pass name=... to one of them"
+            )
+        for inner in getattr(layer, "inner_layers", ()):  # a model used as a layer
+            self.claim(inner)
+
+
+def _renameable(layer) -> bool:
+    """A layer symgrad named whose weights have no values yet (their symbols can be remade)."""
+    return getattr(layer, "_auto_named", False) and all(w.value is None for w in layer.weights)
+
+
+def _rename(layer, scope: Scope) -> None:
+    """The next free name in ``scope``; the weights are built again under it."""
+    layer._name = None
+    scope.claim(layer)
+    if layer.built:
+        dim, layer.built = layer.input_dim, False
+        layer.build(dim)
+
+
+def input_tensor(layer: InputLayer) -> KerasTensor:
+    """The symbolic tensor of an input layer (``Input(shape=...)``)."""
+    scope = Scope()
+    scope.claim(layer)
+    layer.build(layer.declared_input_dim)
+    node = Node(layer, [], [], scope)
+    node.outputs.append(KerasTensor(layer.declared_input_dim, node))
+    return node.outputs[0]
+
+
+def _tensors(inputs, who: str) -> list[KerasTensor]:
+    tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    for t in tensors:
+        if not isinstance(t, KerasTensor):
+            what = f"an array of shape {np.shape(t)}" if hasattr(t, "shape") else repr(t)
+            raise TypeError(
+                f"{who} takes symbolic tensors (from Input(shape=...) or a layer call); "
+                f"to run a model on arrays use model.predict(x). Received: {what} "
+                f"(of type {type(t).__name__})"
+            )
+    if not tensors:
+        raise ValueError(f"{who} needs at least one input tensor. Received: inputs={inputs!r}")
+    return tensors
+
+
+def call_layer(layer, inputs) -> KerasTensor | list[KerasTensor]:
+    """``layer(inputs)`` on symbolic tensors: one node more; its output tensor(s)."""
+    tensors = _tensors(inputs, f"Layer {getattr(layer, 'name', layer)!r}")
+    scope = tensors[0].node.scope.root()
+    for t in tensors[1:]:
+        scope = scope.join(t.node.scope)
+    scope.claim(layer)
+    dims = layer._connect([t.dim for t in tensors])
+    node = Node(layer, tensors, [], scope)
+    node.outputs.extend(KerasTensor(d, node, i) for i, d in enumerate(dims))
+    return node.outputs[0] if len(node.outputs) == 1 else list(node.outputs)
+
+
+def nodes_behind(outputs: Sequence[KerasTensor]) -> list[Node]:
+    """Every node the outputs depend on, inputs first (a topological order)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+
+    def visit(node: Node) -> None:  # graphs of layers are shallow: recursion is fine
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for t in node.inputs:
+            visit(t.node)
+        order.append(node)
+
+    for t in outputs:
+        visit(t.node)
+    return order
+
+
+def replay(nodes, values: dict[int, MatrixExpr], names: Names, made: dict | None = None):
+    """Each node's ``_apply`` in order on the expressions in ``values`` (tensor id -> expr).
+
+    ``made`` (layer name -> Named intermediates) collects what each layer computes.
+    """
+    for node in nodes:
+        if not node.inputs:
+            continue  # an input: its value is given
+        args = [values[id(t)] for t in node.inputs]
+        seen = set(E.topological(args))
+        outs = node.layer._apply(args, names)
+        for t, out in zip(node.outputs, outs):
+            values[id(t)] = out
+        if made is not None:
+            new = [n for n in E.topological(outs) if isinstance(n, E.Named) and n not in seen]
+            made.setdefault(node.layer.name, []).extend(new)
+    return values
+
+
+def expression(tensor: KerasTensor) -> MatrixExpr:
+    """The matrix expression a tensor stands for, in the symbols ``X_<input name>``."""
+    nodes = nodes_behind([tensor])
+    values = {
+        id(node.outputs[0]): E.matrix(f"X_{node.layer.name}", E.batch(), node.outputs[0].dim)
+        for node in nodes
+        if not node.inputs
+    }
+    return replay(nodes, values, Names())[id(tensor)]
+
+
+# --------------------------------------------------------------------------
+# The model
+
+
+class Functional(Model):
+    """A model whose layers form a graph: ``Model(inputs, outputs, name=...)``.
+
+    ``compile``, ``fit``, ``evaluate``, ``predict``, the weights and their files,
+    ``gradient_formulas`` and ``explain`` are those of every model; ``summary``
+    shows each layer's inbound layers.  Called on symbolic tensors the model is
+    a layer of another model.
+    """
+
+    def __init__(self, inputs, outputs, name: str | None = None):
+        if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+            raise ValueError(f"Model names must be Python identifiers. Received: name={name!r}")
+        self.name = name or "functional"
+        self._name = self.name
+        super().__init__()
+        self.inputs = _tensors(inputs, "Model inputs")
+        self.outputs = _tensors(outputs, "Model outputs")
+        self._single = (
+            not isinstance(inputs, (list, tuple)),
+            not isinstance(outputs, (list, tuple)),
+        )
+        for t in self.inputs:
+            if t.node.inputs:
+                raise ValueError(
+                    f"Model inputs must come from Input(shape=...). Received: {t!r}, the output "
+                    f"of layer {t.name!r}"
+                )
+        self._nodes = nodes_behind(self.outputs)
+        reached = {id(node) for node in self._nodes}
+        given = {id(t.node) for t in self.inputs}
+        for node in self._nodes:
+            if not node.inputs and id(node) not in given:
+                raise ValueError(
+                    f"The model's outputs depend on the input {node.layer.name!r}, which is not "
+                    f"in inputs={[t.name for t in self.inputs]}"
+                )
+        for t in self.inputs:
+            if id(t.node) not in reached:
+                raise ValueError(
+                    f"The model's outputs {[o.name for o in self.outputs]} do not depend on the "
+                    f"input {t.name!r}: every input must be used"
+                )
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise NotImplementedError(
+                "Models with several inputs or outputs are not supported yet. "
+                f"Received: {len(self.inputs)} inputs and {len(self.outputs)} outputs"
+            )
+        self.built = True
+
+    # ------------------------------------------------------------------
+    # Structure
+
+    @property
+    def layers(self) -> list:
+        """Every layer once, in the order of the graph (input layers first)."""
+        out: list = []
+        for node in self._nodes:
+            if all(layer is not node.layer for layer in out):
+                out.append(node.layer)
+        return out
+
+    @property
+    def inner_layers(self) -> list:
+        """The layers whose names this model brings into a model that calls it."""
+        return [layer for layer in self.layers if not isinstance(layer, InputLayer)]
+
+    @property
+    def weights(self) -> list[Variable]:
+        out: list[Variable] = []
+        for layer in self.layers:
+            out += [w for w in layer.weights if all(w is not v for v in out)]
+        return out
+
+    @property
+    def input_dim(self) -> int:
+        return self.inputs[0].dim
+
+    @property
+    def output_dim(self) -> int:
+        return self.outputs[0].dim
+
+    def build(self, input_shape=None, input_dim: int | None = None) -> None:
+        """A functional model is built when it is made; checks the input size given."""
+        if input_shape is not None:
+            input_dim = input_shape[-1]
+        if input_dim is not None and input_dim != self.input_dim:
+            raise ValueError(
+                f"The model expects {self.input_dim} input feature(s). Received: input_dim={input_dim}"
+            )
+
+    def _forward(self) -> TrainingGraph:
+        x = E.matrix("X", E.batch(), self.input_dim)
+        made: dict[str, list[E.Named]] = {}
+        values = replay(self._nodes, {id(self.inputs[0]): x}, Names(), made)
+        out = values[id(self.outputs[0])]
+        output = E.name("P", out.body if isinstance(out, E.Named) else out)
+        for named in made.values():  # the last intermediate is the output: show it as P
+            named[:] = [output if n == out else n for n in named]
+        return TrainingGraph(x, output, self.weights, made)
+
+    # -- as a layer of another model
+    def __call__(self, inputs):
+        return call_layer(self, inputs)
+
+    def _connect(self, dims: list[int]) -> list[int]:
+        expected = [t.dim for t in self.inputs]
+        if dims != expected:
+            raise ValueError(
+                f"Model {self.name!r} expects inputs of shapes {[(None, d) for d in expected]}. "
+                f"Received: tensors of shapes {[(None, d) for d in dims]}"
+            )
+        return [t.dim for t in self.outputs]
+
+    def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
+        values = replay(self._nodes, {id(t): e for t, e in zip(self.inputs, exprs)}, names)
+        return [values[id(t)] for t in self.outputs]
+
+    # ------------------------------------------------------------------
+    # Files
+
+    def get_config(self) -> dict:
+        raise NotImplementedError(
+            "Functional models cannot be saved whole yet: use save_weights / load_weights"
+        )
+
+    # ------------------------------------------------------------------
+    # Inspection
+
+    def _inbound(self) -> dict[int, list[str]]:
+        """Layer id -> the ``layer[call][output]`` tensors each of its calls reads, as Keras."""
+        calls: dict[int, int] = {}
+        index: dict[int, tuple[str, int]] = {}
+        inbound: dict[int, list[str]] = {}
+        for node in self._nodes:
+            k = calls.get(id(node.layer), 0)
+            calls[id(node.layer)] = k + 1
+            for t in node.outputs:
+                index[id(t)] = (node.layer.name, k)
+            inbound.setdefault(id(node.layer), []).extend(
+                f"{index[id(t)][0]}[{index[id(t)][1]}][{t.index}]" for t in node.inputs
+            )
+        return inbound
+
+    def summary(self, print_fn=None) -> None:
+        """Layers, output shapes, parameters, inbound layers and the formula each layer computes."""
+        rule, double = "_" * 98, "=" * 98
+        lines = [
+            f'Model: "{self.name}"',
+            rule,
+            f" {'Layer (type)':<30}{'Output Shape':<14}{'Param #':>9}   Connected to",
+            double,
+        ]
+        graph = self._forward()
+        inbound = self._inbound()
+        for i, layer in enumerate(self.layers):
+            shape = f"(None, {self._output_width(layer)})"
+            params = layer.count_params()
+            connected = ", ".join(inbound.get(id(layer), [])) or "-"
+            label = f"{layer.name} ({type(layer).__name__})"
+            lines.append(f" {label:<30}{shape:<14}{params:>9}   {connected}")
+            lines += [f"{'':<57}{n.name} = {n.body}" for n in graph.layer_names.get(layer.name, [])]
+            if i + 1 < len(self.layers):
+                lines.append("")
+        total = self.count_params()
+        size = total * np.dtype(self.dtype).itemsize
+        lines += [
+            double,
+            f"Total params: {total} ({size:,} bytes as {self.dtype})",
+            f"Trainable params: {total}",
+            "Non-trainable params: 0",
+            rule,
+        ]
+        (print_fn or print)("\n".join(line.rstrip() for line in lines))
+
+    def _output_width(self, layer) -> int:
+        for node in self._nodes:
+            if node.layer is layer:
+                return node.outputs[0].dim
+        raise KeyError(layer.name)
+
+    def __repr__(self) -> str:
+        return f"<Functional name={self.name} layers={[layer.name for layer in self.layers]}>"

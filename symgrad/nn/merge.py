@@ -1,0 +1,124 @@
+"""symgrad.nn.merge: layers that join tensors of a functional model, as Keras's merging layers.
+
+``Add()([a, b])`` is ``a + b`` row by row; ``Subtract``, ``Multiply`` (entry by
+entry), ``Average``, ``Maximum``, ``Minimum`` take tensors of one shape.  Their
+gradients come from the node rules (``Maximum`` and ``Minimum`` are elementwise
+``Max`` / ``Min``: the cotangent goes to the larger / smaller operand).
+
+    >>> from symgrad.nn.layers import Dense, Input
+    >>> x = Input(shape=(4,))
+    >>> Add()([x, Dense(4)(x)])
+    <KerasTensor shape=(None, 4) name=add>
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr
+
+from symgrad import core as E
+from symgrad.nn.layers import Layer, Names
+
+
+class Merge(Layer):
+    """Base of the merging layers: a list of same-shaped tensors in, one tensor out.
+
+    A subclass gives ``merge(exprs)``; ``minimum`` is how many tensors it takes.
+    Its output is named ``M1``, ``M2``... in the formulas and generated code.
+    """
+
+    minimum = 2
+    maximum: int | None = None
+
+    def _connect(self, dims: list[int]) -> list[int]:
+        count = len(dims)
+        if count < self.minimum or (self.maximum is not None and count > self.maximum):
+            wanted = self.minimum if self.maximum == self.minimum else f"at least {self.minimum}"
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) merges {wanted} tensors. "
+                f"Received: {count} tensor(s) of shapes {[(None, d) for d in dims]}"
+            )
+        out = self.merged_dim(dims)
+        self.build(dims[0])
+        return [out]
+
+    def merged_dim(self, dims: list[int]) -> int:
+        if len(set(dims)) != 1:
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) merges tensors of one shape. "
+                f"Received: tensors of shapes {[(None, d) for d in dims]}"
+            )
+        return dims[0]
+
+    def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
+        return [E.name(names.fresh(f"M{self._merge_index(names)}"), self.merge(exprs))]
+
+    @staticmethod
+    def _merge_index(names: Names) -> int:
+        return 1 + sum(1 for used in names.used if used.startswith("M") and used[1:].isdigit())
+
+    def merge(self, exprs: list[MatrixExpr]) -> MatrixExpr:
+        raise NotImplementedError
+
+    def call(self, a, names):
+        raise TypeError(f"Layer {self.name!r} merges tensors: call it on a list of tensors")
+
+
+def _fold(fn: sp.Lambda, exprs: list[MatrixExpr]) -> MatrixExpr:
+    """``fn(fn(a, b), c)...``: an elementwise binary function over several operands."""
+    out = exprs[0]
+    for e in exprs[1:]:
+        out = E.elementwise(fn, out, e)
+    return out
+
+
+_x, _y = sp.symbols("x y", real=True)
+
+
+class Add(Merge):
+    """``a + b + ...``"""
+
+    def merge(self, exprs):
+        return E.add(*exprs)
+
+
+class Subtract(Merge):
+    """``a - b`` (exactly two tensors)."""
+
+    maximum = 2
+
+    def merge(self, exprs):
+        return E.sub(exprs[0], exprs[1])
+
+
+class Multiply(Merge):
+    """``a ∘ b ∘ ...`` entry by entry."""
+
+    def merge(self, exprs):
+        return E.hadamard(*exprs)
+
+
+class Average(Merge):
+    """``(a + b + ...) / k``"""
+
+    def merge(self, exprs):
+        return E.scale(sp.Rational(1, len(exprs)), E.add(*exprs))
+
+
+class Maximum(Merge):
+    """``max(a, b, ...)`` entry by entry."""
+
+    def merge(self, exprs):
+        return _fold(sp.Lambda((_x, _y), sp.Max(_x, _y)), exprs)
+
+
+class Minimum(Merge):
+    """``min(a, b, ...)`` entry by entry."""
+
+    def merge(self, exprs):
+        return _fold(sp.Lambda((_x, _y), sp.Min(_x, _y)), exprs)
+
+
+MERGE_LAYERS: dict[str, type] = {
+    cls.__name__: cls for cls in (Add, Subtract, Multiply, Average, Maximum, Minimum)
+}

@@ -1,0 +1,296 @@
+"""Functional models: Input, layers called on symbolic tensors, Model(inputs, outputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from symgrad.layers import Activation, Dense, Input
+from symgrad.models import Model, Sequential
+from symgrad.nn.callbacks import Callback
+from symgrad.nn.functional import Functional
+from symgrad.nn.merge import Add, Average, Maximum, Minimum, Multiply, Subtract
+from tests.nn.helpers import blobs
+
+
+def residual():
+    x = Input(shape=(4,), name="features")
+    h = Dense(4, activation="tanh", name="hidden")(x)
+    s = Add(name="skip")([x, h])
+    return Model(x, Dense(3, activation="softmax", name="out")(s), name="residual")
+
+
+def shared():
+    """One Dense used twice: its kernel and bias get the sum of both paths' gradients."""
+    x = Input(shape=(4,))
+    twice = Dense(4, activation="tanh", name="twice")
+    h = twice(twice(x))
+    return Model(x, Dense(3, activation="softmax", name="out")(h), name="shared")
+
+
+def merges():
+    """Every merging layer on three branches of one input."""
+    x = Input(shape=(4,))
+    a = Dense(5, activation="tanh", name="a")(x)
+    b = Dense(5, activation="sigmoid", name="b")(x)
+    c = Dense(5, name="c")(x)
+    m = Add()([Subtract()([a, b]), Multiply()([a, c]), Average()([b, c, a])])
+    m = Add(name="add_2")([Maximum()([a, c]), Minimum()([b, c]), m])
+    return Model(x, Dense(3, activation="softmax", name="out")(m), name="merges")
+
+
+def nested():
+    """A model used as a layer of another, around a shared Dense."""
+    inner_in = Input(shape=(5,))
+    inner = Model(inner_in, Dense(5, activation="tanh", name="inner_dense")(inner_in), name="block")
+    x = Input(shape=(4,))
+    h = Dense(5, activation="relu", name="first")(x)
+    h = Add(name="res")([h, inner(h)])
+    return Model(x, Dense(3, activation="softmax", name="out")(inner(h)), name="nested")
+
+
+GRAPHS = {"residual": residual, "shared": shared, "merges": merges, "nested": nested}
+
+
+def compiled(build, backend="numpy", optimizer="sgd"):
+    model = build()
+    model.compile(
+        optimizer=optimizer,
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        backend=backend,
+        dtype="float64",
+        seed=3,
+    )
+    return model
+
+
+def data(rng, n=9):
+    x, labels = blobs(rng, n=n)
+    return x / 3, np.eye(3)[labels]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("graph", list(GRAPHS))
+def test_gradients_match_finite_differences(graph, backend, rng, check_grad):
+    model = compiled(GRAPHS[graph], backend)
+    x, y = data(rng)
+    weights = [w + 0.3 * rng.standard_normal(w.shape) for w in model.get_weights()]
+    model.set_weights(weights)
+    grads = model.compute_gradients(x, y)
+
+    def f(ws):
+        model.set_weights(ws)
+        return model.test_on_batch(x, y, return_dict=True)["loss"]
+
+    check_grad(f, weights, grads, rtol=1e-6, directions=3)
+
+
+def test_a_shared_layer_has_one_set_of_weights():
+    model = shared()
+    assert [w.path for w in model.weights] == [
+        "twice/kernel",
+        "twice/bias",
+        "out/kernel",
+        "out/bias",
+    ]
+    assert model.count_params() == 4 * 4 + 4 + 4 * 3 + 3
+    formulas = model.forward_formulas()
+    assert str(formulas["Z2"]) == "twice_bias + A1*twice_kernel"
+
+
+def test_a_nested_model_brings_its_weights_once():
+    model = nested()
+    assert [w.path for w in model.weights] == [
+        "first/kernel",
+        "first/bias",
+        "inner_dense/kernel",
+        "inner_dense/bias",
+        "out/kernel",
+        "out/bias",
+    ]
+    assert [layer.name for layer in model.layers] == ["input_layer", "first", "block", "res", "out"]
+
+
+@pytest.mark.parametrize("graph", list(GRAPHS))
+def test_backends_agree_and_the_loss_goes_down(graph, rng):
+    x, labels = blobs(rng, n=60)
+    y = np.eye(3)[labels]
+    histories, weights = {}, {}
+    for backend in ("numpy", "llvm"):
+        model = compiled(GRAPHS[graph], backend, optimizer="adam")
+        histories[backend] = model.fit(x, y, epochs=5, batch_size=16, verbose=0).history
+        weights[backend] = model.get_weights()
+        if backend == "llvm":  # the whole epoch ran as one native call
+            assert model.history.params["native_epochs"]
+    np.testing.assert_allclose(histories["llvm"]["loss"], histories["numpy"]["loss"], rtol=1e-9)
+    for a, b in zip(weights["llvm"], weights["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+    loss = histories["numpy"]["loss"]
+    assert loss[-1] < loss[0]
+
+
+def test_predict_and_evaluate_agree_with_numpy(rng):
+    model = compiled(residual)
+    x, y = data(rng)
+    kernel_h, bias_h, kernel_o, bias_o = model.get_weights()
+    z = (x + np.tanh(x @ kernel_h + bias_h)) @ kernel_o + bias_o
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x), p, rtol=1e-12)
+    loss, accuracy = model.evaluate(x, y)
+    assert loss == pytest.approx(-np.mean(np.sum(y * np.log(p), axis=1)), rel=1e-12)
+    assert accuracy == pytest.approx(np.mean(p.argmax(1) == y.argmax(1)))
+
+
+def test_model_is_the_functional_class_and_a_keras_model():
+    model = residual()
+    assert type(model) is Functional
+    assert isinstance(model, Model)
+    assert isinstance(Sequential([Dense(2, input_dim=3)]), Model)
+
+
+def test_gradient_formulas_and_explain_name_the_layers():
+    model = compiled(residual)
+    formulas = model.gradient_formulas()
+    assert str(formulas["out/kernel"]) == "1/n*M1.T*(P - Y)"
+    assert str(formulas["out/bias"]) == "1/n*colsum(P - Y)"
+    # the skip connection adds no term: X feeds the output directly, not through hidden
+    assert str(formulas["hidden/kernel"]) == "1/n*X.T*((P - Y)*out_kernel.T o (1 - A1**2))"
+    text = model.explain()
+    assert "M1 = X + A1" in text
+
+
+def test_summary_shows_inbound_layers_and_formulas():
+    lines = []
+    shared().summary(print_fn=lines.append)
+    text = lines[0]
+    assert (
+        " twice (Dense)                 (None, 4)            20   input_layer[0][0], twice[0][0]"
+        in text
+    )
+    assert "Z1 = twice_bias + X*twice_kernel" in text
+    assert "Z2 = twice_bias + A1*twice_kernel" in text
+    assert " out (Dense)                   (None, 3)            15   twice[1][0]" in text
+    assert "Total params: 35" in text
+
+
+def test_save_and_load_weights(rng, tmp_path):
+    model = compiled(nested)
+    x, y = data(rng, n=20)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    path = tmp_path / "nested.weights.npz"
+    model.save_weights(path)
+    other = compiled(nested)
+    other.load_weights(path)
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(model.predict(x), other.predict(x))
+
+
+def test_input_still_starts_a_sequential(rng):
+    model = Sequential([Input(shape=(3,)), Dense(2)])
+    assert model.input_dim == 3
+    assert model.predict(rng.standard_normal((4, 3))).shape == (4, 2)
+
+
+def test_unnamed_layers_get_keras_names():
+    a, b = Input(shape=(3,)), Input(shape=(3,))
+    d1 = Dense(2)(a)
+    d2 = Dense(2)(b)
+    Add()([d1, d2])
+    assert (a.name, b.name, d1.name, d2.name) == (
+        "input_layer",
+        "input_layer_1",
+        "dense",
+        "dense_1",
+    )
+    assert [w.symbol.name for w in d2.node.layer.weights] == ["dense_1_kernel", "dense_1_bias"]
+
+
+def test_a_symbolic_tensor_holds_its_expression():
+    x = Input(shape=(3,), name="x")
+    h = Activation("tanh")(x)
+    assert h.shape == (None, 3)
+    assert str(h.expr.body) == "tanh(X_x)"
+
+
+# -- bad input
+
+
+def test_layer_called_on_an_incompatible_tensor():
+    x = Input(shape=(4,))
+    dense = Dense(3, name="proj")
+    dense(x)
+    with pytest.raises(
+        ValueError,
+        match=r"Layer 'proj' \(Dense\) expects inputs of shape \(None, 4\). "
+        r"Received: a tensor of shape \(None, 3\)",
+    ):
+        dense(Dense(3)(x))
+    with pytest.raises(
+        ValueError, match=r"Layer 'dense_1' \(Dense\) expects inputs of shape \(None, 5\)"
+    ):
+        Dense(2, input_dim=5)(x)
+
+
+def test_merge_of_different_shapes():
+    x = Input(shape=(4,))
+    with pytest.raises(
+        ValueError,
+        match=r"Layer 'add' \(Add\) merges tensors of one shape. "
+        r"Received: tensors of shapes \[\(None, 4\), \(None, 2\)\]",
+    ):
+        Add()([x, Dense(2)(x)])
+    with pytest.raises(
+        ValueError, match=r"Layer 'subtract' \(Subtract\) merges 2 tensors. Received: 3"
+    ):
+        Subtract()([x, x, x])
+    with pytest.raises(ValueError, match=r"Layer 'add_1' \(Add\) merges at least 2 tensors"):
+        Add()([x])
+
+
+def test_outputs_that_do_not_depend_on_an_input():
+    a, b = Input(shape=(3,), name="a"), Input(shape=(3,), name="b")
+    with pytest.raises(ValueError, match=r"do not depend on the input 'b'"):
+        Model([a, b], Dense(2)(a))
+    with pytest.raises(
+        ValueError, match=r"depend on the input 'b', which is not in inputs=\['a'\]"
+    ):
+        Model(a, Add()([a, b]))
+
+
+def test_a_layer_called_on_arrays_or_with_a_clashing_name():
+    with pytest.raises(
+        TypeError, match=r"takes symbolic tensors .* Received: .* \(of type ndarray\)"
+    ):
+        Dense(2)(np.ones((2, 3)))
+    x = Input(shape=(3,))
+    Dense(2, name="d")(x)
+    with pytest.raises(ValueError, match=r"Two layers of one model are named 'd'"):
+        Dense(2, name="d")(x)
+
+
+def test_model_inputs_must_be_inputs():
+    x = Input(shape=(3,))
+    h = Dense(2, name="h")(x)
+    with pytest.raises(ValueError, match=r"Model inputs must come from Input.*layer 'h'"):
+        Model(h, Dense(2)(h))
+
+
+class _Count(Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+def test_fit_with_batch_callbacks_runs_step_by_step(rng):
+    model = compiled(shared, "llvm")
+    x, y = data(rng, n=20)
+    count = _Count()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[count])
+    assert count.batches == 3
+    assert not model.history.params["native_epochs"]
