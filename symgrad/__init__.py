@@ -23,7 +23,7 @@ from symgrad.environment import config
 from symgrad.core import batch, labels, matrix
 from symgrad.formulas import element_formula, explain, grad, gradients, op_counts
 from symgrad.nn.layers import Activation, Dense, Input
-from symgrad.nn.models import Sequential, load_model
+from symgrad.nn.models import Model, Sequential, load_model
 from symgrad.nn.trainer import NonFiniteLossError
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ __all__ = [
     "Activation",
     "Dense",
     "Input",
+    "Model",
     "NonFiniteLossError",
     "Sequential",
     "batch",

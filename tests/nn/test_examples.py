@@ -60,3 +60,18 @@ def test_regression_and_custom_activation_examples(capsys):
     assert custom_activation.main(["--backend", BACKEND]) == 0
     out = capsys.readouterr().out
     assert "derivative: mish'(x) = " in out and "linear   mse: test MSE" in out
+
+
+def test_functional_residual_example_reaches_97_percent(capsys):
+    from examples import functional_residual
+
+    assert functional_residual.main(["--backend", BACKEND, "--verbose", "0"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        " skip (Add)                    (None, 64)            0   hidden_1[0][0], hidden_2[0][0]"
+        in out
+    )
+    # the skip connection is the first term of hidden_1's cotangent
+    assert "dL/dhidden_1/kernel  = 1/n*X.T*(((P - Y)*classes_kernel.T + " in out
+    accuracy = float(out.split("test accuracy ")[1].split()[0])
+    assert accuracy >= 0.97
