@@ -62,10 +62,7 @@ class Scope:
     def claim(self, layer) -> None:
         """Give an unnamed layer the first free Keras name; refuse a name used by another."""
         if getattr(layer, "_name", None) is None:
-            base = snake_case(type(layer).__name__)
-            name, i = base, 1
-            while name in self.layers:
-                name, i = f"{base}_{i}", i + 1
+            name = E.fresh_name(snake_case(type(layer).__name__), set(self.layers))
             layer._name, layer._auto_named = name, True
         owner = self.layers.setdefault(layer.name, layer)
         if owner is not layer:

@@ -48,11 +48,16 @@ class Variable:
 
 
 class Names:
-    """Hands out names of intermediates: ``Z1``/``A1`` for the first Dense, and so on."""
+    """Hands out names of intermediates: ``Z1``/``A1`` for the first Dense, ``M1`` for the
+    first merge of a functional graph, and so on."""
 
     def __init__(self) -> None:
-        self.layer = 0
+        self.layer = self.merges = 0
         self.used: set[str] = set()
+
+    def merge(self) -> str:
+        self.merges += 1
+        return self.fresh(f"M{self.merges}")
 
     def pre_activation(self) -> str:
         self.layer += 1

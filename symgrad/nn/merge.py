@@ -51,11 +51,7 @@ class Merge(Layer):
         return dims[0]
 
     def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
-        return [E.name(names.fresh(f"M{self._merge_index(names)}"), self.merge(exprs))]
-
-    @staticmethod
-    def _merge_index(names: Names) -> int:
-        return 1 + sum(1 for used in names.used if used.startswith("M") and used[1:].isdigit())
+        return [E.name(names.merge(), self.merge(exprs))]
 
     def merge(self, exprs: list[MatrixExpr]) -> MatrixExpr:
         raise NotImplementedError
