@@ -173,6 +173,26 @@ class Transpose:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """``out = [a[:, s:e] | b[:, s:e] | ...]``: column ranges of operands side by side.
+
+    A concatenation (each part whole) or a slice (one part); widths are fixed
+    integers, the rows those of ``out``.
+    """
+
+    out: Value
+    parts: tuple[tuple[Value, int, int], ...]  # (operand, first column, end column)
+    comment: str = ""
+
+    in_place: ClassVar[bool] = False  # a part may be read after out's columns were written
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return tuple(v for v, _, _ in self.parts)
+
+
+@dataclass(frozen=True)
 class Guard:
     """Abort the call before any update when the (1, 1) ``value`` is nan or inf.
 
@@ -199,7 +219,7 @@ class Guard:
         return (self.value,)
 
 
-Stmt = Gemm | Map | Reduce | Softmax | Transpose | Guard
+Stmt = Gemm | Map | Reduce | Softmax | Transpose | Columns | Guard
 
 STATEMENTS: tuple[type, ...] = typing.get_args(Stmt)
 """Every IR statement class. Each has ``out`` (None for Guard), ``reads``, and two rows of
@@ -282,6 +302,9 @@ FORMAT: dict[type, Callable[[Stmt], str]] = {
     ),
     Softmax: lambda s: f"{'log_softmax' if s.log else 'softmax'}({s.a})",  # softmax(Z)
     Transpose: lambda s: f"transpose({s.a})",  # transpose(A)
+    Columns: lambda s: (  # columns(A[:, 0:3], B[:, 0:2])
+        "columns(" + ", ".join(f"{v}[:, {start}:{stop}]" for v, start, stop in s.parts) + ")"
+    ),
     Guard: lambda s: f"guard_finite({s.value})  # {s.what}",  # guard_finite(L)  # why
 }
 """Statement class -> its right-hand side as text (the whole line for Guard, which has no out)."""

@@ -200,6 +200,8 @@ OP_COUNTS: dict[type, Callable[[MatrixExpr], Counts]] = {
     E.BroadcastCols: _free,
     E.Fill: _free,
     E.Named: _free,  # the identity
+    E.Concat: _free,  # copies, no arithmetic
+    E.ColumnSlice: _free,
 }
 """Node type -> its work per evaluation (leaves, LEAVES of the VJP table, do none)."""
 

@@ -12,6 +12,7 @@ from symgrad.nn.layers import (
 from symgrad.nn.merge import (
     Add,
     Average,
+    Concatenate,
     Maximum,
     Merge,
     Minimum,
@@ -25,6 +26,7 @@ __all__ = [
     "Dense",
     "Add",
     "Average",
+    "Concatenate",
     "Input",
     "InputLayer",
     "KerasTensor",

@@ -31,9 +31,21 @@ from typing import NamedTuple
 import llvmlite.ir as ir
 import sympy as sp
 
-from codegen.ir import Gemm, Guard, Map, Reduce, Shape, Softmax, Stmt, Transpose, Value, format_stmt
+from codegen.ir import (
+    Columns,
+    Gemm,
+    Guard,
+    Map,
+    Reduce,
+    Shape,
+    Softmax,
+    Stmt,
+    Transpose,
+    Value,
+    format_stmt,
+)
 from codegen.llvm import blas
-from codegen.llvm.loops import I32, I64, PTR, REDUCE, element, for_range, i64, load, store
+from codegen.llvm.loops import I32, I64, PTR, REDUCE, copy, element, for_range, i64, load, store
 from codegen.llvm.mathlib import Emitter, FloatFormat, MathLibrary
 from codegen.llvm.scalar import ScalarLowering
 from codegen.names import llvm_name
@@ -362,6 +374,29 @@ def lower_transpose(ctx: StepContext, s: Transpose) -> None:
     k.emit_call([ctx.dim(d) for d in s.a.shape])
 
 
+def lower_columns(ctx: StepContext, s: Columns) -> None:
+    """out[i, offset + j] = part[i, start + j] for each part, row by row"""
+    k = Kernel(ctx, "columns", s, 1, [s.out, *(v for v, _, _ in s.parts)], [])
+    b, ty, (rows,) = k.b, k.ty, k.ints
+    width = i64(int(s.out.shape[1]))
+
+    def row(i, _):
+        offset = 0
+        for v, start, stop in s.parts:
+            src = element(b, ty, k.ptr[v.name], b.add(b.mul(i, i64(int(v.shape[1]))), i64(start)))
+            dst = element(b, ty, k.ptr[s.out.name], b.add(b.mul(i, width), i64(offset)))
+            copy(b, ty, src, dst, i64(stop - start))
+            offset += stop - start
+
+    for_range(b, rows, row)
+    k.emit_call([ctx.dim(s.out.shape[0])])
+
+
+def _columns_call(ctx: StepContext, s: Columns) -> KernelCall:
+    layout = tuple((int(v.shape[1]), start, stop) for v, start, stop in s.parts)
+    return layout, [s.out, *(v for v, _, _ in s.parts)], [s.out.shape[0]], []
+
+
 def lower_gemm(ctx: StepContext, s: Gemm) -> None:
     """out = alpha op(a) @ op(b) through the resolved BLAS (or the generated loop nest)"""
     k = Kernel(ctx, "gemm", s, 3, [s.out, s.a, s.b], free_scalars(ctx, [s.alpha]))
@@ -438,6 +473,7 @@ LOWERINGS: dict[type, Rule] = {
     Reduce: Rule(lower_reduce, _reduce_call),  # one loop, a sum per row / column / all
     Softmax: Rule(lower_softmax, lambda ctx, s: ((s.log,), [s.out, s.a], list(s.a.shape), [])),
     Transpose: Rule(lower_transpose, lambda ctx, s: ((None,), [s.out, s.a], list(s.a.shape), [])),
+    Columns: Rule(lower_columns, _columns_call),  # a copy loop per part, row by row
     Gemm: Rule(lower_gemm, _gemm_call),  # a BLAS call
     Guard: Rule(lower_guard, None),  # a branch to the error exit, inline
 }

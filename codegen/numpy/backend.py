@@ -34,6 +34,7 @@ import sympy as sp
 
 from codegen.ir import (
     SCALAR_CHECK,
+    Columns,
     Gemm,
     Guard,
     Map,
@@ -952,6 +953,16 @@ def _transpose(w: _Writer, s: Transpose) -> list[str]:
     return [f"copyto({w.local[s.out.name]}, {w.local[s.a.name]}.T)"]
 
 
+def _columns(w: _Writer, s: Columns) -> list[str]:
+    out, lines, offset = w.local[s.out.name], [], 0
+    for v, start, stop in s.parts:
+        whole = (start, stop) == (0, int(v.shape[1]))
+        source = w.local[v.name] + ("" if whole else f"[:, {start}:{stop}]")
+        lines.append(f"copyto({out}[:, {offset}:{offset + stop - start}], {source})")
+        offset += stop - start
+    return lines
+
+
 def _guard(w: _Writer, s: Guard) -> list[str]:
     v = w.local[s.value.name]
     return [
@@ -966,5 +977,6 @@ STATEMENTS: dict[type, Callable[[_Writer, object], list[str]]] = {
     Reduce: _reduce,
     Softmax: _softmax,
     Transpose: _transpose,
+    Columns: _columns,
     Guard: _guard,
 }

@@ -25,6 +25,8 @@ from symgrad.core.nodes import (
     BroadcastCols,
     BroadcastRows,
     ColSum,
+    ColumnSlice,
+    Concat,
     Elementwise,
     Fill,
     Hadamard,
@@ -343,6 +345,68 @@ def mean(a: MatrixExpr, axis: int | None = None) -> MatrixExpr:
     _check_matrix("mean", a)
     count = {None: a.shape[0] * a.shape[1], 0: a.shape[0], 1: a.shape[1]}[axis]
     return scale(1 / count, reduce_sum(a, axis))
+
+
+def concat(*parts: MatrixExpr) -> MatrixExpr:
+    """``[A | B | ...]``: the columns of same-height matrices side by side.
+
+    Folds a single part, nested concats, and neighbouring slices of one matrix
+    (``[A[:, 0:2] | A[:, 2:5]] -> A[:, 0:5]``).
+    """
+    if not parts:
+        raise ValueError("concat needs at least one matrix")
+    for a in parts:
+        _check_matrix("concat", a)
+        if a.shape[0] != parts[0].shape[0]:
+            raise _shape_error("concat", parts[0], a)
+    flat: list[MatrixExpr] = []
+    for a in parts:
+        for b in a.args if isinstance(a, Concat) else (a,):
+            last = flat[-1] if flat else None
+            if (
+                isinstance(last, ColumnSlice)
+                and isinstance(b, ColumnSlice)
+                and last.args[0] == b.args[0]
+                and last.stop == b.start
+            ):
+                flat[-1] = column_slice(b.args[0], last.start, b.stop)
+            else:
+                flat.append(b)
+    return flat[0] if len(flat) == 1 else Concat(*flat)
+
+
+def column_slice(a: MatrixExpr, start: int, stop: int) -> MatrixExpr:
+    """``A[:, start:stop]``; a slice of a concat is a slice of the parts it covers."""
+    _check_matrix("column_slice", a)
+    width = a.shape[1]
+    if not (
+        isinstance(start, int)
+        and isinstance(stop, int)
+        and width.is_Integer
+        and 0 <= start < stop <= width
+    ):
+        raise ValueError(
+            f"column_slice: columns {start}:{stop} are not a range of {a} with shape {tuple(a.shape)}"
+        )
+    if (start, stop) == (0, int(width)):
+        return a
+    if is_zero(a):
+        return ZeroMatrix(a.shape[0], stop - start)
+    c, m = split_scalar(a)
+    if c != 1:  # (c A)[:, s:e] = c A[:, s:e]: the factor stays visible to the folding outside
+        return scale(c, column_slice(m, start, stop))
+    if isinstance(a, ColumnSlice):  # A[:, s:e][:, i:j] = A[:, s+i:s+j]
+        return column_slice(a.args[0], a.start + start, a.start + stop)
+    if isinstance(a, Concat):  # [A | B][:, ...]: the covered columns of each part
+        pieces, offset = [], 0
+        for part in a.args:
+            cols = int(part.shape[1])
+            lo, hi = max(start, offset), min(stop, offset + cols)
+            if lo < hi:
+                pieces.append(column_slice(part, lo - offset, hi - offset))
+            offset += cols
+        return concat(*pieces)
+    return ColumnSlice(a, start, stop)
 
 
 def softmax(a: MatrixExpr) -> MatrixExpr:

@@ -4,7 +4,7 @@ Each node knows its shape (SymPy expressions of the batch symbols), its entries
 (``_entry``, for the per-element view) and how it prints (str, pretty, LaTeX).
 SymPy supplies ``MatMul``, ``MatAdd``, ``HadamardProduct``, ``Transpose`` and
 scalar multiples; symgrad adds elementwise maps of scalar ``Lambda``s,
-broadcasts, sums, row softmax and names.
+broadcasts, sums, row softmax, column concatenation and slices, and names.
 """
 
 from __future__ import annotations
@@ -413,6 +413,76 @@ class LogSoftmax(_Reduction):
         return a._entry(i, j, **kwargs) - sp.log(
             sp.Sum(sp.exp(a._entry(i, c, **kwargs)), (c, 0, a.shape[1] - 1))
         )
+
+
+class Concat(_Node):
+    """Columns side by side, ``[A | B | ...]``: (r, c_A + c_B + ...), Keras's ``Concatenate``."""
+
+    def __new__(cls, *parts):
+        return sp.Basic.__new__(cls, *parts)
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], sum((a.shape[1] for a in self.args), sp.S.Zero))
+
+    def _entry(self, i, j, **kwargs):
+        known = sp.sympify(j).is_number
+        pieces, start = [], sp.S.Zero
+        for a in self.args:
+            stop = start + a.shape[1]
+            if known and start <= j < stop:  # a known column: the entry of its part
+                return a._entry(i, j - start, **kwargs)
+            if not known:
+                pieces.append((a._entry(i, j - start, **kwargs), sp.Lt(j, stop)))
+            start = stop
+        if known:
+            raise IndexError(f"column {j} is outside {self} with shape {tuple(self.shape)}")
+        return sp.Piecewise(*pieces[:-1], (pieces[-1][0], True))
+
+    def _text(self, printer):
+        return "[" + " | ".join(printer._print(a) for a in self.args) + "]"
+
+    def _pretty(self, printer):
+        return _pretty_text(self)
+
+
+class ColumnSlice(_Node):
+    """Columns ``start`` to ``stop - 1`` of A, ``A[:, start:stop]``: the adjoint of a concat."""
+
+    def __new__(cls, a, start, stop):
+        return sp.Basic.__new__(cls, a, sp.Integer(start), sp.Integer(stop))
+
+    @property
+    def start(self) -> int:
+        return int(self.args[1])
+
+    @property
+    def stop(self) -> int:
+        return int(self.args[2])
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], sp.Integer(self.stop - self.start))
+
+    def _entry(self, i, j, **kwargs):
+        return self.args[0]._entry(i, j + self.start, **kwargs)
+
+    def _text(self, printer):
+        a = self.args[0]
+        inner = printer._print(a)
+        if not isinstance(a, (MatrixSymbol, Named)):
+            inner = f"({inner})"
+        return f"{inner}[:, {self.start}:{self.stop}]"
+
+    def _pretty(self, printer):
+        return _pretty_text(self)
+
+
+def _pretty_text(node):
+    """The one-line text as a pretty form (columns and slices have no 2-D layout)."""
+    from sympy.printing.pretty.stringpict import prettyForm
+
+    return prettyForm(node._text(sp.StrPrinter()))
 
 
 class Named(_Node):

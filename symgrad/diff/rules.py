@@ -114,6 +114,26 @@ def row_sum_vjp(node, out, ct):
     return [E.broadcast_cols(ct, node.args[0].shape[1])]
 
 
+@vjp(E.Concat, "d [A | B]/dA: the columns of G that A filled (G[:, 0:c_A])")
+def concat_vjp(node, out, ct):
+    cots, start = [], 0
+    for part in node.args:
+        stop = start + int(part.shape[1])
+        cots.append(E.column_slice(ct, start, stop))
+        start = stop
+    return cots
+
+
+@vjp(E.ColumnSlice, "d A[:, s:e]/dA: G in columns s:e, zeros elsewhere")
+def column_slice_vjp(node, out, ct):
+    a = node.args[0]
+    rows, width = a.shape[0], int(a.shape[1])
+    pad = [ZeroMatrix(rows, c) for c in (node.start, width - node.stop)]
+    return [
+        E.concat(*([pad[0]] if node.start else []), ct, *([pad[1]] if node.stop < width else []))
+    ]
+
+
 @vjp(E.Softmax, "d softmax(Z)/dZ: P o (G - rowsum(G o P)), P = softmax(Z)")
 def softmax_vjp(node, out, ct):
     k = node.shape[1]

@@ -305,6 +305,15 @@ def _softmax(log: bool):
     return rule
 
 
+def _concat(lo: Lowering, node: E.Concat, out: ir.Value, comment: str) -> ir.Columns:
+    parts = tuple((lo._operand(a), 0, int(a.shape[1])) for a in node.args)
+    return ir.Columns(out, parts, comment)
+
+
+def _column_slice(lo: Lowering, node: E.ColumnSlice, out: ir.Value, comment: str) -> ir.Columns:
+    return ir.Columns(out, ((lo._operand(node.args[0]), node.start, node.stop),), comment)
+
+
 STATEMENT: dict[type, Callable[[Lowering, MatrixExpr, ir.Value, str], ir.Stmt]] = {
     MatMul: _product,  # c A1 ... Ak -> Gemm per pair, transposes as flags (c * A -> Map)
     E.Total: _reduce(None),  # sum(A) -> Reduce over both axes, (1, 1)
@@ -313,6 +322,8 @@ STATEMENT: dict[type, Callable[[Lowering, MatrixExpr, ir.Value, str], ir.Stmt]] 
     E.Softmax: _softmax(False),  # softmax(Z) -> Softmax, max-shifted
     E.LogSoftmax: _softmax(True),  # log_softmax(Z) -> Softmax(log=True)
     Transpose: lambda lo, node, out, comment: ir.Transpose(out, lo._operand(node.arg), comment),
+    E.Concat: _concat,  # [A | B] -> Columns, each part whole
+    E.ColumnSlice: _column_slice,  # A[:, s:e] -> Columns with one part
     E.Named: _copy,  # a name for a named value -> a copy
     MatrixSymbol: _copy,  # a name for an input -> a copy
     MatAdd: _map,  # elementwise: one fused Map (SCALAR_BODY)

@@ -1,7 +1,9 @@
 """symgrad.nn.merge: layers that join tensors of a functional model, as Keras's merging layers.
 
 ``Add()([a, b])`` is ``a + b`` row by row; ``Subtract``, ``Multiply`` (entry by
-entry), ``Average``, ``Maximum``, ``Minimum`` take tensors of one shape.  Their
+entry), ``Average``, ``Maximum``, ``Minimum`` take tensors of one shape;
+``Concatenate`` puts the features of tensors of any widths side by side (its
+gradient splits the cotangent's columns back).  Their
 gradients come from the node rules (``Maximum`` and ``Minimum`` are elementwise
 ``Max`` / ``Min``: the cotangent goes to the larger / smaller operand).
 
@@ -115,6 +117,31 @@ class Minimum(Merge):
         return _fold(sp.Lambda((_x, _y), sp.Min(_x, _y)), exprs)
 
 
+class Concatenate(Merge):
+    """``[a | b | ...]``: the features of each tensor side by side (widths may differ).
+
+    Rows of features have one axis to join: ``axis`` is ``-1`` (or ``1``), as Keras's default.
+    """
+
+    def __init__(self, axis: int = -1, name: str | None = None):
+        super().__init__(name)
+        if axis not in (-1, 1):
+            raise ValueError(
+                "Concatenate joins the features of rows: axis must be -1 (or 1). "
+                f"Received: axis={axis!r}"
+            )
+        self.axis = axis
+
+    def merged_dim(self, dims):
+        return sum(dims)
+
+    def merge(self, exprs):
+        return E.concat(*exprs)
+
+    def get_config(self):
+        return {"name": self.name, "axis": self.axis}
+
+
 MERGE_LAYERS: dict[str, type] = {
-    cls.__name__: cls for cls in (Add, Subtract, Multiply, Average, Maximum, Minimum)
+    cls.__name__: cls for cls in (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate)
 }

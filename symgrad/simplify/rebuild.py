@@ -52,6 +52,8 @@ REBUILD = {
     E.RowSum: lambda node, kids: E.row_sum(kids[0]),
     E.Softmax: lambda node, kids: E.softmax(kids[0]),
     E.LogSoftmax: lambda node, kids: E.log_softmax(kids[0]),
+    E.Concat: lambda node, kids: E.concat(*kids),
+    E.ColumnSlice: lambda node, kids: E.column_slice(kids[0], node.start, node.stop),
     E.Named: _rebuild_named,
 }
 """Node type -> rebuild through the smart constructor (which folds trivial algebra)."""

@@ -15,7 +15,7 @@ import pytest
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from codegen.ir import Gemm, Guard, Map, Program, Reduce, Softmax, Transpose, Value
+from codegen.ir import Columns, Gemm, Guard, Map, Program, Reduce, Softmax, Transpose, Value
 from codegen.llvm import compile_program
 from codegen.llvm.module import make_layout
 from symgrad.core.scalar import sigmoid, softplus
@@ -343,6 +343,18 @@ def test_transpose(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_columns(dtype, rng):
+    """A concatenation with a slice and a repeated operand: [A | B[:, 1:3] | A]."""
+    a, b, out = Value("A", (n, 3)), Value("B", (n, 4)), Value("C", (n, 8))
+    columns = Columns(out, ((a, 0, 3), (b, 1, 3), (a, 0, 3)))
+    program = Program("columns_case", (a, b), (), (columns,), (out,), dtype=dtype, batch=(n,))
+    args = [rng.normal(size=(7, 3)).astype(dtype), rng.normal(size=(7, 4)).astype(dtype)]
+    compare_backends(
+        program, args, reference=lambda a, b: (np.concatenate([a, b[:, 1:3], a], axis=1),)
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)]
 )
@@ -426,6 +438,7 @@ STATEMENT_CASES = {
     Reduce: test_reduce,
     Softmax: test_softmax_stable,
     Transpose: test_transpose,
+    Columns: test_columns,
     Guard: test_training_step_with_updates_in_place_and_copied,
 }
 """IR statement class -> its parity test (``tests/test_op_tables.py`` checks every class has one)."""

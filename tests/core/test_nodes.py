@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import sympy as sp
 
+import symgrad
 from symgrad import expr as E
 
 n = E.batch()
@@ -30,6 +32,7 @@ def test_shapes_are_symbolic_in_the_batch():
         (lambda: E.hadamard(X, W), "hadamard"),
         (lambda: E.add_bias(E.matmul(X, W), E.matrix("c", 1, 3)), "add_bias"),
         (lambda: E.elementwise(sp.Lambda((x, sp.Symbol("y")), x), X, W), "elementwise"),
+        (lambda: E.concat(X, W), "concat"),
     ],
 )
 def test_shape_mismatch_names_op_and_both_shapes(build, op):
@@ -107,3 +110,35 @@ def test_element_view():
     i, j = sp.symbols("i j", integer=True)
     entry = Z[i, j]
     assert entry.has(X[i, 0]) or isinstance(entry, sp.Add)
+
+
+C2 = E.matrix("C2", n, 2)
+SLICES = {  # columns of [X | 3 C2] -> the folded expression (its values are checked too)
+    "inside the first part": ((0, 2), "X[:, 0:2]"),
+    "across both parts": ((1, 4), "[X[:, 1:3] | 3*C2[:, 0:1]]"),
+    "the second part": ((3, 5), "3*C2"),
+    "inside the second part": ((4, 5), "3*C2[:, 1:2]"),
+    "everything": ((0, 5), "[X | 3*C2]"),
+}
+
+
+@pytest.mark.parametrize("case", list(SLICES))
+def test_column_slices_of_a_concat_fold_to_its_parts(case, rng):
+    (start, stop), text = SLICES[case]
+    whole = E.concat(X, E.scale(3, C2))
+    folded = E.column_slice(whole, start, stop)
+    assert str(folded) == text
+    fn = symgrad.compile([X, C2], {"s": folded})
+    x_, c_ = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    np.testing.assert_allclose(fn(x_, c_)[0], np.concatenate([x_, 3 * c_], axis=1)[:, start:stop])
+
+
+def test_concat_and_slice_folding():
+    assert E.concat(X) == X
+    assert E.concat(E.concat(X, C2), X) == E.concat(X, C2, X)
+    assert E.concat(E.column_slice(X, 0, 1), E.column_slice(X, 1, 3)) == X
+    assert E.column_slice(E.column_slice(X, 1, 3), 1, 2) == E.column_slice(X, 2, 3)
+    assert E.column_slice(E.scale(2, X), 0, 1) == E.scale(2, E.column_slice(X, 0, 1))
+    assert E.concat(X, C2).shape == (n, 5)
+    with pytest.raises(ValueError, match=r"column_slice: columns 2:4 are not a range of X"):
+        E.column_slice(X, 2, 4)

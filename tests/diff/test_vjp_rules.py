@@ -56,6 +56,8 @@ CASES = {
     "softmax": (lambda: E.softmax(A), [A], None),
     "log_softmax": (lambda: E.log_softmax(A), [A], None),
     "named": (lambda: E.name("Z", E.matmul(A, B)), [A, B], None),
+    "concat": (lambda: E.concat(A, E.matmul(A2, B), A), [A, A2, B], None),
+    "column_slice": (lambda: E.column_slice(E.matmul(A, B), 1, 2), [A, B], None),
     "binary_map": (
         lambda: E.elementwise(sp.Lambda((x, y), x * sp.exp(y / 3) + y**2), A, A2),
         [A, A2],

@@ -9,7 +9,7 @@ from symgrad.layers import Activation, Dense, Input
 from symgrad.models import Model, Sequential
 from symgrad.nn.callbacks import Callback
 from symgrad.nn.functional import Functional
-from symgrad.nn.merge import Add, Average, Maximum, Minimum, Multiply, Subtract
+from symgrad.nn.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from tests.nn.helpers import blobs
 
 
@@ -39,6 +39,15 @@ def merges():
     return Model(x, Dense(3, activation="softmax", name="out")(m), name="merges")
 
 
+def concatenated():
+    """Branches of different widths side by side, one of them twice."""
+    x = Input(shape=(4,))
+    a = Dense(3, activation="tanh", name="a")(x)
+    b = Dense(2, activation="sigmoid", name="b")(x)
+    h = Concatenate(name="cat")([a, x, b, a])
+    return Model(x, Dense(3, activation="softmax", name="out")(h), name="concatenated")
+
+
 def nested():
     """A model used as a layer of another, around a shared Dense."""
     inner_in = Input(shape=(5,))
@@ -49,7 +58,13 @@ def nested():
     return Model(x, Dense(3, activation="softmax", name="out")(inner(h)), name="nested")
 
 
-GRAPHS = {"residual": residual, "shared": shared, "merges": merges, "nested": nested}
+GRAPHS = {
+    "residual": residual,
+    "shared": shared,
+    "merges": merges,
+    "concatenated": concatenated,
+    "nested": nested,
+}
 
 
 def compiled(build, backend="numpy", optimizer="sgd"):
@@ -128,6 +143,22 @@ def test_backends_agree_and_the_loss_goes_down(graph, rng):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
     loss = histories["numpy"]["loss"]
     assert loss[-1] < loss[0]
+
+
+def test_concatenate_puts_features_side_by_side(rng):
+    model = compiled(concatenated)
+    assert model.layers[3].name == "cat" and model.count_params() == 15 + 10 + 36 + 3
+    x = rng.standard_normal((6, 4))
+    ka, ba, kb, bb, ko, bo = model.get_weights()
+    a, b = np.tanh(x @ ka + ba), 1 / (1 + np.exp(-(x @ kb + bb)))
+    z = np.concatenate([a, x, b, a], axis=1) @ ko + bo
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(model.predict(x), p / p.sum(axis=1, keepdims=True), rtol=1e-12)
+    formulas = model.gradient_formulas()
+    assert str(formulas["out/kernel"]) == "1/n*M1.T*(P - Y)"
+    assert str(model.forward_formulas()["M1"]) == "[A1 | X | A2 | A1]"
+    # a's kernel gets the cotangent of both of its columns blocks
+    assert "[:, 0:3]" in str(formulas["a/kernel"]) and "[:, 9:12]" in str(formulas["a/kernel"])
 
 
 def test_predict_and_evaluate_agree_with_numpy(rng):
@@ -248,6 +279,8 @@ def test_merge_of_different_shapes():
         Subtract()([x, x, x])
     with pytest.raises(ValueError, match=r"Layer 'add_1' \(Add\) merges at least 2 tensors"):
         Add()([x])
+    with pytest.raises(ValueError, match=r"axis must be -1 \(or 1\). Received: axis=0"):
+        Concatenate(axis=0)
 
 
 def test_outputs_that_do_not_depend_on_an_input():
