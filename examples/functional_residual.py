@@ -19,6 +19,7 @@ import time
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from symgrad.compiler import BACKENDS
 from symgrad.layers import Add, Dense, Input
 from symgrad.models import Model
 from symgrad.optimizers import Adam
@@ -52,7 +53,7 @@ def build(backend: str, seed: int = 0) -> Model:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "llvm"])
+    parser.add_argument("--backend", default="numpy", choices=list(BACKENDS))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)

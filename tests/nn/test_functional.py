@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from symgrad.compiler import BACKENDS
 from symgrad.layers import Activation, Dense, Input
 from symgrad.models import Model, Sequential
 from symgrad.nn.callbacks import Callback
@@ -85,7 +86,7 @@ def data(rng, n=9):
     return x / 3, np.eye(3)[labels]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("graph", list(GRAPHS))
 def test_gradients_match_finite_differences(graph, backend, rng, check_grad):
     model = compiled(GRAPHS[graph], backend)
