@@ -1,7 +1,10 @@
 """symgrad.nn: the Keras-style API.
 
 - :mod:`~symgrad.nn.layers`: ``Dense``, ``Activation``, ``Input``;
-- :mod:`~symgrad.nn.models`: ``Sequential``, saving and loading;
+- :mod:`~symgrad.nn.merge`: ``Add``, ``Concatenate``, ... (merging layers);
+- :mod:`~symgrad.nn.models`: ``Model``, ``Sequential``, saving and loading;
+- :mod:`~symgrad.nn.functional`: ``Model(inputs, outputs)``, symbolic tensors;
+- :mod:`~symgrad.nn.outputs`: a loss and metrics per output;
 - :mod:`~symgrad.nn.trainer`: ``compile``, ``fit``, ``evaluate``, ``predict``, the step;
 - :mod:`~symgrad.nn.optimizers`, :mod:`~symgrad.nn.losses`, :mod:`~symgrad.nn.metrics`,
   :mod:`~symgrad.nn.initializers`, :mod:`~symgrad.nn.callbacks`;

@@ -27,6 +27,8 @@ import numpy as np
 from sympy.matrices.expressions import MatrixExpr
 
 from symgrad import core as E
+from symgrad.nn import outputs as outputs_module
+from symgrad.nn import validation as data
 from symgrad.nn.layers import InputLayer, KerasTensor, Names, Node, Variable, snake_case
 from symgrad.nn.models import Model
 from symgrad.nn.trainer import TrainingGraph
@@ -174,6 +176,11 @@ def expression(tensor: KerasTensor) -> MatrixExpr:
     return replay(nodes, values, Names())[id(tensor)]
 
 
+def _same_lengths(arrays: list[np.ndarray], names: list[str]) -> None:
+    for a, name in zip(arrays[1:], names[1:]):
+        data.check_same_length(arrays[0], a, names[0], name)
+
+
 # --------------------------------------------------------------------------
 # The model
 
@@ -220,12 +227,31 @@ class Functional(Model):
                     f"The model's outputs {[o.name for o in self.outputs]} do not depend on the "
                     f"input {t.name!r}: every input must be used"
                 )
-        if len(self.inputs) != 1 or len(self.outputs) != 1:
-            raise NotImplementedError(
-                "Models with several inputs or outputs are not supported yet. "
-                f"Received: {len(self.inputs)} inputs and {len(self.outputs)} outputs"
-            )
+        for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [t.name for t in tensors]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(
+                    f"The model's {kind} need distinct names (they key the data): {twice} "
+                    f"is used more than once. Received: {kind}={names}"
+                )
         self.built = True
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def _blocks(self) -> list[outputs_module.Block]:
+        """Where each output sits in the packed ``P`` (and its targets in ``Y``)."""
+        blocks, start = [], 0
+        for t in self.outputs:
+            blocks.append(outputs_module.Block(t.name, start, start + t.dim))
+            start += t.dim
+        return blocks
 
     # ------------------------------------------------------------------
     # Structure
@@ -253,11 +279,13 @@ class Functional(Model):
 
     @property
     def input_dim(self) -> int:
-        return self.inputs[0].dim
+        """Columns of the packed input ``X = [X_a | X_b ...]``."""
+        return sum(t.dim for t in self.inputs)
 
     @property
     def output_dim(self) -> int:
-        return self.outputs[0].dim
+        """Columns of the packed output ``P = [P_a | P_b ...]``."""
+        return sum(t.dim for t in self.outputs)
 
     def build(self, input_shape=None, input_dim: int | None = None) -> None:
         """A functional model is built when it is made; checks the input size given."""
@@ -269,14 +297,110 @@ class Functional(Model):
             )
 
     def _forward(self) -> TrainingGraph:
+        """``X -> P``; several inputs are column blocks ``X_<name>`` of one ``X``, several
+        outputs ``P_<name>`` blocks of one ``P`` (one matrix each for the step and the epoch)."""
         x = E.matrix("X", E.batch(), self.input_dim)
+        given, start = {}, 0
+        for t in self.inputs:
+            block = E.column_slice(x, start, start + t.dim)
+            given[id(t)] = x if len(self.inputs) == 1 else E.name(f"X_{t.name}", block)
+            start += t.dim
         made: dict[str, list[E.Named]] = {}
-        values = replay(self._nodes, {id(self.inputs[0]): x}, Names(), made)
-        out = values[id(self.outputs[0])]
-        output = E.name("P", out.body if isinstance(out, E.Named) else out)
-        for named in made.values():  # the last intermediate is the output: show it as P
-            named[:] = [output if n == out else n for n in named]
+        values = replay(self._nodes, given, Names(), made)
+        outs = [values[id(t)] for t in self.outputs]
+        if len(outs) == 1:
+            shown = [E.name("P", outs[0].body if isinstance(outs[0], E.Named) else outs[0])]
+        else:
+            shown = [
+                E.name(f"P_{t.name}", o.body if isinstance(o, E.Named) else o)
+                for t, o in zip(self.outputs, outs)
+            ]
+        for named in made.values():  # an output's last intermediate shows as P (P_<name>)
+            named[:] = [shown[outs.index(n)] if n in outs else n for n in named]
+        output = shown[0] if len(shown) == 1 else E.name("P", E.concat(*shown))
         return TrainingGraph(x, output, self.weights, made)
+
+    # ------------------------------------------------------------------
+    # Several inputs and outputs: Keras's arguments, packed for the trainer
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs):
+        """As :meth:`Trainer.compile`; with several outputs ``loss``, ``loss_weights`` and
+        ``metrics`` may be lists (output order) or dicts keyed by output name, as in Keras."""
+        blocks = self._blocks()
+        if len(blocks) == 1 and loss_weights is None:
+            (loss,) = outputs_module.per_output(loss, self.output_names, "loss")
+            (metrics,) = outputs_module._metric_lists(metrics, self.output_names)
+            return super().compile(optimizer, loss, metrics or None, **kwargs)
+        if loss is None:
+            return super().compile(optimizer, loss, metrics, **kwargs)  # its error
+        packed, wrapped = outputs_module.resolve(loss, loss_weights, metrics, blocks)
+        return super().compile(optimizer, packed, wrapped, **kwargs)
+
+    def _arrays(self, value, names: list[str], what: str, kind: str) -> list:
+        """Keras's forms of data for several inputs (outputs): a dict by name or a list."""
+        if isinstance(value, dict):
+            missing = [k for k in names if k not in value]
+            if missing:
+                raise ValueError(
+                    f"No data for the model {kind} {missing}. Received: {what} with keys "
+                    f"{list(value)}; the model's {kind}s are {names}"
+                )
+            unknown = [k for k in value if k not in names]
+            if unknown:
+                raise ValueError(
+                    f"{what} has data for {unknown}, which is no {kind} of the model "
+                    f"(its {kind}s are {names})"
+                )
+            return [value[k] for k in names]
+        if len(names) == 1:
+            return [value]
+        if not isinstance(value, (list, tuple)) or len(value) != len(names):
+            got = (
+                f"{len(value)} arrays" if isinstance(value, (list, tuple)) else type(value).__name__
+            )
+            raise ValueError(
+                f"The model has {len(names)} {kind}s {names}: pass {what} as a list of "
+                f"{len(names)} arrays or a dict keyed by {kind} name. Received: {got}"
+            )
+        return list(value)
+
+    def _pack_x(self, x, name: str) -> np.ndarray:
+        arrays = self._arrays(x, self.input_names, name, "input")
+        if len(arrays) == 1:
+            return arrays[0]
+        checked = []
+        for t, a in zip(self.inputs, arrays):
+            a = data.as_matrix(a, f"{name}[{t.name!r}]")
+            data.check_features(a, t.dim, f"{name}[{t.name!r}]")
+            checked.append(a)
+        _same_lengths(checked, [f"{name}[{t.name!r}]" for t in self.inputs])
+        return np.concatenate(checked, axis=1)
+
+    def _prepare_x(self, x, name: str = "x") -> np.ndarray:
+        return super()._prepare_x(self._pack_x(x, name), name)
+
+    def _prepare_xy(self, x, y, names: tuple[str, str] = ("x", "y")):
+        x = self._pack_x(x, names[0])
+        if isinstance(self.loss, outputs_module.OutputLosses):
+            ys = self._arrays(y, self.output_names, names[1], "output")
+            labels = [
+                data.as_labels(v, f"{names[1]}[{k!r}]") for k, v in zip(self.output_names, ys)
+            ]
+            _same_lengths(labels, [f"{names[1]}[{k!r}]" for k in self.output_names])
+            y = self.loss.prepare(labels)
+        return super()._prepare_xy(x, y, names)
+
+    def _split(self, p: np.ndarray):
+        """The packed predictions as one array per output (a list, as Keras returns them)."""
+        if len(self.outputs) == 1:
+            return p
+        return [p[:, b.start : b.stop] for b in self._blocks()]
+
+    def predict(self, x, batch_size: int | None = None, verbose=0):
+        return self._split(super().predict(x, batch_size=batch_size, verbose=verbose))
+
+    def predict_on_batch(self, x):
+        return self._split(super().predict_on_batch(x))
 
     # -- as a layer of another model
     def __call__(self, inputs):

@@ -484,6 +484,11 @@ class Trainer:
 
     # -- data
     def _prepare_x(self, x, name: str = "x") -> np.ndarray:
+        """The user's input data as the rows the compiled functions read (a model with
+        several inputs packs them first)."""
+        return self._rows(x, name)
+
+    def _rows(self, x, name: str = "x") -> np.ndarray:
         x = data.as_matrix(x, name)
         data.check_features(x, self.input_dim, name)
         if not self.built:
@@ -504,7 +509,7 @@ class Trainer:
         if output_dim is None:  # only activations: the output has as many columns as x
             output_dim = x_array.shape[1]
         y_array = self.loss.prepare_targets(y_array, output_dim)
-        x_array = self._prepare_x(x_array, names[0])
+        x_array = self._rows(x_array, names[0])
         with np.errstate(over="ignore"):
             y_array = np.ascontiguousarray(y_array, dtype=self.dtype)
         data.check_finite(y_array, f"{names[1]} (as {self.dtype})")

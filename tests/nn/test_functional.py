@@ -328,3 +328,155 @@ def test_fit_with_batch_callbacks_runs_step_by_step(rng):
     model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[count])
     assert count.batches == 3
     assert not model.history.params["native_epochs"]
+
+
+# -- several inputs and outputs
+
+
+def two_in_two_out():
+    """Two inputs joined, a classification head and a regression head sharing the trunk."""
+    a, b = Input(shape=(3,), name="a"), Input(shape=(2,), name="b")
+    h = Dense(4, activation="tanh", name="h")(Concatenate(name="cat")([a, b]))
+    cls = Dense(3, activation="softmax", name="cls")(h)
+    reg = Dense(1, name="reg")(Add(name="mix")([h, Dense(4, name="hb")(b)]))
+    return Model([a, b], [cls, reg], name="two")
+
+
+def nested_two_inputs():
+    """A two-input model used as a layer, its second input fed twice from outside."""
+    ia, ib = Input(shape=(3,), name="ia"), Input(shape=(3,), name="ib")
+    inner = Model(
+        [ia, ib], Multiply(name="gate")([ia, Dense(3, activation="sigmoid", name="g")(ib)])
+    )
+    x = Input(shape=(3,), name="x")
+    h = inner([x, Dense(3, activation="tanh", name="pre")(x)])
+    return Model(
+        x, [Dense(2, activation="softmax", name="p")(h), Dense(1, name="q")(h)], name="outer"
+    )
+
+
+def multi_data(rng, n=12):
+    return (
+        {"a": rng.standard_normal((n, 3)), "b": rng.standard_normal((n, 2))},
+        {"cls": rng.integers(0, 3, n), "reg": rng.standard_normal(n)},
+    )
+
+
+def compile_two(model, backend="numpy", metrics=None, optimizer="sgd"):
+    model.compile(
+        optimizer=optimizer,
+        loss={"cls": "sparse_categorical_crossentropy", "reg": "mse"},
+        loss_weights={"cls": 1.0, "reg": 0.5},
+        metrics=metrics,
+        backend=backend,
+        dtype="float64",
+        seed=2,
+    )
+    return model
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_two_inputs_two_outputs_gradients_match_finite_differences(backend, rng, check_grad):
+    model = compile_two(two_in_two_out(), backend)
+    x, y = multi_data(rng)
+    weights = [w + 0.3 * rng.standard_normal(w.shape) for w in model.get_weights()]
+    model.set_weights(weights)
+    grads = model.compute_gradients(x, y)
+
+    def f(ws):
+        model.set_weights(ws)
+        return model.test_on_batch(x, y, return_dict=True)["loss"]
+
+    check_grad(f, weights, grads, rtol=1e-6, directions=3)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_nested_multi_input_model_gradients(backend, rng, check_grad):
+    model = nested_two_inputs()
+    model.compile(
+        optimizer="sgd",
+        loss=["categorical_crossentropy", "mae"],
+        backend=backend,
+        dtype="float64",
+        seed=1,
+    )
+    x = rng.standard_normal((9, 3))
+    y = [np.eye(2)[rng.integers(0, 2, 9)], rng.standard_normal((9, 1))]
+    weights = [w + 0.3 * rng.standard_normal(w.shape) for w in model.get_weights()]
+    model.set_weights(weights)
+    grads = model.compute_gradients(x, y)
+
+    def f(ws):
+        model.set_weights(ws)
+        return model.test_on_batch(x, y)
+
+    check_grad(f, weights, grads, rtol=1e-6, directions=3)
+
+
+def test_the_total_loss_is_the_weighted_sum_and_predict_gives_one_array_per_output(rng):
+    model = compile_two(two_in_two_out(), metrics={"cls": ["accuracy"]})
+    x, y = multi_data(rng)
+    cls, reg = model.predict(x)
+    assert cls.shape == (12, 3) and reg.shape == (12, 1)
+    np.testing.assert_allclose(cls.sum(axis=1), 1.0)
+    cce = -np.mean(np.log(cls[np.arange(12), y["cls"]]))
+    mse = np.mean((reg[:, 0] - y["reg"]) ** 2)
+    loss, accuracy = model.evaluate([x["a"], x["b"]], [y["cls"], y["reg"]])
+    assert loss == pytest.approx(cce + 0.5 * mse, rel=1e-12)
+    assert accuracy == pytest.approx(np.mean(cls.argmax(axis=1) == y["cls"]))
+    assert list(model.evaluate(x, y, return_dict=True)) == ["loss", "cls_accuracy"]
+    formulas = model.gradient_formulas()
+    assert str(formulas["reg/kernel"]) == "1/n*M2.T*(P_reg - Y_reg)"
+    assert str(formulas["hb/kernel"]) == "1/n*X_b.T*(P_reg - Y_reg)*reg_kernel.T"
+
+
+def test_several_outputs_agree_across_backends_and_train(rng):
+    x, y = multi_data(rng, n=64)
+    runs = {}
+    for backend in ("numpy", "llvm"):
+        model = compile_two(two_in_two_out(), backend, optimizer="adam")
+        runs[backend] = (model.fit(x, y, epochs=6, batch_size=16, verbose=0).history, model)
+    assert runs["llvm"][1].history.params["native_epochs"]  # one native call per epoch
+    np.testing.assert_allclose(runs["llvm"][0]["loss"], runs["numpy"][0]["loss"], rtol=1e-9)
+    for a, b in zip(runs["llvm"][1].get_weights(), runs["numpy"][1].get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+    loss = runs["numpy"][0]["loss"]
+    assert loss[-1] < loss[0]
+
+
+def test_missing_or_unknown_keys_in_fit_and_compile(rng):
+    model = compile_two(two_in_two_out())
+    x, y = multi_data(rng)
+    with pytest.raises(
+        ValueError, match=r"No data for the model input \['b'\]. Received: x with keys \['a'\]"
+    ):
+        model.fit({"a": x["a"]}, y, verbose=0)
+    with pytest.raises(
+        ValueError, match=r"No data for the model output \['reg'\]. Received: y with keys"
+    ):
+        model.fit(x, {"cls": y["cls"]}, verbose=0)
+    with pytest.raises(ValueError, match=r"x has data for \['c'\], which is no input of the model"):
+        model.predict({**x, "c": x["a"]})
+    with pytest.raises(
+        ValueError, match=r"The model has 2 inputs \['a', 'b'\]: pass x as a list of 2"
+    ):
+        model.predict(x["a"])
+    with pytest.raises(
+        ValueError, match=r"x\['b'\] and .* must have the same number of samples|same number"
+    ):
+        model.predict({"a": x["a"], "b": x["b"][:5]})
+    with pytest.raises(ValueError, match=r"loss names no output of the model: \['clss'\]"):
+        model.compile(loss={"clss": "mse", "reg": "mse"})
+    with pytest.raises(
+        ValueError, match=r"compile needs a loss for every output; none for \['reg'\]"
+    ):
+        model.compile(loss={"cls": "mse"})
+    with pytest.raises(
+        ValueError, match=r"loss needs one entry per output \(2: \['cls', 'reg'\]\)"
+    ):
+        model.compile(loss=["mse"])
+    with pytest.raises(
+        ValueError,
+        match=r"loss_weights must be finite numbers >= 0. Received: loss_weights\['reg'\]=-1",
+    ):
+        model.compile(loss="mse", loss_weights=[1, -1])

@@ -1,0 +1,153 @@
+"""symgrad.nn.outputs: a loss and metrics per output of a model with several outputs.
+
+The training step has one target matrix ``Y`` and one output ``P``; a model
+with several outputs packs them side by side (``P = [P_a | P_b]``, ``Y = [Y_a |
+Y_b]``, each block named).  :class:`OutputLosses` is the weighted sum of one loss
+per block, :class:`OutputMetric` a metric of one block; both slice the packed
+matrices (``symgrad.core.column_slice``), so the trainer, both backends and the
+whole-epoch native call work unchanged.
+
+Keras's forms are accepted: one loss for every output, a list in output order,
+or a dict keyed by output name (likewise ``loss_weights`` and ``metrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr
+
+from symgrad import core as E
+from symgrad.nn import losses as losses_module
+from symgrad.nn import metrics as metrics_module
+from symgrad.nn.losses import Loss
+from symgrad.nn.metrics import Metric
+
+
+@dataclass(frozen=True)
+class Block:
+    """Output ``name``: columns ``start:stop`` of ``P``, and of ``Y`` (targets as the loss
+    prepares them have the output's width: sparse labels become one-hot rows)."""
+
+    name: str
+    start: int
+    stop: int
+
+
+def per_output(value, names: Sequence[str], what: str, default=None) -> list:
+    """One entry per output from a single value, a list in output order or a dict by name."""
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in names]
+        if unknown:
+            raise ValueError(
+                f"{what} names no output of the model: {unknown}. Received: {what}={value!r}; "
+                f"the outputs are {list(names)}"
+            )
+        return [value.get(k, default) for k in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(
+                f"{what} needs one entry per output ({len(names)}: {list(names)}). "
+                f"Received: {what} with {len(value)} entries"
+            )
+        return list(value)
+    return [value] * len(names)
+
+
+def _slice(m: MatrixExpr, start: int, stop: int) -> MatrixExpr:
+    body = m.body if isinstance(m, E.Named) else m  # P = [P_a | P_b]: the slice is P_a itself
+    return E.column_slice(body, start, stop)
+
+
+class OutputLosses(Loss):
+    """``sum_k w_k loss_k(Y_k, P_k)`` over the outputs (Keras's total loss)."""
+
+    name = "loss"
+
+    def __init__(self, losses: Sequence[Loss], weights: Sequence[float], blocks: Sequence[Block]):
+        self.losses, self.weights, self.blocks = list(losses), list(weights), list(blocks)
+
+    def labels(self, rows, cols):
+        return E.matrix("Y", rows, cols)
+
+    def call(self, y_true, y_pred):
+        terms = []
+        for loss, weight, b in zip(self.losses, self.weights, self.blocks):
+            y = E.name(f"Y_{b.name}", E.column_slice(y_true, b.start, b.stop))
+            terms.append(E.scale(sp.nsimplify(weight), loss(y, _slice(y_pred, b.start, b.stop))))
+        return E.add(*terms)
+
+    def prepare(self, ys: Sequence[np.ndarray]) -> np.ndarray:
+        """The targets of each output checked by its loss, packed side by side."""
+        parts = [
+            loss.prepare_targets(y, b.stop - b.start)
+            for loss, y, b in zip(self.losses, ys, self.blocks)
+        ]
+        return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
+
+
+class OutputMetric(Metric):
+    """A metric of one output: ``<output>_<metric>`` in the logs, as Keras names it."""
+
+    def __init__(self, metric: Metric, block: Block):
+        self.metric, self.block = metric, block
+        self.needs_one_hot = metric.needs_one_hot
+        super().__init__(f"{block.name}_{metric.name}")
+
+    def reset_state(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def _columns(self, y, p):
+        b = self.block
+        return y[:, b.start : b.stop], p[:, b.start : b.stop]
+
+    def values(self, y_true, y_pred):
+        return self.metric.values(*self._columns(y_true, y_pred))
+
+    def batch_mean(self, y_true, y_pred):
+        b = self.block
+        return self.metric.batch_mean(
+            E.column_slice(y_true, b.start, b.stop), _slice(y_pred, b.start, b.stop)
+        )
+
+
+def _metric_lists(metrics, names: Sequence[str]) -> list[list]:
+    """Metrics per output: a dict by name, a list of lists, or one flat list for every output."""
+    if metrics is None:
+        return [[] for _ in names]
+    flat = isinstance(metrics, (list, tuple)) and all(
+        not isinstance(m, (list, tuple, dict)) and m is not None for m in metrics
+    )
+    if flat:
+        return [list(metrics) for _ in names]
+    return [
+        [] if entry is None else list(entry) if isinstance(entry, (list, tuple)) else [entry]
+        for entry in per_output(metrics, names, "metrics")
+    ]
+
+
+def resolve(loss, loss_weights, metrics, blocks: Sequence[Block]):
+    """``(OutputLosses, [OutputMetric...])`` from Keras-style per-output arguments."""
+    names = [b.name for b in blocks]
+    entries = per_output(loss, names, "loss")
+    missing = [name for name, x in zip(names, entries) if x is None]
+    if missing:
+        raise ValueError(
+            f"compile needs a loss for every output; none for {missing}. Received: loss={loss!r}"
+        )
+    output_losses = [losses_module.get(x) for x in entries]
+    weights = per_output(1.0 if loss_weights is None else loss_weights, names, "loss_weights", 0.0)
+    for name, w in zip(names, weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
+            raise ValueError(
+                f"loss_weights must be finite numbers >= 0. Received: loss_weights[{name!r}]={w!r}"
+            )
+    wrapped = [
+        OutputMetric(metrics_module.get(m, x.name, b.stop - b.start), b)
+        for x, b, entry in zip(output_losses, blocks, _metric_lists(metrics, names))
+        for m in entry
+    ]
+    return OutputLosses(output_losses, weights, blocks), wrapped
