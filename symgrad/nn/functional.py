@@ -465,16 +465,7 @@ class Functional(Model):
             lines += [f"{'':<57}{n.name} = {n.body}" for n in graph.layer_names.get(layer.name, [])]
             if i + 1 < len(self.layers):
                 lines.append("")
-        total = self.count_params()
-        size = total * np.dtype(self.dtype).itemsize
-        lines += [
-            double,
-            f"Total params: {total} ({size:,} bytes as {self.dtype})",
-            f"Trainable params: {total}",
-            "Non-trainable params: 0",
-            rule,
-        ]
-        (print_fn or print)("\n".join(line.rstrip() for line in lines))
+        self._print_summary(lines, print_fn, rule, double)
 
     def _output_width(self, layer) -> int:
         for node in self._nodes:

@@ -211,6 +211,19 @@ class Model(Trainer):
     # ------------------------------------------------------------------
     # Inspection
 
+    def _print_summary(self, lines: list[str], print_fn, rule: str, double: str) -> None:
+        """``summary()``'s table rows, then the parameter totals every model prints."""
+        total = self.count_params() if self.built else 0
+        size = total * np.dtype(self.dtype).itemsize
+        lines += [
+            double,
+            f"Total params: {total} ({size:,} bytes as {self.dtype})",
+            f"Trainable params: {total}",
+            "Non-trainable params: 0",
+            rule,
+        ]
+        (print_fn or print)("\n".join(line.rstrip() for line in lines))
+
     def gradient_formulas(self) -> dict[str, sp.Expr]:
         """Simplified dL/dW per weight, keyed by Keras path (``dense_1/kernel``)."""
         from symgrad import formulas as inspect
@@ -432,16 +445,7 @@ class Sequential(Model):
             lines += [" " * 57 + text for text in computes[1:]]
             if i + 1 < len(self._layers):
                 lines.append("")
-        total = self.count_params() if self.built else 0
-        size = total * np.dtype(self.dtype).itemsize
-        lines += [
-            double,
-            f"Total params: {total} ({size:,} bytes as {self.dtype})",
-            f"Trainable params: {total}",
-            "Non-trainable params: 0",
-            rule,
-        ]
-        (print_fn or print)("\n".join(line.rstrip() for line in lines))
+        self._print_summary(lines, print_fn, rule, double)
 
     def __repr__(self) -> str:
         return f"<Sequential name={self.name} layers={[layer.name for layer in self._layers]}>"

@@ -86,11 +86,8 @@ def data(rng, n=9):
     return x / 3, np.eye(3)[labels]
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-@pytest.mark.parametrize("graph", list(GRAPHS))
-def test_gradients_match_finite_differences(graph, backend, rng, check_grad):
-    model = compiled(GRAPHS[graph], backend)
-    x, y = data(rng)
+def check_model_gradients(model, x, y, rng, check_grad):
+    """compute_gradients against finite differences of the loss, at perturbed weights."""
     weights = [w + 0.3 * rng.standard_normal(w.shape) for w in model.get_weights()]
     model.set_weights(weights)
     grads = model.compute_gradients(x, y)
@@ -100,6 +97,14 @@ def test_gradients_match_finite_differences(graph, backend, rng, check_grad):
         return model.test_on_batch(x, y, return_dict=True)["loss"]
 
     check_grad(f, weights, grads, rtol=1e-6, directions=3)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("graph", list(GRAPHS))
+def test_gradients_match_finite_differences(graph, backend, rng, check_grad):
+    model = compiled(GRAPHS[graph], backend)
+    x, y = data(rng)
+    check_model_gradients(model, x, y, rng, check_grad)
 
 
 def test_a_shared_layer_has_one_set_of_weights():
@@ -379,15 +384,7 @@ def compile_two(model, backend="numpy", metrics=None, optimizer="sgd"):
 def test_two_inputs_two_outputs_gradients_match_finite_differences(backend, rng, check_grad):
     model = compile_two(two_in_two_out(), backend)
     x, y = multi_data(rng)
-    weights = [w + 0.3 * rng.standard_normal(w.shape) for w in model.get_weights()]
-    model.set_weights(weights)
-    grads = model.compute_gradients(x, y)
-
-    def f(ws):
-        model.set_weights(ws)
-        return model.test_on_batch(x, y, return_dict=True)["loss"]
-
-    check_grad(f, weights, grads, rtol=1e-6, directions=3)
+    check_model_gradients(model, x, y, rng, check_grad)
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
@@ -402,15 +399,7 @@ def test_nested_multi_input_model_gradients(backend, rng, check_grad):
     )
     x = rng.standard_normal((9, 3))
     y = [np.eye(2)[rng.integers(0, 2, 9)], rng.standard_normal((9, 1))]
-    weights = [w + 0.3 * rng.standard_normal(w.shape) for w in model.get_weights()]
-    model.set_weights(weights)
-    grads = model.compute_gradients(x, y)
-
-    def f(ws):
-        model.set_weights(ws)
-        return model.test_on_batch(x, y)
-
-    check_grad(f, weights, grads, rtol=1e-6, directions=3)
+    check_model_gradients(model, x, y, rng, check_grad)
 
 
 def test_the_total_loss_is_the_weighted_sum_and_predict_gives_one_array_per_output(rng):
