@@ -34,7 +34,8 @@ from codegen.files import write_all_atomic
 from symgrad.compiler import CompiledFunction
 from symgrad.core.printing import FormulaStrPrinter
 from symgrad.expr import ProbabilitySymbol
-from symgrad.nn.models import Sequential
+from symgrad.nn.functional import Functional
+from symgrad.nn.models import Model
 
 if TYPE_CHECKING:  # codegen is imported on first use: symgrad's import must not need it
     from symgrad.emission.python import ModelSource
@@ -45,7 +46,7 @@ CPUS = tuple(dict.fromkeys(cpu for b in BACKENDS.values() for cpu in b.cpus))
 
 
 def emit(
-    source: Sequential | CompiledFunction,
+    source: Model | CompiledFunction,
     path: str | os.PathLike,
     target: str = "python",
     *,
@@ -74,7 +75,7 @@ def emit(
         if weights:
             raise ValueError("weights=True needs a model; a compiled function has no weights")
         files = FUNCTION_FILES[writes](source, path, target, prefix, cpu)
-    elif isinstance(source, Sequential):
+    elif isinstance(source, Model):
         model = model_source(source)
         if weights and target != "python":
             raise ValueError(
@@ -83,7 +84,7 @@ def emit(
         files = MODEL_FILES[writes](source, model, path, target, prefix, cpu, weights)
     else:
         raise TypeError(
-            "emit takes a compiled symgrad model (symgrad.nn.models.Sequential) or a function "
+            "emit takes a compiled symgrad model (Sequential or Model) or a function "
             f"from symgrad.compile. Received: {type(source).__name__} {source!r:.80}"
         )
     write_all_atomic(files)
@@ -114,7 +115,7 @@ def _check_destination(path: Path) -> None:
 # What a model is made of
 
 
-def model_source(model: Sequential) -> ModelSource:
+def model_source(model: Model) -> ModelSource:
     """Everything the emitted files say about ``model`` (compiled, built)."""
     from symgrad.emission.python import ModelSource, Weight, target_note
 
@@ -122,6 +123,11 @@ def model_source(model: Sequential) -> ModelSource:
         raise RuntimeError(
             f"emit needs a compiled model: call model.compile(optimizer=..., loss=...) "
             f"on {model.name!r} first"
+        )
+    if isinstance(model, Functional) and (len(model.inputs) > 1 or len(model.outputs) > 1):
+        raise NotImplementedError(
+            f"emit writes models with one input and one output; {model.name!r} has "
+            f"inputs {model.input_names} and outputs {model.output_names}"
         )
     if not model.built:
         raise ValueError(
@@ -171,7 +177,7 @@ def model_source(model: Sequential) -> ModelSource:
     )
 
 
-def weight_arrays(model: Sequential) -> dict[str, np.ndarray]:
+def weight_arrays(model: Model) -> dict[str, np.ndarray]:
     """Weights and optimizer state under the keys of ``model.save_weights``."""
     arrays = {w.path: value for w, value in zip(model.weights, model.get_weights())}
     for var in model.optimizer.variables:

@@ -248,3 +248,31 @@ def test_an_empty_batch_is_no_error(library):
     assert _call(lib, "mlp_forward", 0, arguments["mlp_forward"]) == 0
     # the mean loss over no rows is nan: the guard refuses the step, as for any nan loss
     assert _call(lib, "mlp_train_step", 0, arguments["mlp_train_step"]) == 1
+
+
+@needs_cc
+def test_a_functional_model_with_a_concatenation_as_a_shared_library(tmp_path):
+    from symgrad.layers import Concatenate, Dense, Input
+    from symgrad.models import Model
+
+    x = Input(shape=(4,), name="features")
+    a = Dense(3, activation="tanh", name="a")(x)
+    h = Concatenate(name="cat")([a, x, a])
+    model = Model(x, Dense(3, activation="softmax", name="out")(h), name="cat")
+    model.compile(optimizer="adam", loss="categorical_crossentropy", dtype="float64", seed=0)
+    symgrad.emit(model, tmp_path / "libcat.so", target="shared")
+    lib = ctypes.CDLL(str(tmp_path / "libcat.so"))
+    rng = np.random.default_rng(0)
+    xs, ys = rng.standard_normal((10, 4)), np.eye(3)[rng.integers(0, 3, 10)]
+    weights = [np.ascontiguousarray(w) for w in model.get_weights()]
+    p = np.empty((10, 3))
+    assert (
+        lib.cat_forward(ctypes.c_int64(10), pointer(xs), *map(pointer, weights), pointer(p), None)
+        == 0
+    )
+    np.testing.assert_allclose(p, model.predict(xs), rtol=1e-9)
+    loss, grads = np.empty((1, 1)), [np.empty_like(w) for w in weights]
+    args = [pointer(xs), pointer(ys), *map(pointer, weights), pointer(loss), *map(pointer, grads)]
+    assert lib.cat_loss_and_gradients(ctypes.c_int64(10), *args, None) == 0
+    for g, expected in zip(grads, model.compute_gradients(xs, ys)):
+        np.testing.assert_allclose(g, expected, rtol=1e-9, atol=1e-12)

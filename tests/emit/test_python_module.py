@@ -227,3 +227,29 @@ def test_numpy_function_is_numpy_source_without_its_header():
     imported = header.split("from numpy import")[1].split("\n\n")[0]
     assert set(part.numpy_names) <= set(re.findall(r"\w+", imported))  # (it adds copyto)
     assert all(line in header for line in part.preamble[1:])  # aliases; DTYPE is quoted alike
+
+
+def test_a_functional_model_is_emitted_like_a_sequential(tmp_path):
+    from symgrad.layers import Add, Input
+    from symgrad.models import Model
+
+    x = Input(shape=(4,), name="features")
+    h = Dense(4, activation="tanh", name="hidden")(x)
+    model = Model(
+        x, Dense(3, activation="softmax", name="out")(Add(name="skip")([x, h])), name="res"
+    )
+    model.compile(optimizer="adam", loss="categorical_crossentropy", dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    xs, ys = rng.standard_normal((32, 4)), np.eye(3)[rng.integers(0, 3, 32)]
+    symgrad.emit(model, tmp_path / "res.py", weights=True)
+    out = run_isolated(tmp_path / "res.py", MODULE_SCRIPT, {"x": xs, "y": ys}, tmp_path)
+    np.testing.assert_allclose(out["forward"], model.predict(xs), rtol=RTOL)
+    for w, g in zip(model.weights, model.compute_gradients(xs, ys)):
+        np.testing.assert_allclose(out[f"d/{w.path}"], g, rtol=RTOL, atol=1e-12)
+    a, b = Input(shape=(2,), name="a"), Input(shape=(2,), name="b")
+    two = Model([a, b], Dense(1, name="d")(Add()([a, b])), name="two")
+    two.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(
+        NotImplementedError, match=r"one input and one output; 'two' has inputs \['a', 'b'\]"
+    ):
+        symgrad.emit(two, tmp_path / "two.py")
