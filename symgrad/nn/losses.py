@@ -76,6 +76,10 @@ class Loss:
     def __call__(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
         return self.call(y_true, y_pred)
 
+    def label_blocks(self, y: MatrixSymbol) -> dict:
+        """Symbols the loss used for parts of the targets ``y`` -> those parts (none here)."""
+        return {}
+
     def call(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
         raise NotImplementedError
 

@@ -73,12 +73,27 @@ class OutputLosses(Loss):
     def labels(self, rows, cols):
         return E.matrix("Y", rows, cols)
 
+    def _targets(self, loss: Loss, rows, b: Block):
+        """``Y_<output>``: the block's targets as the loss declares them (a probability
+        matrix for a categorical cross-entropy, so that ``rowsum(Y_cls) = 1`` folds)."""
+        declared = loss.labels(rows, b.stop - b.start)
+        return type(declared)(f"Y_{b.name}", rows, b.stop - b.start)
+
     def call(self, y_true, y_pred):
         terms = []
         for loss, weight, b in zip(self.losses, self.weights, self.blocks):
-            y = E.name(f"Y_{b.name}", E.column_slice(y_true, b.start, b.stop))
+            y = self._targets(loss, y_true.shape[0], b)
             terms.append(E.scale(sp.nsimplify(weight), loss(y, _slice(y_pred, b.start, b.stop))))
         return E.add(*terms)
+
+    def label_blocks(self, y):
+        """``Y_<output>`` -> its columns of the packed targets ``Y`` (named ``Y_<output>``)."""
+        return {
+            self._targets(loss, y.shape[0], b): E.name(
+                f"Y_{b.name}", E.column_slice(y, b.start, b.stop)
+            )
+            for loss, b in zip(self.losses, self.blocks)
+        }
 
     def prepare(self, ys: Sequence[np.ndarray]) -> np.ndarray:
         """The targets of each output checked by its loss, packed side by side."""

@@ -136,6 +136,12 @@ def add_loss(graph: TrainingGraph, loss: Loss) -> TrainingGraph:
     wrt = [w.symbol for w in graph.weights]
     graph.derivation = derive(graph.loss, wrt)
     graph.gradients = {w: E.name(f"d_{w.name}", graph.derivation.gradients[w]) for w in wrt}
+    blocks = loss.label_blocks(y)
+    if blocks:  # targets stood for by their own symbols: simplified with them, then bound to y
+        both = {"loss": graph.loss, **{w.name: d for w, d in graph.gradients.items()}}
+        both, _ = simplify(both, context=[graph.output])
+        graph.loss = both["loss"].xreplace(blocks)
+        graph.gradients = {w: both[w.name].xreplace(blocks) for w in wrt}
     return graph
 
 

@@ -415,6 +415,7 @@ def test_the_total_loss_is_the_weighted_sum_and_predict_gives_one_array_per_outp
     assert accuracy == pytest.approx(np.mean(cls.argmax(axis=1) == y["cls"]))
     assert list(model.evaluate(x, y, return_dict=True)) == ["loss", "cls_accuracy"]
     formulas = model.gradient_formulas()
+    assert str(formulas["cls/kernel"]) == "1/n*A1.T*(P_cls - Y_cls)"  # softmax + CCE fused
     assert str(formulas["reg/kernel"]) == "1/n*M2.T*(P_reg - Y_reg)"
     assert str(formulas["hb/kernel"]) == "1/n*X_b.T*(P_reg - Y_reg)*reg_kernel.T"
 
