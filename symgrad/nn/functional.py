@@ -28,6 +28,7 @@ from sympy.matrices.expressions import MatrixExpr
 
 from symgrad import core as E
 from symgrad.nn import outputs as outputs_module
+from symgrad.nn import regularizers
 from symgrad.nn import validation as data
 from symgrad.nn.layers import InputLayer, KerasTensor, Names, Node, Variable, snake_case
 from symgrad.nn.models import Model
@@ -318,7 +319,26 @@ class Functional(Model):
         for named in made.values():  # an output's last intermediate shows as P (P_<name>)
             named[:] = [shown[outs.index(n)] if n in outs else n for n in named]
         output = shown[0] if len(shown) == 1 else E.name("P", E.concat(*shown))
-        return TrainingGraph(x, output, self.weights, made)
+        for t, p in zip(self.outputs, shown):  # an output's penalty is a penalty of P_<name>
+            values[id(t)] = p
+        return TrainingGraph(x, output, self.weights, made, penalties=self._penalties(values))
+
+    def _penalties(self, values: dict) -> list[MatrixExpr]:
+        """Each layer's weight penalties once, its activity penalty once per call (as Keras)."""
+        terms, seen = [], set()
+        for node in self._nodes:
+            if not node.inputs:
+                continue
+            first = id(node.layer) not in seen
+            seen.add(id(node.layer))
+            for t in node.outputs:
+                out = values[id(t)]
+                terms += [
+                    term
+                    for term in regularizers.layer_penalties(node.layer, out)
+                    if first or term.has(out)  # a later call adds its activity term only
+                ]
+        return terms
 
     # ------------------------------------------------------------------
     # Several inputs and outputs: Keras's arguments, packed for the trainer

@@ -470,3 +470,25 @@ def test_missing_or_unknown_keys_in_fit_and_compile(rng):
         match=r"loss_weights must be finite numbers >= 0. Received: loss_weights\['reg'\]=-1",
     ):
         model.compile(loss="mse", loss_weights=[1, -1])
+
+
+def test_regularizers_of_a_shared_layer_count_its_weights_once_and_each_call(rng, check_grad):
+    x = Input(shape=(4,))
+    twice = Dense(
+        4, activation="tanh", kernel_regularizer="l2", activity_regularizer="l1", name="h"
+    )
+    h = twice(twice(x))
+    model = Model(x, Dense(3, activation="softmax", name="o")(Add()([x, h])))
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", dtype="float64", seed=0)
+    xs, ys = data(rng)
+    kernel, bias, ko, bo = model.get_weights()
+    a1 = np.tanh(xs @ kernel + bias)
+    a2 = np.tanh(a1 @ kernel + bias)
+    z = (xs + a2) @ ko + bo
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    cce = -np.mean(np.sum(ys * np.log(p), axis=1))
+    n = len(xs)
+    expected = cce + 0.01 * np.sum(kernel**2) + 0.01 * (np.abs(a1).sum() + np.abs(a2).sum()) / n
+    assert model.test_on_batch(xs, ys) == pytest.approx(expected, rel=1e-12)
+    check_model_gradients(model, xs, ys, rng, check_grad)
