@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_compile                 # 7 runs each, llvm and numpy backends
-    python -m benchmarks.bench_compile --runs 11 --backends llvm
+    .venv/bin/python -m benchmarks.bench_compile                 # 7 runs each, llvm and numpy backends
+    .venv/bin/python -m benchmarks.bench_compile --runs 11 --backends llvm
 
 The model is 64-128-64-10 (relu, softmax), Adam, sparse categorical
 cross-entropy, ``metrics=["accuracy"]``, float32. ``compile`` derives the
@@ -30,22 +30,32 @@ import subprocess
 import sys
 import tempfile
 
+# The stages of ``compile`` the child times: (module, function, label) per backend.
+STAGES = {
+    "common": [
+        ("symgrad.nn.trainer", "add_loss", "derive (loss, gradients)"),
+        ("symgrad.compiler", "simplify", "simplify"),
+        ("symgrad.compiler", "lower", "lower to IR"),
+    ],
+    "llvm": [
+        ("codegen.llvm.backend", "generate_ir", "LLVM IR text"),
+        ("codegen.llvm.backend", "optimize_and_emit", "LLVM optimize + codegen"),
+        ("codegen.llvm.backend", "LoadedObject", "JIT link"),
+    ],
+}
+
 CHILD = r"""
-import functools, json, sys, time
+import functools, importlib, json, sys, time
 t0 = time.perf_counter()
 import numpy as np
-import symgrad.compiler as compiler
-import symgrad.models as models
+import symgrad.compiler
 from symgrad.layers import Dense
 from symgrad.models import Sequential
-backend = sys.argv[1]
-if backend == "llvm":
-    import codegen.llvm as target
-else:
-    import codegen.numpy as target
+backend, stages = sys.argv[1], json.loads(sys.argv[2])
 imported = time.perf_counter() - t0
 phases = {}
 def timed(module, name, label):
+    module = importlib.import_module(module)
     f = getattr(module, name)
     @functools.wraps(f)
     def g(*a, **k):
@@ -55,13 +65,8 @@ def timed(module, name, label):
         finally:
             phases[label] = phases.get(label, 0.0) + time.perf_counter() - t
     setattr(module, name, g)
-timed(models, "add_loss", "derive (loss, gradients)")
-timed(compiler, "simplify", "simplify")
-timed(compiler, "lower", "lower to IR")
-if backend == "llvm":
-    timed(target, "generate_ir", "LLVM IR text")
-    timed(target, "optimize_and_emit", "LLVM optimize + codegen")
-    timed(target, "LoadedObject", "JIT link")
+for stage in stages:
+    timed(*stage)
 t = time.perf_counter()
 model = Sequential([Dense(128, activation="relu", input_dim=64), Dense(64, activation="relu"),
                     Dense(10, activation="softmax")])
@@ -74,8 +79,13 @@ print(json.dumps({"import": imported, "compile": compiled, "phases": phases}))
 
 def run_child(backend: str, cache_dir: str) -> dict:
     env = dict(os.environ, SYMGRAD_CACHE_DIR=cache_dir)
+    stages = STAGES["common"] + STAGES.get(backend, [])
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, backend], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, backend, json.dumps(stages)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
