@@ -24,6 +24,7 @@ are shortened with a stable hash of the whole name.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 
@@ -182,6 +183,16 @@ def check_c_prefix(prefix: str) -> str:
             f"<{prefix}.h> (or is a C keyword); choose another prefix. Received: prefix={prefix!r}"
         )
     return prefix
+
+
+def c_double(value: float, what: str) -> str:
+    """``value`` as a C double literal that reads back the same bits (``repr`` is the shortest
+    such decimal); ``what`` names it in the error a nan or an infinity gets, which have none."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number to be written as C. Received: {value!r}")
+    text = repr(value)
+    return text if any(c in text for c in ".e") else text + ".0"
 
 
 def c_comment(text: str) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from codegen.ir import Program
 from codegen.llvm.emit import CFunction
-from codegen.names import c_identifier
+from codegen.names import c_double, c_identifier
 from symgrad.emission.python import ModelSource
 
 KERNELS = (
@@ -55,7 +55,7 @@ def model_defines(m: ModelSource, prefix: str) -> list[tuple[str, str, str]]:
     p = prefix.upper()
     sizes = ", ".join(str(w.shape[0] * w.shape[1]) for w in m.weights)
     slot_sizes = ", ".join(str(s.shape[0] * s.shape[1]) for s in m.slots)
-    initial = ", ".join(repr(s.initial) for s in m.slots)
+    initial = ", ".join(c_double(s.initial, f"initial value of slot {s.path}") for s in m.slots)
     defines = [
         (f"{p}_INPUT_DIM", str(m.input_dim), "columns of X"),
         (f"{p}_OUTPUT_DIM", str(m.output_dim), "columns of P and Y"),
@@ -69,7 +69,13 @@ def model_defines(m: ModelSource, prefix: str) -> list[tuple[str, str, str]]:
             (f"{p}_SLOT_INITIAL_VALUES", "{" + initial + "}", "what each slot starts from"),
         ]
     for name, value in m.hyperparameters.items():
-        defines.append((f"{p}_{c_identifier(name).upper()}", repr(float(value)), "hyperparameter"))
+        defines.append(
+            (
+                f"{p}_{c_identifier(name).upper()}",
+                c_double(value, f"hyperparameter {name}"),
+                "hyperparameter",
+            )
+        )
     return defines
 
 
