@@ -13,6 +13,7 @@ from symgrad import (  # noqa: I001
     losses,
     metrics,
     models,
+    ops,
     optimizers,
     regularizers,
 )
@@ -24,6 +25,7 @@ from symgrad.core import batch, labels, matrix
 from symgrad.formulas import element_formula, explain, grad, gradients, op_counts
 from symgrad.nn.layers import Activation, Dense, Input
 from symgrad.nn.models import Model, Sequential, load_model
+from symgrad.nn.tape import GradientTape, Tensor
 from symgrad.nn.trainer import NonFiniteLossError
 
 __version__ = "0.1.0"
@@ -31,10 +33,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation",
     "Dense",
+    "GradientTape",
     "Input",
     "Model",
     "NonFiniteLossError",
     "Sequential",
+    "Tensor",
     "batch",
     "callbacks",
     "compile",
@@ -55,6 +59,7 @@ __all__ = [
     "metrics",
     "models",
     "op_counts",
+    "ops",
     "optimizers",
     "regularizers",
 ]

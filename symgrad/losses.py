@@ -1,6 +1,7 @@
-"""symgrad.losses: losses as symbolic expressions (defined in :mod:`symgrad.nn.losses`)."""
+"""symgrad.losses: losses as classes for ``compile`` and as functions (:mod:`symgrad.nn.losses`)."""
 
 from symgrad.nn.losses import (
+    FUNCTIONS,
     LOSSES,
     BinaryCrossentropy,
     CategoricalCrossentropy,
@@ -9,10 +10,17 @@ from symgrad.nn.losses import (
     MeanAbsoluteError,
     MeanSquaredError,
     SparseCategoricalCrossentropy,
+    binary_crossentropy,
+    categorical_crossentropy,
     get,
+    mean_absolute_error,
+    mean_squared_error,
+    per_sample,
+    sparse_categorical_crossentropy,
 )
 
 __all__ = [
+    "FUNCTIONS",
     "LOSSES",
     "BinaryCrossentropy",
     "CategoricalCrossentropy",
@@ -22,4 +30,10 @@ __all__ = [
     "MeanAbsoluteError",
     "MeanSquaredError",
     "SparseCategoricalCrossentropy",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "per_sample",
+    "sparse_categorical_crossentropy",
 ]

@@ -42,6 +42,7 @@ STAGES = (
             "symgrad.initializers",
             "symgrad.regularizers",
             "symgrad.callbacks",
+            "symgrad.ops",
         ),
     ),
     ("emission", ("symgrad.emission",)),

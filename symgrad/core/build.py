@@ -296,6 +296,8 @@ def total(a: MatrixExpr) -> MatrixExpr:
         return scale(c * m.shape[0] * m.shape[1], m.args[0])
     if tuple(m.shape) == (1, 1):
         return a
+    if isinstance(m, (RowSum, ColSum)):  # sum(rowsum(A)) = sum(colsum(A)) = sum(A)
+        return scale(c, total(m.args[0]))
     return scale(c, Total(m))
 
 

@@ -1,7 +1,14 @@
-"""symgrad.nn.losses: Keras's losses as symbolic (1, 1) matrix expressions.
+"""symgrad.nn.losses: Keras's losses, as symbolic expressions and as plain functions.
 
-Each loss is the mean over the batch (and, for MSE / MAE / binary
-cross-entropy, over the output columns too), as Keras computes it.  A loss also
+Each loss is written once, per sample (``Loss.per_sample``: an ``(n, 1)``
+column, one value per row, as Keras's loss functions return); the loss
+``compile`` trains on is its mean over the batch -- for MSE / MAE / binary
+cross-entropy the mean over the output columns too, as Keras computes it.
+The functions (``categorical_crossentropy(y_true, y_pred)``,
+``mean_squared_error``, ...; ``FUNCTIONS``) take arrays (and return the
+per-sample values, shape ``(n,)``), tape tensors (inside a
+:class:`~symgrad.GradientTape`: a tensor of shape ``(n,)``) or matrix
+expressions (an ``(n, 1)`` expression).  A loss also
 checks the targets before training (``prepare_targets``): one-hot rows for
 categorical cross-entropy, values in [0, 1] for binary cross-entropy, integer
 classes in range for the sparse variant (converted to one-hot rows here, in
@@ -31,6 +38,7 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
 from symgrad.core import scalar
+from symgrad.nn import tape as tape_module
 from symgrad.nn.validation import from_identifier, show
 
 EPSILON = sp.Rational(1, 10**7)
@@ -54,6 +62,11 @@ def _mean_all(a: MatrixExpr) -> MatrixExpr:
     return E.scale(1 / (rows * cols), E.total(a))
 
 
+def _row_mean(a: MatrixExpr) -> MatrixExpr:
+    """The mean of each row, (n, k) -> (n, 1): Keras's mean over the last axis."""
+    return E.scale(1 / a.shape[1], E.row_sum(a))
+
+
 def _output_is(y_pred: MatrixExpr, kind: str) -> bool:
     """Whether the model output is a softmax / sigmoid node (so the log fuses)."""
     body = y_pred.body if isinstance(y_pred, E.Named) else y_pred
@@ -64,24 +77,31 @@ def _output_is(y_pred: MatrixExpr, kind: str) -> bool:
 
 
 class Loss:
-    """Base class: ``loss(y_true, y_pred) -> (1, 1)`` expression; ``prepare_targets``."""
+    """Base class: ``per_sample(y_true, y_pred) -> (n, 1)``; ``loss(y_true, y_pred)``, its batch
+    mean, ``(1, 1)``; ``prepare_targets``."""
 
     name = "loss"
     from_logits = False
 
-    def labels(self, rows, cols) -> MatrixSymbol:
+    def labels(self, rows, cols, name: str = "Y") -> MatrixSymbol:
         """The symbol that stands for the targets in the training step."""
-        return E.matrix("Y", rows, cols)
+        return E.matrix(name, rows, cols)
 
     def __call__(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
         return self.call(y_true, y_pred)
+
+    def per_sample(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
+        """The loss of each row, an (n, 1) column (Keras's loss functions)."""
+        raise NotImplementedError
 
     def label_blocks(self, y: MatrixSymbol) -> dict:
         """Symbols the loss used for parts of the targets ``y`` -> those parts (none here)."""
         return {}
 
     def call(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
-        raise NotImplementedError
+        """The mean of ``per_sample`` over the batch, (1, 1)."""
+        values = self.per_sample(y_true, y_pred)
+        return E.scale(1 / values.shape[0], E.total(values))
 
     def target_columns(self, output_dim: int) -> int:
         """Columns of ``y`` as the user passes it."""
@@ -122,8 +142,8 @@ class MeanSquaredError(Loss):
 
     name = "mean_squared_error"
 
-    def call(self, y_true, y_pred):
-        return _mean_all(_pointwise((_p - _y) ** 2, y_true, y_pred))
+    def per_sample(self, y_true, y_pred):
+        return _row_mean(_pointwise((_p - _y) ** 2, y_true, y_pred))
 
 
 class MeanAbsoluteError(Loss):
@@ -131,8 +151,8 @@ class MeanAbsoluteError(Loss):
 
     name = "mean_absolute_error"
 
-    def call(self, y_true, y_pred):
-        return _mean_all(_pointwise(sp.Abs(_p - _y), y_true, y_pred))
+    def per_sample(self, y_true, y_pred):
+        return _row_mean(_pointwise(sp.Abs(_p - _y), y_true, y_pred))
 
 
 class BinaryCrossentropy(Loss):
@@ -143,13 +163,13 @@ class BinaryCrossentropy(Loss):
     def __init__(self, from_logits: bool = False):
         self.from_logits = bool(from_logits)
 
-    def call(self, y_true, y_pred):
+    def per_sample(self, y_true, y_pred):
         if self.from_logits:  # -(y log s(z) + (1-y) log(1-s(z))) = y sp(-z) + (1-y) sp(z)
             body = _y * scalar.softplus(-_p) + (1 - _y) * scalar.softplus(_p)
-            return _mean_all(_pointwise(body, y_true, y_pred))
+            return _row_mean(_pointwise(body, y_true, y_pred))
         p = _p if _output_is(y_pred, "sigmoid") else _clip(_p)  # sigmoid: log fuses to softplus
         body = _y * sp.log(p) + (1 - _y) * sp.log(1 - p)
-        return E.scale(-1, _mean_all(_pointwise(body, y_true, y_pred)))
+        return E.scale(-1, _row_mean(_pointwise(body, y_true, y_pred)))
 
     def check_targets(self, y):
         bad = np.argwhere((y < 0) | (y > 1))
@@ -176,10 +196,10 @@ class CategoricalCrossentropy(Loss):
     def __init__(self, from_logits: bool = False):
         self.from_logits = bool(from_logits)
 
-    def labels(self, rows, cols):
-        return E.labels("Y", rows, cols)
+    def labels(self, rows, cols, name="Y"):
+        return E.labels(name, rows, cols)
 
-    def call(self, y_true, y_pred):
+    def per_sample(self, y_true, y_pred):
         n, k = y_pred.shape
         if self.from_logits:
             log_p = E.log_softmax(y_pred)
@@ -189,7 +209,7 @@ class CategoricalCrossentropy(Loss):
             body = sp.log(_clip(_p / sp.Max(_s, EPSILON)))
             row_total = E.broadcast_cols(E.row_sum(y_pred), k)
             log_p = E.elementwise(sp.Lambda((_p, _s), body), y_pred, row_total)
-        return E.scale(-1 / n, E.total(E.hadamard(y_true, log_p)))
+        return E.scale(-1, E.row_sum(E.hadamard(y_true, log_p)))
 
     def check_targets(self, y):
         check_probability_rows(y, self.name)
@@ -272,6 +292,15 @@ class LossFunctionWrapper(Loss):
             )
         return value if tuple(value.shape) == (1, 1) else _mean_all(value)
 
+    def per_sample(self, y_true, y_pred):
+        value = self.fn(y_true, y_pred)
+        if not isinstance(value, MatrixExpr) or value.shape[0] != y_pred.shape[0]:
+            raise ValueError(
+                f"The loss function {self.name!r} gives no value per sample: it returned "
+                f"{value!r}. Return an (n, k) expression for a per-sample loss"
+            )
+        return _row_mean(value)
+
     def __repr__(self):
         return f"LossFunctionWrapper({self.name})"
 
@@ -293,3 +322,90 @@ def get(identifier) -> Loss:
         return LossFunctionWrapper(identifier)
     expected = "a name, a symgrad.nn.losses.Loss or a function"
     return from_identifier(identifier, Loss, LOSSES, "loss", expected=expected)
+
+
+# --------------------------------------------------------------------------
+# The losses as functions (Keras's ``keras.losses.categorical_crossentropy``...)
+
+
+def per_sample(loss: Loss, y_true, y_pred):
+    """``loss.per_sample`` on matrix expressions, tape tensors, or arrays (NumPy values, (n,)).
+
+    Array targets are checked and converted as ``fit`` does (one-hot rows for a
+    categorical cross-entropy, integer labels made one-hot for the sparse one).
+    Inside a tape's ``with`` block (or given a tape tensor) the result is a tape
+    tensor; outside, an array computed by a compiled program kept for its structure.
+    """
+    if isinstance(y_true, MatrixExpr) and isinstance(y_pred, MatrixExpr):
+        return loss.per_sample(y_true, y_pred)
+    if isinstance(y_true, tape_module.Tensor) or isinstance(y_pred, tape_module.Tensor):
+        return _recorded(loss, y_true, y_pred, tape_module._tape_of(y_true, y_pred))
+    tape = tape_module.recording()
+    if tape is not None:
+        return _recorded(loss, y_true, y_pred, tape)
+    return _recorded(loss, y_true, y_pred, tape_module.GradientTape()).numpy()
+
+
+def _recorded(loss: Loss, y_true, y_pred, tape) -> tape_module.Tensor:
+    """The per-sample loss as a tensor of ``tape`` (shape (n,))."""
+    pred = tape.as_tensor(y_pred, base="P", batch=True)
+    if pred.ndim not in (1, 2):
+        raise ValueError(
+            f"{loss.name}: y_pred must have shape (samples, outputs). Received: {pred.shape}"
+        )
+    rows, cols = (pred.shape[0], 1) if pred.ndim == 1 else pred.shape
+    if isinstance(y_true, tape_module.Tensor):
+        true = y_true
+    else:
+
+        def kind(name, r, c):
+            return loss.labels(r, c, name)
+
+        targets = loss.prepare_targets(np.asarray(y_true), cols)
+        true = tape.as_tensor(targets, like=pred, base="Y", kind=kind)
+    if true.expr.shape != pred.expr.shape and (true.shape[0], int(np.prod(true.shape[1:]))) != (
+        rows,
+        cols,
+    ):
+        raise ValueError(
+            f"{loss.name}: y_true and y_pred must have the same shape. "
+            f"Received: y_true with shape {np.shape(y_true)}, y_pred with shape {pred.shape}"
+        )
+    key = ("loss", type(loss), tuple(sorted(loss.get_config().items())), getattr(loss, "fn", None))
+    expr = tape_module.record(key, loss.per_sample, true.expr, pred.expr)
+    return tape.tensor(expr, (rows,))
+
+
+def mean_squared_error(y_true, y_pred):
+    """mean((y_pred - y_true)^2) over each row's outputs, shape (n,) (Keras's function)."""
+    return per_sample(MeanSquaredError(), y_true, y_pred)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """mean(|y_pred - y_true|) over each row's outputs, shape (n,)."""
+    return per_sample(MeanAbsoluteError(), y_true, y_pred)
+
+
+def binary_crossentropy(y_true, y_pred, from_logits: bool = False):
+    """-mean(y log p + (1 - y) log(1 - p)) over each row's outputs, shape (n,)."""
+    return per_sample(BinaryCrossentropy(from_logits=from_logits), y_true, y_pred)
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits: bool = False):
+    """-sum_j y_j log p_j of each row (one-hot or probability rows ``y_true``), shape (n,)."""
+    return per_sample(CategoricalCrossentropy(from_logits=from_logits), y_true, y_pred)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits: bool = False):
+    """-log p_y of each row, for integer class labels ``y_true`` (n,), shape (n,)."""
+    return per_sample(SparseCategoricalCrossentropy(from_logits=from_logits), y_true, y_pred)
+
+
+FUNCTIONS: dict[str, Callable] = {
+    "mean_squared_error": mean_squared_error,
+    "mean_absolute_error": mean_absolute_error,
+    "binary_crossentropy": binary_crossentropy,
+    "categorical_crossentropy": categorical_crossentropy,
+    "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
+}
+"""Each loss of ``LOSSES`` as a function, by its name (``Loss.name``)."""

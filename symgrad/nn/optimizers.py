@@ -22,13 +22,16 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from types import SimpleNamespace
 
 import numpy as np
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
+from symgrad import compiler
 from symgrad import core as E
 from symgrad.nn.initializers import Constant
 from symgrad.nn.layers import Variable
@@ -230,6 +233,67 @@ class Optimizer:
                 updates[target] = value
         return updates
 
+    # -- a step outside fit (Keras's custom training loop)
+    def apply_gradients(self, grads_and_vars: Iterable) -> int:
+        """One step of the rule on ``(gradient, variable)`` pairs, as Keras's ``apply_gradients``.
+
+        ``optimizer.apply_gradients(zip(grads, model.trainable_weights))``: the update
+        (weights and slots) is one compiled program, built once per set of weights,
+        dtype and rule and reused; slots and ``iterations`` are those ``fit`` uses.
+        Everything is checked first and a step whose gradients or new values are not
+        finite writes nothing (FloatingPointError).  A ``None`` gradient skips its
+        variable with a warning, as Keras does.  Returns ``iterations``.
+        """
+        pairs = _checked_pairs(self, grads_and_vars)
+        weights = [v for _, v in pairs]
+        dtype = weights[0].value.dtype.name
+        slots = self.build(weights, dtype)
+        step = self._apply_step(weights, dtype, _backend_of(weights))
+        grads = [np.ascontiguousarray(np.reshape(g, v.value.shape), dtype=dtype) for g, v in pairs]
+        arrays = [*grads, *(w.value for w in weights), *(s.value for s in slots)]
+        scalars = self.scalar_values(step.scalars, dtype)
+        with np.errstate(all="ignore"):
+            try:
+                step(*arrays, *scalars)
+            except FloatingPointError as err:
+                raise FloatingPointError(
+                    f"{type(self).__name__}.apply_gradients: the step is not finite ({err}); "
+                    f"no weight, slot or iterations was changed"
+                ) from None
+        self.iterations += 1
+        return self.iterations
+
+    def _apply_step(self, weights, dtype: str, backend: str):
+        """The compiled update of ``weights`` (kept by structure: symbols, dtype, backend, rule)."""
+        structure = tuple(
+            (k, v) for k, v in sorted(self.get_config().items()) if k not in self.defaults
+        )
+        symbols = tuple(w.symbol for w in weights)
+        key = (type(self), self.slot_names(), structure, symbols, dtype, backend)
+
+        def make():
+            gradients = {w.symbol: E.matrix(f"d_{w.symbol.name}", *w.symbol.shape) for w in weights}
+            updates = self.updates(weights, gradients)
+            slots = [self.slots[(w.path, slot)] for w in weights for slot in self.slot_names()]
+            inputs = [*gradients.values(), *symbols, *(s.symbol for s in slots)]
+            checks = {
+                "gradient_sum": E.add(*(E.total(g) for g in gradients.values())),
+                "update_sum": E.add(*(E.total(u) for u in updates.values())),
+            }
+            scalars = [s for s in E.scalar_params(list(updates.values())) if s != E.batch()]
+            return compiler.compile(
+                inputs,
+                {},
+                updates=updates,
+                scalars=scalars,
+                checks=checks,
+                backend=backend,
+                dtype=dtype,
+                name="apply_gradients",
+            )
+
+        return _kept(_APPLY_STEPS, key, make)
+
     def get_config(self) -> dict:
         config = {"name": self.name}
         config.update({k: v for k, v in self._hyper.items() if not callable(v)})
@@ -238,6 +302,83 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+_APPLY_STEPS: OrderedDict = OrderedDict()
+APPLY_STEPS_KEPT = 64
+"""Compiled ``apply_gradients`` updates kept in memory (least recently used dropped first)."""
+
+
+def _kept(table: OrderedDict, key, make: Callable):
+    if key in table:
+        table.move_to_end(key)
+        return table[key]
+    value = table[key] = make()
+    if len(table) > APPLY_STEPS_KEPT:
+        table.popitem(last=False)
+    return value
+
+
+def _checked_pairs(opt: Optimizer, grads_and_vars) -> list[tuple[np.ndarray, Variable]]:
+    """The (gradient, variable) pairs with a gradient, each checked: nothing runs on bad input."""
+    where = f"{type(opt).__name__}.apply_gradients"
+    pairs, skipped, seen = [], [], set()
+    for item in grads_and_vars:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise TypeError(
+                f"{where} takes (gradient, variable) pairs, e.g. zip(grads, model.trainable_weights). "
+                f"Received: {item!r}"
+            )
+        grad, var = item
+        if not isinstance(var, Variable):
+            raise TypeError(
+                f"{where}: the second of each pair must be a variable. Received: {var!r}"
+            )
+        if id(var) in seen:
+            raise ValueError(f"{where}: the variable {var.path} appears twice")
+        seen.add(id(var))
+        if grad is None:
+            skipped.append(var.path)
+            continue
+        if var.value is None:
+            raise ValueError(f"{where}: the variable {var.path} has no value yet (build its model)")
+        grad = np.asarray(grad)
+        if grad.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{where}: the gradient of {var.path} must be an array of numbers. "
+                f"Received: dtype {grad.dtype}"
+            )
+        allowed = {tuple(var.value.shape), tuple(getattr(var, "shape", var.value.shape))}
+        if grad.shape not in allowed:
+            raise ValueError(
+                f"{where}: the gradient of {var.path} must have the variable's shape "
+                f"{tuple(var.shape)}. Received: a gradient of shape {grad.shape}"
+            )
+        pairs.append((grad, var))
+    if not pairs:
+        raise ValueError(
+            f"{where}: no gradients provided for any variable"
+            + (f" (all None: {', '.join(skipped)})" if skipped else "")
+        )
+    if skipped:
+        warnings.warn(
+            f"{where}: gradients do not exist for {', '.join(skipped)}; they are not updated",
+            UserWarning,
+            stacklevel=3,
+        )
+    dtypes = {v.value.dtype for _, v in pairs}
+    if len(dtypes) > 1:
+        raise ValueError(f"{where}: the variables have several dtypes: {sorted(map(str, dtypes))}")
+    return pairs
+
+
+def _backend_of(weights) -> str:
+    """The backend of the compiled model the weights belong to, else NumPy."""
+    for w in weights:
+        model = getattr(getattr(w, "layer", None), "model", None)
+        if model is not None and getattr(model, "compiled", False):
+            return model.backend
+    return "numpy"
 
 
 def _lift(body: sp.Expr, env: dict[sp.Symbol, MatrixExpr]) -> MatrixExpr:

@@ -1,0 +1,644 @@
+"""symgrad.nn.tape: Keras's ``GradientTape``, with gradients derived symbolically.
+
+Inside ``with GradientTape() as tape:`` what runs on tape tensors is recorded as
+a matrix graph, not as numbers: a model call (``model(x)``), a loss function of
+:mod:`symgrad.losses`, the operators ``+ - * / ** @`` and ``.T``, and the ops of
+:mod:`symgrad.ops`.  The arrays it reads are the graph's leaves: a model's input
+is ``X`` (its rows the batch symbol ``n``), a loss's targets ``Y``, any other
+array ``C``, and a model's weights their own symbols (``dense_kernel``...), read
+once, when first used.  Example::
+
+    >>> with symgrad.GradientTape() as tape:
+    ...     probabilities = model(x)
+    ...     loss = symgrad.losses.categorical_crossentropy(y, probabilities)
+    >>> grads = tape.gradient(loss, model.trainable_weights)  # arrays, Keras shapes
+
+``tape.gradient(target, sources)`` derives the gradient of the target (summed
+when it is not a scalar, as TensorFlow does) with :func:`symgrad.formulas.gradients`
+-- the fusions of ``fit`` included (softmax + cross-entropy gives ``(P - Y)/n``) --
+and compiles it with the target's value into one program.  The program is kept
+under the graph itself: the same structure (any batch size), dtype and backend
+runs the same compiled function, so a training loop compiles once.
+``tape.gradient_formulas(target, sources)`` and ``tape.explain(...)`` show the
+formulas behind it.
+
+As in Keras: a non-persistent tape computes one gradient (a second call raises
+``RuntimeError``); trainable variables read inside the tape are watched, arrays
+and other variables only through ``tape.watch``; a source the target does not
+depend on, or that is not watched, gets ``None``.  A tensor's value
+(``numpy()``, ``float()``) is computed when asked for, by a compiled program of
+its own (the target's comes with its gradient).  Python numbers in the graph are
+constants of the program: a new number is a new program.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+import sympy as sp
+from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
+
+from symgrad import compiler, formulas
+from symgrad import core as E
+
+PROGRAMS_KEPT = 256
+"""Compiled tape programs kept in memory (least recently used dropped first)."""
+
+_PROGRAMS: OrderedDict = OrderedDict()
+_GRAPHS: OrderedDict = OrderedDict()  # recorded ops: (op, operands) -> graph, so a step
+_GRAPHS_KEPT = 4096  # in a loop rebuilds no SymPy expression
+_RECORDING: list[GradientTape] = []  # the tapes of the enclosing ``with`` blocks
+
+
+def recording() -> GradientTape | None:
+    """The innermost tape whose ``with`` block is running, else None."""
+    return _RECORDING[-1] if _RECORDING else None
+
+
+def _kept(table: OrderedDict, key, make: Callable, limit: int):
+    """``table[key]``, made on a miss; the least recently used entry goes beyond ``limit``."""
+    try:
+        table.move_to_end(key)
+        return table[key]
+    except KeyError:
+        value = table[key] = make()
+        if len(table) > limit:
+            table.popitem(last=False)
+        return value
+
+
+def record(op, build: Callable[..., MatrixExpr], *operands: MatrixExpr) -> MatrixExpr:
+    """``build(*operands)``, remembered under ``op`` and the operands' graphs."""
+    return _kept(_GRAPHS, (op, operands), lambda: build(*operands), _GRAPHS_KEPT)
+
+
+# --------------------------------------------------------------------------
+# Tensors
+
+
+class Tensor:
+    """A value recorded on a tape: its graph ``expr`` over the tape's leaves, its Keras shape.
+
+    A 0-d tensor is a (1, 1) matrix, a 1-d tensor a column (per-sample values, a
+    loss) or a row (a bias), a 2-d one a matrix.  ``numpy()`` computes the value.
+    """
+
+    __array_priority__ = 1000  # ndarray <op> Tensor calls Tensor's reflected operator
+
+    def __init__(self, tape: GradientTape, expr: MatrixExpr, shape: tuple[int, ...]):
+        self.tape, self.expr, self.shape = tape, expr, tuple(shape)
+        self._value: np.ndarray | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.tape.dtype()
+
+    def numpy(self) -> np.ndarray:
+        """The value, in ``shape``: computed on first use by a compiled program."""
+        if self._value is None:
+            self._value = self.tape.evaluate(self.expr)
+        return self._value.reshape(self.shape).copy()
+
+    def __array__(self, dtype=None, copy=None):
+        value = self.numpy()
+        return value if dtype is None else value.astype(dtype)
+
+    def __float__(self) -> float:
+        if int(np.prod(self.shape)) != 1:
+            raise TypeError(
+                f"Only a tensor with one entry converts to float. Received: shape {self.shape}"
+            )
+        return float(self.numpy().reshape(()))
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<symgrad.Tensor shape={self.shape} expr={E.sstr(self.expr)}>"
+
+    # -- operators (NumPy broadcasting; see symgrad.nn.ops)
+    def __add__(self, other):
+        return binary("add", self, other)
+
+    def __radd__(self, other):
+        return binary("add", other, self)
+
+    def __sub__(self, other):
+        return binary("subtract", self, other)
+
+    def __rsub__(self, other):
+        return binary("subtract", other, self)
+
+    def __mul__(self, other):
+        return binary("multiply", self, other)
+
+    def __rmul__(self, other):
+        return binary("multiply", other, self)
+
+    def __truediv__(self, other):
+        return binary("divide", self, other)
+
+    def __rtruediv__(self, other):
+        return binary("divide", other, self)
+
+    def __pow__(self, other):
+        return binary("power", self, other)
+
+    def __neg__(self):
+        return self.tape.tensor(record("negative", lambda a: E.scale(-1, a), self.expr), self.shape)
+
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(other, self)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - NumPy's name
+        return self.tape.tensor(record("transpose", E.transpose, self.expr), self.shape[::-1])
+
+
+def is_orientation_column(t: Tensor) -> bool:
+    return t.ndim == 1 and t.expr.shape[1] == 1
+
+
+_a, _b = sp.symbols("a b", real=True)
+BINARY: dict[str, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
+    "add": lambda a, b: a + b,
+    "subtract": lambda a, b: a - b,
+    "multiply": lambda a, b: a * b,
+    "divide": lambda a, b: a / b,
+    "power": lambda a, b: a**b,
+}
+"""The elementwise binary operators, on scalars; NumPy's names."""
+
+
+def _matrix_of(expr: MatrixExpr, rows, cols) -> MatrixExpr:
+    """``expr`` broadcast to (rows, cols): a (1, 1), a row (1, cols) or a column (rows, 1)."""
+    r, c = expr.shape
+    if (r, c) == (rows, cols):
+        return expr
+    if (r, c) == (1, 1):
+        return E.fill(expr, rows, cols)
+    if r == 1 and c == cols:
+        return E.broadcast_rows(expr, rows)
+    if c == 1 and r == rows:
+        return E.broadcast_cols(expr, cols)
+    raise ValueError(f"cannot broadcast shape {(r, c)} to {(rows, cols)}")  # pragma: no cover
+
+
+def binary(op: str, x, y) -> Tensor:
+    """``x <op> y`` entry by entry with NumPy's broadcasting; a Python number is a constant."""
+    tape = _tape_of(x, y)
+    numbers = {i: v for i, v in enumerate((x, y)) if _is_number(v)}
+    if len(numbers) == 2:  # pragma: no cover - Python evaluates number <op> number itself
+        raise TypeError(f"{op} of two numbers is not a tape operation")
+    tensors = [tape.as_tensor(v, like=_other(v, x, y)) for v in (x, y) if not _is_number(v)]
+    shape = _broadcast_shape(op, *(t.shape for t in tensors))
+    rows, cols = _result_matrix(shape, tensors)
+    operands = tuple(_matrix_of(_oriented(t, shape), rows, cols) for t in tensors)
+    constants = tuple(sorted((i, sp.sympify(v)) for i, v in numbers.items()))
+
+    def build(*ms):
+        args = list(ms)
+        for i, c in constants:
+            args.insert(i, c)
+        if op in ("add", "subtract") and not constants:
+            return E.add(args[0], E.scale(-1, args[1])) if op == "subtract" else E.add(*args)
+        if op == "multiply" and not constants:
+            return E.hadamard(*args)
+        variables = [v for v, a in zip((_a, _b), args) if isinstance(a, MatrixExpr)]
+        body = BINARY[op](*(v if isinstance(a, MatrixExpr) else a for v, a in zip((_a, _b), args)))
+        return E.elementwise(sp.Lambda(tuple(variables), body), *ms)
+
+    return tape.tensor(record((op, constants), build, *operands), shape)
+
+
+def _other(v, x, y):
+    return y if v is x else x
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+        v, (bool, np.bool_)
+    )
+
+
+def _broadcast_shape(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ValueError(
+            f"{op}: operands could not be broadcast together. Received: shapes "
+            f"{' and '.join(str(s) for s in shapes)}"
+        ) from None
+
+
+def _result_matrix(shape, tensors: list[Tensor]):
+    """The matrix (rows, cols) of a broadcast result, with the batch symbol where an operand has it."""
+    if len(shape) == 2:
+        rows = next(
+            (t.expr.shape[0] for t in tensors if t.ndim == 2 and t.shape[0] == shape[0]), shape[0]
+        )
+        cols = next(
+            (t.expr.shape[1] for t in tensors if t.ndim == 2 and t.shape[1] == shape[1]), shape[1]
+        )
+        return rows, cols
+    if len(shape) == 1:
+        vectors = [t for t in tensors if t.ndim == 1 and t.shape[0] == shape[0]]
+        first = vectors[0] if vectors else tensors[0]
+        if is_orientation_column(first):
+            return first.expr.shape[0], 1
+        return 1, (first.expr.shape[1] if vectors else shape[0])
+    return 1, 1
+
+
+def _oriented(t: Tensor, shape) -> MatrixExpr:
+    """``t``'s graph laid out for a result of Keras ``shape`` (a 1-d operand of a 2-d result is a row)."""
+    if t.ndim == 1 and len(shape) == 2 and is_orientation_column(t) and t.shape[0] != 1:
+        return record("transpose", E.transpose, t.expr)
+    return t.expr
+
+
+def matmul(x, y) -> Tensor:
+    """``x @ y`` of two 2-d operands (tensors or arrays)."""
+    tape = _tape_of(x, y)
+    a, b = tape.as_tensor(x, like=y), tape.as_tensor(y, like=x)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"matmul takes two matrices (m, k) @ (k, p). Received: shapes {a.shape} and {b.shape}"
+        )
+    return tape.tensor(record("matmul", E.matmul, a.expr, b.expr), (a.shape[0], b.shape[1]))
+
+
+def _tape_of(*values) -> GradientTape:
+    tapes = {id(v.tape): v.tape for v in values if isinstance(v, Tensor)}
+    if len(tapes) > 1:
+        raise ValueError("Tensors of two different GradientTapes cannot be combined")
+    if tapes:
+        return next(iter(tapes.values()))
+    tape = recording()
+    if tape is None:
+        raise TypeError(
+            "symgrad ops take a tape tensor, or run inside `with symgrad.GradientTape():`"
+        )
+    return tape
+
+
+# --------------------------------------------------------------------------
+# The tape
+
+
+class GradientTape:
+    """Records what runs inside its ``with`` block; ``gradient`` derives and runs its gradient.
+
+    ``persistent=True`` allows several ``gradient`` calls; ``watch_accessed_variables=False``
+    watches only what ``watch`` names.  ``backend`` (``"numpy"``, ``"llvm"``): the
+    backend of its programs; by default that of the first compiled model it calls,
+    else NumPy.
+    """
+
+    def __init__(
+        self,
+        persistent: bool = False,
+        watch_accessed_variables: bool = True,
+        backend: str | None = None,
+    ):
+        if backend is not None:
+            compiler.backend(backend)
+        self.persistent = bool(persistent)
+        self.watch_accessed_variables = bool(watch_accessed_variables)
+        self.backend = backend
+        self.leaves: dict[MatrixSymbol, np.ndarray] = {}  # symbol -> value (matrix layout)
+        self._sources: dict[int, tuple[object, MatrixSymbol]] = {}  # id of array/variable -> leaf
+        self._watched: set[MatrixSymbol] = set()
+        self._variable_dtype: np.dtype | None = None
+        self._batch: int | None = None  # the number of rows the batch symbol n stands for
+        self._names: set[str] = set()
+        self._used = False
+
+    def __enter__(self) -> GradientTape:
+        _RECORDING.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _RECORDING.remove(self)
+
+    # -- leaves
+    def watch(self, value) -> None:
+        """Watch an array or a variable (or a nested list of them): gradients may be taken for it."""
+        if isinstance(value, (list, tuple)):
+            for v in value:
+                self.watch(v)
+            return
+        if isinstance(value, Tensor):
+            return  # an intermediate: gradients are taken for it as it is
+        symbol = self.variable(value) if _is_variable(value) else self._constant(value, "C")
+        self._watched.add(symbol)
+
+    def variable(self, var) -> MatrixSymbol:
+        """The leaf of a weight: its symbol, its value read now (trainable ones are watched)."""
+        found = self._sources.get(id(var))
+        if found is not None:
+            return found[1]
+        if var.value is None and hasattr(var, "_require_value"):
+            var._require_value()  # a built model's weights get their initial values
+        if var.value is None:
+            raise ValueError(f"Variable {var.path} has no value yet: build its model first")
+        self.leaves[var.symbol] = var.value.copy()
+        self._sources[id(var)] = (var, var.symbol)
+        self._names.add(var.symbol.name)
+        self._variable_dtype = self._variable_dtype or var.value.dtype
+        if self.watch_accessed_variables and getattr(var, "trainable", True):
+            self._watched.add(var.symbol)
+        return var.symbol
+
+    def _constant(self, value, base: str, batch: bool = False, kind: Callable = E.matrix):
+        """The leaf of an array (the same array object is one leaf); ``batch``: its rows are ``n``."""
+        found = self._sources.get(id(value))
+        if found is not None:
+            return found[1]
+        array = _as_matrix(value)
+        rows, cols = array.shape
+        if batch and self._batch in (None, rows):
+            self._batch, rows = rows, E.batch()
+        symbol = kind(E.fresh_name(base, self._names, first=2), rows, cols)
+        self._names.add(symbol.name)
+        self.leaves[symbol] = array
+        self._sources[id(value)] = (value, symbol)
+        return symbol
+
+    def as_tensor(
+        self, value, like: object = None, base: str = "C", kind=E.matrix, batch: bool = False
+    ) -> Tensor:
+        """``value`` as a tensor of this tape; an array whose rows are the batch's (as ``like``'s)
+        becomes a leaf with ``n`` rows, so another batch size runs the same program."""
+        if isinstance(value, Tensor):
+            if value.tape is not self:
+                raise ValueError("Tensors of two different GradientTapes cannot be combined")
+            return value
+        if _is_variable(value):
+            return self.tensor(self.variable(value), tuple(value.shape))
+        shape = np.shape(value)
+        batch = batch or (
+            isinstance(like, Tensor)
+            and len(shape) >= 1
+            and like.ndim >= 1
+            and like.expr.shape[0] == E.batch()
+            and shape[0] == self._batch
+        )
+        return self.tensor(self._constant(value, base, batch=batch, kind=kind), shape)
+
+    def tensor(self, expr: MatrixExpr, shape) -> Tensor:
+        return Tensor(self, expr, shape)
+
+    def dtype(self) -> np.dtype:
+        """The programs' dtype: the weights' if a variable was read, else float32 when every
+        array is float32, else float64 (arrays are converted to it, as Keras casts inputs)."""
+        if self._variable_dtype is not None:
+            return np.dtype(self._variable_dtype)
+        kinds = {a.dtype for a in self.leaves.values()}
+        return np.dtype("float32") if kinds == {np.dtype("float32")} else np.dtype("float64")
+
+    def _backend(self) -> str:
+        return self.backend or "numpy"
+
+    def _arguments(self, inputs, dtype) -> list[np.ndarray]:
+        return [np.ascontiguousarray(self.leaves[s], dtype=dtype) for s in inputs]
+
+    # -- values and gradients
+    def evaluate(self, expr: MatrixExpr) -> np.ndarray:
+        """The value of a graph on this tape's leaves (a compiled program, kept by structure)."""
+        dtype = self.dtype()
+        inputs = tuple(E.leaves([expr]))
+        key = ("value", expr, inputs, dtype.name, self._backend())
+
+        def make():
+            return compiler.compile(
+                inputs,
+                {"value": expr},
+                backend=self._backend(),
+                dtype=dtype.name,
+                name="tape_value",
+            )
+
+        fn = _kept(_PROGRAMS, key, make, PROGRAMS_KEPT)
+        with np.errstate(all="ignore"):
+            return fn(*self._arguments(inputs, dtype))[0]
+
+    def gradient(self, target, sources, unconnected_gradients: str = "none"):
+        """d target / d source for each source, as arrays shaped like the sources (Keras shapes).
+
+        ``sources``: a variable, an array given to ``watch``, a tape tensor (an
+        intermediate), or a nested list / tuple / dict of them (the result has the
+        same structure).  A source the target does not depend on, or one not watched,
+        gets ``None`` (``unconnected_gradients="zero"``: zeros, as in TensorFlow).
+        """
+        if unconnected_gradients not in ("none", "zero"):
+            raise ValueError(
+                "unconnected_gradients must be 'none' or 'zero'. "
+                f"Received: unconnected_gradients={unconnected_gradients!r}"
+            )
+        self._take()
+        loss, flat, symbols, rebuild = self._problem(target, sources)
+        wrt = _unique(s for s in symbols if s is not None)
+        program = self._gradient_program(loss, wrt)
+        with np.errstate(all="ignore"):
+            outs = program(*self._arguments(program.inputs, self.dtype()))
+        if loss is target.expr:  # a scalar target: its value came with the gradient
+            target._value = outs[0]
+        found = dict(zip(wrt, outs[1:]))
+        grads = [
+            self._shaped(s, found.get(sym), unconnected_gradients) for s, sym in zip(flat, symbols)
+        ]
+        return rebuild(grads)
+
+    def gradient_formulas(self, target, sources) -> dict[str, MatrixExpr]:
+        """The simplified formula of each connected source's gradient, by symbol name."""
+        loss, _, symbols, _ = self._problem(target, sources)
+        wrt = _unique(s for s in symbols if s is not None)
+        derived = formulas.gradients(loss, wrt)
+        return {w.name: derived.simplified[w] for w in wrt}
+
+    def explain(self, target, sources) -> str:
+        """The chain rule behind ``gradient``, step by step (:func:`symgrad.explain`)."""
+        loss, _, symbols, _ = self._problem(target, sources)
+        return formulas.explain(loss, _unique(s for s in symbols if s is not None))
+
+    def _take(self) -> None:
+        if self._used and not self.persistent:
+            raise RuntimeError(
+                "A non-persistent GradientTape can only be used to compute one set of gradients. "
+                "Create a new tape for each gradient, or use GradientTape(persistent=True)"
+            )
+        self._used = True
+
+    def _problem(self, target, sources):
+        """(the scalar loss, the flattened sources, the leaf of each or None, the structure's rebuild)."""
+        if not isinstance(target, Tensor):
+            raise TypeError(
+                "tape.gradient takes a target computed on the tape (a symgrad.Tensor). "
+                f"Received: target of type {type(target).__name__}"
+            )
+        if target.tape is not self:
+            raise ValueError("tape.gradient: the target was recorded on another GradientTape")
+        loss = target.expr
+        if tuple(loss.shape) != (1, 1):  # TensorFlow: the gradient of the sum
+            loss = record("total", E.total, loss)
+        flat, rebuild = flatten(sources)
+        depends = set(E.leaves([loss]))
+        symbols = []
+        for s in flat:
+            symbol = self._source_symbol(s)
+            symbols.append(symbol if symbol in depends else None)
+        return loss, flat, symbols, rebuild
+
+    def _source_symbol(self, source) -> MatrixSymbol | None:
+        if isinstance(source, Tensor):
+            if isinstance(source.expr, MatrixSymbol):
+                return source.expr
+            raise NotImplementedError(
+                "tape.gradient with respect to an intermediate tensor is not supported; "
+                "take it with respect to variables or watched arrays"
+            )
+        found = self._sources.get(id(source))
+        if found is None:
+            if not (_is_variable(source) or isinstance(source, np.ndarray)):
+                raise TypeError(
+                    "tape.gradient sources must be variables, watched arrays or tape tensors. "
+                    f"Received: {type(source).__name__}"
+                )
+            return None
+        symbol = found[1]
+        return symbol if symbol in self._watched else None
+
+    def _gradient_program(self, loss: MatrixExpr, wrt: list[MatrixSymbol]):
+        dtype = self.dtype()
+        inputs = tuple(E.leaves([loss]))
+        key = ("gradient", loss, tuple(wrt), inputs, dtype.name, self._backend())
+
+        def make():
+            derived = formulas.gradients(loss, wrt)
+            outputs = {"value": derived.loss}
+            outputs.update({f"d_{w.name}": derived.simplified[w] for w in wrt})
+            return compiler.compile(
+                inputs, outputs, backend=self._backend(), dtype=dtype.name, name="tape_gradient"
+            )
+
+        return _kept(_PROGRAMS, key, make, PROGRAMS_KEPT)
+
+    def _shaped(self, source, gradient, unconnected: str):
+        shape = _keras_shape(source)
+        if gradient is None:
+            return None if unconnected == "none" else np.zeros(shape, dtype=self.dtype())
+        return gradient.reshape(shape)
+
+
+def _keras_shape(source) -> tuple[int, ...]:
+    if isinstance(source, Tensor):
+        return source.shape
+    return tuple(np.shape(source)) if isinstance(source, np.ndarray) else tuple(source.shape)
+
+
+def _unique(items) -> list:
+    return list(dict.fromkeys(items))
+
+
+def _is_variable(value) -> bool:
+    return hasattr(value, "symbol") and hasattr(value, "path") and hasattr(value, "value")
+
+
+def _as_matrix(value) -> np.ndarray:
+    """An array of numbers, 0-d to 2-d, in the matrix layout: () -> (1, 1), (k,) -> (k, 1)."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf" or array.ndim > 2:
+        raise ValueError(
+            "A tape operand must be an array of numbers with at most 2 dimensions. "
+            f"Received: an array of dtype {array.dtype} and shape {array.shape}"
+        )
+    if array.dtype.kind != "f":
+        array = array.astype(np.float64)
+    return array.reshape(array.shape + (1,) * (2 - array.ndim)) if array.ndim < 2 else array
+
+
+def flatten(structure):
+    """(leaves of nested lists / tuples / dicts, in order; a function that rebuilds the structure)."""
+    if isinstance(structure, dict):
+        keys = list(structure)
+        parts = [flatten(structure[k]) for k in keys]
+        sizes = [len(p[0]) for p in parts]
+        leaves = [x for p in parts for x in p[0]]
+
+        def rebuild_dict(values):
+            out, at = {}, 0
+            for k, (_, again), size in zip(keys, parts, sizes):
+                out[k] = again(values[at : at + size])
+                at += size
+            return out
+
+        return leaves, rebuild_dict
+    if isinstance(structure, (list, tuple)):
+        kind = type(structure)
+        parts = [flatten(x) for x in structure]
+        sizes = [len(p[0]) for p in parts]
+        leaves = [x for p in parts for x in p[0]]
+
+        def rebuild_sequence(values):
+            out, at = [], 0
+            for (_, again), size in zip(parts, sizes):
+                out.append(again(values[at : at + size]))
+                at += size
+            return out if kind is list else tuple(out)
+
+        return leaves, rebuild_sequence
+    return [structure], lambda values: values[0]
+
+
+# --------------------------------------------------------------------------
+# Model calls
+
+
+def call_model(model, x) -> Tensor:
+    """``model(x)`` on the tape: the model's forward graph on ``x`` (a tape tensor, or an array
+    whose rows become the batch ``X``), its weights read as leaves."""
+    tape = _tape_of(x)
+    inputs = tape.as_tensor(x, base="X", batch=True)
+    if inputs.ndim != 2:
+        raise ValueError(
+            f"Model {model.name!r} takes rows of features (samples, features). "
+            f"Received: an input of shape {inputs.shape}"
+        )
+    if not model.built:
+        model.build(input_dim=inputs.shape[1])
+    if tape.backend is None and model.compiled:  # the model's own backend
+        tape.backend = model.backend
+    graph = _forward_of(model)
+    if inputs.shape[1] != graph.x.shape[1]:
+        raise ValueError(
+            f"Model {model.name!r} expects rows of {graph.x.shape[1]} features. "
+            f"Received: an input of shape {inputs.shape}"
+        )
+    model._materialize()
+    for w in graph.weights:
+        tape.variable(w)
+    body = graph.output.body if isinstance(graph.output, E.Named) else graph.output
+    output = record(("model", graph.x, body), lambda a: body.xreplace({graph.x: a}), inputs.expr)
+    return tape.tensor(output, (inputs.shape[0], int(body.shape[1])))
+
+
+def _forward_of(model):
+    """The model's forward graph ``X -> P``, built once for its current weights (kept on it)."""
+    kept = getattr(model, "_tape_forward", None)
+    weights = tuple(model.weights)
+    if kept is None or kept[0] != weights:
+        kept = (weights, model._forward())
+        model._tape_forward = kept
+    return kept[1]

@@ -1,0 +1,468 @@
+"""GradientTape, losses as functions and apply_gradients: Keras's custom training loop.
+
+Tape gradients are checked against ``compute_gradients`` (the compiled fit path),
+finite differences (float64, random directions) and PyTorch autograd (skipped
+without torch); apply_gradients against ``train_on_batch`` bit for bit, for every
+optimizer of ``OPTIMIZERS``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+
+import symgrad
+from symgrad import losses, ops
+from symgrad.nn import optimizers as optimizers_module
+from symgrad.nn import tape as tape_module
+from symgrad.nn.losses import FUNCTIONS, LOSSES
+from tests.nn.helpers import BACKEND, OUTPUT_FOR_LOSS, blobs, mlp, targets_for
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def call(model, x):
+    """``model(x)`` on the tape."""
+    return tape_module.call_model(model, x)
+
+
+def tape_loss(model, loss_name, x, y):
+    """(tape, mean loss tensor) of ``model`` on ``(x, y)`` with the loss function ``loss_name``."""
+    fn = FUNCTIONS[losses.get(loss_name).name]
+    with symgrad.GradientTape() as tape:
+        value = ops.reduce_mean(fn(y, call(model, x)))
+    return tape, value
+
+
+# --------------------------------------------------------------------------
+# Losses as functions
+
+
+def _probabilities(rng, n, k):
+    return rng.dirichlet(np.ones(k), n)
+
+
+REFERENCE = {  # NumPy's per-sample values, Keras's formulas (no clipping needed in (0, 1))
+    "mean_squared_error": lambda y, p: np.mean((p - y) ** 2, axis=1),
+    "mean_absolute_error": lambda y, p: np.mean(np.abs(p - y), axis=1),
+    "binary_crossentropy": lambda y, p: -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1),
+    "categorical_crossentropy": lambda y, p: -np.sum(y * np.log(p), axis=1),
+    "sparse_categorical_crossentropy": lambda y, p: -np.log(p[np.arange(len(p)), y]),
+}
+
+
+def _targets(name, rng, n, k):
+    labels = rng.integers(0, k, n)
+    if name == "sparse_categorical_crossentropy":
+        return labels
+    if name == "categorical_crossentropy":
+        return np.eye(k)[labels]
+    return rng.random((n, k)) if name != "binary_crossentropy" else (rng.random((n, k)) > 0.5) * 1.0
+
+
+def test_every_loss_has_a_function():
+    names = {cls().name for cls in LOSSES.values()}
+    assert names == set(FUNCTIONS) == set(REFERENCE)
+    for name in names:
+        assert getattr(losses, name) is FUNCTIONS[name]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_loss_function_on_arrays_matches_numpy(name, rng):
+    y, p = _targets(name, rng, 7, 3), _probabilities(rng, 7, 3)
+    values = FUNCTIONS[name](y, p)
+    assert values.shape == (7,)
+    np.testing.assert_allclose(values, REFERENCE[name](y, p), rtol=1e-12)
+    # the batch mean is the loss compile trains on
+    loss = losses.get(name)
+    with symgrad.GradientTape() as tape:
+        mean = ops.reduce_mean(FUNCTIONS[name](y, tape.as_tensor(p, base="P", batch=True)))
+    symbolic = loss(*_symbols(tape, mean))
+    assert float(mean) == pytest.approx(tape.evaluate(symbolic).item(), rel=1e-12)
+
+
+def _symbols(tape, mean):
+    """(Y, P) leaves of a loss tensor, for the loss class's own (1, 1) formula."""
+    leaves = {s.name: s for s in tape.leaves}
+    return leaves["Y"], leaves["P"]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_loss_functions_stay_finite_at_extremes(name):
+    k = 3
+    y = _targets(name, np.random.default_rng(1), 4, k)
+    p = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3]])
+    assert np.all(np.isfinite(FUNCTIONS[name](y, p)))
+
+
+def test_from_logits_equals_softmax_then_loss(rng):
+    y, z = np.eye(4)[rng.integers(0, 4, 6)], 30 * rng.standard_normal((6, 4))
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    exact = -np.sum(
+        y
+        * (
+            z
+            - z.max(1, keepdims=True)
+            - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+        ),
+        1,
+    )
+    np.testing.assert_allclose(
+        losses.categorical_crossentropy(y, z, from_logits=True), exact, rtol=1e-12
+    )
+
+
+def test_loss_function_checks_targets_as_fit_does(rng):
+    p = _probabilities(rng, 3, 3)
+    with pytest.raises(ValueError, match=r"class labels in \[0, 3\).*y\[1\]=7"):
+        losses.sparse_categorical_crossentropy(np.array([0, 7, 1]), p)
+    with pytest.raises(ValueError, match=r"must have shape \(samples, 3\).*\(3, 2\)"):
+        losses.categorical_crossentropy(np.eye(2)[[0, 1, 0]], p)
+
+
+# --------------------------------------------------------------------------
+# Tape gradients
+
+
+@pytest.mark.parametrize("loss_name", sorted(OUTPUT_FOR_LOSS))
+def test_tape_gradients_equal_compute_gradients(loss_name, rng):
+    x, labels = blobs(rng, n=12)
+    y = targets_for(loss_name, labels, 3, rng)
+    model = mlp(loss=loss_name)
+    tape, value = tape_loss(model, loss_name, x, y)
+    grads = tape.gradient(value, model.weights)
+    expected = model.compute_gradients(x, y)
+    for g, e, w in zip(grads, expected, model.weights):
+        assert g.shape == np.shape(e) == tuple(w.shape)
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
+    assert float(value) == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-10)
+
+
+@pytest.mark.parametrize("backend", sorted(symgrad.compiler.BACKENDS))
+def test_backends_agree(backend, rng):
+    x, labels = blobs(rng, n=12)
+    model = mlp()
+    with symgrad.GradientTape(backend=backend) as tape:
+        value = ops.reduce_mean(losses.categorical_crossentropy(np.eye(3)[labels], call(model, x)))
+    for g, e in zip(
+        tape.gradient(value, model.weights), model.compute_gradients(x, np.eye(3)[labels])
+    ):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
+
+
+def test_tape_gradients_against_finite_differences(check_grad, rng):
+    x, labels = blobs(rng, n=10)
+    y = np.eye(3)[labels]
+    model = mlp()
+    with symgrad.GradientTape() as tape:
+        out = call(model, x)
+        # not a loss: a scalar of several ops, broadcasting and a matmul
+        value = ops.reduce_sum(ops.tanh(out @ out.T) * 0.5) + ops.reduce_mean(ops.square(out - y))
+    grads = tape.gradient(value, model.weights)
+
+    def f(weights):
+        a = np.tanh(x @ weights[0] + weights[1])
+        z = a @ weights[2] + weights[3]
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return np.sum(np.tanh(p @ p.T) * 0.5) + np.mean((p - y) ** 2)
+
+    check_grad(
+        f,
+        [w.value for w in model.weights],
+        [g.reshape(w.value.shape) for g, w in zip(grads, model.weights)],
+    )
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+def test_tape_gradients_equal_torch_autograd(rng):
+    import torch
+
+    x, labels = blobs(rng, n=16)
+    y = np.eye(3)[labels]
+    model = mlp()
+    tape, value = tape_loss(model, "categorical_crossentropy", x, y)
+    grads = tape.gradient(value, model.weights)
+    params = [torch.tensor(w.value, requires_grad=True) for w in model.weights]
+    a = torch.tanh(torch.tensor(x) @ params[0] + params[1])
+    loss = torch.nn.functional.cross_entropy(a @ params[2] + params[3], torch.tensor(labels))
+    loss.backward()
+    assert float(value) == pytest.approx(loss.item(), rel=1e-12)
+    for g, p in zip(grads, params):
+        np.testing.assert_allclose(g.reshape(p.shape), p.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_non_scalar_target_is_summed(rng):
+    x, labels = blobs(rng, n=8)
+    model = mlp()
+    with symgrad.GradientTape(persistent=True) as tape:
+        per_sample = losses.categorical_crossentropy(np.eye(3)[labels], call(model, x))
+        total = ops.reduce_sum(per_sample)
+    assert per_sample.shape == (8,)
+    for a, b in zip(tape.gradient(per_sample, model.weights), tape.gradient(total, model.weights)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_non_persistent_tape_computes_one_gradient(rng):
+    x, labels = blobs(rng, n=8)
+    model = mlp()
+    tape, value = tape_loss(model, "categorical_crossentropy", x, np.eye(3)[labels])
+    tape.gradient(value, model.weights)
+    with pytest.raises(
+        RuntimeError, match=r"non-persistent GradientTape can only be used to compute one set"
+    ):
+        tape.gradient(value, model.weights)
+
+
+def test_persistent_tape_computes_several(rng):
+    x, labels = blobs(rng, n=8)
+    model = mlp()
+    with symgrad.GradientTape(persistent=True) as tape:
+        value = ops.reduce_mean(losses.categorical_crossentropy(np.eye(3)[labels], call(model, x)))
+    first = tape.gradient(value, model.weights)
+    again = tape.gradient(value, model.weights)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unconnected_and_unwatched_sources_get_none(rng):
+    x, labels = blobs(rng, n=8)
+    model, other = mlp(), mlp(seed=1)
+    other.build(input_dim=4)
+    constant = rng.standard_normal((8, 3))
+    with symgrad.GradientTape() as tape:
+        out = call(model, x)
+        value = ops.reduce_sum(out * constant)
+    grads = tape.gradient(
+        value, {"other": other.weights[0], "constant": constant, "kernel": model.weights[0]}
+    )
+    assert grads["other"] is None  # the target does not depend on it
+    assert grads["constant"] is None  # an array that was not watched
+    assert grads["kernel"].shape == (4, 6)
+    with symgrad.GradientTape() as tape:
+        value = ops.reduce_sum(call(model, x) * 2.0)
+    zeros = tape.gradient(value, [other.weights[0]], unconnected_gradients="zero")
+    np.testing.assert_array_equal(zeros[0], np.zeros((4, 6)))
+
+
+def test_watched_array_gets_its_gradient(check_grad, rng):
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((3, 2))
+    with symgrad.GradientTape() as tape:
+        tape.watch([a, b])
+        value = ops.reduce_sum(ops.exp(ops.matmul(a, b) / 4.0) - 1.0)
+    da, db = tape.gradient(value, [a, b])
+    check_grad(lambda xs: np.sum(np.exp(xs[0] @ xs[1] / 4.0) - 1.0), [a, b], [da, db])
+
+
+def test_sources_keep_their_structure(rng):
+    x, labels = blobs(rng, n=8)
+    model = mlp()
+    tape, value = tape_loss(model, "categorical_crossentropy", x, np.eye(3)[labels])
+    w = model.weights
+    grads = tape.gradient(value, {"first": [w[0], w[1]], "second": (w[2], {"bias": w[3]})})
+    assert isinstance(grads["first"], list) and isinstance(grads["second"], tuple)
+    assert grads["second"][1]["bias"].shape == tuple(w[3].shape)
+
+
+@pytest.mark.parametrize("name", sorted(ops.UNARY))
+def test_each_unary_op_against_finite_differences(name, check_grad, rng):
+    x = (
+        rng.uniform(0.5, 2.0, (4, 3)) * rng.choice([-1, 1], (4, 3))
+        if name not in ("sqrt", "log")
+        else rng.uniform(0.5, 2.0, (4, 3))
+    )
+    fn = getattr(ops, name)
+    with symgrad.GradientTape() as tape:
+        tape.watch(x)
+        value = ops.reduce_sum(fn(x) * np.arange(12.0).reshape(4, 3))
+    (dx,) = tape.gradient(value, [x])
+    reference = {
+        "square": np.square,
+        "sqrt": np.sqrt,
+        "exp": np.exp,
+        "log": np.log,
+        "abs": np.abs,
+        "tanh": np.tanh,
+        "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+        "relu": lambda v: np.maximum(v, 0),
+    }[name]
+    assert float(value) == pytest.approx(
+        np.sum(reference(x) * np.arange(12.0).reshape(4, 3)), rel=1e-12
+    )
+    check_grad(lambda xs: np.sum(reference(xs[0]) * np.arange(12.0).reshape(4, 3)), [x], [dx])
+
+
+def test_broadcasting_and_reductions_match_numpy(rng):
+    m, row, col = rng.standard_normal((4, 3)), rng.standard_normal(3), rng.standard_normal((4, 1))
+    with symgrad.GradientTape() as tape:
+        t = tape.as_tensor(m)
+        results = {
+            "m + row": (t + row, m + row),
+            "row * m": (row * t, row * m),
+            "m - col": (t - col, m - col),
+            "2 / m": (2.0 / t, 2.0 / m),
+            "m ** 3": (t**3, m**3),
+            "-m.T": (-t.T, -m.T),
+            "sum axis 0": (ops.reduce_sum(t, axis=0), m.sum(0)),
+            "mean axis 1": (ops.reduce_mean(t, axis=1), m.mean(1)),
+            "mean axis -1 keepdims": (
+                ops.reduce_mean(t, axis=-1, keepdims=True),
+                m.mean(-1, keepdims=True),
+            ),
+            "softmax": (ops.softmax(t), np.exp(m) / np.exp(m).sum(1, keepdims=True)),
+        }
+    for label, (tensor, expected) in results.items():
+        assert tensor.shape == expected.shape, label
+        np.testing.assert_allclose(tensor.numpy(), expected, rtol=1e-12, err_msg=label)
+    with pytest.raises(
+        ValueError, match=r"could not be broadcast together. Received: shapes \(4, 3\) and \(2,\)"
+    ):
+        tape.as_tensor(m) + np.ones(2)
+
+
+def test_a_training_loop_compiles_once(monkeypatch, rng):
+    x, labels = blobs(rng, n=50)
+    y = np.eye(3)[labels]
+    model = mlp(optimizer="adam")
+    count = {"n": 0}
+    real = symgrad.compiler.compile
+
+    def counting(*args, **kwargs):
+        count["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(symgrad.compiler, "compile", counting)
+    compiles = []
+    for _epoch in range(3):
+        for start in range(0, 50, 16):  # the last batch has 2 rows: the same programs
+            xb, yb = x[start : start + 16], y[start : start + 16]
+            with symgrad.GradientTape() as tape:
+                value = ops.reduce_mean(losses.categorical_crossentropy(yb, call(model, xb)))
+            grads = tape.gradient(
+                value,
+                model.trainable_weights if hasattr(model, "trainable_weights") else model.weights,
+            )
+            model.optimizer.apply_gradients(zip(grads, model.weights))
+            float(value)
+        compiles.append(count["n"])
+    assert compiles[0] <= 2  # the gradient program and the update, built in the first epoch
+    assert compiles[1] == compiles[2] == compiles[0]  # and never again
+    assert model.optimizer.iterations == 12
+
+
+def test_formulas_behind_a_tape_gradient(rng):
+    x, labels = blobs(rng, n=8)
+    model = mlp()
+    tape, value = tape_loss(model, "categorical_crossentropy", x, np.eye(3)[labels])
+    shown = tape.gradient_formulas(value, model.weights)
+    assert list(shown) == [w.symbol.name for w in model.weights]
+    text = symgrad.expr.sstr(shown["dense_1_bias"])
+    assert "- Y" in text and "1/n" in text  # softmax + cross-entropy fused: (P - Y)/n
+    explained = tape.explain(value, model.weights)
+    assert "Reverse sweep" in explained and "dL/ddense_kernel" in explained
+
+
+# --------------------------------------------------------------------------
+# apply_gradients
+
+
+@pytest.mark.parametrize("name", sorted(optimizers_module.OPTIMIZERS))
+def test_apply_gradients_equals_train_on_batch(name, rng):
+    x, labels = blobs(rng, n=20)
+    y = np.eye(3)[labels]
+    optimizer = optimizers_module.get(name)
+    if name == "sgd":
+        optimizer = optimizers_module.SGD(momentum=0.9, nesterov=True)
+    fitted, looped = (
+        mlp(optimizer=copy.deepcopy(optimizer)),
+        mlp(optimizer=copy.deepcopy(optimizer)),
+    )
+    for _ in range(3):
+        fitted.train_on_batch(x, y)
+        tape, value = tape_loss(looped, "categorical_crossentropy", x, y)
+        grads = tape.gradient(value, looped.weights)
+        assert (
+            looped.optimizer.apply_gradients(zip(grads, looped.weights))
+            == looped.optimizer.iterations
+        )
+    for a, b in zip(fitted.get_weights(), looped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert looped.optimizer.iterations == fitted.optimizer.iterations == 3
+    for key, slot in fitted.optimizer.slots.items():
+        np.testing.assert_array_equal(slot.value, looped.optimizer.slots[key].value)
+    # fit continues from the custom loop's slots and step counter
+    looped.train_on_batch(x, y)
+    fitted.train_on_batch(x, y)
+    for a, b in zip(fitted.get_weights(), looped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_apply_gradients_on_a_model_never_compiled(rng):
+    x, labels = blobs(rng, n=20)
+    y = np.eye(3)[labels]
+    reference = mlp(optimizer=optimizers_module.Adam(learning_rate=0.01), dtype="float32")
+    model = symgrad.Sequential(
+        [symgrad.Dense(6, activation="tanh", input_dim=4), symgrad.Dense(3, activation="softmax")]
+    )
+    model.build(input_dim=4)
+    model.set_weights(reference.get_weights())
+    optimizer = optimizers_module.Adam(learning_rate=0.01)
+    for _ in range(2):
+        reference.train_on_batch(x, y)
+        tape, value = tape_loss(model, "categorical_crossentropy", x, y)
+        optimizer.apply_gradients(zip(tape.gradient(value, model.weights), model.weights))
+    for a, b in zip(reference.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # float32, two programs
+    assert not model.compiled and optimizer.iterations == 2
+
+
+def test_apply_gradients_is_all_or_nothing(rng):
+    model = mlp(optimizer="adam")
+    before = model.get_weights()
+    grads = [np.ones(w.value.shape) for w in model.weights]
+    model.optimizer.apply_gradients(zip(grads, model.weights))
+    state = (
+        [w.value.copy() for w in model.weights],
+        {k: v.value.copy() for k, v in model.optimizer.slots.items()},
+    )
+    bad = [g.copy() for g in grads]
+    bad[-1][0, 0] = np.nan  # the last weight's gradient: the earlier ones would be written first
+    with pytest.raises(
+        FloatingPointError,
+        match=r"Adam.apply_gradients: the step is not finite.*no weight, slot or iterations",
+    ):
+        model.optimizer.apply_gradients(zip(bad, model.weights))
+    with pytest.raises(
+        ValueError, match=r"gradient of dense_1/kernel must have the variable's shape.*\(2, 3\)"
+    ):
+        model.optimizer.apply_gradients(zip([*grads[:2], np.ones((2, 3)), grads[3]], model.weights))
+    for a, b in zip(state[0], model.weights):
+        np.testing.assert_array_equal(a, b.value)
+    for k, v in state[1].items():
+        np.testing.assert_array_equal(v, model.optimizer.slots[k].value)
+    assert model.optimizer.iterations == 1
+    assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_apply_gradients_skips_none_with_a_warning():
+    model = mlp(optimizer="sgd")
+    model.get_weights()  # the initial values
+    kernel_before = model.weights[0].value.copy()
+    bias_before = model.weights[1].value.copy()
+    grads = [None, np.ones(model.weights[1].value.shape), None, None]
+    with pytest.warns(
+        UserWarning, match=r"gradients do not exist for dense/kernel, dense_1/kernel"
+    ):
+        model.optimizer.apply_gradients(zip(grads, model.weights))
+    np.testing.assert_array_equal(model.weights[0].value, kernel_before)
+    np.testing.assert_allclose(model.weights[1].value, bias_before - 0.01)
+    with pytest.raises(ValueError, match=r"no gradients provided for any variable"):
+        model.optimizer.apply_gradients(zip([None] * 4, model.weights))
+
+
+def test_backend_of_the_test_run_is_used():
+    assert BACKEND in symgrad.compiler.BACKENDS
