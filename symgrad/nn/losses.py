@@ -87,8 +87,16 @@ class Loss:
         """The symbol that stands for the targets in the training step."""
         return E.matrix(name, rows, cols)
 
-    def __call__(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
-        return self.call(y_true, y_pred)
+    def __call__(self, y_true, y_pred):
+        """The batch mean: of matrix expressions a (1, 1) expression; of a tape tensor a
+        0-d tensor; of arrays a float (Keras's ``loss_fn(y_true, y_pred)``)."""
+        if isinstance(y_true, MatrixExpr) and isinstance(y_pred, MatrixExpr):
+            return self.call(y_true, y_pred)
+        values = per_sample(self, y_true, y_pred)
+        if isinstance(values, tape_module.Tensor):
+            expr = tape_module.record("mean", E.mean, values.expr)
+            return values.tape.tensor(expr, ())
+        return float(np.mean(values))
 
     def per_sample(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
         """The loss of each row, an (n, 1) column (Keras's loss functions)."""

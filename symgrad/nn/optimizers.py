@@ -248,7 +248,9 @@ class Optimizer:
         weights = [v for _, v in pairs]
         dtype = weights[0].value.dtype.name
         slots = self.build(weights, dtype)
-        step = self._apply_step(weights, dtype, _backend_of(weights))
+        # NumPy runs the update: it is entry by entry, and the LLVM backend's programs
+        # need a batch dimension (without one they crash)
+        step = self._apply_step(weights, dtype, "numpy")
         grads = [np.ascontiguousarray(np.reshape(g, v.value.shape), dtype=dtype) for g, v in pairs]
         arrays = [*grads, *(w.value for w in weights), *(s.value for s in slots)]
         scalars = self.scalar_values(step.scalars, dtype)
@@ -370,15 +372,6 @@ def _checked_pairs(opt: Optimizer, grads_and_vars) -> list[tuple[np.ndarray, Var
     if len(dtypes) > 1:
         raise ValueError(f"{where}: the variables have several dtypes: {sorted(map(str, dtypes))}")
     return pairs
-
-
-def _backend_of(weights) -> str:
-    """The backend of the compiled model the weights belong to, else NumPy."""
-    for w in weights:
-        model = getattr(getattr(w, "layer", None), "model", None)
-        if model is not None and getattr(model, "compiled", False):
-            return model.backend
-    return "numpy"
 
 
 def _lift(body: sp.Expr, env: dict[sp.Symbol, MatrixExpr]) -> MatrixExpr:

@@ -43,6 +43,7 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 from symgrad import compiler, formulas
 from symgrad import core as E
 
+BATCH = E.batch()
 PROGRAMS_KEPT = 256
 """Compiled tape programs kept in memory (least recently used dropped first)."""
 
@@ -57,6 +58,12 @@ def recording() -> GradientTape | None:
     return _RECORDING[-1] if _RECORDING else None
 
 
+def records(value) -> bool:
+    """Whether a model call on ``value`` is recorded: a tape tensor, or an array while a tape
+    records (symbolic tensors of the functional API are not: a model can be built in a tape)."""
+    return isinstance(value, Tensor) or (bool(_RECORDING) and isinstance(value, np.ndarray))
+
+
 def _kept(table: OrderedDict, key, make: Callable, limit: int):
     """``table[key]``, made on a miss; the least recently used entry goes beyond ``limit``."""
     try:
@@ -67,6 +74,11 @@ def _kept(table: OrderedDict, key, make: Callable, limit: int):
         if len(table) > limit:
             table.popitem(last=False)
         return value
+
+
+def leaves(expr: MatrixExpr) -> tuple[MatrixSymbol, ...]:
+    """The leaves a graph reads (first-seen order), remembered for the graph."""
+    return _kept(_GRAPHS, ("leaves", expr), lambda: tuple(E.leaves([expr])), _GRAPHS_KEPT)
 
 
 def record(op, build: Callable[..., MatrixExpr], *operands: MatrixExpr) -> MatrixExpr:
@@ -323,6 +335,7 @@ class GradientTape:
         self._variable_dtype: np.dtype | None = None
         self._batch: int | None = None  # the number of rows the batch symbol n stands for
         self._names: set[str] = set()
+        self.outputs: list[MatrixExpr] = []  # models' outputs: their names are kept in formulas
         self._used = False
 
     def __enter__(self) -> GradientTape:
@@ -369,7 +382,7 @@ class GradientTape:
         array = _as_matrix(value)
         rows, cols = array.shape
         if batch and self._batch in (None, rows):
-            self._batch, rows = rows, E.batch()
+            self._batch, rows = rows, BATCH
         symbol = kind(E.fresh_name(base, self._names, first=2), rows, cols)
         self._names.add(symbol.name)
         self.leaves[symbol] = array
@@ -392,7 +405,7 @@ class GradientTape:
             isinstance(like, Tensor)
             and len(shape) >= 1
             and like.ndim >= 1
-            and like.expr.shape[0] == E.batch()
+            and like.expr.shape[0] == BATCH
             and shape[0] == self._batch
         )
         return self.tensor(self._constant(value, base, batch=batch, kind=kind), shape)
@@ -408,7 +421,11 @@ class GradientTape:
         kinds = {a.dtype for a in self.leaves.values()}
         return np.dtype("float32") if kinds == {np.dtype("float32")} else np.dtype("float64")
 
-    def _backend(self) -> str:
+    def _backend(self, inputs=()) -> str:
+        """The backend of a program reading ``inputs``: NumPy when none has the batch's rows
+        (the LLVM backend needs a batch dimension: its programs without one crash)."""
+        if not any(BATCH in s.shape for s in inputs):
+            return "numpy"
         return self.backend or "numpy"
 
     def _arguments(self, inputs, dtype) -> list[np.ndarray]:
@@ -418,14 +435,15 @@ class GradientTape:
     def evaluate(self, expr: MatrixExpr) -> np.ndarray:
         """The value of a graph on this tape's leaves (a compiled program, kept by structure)."""
         dtype = self.dtype()
-        inputs = tuple(E.leaves([expr]))
-        key = ("value", expr, inputs, dtype.name, self._backend())
+        inputs = leaves(expr)
+        backend = self._backend(inputs)
+        key = ("value", expr, inputs, dtype.name, backend)
 
         def make():
             return compiler.compile(
                 inputs,
                 {"value": expr},
-                backend=self._backend(),
+                backend=backend,
                 dtype=dtype.name,
                 name="tape_value",
             )
@@ -465,13 +483,15 @@ class GradientTape:
         """The simplified formula of each connected source's gradient, by symbol name."""
         loss, _, symbols, _ = self._problem(target, sources)
         wrt = _unique(s for s in symbols if s is not None)
-        derived = formulas.gradients(loss, wrt)
+        derived = formulas.gradients(loss, wrt, context=self.outputs)
         return {w.name: derived.simplified[w] for w in wrt}
 
     def explain(self, target, sources) -> str:
         """The chain rule behind ``gradient``, step by step (:func:`symgrad.explain`)."""
         loss, _, symbols, _ = self._problem(target, sources)
-        return formulas.explain(loss, _unique(s for s in symbols if s is not None))
+        return formulas.explain(
+            loss, _unique(s for s in symbols if s is not None), context=self.outputs
+        )
 
     def _take(self) -> None:
         if self._used and not self.persistent:
@@ -494,7 +514,7 @@ class GradientTape:
         if tuple(loss.shape) != (1, 1):  # TensorFlow: the gradient of the sum
             loss = record("total", E.total, loss)
         flat, rebuild = flatten(sources)
-        depends = set(E.leaves([loss]))
+        depends = set(leaves(loss))
         symbols = []
         for s in flat:
             symbol = self._source_symbol(s)
@@ -522,15 +542,17 @@ class GradientTape:
 
     def _gradient_program(self, loss: MatrixExpr, wrt: list[MatrixSymbol]):
         dtype = self.dtype()
-        inputs = tuple(E.leaves([loss]))
-        key = ("gradient", loss, tuple(wrt), inputs, dtype.name, self._backend())
+        inputs = leaves(loss)
+        context = tuple(self.outputs)
+        backend = self._backend(inputs)
+        key = ("gradient", loss, tuple(wrt), inputs, context, dtype.name, backend)
 
         def make():
-            derived = formulas.gradients(loss, wrt)
+            derived = formulas.gradients(loss, wrt, context=context)
             outputs = {"value": derived.loss}
             outputs.update({f"d_{w.name}": derived.simplified[w] for w in wrt})
             return compiler.compile(
-                inputs, outputs, backend=self._backend(), dtype=dtype.name, name="tape_gradient"
+                inputs, outputs, backend=backend, dtype=dtype.name, name="tape_gradient"
             )
 
         return _kept(_PROGRAMS, key, make, PROGRAMS_KEPT)
@@ -610,6 +632,12 @@ def call_model(model, x) -> Tensor:
     """``model(x)`` on the tape: the model's forward graph on ``x`` (a tape tensor, or an array
     whose rows become the batch ``X``), its weights read as leaves."""
     tape = _tape_of(x)
+    several = [len(getattr(model, kind, ())) for kind in ("inputs", "outputs")]
+    if max(several) > 1:
+        raise NotImplementedError(
+            f"Model {model.name!r} has {several[0]} inputs and {several[1]} outputs: a GradientTape "
+            "records calls of models with one input and one output"
+        )
     inputs = tape.as_tensor(x, base="X", batch=True)
     if inputs.ndim != 2:
         raise ValueError(
@@ -630,7 +658,14 @@ def call_model(model, x) -> Tensor:
     for w in graph.weights:
         tape.variable(w)
     body = graph.output.body if isinstance(graph.output, E.Named) else graph.output
-    output = record(("model", graph.x, body), lambda a: body.xreplace({graph.x: a}), inputs.expr)
+
+    def build(a):  # the graph on a (its rows: n, or a number when they are not the batch's)
+        return body.xreplace({graph.x: a, BATCH: a.shape[0]})
+
+    name = E.fresh_name("P", tape._names, first=2)  # the output, named as in fit's formulas
+    tape._names.add(name)
+    output = record(("model", graph.x, body, name), lambda a: E.name(name, build(a)), inputs.expr)
+    tape.outputs.append(output)
     return tape.tensor(output, (inputs.shape[0], int(body.shape[1])))
 
 

@@ -154,6 +154,22 @@ def test_backends_agree(backend, rng):
         np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("backend", sorted(symgrad.compiler.BACKENDS))
+def test_programs_without_a_batch_and_updates_run_on_every_backend(backend, rng):
+    a = rng.standard_normal((3, 2))
+    with symgrad.GradientTape(backend=backend) as tape:
+        tape.watch(a)
+        value = ops.reduce_sum(ops.square(a))
+    np.testing.assert_allclose(tape.gradient(value, a), 2 * a, rtol=1e-12)
+    model = symgrad.Sequential([symgrad.Dense(2, input_dim=3)])
+    model.compile(optimizer="sgd", loss="mse", backend=backend, dtype="float64")
+    before = model.get_weights()
+    grads = [np.ones_like(w) for w in before]
+    model.optimizer.apply_gradients(zip(grads, model.weights))
+    for b, w in zip(before, model.get_weights()):
+        np.testing.assert_allclose(w, b - 0.01, rtol=1e-12)
+
+
 def test_tape_gradients_against_finite_differences(check_grad, rng):
     x, labels = blobs(rng, n=10)
     y = np.eye(3)[labels]
