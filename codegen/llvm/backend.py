@@ -287,6 +287,11 @@ class LLVMFunction(_Inspectable):
                 self._scalars_addr,
                 self,
             )
+            if not self._binders:
+                # no batch size to tell bindings apart, so no shape check can send the first
+                # call to the Python path, which binds: bind the one buffer set now
+                state = self.bind(())
+                self._fast_entry.bind(state.pointers_addr, state.dims_addr, state.values)
         # the call: the native fast entry (checks in native code, Python path on any mismatch)
         self.fast = self._fast_entry.fast if self._fast_entry else self._call_python
 
