@@ -85,6 +85,7 @@ class LLVMBackend(Backend):
             "llvm-ir": "LLVM IR text (.ll)",
             "object": "an object file (.o) and a C header (.h)",
             "shared": "a shared library (.so) and a C header (.h)",
+            "wasm": "a WebAssembly module (.wasm) and the ES module that runs it (.js)",
         }
     )
     cpus = ("host", "generic")  # this machine, or the baseline of its architecture

@@ -52,6 +52,7 @@ from codegen.llvm.kernels import lower_dim
 from codegen.llvm.loops import I8, I32, I64, PTR, i64, store
 from codegen.llvm.mathlib import FORMATS, MathLibrary
 from codegen.llvm.module import Layout, _build_step_impl, annotated, make_layout
+from codegen.llvm.targets import WASM_LD, Arch, target_machine, tool
 from codegen.names import (
     LLVM_NAME_LIMIT,
     c_comment,
@@ -63,7 +64,7 @@ from codegen.names import (
 
 # What every exported function returns besides 0 (success) and k > 0 (the k-th guard failed);
 # the header defines each as PREFIX_STATUS_<NAME>.
-STATUS = {"no_memory": -1, "bad_batch": -2, "null_argument": -3}
+STATUS = {"no_memory": -1, "bad_batch": -2, "null_argument": -3, "batch_too_large": -4}
 ALIGN = 64  # bytes: every work buffer starts on a cache line
 C_TYPES = {"float64": "double", "float32": "float"}
 CPUS = LLVMBackend.cpus
@@ -87,22 +88,55 @@ class CFunction:
 # The LLVM module
 
 
-def library_ir(functions: list[CFunction], *, cpu: str = "host") -> str:
-    """The module's LLVM IR text: deterministic; each kernel preceded by its IR statement."""
+@dataclass(frozen=True)
+class Scratch:
+    """Where a call finds its scratch when its workspace argument is NULL.
+
+    ``malloc``: allocated and freed by the call (hosted targets). Otherwise no
+    allocator is used: with ``arena_bytes`` a static arena of that many bytes
+    (sized at emission for ``max_batch`` rows; a call that needs more returns
+    ``STATUS["batch_too_large"]``), without it the call returns ``STATUS["no_memory"]``.
+    ``size_bits``: the width of ``size_t`` on the target.
+    """
+
+    malloc: bool = True
+    max_batch: int | None = None
+    arena_bytes: int = 0
+    size_bits: int = 64
+
+
+def library_ir(
+    functions: list[CFunction],
+    *,
+    cpu: str = "host",
+    arch: Arch | None = None,
+    max_batch: int | None = None,
+) -> str:
+    """The module's LLVM IR text: deterministic; each kernel preceded by its IR statement.
+
+    ``arch``: another CPU (``codegen.llvm.targets.TRIPLES``; default this machine).
+    ``max_batch``: the static variant, which needs no allocator: a NULL workspace
+    means a static arena sized for batches of up to ``max_batch`` rows.
+    """
     _check_functions(functions)
     fmt = FORMATS[functions[0].program.dtype]
     module = ir.Module(name=llvm_name(functions[0].name))
-    module.triple = host().triple
-    module.data_layout = str(_target_machine(cpu).target_data)
+    machine = _target_machine(cpu) if arch is None else target_machine(arch)
+    module.triple = host().triple if arch is None else arch.triple
+    module.data_layout = str(machine.target_data)
     math = MathLibrary(module, fmt)  # shared: each math function is defined once
+    if arch is not None and fmt.name in arch.no_sqrt:
+        math.define_libm_sqrt()
+    programs = [dataclasses.replace(f.program, name=f.name) for f in functions]
+    layouts = [make_layout(p) for p in programs]
+    scratch = _scratch(programs, layouts, arch, max_batch)
+    arena = _arena(module, scratch)
     notes: dict[str, str] = {}
-    for f in functions:
-        program = dataclasses.replace(f.program, name=f.name)
-        layout = make_layout(program)
+    for program, layout in zip(programs, layouts):
         step, kernel_notes = _build_step_impl(module, program, layout, fmt, math, GENERATED)
         notes.update(kernel_notes)
-        size = _build_workspace_size(module, program, layout)
-        _build_entry(module, program, layout, step, size, fmt)
+        size = _build_workspace_size(module, program, layout, scratch.size_bits)
+        _build_entry(module, program, layout, step, size, fmt, scratch, arena)
     lines = llvm_comment("symgrad native library: " + ", ".join(f.name for f in functions))
     for f in functions:
         lines += llvm_comment(format_program(dataclasses.replace(f.program, name=f.name)))
@@ -127,6 +161,51 @@ def _check_functions(functions: list[CFunction]) -> None:
         raise ValueError(f"function names must be unique; received {names}")
 
 
+def _scratch(programs, layouts, arch: Arch | None, max_batch: int | None) -> Scratch:
+    hosted = arch is None or arch.hosted
+    bits = 64 if arch is None else arch.pointer_bits
+    if max_batch is None:
+        return Scratch(malloc=hosted, size_bits=bits)
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch must be a positive integer; Received: max_batch={max_batch!r}")
+    arena = max(workspace_bytes(p, lay, max_batch) for p, lay in zip(programs, layouts))
+    if arena >= 2 ** (bits - 1):
+        raise ValueError(
+            f"a static arena for max_batch={max_batch} rows needs {arena} bytes, "
+            f"more than a {bits}-bit target can address"
+        )
+    return Scratch(malloc=False, max_batch=max_batch, arena_bytes=arena, size_bits=bits)
+
+
+def arena_bytes(functions: list[CFunction], max_batch: int) -> int:
+    """The static arena of the library of ``functions`` for batches up to ``max_batch`` rows."""
+    programs = [dataclasses.replace(f.program, name=f.name) for f in functions]
+    return max(workspace_bytes(p, make_layout(p), max_batch) for p in programs)
+
+
+def workspace_bytes(program: Program, layout: Layout, rows: int) -> int:
+    """What ``NAME_workspace_size(rows)`` returns (the programs' batch symbols all = rows)."""
+    itemsize = FORMATS[program.dtype].bits // 8
+    dims = {sym: rows for sym in program.batch}
+    total = 0
+    for slot in _work_slots(program, layout):
+        r, c = (int(sp.sympify(d).subs(dims)) for d in layout.shapes[slot])
+        total += -(-r * c * itemsize // ALIGN) * ALIGN
+    return total
+
+
+def _arena(module: ir.Module, scratch: Scratch):
+    """The static arena (zero-initialized, so it costs no space in the image), or None."""
+    if not scratch.arena_bytes:
+        return None
+    ty = ir.ArrayType(I8, scratch.arena_bytes)
+    arena = ir.GlobalVariable(module, ty, name="symgrad.arena")
+    arena.linkage = "internal"
+    arena.align = ALIGN
+    arena.initializer = ir.Constant(ty, None)
+    return arena
+
+
 def _work_slots(program: Program, layout: Layout) -> list[int]:
     """Buffer slots the workspace holds: neither inputs nor outputs."""
     outside = set(range(layout.n_inputs)) | set(layout.output_slots)
@@ -144,8 +223,8 @@ class _CheckedSizes:
     """Sizes in bytes computed with overflow checks: ``bad`` is set by a negative size or
     a product or sum beyond INT64_MAX (the call then returns ``STATUS["bad_batch"]``)."""
 
-    def __init__(self, b: ir.IRBuilder, dims: dict):
-        self.b, self.dims = b, dims
+    def __init__(self, b: ir.IRBuilder, dims: dict, narrow: bool = False):
+        self.b, self.dims, self.narrow = b, dims, narrow
         self.bad = ir.Constant(ir.IntType(1), 0)
         for value in dims.values():
             self.flag(b.icmp_signed("<", value, i64(0)))
@@ -154,9 +233,18 @@ class _CheckedSizes:
         self.bad = self.b.or_(self.bad, condition)
 
     def op(self, method, x, y):
+        if self.narrow and method == self.b.smul_with_overflow:
+            return self._narrow_mul(x, y)
         result = method(x, y)
         self.flag(self.b.extract_value(result, 1))
         return self.b.extract_value(result, 0)
+
+    def _narrow_mul(self, x, y):
+        """x * y for x, y >= 0 without the 128-bit multiply that an i64 overflow check costs
+        on a 32-bit target: flagged when a factor reaches 2**31 (exact below 2**62 bytes)."""
+        for v in (x, y):
+            self.flag(self.b.icmp_unsigned(">=", v, i64(2**31)))
+        return self.b.mul(x, y)
 
     def dim(self, expr) -> ir.Value:
         """``lower_dim`` with every + and * checked; the result checked for >= 0."""
@@ -183,26 +271,36 @@ class _CheckedSizes:
         return self.b.and_(padded, i64(-ALIGN))
 
 
-def _build_workspace_size(module, program: Program, layout: Layout) -> ir.Function:
+def _build_workspace_size(module, program: Program, layout: Layout, size_bits: int):
     """``NAME_workspace_size(n...)``: the bytes of the work buffers, or SIZE_MAX when the
-    batch sizes are negative or make any array of the call overflow INT64_MAX bytes."""
-    fn = ir.Function(
+    batch sizes are negative or make any array of the call overflow INT64_MAX bytes (or,
+    on a 32-bit target, the workspace SIZE_MAX bytes or more). Returns the internal i64
+    version the entry calls (-1 for those batch sizes)."""
+    args = [I64] * len(program.batch)
+    fn = ir.Function(module, ir.FunctionType(I64, args), f"{program.name}.workspace_bytes")
+    fn.linkage = "internal"
+    exported = ir.Function(
         module,
-        ir.FunctionType(I64, [I64] * len(program.batch)),
+        ir.FunctionType(ir.IntType(size_bits), args),
         llvm_name(f"{program.name}_workspace_size"),
     )
-    for arg, sym in zip(fn.args, program.batch):
+    for arg, sym in [*zip(fn.args, program.batch), *zip(exported.args, program.batch)]:
         arg.name = llvm_name(str(sym))
+    e = ir.IRBuilder(exported.append_basic_block("entry"))
+    bytes_ = e.call(fn, list(exported.args), name="bytes")
+    e.ret(bytes_ if size_bits == 64 else e.trunc(bytes_, ir.IntType(size_bits)))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     dims = dict(zip(program.batch, fn.args))
     itemsize = FORMATS[program.dtype].bits // 8
-    sizes = _CheckedSizes(b, dims)
+    sizes = _CheckedSizes(b, dims, narrow=size_bits < 64)
     work = set(_work_slots(program, layout))
     total = i64(0)
     for slot, shape in enumerate(layout.shapes):  # every array of the call must be sizable
         size = sizes.slot_bytes(shape, itemsize)
         if slot in work:
             total = sizes.op(b.sadd_with_overflow, total, size)
+    if size_bits < 64:  # SIZE_MAX is the error value: sizes from SIZE_MAX up are errors
+        sizes.flag(b.icmp_signed(">=", total, i64(2**size_bits - 1)))
     b.ret(b.select(sizes.bad, i64(-1), total))
     return fn
 
@@ -211,7 +309,7 @@ def _distinct_outputs(program: Program) -> list:
     return list({v.name: v for v in program.outputs}.values())
 
 
-def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt) -> None:
+def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt, scratch, arena):
     """The exported function: fills the slot array from its arguments, runs ``step_impl``."""
     ty, outputs = fmt.ftype, _distinct_outputs(program)
     groups = [
@@ -247,7 +345,7 @@ def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt) -
     for v, out in zip(outputs, out_args):
         if v.name not in inputs:
             store(b, PTR, out, slots, i64(layout.slot_of[v.name]))
-    work = _workspace(b, fn, size, workspace)
+    work = _workspace(b, fn, size, workspace, scratch, arena)
     dim_values = dict(zip(program.batch, batch))
     itemsize = fmt.bits // 8
     offset = i64(0)
@@ -261,6 +359,9 @@ def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt) -
             nbytes = b.mul(b.mul(rows, cols), i64(itemsize))
             b.call(memcpy, [out, inputs[v.name], nbytes, ir.Constant(ir.IntType(1), 0)])
     status = b.call(step, [dims, slots, scalars], name="status")
+    if not scratch.malloc:
+        b.ret(status)
+        return
     release, done = fn.append_basic_block("release"), fn.append_basic_block("done")
     b.cbranch(b.icmp_unsigned("==", workspace, ir.Constant(PTR, None)), release, done)
     b.position_at_end(release)
@@ -287,8 +388,23 @@ def _return_if(b: ir.IRBuilder, fn, condition, status: int, name: str) -> None:
     b.position_at_end(ok)
 
 
-def _workspace(b: ir.IRBuilder, fn, size, given_ptr) -> ir.Value:
-    """The caller's workspace, or one from malloc (the function returns -1 if that fails).
+def _workspace(b: ir.IRBuilder, fn, size, given_ptr, scratch: Scratch, arena) -> ir.Value:
+    """The caller's workspace, or one from malloc (the function returns -1 if that fails),
+    or the static arena, or none (``Scratch``)."""
+    if scratch.malloc:
+        return _workspace_malloc(b, fn, size, given_ptr, scratch.size_bits)
+    null = ir.Constant(PTR, None)
+    missing = b.icmp_unsigned("==", given_ptr, null)
+    if arena is None:  # no allocator: the caller must pass a workspace
+        _return_if(b, fn, missing, STATUS["no_memory"], "no_workspace")
+        return given_ptr
+    too_large = b.icmp_signed(">", size, i64(scratch.arena_bytes))
+    _return_if(b, fn, b.and_(missing, too_large), STATUS["batch_too_large"], "arena")
+    return b.select(missing, b.bitcast(arena, PTR), given_ptr, name="work")
+
+
+def _workspace_malloc(b: ir.IRBuilder, fn, size, given_ptr, size_bits: int) -> ir.Value:
+    """The caller's workspace, or one from malloc (-1 is returned if that fails).
 
     malloc gets at least one byte: ``malloc(0)`` may return NULL, which is no failure."""
     null = ir.Constant(PTR, None)
@@ -304,10 +420,11 @@ def _workspace(b: ir.IRBuilder, fn, size, given_ptr) -> ir.Value:
     )
     b.cbranch(b.icmp_unsigned("==", given_ptr, null), allocate, given)
     b.position_at_end(allocate)
-    malloc = _declare(fn.module, "malloc", ir.FunctionType(PTR, [I64]))
-    owned = b.call(
-        malloc, [b.select(b.icmp_signed("==", size, i64(0)), i64(1), size)], name="owned"
-    )
+    size_t = ir.IntType(size_bits)
+    malloc = _declare(fn.module, "malloc", ir.FunctionType(PTR, [size_t]))
+    wanted = b.select(b.icmp_signed("==", size, i64(0)), i64(1), size)
+    wanted = wanted if size_bits == 64 else b.trunc(wanted, size_t)
+    owned = b.call(malloc, [wanted], name="owned")
     b.cbranch(b.icmp_unsigned("==", owned, null), failed, allocated)
     b.position_at_end(failed)
     b.ret(ir.Constant(I32, -1))
@@ -340,9 +457,12 @@ def _target_machine(cpu: str, opt: int = 3) -> llvm.TargetMachine:
     return new_target_machine(name, features, opt, reloc="pic", codemodel="default")
 
 
-def object_code(ir_text: str, *, cpu: str = "host", opt: int = 3) -> bytes:
-    """An ELF (or the host's format) object file: ``ir_text`` optimized for ``cpu``."""
-    tm = _target_machine(cpu, opt)
+def object_code(
+    ir_text: str, *, cpu: str = "host", opt: int = 3, arch: Arch | None = None
+) -> bytes:
+    """An ELF (or the host's format, or WebAssembly) object file: ``ir_text`` optimized for
+    ``cpu`` of this machine, or for ``arch``'s baseline CPU."""
+    tm = _target_machine(cpu, opt) if arch is None else target_machine(arch, opt)
     module = parse(ir_text)
     optimize(module, tm, opt)
     return tm.emit_object(module)
@@ -356,21 +476,53 @@ def c_compiler() -> str | None:
     return None
 
 
-def link_shared(obj: bytes, path: str | os.PathLike, *, soname: str | None = None) -> None:
-    """Link ``obj`` into the shared library ``path`` with the system C compiler (and libm)."""
-    cc = c_compiler()
-    if cc is None:
-        raise RuntimeError(
-            "no C compiler found (tried $CC, cc, gcc, clang) to link a shared library; "
-            "emit target='object' and link the .o yourself"
+def link_shared(
+    obj: bytes, path: str | os.PathLike, *, soname: str | None = None, arch: Arch | None = None
+) -> None:
+    """Link ``obj`` into the shared library ``path`` with the system C compiler (and libm),
+    or with ``arch``'s cross compiler."""
+    if arch is None:
+        cc = c_compiler()
+        if cc is None:
+            raise RuntimeError(
+                "no C compiler found (tried $CC, cc, gcc, clang) to link a shared library; "
+                "emit target='object' and link the .o yourself"
+            )
+    elif not arch.hosted:
+        raise ValueError(
+            f"{arch.name} has no shared libraries (no operating system); "
+            "emit target='object' and link it into the firmware image"
         )
+    else:
+        cc = tool(arch.linker)
+        if cc is None:
+            raise RuntimeError(arch.linker.missing(f"link a shared library for {arch.name}"))
+    command = [cc, "-shared", "-o", os.fspath(path), "{obj}", "-lm"]
+    if soname:
+        command.insert(2, f"-Wl,-soname,{soname}")
+    _run_linker(obj, command)
+
+
+def link_wasm(obj: bytes, path: str | os.PathLike, exports: list[str]) -> None:
+    """Link the WebAssembly object ``obj`` into the module ``path`` with ``wasm-ld``.
+
+    The module exports ``exports``, its memory (``memory``) and ``__heap_base``, where
+    the memory the caller lays out begins; it imports nothing."""
+    ld = tool(WASM_LD)
+    if ld is None:
+        raise RuntimeError(WASM_LD.missing("link a WebAssembly module"))
+    command = [ld, "--no-entry", "--strip-debug", "-z", "stack-size=65536", "--export=__heap_base"]
+    command += [f"--export={name}" for name in exports] + ["-o", os.fspath(path), "{obj}"]
+    _run_linker(obj, command)
+
+
+def _run_linker(obj: bytes, command: list[str]) -> None:
+    """Run ``command`` with ``{obj}`` replaced by a temporary file holding ``obj``."""
     with tempfile.TemporaryDirectory(prefix="symgrad-link-") as tmp:
         obj_path = os.path.join(tmp, "library.o")
         with open(obj_path, "wb") as f:
             f.write(obj)
-        command = [cc, "-shared", "-o", os.fspath(path), obj_path, "-lm"]
-        if soname:
-            command.insert(2, f"-Wl,-soname,{soname}")
+        command = [obj_path if part == "{obj}" else part for part in command]
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"linking failed: {' '.join(command)}\n{done.stderr.strip()}")
@@ -403,9 +555,45 @@ Conventions
   - No global state: calls with distinct workspaces may run concurrently.
   - Self-contained: matrix products are generated loops (no BLAS); needs libc."""
 
+# The workspace and dependency lines of CONVENTIONS in the static variant (no allocator).
+STATIC = {
+    "    NULL to have the function malloc and free its scratch on each call.": (
+        "    NULL to use the library's static arena ({upper}_ARENA_BYTES bytes, enough for\n"
+        "    batches of up to {upper}_MAX_BATCH rows; larger batches with a NULL workspace\n"
+        "    return {upper}_STATUS_BATCH_TOO_LARGE and write nothing). Calls that share\n"
+        "    the arena must not run concurrently."
+    ),
+    "      -1  NO_MEMORY      workspace was NULL and malloc failed;\n": "",
+    "      -3  NULL_ARGUMENT  an array argument (input or output) is NULL.": (
+        "      -3  NULL_ARGUMENT  an array argument (input or output) is NULL;\n"
+        "      -4  BATCH_TOO_LARGE  workspace was NULL and the batch needs more scratch\n"
+        "                         than the static arena holds."
+    ),
+    "  - No global state: calls with distinct workspaces may run concurrently.": (
+        "  - The only global state is the static arena: calls with distinct workspaces\n"
+        "    may run concurrently."
+    ),
+    "  - Self-contained: matrix products are generated loops (no BLAS); needs libc.": (
+        "  - Self-contained and freestanding: matrix products are generated loops (no\n"
+        "    BLAS), exp/log/tanh are symgrad's own (no libm), no malloc. Needs memcpy and\n"
+        "    memset and the compiler's runtime library (libgcc or compiler-rt), as any\n"
+        "    C99 code for the target does. The same header serves every target."
+    ),
+}
 
-def c_header(name: str, functions: list[CFunction], *, doc: str = "", defines=()) -> str:
-    """The header declaring ``functions``; ``defines`` are (macro, value, comment) triples."""
+
+def c_header(
+    name: str,
+    functions: list[CFunction],
+    *,
+    doc: str = "",
+    defines=(),
+    max_batch: int | None = None,
+) -> str:
+    """The header declaring ``functions``; ``defines`` are (macro, value, comment) triples.
+
+    ``max_batch``: the static variant's header (``library_ir(..., max_batch=...)``), which
+    states the arena's size. Nothing in the header depends on the target CPU."""
     _check_functions(functions)
     dtype = functions[0].program.dtype
     ctype = C_TYPES[dtype]
@@ -421,12 +609,24 @@ def c_header(name: str, functions: list[CFunction], *, doc: str = "", defines=()
         batch=f" ({', '.join(batch)} = rows in the batch)" if batch else "",
         upper=upper,
     )
+    if max_batch is not None:
+        for line, static in STATIC.items():
+            conventions = conventions.replace(line, static.format(upper=upper))
+        defines = [
+            (f"{upper}_MAX_BATCH", str(max_batch), "rows the static arena holds"),
+            (f"{upper}_ARENA_BYTES", str(arena_bytes(functions, max_batch)), "its size"),
+            *defines,
+        ]
     lines += [f" * {line}".rstrip() for line in conventions.splitlines()]
     lines += [" */", f"#ifndef {guard}", f"#define {guard}", ""]
     lines += ["#include <stddef.h>", "#include <stdint.h>", ""]
     lines += ["#ifdef __cplusplus", 'extern "C" {', "#endif", ""]
     lines += [f"#define {upper}_STATUS_OK 0"]
-    lines += [f"#define {upper}_STATUS_{key.upper()} ({code})" for key, code in STATUS.items()]
+    lines += [
+        f"#define {upper}_STATUS_{key.upper()} ({code})"
+        for key, code in STATUS.items()
+        if key != "batch_too_large" or max_batch is not None
+    ]
     lines.append("")
     for macro, value, comment in defines:
         lines.append(

@@ -315,16 +315,16 @@ def lower_softmax(ctx: StepContext, s: Softmax) -> None:
     """Row-wise, shifted by the row max: e = exp(x - m); softmax = e / sum e; log-softmax = x - m - log sum e"""
     k = Kernel(ctx, "log_softmax" if s.log else "softmax", s, 2, [s.out, s.a], [])
     b, e, ty, (rows, cols) = k.b, k.e, k.ty, k.ints
-    maxnum = _maxnum(ctx.module, ty)
 
     def row(i, _):
         start = b.mul(i, cols)
         x, out = element(b, ty, k.ptr[s.a.name], start), element(b, ty, k.ptr[s.out.name], start)
-        # nan in a row: maxnum skips it, but exp(nan - m) makes the whole row nan, as in NumPy
+        # m = x > m ? x : m skips a nan (as maxnum, but no libm call where the target has no
+        # max instruction: wasm, soft float); exp(nan - m) makes the whole row nan, as in NumPy
         (m,) = for_range(
             b,
             cols,
-            lambda j, a: [b.call(maxnum, [a[0], load(b, ty, x, j)])],
+            lambda j, a: [_larger(b, e, a[0], load(b, ty, x, j))],
             init=[e.c(float("-inf"))],
         )
 
@@ -349,11 +349,9 @@ def lower_softmax(ctx: StepContext, s: Softmax) -> None:
     k.emit_call([ctx.dim(d) for d in s.a.shape])
 
 
-def _maxnum(module: ir.Module, ty: ir.Type) -> ir.Function:
-    name = f"llvm.maxnum.{ty.intrinsic_name}"
-    if name in module.globals:
-        return module.globals[name]
-    return ir.Function(module, ir.FunctionType(ty, [ty, ty]), name=name)
+def _larger(b: ir.IRBuilder, e, acc, x):
+    """x if x > acc else acc: never nan when acc is not."""
+    return b.select(e.cmp(">", x, acc), x, acc)
 
 
 def lower_transpose(ctx: StepContext, s: Transpose) -> None:

@@ -396,6 +396,19 @@ FUNCTIONS: dict[str, Callable] = {
 }
 
 
+def sqrt_without_fpu(e: Emitter, x):
+    """sqrt where the FPU has no sqrt instruction for the format (LLVM would call libm):
+    exp(log(x) / 2), refined by one Newton step; 0, inf, nan and x < 0 come out of exp and
+    log as sqrt gives them."""
+    y = exp(e, e.mul(log(e, x), 0.5))
+    refined = e.mul(e.add(y, e.div(x, y)), 0.5)
+    usable = e.b.and_(e.cmp(">", y, 0.0), e.cmp("<", y, float("inf")))
+    return e.select(usable, refined, y)
+
+
+LIBM_NAMES = {"float64": "sqrt", "float32": "sqrtf"}  # what LLVM calls for llvm.sqrt
+
+
 class MathLibrary:
     """Defines each function once per module and format; ``call`` emits a call to it."""
 
@@ -420,3 +433,13 @@ class MathLibrary:
             builder.ret(FUNCTIONS[name](Emitter(builder, self.fmt), fn.args[0]))
             self._defined[name] = fn
         return self._defined[name]
+
+    def define_libm_sqrt(self) -> None:
+        """Define the libm ``sqrt`` (``sqrtf``) that LLVM calls for ``llvm.sqrt`` on a target
+        without a sqrt instruction, so the object needs no libm (weak: a libm linked in
+        wins)."""
+        ty = self.fmt.ftype
+        fn = ir.Function(self.module, ir.FunctionType(ty, [ty]), LIBM_NAMES[self.fmt.name])
+        fn.linkage = "weak"
+        builder = ir.IRBuilder(fn.append_basic_block("entry"))
+        builder.ret(sqrt_without_fpu(Emitter(builder, self.fmt), fn.args[0]))

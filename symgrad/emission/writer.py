@@ -13,6 +13,13 @@ Targets (``TARGETS``):
 - ``object``: an object file for the host CPU (``cpu="generic"``: the baseline
   instruction set of its architecture), plus the C header ``PREFIX.h``.
 - ``shared``: a shared library linked with the system C compiler, plus ``PREFIX.h``.
+- ``wasm``: a WebAssembly module linked with ``wasm-ld`` (Debian's ``lld``) and the ES
+  module ``path.with_suffix(".js")`` that loads and runs it (``symgrad.emission.wasm``).
+
+``triple`` (``object``, ``shared``, ``llvm-ir``) writes the library for another CPU
+(``codegen.llvm.targets.TRIPLES``); ``max_batch`` writes the static variant that needs
+no allocator: a NULL workspace means an arena sized at emission for that many rows.
+The header is the same for every triple.
 
 The same model gives byte-identical ``.py`` and ``.ll`` files. Each file is
 written to a temporary file in its directory and renamed into place once all
@@ -24,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,14 +61,18 @@ def emit(
     weights: bool = False,
     prefix: str | None = None,
     cpu: str = "host",
+    triple: str | None = None,
+    max_batch: int | None = None,
 ) -> list[Path]:
     """Write ``source`` (a compiled model or ``symgrad.compile`` function) as a standalone file.
 
     ``prefix`` names the C functions (``PREFIX_train_step``) and the header
     (``PREFIX.h``, next to ``path``); default: the file name without suffix and
     without a leading ``lib``. ``cpu`` (native targets): ``"host"`` tunes for
-    this machine, ``"generic"`` keeps to the architecture's baseline. Returns the
-    paths written, ``path`` first.
+    this machine, ``"generic"`` keeps to the architecture's baseline. ``triple``: another
+    CPU (``"aarch64-linux-gnu"``, ``"thumbv7em-none-eabihf"``, ...: its baseline is used).
+    ``max_batch``: the static variant (no allocator; the arena holds that many rows).
+    Returns the paths written, ``path`` first.
 
         >>> emit(model, "digits_model.py", weights=True)  # doctest: +SKIP
         [PosixPath('digits_model.py'), PosixPath('digits_model.npz')]
@@ -68,20 +80,21 @@ def emit(
     writes = target_backend(target).name  # raises for an unknown target, listing the known ones
     if cpu not in CPUS:
         raise ValueError(f"cpu must be one of {CPUS}. Received: cpu={cpu!r}")
+    native = _native_options(target, cpu, triple, max_batch)
     path = Path(path)
     _check_destination(path)
     prefix = _c_prefix(path, prefix) if target != "python" else ""
     if isinstance(source, CompiledFunction):
         if weights:
             raise ValueError("weights=True needs a model; a compiled function has no weights")
-        files = FUNCTION_FILES[writes](source, path, target, prefix, cpu)
+        files = FUNCTION_FILES[writes](source, path, target, prefix, native)
     elif isinstance(source, Model):
         model = model_source(source)
         if weights and target != "python":
             raise ValueError(
                 f"weights=True writes an .npz for the Python target; received target={target!r}"
             )
-        files = MODEL_FILES[writes](source, model, path, target, prefix, cpu, weights)
+        files = MODEL_FILES[writes](source, model, path, target, prefix, native, weights)
     else:
         raise TypeError(
             "emit takes a compiled symgrad model (Sequential or Model) or a function "
@@ -89,6 +102,42 @@ def emit(
         )
     write_all_atomic(files)
     return [p for p, _, _ in files]
+
+
+@dataclass(frozen=True)
+class Native:
+    """How a native target is generated: host CPU tuning, or another CPU; static arena."""
+
+    cpu: str = "host"
+    arch: object = None  # codegen.llvm.targets.Arch, None for this machine
+    max_batch: int | None = None
+
+
+def _native_options(target: str, cpu: str, triple: str | None, max_batch) -> Native:
+    if target == "python":
+        for name, value in (("triple", triple), ("max_batch", max_batch)):
+            if value is not None:
+                raise ValueError(f"{name} is for the native targets; Received: {name}={value!r}")
+        return Native(cpu)
+    from codegen.llvm.targets import arch
+
+    if target == "wasm":
+        if triple not in (None, "wasm32"):
+            raise ValueError(f"target='wasm' is for wasm32; Received: triple={triple!r}")
+        triple = "wasm32"
+    elif triple == "wasm32":
+        raise ValueError("write WebAssembly with target='wasm'; Received: triple='wasm32'")
+    found = None if triple is None else arch(triple)  # lists the known triples
+    if found is not None and cpu != "host":
+        raise ValueError(
+            f"cpu is for this machine; triple={triple!r} is generated for its baseline "
+            f"{found.cpu!r}. Received: cpu={cpu!r}"
+        )
+    if max_batch is not None and (
+        isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
+    ):
+        raise ValueError(f"max_batch must be a positive integer; Received: max_batch={max_batch!r}")
+    return Native(cpu, found, max_batch)
 
 
 def _c_prefix(path: Path, prefix: str | None) -> str:
@@ -200,7 +249,7 @@ def _bytes(data: bytes) -> Writer:
     return lambda tmp: Path(tmp).write_bytes(data)
 
 
-def _python_model_files(model, m: ModelSource, path, target, prefix, cpu, weights):
+def _python_model_files(model, m: ModelSource, path, target, prefix, native, weights):
     from symgrad.emission.python import module_for_model
 
     files = [(path, _text(module_for_model(m, weights)), 0o666)]
@@ -211,15 +260,31 @@ def _python_model_files(model, m: ModelSource, path, target, prefix, cpu, weight
     return files
 
 
-def _native_model_files(model, m: ModelSource, path, target, prefix, cpu, weights):
+def _native_model_files(model, m: ModelSource, path, target, prefix, native, weights):
     from symgrad.emission.native import model_defines, model_functions, model_header_doc
 
     functions = model_functions(m, prefix)
+    if target == "wasm":
+        return _wasm_files(m, path, prefix, functions, native)
     header = (functions, model_header_doc(m), model_defines(m, prefix))
-    return _native_files(path, target, prefix, cpu, *header)
+    return _native_files(path, target, prefix, native, *header)
 
 
-def _python_function_files(fn: CompiledFunction, path, target, prefix, cpu):
+def _wasm_files(m: ModelSource, path: Path, prefix: str, functions, native: Native):
+    from codegen.llvm.emit import library_ir, link_wasm, object_code
+    from symgrad.emission.wasm import module_text
+
+    obj = object_code(library_ir(functions, arch=native.arch), arch=native.arch)
+    exports = [name for f in functions for name in (f.name, f"{f.name}_workspace_size")]
+
+    def link(tmp: str) -> None:
+        link_wasm(obj, tmp, exports)
+
+    script = module_text(m, prefix, path.name, functions)
+    return [(path, link, 0o666), (path.with_suffix(".js"), _text(script), 0o666)]
+
+
+def _python_function_files(fn: CompiledFunction, path, target, prefix, native):
     from symgrad.emission.python import module_for_function
 
     notes = [
@@ -232,11 +297,13 @@ def _python_function_files(fn: CompiledFunction, path, target, prefix, cpu):
     return [(path, _text(module), 0o666)]
 
 
-def _native_function_files(fn: CompiledFunction, path, target, prefix, cpu):
+def _native_function_files(fn: CompiledFunction, path, target, prefix, native):
     from symgrad.emission.native import function_c
 
+    if target == "wasm":
+        raise ValueError("target='wasm' writes models; emit a compiled function as 'object'")
     functions = [function_c(fn.program, prefix, _formula_text(fn))]
-    return _native_files(path, target, prefix, cpu, functions, "", ())
+    return _native_files(path, target, prefix, native, functions, "", ())
 
 
 def _formula_text(fn: CompiledFunction) -> dict[str, str]:
@@ -248,20 +315,27 @@ def _texts(formulas: dict) -> dict[str, str]:
     return {name: printer.doprint(expr) for name, expr in formulas.items()}
 
 
-def _native_files(path, target, prefix, cpu, functions, doc, defines):
+def _native_files(path, target, prefix, native: Native, functions, doc, defines):
     from codegen.llvm.emit import c_header, library_ir, link_shared, object_code
 
-    text = library_ir(functions, cpu=cpu)
+    a = native.arch
+    if target == "shared" and a is not None and not a.hosted:
+        raise ValueError(
+            f"{a.name} has no shared libraries (no operating system); use target='object' "
+            "and link it into the firmware image"
+        )
+    text = library_ir(functions, cpu=native.cpu, arch=a, max_batch=native.max_batch)
     if target == "llvm-ir":
         return [(path, _text(text), 0o666)]
-    obj = object_code(text, cpu=cpu)
+    obj = object_code(text, cpu=native.cpu, arch=a)
     header = path.parent / f"{prefix}.h"
-    header_file = (header, _text(c_header(prefix, functions, doc=doc, defines=defines)), 0o666)
+    header_text = c_header(prefix, functions, doc=doc, defines=defines, max_batch=native.max_batch)
+    header_file = (header, _text(header_text), 0o666)
     if target == "object":
         return [(path, _bytes(obj), 0o666), header_file]
 
     def link(tmp: str) -> None:
-        link_shared(obj, tmp, soname=path.name)
+        link_shared(obj, tmp, soname=path.name, arch=a)
 
     return [(path, link, 0o777), header_file]
 

@@ -1,0 +1,52 @@
+// Runs the emitted ES module under Node for tests/emit/test_wasm.py.
+//   node wasm_driver.mjs MODULE.js REQUEST.json RESULT.json
+// REQUEST: {x, y, weights, epochs, batchSize} -> RESULT: {losses, weights, forward}
+// or {refusals: true, x, y, weights} -> RESULT: {errors: [[name, message]], calls, unchanged}
+import { readFileSync, writeFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+
+const [modulePath, requestPath, resultPath] = process.argv.slice(2);
+const { load, INPUT_DIM } = await import(pathToFileURL(modulePath));
+const request = JSON.parse(readFileSync(requestPath, "utf8"));
+const model = await load();
+const Values = model.dtype === "float32" ? Float32Array : Float64Array;
+model.setWeights(request.weights);
+const plain = (weights) => Object.fromEntries(Object.entries(weights).map(([k, v]) => [k, Array.from(v)]));
+
+let result;
+if (request.refusals) {
+  // every export is counted: a refused call must not reach the wasm code
+  let calls = 0;
+  const exports = model.exports;
+  model.exports = new Proxy(exports, {
+    get: (target, name) => (typeof target[name] === "function" ? (...a) => (calls++, target[name](...a)) : target[name]),
+  });
+  const before = JSON.stringify(plain(model.getWeights()));
+  const x = Float64Array.from(request.x);
+  const y = Int32Array.from(request.y);
+  const attempts = {
+    forward_short_x: () => model.forward(x.subarray(0, INPUT_DIM - 1)),
+    forward_not_numbers: () => model.forward("0,1"),
+    train_step_short_y: () => model.trainStep(x, y.subarray(1)),
+    train_step_bad_label: () => model.trainStep(x, Int32Array.from(y, (v, i) => (i === 2 ? 10 : v))),
+    fit_long_y: () => model.fit(x, Int32Array.from([...y, 0]), { epochs: 1 }),
+    fit_bad_batch_size: () => model.fit(x, y, { batchSize: 0 }),
+    set_weights_short: () => model.setWeights({ ...request.weights, "dense/bias": [0] }),
+  };
+  const errors = [];
+  for (const [name, attempt] of Object.entries(attempts)) {
+    try {
+      attempt();
+      errors.push([name, null]);
+    } catch (err) {
+      errors.push([name, `${err.name}: ${err.message}`]);
+    }
+  }
+  const unchanged = JSON.stringify(plain(model.getWeights())) === before && model.iterations === 0;
+  result = { errors, calls, unchanged };
+} else {
+  const x = Values.from(request.x);
+  const losses = model.fit(x, Int32Array.from(request.y), { epochs: request.epochs, batchSize: request.batchSize });
+  result = { losses, weights: plain(model.getWeights()), forward: Array.from(model.forward(x.subarray(0, 5 * INPUT_DIM))) };
+}
+writeFileSync(resultPath, JSON.stringify(result));
