@@ -1,12 +1,16 @@
 """The ``symgrad`` command line (also ``python -m symgrad``).
 
-    symgrad emit MODEL_SCRIPT --target python|llvm-ir|object|shared -o PATH [--name NAME]
+    symgrad emit MODEL_SCRIPT --target python|llvm-ir|object|shared|wasm -o PATH [--name NAME]
+                 [--triple TRIPLE] [--max-batch ROWS] [--size]
 
 MODEL_SCRIPT is a Python file run as a module named ``__symgrad_emit__`` (so its
 ``if __name__ == "__main__":`` block does not run). It defines the model as a
 variable (default ``model``) or a function taking no arguments that returns it
 (default ``build_model``); ``--name`` picks another one. The model must be
 compiled (``model.compile(...)``); a function from ``symgrad.compile`` works too.
+``--triple`` writes the native library for another CPU, ``--max-batch`` its static
+variant (no allocator), ``--size`` prints the code size of the library and of each
+function, so one can see whether it fits a microcontroller's flash.
 Errors print one line on stderr and exit with status 2.
 """
 
@@ -18,7 +22,7 @@ import sys
 from pathlib import Path
 
 from symgrad.compiler import CompiledFunction
-from symgrad.emission.writer import CPUS, TARGETS, emit
+from symgrad.emission.writer import CPUS, TARGETS, code_sizes, emit
 from symgrad.nn.models import Sequential
 
 DEFAULT_NAMES = ("model", "build_model")
@@ -76,7 +80,28 @@ def parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--prefix", help="C name prefix and header name (default: from PATH)")
     e.add_argument("--cpu", choices=CPUS, default="host", help="native targets: tune for")
+    e.add_argument("--triple", help="native targets: another CPU, e.g. aarch64-linux-gnu")
+    e.add_argument(
+        "--max-batch",
+        type=int,
+        metavar="ROWS",
+        help="native targets: the static variant, no allocator, arena for ROWS rows",
+    )
+    e.add_argument(
+        "--size", action="store_true", help="print the code size of the library and functions"
+    )
     return p
+
+
+def size_table(rows, title: str) -> list[str]:
+    """The lines ``--size`` prints: bytes of code, constants, data and zeroed RAM."""
+    width = max(len(name) for name, _ in rows)
+    lines = [title, f"{'':<{width}}  {'code':>8}  {'rodata':>8}  {'data':>8}  {'bss':>8}"]
+    for name, s in rows:
+        lines.append(
+            f"{name:<{width}}  {s['code']:>8}  {s['rodata']:>8}  {s['data']:>8}  {s['bss']:>8}"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,12 +115,29 @@ def main(argv: list[str] | None = None) -> int:
             weights=args.weights,
             prefix=args.prefix,
             cpu=args.cpu,
+            triple=args.triple,
+            max_batch=args.max_batch,
         )
+        sizes = None
+        if args.size:
+            sizes = code_sizes(
+                source,
+                args.output,
+                args.target,
+                prefix=args.prefix,
+                cpu=args.cpu,
+                triple=args.triple,
+                max_batch=args.max_batch,
+            )
     except (UsageError, ValueError, TypeError, RuntimeError, OSError) as err:
         print(f"symgrad emit: error: {err}", file=sys.stderr)
         return 2
     for path in written:
         print(f"wrote {path}")
+    if sizes:
+        where = args.triple or ("wasm32" if args.target == "wasm" else f"this machine ({args.cpu})")
+        for line in size_table(sizes, f"code size in bytes, {where}:"):
+            print(line)
     return 0
 
 

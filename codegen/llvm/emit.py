@@ -468,6 +468,24 @@ def object_code(
     return tm.emit_object(module)
 
 
+def code_size(obj: bytes) -> dict[str, int]:
+    """Bytes of an object file (ELF or WebAssembly) by kind: ``code`` (machine code or wasm
+    function bodies), ``rodata`` (constants), ``data`` (initialized) and ``bss`` (zeroed
+    memory, e.g. the static arena: RAM, no space in the image)."""
+    sizes = {"code": 0, "rodata": 0, "data": 0, "bss": 0}
+    for section in llvm.ObjectFileRef.from_data(obj).sections():
+        name = (section.name() or b"").decode("latin-1")
+        if section.is_text():
+            sizes["code"] += section.size()
+        elif name.startswith((".rodata", ".srodata")):
+            sizes["rodata"] += section.size()
+        elif name.startswith((".data", ".sdata")) or name == "DATA":
+            sizes["data"] += section.size()
+        elif name.startswith((".bss", ".sbss")):
+            sizes["bss"] += section.size()
+    return sizes
+
+
 def c_compiler() -> str | None:
     """The system C compiler: ``$CC``, else ``cc``, ``gcc`` or ``clang`` on the PATH."""
     for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
@@ -576,8 +594,9 @@ STATIC = {
     "  - Self-contained: matrix products are generated loops (no BLAS); needs libc.": (
         "  - Self-contained and freestanding: matrix products are generated loops (no\n"
         "    BLAS), exp/log/tanh are symgrad's own (no libm), no malloc. Needs memcpy and\n"
-        "    memset and the compiler's runtime library (libgcc or compiler-rt), as any\n"
-        "    C99 code for the target does. The same header serves every target."
+        "    memset (on ARM EABI: __aeabi_memcpy, __aeabi_memclr) and the compiler's\n"
+        "    runtime library (libgcc or compiler-rt), as any C99 code for the target\n"
+        "    does. The same header serves every target."
     ),
 }
 

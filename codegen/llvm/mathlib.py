@@ -441,5 +441,6 @@ class MathLibrary:
         ty = self.fmt.ftype
         fn = ir.Function(self.module, ir.FunctionType(ty, [ty]), LIBM_NAMES[self.fmt.name])
         fn.linkage = "weak"
+        fn.attributes.add("nounwind")  # no unwind tables: nothing to unwind, no personality routine
         builder = ir.IRBuilder(fn.append_basic_block("entry"))
         builder.ret(sqrt_without_fpu(Emitter(builder, self.fmt), fn.args[0]))

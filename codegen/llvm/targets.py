@@ -92,7 +92,7 @@ TRIPLES = {
         ),
         Arch(
             "thumbv7em-none-eabihf",
-            "thumbv7em-none-eabihf",
+            "thumbv7em-unknown-none-eabihf",
             "cortex-m4",
             "",
             32,
@@ -103,7 +103,7 @@ TRIPLES = {
         ),
         Arch(
             "riscv32-unknown-elf",
-            "riscv32-unknown-elf",
+            "riscv32-unknown-unknown-elf",
             "generic-rv32",
             "+m,+a,+c",
             32,

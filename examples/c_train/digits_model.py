@@ -28,3 +28,14 @@ def build_model(seed: int = 0) -> Sequential:
         seed=seed,
     )
     return model
+
+
+def build_model_float32(seed: int = 0) -> Sequential:
+    """The same model in float32, for microcontrollers whose FPU is single precision:
+
+    python -m symgrad emit examples/c_train/digits_model.py --name build_model_float32 \\
+        --target object --triple thumbv7em-none-eabihf --max-batch 32 -o digits.o --size
+    """
+    model = build_model(seed)
+    model.compile(optimizer=model.optimizer, loss=model.loss, dtype="float32", seed=seed)
+    return model

@@ -160,6 +160,48 @@ def _check_destination(path: Path) -> None:
         raise FileNotFoundError(f"cannot write {path}: the directory {parent} {what}")
 
 
+def code_sizes(
+    source: Model | CompiledFunction,
+    path: str | os.PathLike,
+    target: str = "object",
+    *,
+    prefix: str | None = None,
+    cpu: str = "host",
+    triple: str | None = None,
+    max_batch: int | None = None,
+) -> list[tuple[str, dict[str, int]]]:
+    """The object code ``emit(source, path, target, triple=...)`` writes, measured: the whole
+    library first, then each C function alone (with the kernels and math it uses), as
+    ``(name, codegen.llvm.emit.code_size(...))``. Shared libraries and wasm modules add a
+    little linker overhead to these object sizes.
+
+        >>> code_sizes(model, "digits.o", triple="thumbv7em-none-eabihf", max_batch=32)  # doctest: +SKIP
+        [('library', {'code': 18008, ...}), ('digits_forward', {...}), ...]
+    """
+    from codegen.llvm.emit import code_size, library_ir, object_code
+    from symgrad.emission.native import function_c, model_functions
+
+    if target not in ("object", "shared", "wasm"):
+        raise ValueError(
+            f"sizes are measured for object, shared and wasm; Received: target={target!r}"
+        )
+    native = _native_options(target, cpu, triple, max_batch)
+    prefix = _c_prefix(Path(path), prefix)
+    if isinstance(source, CompiledFunction):
+        functions = [function_c(source.program, prefix, _formula_text(source))]
+    else:
+        functions = model_functions(model_source(source), prefix)
+
+    def measured(selection) -> dict[str, int]:
+        text = library_ir(selection, cpu=native.cpu, arch=native.arch, max_batch=native.max_batch)
+        return code_size(object_code(text, cpu=native.cpu, arch=native.arch))
+
+    rows = [("library", measured(functions))]
+    if len(functions) > 1:
+        rows += [(f.name, measured([f])) for f in functions]
+    return rows
+
+
 # --------------------------------------------------------------------------
 # What a model is made of
 
