@@ -84,11 +84,11 @@ def test_errors_exit_with_status_2(script, tmp_path, capsys, args, message):
 
 def test_usage_errors_exit_with_status_2(script, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        main(["emit", str(script), "--target", "wasm", "-o", str(tmp_path / "x")])
+        main(["emit", str(script), "--target", "js", "-o", str(tmp_path / "x")])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert "invalid choice: 'wasm'" in err
-    assert all(target in err for target in ("python", "llvm-ir", "object", "shared"))
+    assert "invalid choice: 'js'" in err
+    assert all(target in err for target in ("python", "llvm-ir", "object", "shared", "wasm"))
     assert main(["emit", str(tmp_path / "none.py"), "--target", "python", "-o", "x.py"]) == 2
     assert "is not a file" in capsys.readouterr().err
 
