@@ -4,10 +4,12 @@ from symgrad.nn.layers import (
     LAYERS,
     Activation,
     Dense,
+    Flatten,
     Input,
     InputLayer,
     KerasTensor,
     Layer,
+    Reshape,
 )
 from symgrad.nn.merge import (
     Add,
@@ -24,6 +26,8 @@ __all__ = [
     "LAYERS",
     "Activation",
     "Dense",
+    "Flatten",
+    "Reshape",
     "Add",
     "Average",
     "Concatenate",

@@ -1,6 +1,6 @@
 """symgrad.nn: the Keras-style API.
 
-- :mod:`~symgrad.nn.layers`: ``Dense``, ``Activation``, ``Input``;
+- :mod:`~symgrad.nn.layers`: ``Dense``, ``Activation``, ``Input``, ``Flatten``, ``Reshape``;
 - :mod:`~symgrad.nn.merge`: ``Add``, ``Concatenate``, ... (merging layers);
 - :mod:`~symgrad.nn.models`: ``Model``, ``Sequential``, saving and loading;
 - :mod:`~symgrad.nn.functional`: ``Model(inputs, outputs)``, symbolic tensors;

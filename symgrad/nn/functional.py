@@ -95,9 +95,9 @@ def input_tensor(layer: InputLayer) -> KerasTensor:
     """The symbolic tensor of an input layer (``Input(shape=...)``)."""
     scope = Scope()
     scope.claim(layer)
-    layer.build(layer.declared_input_dim)
+    layer.build(layer.declared_input_shape)
     node = Node(layer, [], [], scope)
-    node.outputs.append(KerasTensor(layer.declared_input_dim, node))
+    node.outputs.append(KerasTensor(layer.declared_input_shape, node))
     return node.outputs[0]
 
 
@@ -123,9 +123,9 @@ def call_layer(layer, inputs) -> KerasTensor | list[KerasTensor]:
     for t in tensors[1:]:
         scope = scope.join(t.node.scope)
     scope.claim(layer)
-    dims = layer._connect([t.dim for t in tensors])
+    shapes = layer._connect([t.sample_shape for t in tensors])
     node = Node(layer, tensors, [], scope)
-    node.outputs.extend(KerasTensor(d, node, i) for i, d in enumerate(dims))
+    node.outputs.extend(KerasTensor(shape, node, i) for i, shape in enumerate(shapes))
     return node.outputs[0] if len(node.outputs) == 1 else list(node.outputs)
 
 
@@ -284,6 +284,18 @@ class Functional(Model):
         return sum(t.dim for t in self.inputs)
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input sample (several inputs: the packed row)."""
+        return self.inputs[0].sample_shape if len(self.inputs) == 1 else (self.input_dim,)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.outputs[0].sample_shape if len(self.outputs) == 1 else (self.output_dim,)
+
+    def _input_reader(self) -> str:
+        return f"Input {self.inputs[0].name!r}" if len(self.inputs) == 1 else "The model"
+
+    @property
     def output_dim(self) -> int:
         """Columns of the packed output ``P = [P_a | P_b ...]``."""
         return sum(t.dim for t in self.outputs)
@@ -390,9 +402,8 @@ class Functional(Model):
             return arrays[0]
         checked = []
         for t, a in zip(self.inputs, arrays):
-            a = data.as_matrix(a, f"{name}[{t.name!r}]")
-            data.check_features(a, t.dim, f"{name}[{t.name!r}]")
-            checked.append(a)
+            what = f"{name}[{t.name!r}]"
+            checked.append(data.as_samples(a, what, t.sample_shape, f"Input {t.name!r}")[0])
         _same_lengths(checked, [f"{name}[{t.name!r}]" for t in self.inputs])
         return np.concatenate(checked, axis=1)
 
@@ -426,14 +437,14 @@ class Functional(Model):
     def __call__(self, inputs):
         return call_layer(self, inputs)
 
-    def _connect(self, dims: list[int]) -> list[int]:
-        expected = [t.dim for t in self.inputs]
-        if dims != expected:
+    def _connect(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        expected = [t.sample_shape for t in self.inputs]
+        if [tuple(s) for s in shapes] != expected:
             raise ValueError(
-                f"Model {self.name!r} expects inputs of shapes {[(None, d) for d in expected]}. "
-                f"Received: tensors of shapes {[(None, d) for d in dims]}"
+                f"Model {self.name!r} expects inputs of shapes {[(None, *s) for s in expected]}. "
+                f"Received: tensors of shapes {[(None, *s) for s in shapes]}"
             )
-        return [t.dim for t in self.outputs]
+        return [t.sample_shape for t in self.outputs]
 
     def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
         values = replay(self._nodes, {id(t): e for t, e in zip(self.inputs, exprs)}, names)
@@ -477,7 +488,7 @@ class Functional(Model):
         graph = self._forward()
         inbound = self._inbound()
         for i, layer in enumerate(self.layers):
-            shape = f"(None, {self._output_width(layer)})"
+            shape = f"{(None, *self._output_shape(layer))}"
             params = layer.count_params()
             connected = ", ".join(inbound.get(id(layer), [])) or "-"
             label = f"{layer.name} ({type(layer).__name__})"
@@ -487,10 +498,10 @@ class Functional(Model):
                 lines.append("")
         self._print_summary(lines, print_fn, rule, double)
 
-    def _output_width(self, layer) -> int:
+    def _output_shape(self, layer) -> tuple[int, ...]:
         for node in self._nodes:
             if node.layer is layer:
-                return node.outputs[0].dim
+                return node.outputs[0].sample_shape
         raise KeyError(layer.name)
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
 from symgrad.nn import initializers, regularizers
-from symgrad.nn.validation import positive_int
+from symgrad.nn.validation import positive_int, sample_shape, width
 
 
 @dataclass(eq=False)
@@ -102,20 +102,25 @@ def snake_case(name: str) -> str:
 
 
 class KerasTensor:
-    """A symbolic tensor of a functional model: rows of ``dim`` features and their history.
+    """A symbolic tensor of a functional model: samples of ``sample_shape`` and their history.
 
     ``Input(shape=(d,))`` makes one; calling a layer on it makes the next
     (``Dense(8)(x)``).  ``node`` is the call that produced it (the layer and its
     input tensors), ``index`` which of that call's outputs it is; ``expr`` is the
-    symgrad matrix expression it stands for.
+    symgrad matrix expression it stands for: one row of ``dim`` columns per sample
+    (an image ``(H, W, C)`` is a row of ``H*W*C``, channels last).
     """
 
-    def __init__(self, dim: int, node: Node, index: int = 0):
-        self.dim, self.node, self.index = dim, node, index
+    def __init__(self, shape: tuple[int, ...], node: Node, index: int = 0):
+        self.sample_shape, self.node, self.index = sample_shape(shape), node, index
 
     @property
-    def shape(self) -> tuple[None, int]:
-        return (None, self.dim)
+    def dim(self) -> int:
+        return width(self.sample_shape)
+
+    @property
+    def shape(self) -> tuple:
+        return (None, *self.sample_shape)
 
     @property
     def name(self) -> str:
@@ -142,7 +147,13 @@ class Node:
 
 
 class Layer:
-    """Base class: ``build(input_dim)``, ``call(a, names)``, ``weights``.
+    """Base class: ``build(input_shape)``, ``call(a, names)``, ``weights``.
+
+    Shapes are per sample: ``(features,)``, ``(H, W, C)`` for images (channels last),
+    ``(steps, C)`` for sequences; ``build`` takes such a tuple (or an int, ``(d,)``) and
+    ``compute_output_shape`` gives the shape of the layer's output samples.  Whatever the
+    shape, ``call`` receives and returns matrices of one row per sample (an image is a
+    row of ``H*W*C`` columns, row-major): ``Flatten`` is the identity on rows.
 
     Called on symbolic tensors (``Dense(8)(x)``) a layer adds a :class:`Node` to a
     functional graph (:mod:`symgrad.nn.functional`); ``_connect`` checks the input
@@ -157,6 +168,7 @@ class Layer:
             )
         self._name = name
         self.input_dim: int | None = None
+        self.input_shape: tuple[int, ...] | None = None
         self.built = False
         self.model = None
 
@@ -168,12 +180,21 @@ class Layer:
     def weights(self) -> list[Variable]:
         return []
 
-    def build(self, input_dim: int) -> None:
-        self.input_dim = positive_int(input_dim, "input_dim")
+    def build(self, input_shape) -> None:
+        """Create the weights for samples of ``input_shape`` (an int ``d`` means ``(d,)``)."""
+        self.input_shape = sample_shape(input_shape, "input_dim")
+        self.input_dim = width(self.input_shape)
         self.built = True
 
     def output_dim(self, input_dim: int | None) -> int | None:
         return input_dim
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The per-sample shape of the output for inputs of ``input_shape``: rows of
+        features map through ``output_dim``; other layers keep the shape (activations)."""
+        if len(input_shape) == 1:
+            return (self.output_dim(input_shape[0]),)
+        return tuple(input_shape)
 
     def call(self, a: MatrixExpr, names: Names) -> MatrixExpr:
         raise NotImplementedError
@@ -189,23 +210,23 @@ class Layer:
 
         return functional.call_layer(self, inputs)
 
-    def _connect(self, dims: list[int]) -> list[int]:
-        """Output widths for inputs of widths ``dims``; checks them and builds the weights."""
-        if len(dims) != 1:
+    def _connect(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Output shapes for inputs of per-sample ``shapes``; checks them and builds the weights."""
+        if len(shapes) != 1:
             raise ValueError(
                 f"Layer {self.name!r} ({type(self).__name__}) takes one input tensor. "
-                f"Received: {len(dims)} tensors of shapes {[(None, d) for d in dims]}"
+                f"Received: {len(shapes)} tensors of shapes {[(None, *s) for s in shapes]}"
             )
-        (dim,) = dims
-        expected = self.input_dim if self.built and self.weights else None
-        expected = expected or getattr(self, "declared_input_dim", None)
-        if expected is not None and dim != expected:
+        (shape,) = shapes
+        expected = self.input_shape if self.built and self.weights else None
+        expected = expected or declared_shape(self)
+        if expected is not None and tuple(shape) != tuple(expected):
             raise ValueError(
                 f"Layer {self.name!r} ({type(self).__name__}) expects inputs of shape "
-                f"{(None, expected)}. Received: a tensor of shape {(None, dim)}"
+                f"{(None, *expected)}. Received: a tensor of shape {(None, *shape)}"
             )
-        self.build(dim)
-        return [self.output_dim(dim)]
+        self.build(shape)
+        return [self.compute_output_shape(shape)]
 
     def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
         return [self.call(exprs[0], names)]
@@ -271,8 +292,8 @@ class Dense(Layer):
     def weights(self) -> list[Variable]:
         return [w for w in (self.kernel, self.bias) if w is not None]
 
-    def build(self, input_dim: int) -> None:
-        input_dim = positive_int(input_dim, "input_dim")
+    def build(self, input_shape) -> None:
+        input_dim = rows_of_features(self, sample_shape(input_shape, "input_dim"))
         if self.declared_input_dim is not None and input_dim != self.declared_input_dim:
             raise ValueError(
                 f"Layer {self.name!r} expects {self.declared_input_dim} input features. "
@@ -290,6 +311,10 @@ class Dense(Layer):
 
     def output_dim(self, input_dim):
         return self.units
+
+    def compute_output_shape(self, input_shape):
+        rows_of_features(self, input_shape)
+        return (self.units,)
 
     def call(self, a, names):
         z = E.matmul(a, self.kernel.symbol)
@@ -342,28 +367,38 @@ class Activation(Layer):
 
 
 class InputLayer(Layer):
-    """Declares the number of input features: ``Sequential([Input(shape=(3,)), Dense(4)])``."""
+    """Declares the shape of the input samples: ``Sequential([Input(shape=(3,)), Dense(4)])``,
+    ``Input(shape=(8, 8, 1))`` for 8x8 images of one channel (channels last)."""
 
     def __init__(self, shape: tuple, name: str | None = None):
         super().__init__(name)
-        if not isinstance(shape, (tuple, list)) or len(shape) != 1:
+        if not isinstance(shape, (tuple, list)) or not shape:
             raise ValueError(
-                f"Input takes rows of features: shape must be (features,). Received: shape={shape!r}"
+                "Input takes the shape of one sample: (features,), (H, W, C) or (steps, C). "
+                f"Received: shape={shape!r}"
             )
-        self.declared_input_dim = positive_int(shape[0], "shape[0]")
+        self.declared_input_shape = sample_shape(shape, "shape")
+        self.declared_input_dim = width(self.declared_input_shape)
 
-    def build(self, input_dim: int) -> None:
-        if input_dim != self.declared_input_dim:
+    def build(self, input_shape) -> None:
+        shape = sample_shape(input_shape, "input_dim")
+        if shape != self.declared_input_shape:
+            if len(shape) == len(self.declared_input_shape) == 1:
+                raise ValueError(
+                    f"The model expects {self.declared_input_dim} input features. "
+                    f"Received: input_dim={shape[0]}"
+                )
             raise ValueError(
-                f"The model expects {self.declared_input_dim} input features. Received: input_dim={input_dim}"
+                f"The model expects samples of shape {self.declared_input_shape}. "
+                f"Received: input_shape={shape}"
             )
-        super().build(input_dim)
+        super().build(shape)
 
     def call(self, a, names):
         return a
 
     def get_config(self):
-        return {"name": self.name, "shape": [self.declared_input_dim]}
+        return {"name": self.name, "shape": list(self.declared_input_shape)}
 
 
 def Input(shape: tuple, name: str | None = None) -> KerasTensor:  # noqa: N802 - Keras's spelling
@@ -379,4 +414,106 @@ def Input(shape: tuple, name: str | None = None) -> KerasTensor:  # noqa: N802 -
     return functional.input_tensor(InputLayer(shape, name))
 
 
-LAYERS: dict[str, type] = {"Dense": Dense, "Activation": Activation, "InputLayer": InputLayer}
+def declared_shape(layer) -> tuple[int, ...] | None:
+    """The input shape a layer was given (``input_shape=``, ``input_dim=``), if any."""
+    shape = getattr(layer, "declared_input_shape", None)
+    if shape is None and getattr(layer, "declared_input_dim", None) is not None:
+        shape = (layer.declared_input_dim,)
+    return shape
+
+
+def rows_of_features(layer: Layer, shape: tuple[int, ...]) -> int:
+    """The width of ``shape`` if it is ``(features,)``; else an error naming the layer."""
+    if len(shape) != 1:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) takes rows of features, inputs of "
+            f"shape (None, features): put a Flatten() (or a global pooling layer) before it. "
+            f"Received: inputs of shape {(None, *shape)}"
+        )
+    return shape[0]
+
+
+def _declared_input_shape(layer: Layer, input_shape) -> None:
+    """Keras's ``input_shape=`` argument of a first layer: the shape of one sample."""
+    layer.declared_input_shape = (
+        None if input_shape is None else sample_shape(input_shape, "input_shape")
+    )
+
+
+class Flatten(Layer):
+    """Samples of any shape as rows of features: ``(8, 8, 1) -> (64,)``, row-major, channels
+    last (Keras's order).  Rows are already flat, so it adds nothing to the formulas.
+
+    >>> Flatten().compute_output_shape((8, 8, 1))
+    (64,)
+    """
+
+    def __init__(self, name: str | None = None, input_shape: tuple | None = None):
+        super().__init__(name)
+        _declared_input_shape(self, input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return (width(input_shape),)
+
+    def call(self, a, names):
+        return a
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class Reshape(Layer):
+    """Samples seen with another shape of the same size: ``Reshape((8, 8, 1))`` on rows of
+    64 features; one axis may be ``-1`` (inferred).  The identity on rows.
+
+    >>> Reshape((4, -1)).compute_output_shape((8, 8))
+    (4, 16)
+    """
+
+    def __init__(self, target_shape: tuple, name: str | None = None, input_shape=None):
+        super().__init__(name)
+        if not isinstance(target_shape, (tuple, list)) or not target_shape:
+            raise ValueError(
+                "Reshape takes the shape of one output sample, such as (8, 8, 1). "
+                f"Received: target_shape={target_shape!r}"
+            )
+        unknown = [i for i, d in enumerate(target_shape) if d == -1]
+        known = [d for i, d in enumerate(target_shape) if i not in unknown]
+        if len(unknown) > 1:
+            raise ValueError(
+                "Reshape infers at most one axis (-1). "
+                f"Received: target_shape={tuple(target_shape)!r}"
+            )
+        sample_shape(known or [1], "target_shape")  # positive integers, else an error
+        self.target_shape = tuple(int(d) for d in target_shape)
+        _declared_input_shape(self, input_shape)
+
+    def compute_output_shape(self, input_shape):
+        size, known = width(input_shape), width([d for d in self.target_shape if d != -1])
+        shape = tuple(size // known if d == -1 else d for d in self.target_shape)
+        if size % known or width(shape) != size:
+            raise ValueError(
+                f"Layer {self.name!r} (Reshape): the total size of a sample must be unchanged. "
+                f"Received: inputs of shape {(None, *input_shape)} ({size} values) and "
+                f"target_shape={self.target_shape}"
+            )
+        return shape
+
+    def build(self, input_shape) -> None:
+        self.compute_output_shape(sample_shape(input_shape, "input_shape"))  # checks the size
+        super().build(input_shape)
+
+    def call(self, a, names):
+        return a
+
+    def get_config(self):
+        return {"name": self.name, "target_shape": list(self.target_shape)}
+
+
+LAYERS: dict[str, type] = {
+    "Dense": Dense,
+    "Activation": Activation,
+    "InputLayer": InputLayer,
+    "Flatten": Flatten,
+    "Reshape": Reshape,
+}

@@ -32,25 +32,25 @@ class Merge(Layer):
     minimum = 2
     maximum: int | None = None
 
-    def _connect(self, dims: list[int]) -> list[int]:
-        count = len(dims)
+    def _connect(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        count = len(shapes)
         if count < self.minimum or (self.maximum is not None and count > self.maximum):
             wanted = self.minimum if self.maximum == self.minimum else f"at least {self.minimum}"
             raise ValueError(
                 f"Layer {self.name!r} ({type(self).__name__}) merges {wanted} tensors. "
-                f"Received: {count} tensor(s) of shapes {[(None, d) for d in dims]}"
+                f"Received: {count} tensor(s) of shapes {[(None, *s) for s in shapes]}"
             )
-        out = self.merged_dim(dims)
-        self.build(dims[0])
+        out = self.merged_shape([tuple(s) for s in shapes])
+        self.build(shapes[0])
         return [out]
 
-    def merged_dim(self, dims: list[int]) -> int:
-        if len(set(dims)) != 1:
+    def merged_shape(self, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+        if len(set(shapes)) != 1:
             raise ValueError(
                 f"Layer {self.name!r} ({type(self).__name__}) merges tensors of one shape. "
-                f"Received: tensors of shapes {[(None, d) for d in dims]}"
+                f"Received: tensors of shapes {[(None, *s) for s in shapes]}"
             )
-        return dims[0]
+        return shapes[0]
 
     def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
         return [E.name(names.merge(), self.merge(exprs))]
@@ -132,8 +132,14 @@ class Concatenate(Merge):
             )
         self.axis = axis
 
-    def merged_dim(self, dims):
-        return sum(dims)
+    def merged_shape(self, shapes):
+        if any(len(s) != 1 for s in shapes):
+            raise ValueError(
+                f"Layer {self.name!r} (Concatenate) joins rows of features, tensors of shape "
+                f"(None, features): Flatten images or sequences first. "
+                f"Received: tensors of shapes {[(None, *s) for s in shapes]}"
+            )
+        return (sum(s[0] for s in shapes),)
 
     def merge(self, exprs):
         return E.concat(*exprs)

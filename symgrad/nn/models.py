@@ -29,7 +29,7 @@ from symgrad.core.printing import sstr
 from symgrad.nn import layers as layers_module
 from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
-from symgrad.nn.layers import InputLayer, KerasTensor, Layer, Variable, snake_case
+from symgrad.nn.layers import InputLayer, KerasTensor, Layer, Variable, declared_shape, snake_case
 from symgrad.nn.trainer import Trainer, TrainingGraph, forward
 
 
@@ -100,6 +100,21 @@ class Model(Trainer):
 
     def count_params(self) -> int:
         return sum(w.shape[0] * w.shape[1] for w in self.weights)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input sample (rows of ``input_dim`` features unless a subclass
+        says otherwise)."""
+        return None if self.input_dim is None else (self.input_dim,)
+
+    @property
+    def output_shape(self) -> tuple[int, ...] | None:
+        """The shape of one output sample."""
+        return None if self.output_dim is None else (self.output_dim,)
+
+    def _input_reader(self) -> str:
+        """Who reads the input, for errors about its shape."""
+        return "The model"
 
     def _materialize(self) -> None:
         """Give every weight without a value its initial value (drawn in layer order)."""
@@ -271,7 +286,7 @@ class Sequential(Model):
         self.name = name or "sequential"
         self._layers: list[Layer] = []
         self._input_layer: InputLayer | None = None
-        self._input_dim: int | None = None
+        self._input_shape: tuple[int, ...] | None = None  # of one sample: (d,), (H, W, C)...
         super().__init__()
         if isinstance(layers, Layer):
             raise TypeError(f"Sequential takes a list of layers. Received: layers={layers!r}")
@@ -299,7 +314,7 @@ class Sequential(Model):
         if isinstance(layer, InputLayer):
             if self._layers or self._input_layer is not None:
                 raise ValueError("An Input layer can only be the first layer of a Sequential model")
-            self._input_layer, self._input_dim = layer, layer.declared_input_dim
+            self._input_layer, self._input_shape = layer, layer.declared_input_shape
             layer.model = self
             self._invalidate()
             return
@@ -311,10 +326,10 @@ class Sequential(Model):
                 "All layers added to a Sequential model should have unique names. "
                 f"Name {layer.name!r} is already the name of a layer in this model."
             )
-        if not self._layers and self._input_dim is None:
-            self._input_dim = getattr(layer, "declared_input_dim", None)
-        if self._input_dim is not None:  # weights get values on first use (after compile's seed)
-            layer.build(self._output_dim_of(self._layers))
+        if not self._layers and self._input_shape is None:
+            self._input_shape = declared_shape(layer)
+        if self._input_shape is not None:  # weights get values on first use (after compile's seed)
+            layer.build(self._output_shape_of(self._layers))
         self._layers.append(layer)
         layer.model = self
         self._invalidate()
@@ -328,49 +343,86 @@ class Sequential(Model):
         return layer
 
     @property
-    def input_dim(self) -> int | None:
-        return self._input_dim
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input sample: ``(features,)``, ``(H, W, C)``, ``(steps, C)``."""
+        return self._input_shape
 
-    def _output_dim_of(self, layers: Sequence[Layer]) -> int | None:
-        dim = self._input_dim
+    @property
+    def input_dim(self) -> int | None:
+        """Columns of the input rows ``X`` (a sample flattened row-major)."""
+        return None if self._input_shape is None else data.width(self._input_shape)
+
+    @property
+    def _input_dim(self) -> int | None:
+        return self.input_dim
+
+    @_input_dim.setter
+    def _input_dim(self, dim: int | None) -> None:
+        self._input_shape = None if dim is None else (dim,)
+
+    def _output_shape_of(self, layers: Sequence[Layer]) -> tuple[int, ...] | None:
+        shape = self._input_shape
+        if shape is None:  # not built: the width the last layer with units gives, if any
+            dim = None
+            for layer in layers:
+                dim = layer.output_dim(dim)
+            return None if dim is None else (dim,)
         for layer in layers:
-            dim = layer.output_dim(dim)
-        return dim
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...] | None:
+        """The shape of one output sample."""
+        return self._output_shape_of(self._layers)
 
     @property
     def output_dim(self) -> int | None:
-        return self._output_dim_of(self._layers)
+        shape = self.output_shape
+        return None if shape is None else data.width(shape)
+
+    def _input_reader(self) -> str:
+        first = self._input_layer or (self._layers[0] if self._layers else None)
+        return "The model" if first is None else f"Layer {first.name!r} ({type(first).__name__})"
 
     @property
     def built(self) -> bool:
         return (
-            self._input_dim is not None
+            self._input_shape is not None
             and all(layer.built for layer in self._layers)
             and bool(self._layers)
         )
 
     def build(self, input_shape=None, input_dim: int | None = None) -> None:
-        """Create the weights for rows of ``input_dim`` features (``input_shape=(None, d)`` too)."""
+        """Create the weights for rows of ``input_dim`` features, or for samples of
+        ``input_shape`` (Keras's, with the batch axis first: ``(None, d)``, ``(None, 8, 8, 1)``)."""
         if input_shape is not None:
-            input_dim = input_shape[-1]
-        if input_dim is None:
-            input_dim = self._input_dim
-        if input_dim is None:
+            shape = tuple(input_shape)
+            shape = shape[1:] if len(shape) > 1 else shape  # the batch axis
+        elif input_dim is not None:
+            shape = data.sample_shape(input_dim, "input_dim")
+        else:
+            shape = self._input_shape
+        if shape is None:
             raise ValueError("build needs the number of input features: model.build(input_dim=...)")
-        input_dim = data.positive_int(input_dim, "input_dim")
-        if self._input_dim is not None and input_dim != self._input_dim:
+        shape = data.sample_shape(shape, "input_dim" if len(shape) == 1 else "input_shape")
+        if self._input_shape is not None and shape != self._input_shape:
+            if len(shape) == len(self._input_shape) == 1:
+                raise ValueError(
+                    f"The model expects {self.input_dim} input feature(s). Received: input_dim={shape[0]}"
+                )
             raise ValueError(
-                f"The model expects {self._input_dim} input feature(s). Received: input_dim={input_dim}"
+                f"The model expects samples of shape {self._input_shape}. "
+                f"Received: input_shape={(None, *shape)}"
             )
         if not self._layers:
             raise ValueError("The model has no layers: add some with model.add(...)")
         if self._input_layer is not None:
-            self._input_layer.build(input_dim)
-        self._input_dim = input_dim
-        dim = input_dim
+            self._input_layer.build(shape)
+        self._input_shape = shape
         for layer in self._layers:
-            layer.build(dim)
-            dim = layer.output_dim(dim)
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
         self._invalidate()
 
     @property
@@ -378,6 +430,8 @@ class Sequential(Model):
         return [w for layer in self._layers for w in layer.weights]
 
     def _build_from_weights(self, stored):
+        if not self.built and self._layers and self._input_shape is not None:
+            self.build()
         if not self.built and self._layers:  # the first kernel tells the input size
             kernel = stored.get(f"{self._layers[0].name}/kernel")
             if kernel is not None and kernel.ndim == 2:
@@ -396,7 +450,8 @@ class Sequential(Model):
         config = {
             "class_name": "Sequential",
             "name": self.name,
-            "input_dim": self._input_dim,
+            "input_dim": self.input_dim,
+            "input_shape": None if self._input_shape is None else list(self._input_shape),
             "layers": [
                 {"class_name": type(layer).__name__, "config": layer.get_config()}
                 for layer in self._layers
@@ -431,10 +486,9 @@ class Sequential(Model):
             formulas = {
                 k: [f"{n.name} = {sstr(n.body)}" for n in v] for k, v in graph.layer_names.items()
             }
-        dim = self._input_dim
         for i, layer in enumerate(self._layers):
-            dim = layer.output_dim(dim)
-            shape = f"(None, {dim if dim is not None else '?'})"
+            dims = self._output_shape_of(self._layers[: i + 1])
+            shape = f"{(None, *dims)}" if dims is not None else "(None, ?)"
             params = str(layer.count_params()) if layer.built or not layer.weights else "?"
             if not layer.built and isinstance(layer, layers_module.Dense):
                 params = "? (unbuilt)"
@@ -467,7 +521,9 @@ def model_from_config(config: dict) -> Sequential:
     model = Sequential(name=config.get("name"))
     for entry in config["layers"]:
         cfg = dict(entry["config"])
-        if entry["class_name"] == "Dense":
+        if entry["class_name"] in ("Flatten", "Reshape"):
+            layer = layers_module.LAYERS[entry["class_name"]](**cfg)
+        elif entry["class_name"] == "Dense":
             cfg["activation"] = _activation_from_config(cfg["activation"])
             layer = layers_module.Dense(**cfg)
         elif entry["class_name"] == "Activation":
@@ -477,7 +533,9 @@ def model_from_config(config: dict) -> Sequential:
         else:
             raise ValueError(f"Unknown layer class in a saved model: {entry['class_name']!r}")
         model.add(layer)
-    if config.get("input_dim") is not None and model.input_dim is None:
+    if config.get("input_shape") is not None and model.input_shape is None:
+        model._input_shape = tuple(config["input_shape"])
+    elif config.get("input_dim") is not None and model.input_dim is None:
         model._input_dim = config["input_dim"]
     return model
 

@@ -494,11 +494,12 @@ class Trainer:
         several inputs packs them first)."""
         return self._rows(x, name)
 
-    def _rows(self, x, name: str = "x") -> np.ndarray:
-        x = data.as_matrix(x, name)
-        data.check_features(x, self.input_dim, name)
+    def _rows(self, x, name: str = "x", shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """``x`` as the rows the programs read; ``shape``: x is rows of samples of that shape."""
+        if shape is None:
+            x, shape = data.as_samples(x, name, self.input_shape, self._input_reader())
         if not self.built:
-            self.build(input_dim=x.shape[1])
+            self.build(input_shape=(None, *shape))
         with np.errstate(over="ignore"):  # values beyond float32's range become inf: reported next
             x = np.ascontiguousarray(x, dtype=self.dtype)
         data.check_finite(x, f"{name} (as {self.dtype})")
@@ -507,19 +508,31 @@ class Trainer:
     def _prepare_xy(
         self, x, y, names: tuple[str, str] = ("x", "y")
     ) -> tuple[np.ndarray, np.ndarray]:
-        x_array = data.as_matrix(x, names[0])
-        y_array = data.as_labels(y, names[1])
+        x_array, shape = data.as_samples(x, names[0], self.input_shape, self._input_reader())
+        y_array = data.as_labels(self._target_rows(y), names[1])
         data.check_same_length(x_array, y_array, *names)
-        data.check_features(x_array, self.input_dim, names[0])
         output_dim = self.output_dim
         if output_dim is None:  # only activations: the output has as many columns as x
             output_dim = x_array.shape[1]
         y_array = self.loss.prepare_targets(y_array, output_dim)
-        x_array = self._rows(x_array, names[0])
+        x_array = self._rows(x_array, names[0], shape)
         with np.errstate(over="ignore"):
             y_array = np.ascontiguousarray(y_array, dtype=self.dtype)
         data.check_finite(y_array, f"{names[1]} (as {self.dtype})")
         return x_array, y_array
+
+    def _target_rows(self, y):
+        """Targets of a model whose output samples are images or sequences, as rows."""
+        shape = self.output_shape if self.built else None
+        if shape is not None and len(shape) > 1 and np.ndim(y) == 1 + len(shape):
+            if tuple(np.shape(y)[1:]) == tuple(shape):
+                return np.reshape(y, (len(y), -1))
+        return y
+
+    def _samples(self, p: np.ndarray) -> np.ndarray:
+        """Predicted rows as samples of the output shape (``(n, H, W, C)`` for images)."""
+        shape = self.output_shape
+        return p if shape is None or len(shape) == 1 else p.reshape(len(p), *shape)
 
     # -- one batch
     def _weight_arrays(self) -> list[np.ndarray]:
@@ -764,7 +777,7 @@ class Trainer:
         x = self._prepare_x(x)
         with np.errstate(all="ignore"):
             parts = [self._run_predict_step(x[rows]) for rows in data.batches(len(x), batch_size)]
-        return np.concatenate(parts, axis=0)
+        return self._samples(np.concatenate(parts, axis=0))
 
     def train_on_batch(self, x, y, return_dict: bool = False):
         """One optimizer step on ``(x, y)`` as a single batch; returns its loss (and metrics)."""
@@ -797,7 +810,7 @@ class Trainer:
     def predict_on_batch(self, x) -> np.ndarray:
         x = self._prepare_x(x)
         with np.errstate(all="ignore"):
-            return self._run_predict_step(x)
+            return self._samples(self._run_predict_step(x))
 
     def compute_gradients(self, x, y) -> list[np.ndarray]:
         """Gradients of the mean loss over all of ``(x, y)``, in the order of ``get_weights()``."""

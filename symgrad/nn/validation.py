@@ -180,3 +180,50 @@ def batches(count: int, batch_size: int):
     """
     for start in range(0, count, batch_size):
         yield slice(start, min(start + batch_size, count))
+
+
+def sample_shape(value, name: str = "input_shape") -> tuple[int, ...]:
+    """A per-sample shape: a positive int ``d`` (rows of ``d`` features) or a tuple of them
+    (``(8, 8, 1)``: an 8x8 image of one channel, ``(steps, channels)``: a sequence)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return (positive_int(value, name),)
+    if not isinstance(value, (tuple, list)) or not value:
+        raise ValueError(
+            f"Invalid value for argument {name}: expected a tuple of positive integers, "
+            f"one per axis of a sample, such as (8, 8, 1). Received: {name}={value!r}"
+        )
+    return tuple(positive_int(d, f"{name}[{i}]") for i, d in enumerate(value))
+
+
+def width(shape: tuple[int, ...]) -> int:
+    """How many columns a sample of ``shape`` fills in a row (channels last, row-major)."""
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def as_samples(data, name: str, shape: tuple[int, ...] | None, who: str = "The model"):
+    """``data`` as float64 rows ``(samples, width(shape))`` and the per-sample shape it has.
+
+    A model whose samples are vectors takes ``(samples, features)`` (a 1-D array is one
+    feature); a model of images or sequences takes ``(samples, *shape)`` arrays, each
+    sample flattened row-major, channels last, into one row.  ``shape`` None (a model not
+    built yet) takes the samples' shape from the data.  ``who`` names the layer that reads
+    the input in errors.
+    """
+    array = _numeric_array(data, name)
+    if shape is None and array.ndim > 2:
+        shape = tuple(array.shape[1:])
+    if shape is None or len(shape) == 1:
+        rows = as_matrix(array, name)
+        check_features(rows, None if shape is None else shape[0], name)
+        return rows, (rows.shape[1],)
+    if tuple(array.shape[1:]) != tuple(shape):
+        axes = ", ".join(map(str, shape))
+        raise ValueError(
+            f"{who} expects samples of shape {tuple(shape)}: arrays of shape "
+            f"(samples, {axes}). Received: {name} with shape {array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} has no samples. Received: {name} with shape {array.shape}")
+    array = array.astype(np.float64, copy=False)
+    check_finite(array, name)
+    return array.reshape(array.shape[0], -1), tuple(shape)
