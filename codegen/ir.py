@@ -193,6 +193,122 @@ class Columns:
 
 
 @dataclass(frozen=True)
+class Window:
+    """The windows of ``(in_h, in_w, channels)`` images, channels last (symgrad.core.Window):
+    ``k_h x k_w`` taps ``dil`` apart, windows ``stride`` apart, the first shifted up/left
+    by ``pad``; ``depthwise``: a row per channel; ``lowest``: taps outside read -inf."""
+
+    in_h: int
+    in_w: int
+    channels: int
+    k_h: int
+    k_w: int
+    stride_h: int
+    stride_w: int
+    dil_h: int
+    dil_w: int
+    pad_top: int
+    pad_left: int
+    out_h: int
+    out_w: int
+    depthwise: bool = False
+    lowest: bool = False
+
+    def taps(self, u: int, v: int) -> tuple[range, range, int, int]:
+        """For tap (u, v): the window rows i and columns j whose tap falls inside the image,
+        and the image row and column the first of them reads (the next ``stride`` apart)."""
+        rows = _inside(self.out_h, self.in_h, self.stride_h, u * self.dil_h - self.pad_top)
+        cols = _inside(self.out_w, self.in_w, self.stride_w, v * self.dil_w - self.pad_left)
+        y = rows.start * self.stride_h + u * self.dil_h - self.pad_top
+        x = cols.start * self.stride_w + v * self.dil_w - self.pad_left
+        return rows, cols, y, x
+
+    @property
+    def padded(self) -> bool:
+        """Whether some tap of some window falls outside the image."""
+        return any(
+            len(r) < self.out_h or len(c) < self.out_w
+            for u in range(self.k_h)
+            for v in range(self.k_w)
+            for r, c, _, _ in [self.taps(u, v)]
+        )
+
+
+def _inside(windows: int, size: int, stride: int, offset: int) -> range:
+    """The windows ``i < windows`` with ``0 <= i*stride + offset < size``."""
+    first = -(offset // stride) if offset < 0 else 0  # ceil(-offset / stride)
+    stop = min(windows, -(-(size - offset) // stride))  # ceil((size - offset) / stride)
+    return range(min(first, stop), stop) if stop > 0 else range(0)
+
+
+@dataclass(frozen=True)
+class Im2Col:
+    """``out = im2col(a)``: each window of each image row of ``a`` as one row of ``out``
+    (``(n*Ho*Wo, kh*kw*C)``, entries ``(u, v, c)``; depthwise ``(n*Ho*Wo*C, kh*kw)``)."""
+
+    out: Value
+    a: Value
+    window: Window
+    comment: str = ""
+
+    in_place: ClassVar[bool] = False  # a gather
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
+class Col2Im:
+    """``out = col2im(a)``: the window rows of ``a`` added back into image rows (im2col's adjoint)."""
+
+    out: Value
+    a: Value
+    window: Window
+    comment: str = ""
+
+    in_place: ClassVar[bool] = False  # a scatter-add
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
+class Reshape:
+    """``out = a`` with another shape of the same size (row-major order)."""
+
+    out: Value
+    a: Value
+    comment: str = ""
+
+    in_place: ClassVar[bool] = False  # shapes differ
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
+class RowMax:
+    """``out[i, 0] = max_j a[i, j]``."""
+
+    out: Value
+    a: Value
+    comment: str = ""
+
+    in_place: ClassVar[bool] = False  # a reduction
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
 class Guard:
     """Abort the call before any update when the (1, 1) ``value`` is nan or inf.
 
@@ -219,7 +335,9 @@ class Guard:
         return (self.value,)
 
 
-Stmt = Gemm | Map | Reduce | Softmax | Transpose | Columns | Guard
+Stmt = (
+    Gemm | Map | Reduce | Softmax | Transpose | Columns | Im2Col | Col2Im | Reshape | RowMax | Guard
+)
 
 STATEMENTS: tuple[type, ...] = typing.get_args(Stmt)
 """Every IR statement class. Each has ``out`` (None for Guard), ``reads``, and two rows of
@@ -287,6 +405,16 @@ def _args(pairs) -> str:
     return ", ".join(f"{k}={v}" for k, v in pairs)
 
 
+def _window_text(w: Window) -> str:
+    """``image=(8, 8, 1), kernel=(3, 3), stride=(1, 1), dilation=(1, 1), pad=(1, 1), out=(8, 8)``"""
+    text = (
+        f"image=({w.in_h}, {w.in_w}, {w.channels}), kernel=({w.k_h}, {w.k_w}), "
+        f"stride=({w.stride_h}, {w.stride_w}), dilation=({w.dil_h}, {w.dil_w}), "
+        f"pad=({w.pad_top}, {w.pad_left}), out=({w.out_h}, {w.out_w})"
+    )
+    return text + (", depthwise" if w.depthwise else "") + (", fill=-inf" if w.lowest else "")
+
+
 def _gemm_text(s: Gemm) -> str:
     a = f"{s.a}.T" if s.trans_a else str(s.a)
     b = f"{s.b}.T" if s.trans_b else str(s.b)
@@ -305,6 +433,10 @@ FORMAT: dict[type, Callable[[Stmt], str]] = {
     Columns: lambda s: (  # columns(A[:, 0:3], B[:, 0:2])
         "columns(" + ", ".join(f"{v}[:, {start}:{stop}]" for v, start, stop in s.parts) + ")"
     ),
+    Im2Col: lambda s: f"im2col[{_window_text(s.window)}]({s.a})",  # im2col[...](X)
+    Col2Im: lambda s: f"col2im[{_window_text(s.window)}]({s.a})",  # col2im[...](G)
+    Reshape: lambda s: f"reshape({s.a}, {shape_str(s.out.shape)})",  # reshape(A, (n, 64))
+    RowMax: lambda s: f"rowmax({s.a})",  # rowmax(A)
     Guard: lambda s: f"guard_finite({s.value})  # {s.what}",  # guard_finite(L)  # why
 }
 """Statement class -> its right-hand side as text (the whole line for Guard, which has no out)."""

@@ -202,6 +202,10 @@ OP_COUNTS: dict[type, Callable[[MatrixExpr], Counts]] = {
     E.Named: _free,  # the identity
     E.Concat: _free,  # copies, no arithmetic
     E.ColumnSlice: _free,
+    E.Im2Col: _free,  # copies of windows
+    E.Col2Im: _sum_counts,  # one add per window entry
+    E.Reshape: _free,  # the same entries
+    E.RowMax: _sum_counts,  # one comparison per entry
 }
 """Node type -> its work per evaluation (leaves, LEAVES of the VJP table, do none)."""
 

@@ -1,5 +1,17 @@
 """symgrad.layers: Keras-style layers (defined in :mod:`symgrad.nn.layers` and :mod:`symgrad.nn.merge`)."""
 
+from symgrad.nn.convolution import (
+    AveragePooling1D,
+    AveragePooling2D,
+    Conv1D,
+    Conv2D,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    MaxPooling1D,
+    MaxPooling2D,
+)
 from symgrad.nn.layers import (
     LAYERS,
     Activation,
@@ -23,6 +35,16 @@ from symgrad.nn.merge import (
 )
 
 __all__ = [
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "Conv1D",
+    "Conv2D",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "MaxPooling1D",
+    "MaxPooling2D",
     "LAYERS",
     "Activation",
     "Dense",

@@ -32,16 +32,21 @@ import llvmlite.ir as ir
 import sympy as sp
 
 from codegen.ir import (
+    Col2Im,
     Columns,
     Gemm,
     Guard,
+    Im2Col,
     Map,
     Reduce,
+    Reshape,
+    RowMax,
     Shape,
     Softmax,
     Stmt,
     Transpose,
     Value,
+    Window,
     format_stmt,
 )
 from codegen.llvm import blas
@@ -395,6 +400,136 @@ def _columns_call(ctx: StepContext, s: Columns) -> KernelCall:
     return layout, [s.out, *(v for v, _, _ in s.parts)], [s.out.shape[0]], []
 
 
+def _each_tap(k: Kernel, win: Window, images: ir.Value, visit) -> None:
+    """Loops over images, windows (i, j) and taps (u, v): ``visit(inside, source, window,
+    tap)`` with ``inside`` whether the tap reads the image, ``source`` the index of its
+    first channel in the image rows (clamped into the image when it is outside), ``window``
+    the window's row index and ``tap`` u*kw + v."""
+    b = k.b
+    c = i64
+
+    def clamped(pos, size):
+        inside = b.and_(b.icmp_signed(">=", pos, c(0)), b.icmp_signed("<", pos, c(size)))
+        return inside, b.select(inside, pos, c(0))
+
+    def image(n, _):
+        def row(i, _):
+            def col(j, _):
+                window = b.add(b.mul(b.add(b.mul(n, c(win.out_h)), i), c(win.out_w)), j)
+
+                def tap_u(u, _):
+                    y = b.add(
+                        b.mul(i, c(win.stride_h)), b.sub(b.mul(u, c(win.dil_h)), c(win.pad_top))
+                    )
+                    in_y, yc = clamped(y, win.in_h)
+
+                    def tap_v(v, _):
+                        x = b.add(
+                            b.mul(j, c(win.stride_w)),
+                            b.sub(b.mul(v, c(win.dil_w)), c(win.pad_left)),
+                        )
+                        in_x, xc = clamped(x, win.in_w)
+                        pixel = b.add(b.mul(b.add(b.mul(n, c(win.in_h)), yc), c(win.in_w)), xc)
+                        tap = b.add(b.mul(u, c(win.k_w)), v)
+                        visit(b.and_(in_y, in_x), b.mul(pixel, c(win.channels)), window, tap)
+
+                    for_range(b, c(win.k_w), tap_v)
+
+                for_range(b, c(win.k_h), tap_u)
+
+            for_range(b, c(win.out_w), col)
+
+        for_range(b, c(win.out_h), row)
+
+    for_range(b, images, image)
+
+
+def _window_entry(b: ir.IRBuilder, win: Window, window, tap, channel) -> ir.Value:
+    """Index of (window, tap, channel) in the window rows."""
+    if win.depthwise:  # row window*C + c, column tap
+        return b.add(
+            b.mul(b.add(b.mul(window, i64(win.channels)), channel), i64(win.k_h * win.k_w)), tap
+        )
+    taps = b.add(b.mul(window, i64(win.k_h * win.k_w)), tap)
+    return b.add(b.mul(taps, i64(win.channels)), channel)
+
+
+def lower_im2col(ctx: StepContext, s: Im2Col) -> None:
+    """out[window, (u, v, c)] = a[image, y, x, c] at the tap's pixel, the fill outside"""
+    k = Kernel(ctx, "im2col", s, 1, [s.out, s.a], [])
+    b, ty, win = k.b, k.ty, s.window
+    fill = ir.Constant(ty, float("-inf") if win.lowest else 0.0)
+    a, out = k.ptr[s.a.name], k.ptr[s.out.name]
+
+    def visit(inside, source, window, tap):
+        def channel(ch, _):
+            value = b.select(inside, load(b, ty, a, b.add(source, ch)), fill)
+            store(b, ty, value, out, _window_entry(b, win, window, tap, ch))
+
+        for_range(b, i64(win.channels), channel)
+
+    _each_tap(k, win, k.ints[0], visit)
+    k.emit_call([ctx.dim(s.a.shape[0])])
+
+
+def lower_col2im(ctx: StepContext, s: Col2Im) -> None:
+    """out = 0, then out[image, y, x, c] += a[window, (u, v, c)] for each tap inside the image"""
+    k = Kernel(ctx, "col2im", s, 1, [s.out, s.a], [])
+    b, ty, win = k.b, k.ty, s.window
+    a, out = k.ptr[s.a.name], k.ptr[s.out.name]
+    zero = ir.Constant(ty, 0.0)
+    for_range(
+        b,
+        b.mul(k.ints[0], i64(win.in_h * win.in_w * win.channels)),
+        lambda idx, _: store(b, ty, zero, out, idx),
+    )
+
+    def visit(inside, source, window, tap):
+        def channel(ch, _):
+            at = b.add(source, ch)
+            value = b.select(inside, load(b, ty, a, _window_entry(b, win, window, tap, ch)), zero)
+            store(b, ty, b.fadd(load(b, ty, out, at), value), out, at)
+
+        for_range(b, i64(win.channels), channel)
+
+    _each_tap(k, win, k.ints[0], visit)
+    k.emit_call([ctx.dim(s.out.shape[0])])
+
+
+def lower_reshape(ctx: StepContext, s: Reshape) -> None:
+    """out = a, entry by entry in row-major order"""
+    k = Kernel(ctx, "reshape", s, 1, [s.out, s.a], [])
+    copy(k.b, k.ty, k.ptr[s.a.name], k.ptr[s.out.name], k.ints[0])
+    k.emit_call([ctx.dim(s.out.shape[0] * s.out.shape[1])])
+
+
+def lower_row_max(ctx: StepContext, s: RowMax) -> None:
+    """out[i] = max over j of a[i, j] (maxnum: a nan entry is skipped)"""
+    k = Kernel(ctx, "rowmax", s, 2, [s.out, s.a], [])
+    b, e, ty, (rows, cols) = k.b, k.e, k.ty, k.ints
+    maxnum = _maxnum(ctx.module, ty)
+
+    def row(i, _):
+        x = element(b, ty, k.ptr[s.a.name], b.mul(i, cols))
+        (m,) = for_range(
+            b,
+            cols,
+            lambda j, acc: [b.call(maxnum, [acc[0], load(b, ty, x, j)])],
+            init=[e.c(float("-inf"))],
+        )
+        store(b, ty, m, k.ptr[s.out.name], i)
+
+    for_range(b, rows, row)
+    k.emit_call([ctx.dim(d) for d in s.a.shape])
+
+
+def _window_call(images):
+    def call(ctx: StepContext, s) -> KernelCall:
+        return (tuple(s.window.__dict__.values()),), [s.out, s.a], [images(s)], []
+
+    return call
+
+
 def lower_gemm(ctx: StepContext, s: Gemm) -> None:
     """out = alpha op(a) @ op(b) through the resolved BLAS (or the generated loop nest)"""
     k = Kernel(ctx, "gemm", s, 3, [s.out, s.a, s.b], free_scalars(ctx, [s.alpha]))
@@ -472,6 +607,12 @@ LOWERINGS: dict[type, Rule] = {
     Softmax: Rule(lower_softmax, lambda ctx, s: ((s.log,), [s.out, s.a], list(s.a.shape), [])),
     Transpose: Rule(lower_transpose, lambda ctx, s: ((None,), [s.out, s.a], list(s.a.shape), [])),
     Columns: Rule(lower_columns, _columns_call),  # a copy loop per part, row by row
+    Im2Col: Rule(lower_im2col, _window_call(lambda s: s.a.shape[0])),  # loops over the taps
+    Col2Im: Rule(lower_col2im, _window_call(lambda s: s.out.shape[0])),  # zero, then add per tap
+    Reshape: Rule(
+        lower_reshape, lambda ctx, s: ((None,), [s.out, s.a], [s.out.shape[0] * s.out.shape[1]], [])
+    ),
+    RowMax: Rule(lower_row_max, lambda ctx, s: ((None,), [s.out, s.a], list(s.a.shape), [])),
     Gemm: Rule(lower_gemm, _gemm_call),  # a BLAS call
     Guard: Rule(lower_guard, None),  # a branch to the error exit, inline
 }

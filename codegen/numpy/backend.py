@@ -34,15 +34,20 @@ import sympy as sp
 
 from codegen.ir import (
     SCALAR_CHECK,
+    Col2Im,
     Columns,
     Gemm,
     Guard,
+    Im2Col,
     Map,
     Program,
     Reduce,
+    Reshape,
+    RowMax,
     Softmax,
     Transpose,
     Value,
+    Window,
     plan_buffers,
 )
 from codegen.names import python_comment, python_docstring, python_identifier, python_string
@@ -963,6 +968,72 @@ def _columns(w: _Writer, s: Columns) -> list[str]:
     return lines
 
 
+def _span(start: int, count: int, step: int) -> str:
+    """The slice of ``count`` indices from ``start``, ``step`` apart."""
+    stop = start + (count - 1) * step + 1
+    return f"{start}:{stop}" + (f":{step}" if step != 1 else "")
+
+
+def _window_views(w: _Writer, s, image: str, windows: str) -> tuple[list[str], str, str]:
+    """Lines binding ``(n, H, W, C)`` and ``(n, Ho, Wo, taps...)`` views of the two arrays."""
+    win: Window = s.window
+    img, wins = w.claim("image", numbered=True), w.claim("windows", numbered=True)
+    taps = (
+        f"{win.channels}, {win.k_h}, {win.k_w}"
+        if win.depthwise
+        else (f"{win.k_h}, {win.k_w}, {win.channels}")
+    )
+    return (
+        [
+            f"{img} = {image}.reshape(-1, {win.in_h}, {win.in_w}, {win.channels})",
+            f"{wins} = {windows}.reshape(-1, {win.out_h}, {win.out_w}, {taps})",
+        ],
+        img,
+        wins,
+    )
+
+
+def _tap_slices(win: Window, img: str, wins: str):
+    """(image slice, windows slice) of each tap (u, v) that reads inside the image."""
+    for u in range(win.k_h):
+        for v in range(win.k_w):
+            rows, cols, y, x = win.taps(u, v)
+            if not rows or not cols:
+                continue
+            src = f"{img}[:, {_span(y, len(rows), win.stride_h)}, {_span(x, len(cols), win.stride_w)}]"
+            at = f"{rows.start}:{rows.stop}, {cols.start}:{cols.stop}"
+            dst = f"{wins}[:, {at}, :, {u}, {v}]" if win.depthwise else f"{wins}[:, {at}, {u}, {v}]"
+            yield src, dst
+
+
+def _im2col(w: _Writer, s: Im2Col) -> list[str]:
+    """Each window tap (u, v) is one strided slice of the images: kh*kw copies in all."""
+    lines, img, wins = _window_views(w, s, w.local[s.a.name], w.local[s.out.name])
+    if s.window.padded:
+        lines.append(f"{wins}.fill({'-math.inf' if s.window.lowest else '0.0'})  # padding")
+    lines += [f"copyto({dst}, {src})" for src, dst in _tap_slices(s.window, img, wins)]
+    return lines
+
+
+def _col2im(w: _Writer, s: Col2Im) -> list[str]:
+    """The adjoint: each tap's slice of the windows added into the images where it was read."""
+    lines, img, wins = _window_views(w, s, w.local[s.out.name], w.local[s.a.name])
+    lines.append(f"{img}.fill(0.0)")
+    lines += [f"add({src}, {dst}, out={src})" for src, dst in _tap_slices(s.window, img, wins)]
+    return lines
+
+
+def _reshape(w: _Writer, s: Reshape) -> list[str]:
+    out = w.local[s.out.name]
+    return [f"copyto({out}, {w.local[s.a.name]}.reshape({out}.shape))"]
+
+
+def _row_max(w: _Writer, s: RowMax) -> list[str]:
+    return [
+        f"maximum_reduce({w.local[s.a.name]}, axis=1, keepdims=True, out={w.local[s.out.name]})"
+    ]
+
+
 def _guard(w: _Writer, s: Guard) -> list[str]:
     v = w.local[s.value.name]
     return [
@@ -978,5 +1049,9 @@ STATEMENTS: dict[type, Callable[[_Writer, object], list[str]]] = {
     Softmax: _softmax,
     Transpose: _transpose,
     Columns: _columns,
+    Im2Col: _im2col,
+    Col2Im: _col2im,
+    Reshape: _reshape,
+    RowMax: _row_max,
     Guard: _guard,
 }

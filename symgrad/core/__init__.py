@@ -5,7 +5,9 @@
 - :mod:`~symgrad.core.build`: smart constructors (shape checks, trivial folding);
 - :mod:`~symgrad.core.activations`: named activations;
 - :mod:`~symgrad.core.graph`: graph walks;
-- :mod:`~symgrad.core.printing`: symgrad's printers (``sstr``, ``latex``).
+- :mod:`~symgrad.core.printing`: symgrad's printers (``sstr``, ``latex``);
+- :mod:`~symgrad.core.windows`: convolution and pooling nodes (``im2col``, ``col2im``,
+  ``reshape``, ``rowmax``) over rows of images.
 
 ``symgrad.expr`` is the public name of this namespace.
 """
@@ -72,8 +74,32 @@ from symgrad.core.nodes import (
     matrix,
 )
 from symgrad.core.printing import latex, sstr
+from symgrad.core.windows import (
+    Col2Im,
+    Im2Col,
+    Reshape,
+    RowMax,
+    Window,
+    col2im,
+    im2col,
+    reshape,
+    route_to_max,
+    row_max,
+    window,
+)
 
 __all__ = [
+    "Col2Im",
+    "Im2Col",
+    "Reshape",
+    "RowMax",
+    "Window",
+    "col2im",
+    "im2col",
+    "reshape",
+    "route_to_max",
+    "row_max",
+    "window",
     "ACTIVATIONS",
     "DISPLAY_NAMES",
     "BroadcastCols",

@@ -147,6 +147,28 @@ def log_softmax_vjp(node, out, ct):
     return [E.sub(ct, E.hadamard(E.softmax(z), E.broadcast_cols(E.row_sum(ct), k)))]
 
 
+@vjp(E.Im2Col, "d im2col(X)/dX: col2im(G), each window's cotangent added back where it was read")
+def im2col_vjp(node, out, ct):
+    return [E.col2im(ct, node.window)]
+
+
+@vjp(E.Col2Im, "d col2im(G)/dG: im2col(G') (the adjoint of the adjoint)")
+def col2im_vjp(node, out, ct):
+    return [E.im2col(ct, node.window)]
+
+
+@vjp(E.Reshape, "d reshape(A)/dA: reshape(G) back to A's shape")
+def reshape_vjp(node, out, ct):
+    return [E.reshape(ct, *node.args[0].shape)]
+
+
+@vjp(
+    E.RowMax, "d rowmax(A)/dA: G on the entries equal to their row's max (the argmax), 0 elsewhere"
+)
+def row_max_vjp(node, out, ct):
+    return [E.route_to_max(node.args[0], out, ct)]
+
+
 @vjp(E.Named, "d name(A)/dA: G")
 def named_vjp(node, out, ct):
     return [ct]

@@ -314,6 +314,20 @@ def _column_slice(lo: Lowering, node: E.ColumnSlice, out: ir.Value, comment: str
     return ir.Columns(out, ((lo._operand(node.args[0]), node.start, node.stop),), comment)
 
 
+def _windows(stmt):
+    def rule(lo: Lowering, node, out: ir.Value, comment: str):
+        return stmt(out, lo._operand(node.args[0]), ir.Window(*node.window), comment)
+
+    return rule
+
+
+def _unary(stmt):
+    def rule(lo: Lowering, node, out: ir.Value, comment: str):
+        return stmt(out, lo._operand(node.args[0]), comment)
+
+    return rule
+
+
 STATEMENT: dict[type, Callable[[Lowering, MatrixExpr, ir.Value, str], ir.Stmt]] = {
     MatMul: _product,  # c A1 ... Ak -> Gemm per pair, transposes as flags (c * A -> Map)
     E.Total: _reduce(None),  # sum(A) -> Reduce over both axes, (1, 1)
@@ -324,6 +338,10 @@ STATEMENT: dict[type, Callable[[Lowering, MatrixExpr, ir.Value, str], ir.Stmt]] 
     Transpose: lambda lo, node, out, comment: ir.Transpose(out, lo._operand(node.arg), comment),
     E.Concat: _concat,  # [A | B] -> Columns, each part whole
     E.ColumnSlice: _column_slice,  # A[:, s:e] -> Columns with one part
+    E.Im2Col: _windows(ir.Im2Col),  # im2col(X) -> Im2Col, a gather of windows
+    E.Col2Im: _windows(ir.Col2Im),  # col2im(G) -> Col2Im, a scatter-add of windows
+    E.Reshape: _unary(ir.Reshape),  # reshape(A, (r, c)) -> Reshape, a copy
+    E.RowMax: _unary(ir.RowMax),  # rowmax(A) -> RowMax
     E.Named: _copy,  # a name for a named value -> a copy
     MatrixSymbol: _copy,  # a name for an input -> a copy
     MatAdd: _map,  # elementwise: one fused Map (SCALAR_BODY)

@@ -24,8 +24,10 @@ Shape = tuple[int, int]
 
 
 def _fans(shape: Shape) -> tuple[int, int]:
-    """(fan_in, fan_out) of a (inputs, units) kernel; a (1, units) bias counts as (1, units)."""
-    return int(shape[0]), int(shape[1])
+    """(fan_in, fan_out) of a (inputs, units) kernel; a (1, units) bias counts as (1, units);
+    a convolution kernel (kh, kw, C, F) as Keras counts it: (kh*kw*C, kh*kw*F)."""
+    receptive = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
+    return receptive * int(shape[-2]), receptive * int(shape[-1])
 
 
 def _truncated_normal(rng: np.random.Generator, shape: Shape, stddev: float) -> np.ndarray:

@@ -52,12 +52,17 @@ class Names:
     first merge of a functional graph, and so on."""
 
     def __init__(self) -> None:
-        self.layer = self.merges = 0
+        self.layer = self.merges = self.pools = 0
         self.used: set[str] = set()
 
     def merge(self) -> str:
         self.merges += 1
         return self.fresh(f"M{self.merges}")
+
+    def pooled(self) -> str:
+        """``S1``, ``S2``...: the outputs of pooling layers (subsampled)."""
+        self.pools += 1
+        return self.fresh(f"S{self.pools}")
 
     def pre_activation(self) -> str:
         self.layer += 1
@@ -97,8 +102,10 @@ def activation_label(activation, fn) -> str:
 
 
 def snake_case(name: str) -> str:
-    """``Dense -> dense``, ``InputLayer -> input_layer`` (Keras's default names)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """``Dense -> dense``, ``InputLayer -> input_layer``, ``Conv2D -> conv2d``,
+    ``MaxPooling2D -> max_pooling2d`` (Keras's default names)."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class KerasTensor:

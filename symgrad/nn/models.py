@@ -29,6 +29,7 @@ from symgrad.core.printing import sstr
 from symgrad.nn import layers as layers_module
 from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
+from symgrad.nn.convolution import CONVOLUTION_LAYERS
 from symgrad.nn.layers import InputLayer, KerasTensor, Layer, Variable, declared_shape, snake_case
 from symgrad.nn.trainer import Trainer, TrainingGraph, forward
 
@@ -473,11 +474,20 @@ class Sequential(Model):
 
     def summary(self, print_fn=None) -> None:
         """Print layers, output shapes, parameter counts and the formula each layer computes."""
-        rule, double = "_" * 90, "=" * 90
+        rows = []
+        for i, layer in enumerate(self._layers):
+            dims = self._output_shape_of(self._layers[: i + 1])
+            label = f"{layer.name} ({type(layer).__name__})"
+            rows.append((label, f"{(None, *dims)}" if dims is not None else "(None, ?)"))
+        # columns as wide as their longest entry (images: (None, 8, 8, 16)), at least as before
+        name_w = max([28, *(len(label) + 1 for label, _ in rows)])
+        shape_w = max([14, *(len(shape) + 1 for _, shape in rows)])
+        width = 90 + (name_w - 28) + (shape_w - 14)
+        rule, double = "_" * width, "=" * width
         lines = [
             f'Model: "{self.name}"',
             rule,
-            f" {'Layer (type)':<28}{'Output Shape':<14}{'Param #':>11}   Computes",
+            f" {'Layer (type)':<{name_w}}{'Output Shape':<{shape_w}}{'Param #':>11}   Computes",
             double,
         ]
         formulas = {}
@@ -486,17 +496,14 @@ class Sequential(Model):
             formulas = {
                 k: [f"{n.name} = {sstr(n.body)}" for n in v] for k, v in graph.layer_names.items()
             }
-        for i, layer in enumerate(self._layers):
-            dims = self._output_shape_of(self._layers[: i + 1])
-            shape = f"{(None, *dims)}" if dims is not None else "(None, ?)"
+        indent = 1 + name_w + shape_w + 11 + 3
+        for i, (layer, (label, shape)) in enumerate(zip(self._layers, rows)):
             params = str(layer.count_params()) if layer.built or not layer.weights else "?"
             if not layer.built and isinstance(layer, layers_module.Dense):
                 params = "? (unbuilt)"
             computes = formulas.get(layer.name) or [""]
-            lines.append(
-                f" {layer.name + ' (' + type(layer).__name__ + ')':<28}{shape:<14}{params:>11}   {computes[0]}"
-            )
-            lines += [" " * 57 + text for text in computes[1:]]
+            lines.append(f" {label:<{name_w}}{shape:<{shape_w}}{params:>11}   {computes[0]}")
+            lines += [" " * indent + text for text in computes[1:]]
             if i + 1 < len(self._layers):
                 lines.append("")
         self._print_summary(lines, print_fn, rule, double)
@@ -521,8 +528,11 @@ def model_from_config(config: dict) -> Sequential:
     model = Sequential(name=config.get("name"))
     for entry in config["layers"]:
         cfg = dict(entry["config"])
-        if entry["class_name"] in ("Flatten", "Reshape"):
-            layer = layers_module.LAYERS[entry["class_name"]](**cfg)
+        if entry["class_name"] in ("Flatten", "Reshape", *CONVOLUTION_LAYERS):
+            if "activation" in cfg:
+                cfg["activation"] = _activation_from_config(cfg["activation"])
+            kind = {**layers_module.LAYERS, **CONVOLUTION_LAYERS}[entry["class_name"]]
+            layer = kind(**cfg)
         elif entry["class_name"] == "Dense":
             cfg["activation"] = _activation_from_config(cfg["activation"])
             layer = layers_module.Dense(**cfg)

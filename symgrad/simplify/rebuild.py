@@ -54,6 +54,10 @@ REBUILD = {
     E.LogSoftmax: lambda node, kids: E.log_softmax(kids[0]),
     E.Concat: lambda node, kids: E.concat(*kids),
     E.ColumnSlice: lambda node, kids: E.column_slice(kids[0], node.start, node.stop),
+    E.Im2Col: lambda node, kids: E.im2col(kids[0], node.window),
+    E.Col2Im: lambda node, kids: E.col2im(kids[0], node.window),
+    E.Reshape: lambda node, kids: E.reshape(kids[0], *node.shape),
+    E.RowMax: lambda node, kids: E.row_max(kids[0]),
     E.Named: _rebuild_named,
 }
 """Node type -> rebuild through the smart constructor (which folds trivial algebra)."""

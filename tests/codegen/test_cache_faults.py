@@ -183,17 +183,31 @@ def program_with_every_statement() -> ir.Program:
     X, W, b = ir.Value("X", (n, 3)), ir.Value("W", (3, 2)), ir.Value("b", (1, 2))
     Z, A, P = ir.Value("Z", (n, 2)), ir.Value("A", (n, 2)), ir.Value("P", (n, 2))
     T, L, C = ir.Value("T", (2, n)), ir.Value("L", (1, 1)), ir.Value("C", (n, 3))
+    window = ir.Window(1, 3, 1, 1, 2, 1, 1, 1, 1, 0, 0, 1, 2, depthwise=True, lowest=True)
+    I, X2 = ir.Value("I", (2 * n, 2)), ir.Value("X2", (n, 3))
+    R, M = ir.Value("R", (3 * n, 1)), ir.Value("M", (n, 1))
     body = (
         ir.Gemm(Z, X, W, trans_b=False, alpha=sp.Rational(1, 3), comment="Z = X W / 3"),
         ir.Map(A, sp.Piecewise((x + y, x > 0), (sp.Float("0.1") * x, True)), ((x, Z), (y, b))),
         ir.Softmax(P, A, log=True),
         ir.Transpose(T, P),
         ir.Columns(C, ((A, 0, 2), (P, 1, 2)), comment="C = [A | P[:, 1:2]]"),
+        ir.Im2Col(I, X, window, comment="I = im2col(X)"),
+        ir.Col2Im(X2, I, window),
+        ir.Reshape(R, X2),
+        ir.RowMax(M, X2),
         ir.Reduce(L, sp.exp(x) / n + sp.pi, ((x, P),), (n, 2), None),
         ir.Guard(L, "loss"),
     )
     return ir.Program(
-        "every", (X, W, b), (sp.Symbol("lr"),), body, (L, T, C), ((W, W),), batch=(n,), meta={1: "m"}
+        "every",
+        (X, W, b),
+        (sp.Symbol("lr"),),
+        body,
+        (L, T, C, R, M),
+        ((W, W),),
+        batch=(n,),
+        meta={1: "m"},
     )
 
 

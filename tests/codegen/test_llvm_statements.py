@@ -7,6 +7,7 @@ float32 to 1e-5 relative to the array's magnitude.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -15,7 +16,22 @@ import pytest
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from codegen.ir import Columns, Gemm, Guard, Map, Program, Reduce, Softmax, Transpose, Value
+from codegen.ir import (
+    Col2Im,
+    Columns,
+    Gemm,
+    Guard,
+    Im2Col,
+    Map,
+    Program,
+    Reduce,
+    Reshape,
+    RowMax,
+    Softmax,
+    Transpose,
+    Value,
+    Window,
+)
 from codegen.llvm import compile_program
 from codegen.llvm.module import make_layout
 from symgrad.core.scalar import sigmoid, softplus
@@ -432,6 +448,93 @@ def test_unsupported_function_is_named(rng):
         compile_program(map_program(sp.sin(x), "float64"), cache=False)
 
 
+# (H, W, C), kernel, stride, dilation, padding (top, left), output (Ho, Wo)
+WINDOWS = {
+    "valid-3x3": Window(5, 4, 2, 3, 3, 1, 1, 1, 1, 0, 0, 3, 2),
+    "same-stride-2": Window(5, 5, 3, 3, 3, 2, 2, 1, 1, 1, 1, 3, 3),
+    "dilated-2x2": Window(6, 5, 1, 2, 2, 1, 2, 2, 1, 1, 0, 5, 4),
+    "conv1d": Window(1, 7, 2, 1, 3, 1, 2, 1, 1, 0, 1, 1, 4),
+    "pool-lowest": Window(5, 5, 2, 2, 2, 2, 2, 1, 1, 0, 0, 3, 3, depthwise=True, lowest=True),
+}
+
+
+def reference_im2col(x: np.ndarray, w: Window) -> np.ndarray:
+    """The window rows by the definition, one entry at a time."""
+    images = x.reshape(-1, w.in_h, w.in_w, w.channels)
+    fill = -np.inf if w.lowest else 0.0
+    out = np.full((len(images), w.out_h, w.out_w, w.k_h, w.k_w, w.channels), fill, x.dtype)
+    for i in range(w.out_h):
+        for j in range(w.out_w):
+            for u in range(w.k_h):
+                for v in range(w.k_w):
+                    y = i * w.stride_h + u * w.dil_h - w.pad_top
+                    z = j * w.stride_w + v * w.dil_w - w.pad_left
+                    if 0 <= y < w.in_h and 0 <= z < w.in_w:
+                        out[:, i, j, u, v, :] = images[:, y, z, :]
+    if w.depthwise:
+        out = out.transpose(0, 1, 2, 5, 3, 4)
+    taps = w.k_h * w.k_w * (1 if w.depthwise else w.channels)
+    return np.ascontiguousarray(out).reshape(-1, taps)
+
+
+def _window_program(stmt, name, w: Window, dtype):
+    """im2col: X (n, H*W*C) -> P; col2im: P -> (n, H*W*C), X passed along (it binds n)."""
+    rows = w.out_h * w.out_w * (w.channels if w.depthwise else 1)
+    taps = w.k_h * w.k_w * (1 if w.depthwise else w.channels)
+    x, cols = Value("X", (n, w.in_h * w.in_w * w.channels)), Value("P", (rows * n, taps))
+    if stmt is Im2Col:
+        return Program(name, (x,), (), (Im2Col(cols, x, w),), (cols,), dtype=dtype, batch=(n,))
+    out = Value("Y", x.shape)
+    return Program(name, (x, cols), (), (Col2Im(out, cols, w),), (out,), dtype=dtype, batch=(n,))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(WINDOWS))
+def test_im2col(case, dtype, rng):
+    w = WINDOWS[case]
+    program = _window_program(Im2Col, "im2col_case", w, dtype)
+    x = rng.normal(size=(3, w.in_h * w.in_w * w.channels)).astype(dtype)
+    compare_backends(program, [x], reference=lambda x: (reference_im2col(x, w),))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(WINDOWS))
+def test_col2im(case, dtype, rng):
+    """The adjoint: <im2col(X), G> = <X, col2im(G)> for the reference im2col."""
+    w = dataclasses.replace(WINDOWS[case], lowest=False)
+    program = _window_program(Col2Im, "col2im_case", w, dtype)
+    images = w.in_h * w.in_w * w.channels
+    x = np.zeros((3, images), dtype)
+    g = rng.normal(size=reference_im2col(x, w).shape).astype(dtype)
+
+    def reference(x, g):  # column k of the adjoint's matrix is im2col of the k-th unit image
+        unit = np.eye(images)
+        matrix = np.stack([reference_im2col(unit[k : k + 1], w).ravel() for k in range(images)])
+        per_image = g.reshape(3, -1)
+        return ((per_image @ matrix.T).astype(dtype),)
+
+    compare_backends(program, [x, g], reference=reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reshape(dtype, rng):
+    a, out = Value("A", (n, 6)), Value("B", (3 * n, 2))
+    program = Program("reshape_case", (a,), (), (Reshape(out, a),), (out,), dtype=dtype, batch=(n,))
+    x = rng.normal(size=(5, 6)).astype(dtype)
+    compare_backends(program, [x], reference=lambda x: (x.reshape(15, 2),))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_max(dtype, rng):
+    """Rows with -inf entries (padding of a max-pool) and one of all equal entries."""
+    a, out = Value("A", (n, 5)), Value("M", (n, 1))
+    program = Program("rowmax_case", (a,), (), (RowMax(out, a),), (out,), dtype=dtype, batch=(n,))
+    x = rng.normal(size=(6, 5)).astype(dtype)
+    x[1, :3] = -np.inf
+    x[2] = 1.5
+    compare_backends(program, [x], reference=lambda x: (x.max(axis=1, keepdims=True),))
+
+
 STATEMENT_CASES = {
     Gemm: test_gemm,
     Map: test_scalar_function,
@@ -439,6 +542,10 @@ STATEMENT_CASES = {
     Softmax: test_softmax_stable,
     Transpose: test_transpose,
     Columns: test_columns,
+    Im2Col: test_im2col,
+    Col2Im: test_col2im,
+    Reshape: test_reshape,
+    RowMax: test_row_max,
     Guard: test_training_step_with_updates_in_place_and_copied,
 }
 """IR statement class -> its parity test (``tests/test_op_tables.py`` checks every class has one)."""

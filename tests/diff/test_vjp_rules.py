@@ -68,6 +68,29 @@ CASES = {
     "abs": (lambda: E.elementwise(sp.Lambda(x, sp.Abs(x)), A), [A], lambda z: z + np.sign(z) * 0.2),
     "power": (lambda: E.elementwise(sp.Lambda(x, x**3 - 2 * x), A), [A], None),
 }
+IMG = _m("IMG", n, 5 * 4 * 2)  # rows of 5x4 images of 2 channels
+CONV = E.window((5, 4, 2), (3, 2), strides=(2, 1), dilation=(1, 2), padding="same")
+POOL = E.window((5, 4, 2), (2, 2), strides=(2, 2), padding="same", depthwise=True, lowest=True)
+K = _m("K", CONV.taps, 3)
+WINDOW_ROWS = _m("WR", n * CONV.rows_per_image, CONV.taps)
+CASES.update(
+    {
+        "im2col": (lambda: E.im2col(IMG, CONV), [IMG], None),
+        "col2im": (lambda: E.col2im(WINDOW_ROWS, CONV), [WINDOW_ROWS], None),
+        "reshape": (lambda: E.reshape(E.matmul(A, B), 2 * n, 2), [A, B], None),
+        "row_max": (lambda: E.row_max(A), [A], None),
+        "conv2d": (
+            lambda: E.reshape(E.matmul(E.im2col(IMG, CONV), K), n, CONV.out_h * CONV.out_w * 3),
+            [IMG, K],
+            None,
+        ),
+        "max_pool": (
+            lambda: E.reshape(E.row_max(E.im2col(IMG, POOL)), n, POOL.rows_per_image),
+            [IMG],
+            None,
+        ),
+    }
+)
 # every named activation is a case of its own; kinks avoided by pushing samples off 0
 for _name in E.ACTIVATIONS:
     CASES[f"activation_{_name}"] = (
