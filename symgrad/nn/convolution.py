@@ -106,6 +106,15 @@ class _Windowed(Layer):
     def _out_shape(self, win: E.Window, channels: int) -> tuple[int, ...]:
         return (win.out_w, channels) if self.rank == 1 else (win.out_h, win.out_w, channels)
 
+    def element_formulas(self, named) -> list[str]:
+        """The layer's value and gradients entry by entry, from the intermediates ``named``
+        it computes (``k`` the sample, ``i, j`` the window, ``u, v`` the tap, ``c`` the
+        channel, ``f`` the filter); the convolution's kernel gradient is a correlation of
+        the cotangent with the input, max pooling's goes to the argmax."""
+        if not named or self.window is None:
+            return []
+        return self._formula_rule(self, named)
+
 
 class _Conv(_Windowed):
     """``Z = reshape(im2col(X) K + b)``, then ``A = activation(Z)``: Keras's ConvND."""
@@ -396,3 +405,107 @@ CONVOLUTION_LAYERS: dict[str, type] = {
         GlobalAveragePooling2D,
     )
 }
+
+
+# --------------------------------------------------------------------------
+# Per-element formulas: each layer's forward value and gradients as a person writes them
+
+
+def _position(index: str, stride: int, dil: int, tap: str, pad: int) -> str:
+    """``s*i + d*u - p`` with the ones and zeros left out: ``2i + u - 1``."""
+    text = f"{stride}{index}" if stride != 1 else index
+    text += f" + {dil}{tap}" if dil != 1 else f" + {tap}"
+    return text + (f" - {pad}" if pad else "")
+
+
+def _source(win: E.Window, rank: int) -> tuple[str, str]:
+    """The input entry a window tap reads, for the image and for its rows' index names."""
+    y = _position("i", win.stride_h, win.dil_h, "u", win.pad_top)
+    x = _position("j", win.stride_w, win.dil_w, "v", win.pad_left)
+    return (y, x) if rank == 2 else ("", x)
+
+
+def _at(name: str, rank: int, *axes: str) -> str:
+    """``X[k, i, j, c]`` (2D) or ``X[k, j, c]`` (1D: the height axis left out)."""
+    kept = axes if rank == 2 else (axes[0], *axes[2:])
+    return f"{name}[{', '.join(kept)}]"
+
+
+def _names_of(layer, named) -> tuple[str, str]:
+    """(input name, output name) of a layer from the intermediates it computes."""
+    out = named[0]
+    stack = [out.body]
+    while stack:  # the windows this layer takes, not those of layers before it (names)
+        node = stack.pop()
+        if isinstance(node, E.Im2Col) and not isinstance(node.args[0], OneMatrix):
+            source = node.args[0]
+            return (source.name if hasattr(source, "name") else str(source)), out.name
+        if not isinstance(node, E.Named):
+            stack.extend(E.children(node))
+    raise ValueError(f"{_label(layer)} computes no windows in {out}")
+
+
+def _conv_formulas(layer: _Conv, named) -> list[str]:
+    x, z = _names_of(layer, named)
+    win, r = layer.window, layer.rank
+    k, b = layer.kernel.symbol.name, layer.bias
+    y_at, x_at = _source(win, r)
+    taps = "u, v, c" if r == 2 else "v, c"
+    kern = f"{k}[{taps}, f]"
+    read = _at(x, r, "k", y_at, x_at, "c")
+    bias = f"{b.symbol.name}[f] + " if b is not None else ""
+    delta = f"d{z}"
+    lines = [
+        f"{_at(z, r, 'k', 'i', 'j', 'f')} = {bias}sum over {taps} of {read} * {kern}"
+        + ("   (0 outside the image)" if win.pad_top or win.pad_left else ""),
+        f"dL/d{kern} = sum over k, {'i, j' if r == 2 else 'j'} of "
+        f"{_at(delta, r, 'k', 'i', 'j', 'f')} * {read}   "
+        f"(the cotangent {delta} = dL/d{z} correlated with the input)",
+    ]
+    if b is not None:
+        lines.append(
+            f"dL/d{b.symbol.name}[f] = sum over k, {'i, j' if r == 2 else 'j'} of "
+            f"{_at(delta, r, 'k', 'i', 'j', 'f')}"
+        )
+    lines.append(
+        f"dL/d{_at(x, r, 'k', 'y', 'x', 'c')} = sum over {taps.replace('c', 'f')} of "
+        f"{_at(delta, r, 'k', 'i', 'j', 'f')} * {kern} where {_inverse(win, r)}   "
+        "(a full correlation with the flipped kernel)"
+    )
+    return lines
+
+
+def _inverse(win: E.Window, rank: int) -> str:
+    """``y = s*i + d*u - p, x = ...``: the windows (i, j) whose tap (u, v) reads (y, x)."""
+    y_at, x_at = _source(win, rank)
+    return f"y = {y_at}, x = {x_at}" if rank == 2 else f"x = {x_at}"
+
+
+def _pool_formulas(layer, named) -> list[str]:
+    x, s = _names_of(layer, named)
+    win, r = layer.window, layer.rank
+    y_at, x_at = _source(win, r)
+    taps = "u, v" if r == 2 else "v"
+    read = _at(x, r, "k", y_at, x_at, "c")
+    out = _at(s, r, "k", "i", "j", "c")
+    delta = _at(f"d{s}", r, "k", "i", "j", "c")
+    grad = f"dL/d{_at(x, r, 'k', 'y', 'x', 'c')}"
+    where = (
+        f"windows (i, j) with {_inverse(win, r)}"
+        if r == 2
+        else f"windows j with {_inverse(win, r)}"
+    )
+    if layer.kind == "max":
+        return [
+            f"{out} = max over {taps} of {read}",
+            f"{grad} = sum over the {where} whose max is {_at(x, r, 'k', 'y', 'x', 'c')} of "
+            f"{delta}   (the cotangent goes to the argmax)",
+        ]
+    return [
+        f"{out} = mean over the {taps} inside the image of {read}",
+        f"{grad} = sum over the {where} of {delta} / (taps of window inside the image)",
+    ]
+
+
+_Conv._formula_rule = staticmethod(_conv_formulas)
+_Pooling._formula_rule = _GlobalPooling._formula_rule = staticmethod(_pool_formulas)

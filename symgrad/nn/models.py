@@ -265,9 +265,22 @@ class Model(Trainer):
 
         self._require_compiled("explain")
         graph = self._training_graph()
-        return inspect.explain(
+        text = inspect.explain(
             graph.raw_loss, [w.symbol for w in graph.weights], context=[graph.output]
         )
+        lines = self.element_formulas()
+        return text + ("\n\nPer element:\n" + "\n".join(f"  {t}" for t in lines) if lines else "")
+
+    def element_formulas(self) -> list[str]:
+        """Convolution and pooling layers entry by entry: ``Z1[k, i, j, f] = ...``, the kernel
+        gradient as a correlation of the cotangent with the input, pooling's routing."""
+        graph = self._training_graph()
+        return [
+            line
+            for layer in self.layers
+            if hasattr(layer, "element_formulas")
+            for line in layer.element_formulas(graph.layer_names.get(layer.name, []))
+        ]
 
 
 class Sequential(Model):

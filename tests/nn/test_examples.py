@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from examples import custom_activation, digits, regression
 from tests.nn.helpers import BACKEND
@@ -75,3 +76,17 @@ def test_functional_residual_example_reaches_97_percent(capsys):
     assert "dL/dhidden_1/kernel  = 1/n*X.T*(((P - Y)*classes_kernel.T + " in out
     accuracy = float(out.split("test accuracy ")[1].split()[0])
     assert accuracy >= 0.97
+
+
+@pytest.mark.slow
+def test_digits_cnn_example_reaches_98_percent(capsys):
+    from examples import digits_cnn
+
+    assert digits_cnn.main(["--backend", "llvm", "--verbose", "0"]) == 0
+    out = capsys.readouterr().out
+    assert " conv2d (Conv2D)              (None, 8, 8, 32)        320   Z1 = reshape(" in out
+    assert (
+        "dL/dconv2d_kernel[u, v, c, f] = sum over k, i, j of dZ1[k, i, j, f] * "
+        "X[k, i + u - 1, j + v - 1, c]" in out
+    )
+    assert "(the cotangent goes to the argmax)" in out
