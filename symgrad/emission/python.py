@@ -53,6 +53,7 @@ class ModelSource:
     forward_formulas: dict[str, str]
     gradient_formulas: dict[str, str]
     label_note: str = ""
+    input_shape: tuple[int, ...] = ()  # of one sample, when not (INPUT_DIM,): (H, W, C)...
 
 
 KERNEL_DOCS = {
@@ -184,6 +185,7 @@ def _model_docstring(m: ModelSource, weights_file: bool) -> str:
 def _constants(m: ModelSource) -> list[str]:
     lines = [
         f"INPUT_DIM = {m.input_dim}",
+        *([f"INPUT_SHAPE = {m.input_shape}  # of one sample"] if len(m.input_shape) > 1 else []),
         f"OUTPUT_DIM = {m.output_dim}",
         f"LOSS = {_string(m.loss)}",
         "# the weights in get_weights() order: Keras path -> shape",
@@ -265,7 +267,7 @@ def _api(m: ModelSource) -> list[str]:
         ),
         _FIT,
         _prepare_targets(m),
-        _HELPERS,
+        _IMAGE_ROWS if len(m.input_shape) > 1 else _HELPERS,
     ]
 
 
@@ -380,6 +382,17 @@ def _as_rows(x):
 
 def _weights(params):
     return [numpy.asarray(params[name], dtype=DTYPE) for name in PARAMETERS]'''
+
+
+_IMAGE_ROWS = _HELPERS.replace(
+    """    x = numpy.ascontiguousarray(x, dtype=DTYPE)
+""",
+    """    x = numpy.ascontiguousarray(x, dtype=DTYPE)
+    if x.shape[1:] == INPUT_SHAPE:  # samples of INPUT_SHAPE: rows, row-major, channels last
+        x = x.reshape(len(x), INPUT_DIM)
+""",
+)
+"""The helpers of a model whose samples are images or sequences (``INPUT_SHAPE``)."""
 
 
 _PREPARE_SPARSE = """\

@@ -252,6 +252,7 @@ def model_source(model: Model) -> ModelSource:
         summary="\n".join(summary),
         dtype=model.dtype,
         input_dim=int(model.input_dim),
+        input_shape=tuple(int(d) for d in model.input_shape),
         output_dim=int(model.output_dim),
         loss=model.loss.name,
         optimizer=repr(optimizer),
