@@ -84,7 +84,7 @@ def test_digits_cnn_example_reaches_98_percent(capsys):
 
     assert digits_cnn.main(["--backend", "llvm", "--verbose", "0"]) == 0
     out = capsys.readouterr().out
-    assert " conv2d (Conv2D)              (None, 8, 8, 32)        320   Z1 = reshape(" in out
+    assert " conv2d (Conv2D)                (None, 8, 8, 32)         320   Z1 = reshape(" in out
     assert (
         "dL/dconv2d_kernel[u, v, c, f] = sum over k, i, j of dZ1[k, i, j, f] * "
         "X[k, i + u - 1, j + v - 1, c]" in out
