@@ -504,17 +504,16 @@ def lower_reshape(ctx: StepContext, s: Reshape) -> None:
 
 
 def lower_row_max(ctx: StepContext, s: RowMax) -> None:
-    """out[i] = max over j of a[i, j] (maxnum: a nan entry is skipped)"""
+    """out[i] = max over j of a[i, j] (a nan entry is skipped, as in softmax's row max)"""
     k = Kernel(ctx, "rowmax", s, 2, [s.out, s.a], [])
     b, e, ty, (rows, cols) = k.b, k.e, k.ty, k.ints
-    maxnum = _maxnum(ctx.module, ty)
 
     def row(i, _):
         x = element(b, ty, k.ptr[s.a.name], b.mul(i, cols))
         (m,) = for_range(
             b,
             cols,
-            lambda j, acc: [b.call(maxnum, [acc[0], load(b, ty, x, j)])],
+            lambda j, acc: [_larger(b, e, acc[0], load(b, ty, x, j))],
             init=[e.c(float("-inf"))],
         )
         store(b, ty, m, k.ptr[s.out.name], i)
