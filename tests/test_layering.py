@@ -46,6 +46,7 @@ STAGES = (
         ),
     ),
     ("emission", ("symgrad.emission",)),
+    ("distributed", ("symgrad.distributed",)),  # on Ray; the top-level API never imports it
     ("api", ("symgrad", "symgrad.__main__")),
 )
 # What each symgrad stage may read of codegen: the IR is the boundary; the training API
@@ -59,6 +60,7 @@ CODEGEN_ALLOWED = {
     "compiler": ("codegen",),
     "nn": ("codegen.files",),
     "emission": ("codegen",),
+    "distributed": (),
     "api": (),
 }
 # every registered backend's package (the registry imports none of them)

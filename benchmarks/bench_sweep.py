@@ -1,0 +1,156 @@
+"""A 200-trial sweep of the digits MLP: Ray workers against the same trials in one process.
+
+Run from the repository root (Ray installed: ``pip install -e ".[ray]"``)::
+
+    python -m benchmarks.bench_sweep                 # 200 trials, 5 epochs, 3 rounds
+    python -m benchmarks.bench_sweep --epochs 10 --rounds 5 --workers 2
+
+The trials: learning rates (5) x momentum (0, 0.9) x seeds (20) of a 64-32-10
+MLP (relu, softmax, sparse categorical cross-entropy, SGD, float64, LLVM backend)
+on 80% of sklearn's digits, batches of 32, validated on the other 20%. Three
+candidates run the same trials, alternating round by round in one run:
+
+- ``one process, fresh model per trial``: what a loop over the trials does --
+  build, compile (the disk cache makes every compilation after the first cheap,
+  but the graph is still derived and the code loaded) and fit;
+- ``one process, program reused``: ``sweep(..., num_workers=0)``, each structure
+  compiled once;
+- ``Ray, N workers``: ``sweep(..., num_workers=N)`` on a local cluster of N CPUs
+  (started before timing; each round starts fresh workers, so their compilations
+  are timed).
+
+Every library gets one thread (``OPENBLAS_NUM_THREADS=1``, inherited by the Ray
+workers). The script checks that every trial's history is the same in all three.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # before NumPy; Ray's workers inherit it (no CPU pinning here)
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+from benchmarks.common import environment  # noqa: E402
+from symgrad import distributed  # noqa: E402
+from symgrad.distributed import trials  # noqa: E402
+from symgrad.layers import Dense  # noqa: E402
+from symgrad.models import Sequential  # noqa: E402
+
+SETTINGS = {
+    "optimizer": "sgd",
+    "loss": "sparse_categorical_crossentropy",
+    "metrics": ["accuracy"],
+    "backend": "llvm",
+    "dtype": "float64",
+}
+SPACE = {
+    "learning_rate": [0.3, 0.1, 0.03, 0.01, 0.003],
+    "momentum": [0.0, 0.9],
+    "seed": list(range(20)),
+}
+
+
+def build(hp):
+    return Sequential([Dense(32, "relu", input_dim=64), Dense(10, "softmax")])
+
+
+def digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    return train_test_split(
+        d.data / 16.0, d.target, test_size=0.2, random_state=0, stratify=d.target
+    )
+
+
+def fresh_models(plan, data, epochs):
+    """The plain loop: a new model per trial, compiled and trained."""
+    x, x_val, y, y_val = data
+    rows = []
+    for i, hp in enumerate(plan):
+        model = build(hp)
+        optimizer = trials.trial_optimizer(SETTINGS, hp)
+        rest = {k: v for k, v in SETTINGS.items() if k != "optimizer"}
+        model.compile(optimizer=optimizer, seed=hp["seed"], **rest)
+        history = model.fit(
+            x, y, epochs=epochs, batch_size=32, validation_data=(x_val, y_val), verbose=0
+        )
+        rows.append({"trial": i, "history": history.history})
+    return rows
+
+
+def swept(data, epochs, workers):
+    x, x_val, y, y_val = data
+    return distributed.sweep(
+        build,
+        SPACE,
+        x,
+        y,
+        compile=SETTINGS,
+        epochs=epochs,
+        validation_data=(x_val, y_val),
+        metric="val_accuracy",
+        num_workers=workers,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    data = digits()
+    plan = trials.expand(SPACE)
+    print(environment())
+    ray = distributed.init(num_cpus=args.workers)
+    print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), ray {ray.__version__}")
+    fresh_models(plan[:1], data, 1)  # the first compilation fills the disk cache, untimed
+    names = [
+        "one process, fresh model per trial",
+        "one process, program reused",
+        f"Ray, {args.workers} workers",
+    ]
+    runs = {
+        names[0]: lambda: fresh_models(plan, data, args.epochs),
+        names[1]: lambda: swept(data, args.epochs, 0),
+        names[2]: lambda: swept(data, args.epochs, args.workers),
+    }
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    last = {}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            last[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+    reference = {r["trial"]: r["history"] for r in last[names[0]]}
+    for name in names[1:]:
+        assert all(r["history"] == reference[r["trial"]] for r in last[name]), name
+    print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
+    print(
+        f"\n{len(plan)} trials x {args.epochs} epochs, median of {args.rounds} rounds; "
+        "every trial's history identical in all three"
+    )
+    base = statistics.median(seconds[names[0]])
+    print(
+        "| candidate | seconds | trials / s | speed-up | compilations |\n|---|---:|---:|---:|---:|"
+    )
+    for name in names:
+        median = statistics.median(seconds[name])
+        rows = last[name]
+        compiled = rows.compilations if hasattr(rows, "compilations") else len(plan)
+        print(
+            f"| {name} | {median:.2f} | {len(plan) / median:.1f} | {base / median:.2f}x "
+            f"| {compiled} |"
+        )
+    best = last[names[2]].best
+    print(f"\nbest trial: {best['hp']} val_accuracy={best['metrics']['val_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

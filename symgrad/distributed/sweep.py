@@ -1,0 +1,308 @@
+"""symgrad.distributed.sweep: many trainings on a Ray cluster, one compilation per structure.
+
+Each worker is a Ray actor holding a :class:`~symgrad.distributed.trials.TrialRunner`:
+it receives the user's ``build`` function, the compile settings and the data
+(once, through the object store), compiles each distinct model structure the
+first time a trial of it arrives -- or finds its code in its own disk cache
+(``codegen.cache``) -- and reuses the compiled program for every further trial
+that differs only in runtime values.  Native code never leaves the machine that
+compiled it; what travels is ``build`` (pickled Python), trials and result rows.
+
+A worker that dies (or runs a trial past ``trial_timeout``) is replaced; the trial
+it was running is retried up to ``max_retries`` times, then reported ``failed``
+with its hyperparameters, and the sweep goes on.  Every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+
+from symgrad.distributed import runtime, trials
+from symgrad.nn import validation
+
+PIPELINE = 2
+"""Trials queued on each worker at once, so it never waits for the driver between trials."""
+
+POLL = 1.0
+"""Seconds between the driver's checks of trial timeouts while it waits for results."""
+
+
+class SweepResults(Sequence):
+    """The rows of a sweep, best first: one dict per trial.
+
+    Each row has ``trial`` (its index in the space), ``hp``, ``status`` (``ok``,
+    ``non_finite``, ``error`` or ``failed`` -- its worker died ``attempts`` times),
+    ``error``, ``metrics`` (the last epoch's logs), ``history`` (per-epoch lists),
+    ``seconds``, ``worker`` (pid) and ``compiled`` (whether the trial paid a compilation).
+
+    >>> results = sweep(build, {"learning_rate": [0.1, 0.01]}, x, y, compile={...})
+    >>> results.best["hp"], results.best["metrics"]["val_loss"]
+    >>> print(results)  # the table
+    """
+
+    def __init__(self, rows, metric: str, mode: str, seconds: float, workers: int):
+        self.metric, self.mode = metric, mode
+        self.seconds, self.workers = seconds, workers
+        self.rows = _ranked(list(rows), metric, mode)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    @property
+    def best(self) -> dict:
+        return self.rows[0]
+
+    @property
+    def compilations(self) -> int:
+        """Trials that compiled their structure (at most structures x workers)."""
+        return sum(bool(r["compiled"]) for r in self.rows)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+    def sorted(self, by: str | None = None, mode: str = "auto") -> SweepResults:
+        """The rows ranked by another metric (``mode``: ``min``, ``max``, ``auto``)."""
+        by = by or self.metric
+        return SweepResults(self.rows, by, _mode(by, mode), self.seconds, self.workers)
+
+    def to_pandas(self):
+        """A DataFrame, one row per trial: hyperparameters, final metrics, status."""
+        import pandas  # an optional extra of the user's
+
+        return pandas.DataFrame([_flat(r) for r in self.rows])
+
+    def table(self, limit: int | None = None) -> str:
+        """The rows as aligned text: trial, hyperparameters, final metrics, status."""
+        rows = [_flat(r) for r in self.rows[:limit]]
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return (
+            f"<SweepResults {len(self)} trials, {len(self.failed)} not ok, best {self.metric}="
+            f"{self.best['metrics'].get(self.metric) if self.rows else None}>"
+        )
+
+
+def _mode(metric: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+    if mode == "auto":  # as Keras's callbacks: accuracies grow, everything else shrinks
+        return "max" if "acc" in metric else "min"
+    return mode
+
+
+def _ranked(rows: list[dict], metric: str, mode: str) -> list[dict]:
+    """Rows with a finite ``metric`` best first (ties by trial), then the others by trial."""
+
+    def rank(row):
+        value = row["metrics"].get(metric) if row["status"] == "ok" else None
+        if value is None or not math.isfinite(value):
+            return (1, 0.0, row["trial"])
+        return (0, -value if mode == "max" else value, row["trial"])
+
+    return sorted(rows, key=rank)
+
+
+def _flat(row: dict) -> dict:
+    return {
+        "trial": row["trial"],
+        **row["hp"],
+        **row["metrics"],
+        "status": row["status"],
+        "attempts": row.get("attempts", 1),
+        "compiled": row["compiled"],
+    }
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class SweepWorker:
+    """A sweep's Ray actor: a TrialRunner over the data it received once."""
+
+    def __init__(self, build: Callable, settings: Mapping, data, fit_args: Mapping):
+        x, y, validation_data = data
+        args = dict(fit_args, validation_data=validation_data)
+        self.runner = trials.TrialRunner(build, settings, x, y, args)
+
+    def run(self, trial: int, hp: Mapping) -> dict:
+        return self.runner.run(trial, hp)
+
+
+def sweep(
+    build: Callable,
+    space,
+    x,
+    y,
+    *,
+    compile: Mapping,  # noqa: A002 - the settings of model.compile, by that name
+    epochs: int = 1,
+    batch_size: int = 32,
+    validation_data=None,
+    shuffle: bool = True,
+    metric: str | None = None,
+    mode: str = "auto",
+    num_workers: int | None = None,
+    max_retries: int = 1,
+    trial_timeout: float = 600.0,
+) -> SweepResults:
+    """Train one model per trial of ``space`` on a Ray cluster; the rows come back best first.
+
+    ``build(hp)`` returns an uncompiled model for a trial (a dict: one value per key of
+    ``space``); ``compile`` holds the compile arguments shared by all trials
+    (``optimizer``, ``loss``, ``metrics``, ``backend``, ``dtype``).  A trial's
+    ``optimizer`` key replaces the optimizer, its keys named as the optimizer's
+    hyperparameters (``learning_rate``, ``momentum``...) set them, ``seed`` seeds
+    compile, ``epochs`` / ``batch_size`` override fit's.  ``metric`` ranks the rows
+    (default ``val_loss`` with validation data, else ``loss``).
+
+    ``num_workers``: Ray actors to run trials on (default: the cluster's CPUs); ``0``
+    runs the trials one after the other in this process, without Ray.
+
+    >>> from symgrad.distributed import sweep
+    >>> space = {"learning_rate": [0.3, 0.1, 0.03], "momentum": [0.0, 0.9], "seed": range(4)}
+    >>> results = sweep(build, space, x, y, compile={"optimizer": "sgd", "loss": "mse"},
+    ...                 epochs=10, validation_data=(x_val, y_val))
+    >>> print(results.table(limit=5))
+    """
+    settings = trials.check_compile_settings(compile)
+    plan = trials.expand(space)
+    epochs = validation.non_negative_int(epochs, "epochs")
+    batch_size = validation.positive_int(batch_size, "batch_size")
+    max_retries = validation.non_negative_int(max_retries, "max_retries")
+    if not (isinstance(trial_timeout, (int, float)) and trial_timeout > 0):
+        raise ValueError(
+            f"trial_timeout must be a number of seconds > 0. Received: {trial_timeout!r}"
+        )
+    metric = metric or ("val_loss" if validation_data is not None else "loss")
+    mode = _mode(metric, mode)
+    fit_args = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}
+    start = time.perf_counter()
+    if num_workers == 0:
+        runner = trials.TrialRunner(
+            build, settings, x, y, dict(fit_args, validation_data=validation_data)
+        )
+        rows = [runner.run(i, hp) for i, hp in enumerate(plan)]
+        return SweepResults(rows, metric, mode, time.perf_counter() - start, 0)
+    r = runtime.init()
+    if num_workers is None:
+        num_workers = max(1, int(r.cluster_resources().get("CPU", 1)))
+    num_workers = validation.positive_int(num_workers, "num_workers")
+    data = r.put((x, y, validation_data))
+    actor = r.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(SweepWorker)
+    spawn = lambda: actor.remote(build, settings, data, fit_args)  # noqa: E731
+    pool = _Pool(r, [spawn() for _ in range(min(num_workers, len(plan)) or 1)], spawn)
+    rows = pool.run(plan, max_retries, float(trial_timeout))
+    return SweepResults(rows, metric, mode, time.perf_counter() - start, num_workers)
+
+
+def _record(trial: int, row: dict, attempts: list[int], rows: dict) -> None:
+    row["attempts"] = attempts[trial] + 1
+    rows[trial] = row
+
+
+class _Pool:
+    """The driver's side of a sweep: queues trials on actors, replaces the ones that die."""
+
+    def __init__(self, r, actors: list, spawn: Callable):
+        self.r, self.actors, self.spawn = r, actors, spawn
+        self.running: list[deque] = [deque() for _ in actors]  # (ref, trial) per actor, in order
+        self.started = [time.monotonic() for _ in actors]  # when its current trial began
+
+    def run(self, plan: list[dict], max_retries: int, timeout: float) -> list[dict]:
+        queue = deque(range(len(plan)))
+        attempts = [0] * len(plan)
+        rows: dict[int, dict] = {}
+        while queue or any(self.running):
+            self._fill(queue, plan)
+            refs = [ref for jobs in self.running for ref, _ in jobs]
+            ready, _ = self.r.wait(refs, num_returns=1, timeout=POLL)
+            for ref in ready:
+                a, job = next(
+                    (i, job) for i, jobs in enumerate(self.running) for job in jobs if job[0] == ref
+                )
+                try:
+                    row = self.r.get(ref, timeout=timeout)
+                except runtime.lost_errors() as err:  # any of its trials: the actor is gone
+                    self._lost(a, queue, plan, attempts, rows, max_retries, type(err).__name__)
+                    continue
+                self.running[a].remove(job)
+                _record(job[1], row, attempts, rows)
+                self.started[a] = time.monotonic()
+            now = time.monotonic()
+            for a, jobs in enumerate(self.running):
+                if jobs and now - self.started[a] > timeout:
+                    self.r.kill(self.actors[a], no_restart=True)
+                    why = f"no result within trial_timeout={timeout:g} s"
+                    self._lost(a, queue, plan, attempts, rows, max_retries, why)
+        return [rows[i] for i in range(len(plan))]
+
+    def _fill(self, queue: deque, plan: list[dict]) -> None:
+        for a, jobs in enumerate(self.running):
+            while queue and len(jobs) < PIPELINE:
+                trial = queue.popleft()
+                if not jobs:
+                    self.started[a] = time.monotonic()
+                jobs.append((self.actors[a].run.remote(trial, plan[trial]), trial))
+
+    def _finished(self, job, attempts, rows) -> bool:
+        """Whether the trial of ``job`` had its row back already (then it is recorded)."""
+        ref, trial = job
+        ready, _ = self.r.wait([ref], timeout=0)
+        try:
+            row = self.r.get(ready[0], timeout=0) if ready else None
+        except runtime.lost_errors():
+            return False
+        if row is not None:
+            _record(trial, row, attempts, rows)
+        return row is not None
+
+    def _lost(self, a, queue, plan, attempts, rows, max_retries, why: str) -> None:
+        """Actor ``a`` is gone: its running trial is retried or failed, the queued ones requeued.
+
+        Results it returned before dying are kept; the first trial without one was running.
+        """
+        jobs = list(self.running[a])
+        while len(jobs) > 1 and self._finished(jobs[0], attempts, rows):
+            jobs.pop(0)
+        head = jobs[0][1]
+        attempts[head] += 1
+        for _, trial in reversed(jobs[1:]):  # never started: back to the front, no attempt spent
+            queue.appendleft(trial)
+        if attempts[head] > max_retries:
+            rows[head] = {
+                "trial": head,
+                "hp": dict(plan[head]),
+                "status": "failed",
+                "error": f"its worker was lost {attempts[head]} times ({why})",
+                "attempts": attempts[head],
+                "history": {},
+                "metrics": {},
+                "compiled": False,
+                "worker": None,
+                "seconds": None,
+            }
+        else:
+            queue.appendleft(head)
+        self.actors[a], self.running[a] = self.spawn(), deque()
+        self.started[a] = time.monotonic()

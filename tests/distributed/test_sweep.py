@@ -1,0 +1,219 @@
+"""Sweeps: every trial equals its solo run, one compilation per structure and worker, faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from symgrad import distributed
+from symgrad.layers import Dense
+from symgrad.models import Sequential
+
+SETTINGS = {
+    "optimizer": "sgd",
+    "loss": "sparse_categorical_crossentropy",
+    "metrics": ["accuracy"],
+    "backend": "llvm",
+    "dtype": "float64",
+}
+# two structures (SGD's rule has a momentum slot only when momentum > 0), several trials each
+SPACE = {"learning_rate": [0.2, 0.05], "momentum": [0.0, 0.9], "seed": [0, 1]}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x, y = d.data[:480] / 16.0, d.target[:480]
+    return x[:400], y[:400], (x[400:], y[400:])
+
+
+def build(hp):
+    return Sequential([Dense(hp.get("units", 12), "relu", input_dim=64), Dense(10, "softmax")])
+
+
+def solo(hp, x, y, val, settings=SETTINGS, epochs=2):
+    """The trial trained alone: a fresh model, compiled with the trial's optimizer and seed."""
+    model = build(hp)
+    optimizer = distributed.trials.trial_optimizer(settings, hp)
+    rest = {k: v for k, v in settings.items() if k != "optimizer"}
+    model.compile(optimizer=optimizer, seed=hp.get("seed"), **rest)
+    history = model.fit(x, y, epochs=epochs, batch_size=32, validation_data=val, verbose=0)
+    return history.history, model.get_weights()
+
+
+def test_import_symgrad_imports_no_ray():
+    code = "import sys, symgrad, symgrad.distributed; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_expand_takes_the_product_in_order_or_a_list():
+    assert distributed.expand({"a": [1, 2], "b": range(2)}) == [
+        {"a": 1, "b": 0},
+        {"a": 1, "b": 1},
+        {"a": 2, "b": 0},
+        {"a": 2, "b": 1},
+    ]
+    assert distributed.expand([{"a": 1}, {"b": 2}]) == [{"a": 1}, {"b": 2}]
+    with pytest.raises(TypeError, match=r"Received: a=0\.1"):
+        distributed.expand({"a": 0.1})
+    with pytest.raises(TypeError, match="Received: space of type int"):
+        distributed.expand(3)
+
+
+def test_bad_settings_are_named(digits):
+    x, y, _ = digits
+    with pytest.raises(ValueError, match="Received: seed"):
+        distributed.sweep(build, SPACE, x, y, compile={**SETTINGS, "seed": 1}, num_workers=0)
+    with pytest.raises(ValueError, match="compile needs a loss"):
+        distributed.sweep(build, SPACE, x, y, compile={"optimizer": "sgd"}, num_workers=0)
+    with pytest.raises(ValueError, match="Received: mode='best'"):
+        distributed.sweep(build, SPACE, x, y, compile=SETTINGS, num_workers=0, mode="best")
+
+
+def test_reused_program_gives_each_trial_its_solo_result(digits):
+    """In one process: 8 trials, 2 structures, 2 compilations; histories and weights bit-equal."""
+    x, y, val = digits
+    space = [
+        *distributed.expand(SPACE)[::2],
+        {"optimizer": "adam", "learning_rate": 0.01, "seed": 3},
+    ]
+    runner = distributed.TrialRunner(
+        build, SETTINGS, x, y, {"epochs": 2, "batch_size": 32, "validation_data": val}
+    )
+    for hp in space:
+        model, history, _ = runner.fit(hp)
+        alone_history, alone_weights = solo(hp, x, y, val)
+        assert history.history == alone_history, hp
+        for got, want in zip(model.get_weights(), alone_weights):
+            np.testing.assert_array_equal(got, want)
+    assert runner.compilations == 3  # SGD, SGD with momentum, Adam
+    assert [hp["momentum"] for hp in space[:4]] == [0.0, 0.9, 0.0, 0.9]
+
+
+def test_sweep_in_process_ranks_best_first(digits):
+    x, y, val = digits
+    results = distributed.sweep(
+        build, SPACE, x, y, compile=SETTINGS, epochs=2, validation_data=val, num_workers=0
+    )
+    assert results.metric == "val_loss" and results.mode == "min"
+    values = [r["metrics"]["val_loss"] for r in results]
+    assert values == sorted(values)
+    assert results.compilations == 2
+    by_accuracy = results.sorted("val_accuracy")
+    assert by_accuracy.mode == "max"
+    accuracies = [r["metrics"]["val_accuracy"] for r in by_accuracy]
+    assert accuracies == sorted(accuracies, reverse=True)
+    header = results.table().splitlines()[0].split()
+    assert header == [
+        "trial", "learning_rate", "momentum", "seed", "loss", "accuracy",
+        "val_loss", "val_accuracy", "status", "attempts", "compiled",
+    ]  # fmt: skip
+    assert len(results.table(limit=3).splitlines()) == 4
+
+
+def test_sweep_on_two_workers_matches_the_solo_runs(digits, by_value):
+    by_value(__name__)
+    x, y, val = digits
+    results = distributed.sweep(
+        build, SPACE, x, y, compile=SETTINGS, epochs=2, validation_data=val, num_workers=2
+    )
+    assert len(results) == 8 and not results.failed
+    for row in results:
+        assert row["history"] == solo(row["hp"], x, y, val)[0], row["hp"]
+    # each worker compiles each structure at most once: 2 structures x 2 workers
+    assert 2 <= results.compilations <= 4
+    assert len({row["worker"] for row in results}) == 2
+
+
+def killing_build(hp):
+    """Kills its own worker process (SIGKILL) in a trial with ``kill``: every time, or only
+    while the file ``hp["kill"]`` does not exist (it is made first: the retry then runs)."""
+    kill = hp.get("kill")
+    if kill is True or (kill and not os.path.exists(kill)):
+        if kill is not True:
+            open(kill, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return build(hp)
+
+
+def test_a_killed_worker_s_trial_is_retried_or_reported_and_the_sweep_finishes(
+    digits, by_value, tmp_path
+):
+    by_value(__name__)
+    x, y, _ = digits
+    once = str(tmp_path / "killed-once")
+    kills = [False, once, True, False]  # trial 1 kills its worker once, trial 2 every time
+    space = [{"learning_rate": 0.1, "seed": s, "kill": k} for s, k in enumerate(kills)]
+    results = distributed.sweep(
+        killing_build, space, x, y, compile=SETTINGS, epochs=1, num_workers=2, max_retries=1
+    )
+    rows = {r["trial"]: r for r in results}
+    assert os.path.exists(once)
+    assert [rows[i]["status"] for i in range(4)] == ["ok", "ok", "failed", "ok"]
+    assert [rows[i]["attempts"] for i in range(4)] == [1, 2, 2, 1]
+    assert rows[1]["history"] == solo(space[1], x, y, None, epochs=1)[0]
+    assert rows[2]["hp"] == space[2]
+    assert rows[2]["error"].startswith("its worker was lost 2 times (")
+    assert results[-1]["trial"] == 2  # failed rows rank last
+    assert results.failed == [rows[2]]
+
+
+def sleepy_build(hp):
+    if hp.get("sleep"):
+        time.sleep(hp["sleep"])
+    return build(hp)
+
+
+@pytest.mark.slow
+def test_a_trial_past_its_timeout_is_killed_and_reported(digits, by_value):
+    by_value(__name__)
+    x, y, _ = digits
+    space = [{"learning_rate": 0.1, "seed": 0, "sleep": 600}, {"learning_rate": 0.1, "seed": 1}]
+    settings = {**SETTINGS, "backend": "numpy"}
+    start = time.monotonic()
+    results = distributed.sweep(
+        sleepy_build, space, x, y, compile=settings, num_workers=2, max_retries=0, trial_timeout=20
+    )
+    assert time.monotonic() - start < 120
+    rows = {r["trial"]: r for r in results}
+    assert rows[0]["status"] == "failed"
+    assert "no result within trial_timeout=20 s" in rows[0]["error"]
+    assert rows[1]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_tune_drives_trials_with_asha(digits, by_value, tmp_path):
+    by_value(__name__)
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    x, y, val = digits
+    train = distributed.trainable(build, x, y, compile=SETTINGS, epochs=4, validation_data=val)
+    rates = [0.3, 0.1, 0.003, 0.001]
+    tuner = tune.Tuner(
+        train,
+        param_space={"learning_rate": tune.grid_search(rates), "seed": 0},
+        tune_config=tune.TuneConfig(
+            metric="val_loss",
+            mode="min",
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2),
+        ),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+    )
+    grid = tuner.fit()
+    assert not grid.errors
+    reported = {r.config["learning_rate"]: r for r in grid}
+    # every epoch reported; ASHA stopped some trials before the last epoch
+    epochs = {lr: r.metrics["epoch"] for lr, r in reported.items()}
+    assert epochs[0.3] == 4 and min(epochs.values()) < 4
+    for lr, r in reported.items():
+        history, _ = solo({"learning_rate": lr, "seed": 0}, x, y, val, epochs=4)
+        assert list(r.metrics_dataframe["val_loss"]) == history["val_loss"][: epochs[lr]]
