@@ -208,7 +208,11 @@ def test_tune_drives_trials_with_asha(digits, by_value, tmp_path):
         ),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
     )
-    grid = tuner.fit()
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        grid = tuner.fit()
+    finally:  # Tune catches SIGINT while it runs and leaves its handler installed after
+        signal.signal(signal.SIGINT, handler)
     assert not grid.errors
     reported = {r.config["learning_rate"]: r for r in grid}
     # every epoch reported; ASHA stopped some trials before the last epoch
