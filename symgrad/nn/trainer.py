@@ -592,8 +592,12 @@ class Trainer:
         validation_data=None,
         shuffle: bool = True,
         initial_epoch: int = 0,
+        strategy=None,
     ) -> callbacks_module.History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a History.
+
+        ``strategy`` runs each epoch elsewhere: ``symgrad.distributed.DataParallel(num_workers=2)``
+        shards it over Ray workers (History, callbacks and errors as here).
 
         >>> history = model.fit(x, y, epochs=10, batch_size=32, validation_split=0.2)
         >>> history.history["loss"]  # one value per epoch
@@ -610,6 +614,11 @@ class Trainer:
                 raise TypeError(
                     f"callbacks must be symgrad.nn.callbacks.Callback instances. Received: {c!r}"
                 )
+        if strategy is not None and not callable(getattr(strategy, "epoch_runner", None)):
+            raise TypeError(
+                "strategy must be a training strategy such as "
+                f"symgrad.distributed.DataParallel(num_workers=2). Received: strategy={strategy!r}"
+            )
         x, y = self._prepare_xy(x, y)
         val = None
         if validation_data is not None:
@@ -628,9 +637,14 @@ class Trainer:
                 )
             x, y, val = x[:split_at], y[:split_at], (x[split_at:], y[split_at:])
         with self._deferred_interrupts():
-            return self._fit_loop(
-                x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch
-            )
+            if strategy is None:
+                runner = self._epoch_runner(x, y, batch_size, callbacks)
+            else:
+                runner = strategy.epoch_runner(self, x, y, batch_size, callbacks)
+            with runner as run:
+                return self._fit_loop(
+                    x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch, run
+                )
 
     @contextlib.contextmanager
     def _deferred_interrupts(self):
@@ -663,10 +677,26 @@ class Trainer:
             and not any(c.uses_batch_hooks() for c in callbacks)
         )
 
-    def _fit_loop(self, x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch):
+    @contextlib.contextmanager
+    def _epoch_runner(self, x, y, batch_size, callbacks):
+        """``run(order, tracker, hooks, where)``: one epoch of fit in this process (its
+        ``native`` attribute: as one native call). A strategy provides its own."""
         step = self._train_step()  # compile (and create the optimizer slots) before the clock runs
         native_metrics = self._native_metrics(step, y)
-        native_epochs = self._native_epochs(step, native_metrics, callbacks)
+
+        def run(order, tracker, hooks, where):
+            if run.native:
+                self._native_epoch(step, x, y, order, batch_size, tracker, where)
+            else:
+                self._python_epoch(x, y, order, batch_size, tracker, hooks, native_metrics, where)
+
+        run.native = self._native_epochs(step, native_metrics, callbacks)
+        yield run
+
+    def _fit_loop(
+        self, x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch, run_epoch
+    ):
+        native_epochs = run_epoch.native
         steps = math.ceil(len(x) / batch_size)
         history = callbacks_module.History()
         progress = [callbacks_module.ProgbarLogger(verbose)] if verbose else []
@@ -685,10 +715,7 @@ class Trainer:
             train.reset()
             where = {"epoch": epoch, "steps": steps, "history": history}
             with np.errstate(all="ignore"):  # overflow becomes inf; the loss guard reports it
-                if native_epochs:
-                    self._native_epoch(step, x, y, order, batch_size, train, where)
-                else:
-                    self._python_epoch(x, y, order, batch_size, train, hooks, native_metrics, where)
+                run_epoch(order, train, hooks, where)
             logs = train.logs()
             if val is not None:
                 logs.update(self._evaluate_arrays(val[0], val[1], batch_size, valid))
