@@ -243,7 +243,7 @@ def model_source(model: Model) -> ModelSource:
     for var in step.slots:
         weight, slot = slot_of[id(var)]
         initial = float(optimizer.slot_initial_value(slot))
-        slots.append(Weight(var.path, var.symbol.name, var.shape, weight, initial))
+        slots.append(Weight(var.path, var.symbol.name, var.matrix_shape, weight, initial))
     summary: list[str] = []
     model.summary(print_fn=summary.append)
     rules = {("w" if k == "variable" else k): v for k, v in optimizer.rule_text().items()}
@@ -258,7 +258,7 @@ def model_source(model: Model) -> ModelSource:
         optimizer=repr(optimizer),
         rules=rules,
         hyperparameters=hyperparameters,
-        weights=tuple(Weight(w.path, w.symbol.name, w.shape) for w in model.weights),
+        weights=tuple(Weight(w.path, w.symbol.name, w.matrix_shape) for w in model.weights),
         slots=tuple(slots),
         train=train.program,
         predict=programs.predict_step().function.program,
@@ -271,11 +271,7 @@ def model_source(model: Model) -> ModelSource:
 
 def weight_arrays(model: Model) -> dict[str, np.ndarray]:
     """Weights and optimizer state under the keys of ``model.save_weights``."""
-    arrays = {w.path: value for w, value in zip(model.weights, model.get_weights())}
-    for var in model.optimizer.variables:
-        arrays[f"optimizer/{var.path}"] = var.value
-    arrays["optimizer/iterations"] = np.array(model.optimizer.iterations)
-    return arrays
+    return model._weight_file_arrays()
 
 
 # --------------------------------------------------------------------------

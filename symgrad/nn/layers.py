@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,24 +28,107 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
 from symgrad.nn import initializers, regularizers
+from symgrad.nn import validation as data
 from symgrad.nn.validation import positive_int, sample_shape, width
 
 
 @dataclass(eq=False)
 class Variable:
-    """A trainable (or optimizer-state) matrix: Keras path, symbol, value, initializer."""
+    """A weight (or optimizer slot): Keras path, symbol, value, initializer, ``trainable``.
+
+    The symbol is a matrix (a bias is one row, ``(1, units)``, so that it adds to
+    every row of ``X W``) and ``value`` holds that matrix; ``shape``, ``numpy()``
+    and ``assign`` speak Keras's layout, where a bias (``vector=True``) is a vector
+    ``(units,)`` -- the layout of Keras's and PyTorch's exported weights.  Arrays
+    in the matrix layout (files written before this layout) are accepted too.
+    """
 
     path: str
     symbol: MatrixSymbol
     initializer: initializers.Initializer
     value: np.ndarray | None = None
+    vector: bool = False
+    trainable: bool = True
+    layer: Layer | None = None  # its owner: gives it a value on first use (the model's seed)
 
     @property
-    def shape(self) -> tuple[int, int]:
+    def name(self) -> str:
+        return self.path
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """The shape of the symbol and of ``value``, what the compiled programs read."""
         return (int(self.symbol.shape[0]), int(self.symbol.shape[1]))
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Keras's shape: ``(units,)`` for a bias, else the matrix shape."""
+        rows, cols = self.matrix_shape
+        return (cols,) if self.vector else (rows, cols)
+
+    @property
+    def size(self) -> int:
+        rows, cols = self.matrix_shape
+        return rows * cols
+
+    def accepts(self, shape: tuple) -> bool:
+        """Whether an array of ``shape`` can be this variable's value (either layout)."""
+        return tuple(shape) in (self.shape, self.matrix_shape)
+
+    def as_matrix(self, array: np.ndarray) -> np.ndarray:
+        """``array`` (of an accepted shape) in the matrix layout of ``value``."""
+        return np.reshape(array, self.matrix_shape)
+
+    def _require_value(self) -> np.ndarray:
+        model = getattr(self.layer, "model", None)
+        if self.value is None and model is not None and model.built:
+            model._materialize()  # initial values are drawn for all weights at once, in order
+        if self.value is None:
+            raise ValueError(
+                f"Variable {self.path} has no value yet: add its layer to a built model "
+                "(give the first layer input_dim, or call model.build(input_dim=...))"
+            )
+        return self.value
+
+    def numpy(self) -> np.ndarray:
+        """A copy of the value, in Keras's shape."""
+        return self._require_value().reshape(self.shape).copy()
+
+    def assign(self, value) -> None:
+        """Set the value in place (Keras's shape, or the matrix one); checked first."""
+        target = self._require_value()
+        target[...] = check_value(self, value)
+
     def __repr__(self) -> str:
-        return f"<Variable {self.path} shape={self.shape}>"
+        flag = "" if self.trainable else " trainable=False"
+        return f"<Variable {self.path} shape={self.shape}{flag}>"
+
+
+def check_value(var: Variable, value) -> np.ndarray:
+    """``value`` as a finite float array in ``var``'s matrix layout, or a ValueError naming it."""
+    array = data._numeric_array(value, var.path).astype(np.float64, copy=False)
+    if not var.accepts(array.shape):
+        layouts = f"{var.shape} (or {var.matrix_shape})" if var.vector else f"{var.shape}"
+        raise ValueError(
+            f"Weight {var.path} has shape {layouts}. Received: an array of shape {np.shape(value)}"
+        )
+    data.check_finite(array, var.path)
+    return var.as_matrix(array)
+
+
+def check_values(variables: Sequence[Variable], values, what: str) -> list[np.ndarray]:
+    """Every array of ``values`` checked against ``variables`` (count, shapes, finite) first."""
+    if isinstance(values, np.ndarray) or not isinstance(values, (list, tuple)):
+        raise TypeError(
+            f"{what} takes a list of arrays ({', '.join(v.path for v in variables)}). "
+            f"Received: {type(values).__name__}"
+        )
+    if len(values) != len(variables):
+        raise ValueError(
+            f"{what} expects {len(variables)} arrays "
+            f"({', '.join(w.path for w in variables)}). Received: {len(values)} arrays"
+        )
+    return [check_value(var, value) for var, value in zip(variables, values)]
 
 
 class Names:
@@ -178,6 +262,55 @@ class Layer:
         self.input_shape: tuple[int, ...] | None = None
         self.built = False
         self.model = None
+        self._trainable = True
+
+    @property
+    def trainable(self) -> bool:
+        """Whether ``fit`` updates this layer's weights (read at ``compile``, as in Keras)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(
+                f"Layer {self.name!r}: trainable must be True or False. Received: trainable={value!r}"
+            )
+        self._trainable = bool(value)
+        for w in self.weights:
+            w.trainable = self._trainable
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if not w.trainable]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of this layer's weights in Keras's layout: ``[kernel (in, units), bias (units,)]``."""
+        return [w.numpy() for w in self.weights]
+
+    def set_weights(self, weights) -> None:
+        """Replace this layer's weights (the order and shapes of ``get_weights()``), all checked first."""
+        what = f"Layer {self.name!r}: set_weights"
+        if not self.weights:
+            raise ValueError(f"{what}: the layer has no weights (it is not built, or has none)")
+        arrays = check_values(self.weights, weights, what)
+        for var, array in zip(self.weights, arrays):
+            var._require_value()[...] = array
+
+    def _variable(self, what: str, shape: tuple[int, int], initializer, vector=False) -> Variable:
+        """A new weight of this layer: ``<layer>/<what>``, symbol ``<layer>_<what>``."""
+        sym = E.matrix(f"{self.name}_{what}", *shape)
+        return Variable(
+            f"{self.name}/{what}",
+            sym,
+            initializer,
+            vector=vector,
+            trainable=self.trainable,
+            layer=self,
+        )
 
     @property
     def name(self) -> str:
@@ -207,7 +340,7 @@ class Layer:
         raise NotImplementedError
 
     def count_params(self) -> int:
-        return sum(w.shape[0] * w.shape[1] for w in self.weights)
+        return sum(w.size for w in self.weights)
 
     def get_config(self) -> dict:
         return {"name": self.name}
@@ -309,12 +442,10 @@ class Dense(Layer):
         if self.built and self.input_dim == input_dim:
             return
         super().build(input_dim)
-        sym = E.matrix(f"{self.name}_kernel", input_dim, self.units)
-        self.kernel = Variable(f"{self.name}/kernel", sym, self.kernel_initializer)
+        self.kernel = self._variable("kernel", (input_dim, self.units), self.kernel_initializer)
         self.bias = None
-        if self.use_bias:
-            sym = E.matrix(f"{self.name}_bias", 1, self.units)
-            self.bias = Variable(f"{self.name}/bias", sym, self.bias_initializer)
+        if self.use_bias:  # one row added to every row of X W; Keras's vector (units,)
+            self.bias = self._variable("bias", (1, self.units), self.bias_initializer, vector=True)
 
     def output_dim(self, input_dim):
         return self.units

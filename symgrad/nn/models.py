@@ -30,7 +30,15 @@ from symgrad.nn import layers as layers_module
 from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
 from symgrad.nn.convolution import CONVOLUTION_LAYERS
-from symgrad.nn.layers import InputLayer, KerasTensor, Layer, Variable, declared_shape, snake_case
+from symgrad.nn.layers import (
+    InputLayer,
+    KerasTensor,
+    Layer,
+    Variable,
+    check_values,
+    declared_shape,
+    snake_case,
+)
 from symgrad.nn.trainer import Trainer, TrainingGraph, forward
 
 
@@ -100,7 +108,7 @@ class Model(Trainer):
         return super().__new__(cls)
 
     def count_params(self) -> int:
-        return sum(w.shape[0] * w.shape[1] for w in self.weights)
+        return sum(w.size for w in self.weights)
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -122,7 +130,7 @@ class Model(Trainer):
         for w in self.weights:
             if w.value is None:
                 w.value = np.ascontiguousarray(
-                    w.initializer(w.shape, self._init_rng), dtype=self.dtype
+                    w.initializer(w.matrix_shape, self._init_rng), dtype=self.dtype
                 )
 
     def _build_from_weights(self, stored: dict[str, np.ndarray]) -> None:
@@ -136,51 +144,32 @@ class Model(Trainer):
     # Weights
 
     def get_weights(self) -> list[np.ndarray]:
-        """Copies of the weights, layer by layer (kernel, then bias)."""
+        """Copies of the weights, layer by layer (kernel ``(in, units)``, then bias ``(units,)``)."""
         if self.built:
             self._materialize()
-        return [w.value.copy() for w in self.weights]
+        return [w.numpy() for w in self.weights]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Replace the weights (same order and shapes as ``get_weights()``); checked first."""
         self._assign_weights(self._checked_weights(weights))
 
     def _checked_weights(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """``weights`` as arrays of the right shapes, all finite (else ValueError, nothing changed)."""
-        variables = self.weights
-        weights = list(weights)
-        if len(weights) != len(variables):
-            raise ValueError(
-                f"set_weights expects {len(variables)} arrays "
-                f"({', '.join(w.path for w in variables)}). Received: {len(weights)} arrays"
-            )
-        arrays = []
-        for var, value in zip(variables, weights):
-            array = (
-                data.as_matrix(value, var.path)
-                if np.ndim(value) == 2
-                else np.asarray(value, dtype=float)
-            )
-            if array.shape != var.shape:
-                raise ValueError(
-                    f"Weight {var.path} has shape {var.shape}. Received: an array of shape {np.shape(value)}"
-                )
-            data.check_finite(array, var.path)
-            arrays.append(array)
-        return arrays
+        """``weights`` in the matrix layout, all of the right shapes and finite (else ValueError,
+        nothing changed); biases as ``(units,)`` (Keras) or ``(1, units)`` (older files)."""
+        return check_values(self.weights, list(weights), "set_weights")
 
     def _assign_weights(self, arrays: Sequence[np.ndarray]) -> None:
         for var, array in zip(self.weights, arrays):
             if var.value is None:
-                var.value = np.empty(var.shape, dtype=self.dtype)
+                var.value = np.empty(var.matrix_shape, dtype=self.dtype)
             var.value[...] = array
 
     def _weight_file_arrays(self) -> dict[str, np.ndarray]:
         self._materialize()
-        arrays = {w.path: w.value for w in self.weights}
+        arrays = {w.path: w.numpy() for w in self.weights}  # Keras's layout
         if self.optimizer is not None:
             for var in self.optimizer.variables:
-                arrays[f"optimizer/{var.path}"] = var.value
+                arrays[f"optimizer/{var.path}"] = var.numpy()
             arrays["optimizer/iterations"] = np.array(self.optimizer.iterations)
         return arrays
 

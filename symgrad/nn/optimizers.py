@@ -199,10 +199,11 @@ class Optimizer:
             for slot in self.slot_names():
                 key = (w.path, slot)
                 var = self.slots.get(key)
-                if var is None or var.shape != w.shape:
-                    sym = E.matrix(f"{w.symbol.name}_{slot}", *w.shape)
-                    var = Variable(f"{w.path}/{slot}", sym, Constant(self.slot_initial_value(slot)))
-                    var.value = np.full(w.shape, self.slot_initial_value(slot), dtype=dtype)
+                if var is None or var.matrix_shape != w.matrix_shape:
+                    sym = E.matrix(f"{w.symbol.name}_{slot}", *w.matrix_shape)
+                    initial = self.slot_initial_value(slot)
+                    var = Variable(f"{w.path}/{slot}", sym, Constant(initial), vector=w.vector)
+                    var.value = np.full(w.matrix_shape, initial, dtype=dtype)
                     self.slots[key] = var
                 elif var.value.dtype != np.dtype(dtype):
                     var.value = np.ascontiguousarray(var.value, dtype=dtype)

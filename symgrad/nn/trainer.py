@@ -367,6 +367,41 @@ class Trainer:
         self._pending_optimizer_state: dict[str, np.ndarray] | None = None
         self.history = None
 
+    # -- weights and layers, the Keras way (the model provides ``weights`` and ``layers``)
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        """The weights ``fit`` updates: those of layers with ``trainable`` set (as of now)."""
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if not w.trainable]
+
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """The layer called ``name``, or at position ``index`` of ``layers`` (Keras's ``get_layer``)."""
+        layers = self.layers
+        if (name is None) == (index is None):
+            raise ValueError(
+                f"get_layer takes a name or an index, not both nor neither. "
+                f"Received: name={name!r}, index={index!r}"
+            )
+        if index is not None:
+            if not isinstance(index, (int, np.integer)) or not -len(layers) <= index < len(layers):
+                raise ValueError(
+                    f"Model {self.name!r} has {len(layers)} layers. Received: index={index!r}"
+                )
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(
+            f"No such layer: {name!r} in model {self.name!r}. "
+            f"Its layers are: {', '.join(layer.name for layer in layers) or 'none'}"
+        )
+
     # -- compile
     def compile(
         self,
@@ -481,11 +516,11 @@ class Trainer:
             return
         slots = {var.path: var for var in self.optimizer.variables}
         if set(state) - {"iterations"} != set(slots) or any(
-            state[p].shape != slots[p].shape for p in slots
+            not slots[p].accepts(state[p].shape) for p in slots
         ):
             return  # saved with another optimizer: keep the fresh state, as Keras does
         for path, var in slots.items():
-            var.value[...] = state[path]
+            var.value[...] = var.as_matrix(state[path])
         self.optimizer.iterations = int(state.get("iterations", 0))
 
     # -- data
@@ -845,4 +880,4 @@ class Trainer:
         x, y = self._prepare_xy(x, y)
         with np.errstate(all="ignore"):
             outs = self._programs().gradient_step().function(x, y, *self._weight_arrays())
-        return list(outs[1:])
+        return [g.reshape(w.shape) for w, g in zip(self.weights, outs[1:])]

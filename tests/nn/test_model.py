@@ -36,7 +36,7 @@ def test_keras_names_for_layers_weights_and_symbols():
         "dense_1_kernel",
         "dense_1_bias",
     ]
-    assert [w.shape for w in model.weights] == [(3, 4), (1, 4), (4, 1), (1, 1)]
+    assert [w.shape for w in model.weights] == [(3, 4), (4,), (4, 1), (1,)]
     assert model.count_params() == 21
 
 
@@ -78,7 +78,7 @@ def test_lazy_build_from_the_first_data(rng):
     x, labels = blobs(rng, n=10, features=7)
     model.fit(x, labels, epochs=1, verbose=0)
     assert model.built and model.input_dim == 7
-    assert [w.shape for w in model.weights] == [(7, 5), (1, 5), (5, 3), (1, 3)]
+    assert [w.shape for w in model.weights] == [(7, 5), (5,), (5, 3), (3,)]
 
 
 def test_input_layer_and_build():

@@ -118,7 +118,7 @@ def test_the_emitted_module_refuses_negative_velocities(tmp_path, monkeypatch):
     import guarded_model
 
     x, y = xy(rows=4)
-    args = [x, np.eye(2)[y], *m.get_weights()]
+    args = [x, np.eye(2)[y], *(w.as_matrix(a) for w, a in zip(m.weights, m.get_weights()))]
     args += [np.full_like(w, -k) for w in args[2:] for k in range(2)]  # momentum 0, velocity -1
     kept = [a.copy() for a in args]
     with pytest.raises(FloatingPointError, match="update_sum"), np.errstate(all="ignore"):

@@ -1,0 +1,222 @@
+"""Weights the Keras way: the (units,) bias layout, variables, layer weights, get_layer."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from symgrad.layers import Dense
+from symgrad.models import Sequential, load_model
+from tests.nn.helpers import BACKEND, blobs, mlp, weights_equal
+
+
+def keras_layout(rng, features=4, hidden=6, classes=3) -> list[np.ndarray]:
+    """Arrays shaped as Keras's get_weights() gives them: kernels (in, units), biases (units,)."""
+    return [
+        rng.standard_normal((features, hidden)),
+        rng.standard_normal(hidden),
+        rng.standard_normal((hidden, classes)),
+        rng.standard_normal(classes),
+    ]
+
+
+def test_biases_are_vectors_in_get_weights_and_variables():
+    model = mlp()
+    assert [w.shape for w in model.get_weights()] == [(4, 6), (6,), (6, 3), (3,)]
+    assert [w.shape for w in model.weights] == [(4, 6), (6,), (6, 3), (3,)]
+    assert [w.matrix_shape for w in model.weights] == [(4, 6), (1, 6), (6, 3), (1, 3)]
+    assert [w.name for w in model.weights] == [
+        "dense/kernel",
+        "dense/bias",
+        "dense_1/kernel",
+        "dense_1/bias",
+    ]
+    assert model.count_params() == 4 * 6 + 6 + 6 * 3 + 3
+
+
+def test_keras_layout_weights_give_keras_predictions(rng):
+    """set_weights takes Keras's arrays as they are: X W + b with b a vector."""
+    model = mlp()
+    arrays = keras_layout(rng)
+    model.set_weights(arrays)
+    x, _ = blobs(rng, n=10)
+    hidden = np.tanh(x @ arrays[0] + arrays[1])
+    logits = hidden @ arrays[2] + arrays[3]
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-12, atol=1e-14)
+    assert weights_equal(model.get_weights(), arrays)
+
+
+def test_the_one_row_layout_is_accepted_too(rng):
+    model = mlp()
+    arrays = keras_layout(rng)
+    model.set_weights([a.reshape(1, -1) if a.ndim == 1 else a for a in arrays])
+    assert weights_equal(model.get_weights(), arrays)
+
+
+def test_a_bias_of_the_wrong_length_is_refused_naming_both_layouts(rng):
+    model = mlp()
+    before = model.get_weights()
+    arrays = keras_layout(rng)
+    arrays[1] = np.zeros(5)
+    with pytest.raises(
+        ValueError,
+        match=r"Weight dense/bias has shape \(6,\) \(or \(1, 6\)\)\. "
+        r"Received: an array of shape \(5,\)",
+    ):
+        model.set_weights(arrays)
+    assert weights_equal(model.get_weights(), before)
+
+
+def test_save_weights_writes_keras_layout_and_round_trips(rng, tmp_path):
+    model = mlp(optimizer="adam")
+    x, labels = blobs(rng, n=20)
+    model.fit(x, np.eye(3)[labels], epochs=1, batch_size=8, verbose=0)
+    model.save_weights(tmp_path / "w.npz")
+    with np.load(tmp_path / "w.npz") as stored:
+        assert stored["dense/bias"].shape == (6,)
+        assert stored["dense_1/bias"].shape == (3,)
+        assert stored["optimizer/dense/bias/momentum"].shape == (
+            6,
+        )  # slots are shaped like their weight
+    other = mlp(optimizer="adam", seed=1)
+    other.load_weights(tmp_path / "w.npz")
+    assert weights_equal(other.get_weights(), model.get_weights())
+    other.fit(x, np.eye(3)[labels], epochs=1, batch_size=8, verbose=0, shuffle=False)
+    model.fit(x, np.eye(3)[labels], epochs=1, batch_size=8, verbose=0, shuffle=False)
+    assert weights_equal(other.get_weights(), model.get_weights())  # same slots, same steps
+
+
+def old_layout_file(model: Sequential) -> io.BytesIO:
+    """What save_weights wrote before biases became vectors: every array as a matrix (1, units)."""
+    arrays = {w.path: w.value.copy() for w in model.weights}
+    for var in model.optimizer.variables:
+        arrays[f"optimizer/{var.path}"] = var.value.copy()
+    arrays["optimizer/iterations"] = np.array(model.optimizer.iterations)
+    assert arrays["dense/bias"].shape == (1, 6) and arrays[
+        "optimizer/dense/bias/momentum"
+    ].shape == (1, 6)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    return buffer
+
+
+def test_files_in_the_old_one_row_layout_still_load(rng):
+    model = mlp(optimizer="adam")
+    x, labels = blobs(rng, n=20)
+    y = np.eye(3)[labels]
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    old = old_layout_file(model)
+    other = mlp(optimizer="adam", seed=1)
+    other.load_weights(old)
+    assert weights_equal(other.get_weights(), model.get_weights())
+    assert other.optimizer.iterations == model.optimizer.iterations
+    for mine, theirs in zip(other.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(mine.value, theirs.value)  # the slots were loaded, not reset
+
+
+def test_a_whole_model_file_keeps_its_weights(rng, tmp_path):
+    model = mlp(optimizer="adam")
+    model.set_weights(keras_layout(rng))
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    assert weights_equal(loaded.get_weights(), model.get_weights())
+
+
+def test_variables_read_and_assign_in_keras_layout(rng):
+    model = mlp()
+    bias = model.weights[1]
+    assert bias.numpy().shape == (6,)
+    bias.assign(np.arange(6.0))
+    np.testing.assert_array_equal(model.get_weights()[1], np.arange(6.0))
+    bias.assign(np.ones((1, 6)))
+    np.testing.assert_array_equal(model.get_weights()[1], np.ones(6))
+    bias.numpy()[0] = 99.0  # a copy
+    assert model.get_weights()[1][0] == 1.0
+    with pytest.raises(
+        ValueError, match=r"dense/bias has shape \(6,\).*Received: an array of shape \(3,\)"
+    ):
+        bias.assign(np.zeros(3))
+    with pytest.raises(ValueError, match=r"dense/bias must contain only finite numbers"):
+        bias.assign(np.full(6, np.nan))
+    np.testing.assert_array_equal(model.get_weights()[1], np.ones(6))
+
+
+def test_a_variable_of_an_unbuilt_model_gets_its_value_on_first_read():
+    """Reading a weight draws every initial value, in layer order, from the compile seed."""
+    a = Sequential([Dense(6, activation="tanh", input_dim=4), Dense(3)])
+    a.compile(optimizer="sgd", loss="mse", backend=BACKEND, dtype="float64", seed=3)
+    b = Sequential([Dense(6, activation="tanh", input_dim=4), Dense(3)])
+    b.compile(optimizer="sgd", loss="mse", backend=BACKEND, dtype="float64", seed=3)
+    last = a.weights[2].numpy()  # first read: the last kernel
+    np.testing.assert_array_equal(last, b.get_weights()[2])
+    with pytest.raises(ValueError, match=r"Variable dense/kernel has no value yet"):
+        Dense(3, input_dim=2, name="dense")._variable(
+            "kernel", (2, 3), a.layers[0].kernel_initializer
+        ).numpy()
+
+
+def test_layer_get_and_set_weights(rng):
+    model = mlp()
+    arrays = keras_layout(rng)
+    layer = model.get_layer("dense_1")
+    layer.set_weights(arrays[2:])
+    assert weights_equal(layer.get_weights(), arrays[2:])
+    assert weights_equal(model.get_weights()[2:], arrays[2:])
+    before = model.get_weights()
+    with pytest.raises(
+        ValueError,
+        match=r"Layer 'dense_1': set_weights expects 2 arrays "
+        r"\(dense_1/kernel, dense_1/bias\)\. Received: 1 arrays",
+    ):
+        layer.set_weights(arrays[2:3])
+    bad = [arrays[2], np.full(3, np.inf)]
+    with pytest.raises(ValueError, match=r"dense_1/bias must contain only finite numbers"):
+        layer.set_weights(bad)
+    with pytest.raises(TypeError, match=r"set_weights takes a list of arrays"):
+        layer.set_weights(arrays[2])
+    assert weights_equal(model.get_weights(), before)  # checked before anything changes
+    with pytest.raises(ValueError, match=r"Layer 'dense': set_weights: the layer has no weights"):
+        Dense(3, name="dense").set_weights([np.zeros((2, 3)), np.zeros(3)])
+
+
+def test_get_layer_by_name_and_index():
+    model = mlp()
+    first, last = model.layers
+    assert model.get_layer("dense") is first
+    assert model.get_layer(index=1) is last
+    assert model.get_layer(index=-1) is last
+    with pytest.raises(
+        ValueError,
+        match=r"No such layer: 'dens' in model 'sequential'\. "
+        r"Its layers are: dense, dense_1",
+    ):
+        model.get_layer("dens")
+    with pytest.raises(ValueError, match=r"Model 'sequential' has 2 layers\. Received: index=2"):
+        model.get_layer(index=2)
+    with pytest.raises(ValueError, match=r"get_layer takes a name or an index"):
+        model.get_layer()
+
+
+def test_trainable_weight_lists_follow_the_layers():
+    model = mlp()
+    assert model.trainable_weights == model.weights == model.trainable_variables
+    assert model.non_trainable_weights == []
+    model.get_layer("dense").trainable = False
+    assert [w.path for w in model.trainable_weights] == ["dense_1/kernel", "dense_1/bias"]
+    assert [w.path for w in model.non_trainable_weights] == ["dense/kernel", "dense/bias"]
+    assert [w.trainable for w in model.weights] == [False, False, True, True]
+    with pytest.raises(
+        TypeError, match=r"trainable must be True or False\. Received: trainable='no'"
+    ):
+        model.get_layer("dense").trainable = "no"
+
+
+def test_a_layer_frozen_before_build_makes_frozen_weights():
+    layer = Dense(3, name="frozen")
+    layer.trainable = False
+    model = Sequential([Dense(2, input_dim=4), layer])
+    assert [w.trainable for w in model.weights] == [True, True, False, False]
