@@ -30,6 +30,7 @@ class Weight:
     shape: tuple[int, int]
     weight: str = ""  # slots: the path of the weight they belong to
     initial: float = 0.0  # slots: the value they start from
+    trainable: bool = True  # weights: updated by the training step (else an input only)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ def _constants(m: ModelSource) -> list[str]:
         "PARAMETERS = {",
         *(f"    {_string(w.path)}: {w.shape}," for w in m.weights),
         "}",
+        "# the weights the training step updates and loss_and_gradients differentiates",
+        "TRAINABLE = [" + ", ".join(f'"{w.path}"' for w in m.weights if w.trainable) + "]",
         "# optimizer slots: path -> (the weight it belongs to, initial value)",
     ]
     if m.slots:
@@ -236,11 +239,11 @@ def _api(m: ModelSource) -> list[str]:
         ),
         _function(
             "loss_and_gradients(params, x, y)",
-            "The mean loss over (x, y) and its gradient for each weight: (loss, {path: array}).",
+            "The mean loss over (x, y) and its gradient for each trainable weight: (loss, {path: array}).",
             [
                 "x, targets = _as_rows(x), prepare_targets(y)",
                 "loss, *gradients = loss_and_gradients_kernel(x, targets, *_weights(params))",
-                "return float(loss[0, 0]), dict(zip(PARAMETERS, gradients))",
+                "return float(loss[0, 0]), dict(zip(TRAINABLE, gradients))",
             ],
         ),
         _function(

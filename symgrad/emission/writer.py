@@ -234,6 +234,7 @@ def model_source(model: Model) -> ModelSource:
     train = model.compiled_step  # compiles, creates the optimizer slots
     programs = model._programs()
     step = programs.train_step()
+    trainable = programs.graph.trainable  # as of compile, like the step
     scalars = {str(s) for s in train.program.scalars}
     hyperparameters = {
         k: float(v) for k, v in optimizer.hyperparameter_values().items() if k in scalars
@@ -258,7 +259,10 @@ def model_source(model: Model) -> ModelSource:
         optimizer=repr(optimizer),
         rules=rules,
         hyperparameters=hyperparameters,
-        weights=tuple(Weight(w.path, w.symbol.name, w.matrix_shape) for w in model.weights),
+        weights=tuple(
+            Weight(w.path, w.symbol.name, w.matrix_shape, trainable=w in trainable)
+            for w in model.weights
+        ),
         slots=tuple(slots),
         train=train.program,
         predict=programs.predict_step().function.program,

@@ -219,12 +219,13 @@ class Model(Trainer):
     def _print_summary(self, lines: list[str], print_fn, rule: str, double: str) -> None:
         """``summary()``'s table rows, then the parameter totals every model prints."""
         total = self.count_params() if self.built else 0
+        trainable = sum(w.size for w in self.trainable_weights) if self.built else 0
         size = total * np.dtype(self.dtype).itemsize
         lines += [
             double,
             f"Total params: {total} ({size:,} bytes as {self.dtype})",
-            f"Trainable params: {total}",
-            "Non-trainable params: 0",
+            f"Trainable params: {trainable}",
+            f"Non-trainable params: {total - trainable}",
             rule,
         ]
         (print_fn or print)("\n".join(line.rstrip() for line in lines))
@@ -235,9 +236,9 @@ class Model(Trainer):
 
         self._require_compiled("gradient_formulas")
         graph = self._training_graph()
-        wrt = [w.symbol for w in graph.weights]
+        wrt = [w.symbol for w in graph.trainable]  # frozen weights are constants
         simplified = inspect.gradients(graph.raw_loss, wrt, context=[graph.output]).simplified
-        return {w.path: simplified[w.symbol] for w in graph.weights}
+        return {w.path: simplified[w.symbol] for w in graph.trainable}
 
     def forward_formulas(self) -> dict[str, sp.Expr]:
         """The named intermediates in order: ``{"Z1": X*dense_kernel + dense_bias, ...}``."""
@@ -255,7 +256,7 @@ class Model(Trainer):
         self._require_compiled("explain")
         graph = self._training_graph()
         text = inspect.explain(
-            graph.raw_loss, [w.symbol for w in graph.weights], context=[graph.output]
+            graph.raw_loss, [w.symbol for w in graph.trainable], context=[graph.output]
         )
         lines = self.element_formulas()
         return text + ("\n\nPer element:\n" + "\n".join(f"  {t}" for t in lines) if lines else "")

@@ -33,6 +33,7 @@ import contextlib
 import copy
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -93,6 +94,9 @@ class TrainingGraph:
     loss: MatrixExpr | None = None
     gradients: dict[MatrixSymbol, MatrixExpr] = field(default_factory=dict)
     derivation: Derivation | None = None
+    # the weights differentiated and updated: the trainable ones when the loss was
+    # attached (at compile); the others are constants of the programs, still inputs
+    trainable: list[Variable] = field(default_factory=list)
 
 
 def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
@@ -133,7 +137,8 @@ def add_loss(graph: TrainingGraph, loss: Loss) -> TrainingGraph:
     raw = E.add(raw, *graph.penalties)
     simplified, _ = simplify({"loss": raw}, context=[graph.output])
     graph.y, graph.raw_loss, graph.loss = y, raw, simplified["loss"]
-    wrt = [w.symbol for w in graph.weights]
+    graph.trainable = [w for w in graph.weights if w.trainable]
+    wrt = [w.symbol for w in graph.trainable]
     graph.derivation = derive(graph.loss, wrt)
     graph.gradients = {w: E.name(f"d_{w.name}", graph.derivation.gradients[w]) for w in wrt}
     blocks = loss.label_blocks(y)
@@ -223,11 +228,11 @@ class Programs:
     def train_step(self) -> CompiledStep:
         if "train" not in self._cache:
             g, opt = self.graph, self.optimizer
-            slots = opt.build(g.weights, self.dtype)
+            slots = opt.build(g.trainable, self.dtype)
             outputs = self._loss_outputs()
             means = self._metric_means()
             outputs.update(dict(means.values()))
-            updates = opt.updates(g.weights, g.gradients)
+            updates = opt.updates(g.trainable, g.gradients)
             inputs = [g.x, g.y, *(w.symbol for w in g.weights), *(s.symbol for s in slots)]
             scalars = runtime_scalars([*outputs.values(), *updates.values()])
             epoch = None
@@ -237,11 +242,12 @@ class Programs:
                 epoch = {"x_input": g.x.name, "y_input": g.y.name, "sums": sums, "counter": counter}
             # nan / inf in any gradient makes this sum non-finite; guarded like the loss, so
             # a step whose loss is finite but whose gradients overflow writes no weight
-            gradient_sum = E.add(*(E.total(d) for d in g.gradients.values()))
+            checks = {}
+            if g.gradients:  # none when every layer is frozen: the step only reports the loss
+                checks["gradient_sum"] = E.add(*(E.total(d) for d in g.gradients.values()))
             # and in what would be written (an overflowing rate, a bad slot, Adam at t = 0):
             # every new weight and slot is checked before any is committed
-            checks = {"gradient_sum": gradient_sum}
-            if GUARD_UPDATES:
+            if GUARD_UPDATES and updates:
                 checks["update_sum"] = E.add(*(E.total(u) for u in updates.values()))
             fn = self._compile(
                 "train_step",
@@ -284,7 +290,7 @@ class Programs:
             g = self.graph
             outputs = {
                 "loss": g.loss,
-                **{f"d_{w.symbol.name}": g.gradients[w.symbol] for w in g.weights},
+                **{f"d_{w.symbol.name}": g.gradients[w.symbol] for w in g.trainable},
             }
             fn = self._compile(
                 "gradient_step", [g.x, g.y, *(w.symbol for w in g.weights)], outputs, scalars=[]
@@ -448,6 +454,19 @@ class Trainer:
         self._invalidate()
         if self.built:
             self._programs().train_step()
+
+    def _warn_if_trainable_changed(self, verb: str) -> None:
+        """Say so when a layer's ``trainable`` changed since the training step was compiled."""
+        compiled = {id(w) for w in self._training_graph().trainable}
+        changed = [w.path for w in self.weights if (id(w) in compiled) != w.trainable]
+        if changed:
+            warnings.warn(
+                f"{verb}: the trainable flag of {', '.join(changed)} changed after compile(); "
+                "the compiled step still uses the old setting. Call compile() again for the "
+                "change to take effect (as in Keras).",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _require_compiled(self, verb: str) -> None:
         if not self.compiled:
@@ -655,6 +674,7 @@ class Trainer:
                 f"symgrad.distributed.DataParallel(num_workers=2). Received: strategy={strategy!r}"
             )
         x, y = self._prepare_xy(x, y)
+        self._warn_if_trainable_changed("fit")
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -845,6 +865,7 @@ class Trainer:
         """One optimizer step on ``(x, y)`` as a single batch; returns its loss (and metrics)."""
         self._require_compiled("train_on_batch")
         x, y = self._prepare_xy(x, y)
+        self._warn_if_trainable_changed("train_on_batch")
         with np.errstate(all="ignore"), self._deferred_interrupts():
             try:
                 loss, predictions, _ = self._run_train_step(x, y)
@@ -875,9 +896,11 @@ class Trainer:
             return self._samples(self._run_predict_step(x))
 
     def compute_gradients(self, x, y) -> list[np.ndarray]:
-        """Gradients of the mean loss over all of ``(x, y)``, in the order of ``get_weights()``."""
+        """Gradients of the mean loss over all of ``(x, y)``, one per trainable weight (as of
+        ``compile``), in the order of ``trainable_weights``, each shaped like its weight."""
         self._require_compiled("compute_gradients")
         x, y = self._prepare_xy(x, y)
         with np.errstate(all="ignore"):
             outs = self._programs().gradient_step().function(x, y, *self._weight_arrays())
-        return [g.reshape(w.shape) for w, g in zip(self.weights, outs[1:])]
+        trainable = self._training_graph().trainable
+        return [g.reshape(w.shape) for w, g in zip(trainable, outs[1:])]

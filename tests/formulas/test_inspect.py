@@ -29,7 +29,9 @@ def test_two_layer_formulas_read_like_the_math():
     for w in PARAMS:  # symgrad's printer and SymPy's agree on text
         assert E.sstr(g[w]) == sp.sstr(g[w])
     assert E.latex(g[W2]) == r"\frac{1}{n} A_{1}^{T} \left(P - Y\right)"
-    assert sp.latex(g[W2]) == r"\frac{1}{n} \left(A_{1}\right)^{T} \left(P - Y\right)"  # SymPy's own
+    assert (
+        sp.latex(g[W2]) == r"\frac{1}{n} \left(A_{1}\right)^{T} \left(P - Y\right)"
+    )  # SymPy's own
     assert "∘" in sp.pretty(g[W1]) and "W₂" in sp.pretty(g[W1])
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
 
+import symgrad
+from symgrad.callbacks import LambdaCallback
 from symgrad.layers import Dense
 from symgrad.models import Sequential, load_model
+from symgrad.optimizers import SGD
 from tests.nn.helpers import BACKEND, blobs, mlp, weights_equal
 
 
@@ -220,3 +224,141 @@ def test_a_layer_frozen_before_build_makes_frozen_weights():
     layer.trainable = False
     model = Sequential([Dense(2, input_dim=4), layer])
     assert [w.trainable for w in model.weights] == [True, True, False, False]
+
+
+# --------------------------------------------------------------------------
+# Frozen layers
+
+BACKENDS = list(symgrad.compiler.BACKENDS)  # every registered backend
+
+
+def frozen_mlp(backend: str, optimizer="adam", freeze=("dense",)) -> Sequential:
+    model = Sequential(
+        [Dense(6, activation="tanh", input_dim=4), Dense(5, activation="relu"), Dense(3)]
+    )
+    for name in freeze:
+        model.get_layer(name).trainable = False
+    model.compile(optimizer=optimizer, loss="mse", backend=backend, dtype="float64", seed=0)
+    return model
+
+
+def regression(rng, n=40):
+    x = rng.standard_normal((n, 4))
+    return x, rng.standard_normal((n, 3))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("callbacks", [[], ["batch hook"]], ids=["epoch-calls", "step-calls"])
+def test_a_frozen_layer_is_bit_for_bit_unchanged_by_fit(backend, callbacks, rng):
+    """Both ways fit runs (one native call per epoch where the backend has it, or a step per
+    batch): the frozen layer keeps its exact values, the others train."""
+    x, y = regression(rng)
+    model = frozen_mlp(backend, freeze=("dense_1",))
+    before = model.get_weights()
+    hooks = [LambdaCallback(on_train_batch_end=lambda batch, logs: None)] if callbacks else []
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=hooks)
+    after = model.get_weights()
+    assert weights_equal(after[2:4], before[2:4])
+    for k in (0, 1, 4, 5):
+        assert not np.array_equal(after[k], before[k])
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert [v.path.split("/")[0] for v in model.optimizer.variables][::2] == [
+        "dense",
+        "dense",
+        "dense_2",
+        "dense_2",
+    ]  # no slots for the frozen layer
+
+
+def test_freezing_matches_training_the_rest_by_hand(rng):
+    """One SGD step with the first layer frozen: the trainable weights move by -lr * gradient,
+    the gradients being those of the unfrozen model for the same weights."""
+    x, y = regression(rng, n=16)
+    free = frozen_mlp(BACKEND, optimizer=SGD(learning_rate=0.1), freeze=())
+    frozen = frozen_mlp(BACKEND, optimizer=SGD(learning_rate=0.1))
+    frozen.set_weights(free.get_weights())
+    gradients = free.compute_gradients(x, y)
+    assert [g.shape for g in frozen.compute_gradients(x, y)] == [(6, 5), (5,), (5, 3), (3,)]
+    for mine, full in zip(frozen.compute_gradients(x, y), gradients[2:]):
+        np.testing.assert_allclose(mine, full, rtol=1e-12, atol=1e-15)
+    before = frozen.get_weights()
+    frozen.train_on_batch(x, y)
+    after = frozen.get_weights()
+    assert weights_equal(after[:2], before[:2])
+    for k in range(2, 6):
+        np.testing.assert_allclose(after[k], before[k] - 0.1 * gradients[k], rtol=1e-12, atol=1e-15)
+
+
+def test_frozen_weights_are_constants_of_the_formulas_and_summary():
+    model = frozen_mlp(BACKEND)
+    assert list(model.gradient_formulas()) == [
+        "dense_1/kernel",
+        "dense_1/bias",
+        "dense_2/kernel",
+        "dense_2/bias",
+    ]
+    assert "d_dense_kernel" not in model.step_source()
+    assert "d_dense_1_kernel" in model.step_source()
+    explained = model.explain()
+    assert "dense_1_kernel" in explained and "d_dense_kernel" not in explained
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "Total params: 83 " in text  # 4*6+6 + 6*5+5 + 5*3+3
+    assert "Trainable params: 53\n" in text and "Non-trainable params: 30\n" in text
+
+
+def test_changing_trainable_after_compile_takes_effect_at_the_next_compile(rng):
+    x, y = regression(rng)
+    model = frozen_mlp(BACKEND, freeze=())
+    model.get_layer("dense").trainable = False
+    before = model.get_weights()
+    with pytest.warns(
+        UserWarning,
+        match=r"fit: the trainable flag of dense/kernel, dense/bias "
+        r"changed after compile\(\).*Call compile\(\) again",
+    ):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert not np.array_equal(model.get_weights()[0], before[0])  # the old setting still holds
+    model.compile(optimizer="adam", loss="mse", backend=BACKEND, dtype="float64")
+    before = model.get_weights()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert weights_equal(model.get_weights()[:2], before[:2])
+    model.get_layer("dense").trainable = True  # unfreezing is also read at compile
+    with pytest.warns(UserWarning, match=r"train_on_batch: the trainable flag of dense/kernel"):
+        model.train_on_batch(x, y)
+    assert weights_equal(model.get_weights()[:2], before[:2])
+
+
+def test_a_model_with_every_layer_frozen_trains_nothing(rng):
+    x, y = regression(rng)
+    model = frozen_mlp(BACKEND, freeze=("dense", "dense_1", "dense_2"))
+    before = model.get_weights()
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert weights_equal(model.get_weights(), before)
+    assert history.history["loss"][0] == history.history["loss"][1] > 0
+    assert model.gradient_formulas() == {} and model.compute_gradients(x, y) == []
+
+
+def test_the_emitted_module_keeps_frozen_weights(tmp_path, rng, monkeypatch):
+    model = frozen_mlp("numpy")
+    symgrad.emit(model, tmp_path / "frozen_mlp.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import frozen_mlp as module
+
+    assert module.TRAINABLE == [w.path for w in model.weights[2:]]
+    params = {w.path: w.as_matrix(w.numpy()) for w in model.weights}
+    state = module.init_opt_state(params)
+    assert set(state) == {"iterations"} | {v.path for v in model.optimizer.variables}
+    x, y = regression(rng, n=8)
+    _, gradients = module.loss_and_gradients(params, x, y)
+    assert list(gradients) == module.TRAINABLE
+    kept = {path: value.copy() for path, value in params.items()}
+    module.train_step(params, state, x, y)
+    model.train_on_batch(x, y)
+    for w in model.weights:
+        np.testing.assert_allclose(params[w.path], w.value, rtol=1e-12, atol=1e-15)
+    for path in ("dense/kernel", "dense/bias"):
+        np.testing.assert_array_equal(params[path], kept[path])
