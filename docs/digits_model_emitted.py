@@ -91,6 +91,8 @@ PARAMETERS = {
     "dense_1/kernel": (32, 10),
     "dense_1/bias": (1, 10),
 }
+# the weights the training step updates and loss_and_gradients differentiates
+TRAINABLE = ["dense/kernel", "dense/bias", "dense_1/kernel", "dense_1/bias"]
 # optimizer slots: path -> (the weight it belongs to, initial value)
 SLOTS = {
     "dense/kernel/momentum": ("dense/kernel", 0.0),
@@ -114,10 +116,10 @@ def forward(params, x):
 
 
 def loss_and_gradients(params, x, y):
-    """The mean loss over (x, y) and its gradient for each weight: (loss, {path: array})."""
+    """The mean loss over (x, y) and its gradient for each trainable weight: (loss, {path: array})."""
     x, targets = _as_rows(x), prepare_targets(y)
     loss, *gradients = loss_and_gradients_kernel(x, targets, *_weights(params))
-    return float(loss[0, 0]), dict(zip(PARAMETERS, gradients))
+    return float(loss[0, 0]), dict(zip(TRAINABLE, gradients))
 
 
 def train_step(

@@ -7,8 +7,10 @@ import warnings
 
 import numpy as np
 import pytest
+import sympy as sp
 
 import symgrad
+from symgrad import expr as E
 from symgrad.callbacks import LambdaCallback
 from symgrad.layers import Dense
 from symgrad.models import Sequential, load_model
@@ -362,3 +364,83 @@ def test_the_emitted_module_keeps_frozen_weights(tmp_path, rng, monkeypatch):
         np.testing.assert_allclose(params[w.path], w.value, rtol=1e-12, atol=1e-15)
     for path in ("dense/kernel", "dense/bias"):
         np.testing.assert_array_equal(params[path], kept[path])
+
+
+# --------------------------------------------------------------------------
+# Calling a model
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_calling_a_model_on_an_array_predicts_and_compiles_once(backend, rng, monkeypatch):
+    model = frozen_mlp(backend, freeze=())
+    x, _ = regression(rng, n=7)
+    calls = []
+    real = symgrad.compiler.compile
+    monkeypatch.setattr(
+        symgrad.compiler, "compile", lambda *a, **k: calls.append(k.get("name")) or real(*a, **k)
+    )
+    first = model(x)
+    assert calls == ["predict_step"]
+    np.testing.assert_array_equal(first, model.predict(x))
+    assert first.dtype == np.float64 and first.shape == (7, 3)
+    second = model(x[:3].tolist())  # any array-like, any number of rows
+    assert calls == ["predict_step"]  # nothing compiled again
+    np.testing.assert_array_equal(second, first[:3])
+    model.compile(optimizer="adam", loss="mse", backend=backend, dtype="float32", seed=0)
+    calls.clear()
+    assert model(x).dtype == np.float32
+    assert "predict_step" in calls  # a new dtype compiles its own program once
+    calls.clear()
+    model(x)
+    assert calls == []
+    with pytest.raises(
+        ValueError, match=r"expects 4 input feature\(s\).*Received: x with shape \(7, 2\)"
+    ):
+        model(x[:, :2])
+
+
+def test_calling_a_model_on_a_symbolic_tensor_gives_its_formula(rng):
+    model = frozen_mlp(BACKEND, freeze=())
+    x = E.matrix("X_in", 5, 4)
+    out = model(x)
+    assert tuple(out.shape) == (5, 3)
+    assert {s.name for s in out.atoms(sp.MatrixSymbol)} == {
+        "X_in",
+        *(w.symbol.name for w in model.weights),
+    }
+    values = np.asarray(rng.standard_normal((5, 4)))
+    f = symgrad.compile([x, *(w.symbol for w in model.weights)], {"P": out}, dtype="float64")
+    weights = [w.as_matrix(a) for w, a in zip(model.weights, model.get_weights())]
+    np.testing.assert_allclose(f(values, *weights)[0], model.predict(values), rtol=1e-12)
+    with pytest.raises(
+        ValueError,
+        match=r"Model 'sequential' expects rows of 4 features\. "
+        r"Received: an expression of shape \(5, 3\)",
+    ):
+        model(E.matrix("Z", 5, 3))
+
+
+def test_calling_an_unbuilt_model_symbolically_builds_it():
+    model = Sequential([Dense(3, activation="relu"), Dense(2)])
+    out = model(E.matrix("X", E.batch(), 6))
+    assert model.built and model.input_dim == 6 and tuple(out.shape) == (E.batch(), 2)
+
+
+def test_pytorch_weights_load_with_the_kernels_transposed():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3)
+    ).double()
+    model = Sequential([Dense(6, activation="relu", input_dim=4), Dense(3)])
+    model.compile(optimizer="sgd", loss="mse", backend=BACKEND, dtype="float64")
+    arrays = []
+    for linear in (
+        net[0],
+        net[2],
+    ):  # PyTorch keeps weight as (out, in): Keras's kernel is its transpose
+        arrays += [linear.weight.detach().numpy().T, linear.bias.detach().numpy()]
+    model.set_weights(arrays)
+    x = np.random.default_rng(0).standard_normal((9, 4))
+    expected = net(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(model(x), expected, rtol=1e-12, atol=1e-12)
