@@ -237,7 +237,24 @@ class Node:
     scope: object  # the names taken in this graph (symgrad.nn.functional.Scope)
 
 
-class Layer:
+class Weighted:
+    """Keras's views of ``weights`` (a layer's or a model's): trainable or not, as of now."""
+
+    weights: list[Variable]
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self.weights if not w.trainable]
+
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
+
+
+class Layer(Weighted):
     """Base class: ``build(input_shape)``, ``call(a, names)``, ``weights``.
 
     Shapes are per sample: ``(features,)``, ``(H, W, C)`` for images (channels last),
@@ -278,14 +295,6 @@ class Layer:
         self._trainable = bool(value)
         for w in self.weights:
             w.trainable = self._trainable
-
-    @property
-    def trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if w.trainable]
-
-    @property
-    def non_trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if not w.trainable]
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of this layer's weights in Keras's layout: ``[kernel (in, units), bias (units,)]``."""

@@ -51,7 +51,7 @@ from symgrad.nn import losses as losses_module
 from symgrad.nn import metrics as metrics_module
 from symgrad.nn import optimizers as optimizers_module
 from symgrad.nn import validation as data
-from symgrad.nn.layers import Layer, Names, Variable
+from symgrad.nn.layers import Layer, Names, Variable, Weighted
 from symgrad.nn.losses import Loss
 from symgrad.nn.metrics import Metric
 from symgrad.nn.optimizers import STEP, Optimizer
@@ -345,7 +345,7 @@ class Tracker:
 # The Keras verbs
 
 
-class Trainer:
+class Trainer(Weighted):
     """The Keras verbs of a model: ``compile``, ``fit``, ``evaluate``, ``predict``, ``*_on_batch``.
 
     The model (a subclass of :class:`symgrad.nn.models.Model`: ``Sequential`` or a
@@ -373,19 +373,7 @@ class Trainer:
         self._pending_optimizer_state: dict[str, np.ndarray] | None = None
         self.history = None
 
-    # -- weights and layers, the Keras way (the model provides ``weights`` and ``layers``)
-    @property
-    def trainable_weights(self) -> list[Variable]:
-        """The weights ``fit`` updates: those of layers with ``trainable`` set (as of now)."""
-        return [w for w in self.weights if w.trainable]
-
-    @property
-    def non_trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if not w.trainable]
-
-    trainable_variables = trainable_weights
-    non_trainable_variables = non_trainable_weights
-
+    # -- layers, the Keras way (the model provides ``weights`` and ``layers``)
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
         """The layer called ``name``, or at position ``index`` of ``layers`` (Keras's ``get_layer``)."""
         layers = self.layers
