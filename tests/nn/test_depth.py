@@ -34,7 +34,7 @@ def signal_keeping_weights(model: Sequential, rng) -> list[np.ndarray]:
     gradient of the first kernel neither vanishes nor explodes, so the checks below see it."""
     weights = []
     for k, w in enumerate(model.get_weights()):
-        if w.shape[0] == 1:  # a bias
+        if w.ndim == 1:  # a bias (units,)
             weights.append(0.01 * rng.standard_normal(w.shape))
         elif w.shape == (8, 8) or k == 0:
             q, r = np.linalg.qr(rng.standard_normal((8, 8)))
