@@ -116,7 +116,7 @@ def forward(params, x):
 
 
 def loss_and_gradients(params, x, y):
-    """The mean loss over (x, y) and its gradient for each trainable weight: (loss, {path: array})."""
+    """The mean loss over (x, y), its gradient per trainable weight: (loss, {path: array})."""
     x, targets = _as_rows(x), prepare_targets(y)
     loss, *gradients = loss_and_gradients_kernel(x, targets, *_weights(params))
     return float(loss[0, 0]), dict(zip(TRAINABLE, gradients))

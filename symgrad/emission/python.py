@@ -239,7 +239,7 @@ def _api(m: ModelSource) -> list[str]:
         ),
         _function(
             "loss_and_gradients(params, x, y)",
-            "The mean loss over (x, y) and its gradient for each trainable weight: (loss, {path: array}).",
+            "The mean loss over (x, y), its gradient per trainable weight: (loss, {path: array}).",
             [
                 "x, targets = _as_rows(x), prepare_targets(y)",
                 "loss, *gradients = loss_and_gradients_kernel(x, targets, *_weights(params))",
