@@ -177,6 +177,14 @@ def expression(tensor: KerasTensor) -> MatrixExpr:
     return replay(nodes, values, Names())[id(tensor)]
 
 
+def _leaf_layers(model) -> list:
+    """Every layer of ``model`` and of the models nested in it (those hold no weights)."""
+    out = []
+    for layer in model.layers:
+        out += _leaf_layers(layer) if hasattr(layer, "inner_layers") else [layer]
+    return out
+
+
 def _same_lengths(arrays: list[np.ndarray], names: list[str]) -> None:
     for a, name in zip(arrays[1:], names[1:]):
         data.check_same_length(arrays[0], a, names[0], name)
@@ -237,6 +245,8 @@ class Functional(Model):
                     f"is used more than once. Received: {kind}={names}"
                 )
         self.built = True
+        for layer in _leaf_layers(self):  # a weight read first gets its value from this model
+            layer.model = self
 
     @property
     def input_names(self) -> list[str]:
@@ -433,9 +443,9 @@ class Functional(Model):
     def predict_on_batch(self, x):
         return self._split(super().predict_on_batch(x))
 
-    # -- as a layer of another model
-    def __call__(self, inputs):
-        return call_layer(self, inputs)
+    # -- as a layer of another model (or called on expressions)
+    def _input_widths(self) -> list[int]:
+        return [t.dim for t in self.inputs]
 
     def _connect(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
         expected = [t.sample_shape for t in self.inputs]

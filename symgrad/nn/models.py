@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import sympy as sp
+from sympy.matrices.expressions import MatrixExpr
 
 from codegen.files import write_atomic
 from symgrad.core import fresh_name, scalar
@@ -34,6 +35,7 @@ from symgrad.nn.layers import (
     InputLayer,
     KerasTensor,
     Layer,
+    Names,
     Variable,
     check_values,
     declared_shape,
@@ -124,6 +126,62 @@ class Model(Trainer):
     def _input_reader(self) -> str:
         """Who reads the input, for errors about its shape."""
         return "The model"
+
+    # ------------------------------------------------------------------
+    # Calling a model, as Keras's model(x)
+
+    def __call__(self, inputs):
+        """Keras's ``model(x)``.
+
+        On arrays (a list or dict of them for several inputs): the predictions for their
+        rows as one batch, in the model's dtype, from its compiled predict program (built
+        once per compile and reused).  On symbolic tensors (``Input`` or a layer's output):
+        the model is a layer of the functional model being built.  On symgrad matrix
+        expressions (``symgrad.expr``, one per input): the output formula(s).
+        """
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if items and all(isinstance(t, KerasTensor) for t in items):
+            from symgrad.nn import functional  # it imports this module
+
+            return functional.call_layer(self, inputs)
+        if items and all(isinstance(t, MatrixExpr) for t in items):
+            outs = self._symbolic_call(list(items))
+            return outs[0] if len(outs) == 1 else outs
+        return self.predict_on_batch(inputs)
+
+    def _symbolic_call(self, exprs: list[MatrixExpr]) -> list[MatrixExpr]:
+        """The layers' formulas applied to ``exprs`` (an unbuilt model builds for their widths)."""
+        widths = [e.shape[1] for e in exprs]
+        expected = self._input_widths()
+        known = all(isinstance(w, (int, sp.Integer)) for w in widths)
+        if (
+            not known
+            or len(widths) != len(expected)
+            or any(d is not None and w != d for w, d in zip(widths, expected))
+        ):
+            shown = [d if d is not None else "?" for d in expected]
+            raise ValueError(
+                f"Model {self.name!r} expects {len(expected)} expression(s) of rows of "
+                f"{', '.join(map(str, shown))} features. Received: expression(s) of shape "
+                f"{', '.join(str(tuple(e.shape)) for e in exprs)}"
+            )
+        self._connect([int(w) for w in widths])  # builds an unbuilt model
+        return self._apply(exprs, Names())
+
+    @property
+    def trainable(self) -> bool:
+        """Setting it sets every layer's ``trainable`` (read at ``compile``, as in Keras)."""
+        return getattr(self, "_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(
+                f"Model {self.name!r}: trainable must be True or False. Received: trainable={value!r}"
+            )
+        for layer in self.layers:
+            layer.trainable = bool(value)
+        self._trainable = bool(value)
 
     def _materialize(self) -> None:
         """Give every weight without a value its initial value (drawn in layer order)."""
@@ -288,6 +346,7 @@ class Sequential(Model):
                 f"Received: name={name!r} of type {type(name).__name__}"
             )
         self.name = name or "sequential"
+        self._name = self.name  # the name a functional graph that calls this model sees
         self._layers: list[Layer] = []
         self._input_layer: InputLayer | None = None
         self._input_shape: tuple[int, ...] | None = None  # of one sample: (d,), (H, W, C)...
@@ -446,6 +505,30 @@ class Sequential(Model):
 
     def _forward(self) -> TrainingGraph:
         return forward(self._layers, self._input_dim)
+
+    # -- as a layer of a functional model (or called on expressions)
+    def _input_widths(self) -> list[int | None]:
+        return [self._input_dim]
+
+    @property
+    def inner_layers(self) -> list[Layer]:
+        """The layers whose names this model brings into a model that calls it."""
+        return list(self._layers)
+
+    def _connect(self, dims: list[int]) -> list[int]:
+        if len(dims) != 1:
+            raise ValueError(
+                f"Model {self.name!r} (Sequential) takes one input tensor. "
+                f"Received: {len(dims)} tensors of shapes {[(None, d) for d in dims]}"
+            )
+        self.build(input_dim=dims[0])
+        return [self.output_dim]
+
+    def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
+        a = exprs[0]
+        for layer in self._layers:
+            a = layer.call(a, names)
+        return [a]
 
     # ------------------------------------------------------------------
     # Whole-model files

@@ -579,6 +579,10 @@ class Trainer(Weighted):
     # -- one batch
     def _weight_arrays(self) -> list[np.ndarray]:
         self._materialize()
+        dtype = np.dtype(self.dtype)
+        for w in self.weights:  # a model nested in another shares weights compiled for its dtype
+            if w.value.dtype != dtype:
+                w.value = np.ascontiguousarray(w.value, dtype=dtype)
         return [w.value for w in self.weights]
 
     def _train_step(self) -> CompiledStep:
@@ -877,32 +881,6 @@ class Trainer(Weighted):
         tracker = Tracker(self._metric_objects())
         tracker.update(loss, y, predictions)
         return self._result(tracker.logs(), return_dict)
-
-    def __call__(self, inputs):
-        """Keras's ``model(x)``: the predictions for the rows of an array, as one batch, in the
-        model's dtype (its compiled predict program, built once and reused); for a symgrad
-        matrix expression (``symgrad.expr``) of ``(rows, input_dim)``, the symbolic output."""
-        if isinstance(inputs, MatrixExpr):
-            return self._symbolic_call(inputs)
-        return self.predict_on_batch(inputs)
-
-    def _symbolic_call(self, x: MatrixExpr) -> MatrixExpr:
-        """The layers' formulas applied to ``x`` (the model builds for ``x``'s width)."""
-        width = x.shape[1]
-        if not isinstance(width, (int, sp.Integer)) or (
-            self.input_dim is not None and width != self.input_dim
-        ):
-            expected = self.input_dim if self.input_dim is not None else "a known number of"
-            raise ValueError(
-                f"Model {self.name!r} expects rows of {expected} features. "
-                f"Received: an expression of shape {tuple(x.shape)}"
-            )
-        if not self.built:
-            self.build(input_dim=int(width))
-        names, a = Names(), x
-        for layer in self.layers:
-            a = layer.call(a, names)
-        return a
 
     def predict_on_batch(self, x) -> np.ndarray:
         x = self._prepare_x(x)

@@ -414,8 +414,8 @@ def test_calling_a_model_on_a_symbolic_tensor_gives_its_formula(rng):
     np.testing.assert_allclose(f(values, *weights)[0], model.predict(values), rtol=1e-12)
     with pytest.raises(
         ValueError,
-        match=r"Model 'sequential' expects rows of 4 features\. "
-        r"Received: an expression of shape \(5, 3\)",
+        match=r"Model 'sequential' expects 1 expression\(s\) of rows of 4 features\. "
+        r"Received: expression\(s\) of shape \(5, 3\)",
     ):
         model(E.matrix("Z", 5, 3))
 
