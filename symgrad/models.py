@@ -5,14 +5,18 @@ from symgrad.nn.functional import Functional
 from symgrad.nn.models import (
     Model,
     Sequential,
+    clone_model,
     load_model,
     model_from_config,
+    model_from_json,
 )
 
 __all__ = [
+    "clone_model",
     "Functional",
     "load_model",
     "Model",
     "model_from_config",
+    "model_from_json",
     "Sequential",
 ]

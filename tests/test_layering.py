@@ -58,7 +58,7 @@ CODEGEN_ALLOWED = {
     "formulas": (),
     "lower": ("codegen.ir",),
     "compiler": ("codegen",),
-    "nn": ("codegen.files",),
+    "nn": ("codegen.files", "codegen.serial"),  # atomic files; formulas in configs
     "emission": ("codegen",),
     "distributed": (),
     "api": (),

@@ -31,7 +31,6 @@ from symgrad.nn.layers import (
     Layer,
     Variable,
     _declared_input_shape,
-    activation_label,
     resolve_activation,
 )
 from symgrad.nn.validation import positive_int, sample_shape
@@ -202,20 +201,6 @@ class _Conv(_Windowed):
             return z
         return E.name(names.activation(), E.apply(self.activation_fn, z))
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "filters": self.filters,
-            "kernel_size": list(self.kernel_size),
-            "strides": list(self.strides),
-            "padding": self.padding,
-            "dilation_rate": list(self.dilation_rate),
-            "activation": activation_label(self.activation, self.activation_fn),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.name_of(self.kernel_initializer),
-            "bias_initializer": initializers.name_of(self.bias_initializer),
-            **regularizers.config_of(self),
-        }
 
 
 class _Reshaped(initializers.Initializer):
@@ -284,13 +269,6 @@ class _Pooling(_Windowed):
         pooled = _pool(self.kind, a, self.window)
         return E.name(names.pooled(), pooled)
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "pool_size": list(self.pool_size),
-            "strides": list(self.strides),
-            "padding": self.padding,
-        }
 
 
 def _pool(kind: str, a, win: E.Window):

@@ -11,7 +11,7 @@ Example::
 
     >>> from symgrad.nn.layers import Dense, Input
     >>> from symgrad.nn.merge import Add
-    >>> from symgrad.nn.models import Model
+    >>> from symgrad.nn.models import MODELS, Model
     >>> x = Input(shape=(64,))
     >>> h = Dense(64, activation="relu")(x)
     >>> p = Dense(10, activation="softmax")(Add()([x, h]))
@@ -27,11 +27,12 @@ import numpy as np
 from sympy.matrices.expressions import MatrixExpr
 
 from symgrad import core as E
+from symgrad.nn import config as config_module
 from symgrad.nn import outputs as outputs_module
 from symgrad.nn import regularizers
 from symgrad.nn import validation as data
-from symgrad.nn.layers import InputLayer, KerasTensor, Names, Node, Variable, snake_case
-from symgrad.nn.models import Model
+from symgrad.nn.layers import Input, InputLayer, KerasTensor, Names, Node, Variable, snake_case
+from symgrad.nn.models import MODELS, Model
 from symgrad.nn.trainer import TrainingGraph
 
 # --------------------------------------------------------------------------
@@ -368,15 +369,18 @@ class Functional(Model):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs):
         """As :meth:`Trainer.compile`; with several outputs ``loss``, ``loss_weights`` and
         ``metrics`` may be lists (output order) or dicts keyed by output name, as in Keras."""
+        given = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
         blocks = self._blocks()
         if len(blocks) == 1 and loss_weights is None:
             (loss,) = outputs_module.per_output(loss, self.output_names, "loss")
             (metrics,) = outputs_module._metric_lists(metrics, self.output_names)
-            return super().compile(optimizer, loss, metrics or None, **kwargs)
-        if loss is None:
-            return super().compile(optimizer, loss, metrics, **kwargs)  # its error
-        packed, wrapped = outputs_module.resolve(loss, loss_weights, metrics, blocks)
-        return super().compile(optimizer, packed, wrapped, **kwargs)
+            super().compile(optimizer, loss, metrics or None, **kwargs)
+        elif loss is None:
+            super().compile(optimizer, loss, metrics, **kwargs)  # its error
+        else:
+            packed, wrapped = outputs_module.resolve(loss, loss_weights, metrics, blocks)
+            super().compile(optimizer, packed, wrapped, **kwargs)
+        self._compile_arguments = given  # as the user wrote them (configs, pickles)
 
     def _arrays(self, value, names: list[str], what: str, kind: str) -> list:
         """Keras's forms of data for several inputs (outputs): a dict by name or a list."""
@@ -464,8 +468,61 @@ class Functional(Model):
     # Files
 
     def get_config(self) -> dict:
-        raise NotImplementedError(
-            "Functional models cannot be saved whole yet: use save_weights / load_weights"
+        """The graph as JSON data: each layer's entry once, then each call (a node) in
+        order with the tensors it reads as ``[layer, call, output]``; inputs and outputs."""
+        calls: dict[int, int] = {}
+        where: dict[int, list] = {}
+        nodes = []
+        for node in self._nodes:
+            k = calls[id(node.layer)] = calls.get(id(node.layer), -1) + 1
+            for t in node.outputs:
+                where[id(t)] = [node.layer.name, k, t.index]
+            if node.inputs:
+                nodes.append(
+                    {"layer": node.layer.name, "inputs": [where[id(t)] for t in node.inputs]}
+                )
+        return {
+            "class_name": "Functional",
+            "name": self.name,
+            "layers": [config_module.entry(layer) for layer in self.layers],
+            "nodes": nodes,
+            "inputs": [where[id(t)] for t in self.inputs],
+            "outputs": [where[id(t)] for t in self.outputs],
+            "single": list(self._single),
+            **self._compile_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Functional:
+        """The model of ``get_config()``'s dict: new layers, called as the nodes say."""
+        tensors: dict[tuple, list] = {}
+        layers: dict[str, object] = {}
+        for item in config["layers"]:
+            if item["class_name"] == "InputLayer":
+                c = item["config"]
+                tensors[(c["name"], 0)] = [Input(shape=c["shape"], name=c["name"])]
+            else:
+                layer = config_module.from_entry(item, custom_objects)
+                layers[layer.name] = layer
+        calls: dict[str, int] = {}
+        for node in config["nodes"]:
+            name = node["layer"]
+            if name not in layers:
+                raise ValueError(
+                    f"A node of model {config.get('name')!r} calls layer {name!r}, which is not "
+                    f"in its layers: {', '.join(layers)}"
+                )
+            args = [tensors[(lname, k)][i] for lname, k, i in node["inputs"]]
+            out = layers[name](args if len(args) > 1 else args[0])
+            k = calls[name] = calls.get(name, -1) + 1
+            tensors[(name, k)] = out if isinstance(out, list) else [out]
+        inputs = [tensors[(name, k)][i] for name, k, i in config["inputs"]]
+        outputs = [tensors[(name, k)][i] for name, k, i in config["outputs"]]
+        single_in, single_out = config.get("single", (False, False))
+        return cls(
+            inputs[0] if single_in else inputs,
+            outputs[0] if single_out else outputs,
+            name=config.get("name"),
         )
 
     # ------------------------------------------------------------------
@@ -516,3 +573,6 @@ class Functional(Model):
 
     def __repr__(self) -> str:
         return f"<Functional name={self.name} layers={[layer.name for layer in self.layers]}>"
+
+
+MODELS["Functional"] = Functional

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
+from symgrad.nn import config as config_module
 from symgrad.nn import initializers, regularizers
 from symgrad.nn import validation as data
 from symgrad.nn.validation import positive_int, sample_shape, width
@@ -173,18 +173,6 @@ def resolve_activation(activation):
     return fn
 
 
-def activation_label(activation, fn) -> str:
-    """How a summary prints an activation: its name, or the formula in x."""
-    if isinstance(activation, str):
-        return activation.lower()
-    if fn is None:
-        return "linear"
-    if fn == "softmax":
-        return "softmax"
-    x = sp.Symbol("x")
-    return str(fn.expr.xreplace({fn.variables[0]: x}))
-
-
 def snake_case(name: str) -> str:
     """``Dense -> dense``, ``InputLayer -> input_layer``, ``Conv2D -> conv2d``,
     ``MaxPooling2D -> max_pooling2d`` (Keras's default names)."""
@@ -252,6 +240,11 @@ class Weighted:
 
     trainable_variables = trainable_weights
     non_trainable_variables = non_trainable_weights
+
+
+LAYERS: dict[str, type] = {}
+"""Every layer class by name, filled as classes are defined (``Layer.__init_subclass__``):
+``from_config`` finds a saved layer's class here, so a new layer needs no entry."""
 
 
 class Layer(Weighted):
@@ -351,8 +344,20 @@ class Layer(Weighted):
     def count_params(self) -> int:
         return sum(w.size for w in self.weights)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        LAYERS[cls.__name__] = cls  # a later class of the same name (a user's) wins, as Keras's
+        if "__init__" in vars(cls):
+            cls.__init__ = config_module.recording(cls.__init__)
+
     def get_config(self) -> dict:
-        return {"name": self.name}
+        """The constructor's arguments (as JSON data), the name and ``trainable``."""
+        return config_module.layer_config(self)
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None):
+        """A new layer from ``get_config()``'s dict (unbuilt: weights come at build)."""
+        return config_module.layer_from_config(cls, config, custom_objects)
 
     def __call__(self, inputs):
         from symgrad.nn import functional  # functional graphs are built of layers
@@ -472,18 +477,6 @@ class Dense(Layer):
             return z
         return E.name(names.activation(), E.apply(self.activation_fn, z))
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "units": self.units,
-            "activation": activation_label(self.activation, self.activation_fn),
-            "use_bias": self.use_bias,
-            "input_dim": self.declared_input_dim,
-            "kernel_initializer": initializers.name_of(self.kernel_initializer),
-            "bias_initializer": initializers.name_of(self.bias_initializer),
-            **regularizers.config_of(self),
-        }
-
 
 class Activation(Layer):
     """Applies an activation to its input: ``Activation("sigmoid")``, ``Activation(x**2)``.
@@ -505,12 +498,6 @@ class Activation(Layer):
         if self.activation_fn is None:
             return a
         return E.name(names.activation(), E.apply(self.activation_fn, a))
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "activation": activation_label(self.activation, self.activation_fn),
-        }
 
 
 class InputLayer(Layer):
@@ -543,9 +530,6 @@ class InputLayer(Layer):
 
     def call(self, a, names):
         return a
-
-    def get_config(self):
-        return {"name": self.name, "shape": list(self.declared_input_shape)}
 
 
 def Input(shape: tuple, name: str | None = None) -> KerasTensor:  # noqa: N802 - Keras's spelling
@@ -605,9 +589,6 @@ class Flatten(Layer):
     def call(self, a, names):
         return a
 
-    def get_config(self):
-        return {"name": self.name}
-
 
 class Reshape(Layer):
     """Samples seen with another shape of the same size: ``Reshape((8, 8, 1))`` on rows of
@@ -653,14 +634,5 @@ class Reshape(Layer):
     def call(self, a, names):
         return a
 
-    def get_config(self):
-        return {"name": self.name, "target_shape": list(self.target_shape)}
 
-
-LAYERS: dict[str, type] = {
-    "Dense": Dense,
-    "Activation": Activation,
-    "InputLayer": InputLayer,
-    "Flatten": Flatten,
-    "Reshape": Reshape,
-}
+config_module.register_layer_class(Layer)  # a layer argument of a layer is written as an entry

@@ -144,9 +144,6 @@ class Concatenate(Merge):
     def merge(self, exprs):
         return E.concat(*exprs)
 
-    def get_config(self):
-        return {"name": self.name, "axis": self.axis}
-
 
 MERGE_LAYERS: dict[str, type] = {
     cls.__name__: cls for cls in (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate)

@@ -25,12 +25,16 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
 from codegen.files import write_atomic
-from symgrad.core import fresh_name, scalar
+from symgrad.core import fresh_name
 from symgrad.core.printing import sstr
+from symgrad.nn import config as config_module
+from symgrad.nn import (
+    convolution,  # noqa: F401 - its layers register themselves in LAYERS
+    losses,
+    optimizers,
+)
 from symgrad.nn import layers as layers_module
-from symgrad.nn import losses, optimizers
 from symgrad.nn import validation as data
-from symgrad.nn.convolution import CONVOLUTION_LAYERS
 from symgrad.nn.layers import (
     InputLayer,
     KerasTensor,
@@ -264,6 +268,36 @@ class Model(Trainer):
         self._pending_optimizer_state = state or None
         if self._programs_cache is not None and "train" in self._programs_cache._cache:
             self._apply_pending_optimizer_state()
+
+    def _compile_config(self) -> dict:
+        """``{"compile": ...}``: the compile arguments as given (names), for files and pickles."""
+        if not self.compiled:
+            return {}
+        given = self._compile_arguments
+        return {
+            "compile": {
+                "optimizer": self.optimizer.get_config(),
+                "loss": _loss_spec(given.get("loss")),
+                "loss_weights": given.get("loss_weights"),
+                "metrics": _metric_spec(given.get("metrics")),
+                "backend": self.backend,
+                "dtype": self.dtype,
+            }
+        }
+
+    def to_json(self, **kwargs) -> str:
+        """The architecture as JSON text (``model_from_json`` reads it); no weights, no
+        compile settings, as Keras's ``to_json``. ``kwargs`` go to ``json.dumps``."""
+        config = {k: v for k, v in self.get_config().items() if k != "compile"}
+        return json.dumps(config, **kwargs)
+
+    def __reduce__(self):
+        """Pickles (and ``copy.deepcopy``) hold the config, weights, optimizer state, compile
+        arguments and random generators; loading rebuilds the model and compiles it again
+        (generated functions and native handles are never pickled)."""
+        arrays = self._weight_file_arrays() if self.built else {}
+        rngs = (self._init_rng.bit_generator.state, self._shuffle_rng.bit_generator.state)
+        return (_unpickle, (json.dumps(self.get_config()), arrays, rngs))
 
     def save(self, filepath: str | os.PathLike) -> None:
         """Architecture, compile settings, weights and optimizer state in one ``.npz`` (atomic)."""
@@ -534,26 +568,25 @@ class Sequential(Model):
     # Whole-model files
 
     def get_config(self) -> dict:
-        config = {
+        return {
             "class_name": "Sequential",
             "name": self.name,
             "input_dim": self.input_dim,
             "input_shape": None if self._input_shape is None else list(self._input_shape),
-            "layers": [
-                {"class_name": type(layer).__name__, "config": layer.get_config()}
-                for layer in self._layers
-            ],
+            "layers": [config_module.entry(layer) for layer in self._layers],
+            **self._compile_config(),
         }
-        if self.compiled:
-            config["compile"] = {
-                "optimizer": self.optimizer.get_config(),
-                "loss": self.loss.name if self.loss.name in losses.LOSSES else None,
-                "from_logits": self.loss.from_logits,
-                "metrics": [m if isinstance(m, str) else None for m in self._metric_ids],
-                "backend": self.backend,
-                "dtype": self.dtype,
-            }
-        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Sequential:
+        model = cls(name=config.get("name"))
+        for item in config["layers"]:
+            model.add(config_module.from_entry(item, custom_objects))
+        if config.get("input_shape") is not None and model.input_shape is None:
+            model._input_shape = tuple(config["input_shape"])
+        elif config.get("input_dim") is not None and model.input_dim is None:
+            model._input_dim = config["input_dim"]
+        return model
 
     # ------------------------------------------------------------------
     # Inspection
@@ -598,49 +631,134 @@ class Sequential(Model):
         return f"<Sequential name={self.name} layers={[layer.name for layer in self._layers]}>"
 
 
-def _activation_from_config(text: str):
-    if text in ("linear", None):
-        return None
-    if text in layers_module.E.activation_names():
-        return text
-    x = sp.Symbol("x", real=True)
-    # sympify evaluates text: load only files you trust (as with pickle)
-    return sp.Lambda(
-        x, sp.sympify(text, locals={"x": x, "sigmoid": scalar.sigmoid, "softplus": scalar.softplus})
+MODELS: dict[str, type] = {"Sequential": Sequential}
+"""Model classes by the ``class_name`` of their configs (``Functional`` adds itself)."""
+
+
+def _loss_spec(loss):
+    """A compile ``loss`` as JSON: names (per output: a list or dict of them); ``None`` for a
+    custom loss, which has no config."""
+    if isinstance(loss, (list, tuple)):
+        return [_loss_spec(v) for v in loss]
+    if isinstance(loss, dict):
+        return {k: _loss_spec(v) for k, v in loss.items()}
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, losses.Loss) and loss.name in losses.LOSSES:
+        return {"name": loss.name, "from_logits": bool(loss.from_logits)}
+    return None
+
+
+def _read_loss(spec):
+    if isinstance(spec, list):
+        return [_read_loss(v) for v in spec]
+    if isinstance(spec, dict) and "name" not in spec:
+        return {k: _read_loss(v) for k, v in spec.items()}
+    if isinstance(spec, dict):
+        loss = losses.get(spec["name"])
+        loss.from_logits = bool(spec.get("from_logits", False))
+        return loss
+    return spec
+
+
+def _has_custom(spec) -> bool:
+    if isinstance(spec, list):
+        return any(_has_custom(v) for v in spec)
+    if isinstance(spec, dict) and "name" not in spec:
+        return any(_has_custom(v) for v in spec.values())
+    return spec is None
+
+
+def _metric_spec(metrics):
+    """Metric names as given (a list, or a dict by output); metric objects are left out."""
+    if isinstance(metrics, dict):
+        return {k: _metric_spec(v) for k, v in metrics.items()}
+    if isinstance(metrics, (list, tuple)):
+        return [m for m in metrics if isinstance(m, str)]
+    return metrics if isinstance(metrics, str) else None
+
+
+def _compile_from_config(model: Model, settings: dict) -> None:
+    loss = settings["loss"]
+    if _has_custom(loss):
+        raise ValueError(
+            "The saved model was compiled with a custom loss: load it with compile=False"
+        )
+    if (
+        isinstance(loss, str) and "from_logits" in settings
+    ):  # files written before per-output losses
+        loss = {"name": loss, "from_logits": settings["from_logits"]}
+    kwargs = {}
+    if settings.get("loss_weights") is not None:
+        kwargs["loss_weights"] = settings["loss_weights"]
+    metrics = settings.get("metrics")
+    if isinstance(metrics, list):
+        metrics = [m for m in metrics if m is not None] or None
+    model.compile(
+        optimizer=optimizers.from_config(settings["optimizer"]),
+        loss=_read_loss(loss),
+        metrics=metrics,
+        backend=settings["backend"],
+        dtype=settings["dtype"],
+        **kwargs,
     )
 
 
-def model_from_config(config: dict) -> Sequential:
-    model = Sequential(name=config.get("name"))
-    for entry in config["layers"]:
-        cfg = dict(entry["config"])
-        if entry["class_name"] in ("Flatten", "Reshape", *CONVOLUTION_LAYERS):
-            if "activation" in cfg:
-                cfg["activation"] = _activation_from_config(cfg["activation"])
-            kind = {**layers_module.LAYERS, **CONVOLUTION_LAYERS}[entry["class_name"]]
-            layer = kind(**cfg)
-        elif entry["class_name"] == "Dense":
-            cfg["activation"] = _activation_from_config(cfg["activation"])
-            layer = layers_module.Dense(**cfg)
-        elif entry["class_name"] == "Activation":
-            layer = layers_module.Activation(
-                _activation_from_config(cfg["activation"]), name=cfg["name"]
-            )
-        else:
-            raise ValueError(f"Unknown layer class in a saved model: {entry['class_name']!r}")
-        model.add(layer)
-    if config.get("input_shape") is not None and model.input_shape is None:
-        model._input_shape = tuple(config["input_shape"])
-    elif config.get("input_dim") is not None and model.input_dim is None:
-        model._input_dim = config["input_dim"]
+def model_from_config(config: dict, custom_objects: dict | None = None) -> Model:
+    """A new model (unbuilt weights, not compiled) from ``model.get_config()``'s dict.
+
+    ``custom_objects`` maps class names to a user's layer or initializer classes.
+    """
+    from symgrad.nn import functional  # noqa: F401 - Functional registers itself in MODELS
+
+    name = config.get("class_name", "Sequential")
+    cls = MODELS.get(name)
+    if cls is None:
+        raise ValueError(f"Unknown model class in a config: {name!r}. Known: {', '.join(MODELS)}")
+    return cls.from_config(config, custom_objects)
+
+
+def model_from_json(text: str, custom_objects: dict | None = None) -> Model:
+    """The model of ``model.to_json()``'s text (new weights, not compiled)."""
+    return model_from_config(json.loads(text), custom_objects)
+
+
+def clone_model(model: Model) -> Model:
+    """A new model of the same architecture with new layers (fresh weights), as Keras's."""
+    config = {k: v for k, v in model.get_config().items() if k != "compile"}
+    return model_from_config(config)
+
+
+def _restore(config: dict, arrays: dict, compile: bool, custom_objects=None) -> Model:  # noqa: A002
+    """A model from its config and ``save_weights``' arrays (compiled as saved)."""
+    model = model_from_config(config, custom_objects)
+    settings = config.get("compile")
+    if compile and settings is not None:
+        _compile_from_config(model, settings)
+    if arrays:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        buffer.seek(0)
+        model.load_weights(buffer)
     return model
 
 
-def load_model(filepath: str | os.PathLike, compile: bool = True) -> Sequential:  # noqa: A002
+def _unpickle(config: str, arrays: dict, rngs) -> Model:
+    model = _restore(json.loads(config), arrays, compile=True)
+    model._init_rng.bit_generator.state, model._shuffle_rng.bit_generator.state = rngs
+    return model
+
+
+def load_model(
+    filepath: str | os.PathLike,
+    compile: bool = True,  # noqa: A002 - Keras's name
+    custom_objects: dict | None = None,
+) -> Model:
     """A model saved with ``model.save``: architecture, weights, optimizer state.
 
-    The file stores custom activations as formulas and reads them back with
-    ``sympy.sympify``, which evaluates text: load only files you trust.
+    Custom activations are stored as formula graphs and read back by
+    ``codegen.serial``'s decoder, which builds only SymPy and symgrad scalar
+    classes: nothing in the file is evaluated.
     """
     stored = read_npz(filepath, "a model file (model.save)")
     if "__config__" not in stored:
@@ -648,25 +766,4 @@ def load_model(filepath: str | os.PathLike, compile: bool = True) -> Sequential:
             f"{_file_name(filepath)} holds no model config; was it written by model.save()?"
         )
     config = json.loads(str(stored.pop("__config__")))
-    model = model_from_config(config)
-    settings = config.get("compile")
-    if compile and settings is not None:
-        if settings["loss"] is None:
-            raise ValueError(
-                "The saved model was compiled with a custom loss: load it with compile=False"
-            )
-        loss = losses.get(settings["loss"])
-        loss.from_logits = bool(settings.get("from_logits", False))
-        model.compile(
-            optimizer=optimizers.from_config(settings["optimizer"]),
-            loss=loss,
-            metrics=[m for m in settings["metrics"] if m is not None],
-            backend=settings["backend"],
-            dtype=settings["dtype"],
-        )
-    if stored:
-        buffer = io.BytesIO()
-        np.savez(buffer, **stored)
-        buffer.seek(0)
-        model.load_weights(buffer)
-    return model
+    return _restore(config, stored, compile, custom_objects)

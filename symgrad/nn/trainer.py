@@ -371,6 +371,7 @@ class Trainer(Weighted):
         self._graph: TrainingGraph | None = None
         self._programs_cache: Programs | None = None
         self._pending_optimizer_state: dict[str, np.ndarray] | None = None
+        self._compile_arguments: dict = {}
         self.history = None
 
     # -- layers, the Keras way (the model provides ``weights`` and ``layers``)
@@ -415,6 +416,7 @@ class Trainer(Weighted):
             raise ValueError(
                 f"compile needs a loss. Known losses: {', '.join(sorted(losses_module.LOSSES))}"
             )
+        arguments = (loss, metrics)  # as given: a model's config writes them
         compiler.backend(backend)
         compiler.check_dtype(dtype)
         if seed is not None:
@@ -432,6 +434,7 @@ class Trainer(Weighted):
             metrics_module.get(m, loss.name, self.output_dim)  # unknown names fail here
         # validated: now change the model
         self.optimizer, self.loss, self._metric_ids = optimizer, loss, metric_ids
+        self._compile_arguments = {"loss": arguments[0], "metrics": arguments[1]}  # for configs
         self.backend, self.compiled = backend, True
         if dtype != self.dtype:
             self.dtype = dtype
