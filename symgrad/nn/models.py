@@ -141,8 +141,13 @@ class Model(Trainer):
         rows as one batch, in the model's dtype, from its compiled predict program (built
         once per compile and reused).  On symbolic tensors (``Input`` or a layer's output):
         the model is a layer of the functional model being built.  On symgrad matrix
-        expressions (``symgrad.expr``, one per input): the output formula(s).
+        expressions (``symgrad.expr``, one per input): the output formula(s).  Inside a
+        ``GradientTape`` (or on a tape tensor): the call is recorded on the tape.
         """
+        from symgrad.nn import tape  # the tape records model calls; it imports the models
+
+        if tape.records(inputs):  # inside a GradientTape, or on a tape tensor
+            return tape.call_model(self, inputs)
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         if items and all(isinstance(t, KerasTensor) for t in items):
             from symgrad.nn import functional  # it imports this module

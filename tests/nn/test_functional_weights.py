@@ -136,6 +136,19 @@ def test_sequential_gradients_inside_a_functional_model(rng, check_grad):
     check_grad(f, weights, model.compute_gradients(x, y), rtol=1e-6, directions=3)
 
 
+def test_a_model_called_inside_a_gradient_tape_is_recorded(rng):
+    from symgrad import losses, ops
+
+    model = compiled(nested(), optimizer="sgd")
+    x, y = data(rng)
+    with symgrad.GradientTape() as tape:
+        loss = ops.reduce_mean(losses.categorical_crossentropy(y, model(x)))
+    grads = tape.gradient(loss, model.trainable_weights)
+    for g, expected in zip(grads, model.compute_gradients(x, y), strict=True):
+        np.testing.assert_allclose(g, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(model(x), model.predict(x))  # no tape: arrays again
+
+
 # --------------------------------------------------------------------------
 # weights, get_layer
 
