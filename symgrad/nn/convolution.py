@@ -179,13 +179,11 @@ class _Conv(_Windowed):
         self.window = self._geometry(shape)
         super().build(shape)
         keras_shape = (*self.kernel_size, shape[-1], self.filters)  # Keras's kernel layout
-        sym = E.matrix(f"{self.name}_kernel", self.window.taps, self.filters)
         init = _Reshaped(self.kernel_initializer, keras_shape)
-        self.kernel = Variable(f"{self.name}/kernel", sym, init)
+        self.kernel = self._variable("kernel", (self.window.taps, self.filters), init)
         self.bias = None
         if self.use_bias:
-            sym = E.matrix(f"{self.name}_bias", 1, self.filters)
-            self.bias = Variable(f"{self.name}/bias", sym, self.bias_initializer)
+            self.bias = self._variable("bias", (1, self.filters), self.bias_initializer, vector=True)
 
     def call(self, a, names):
         win = self.window

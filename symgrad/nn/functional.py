@@ -451,6 +451,9 @@ class Functional(Model):
     def _input_widths(self) -> list[int]:
         return [t.dim for t in self.inputs]
 
+    def _input_shapes(self) -> list[tuple[int, ...]]:
+        return [t.sample_shape for t in self.inputs]
+
     def _connect(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
         expected = [t.sample_shape for t in self.inputs]
         if [tuple(s) for s in shapes] != expected:

@@ -174,7 +174,8 @@ class Model(Trainer):
                 f"{', '.join(map(str, shown))} features. Received: expression(s) of shape "
                 f"{', '.join(str(tuple(e.shape)) for e in exprs)}"
             )
-        self._connect([int(w) for w in widths])  # builds an unbuilt model
+        shapes = [s if s is not None else (int(w),) for s, w in zip(self._input_shapes(), widths)]
+        self._connect(shapes)  # builds an unbuilt model
         return self._apply(exprs, Names())
 
     @property
@@ -549,19 +550,22 @@ class Sequential(Model):
     def _input_widths(self) -> list[int | None]:
         return [self._input_dim]
 
+    def _input_shapes(self) -> list[tuple[int, ...] | None]:
+        return [self._input_shape]
+
     @property
     def inner_layers(self) -> list[Layer]:
         """The layers whose names this model brings into a model that calls it."""
         return list(self._layers)
 
-    def _connect(self, dims: list[int]) -> list[int]:
-        if len(dims) != 1:
+    def _connect(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        if len(shapes) != 1:
             raise ValueError(
                 f"Model {self.name!r} (Sequential) takes one input tensor. "
-                f"Received: {len(dims)} tensors of shapes {[(None, d) for d in dims]}"
+                f"Received: {len(shapes)} tensors of shapes {[(None, *s) for s in shapes]}"
             )
-        self.build(input_dim=dims[0])
-        return [self.output_dim]
+        self.build(input_shape=(None, *shapes[0]))
+        return [self.output_shape]
 
     def _apply(self, exprs: list[MatrixExpr], names: Names) -> list[MatrixExpr]:
         a = exprs[0]

@@ -77,7 +77,7 @@ def _case(config: str):
     fn = symgrad.compile([*wrt, r], {"loss": loss, **{f"d{i}": g for i, g in enumerate(grads)}})
     rng = np.random.default_rng(sum(map(ord, config)))
     values = [rng.standard_normal((batch, int(np.prod(shape))))]
-    values += [rng.standard_normal(w.shape) for w in layer.weights]
+    values += [rng.standard_normal(w.matrix_shape) for w in layer.weights]
     width = int(out.shape[1])
     return layer, fn, values, rng.standard_normal((batch, width))
 
