@@ -90,3 +90,24 @@ def test_digits_cnn_example_reaches_98_percent(capsys):
         "X[k, i + u - 1, j + v - 1, c]" in out
     )
     assert "(the cotangent goes to the argmax)" in out
+
+
+def test_custom_training_loop_example(capsys):
+    from examples import custom_training_loop
+
+    assert custom_training_loop.main(["--backend", BACKEND]) == 0  # >= 95% test accuracy
+    out = capsys.readouterr().out
+    worst = float(out.split("max |difference| ")[1].split()[0])
+    assert worst < 1e-5  # float32: the tape's gradient is compute_gradients'
+    assert "d(sum of losses)/ddense_1_bias = colsum(P - Y)" in out
+    source = (EXAMPLES / "custom_training_loop.py").read_text()
+    for line in (  # Keras's code, only the imports changed
+        "import symgrad as tf",
+        "import symgrad as keras",
+        "with tf.GradientTape() as tape:",
+        "logits = model(x_test)",
+        "loss_value = keras.losses.categorical_crossentropy(y_test, logits)",
+        "grads = tape.gradient(loss_value, model.trainable_weights)",
+        "optimizer.apply_gradients(zip(grads, model.trainable_weights))",
+    ):
+        assert line in source
