@@ -192,6 +192,116 @@ class Columns:
         return tuple(v for v, _, _ in self.parts)
 
 
+# The counter-based generator of keep masks (dropout): splitmix64 (Steele, Lea and
+# Flood, "Fast splittable pseudorandom number generators", 2014) of the element index in
+# the stream of (key, step counter). Every backend computes it with the same 64-bit
+# integer operations, so the masks are bit-identical on all of them.
+GOLDEN = 0x9E3779B97F4A7C15  # the splitmix64 increment (2^64 / golden ratio)
+MIX = ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None))  # shift, multiplier
+MASK64 = (1 << 64) - 1
+
+
+def mix64(z: int) -> int:
+    """The splitmix64 finalizer of a 64-bit integer: z ^= z >> 30; z *= C1; ..."""
+    for shift, multiplier in MIX:
+        z ^= z >> shift
+        if multiplier is not None:
+            z = z * multiplier & MASK64
+    return z
+
+
+def stream_key(seed: int, salt: int) -> int:
+    """The 64-bit key of one mask stream: a seed and a salt (which mask of the model) mixed."""
+    return mix64((mix64(seed & MASK64) + (salt + 1) * GOLDEN) & MASK64)
+
+
+def step_key(key: int, counter: int) -> int:
+    """The key of one step of a stream: ``mix64(key + counter * GOLDEN)``."""
+    return mix64((key + counter * GOLDEN) & MASK64)
+
+
+def keep_threshold(rate: float) -> int:
+    """An entry is kept when the top 32 bits of its hash are >= this (P(keep) = 1 - rate)."""
+    return round(float(rate) * 2**32)
+
+
+def keep_bits(key: int, counter: int, size: int) -> numpy.ndarray:
+    """The top 32 bits of element ``0 .. size - 1``'s hash (the reference the backends match)."""
+    z = numpy.arange(1, size + 1, dtype=numpy.uint64) * numpy.uint64(GOLDEN)
+    z += numpy.uint64(step_key(key, counter))
+    for shift, multiplier in MIX:
+        z ^= z >> numpy.uint64(shift)
+        if multiplier is not None:
+            z *= numpy.uint64(multiplier)
+    return z >> numpy.uint64(32)
+
+
+@dataclass(frozen=True)
+class KeepMask:
+    """``out[i, j] = scale`` if ``keep_bits(key, counter)[i * cols + j] >= threshold``, else 0.
+
+    The dropout mask of one step: a counter-based generator (:func:`keep_bits`), so a
+    mask depends only on the stream ``key``, the step ``counter`` (a program scalar such as
+    the step number ``t``, or a number) and the element's position, never on state.
+    """
+
+    out: Value
+    key: int
+    counter: sp.Expr
+    threshold: int
+    scale: sp.Expr
+    comment: str = ""
+
+    in_place: ClassVar[bool] = False  # reads no matrix
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Gather:
+    """``out[i, k d + j] = table[index(i, k), j]``: rows of a (V, d) table picked by the
+    (n, s) matrix ``indices`` (integers held as floats), side by side: an embedding lookup.
+
+    ``index(i, k)`` is ``indices[i, k]`` clamped to ``[0, V - 1]`` (the training API
+    refuses indices outside that range before any code runs; the clamp keeps every
+    read inside the table whatever a caller of the generated code passes).
+    """
+
+    out: Value
+    table: Value
+    indices: Value
+    comment: str = ""
+
+    in_place: ClassVar[bool] = False  # out is wider than its operands
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.table, self.indices)
+
+
+@dataclass(frozen=True)
+class ScatterAdd:
+    """``out[v, j] = sum of source[i, k d + j] over (i, k) with index(i, k) = v``, (V, d):
+    the adjoint of :class:`Gather` (an embedding's gradient), summed in the order of
+    ``i`` then ``k`` on every backend; ``index`` clamped as for :class:`Gather`."""
+
+    out: Value
+    source: Value
+    indices: Value
+    comment: str = ""
+
+    in_place: ClassVar[bool] = False  # a sum over scattered rows
+    aborts: ClassVar[bool] = False
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.source, self.indices)
+
+
 @dataclass(frozen=True)
 class Window:
     """The windows of ``(in_h, in_w, channels)`` images, channels last (symgrad.core.Window):
@@ -336,7 +446,20 @@ class Guard:
 
 
 Stmt = (
-    Gemm | Map | Reduce | Softmax | Transpose | Columns | Im2Col | Col2Im | Reshape | RowMax | Guard
+    Gemm
+    | Map
+    | Reduce
+    | Softmax
+    | Transpose
+    | Columns
+    | Im2Col
+    | Col2Im
+    | Reshape
+    | RowMax
+    | KeepMask
+    | Gather
+    | ScatterAdd
+    | Guard
 )
 
 STATEMENTS: tuple[type, ...] = typing.get_args(Stmt)
@@ -433,6 +556,11 @@ FORMAT: dict[type, Callable[[Stmt], str]] = {
     Columns: lambda s: (  # columns(A[:, 0:3], B[:, 0:2])
         "columns(" + ", ".join(f"{v}[:, {start}:{stop}]" for v, start, stop in s.parts) + ")"
     ),
+    KeepMask: lambda s: (  # keep_mask[key=0x..., keep >= 2147483648; scale=2](t)
+        f"keep_mask[key={s.key:#018x}, keep >= {s.threshold}; scale={s.scale}]({s.counter})"
+    ),
+    Gather: lambda s: f"gather({s.table}, rows={s.indices})",  # gather(W, rows=X)
+    ScatterAdd: lambda s: f"scatter_add({s.source}, rows={s.indices})",  # scatter_add(G, rows=X)
     Im2Col: lambda s: f"im2col[{_window_text(s.window)}]({s.a})",  # im2col[...](X)
     Col2Im: lambda s: f"col2im[{_window_text(s.window)}]({s.a})",  # col2im[...](G)
     Reshape: lambda s: f"reshape({s.a}, {shape_str(s.out.shape)})",  # reshape(A, (n, 64))

@@ -177,6 +177,21 @@ def _sum_counts(node) -> Counts:
     return (sp.S.Zero, _size(node.args[0]), sp.S.Zero)
 
 
+MASK_OPS = 13
+"""Integer operations per entry of a keep mask: the index times G plus the key, three
+xor-shifts, two multiplies, the top-half shift, the compare and the select."""
+
+
+def _mask_counts(node) -> Counts:
+    return (sp.S.Zero, MASK_OPS * _size(node), sp.S.Zero)
+
+
+def _standardize_counts(node) -> Counts:
+    """Two sums, a subtraction, a square and a multiply per entry; a sqrt per row or column."""
+    a = node.args[0]
+    return (sp.S.Zero, 5 * _size(node), sp.sympify(a.shape[1 - node.axis]))
+
+
 def _softmax_counts(node) -> Counts:
     return (sp.S.Zero, SOFTMAX_OPS * _size(node), _size(node))
 
@@ -202,6 +217,10 @@ OP_COUNTS: dict[type, Callable[[MatrixExpr], Counts]] = {
     E.Named: _free,  # the identity
     E.Concat: _free,  # copies, no arithmetic
     E.ColumnSlice: _free,
+    E.Standardize: _standardize_counts,  # mean, centred square, sum, scale: per entry
+    E.DropoutMask: _mask_counts,
+    E.Gather: _free,  # row copies
+    E.ScatterAdd: lambda node: (sp.S.Zero, _size(node.args[0]), sp.S.Zero),  # an add per entry  # one hash (a few integer operations) per entry
     E.Im2Col: _free,  # copies of windows
     E.Col2Im: _sum_counts,  # one add per window entry
     E.Reshape: _free,  # the same entries

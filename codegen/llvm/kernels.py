@@ -32,15 +32,20 @@ import llvmlite.ir as ir
 import sympy as sp
 
 from codegen.ir import (
+    GOLDEN,
+    MIX,
     Col2Im,
     Columns,
+    Gather,
     Gemm,
     Guard,
     Im2Col,
+    KeepMask,
     Map,
     Reduce,
     Reshape,
     RowMax,
+    ScatterAdd,
     Shape,
     Softmax,
     Stmt,
@@ -529,6 +534,109 @@ def _window_call(images):
     return call
 
 
+def _u64(value: int) -> ir.Constant:
+    """A 64-bit unsigned constant (written as the signed i64 of the same bits)."""
+    return i64(value - (1 << 64) if value >= 1 << 63 else value)
+
+
+def _mix64(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
+    """The splitmix64 finalizer on an i64 (codegen.ir.mix64): wrapping 64-bit arithmetic."""
+    for shift, multiplier in MIX:
+        z = b.xor(z, b.lshr(z, i64(shift)))
+        if multiplier is not None:
+            z = b.mul(z, _u64(multiplier))
+    return z
+
+
+def lower_keep_mask(ctx: StepContext, s: KeepMask) -> None:
+    """out[idx] = bits(idx) >= threshold ? scale : 0, bits = top half of mix64(key_t + (idx + 1) G)"""
+    symbols = free_scalars(ctx, [s.counter, s.scale])
+    k = Kernel(ctx, "keep_mask", s, 2, [s.out], symbols)
+    b, ty, (rows, cols) = k.b, k.ty, k.ints
+    counter = b.fptoui(k.lower(sp.sympify(s.counter), {}), I64)
+    key = _mix64(b, b.add(_u64(s.key), b.mul(counter, _u64(GOLDEN))))
+    scale, zero = k.lower(sp.sympify(s.scale), {}), ir.Constant(ty, 0.0)
+
+    def element_mask(idx, _):
+        z = _mix64(b, b.add(key, b.mul(b.add(idx, i64(1)), _u64(GOLDEN))))
+        keep = b.icmp_unsigned(">=", b.lshr(z, i64(32)), i64(s.threshold))
+        store(b, ty, b.select(keep, scale, zero), k.ptr[s.out.name], idx)
+
+    for_range(b, b.mul(rows, cols), element_mask)
+    k.emit_call([ctx.dim(d) for d in s.out.shape])
+
+
+def _keep_mask_call(ctx: StepContext, s: KeepMask) -> KernelCall:
+    detail = (s.key, sp.srepr(s.counter), s.threshold, sp.srepr(s.scale))
+    return detail, [s.out], list(s.out.shape), free_scalars(ctx, [s.counter, s.scale])
+
+
+def _table_row(k: Kernel, value: ir.Value, rows: ir.Value) -> ir.Value:
+    """An index (a float) as a row of a table of ``rows`` rows, clamped to [0, rows - 1]."""
+    b = k.b
+    low, high = k.e.c(0.0), b.sitofp(b.sub(rows, i64(1)), k.ty)
+    lower = b.select(b.fcmp_ordered(">", value, low), value, low)  # nan -> 0
+    return b.fptosi(b.select(b.fcmp_ordered("<", lower, high), lower, high), I64)
+
+
+def lower_gather(ctx: StepContext, s: Gather) -> None:
+    """out[i, k d + j] = table[row(i, k), j], row = indices[i, k] clamped to the table"""
+    k = Kernel(ctx, "gather", s, 2, [s.out, s.table, s.indices], [])
+    b, ty, (rows, steps) = k.b, k.ty, k.ints
+    vocabulary, width = _fixed(s.table.shape[0]), i64(int(s.table.shape[1]))
+    table, indices, out = (k.ptr[v.name] for v in (s.table, s.indices, s.out))
+
+    def sample(i, _):
+        def step(j, _):
+            at = b.add(b.mul(i, steps), j)
+            row = _table_row(k, load(b, ty, indices, at), vocabulary)
+            src = element(b, ty, table, b.mul(row, width))
+            copy(b, ty, src, element(b, ty, out, b.mul(at, width)), width)
+
+        for_range(b, steps, step)
+
+    for_range(b, rows, sample)
+    k.emit_call([ctx.dim(d) for d in s.indices.shape])
+
+
+def lower_scatter_add(ctx: StepContext, s: ScatterAdd) -> None:
+    """out = 0; out[row(i, k), j] += source[i, k d + j] for i, then k, then j"""
+    k = Kernel(ctx, "scatter_add", s, 2, [s.out, s.source, s.indices], [])
+    b, ty, (rows, steps) = k.b, k.ty, k.ints
+    vocabulary, width = _fixed(s.out.shape[0]), i64(int(s.out.shape[1]))
+    source, indices, out = (k.ptr[v.name] for v in (s.source, s.indices, s.out))
+    zero = ir.Constant(ty, 0.0)
+    for_range(b, b.mul(vocabulary, width), lambda idx, _: store(b, ty, zero, out, idx))
+
+    def sample(i, _):
+        def step(j, _):
+            at = b.add(b.mul(i, steps), j)
+            row = _table_row(k, load(b, ty, indices, at), vocabulary)
+            dst = element(b, ty, out, b.mul(row, width))
+            src = element(b, ty, source, b.mul(at, width))
+
+            def add(c, _):  # dst[c] += src[c]
+                store(b, ty, b.fadd(load(b, ty, dst, c), load(b, ty, src, c)), dst, c)
+
+            for_range(b, width, add)
+
+        for_range(b, steps, step)
+
+    for_range(b, rows, sample)
+    k.emit_call([ctx.dim(d) for d in s.indices.shape])
+
+
+def _fixed(d) -> ir.Constant:
+    """A fixed (integer) dimension as an i64 constant: tables have no batch dimension."""
+    return i64(int(d))
+
+
+def _indexed_call(table: Value, s: Gather | ScatterAdd) -> KernelCall:
+    """The table's shape is part of the kernel (constants in its loops), the batch is not."""
+    detail = tuple(int(d) for d in table.shape)
+    return detail, [s.out, *s.reads], list(s.indices.shape), []
+
+
 def lower_gemm(ctx: StepContext, s: Gemm) -> None:
     """out = alpha op(a) @ op(b) through the resolved BLAS (or the generated loop nest)"""
     k = Kernel(ctx, "gemm", s, 3, [s.out, s.a, s.b], free_scalars(ctx, [s.alpha]))
@@ -612,6 +720,11 @@ LOWERINGS: dict[type, Rule] = {
         lower_reshape, lambda ctx, s: ((None,), [s.out, s.a], [s.out.shape[0] * s.out.shape[1]], [])
     ),
     RowMax: Rule(lower_row_max, lambda ctx, s: ((None,), [s.out, s.a], list(s.a.shape), [])),
+    KeepMask: Rule(lower_keep_mask, _keep_mask_call),  # one loop of 64-bit integer hashing
+    Gather: Rule(lower_gather, lambda ctx, s: _indexed_call(s.table, s)),  # a row copy per index
+    ScatterAdd: Rule(
+        lower_scatter_add, lambda ctx, s: _indexed_call(s.out, s)
+    ),  # zero, then a row add per index
     Gemm: Rule(lower_gemm, _gemm_call),  # a BLAS call
     Guard: Rule(lower_guard, None),  # a branch to the error exit, inline
 }

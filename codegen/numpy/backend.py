@@ -33,17 +33,22 @@ from dataclasses import dataclass
 import sympy as sp
 
 from codegen.ir import (
+    GOLDEN,
+    MIX,
     SCALAR_CHECK,
     Col2Im,
     Columns,
+    Gather,
     Gemm,
     Guard,
     Im2Col,
+    KeepMask,
     Map,
     Program,
     Reduce,
     Reshape,
     RowMax,
+    ScatterAdd,
     Softmax,
     Transpose,
     Value,
@@ -369,7 +374,10 @@ UFUNCS = {
     "greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "logical_and",
     "logical_or", "logical_not",
 }  # fmt: skip
-FROM_NUMPY = UFUNCS | {"copyto", "dot", "empty", "errstate", "full", "ones", "vdot", "zeros"}
+FROM_NUMPY = UFUNCS | {
+    "arange", "copyto", "dot", "empty", "errstate", "full", "intp", "ones", "take", "uint64",
+    "vdot", "zeros",
+}  # fmt: skip
 MODULE_NAMES = FROM_NUMPY | {
     "math", "numbers", "numpy", "ndarray", "DTYPE", "add_reduce", "maximum_reduce", "erf",
     "_check_array", "_check_shape", "_check_updatable", "_check_scalar", "_not_finite",
@@ -968,6 +976,56 @@ def _columns(w: _Writer, s: Columns) -> list[str]:
     return lines
 
 
+def _keep_mask(w: _Writer, s: KeepMask) -> list[str]:
+    """splitmix64 of the element index in the stream of (key, counter): codegen.ir.keep_bits."""
+    out, key, bits = w.local[s.out.name], w.claim("key", True), w.claim("bits", True)
+    rows, cols = (w.dim(d) for d in s.out.shape)
+    mix = [(f"{k} ^ {k} >> {shift}", multiplier) for k in (key,) for shift, multiplier in MIX]
+    lines = [
+        f"{key} = ({s.key:#x} + int({py_scalar(sp.sympify(s.counter), w.names)}) * {GOLDEN:#x}) % 2**64"
+    ]
+    for z, multiplier in mix:  # the step's key, in Python integers
+        lines.append(
+            f"{key} = ({z}) * {multiplier:#x} % 2**64" if multiplier else f"{key} ^= {key} >> 31"
+        )
+    lines += [  # each element's hash, in uint64 arrays (they wrap as the native code does)
+        f"{bits} = arange(1, {rows} * {cols} + 1, dtype=uint64)",
+        f"{bits} *= {GOLDEN:#x}",
+        f"{bits} += {key}",
+    ]
+    for shift, multiplier in MIX:
+        lines.append(f"{bits} ^= {bits} >> {shift}")
+        if multiplier:
+            lines.append(f"{bits} *= {multiplier:#x}")
+    scale = py_scalar(sp.sympify(s.scale), w.names)
+    w.uses.add("multiply")
+    lines.append(
+        f"multiply({bits}.reshape({rows}, {cols}) >> 32 >= {s.threshold}, {scale}, out={out})"
+    )
+    return lines
+
+
+def _rows_of(w: _Writer, indices: Value, table_rows) -> str:
+    """The index matrix as row numbers, clamped to the table (codegen.ir.Gather)."""
+    return f"{w.local[indices.name]}.astype(intp).clip(0, {w.dim(table_rows)} - 1)"
+
+
+def _gather(w: _Writer, s: Gather) -> list[str]:
+    rows = _rows_of(w, s.indices, s.table.shape[0])
+    out, table = w.local[s.out.name], w.local[s.table.name]
+    return [f"{out}[...] = take({table}, {rows}, axis=0).reshape({out}.shape)"]
+
+
+def _scatter_add(w: _Writer, s: ScatterAdd) -> list[str]:
+    rows = _rows_of(w, s.indices, s.out.shape[0])
+    out, source = w.local[s.out.name], w.local[s.source.name]
+    width = w.dim(s.out.shape[1])
+    return [  # add.at sums repeated rows in order, as the native loop does
+        f"{out}[...] = 0",
+        f"add.at({out}, {rows}.ravel(), {source}.reshape(-1, {width}))",
+    ]
+
+
 def _span(start: int, count: int, step: int) -> str:
     """The slice of ``count`` indices from ``start``, ``step`` apart."""
     stop = start + (count - 1) * step + 1
@@ -1049,6 +1107,9 @@ STATEMENTS: dict[type, Callable[[_Writer, object], list[str]]] = {
     Softmax: _softmax,
     Transpose: _transpose,
     Columns: _columns,
+    KeepMask: _keep_mask,
+    Gather: _gather,
+    ScatterAdd: _scatter_add,
     Im2Col: _im2col,
     Col2Im: _col2im,
     Reshape: _reshape,

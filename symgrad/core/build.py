@@ -15,6 +15,7 @@ from sympy.matrices.expressions import (
     MatAdd,
     MatMul,
     MatrixExpr,
+    MatrixSymbol,
     OneMatrix,
     Transpose,
     ZeroMatrix,
@@ -27,14 +28,18 @@ from symgrad.core.nodes import (
     ColSum,
     ColumnSlice,
     Concat,
+    DropoutMask,
     Elementwise,
     Fill,
+    Gather,
     Hadamard,
     LogSoftmax,
     Named,
     RowSum,
+    ScatterAdd,
     ShapeMismatch,
     Softmax,
+    Standardize,
     Total,
     _check_matrix,
     _shape_error,
@@ -409,6 +414,83 @@ def column_slice(a: MatrixExpr, start: int, stop: int) -> MatrixExpr:
             offset += cols
         return concat(*pieces)
     return ColumnSlice(a, start, stop)
+
+
+def dropout_mask(label: str, rows, cols, rate, seed: int, salt: int, counter) -> MatrixExpr:
+    """The (rows, cols) keep mask of a dropout of ``rate`` in step ``counter`` (ones at rate 0).
+
+    ``seed`` (the model's) and ``salt`` (which mask of the model) choose the stream.
+    """
+    rate = sp.sympify(rate)
+    if not (rate.is_number and 0 <= rate < 1):
+        raise ValueError(f"dropout_mask: rate must be a number in [0, 1); received: rate={rate}")
+    if not isinstance(label, str) or not label.isidentifier():
+        raise ValueError(f"dropout_mask: labels must be identifiers; received: {label!r}")
+    if rate == 0:
+        return OneMatrix(rows, cols)
+    return DropoutMask(label, rows, cols, rate, int(seed) % 2**64, int(salt) % 2**64, counter)
+
+
+def moments(a: MatrixExpr, axis: int) -> tuple[MatrixExpr, MatrixExpr]:
+    """(mean, biased variance) over ``axis``: (1, c) rows for 0, (r, 1) columns for 1."""
+    _check_matrix("moments", a)
+    spread = broadcast_rows if axis == 0 else broadcast_cols
+    mu = mean(a, axis)
+    x, m = sp.symbols("_x0 _x1", real=True)
+    centered = elementwise(sp.Lambda((x, m), (x - m) ** 2), a, spread(mu, a.shape[axis]))
+    return mu, mean(centered, axis)
+
+
+def inverse_std(a: MatrixExpr, axis: int, eps) -> MatrixExpr:
+    """``1 / sqrt(var + eps)`` over ``axis``, named ``rstd_<A>`` (a value of its own in
+    generated code: one square root per row or column, shared by forward and backward)."""
+    v = sp.Symbol("_x0", real=True)
+    rstd = elementwise(sp.Lambda(v, 1 / sp.sqrt(v + eps)), moments(a, axis)[1])
+    label = a.name if isinstance(a, (Named, MatrixSymbol)) else "A"
+    return name(f"rstd_{label}", rstd)
+
+
+def standardize(a: MatrixExpr, axis: int, eps) -> MatrixExpr:
+    """``(A - mean) / sqrt(var + eps)`` over ``axis`` (0: batch normalization, 1: layer)."""
+    _check_matrix("standardize", a)
+    if axis not in (0, 1):
+        raise ValueError(f"standardize: axis must be 0 or 1; received: axis={axis!r}")
+    eps = sp.sympify(eps)
+    if not (eps.is_number and eps > 0):
+        raise ValueError(f"standardize: eps must be a positive number; received: eps={eps}")
+    return Standardize(a, axis, eps)
+
+
+def standardized(node: Standardize) -> MatrixExpr:
+    """The node written with moments and broadcasts: ``(A - 1 mu) o 1 rstd``."""
+    a, axis = node.args[0], node.axis
+    spread = broadcast_rows if axis == 0 else broadcast_cols
+    count = a.shape[axis]
+    mu = moments(a, axis)[0]
+    centered = sub(a, spread(mu, count))
+    return hadamard(centered, spread(inverse_std(a, axis, node.eps), count))
+
+
+def gather(table: MatrixExpr, indices: MatrixExpr) -> MatrixExpr:
+    """``W[X]``: rows of ``table`` (V, d) picked by the integer matrix ``indices`` (r, s)."""
+    _check_matrix("gather", table)
+    _check_matrix("gather", indices)
+    if not table.shape[1].is_Integer:
+        raise _shape_error("gather", table, indices)
+    return Gather(table, indices)
+
+
+def scatter_add(source: MatrixExpr, indices: MatrixExpr, rows) -> MatrixExpr:
+    """The adjoint of ``gather`` into a table of ``rows`` rows (``source``: (r, s d))."""
+    _check_matrix("scatter_add", source)
+    _check_matrix("scatter_add", indices)
+    width = source.shape[1] / indices.shape[1]
+    if source.shape[0] != indices.shape[0] or not sp.sympify(width).is_Integer:
+        raise _shape_error("scatter_add", source, indices)
+    if is_zero(source):
+        return ZeroMatrix(rows, width)
+    c, m = split_scalar(source)
+    return scale(c, ScatterAdd(m, indices, rows))
 
 
 def softmax(a: MatrixExpr) -> MatrixExpr:

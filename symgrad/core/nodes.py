@@ -485,6 +485,151 @@ def _pretty_text(node):
     return prettyForm(node._text(sp.StrPrinter()))
 
 
+class DropoutMask(_Node):
+    """The keep mask of one dropout layer in one step: entries 0 or ``1/(1 - rate)``.
+
+    ``M[i, j] = [bits(key, counter, i c + j) >= rate 2^32] / (1 - rate)`` with ``bits`` a
+    counter-based generator (:func:`codegen.ir.keep_bits`) and ``key`` mixed from ``seed``
+    and ``salt`` (which stream of the model): the same seed, salt and ``counter`` (the
+    step number ``t``) give the same mask on every backend. It reads no matrix, so it is
+    a constant of the step for differentiation: ``d(A o M)/dA = G o M``.
+    """
+
+    def __new__(cls, label, rows, cols, rate, seed, salt, counter):
+        label = Str(label) if isinstance(label, str) else label
+        args = (sp.sympify(rows), sp.sympify(cols), sp.sympify(rate))
+        return _new(cls, label, *args, sp.Integer(seed), sp.Integer(salt), sp.sympify(counter))
+
+    @property
+    def label(self) -> str:
+        return self.args[0].name
+
+    @property
+    def rate(self) -> sp.Expr:
+        return self.args[3]
+
+    @property
+    def seed(self) -> int:
+        return int(self.args[4])
+
+    @property
+    def salt(self) -> int:
+        return int(self.args[5])
+
+    @property
+    def counter(self) -> sp.Expr:
+        return self.args[6]
+
+    def _shape(self):
+        return (self.args[1], self.args[2])
+
+    def _symbol(self) -> MatrixSymbol:
+        return MatrixSymbol(f"M_{self.label}", *self.shape)
+
+    def _entry(self, i, j, **kwargs):
+        return self._symbol()._entry(i, j, **kwargs)
+
+    def _text(self, printer):
+        return printer._print(self._symbol())
+
+    def _pretty(self, printer):
+        return printer._print(self._symbol())
+
+
+class Standardize(_Node):
+    """``(A - mean) / sqrt(var + eps)`` with the moments over the rows (``axis=0``, each
+    column over the batch: batch normalization) or over the columns (``axis=1``, each row
+    over its features: layer normalization); variances are biased (divided by the count).
+
+    Printed ``batchnorm(A)`` / ``layernorm(A)``: normalization without scale and shift.
+    """
+
+    def __new__(cls, a, axis: int, eps):
+        return _new(cls, a, sp.Integer(axis), sp.sympify(eps))
+
+    @property
+    def axis(self) -> int:
+        return int(self.args[1])
+
+    @property
+    def eps(self) -> sp.Expr:
+        return self.args[2]
+
+    def _shape(self):
+        return self.args[0].shape
+
+    def _entry(self, i, j, **kwargs):
+        a = self.args[0]
+        k = sp.Dummy("k", integer=True)
+        count = a.shape[self.axis]
+        at = (lambda k: a._entry(k, j, **kwargs)) if self.axis == 0 else (
+            lambda k: a._entry(i, k, **kwargs)
+        )
+        mean = sp.Sum(at(k), (k, 0, count - 1)) / count
+        var = sp.Sum((at(k) - mean) ** 2, (k, 0, count - 1)) / count
+        return (a._entry(i, j, **kwargs) - mean) / sp.sqrt(var + self.eps)
+
+    def _text(self, printer):
+        label = ("batchnorm", "layernorm")[self.axis]
+        inner = printer._print(self.args[0])
+        if isinstance(printer, LatexPrinter):
+            return rf"\operatorname{{{label}}}\left({inner}\right)"
+        return f"{label}({inner})"
+
+    def _pretty(self, printer):
+        return _pretty_text(self)
+
+
+class Gather(_Node):
+    """``W[X]``: the rows of a (V, d) table picked by the (r, s) integer matrix ``X``, side
+    by side: ``W[X][i, k d + j] = W[X[i, k], j]``, (r, s d); an embedding lookup."""
+
+    def __new__(cls, table, indices):
+        return _new(cls, table, indices)
+
+    def _shape(self):
+        table, indices = self.args
+        return (indices.shape[0], indices.shape[1] * table.shape[1])
+
+    def _entry(self, i, j, **kwargs):
+        table, indices = self.args
+        d = table.shape[1]
+        return table._entry(indices._entry(i, j // d, **kwargs), j % d, **kwargs)
+
+    def _text(self, printer):
+        return f"{_placeholder_name(printer, self.args[0])}[{printer._print(self.args[1])}]"
+
+    def _pretty(self, printer):
+        return _pretty_text(self)
+
+
+class ScatterAdd(_Node):
+    """``scatter_add(G, X)``: the adjoint of a gather into a table of ``rows`` rows:
+    row ``v`` sums the blocks ``G[i, k d : (k + 1) d]`` of every (i, k) with ``X[i, k] = v``."""
+
+    def __new__(cls, source, indices, rows):
+        return _new(cls, source, indices, sp.sympify(rows))
+
+    def _shape(self):
+        source, indices, rows = self.args
+        return (rows, source.shape[1] / indices.shape[1])
+
+    def _entry(self, i, j, **kwargs):
+        source, indices, _ = self.args
+        r, k = sp.Dummy("r", integer=True), sp.Dummy("k", integer=True)
+        d = self.shape[1]
+        hit = sp.KroneckerDelta(indices._entry(r, k, **kwargs), i)
+        term = hit * source._entry(r, k * d + j, **kwargs)
+        return sp.Sum(term, (r, 0, indices.shape[0] - 1), (k, 0, indices.shape[1] - 1))
+
+    def _text(self, printer):
+        source, indices, _ = self.args
+        return f"scatter_add({printer._print(source)}, {printer._print(indices)})"
+
+    def _pretty(self, printer):
+        return _pretty_text(self)
+
+
 class Named(_Node):
     """A named intermediate (``Z1``, ``A1``): the identity, printed as its name.
 

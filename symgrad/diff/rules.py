@@ -147,6 +147,39 @@ def log_softmax_vjp(node, out, ct):
     return [E.sub(ct, E.hadamard(E.softmax(z), E.broadcast_cols(E.row_sum(ct), k)))]
 
 
+@vjp(E.DropoutMask, "M: no matrix operands (a constant of the step; d(A o M)/dA = G o M)")
+def dropout_mask_vjp(node, out, ct):
+    return []
+
+
+@vjp(
+    E.Standardize,
+    "d batchnorm(A)/dA: rstd o (G - mean(G) - N o mean(G o N)), N = batchnorm(A), "
+    "rstd = 1/sqrt(var(A) + eps), means over the normalized axis",
+)
+def standardize_vjp(node, out, ct):
+    a, axis = node.args[0], node.axis
+    spread = E.broadcast_rows if axis == 0 else E.broadcast_cols
+    count = a.shape[axis]
+
+    def mean(m):  # the mean over the normalized axis, repeated back over it
+        return spread(E.mean(m, axis), count)
+
+    rstd = spread(E.inverse_std(a, axis, node.eps), count)
+    centered = E.sub(ct, mean(ct))
+    return [E.hadamard(rstd, E.sub(centered, E.hadamard(out, mean(E.hadamard(ct, out)))))]
+
+
+@vjp(E.Gather, "d W[X]/dW: scatter_add(G, X) (row v sums the blocks of G where X = v); X: none")
+def gather_vjp(node, out, ct):
+    table, indices = node.args
+    return [E.scatter_add(ct, indices, table.shape[0]), ZeroMatrix(*indices.shape)]
+
+
+@vjp(E.ScatterAdd, "d scatter_add(G, X)/dG: H[X] (the rows of H gathered back); X: none")
+def scatter_add_vjp(node, out, ct):
+    source, indices, _ = node.args
+    return [E.gather(ct, indices), ZeroMatrix(*indices.shape)]
 @vjp(E.Im2Col, "d im2col(X)/dX: col2im(G), each window's cotangent added back where it was read")
 def im2col_vjp(node, out, ct):
     return [E.col2im(ct, node.window)]

@@ -314,6 +314,15 @@ def _column_slice(lo: Lowering, node: E.ColumnSlice, out: ir.Value, comment: str
     return ir.Columns(out, ((lo._operand(node.args[0]), node.start, node.stop),), comment)
 
 
+def _keep_mask(lo: Lowering, node: E.DropoutMask, out: ir.Value, comment: str) -> ir.KeepMask:
+    key, threshold = ir.stream_key(node.seed, node.salt), ir.keep_threshold(node.rate)
+    return ir.KeepMask(out, key, node.counter, threshold, 1 / (1 - node.rate), comment)
+
+
+def _standardize(lo: Lowering, node: E.Standardize, out: ir.Value, comment: str) -> ir.Map:
+    # the moments are Reduce statements, rstd a (1, c) or (r, 1) value shared with the
+    # gradient; the normalization itself one fused Map: (a - mu) * rstd
+    return _map(lo, E.standardized(node), out, comment)
 def _windows(stmt):
     def rule(lo: Lowering, node, out: ir.Value, comment: str):
         return stmt(out, lo._operand(node.args[0]), ir.Window(*node.window), comment)
@@ -338,6 +347,14 @@ STATEMENT: dict[type, Callable[[Lowering, MatrixExpr, ir.Value, str], ir.Stmt]] 
     Transpose: lambda lo, node, out, comment: ir.Transpose(out, lo._operand(node.arg), comment),
     E.Concat: _concat,  # [A | B] -> Columns, each part whole
     E.ColumnSlice: _column_slice,  # A[:, s:e] -> Columns with one part
+    E.Standardize: _standardize,  # (A - 1 mu) o 1 rstd: two Reduce, a Map for rstd, a Map
+    E.DropoutMask: _keep_mask,
+    E.Gather: lambda lo, node, out, comment: ir.Gather(  # W[X] -> Gather
+        out, lo._operand(node.args[0]), lo._operand(node.args[1]), comment
+    ),
+    E.ScatterAdd: lambda lo, node, out, comment: ir.ScatterAdd(  # scatter_add(G, X)
+        out, lo._operand(node.args[0]), lo._operand(node.args[1]), comment
+    ),  # M -> KeepMask: the counter-based generator of the step
     E.Im2Col: _windows(ir.Im2Col),  # im2col(X) -> Im2Col, a gather of windows
     E.Col2Im: _windows(ir.Col2Im),  # col2im(G) -> Col2Im, a scatter-add of windows
     E.Reshape: _unary(ir.Reshape),  # reshape(A, (r, c)) -> Reshape, a copy

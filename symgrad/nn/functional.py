@@ -320,7 +320,7 @@ class Functional(Model):
                 f"The model expects {self.input_dim} input feature(s). Received: input_dim={input_dim}"
             )
 
-    def _forward(self) -> TrainingGraph:
+    def _forward(self, training: bool = True) -> TrainingGraph:
         """``X -> P``; several inputs are column blocks ``X_<name>`` of one ``X``, several
         outputs ``P_<name>`` blocks of one ``P`` (one matrix each for the step and the epoch)."""
         x = E.matrix("X", E.batch(), self.input_dim)
@@ -330,7 +330,8 @@ class Functional(Model):
             given[id(t)] = x if len(self.inputs) == 1 else E.name(f"X_{t.name}", block)
             start += t.dim
         made: dict[str, list[E.Named]] = {}
-        values = replay(self._nodes, given, Names(), made)
+        names = Names(training, self._mask_seed)
+        values = replay(self._nodes, given, names, made)
         outs = [values[id(t)] for t in self.outputs]
         if len(outs) == 1:
             shown = [E.name("P", outs[0].body if isinstance(outs[0], E.Named) else outs[0])]
@@ -344,7 +345,8 @@ class Functional(Model):
         output = shown[0] if len(shown) == 1 else E.name("P", E.concat(*shown))
         for t, p in zip(self.outputs, shown):  # an output's penalty is a penalty of P_<name>
             values[id(t)] = p
-        return TrainingGraph(x, output, self.weights, made, penalties=self._penalties(values))
+        penalties = self._penalties(values)
+        return TrainingGraph(x, output, self.weights, made, penalties=penalties, states=names.states)
 
     def _penalties(self, values: dict) -> list[MatrixExpr]:
         """Each layer's weight penalties once, its activity penalty once per call (as Keras)."""
@@ -423,6 +425,18 @@ class Functional(Model):
 
     def _prepare_x(self, x, name: str = "x") -> np.ndarray:
         return super()._prepare_x(self._pack_x(x, name), name)
+
+    def _check_inputs(self, x: np.ndarray, name: str) -> None:
+        """The layers called on an input check its block of the packed rows."""
+        start, blocks = 0, {}
+        for t in self.inputs:
+            shown = name if len(self.inputs) == 1 else f"{name}[{t.name!r}]"
+            blocks[id(t)] = (x[:, start : start + t.dim], shown)
+            start += t.dim
+        for node in self._nodes:
+            for t in node.inputs:
+                if id(t) in blocks and hasattr(node.layer, "check_input"):
+                    node.layer.check_input(*blocks[id(t)])
 
     def _prepare_xy(self, x, y, names: tuple[str, str] = ("x", "y")):
         x = self._pack_x(x, names[0])

@@ -18,18 +18,20 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
 from symgrad.nn import config as config_module
 from symgrad.nn import initializers, regularizers
 from symgrad.nn import validation as data
-from symgrad.nn.validation import positive_int, sample_shape, width
+from symgrad.nn.validation import non_negative_int, positive_int, sample_shape, width
 
 
 @dataclass(eq=False)
@@ -41,6 +43,10 @@ class Variable:
     and ``assign`` speak Keras's layout, where a bias (``vector=True``) is a vector
     ``(units,)`` -- the layout of Keras's and PyTorch's exported weights.  Arrays
     in the matrix layout (files written before this layout) are accepted too.
+
+    ``trainable=False`` is also the state a layer updates itself in the compiled step
+    (batch normalization's moving statistics, ``state=True``): saved and loaded with the
+    weights, never differentiated nor touched by the optimizer, whatever the layer's flag.
     """
 
     path: str
@@ -50,6 +56,7 @@ class Variable:
     vector: bool = False
     trainable: bool = True
     layer: Layer | None = None  # its owner: gives it a value on first use (the model's seed)
+    state: bool = False  # updated by its layer in the step, never trainable
 
     @property
     def name(self) -> str:
@@ -133,11 +140,25 @@ def check_values(variables: Sequence[Variable], values, what: str) -> list[np.nd
 
 class Names:
     """Hands out names of intermediates: ``Z1``/``A1`` for the first Dense, ``M1`` for the
-    first merge of a functional graph, and so on."""
+    first merge of a functional graph, and so on.
 
-    def __init__(self) -> None:
-        self.layer = self.merges = self.pools = 0
+    It is also what one build of a graph knows about its purpose: ``training`` (the graph
+    of ``fit``, with dropout and batch statistics, or that of ``predict`` / ``evaluate``)
+    and ``seed``, the model's seed of the dropout masks (``compile(seed=...)``).
+    """
+
+    def __init__(self, training: bool = True, seed: int = 0) -> None:
+        self.layer = self.merges = self.pools = self.masks = 0
         self.used: set[str] = set()
+        self.training, self.seed = training, seed
+        self.states: dict[MatrixSymbol, MatrixExpr] = {}  # state -> its value after a fit step
+
+    def mask_salt(self, layer_seed: int | None) -> int:
+        """Which stream of the model a dropout layer draws from: its own seed, or its rank."""
+        if layer_seed is not None:
+            return 2 * layer_seed + 1
+        self.masks += 1
+        return 2 * self.masks
 
     def merge(self) -> str:
         self.merges += 1
@@ -287,7 +308,7 @@ class Layer(Weighted):
             )
         self._trainable = bool(value)
         for w in self.weights:
-            w.trainable = self._trainable
+            w.trainable = self._trainable and not w.state
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of this layer's weights in Keras's layout: ``[kernel (in, units), bias (units,)]``."""
@@ -302,16 +323,20 @@ class Layer(Weighted):
         for var, array in zip(self.weights, arrays):
             var._require_value()[...] = array
 
-    def _variable(self, what: str, shape: tuple[int, int], initializer, vector=False) -> Variable:
-        """A new weight of this layer: ``<layer>/<what>``, symbol ``<layer>_<what>``."""
+    def _variable(
+        self, what: str, shape: tuple[int, int], initializer, vector=False, state=False
+    ) -> Variable:
+        """A new weight of this layer: ``<layer>/<what>``, symbol ``<layer>_<what>``;
+        ``state``: updated by the layer itself in the step (never trainable)."""
         sym = E.matrix(f"{self.name}_{what}", *shape)
         return Variable(
             f"{self.name}/{what}",
             sym,
             initializer,
             vector=vector,
-            trainable=self.trainable,
+            trainable=self.trainable and not state,
             layer=self,
+            state=state,
         )
 
     @property
@@ -349,6 +374,10 @@ class Layer(Weighted):
         LAYERS[cls.__name__] = cls  # a later class of the same name (a user's) wins, as Keras's
         if "__init__" in vars(cls):
             cls.__init__ = config_module.recording(cls.__init__)
+
+    def check_input(self, x: np.ndarray, name: str) -> None:
+        """Refuse data this layer cannot read when it reads the model's input ``x`` directly
+        (before any code runs); most layers read any finite numbers."""
 
     def get_config(self) -> dict:
         """The constructor's arguments (as JSON data), the name and ``trainable``."""
@@ -633,6 +662,336 @@ class Reshape(Layer):
 
     def call(self, a, names):
         return a
+
+
+  # a layer argument of a layer is written as an entry
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+
+
+def _rate(value, layer: str) -> float:
+    """A dropout rate: a real number in [0, 1) (rate 1 would drop everything)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(
+            f"{layer}: rate must be a number in [0, 1) (the fraction of inputs dropped). "
+            f"Received: rate={value!r}"
+        )
+    if not 0 <= float(value) < 1:
+        raise ValueError(
+            f"{layer}: rate must be a number in [0, 1) (the fraction of inputs dropped). "
+            f"Received: rate={value!r}"
+        )
+    return float(value)
+
+
+class Dropout(Layer):
+    """Keras's inverted dropout: in ``fit`` each entry is zeroed with probability ``rate``
+    and the rest scaled by ``1/(1 - rate)``; in ``predict`` and ``evaluate`` the identity.
+
+    ``D = A o M``: the mask ``M`` is drawn inside the compiled step by a counter-based
+    generator of (seed, step ``t``, element), the same on every backend and in the
+    whole-epoch native call; ``compile(seed=...)`` (and the layer's ``seed``) make it
+    reproducible. ``noise_shape``: ``None`` (a draw per entry), ``(None, 1)`` (one per row,
+    shared by its features) or ``(1, features)`` (one per feature, shared by the batch).
+
+    >>> Dropout(0.5)
+    <Dropout name=dropout>
+    """
+
+    def __init__(self, rate, noise_shape=None, seed: int | None = None, name: str | None = None):
+        super().__init__(name)
+        self.rate = _rate(rate, "Dropout")
+        if seed is not None:
+            seed = non_negative_int(seed, "seed")
+        self.seed = seed
+        if noise_shape is not None:
+            sound = (
+                isinstance(noise_shape, (tuple, list))
+                and len(noise_shape) == 2
+                and noise_shape[0] in (None, 1)
+                and (noise_shape[1] is None or _is_positive_int(noise_shape[1]))
+            )
+            if not sound:
+                raise ValueError(
+                    "Dropout: noise_shape must be None or (rows, features) with rows None or 1 "
+                    "and features None, 1 or the input's width, e.g. (None, 1). "
+                    f"Received: noise_shape={noise_shape!r}"
+                )
+            noise_shape = tuple(noise_shape)
+        self.noise_shape = noise_shape
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        width = self.noise_shape[1] if self.noise_shape else None
+        if width not in (None, 1, self.input_dim):
+            self.built = False
+            raise ValueError(
+                f"Dropout {self.name!r}: noise_shape {self.noise_shape} does not broadcast to "
+                f"rows of {self.input_dim} features. Received: noise_shape={self.noise_shape!r}"
+            )
+
+    def call(self, a, names):
+        if not names.training or self.rate == 0:
+            return a
+        from symgrad.nn.optimizers import STEP  # it imports this module
+
+        rows, cols = a.shape
+        shared_rows, shared_cols = self.noise_shape or (None, None)
+        shape = (1 if shared_rows == 1 else rows, 1 if shared_cols == 1 else cols)
+        salt = names.mask_salt(self.seed)
+        mask = E.dropout_mask(self.name, *shape, self.rate, names.seed, salt, STEP)
+        if shape[0] != rows:
+            mask = E.broadcast_rows(mask, rows)
+        if shape[1] != cols:
+            mask = E.broadcast_cols(mask, cols)
+        return E.name(names.fresh(f"D{names.layer}"), E.hadamard(a, mask))
+
+
+
+def _exact(value, name: str, layer: str, low: float, high: float) -> sp.Rational:
+    """A hyperparameter in (low, high) as the exact rational of its decimal (0.99 -> 99/100),
+    so the formulas print it as written."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{layer}: {name} must be a number. Received: {name}={value!r}")
+    if not low < float(value) < high:
+        raise ValueError(
+            f"{layer}: {name} must be in ({low:g}, {high:g}). Received: {name}={value!r}"
+        )
+    return sp.Rational(repr(float(value)))
+
+
+def _feature_axis(axis, layer: str) -> None:
+    if axis not in (-1, 1) or isinstance(axis, bool):
+        raise ValueError(
+            f"{layer} normalizes the features of rows (n, features): axis must be -1 (or 1). "
+            f"Received: axis={axis!r}"
+        )
+
+
+class _Normalization(Layer):
+    """What batch and layer normalization share: gamma (scale) and beta (center) of shape
+    (1, features), initializers as Keras, the output named ``N<k>``.
+
+    Samples with a shape (images ``(H, W, C)``, sequences ``(steps, C)``: rows of H*W*C
+    entries) are normalized along their last axis, the channels, as Keras's ``axis=-1``:
+    each sample row is regrouped as one row of C channels per position (a reshape of the
+    row-major matrix, no copy of meaning), normalized, and regrouped back.
+    """
+
+    def __init__(self, axis, epsilon, center, scale, beta_initializer, gamma_initializer, name):
+        super().__init__(name)
+        _feature_axis(axis, type(self).__name__)
+        self.axis = axis
+        self.epsilon = _exact(epsilon, "epsilon", type(self).__name__, 0, math.inf)
+        self.center, self.scale = bool(center), bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.gamma: Variable | None = None
+        self.beta: Variable | None = None
+
+    @property
+    def features(self) -> int:
+        """The size of the normalized axis: the channels of shaped samples, else the width."""
+        shape = getattr(self, "input_shape", None)
+        return int(shape[-1]) if shape and len(shape) > 1 else self.input_dim
+
+    def _grouped(self, a: MatrixExpr) -> MatrixExpr:
+        """Rows of ``features`` entries: one per sample, or one per position of a sample."""
+        if self.features == self.input_dim:
+            return a
+        return E.reshape(a, a.shape[0] * (self.input_dim // self.features), self.features)
+
+    def _feature_variable(self, key: str, initializer, state: bool = False) -> Variable:
+        """A (features,) weight: gamma, beta or a moving statistic (``state``)."""
+        return self._variable(key, (1, self.features), initializer, vector=True, state=state)
+
+    def build(self, input_shape) -> None:
+        known = self.input_dim if self.built else None
+        super().build(input_shape)
+        if known != self.input_dim:  # new weights only for a new width
+            self._make_weights()
+
+    def _make_weights(self) -> None:
+        self.gamma = self._feature_variable("gamma", self.gamma_initializer) if self.scale else None
+        self.beta = self._feature_variable("beta", self.beta_initializer) if self.center else None
+
+    @property
+    def weights(self) -> list[Variable]:
+        return [w for w in (self.gamma, self.beta) if w is not None]
+
+    def _affine(self, normalized: MatrixExpr, a: MatrixExpr, names: Names) -> MatrixExpr:
+        """``gamma o N + beta`` (each (1, features) row repeated over the grouped rows of
+        ``normalized``), in the layout of the input ``a``."""
+        rows = normalized.shape[0]
+        if self.gamma is not None:
+            normalized = E.hadamard(E.broadcast_rows(self.gamma.symbol, rows), normalized)
+        if self.beta is not None:
+            normalized = E.add_bias(normalized, self.beta.symbol)
+        if normalized.shape != a.shape:
+            normalized = E.reshape(normalized, *a.shape)
+        return E.name(names.fresh(f"N{names.layer}"), normalized)
+
+
+
+class LayerNormalization(_Normalization):
+    """Keras's layer normalization of each row over its features:
+    ``N = gamma o layernorm(A) + beta``, ``layernorm(A) = (A - mean) / sqrt(var + epsilon)``
+    with the mean and (biased) variance of each row; the same in fit and predict.
+
+    >>> LayerNormalization(epsilon=1e-3)
+    <LayerNormalization name=layer_normalization>
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        epsilon=1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        name: str | None = None,
+    ):
+        super().__init__(axis, epsilon, center, scale, beta_initializer, gamma_initializer, name)
+
+    def call(self, a, names):
+        return self._affine(E.standardize(self._grouped(a), 1, self.epsilon), a, names)
+
+
+class BatchNormalization(_Normalization):
+    """Keras's batch normalization of each feature over the batch.
+
+    In fit: ``N = gamma o batchnorm(A) + beta`` with the batch's mean and (biased)
+    variance, and the moving statistics (non-trainable weights, updated in the compiled
+    step with the optimizer's update, all or nothing) become
+    ``moving = moving * momentum + batch * (1 - momentum)``. In predict and evaluate:
+    ``N = gamma (A - moving_mean) / sqrt(moving_variance + epsilon) + beta``.
+    The gradient is the compact ``rstd o (G - mean(G) - N o mean(G o N))``.
+
+    >>> BatchNormalization(momentum=0.99, epsilon=1e-3)
+    <BatchNormalization name=batch_normalization>
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        name: str | None = None,
+    ):
+        super().__init__(axis, epsilon, center, scale, beta_initializer, gamma_initializer, name)
+        self.momentum = _exact(momentum, "momentum", "BatchNormalization", 0, 1)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.moving_mean: Variable | None = None
+        self.moving_variance: Variable | None = None
+
+    def _make_weights(self) -> None:
+        super()._make_weights()
+        mean, variance = self.moving_mean_initializer, self.moving_variance_initializer
+        self.moving_mean = self._feature_variable("moving_mean", mean, state=True)
+        self.moving_variance = self._feature_variable("moving_variance", variance, state=True)
+
+    @property
+    def weights(self) -> list[Variable]:  # Keras's order: gamma, beta, moving_mean, moving_variance
+        return [*super().weights, self.moving_mean, self.moving_variance]
+
+    def call(self, a, names):
+        mean, variance = self.moving_mean.symbol, self.moving_variance.symbol
+        grouped = self._grouped(a)  # the statistics are over the batch (and the positions)
+        if not names.training:
+            rows = grouped.shape[0]
+            x, m, v = sp.symbols("x m v", real=True)
+            body = (x - m) / sp.sqrt(v + self.epsilon)
+            normalized = E.elementwise(
+                sp.Lambda((x, m, v), body),
+                grouped,
+                E.broadcast_rows(mean, rows),
+                E.broadcast_rows(variance, rows),
+            )
+            return self._affine(normalized, a, names)
+        batch_mean, batch_variance = E.moments(grouped, 0)
+        keep = self.momentum
+        for state, batch in ((mean, batch_mean), (variance, batch_variance)):
+            names.states[state] = E.add(E.scale(keep, state), E.scale(1 - keep, batch))
+        return self._affine(E.standardize(grouped, 0, self.epsilon), a, names)
+
+
+
+class Embedding(Layer):
+    """Keras's embedding lookup: rows of ``steps`` integer indices in ``[0, input_dim)``
+    become their ``output_dim``-vectors side by side, ``E1 = embeddings[X]``, (n, steps *
+    output_dim). The gradient is a scatter-add: row ``v`` of ``d embeddings`` sums the
+    blocks of ``dE1`` at every position whose index is ``v``. Indices are checked (integers,
+    in range) before any compiled code runs.
+
+    >>> Embedding(input_dim=1000, output_dim=8, input_length=10)
+    <Embedding name=embedding>
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        embeddings_initializer="uniform",
+        input_length: int | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(name)
+        self.vocabulary = positive_int(input_dim, "input_dim")
+        self.units = positive_int(output_dim, "output_dim")
+        self.embeddings_initializer = (  # Keras's "uniform": U(-0.05, 0.05)
+            initializers.RandomUniform(-0.05, 0.05)
+            if embeddings_initializer == "uniform"
+            else initializers.get(embeddings_initializer)
+        )
+        self.declared_input_dim = (
+            None if input_length is None else positive_int(input_length, "input_length")
+        )
+        self.embeddings: Variable | None = None
+
+    @property
+    def weights(self) -> list[Variable]:
+        return [] if self.embeddings is None else [self.embeddings]
+
+    def build(self, input_shape) -> None:
+        known = self.input_dim if self.built else None
+        super().build(input_shape)
+        if known == self.input_dim:
+            return
+        self.embeddings = self._variable(
+            "embeddings", (self.vocabulary, self.units), self.embeddings_initializer
+        )
+
+    def output_dim(self, input_dim):
+        return None if input_dim is None else input_dim * self.units
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """A sequence of ``steps`` vectors, ``(steps, output_dim)``, as Keras (one row of
+        steps * output_dim entries per sample)."""
+        return (*input_shape, self.units)
+
+    def call(self, a, names):
+        return E.name(names.fresh(f"E{names.layer + 1}"), E.gather(self.embeddings.symbol, a))
+
+    def check_input(self, x: np.ndarray, name: str) -> None:
+        bad = ~np.isfinite(x) | (x != np.floor(x)) | (x < 0) | (x >= self.vocabulary)
+        if bad.any():
+            i, k = (int(v) for v in np.argwhere(bad)[0])
+            value = float(x[i, k])
+            shown = int(value) if np.isfinite(value) and value == int(value) else value
+            raise ValueError(
+                f"Layer {self.name!r} (Embedding) reads integer indices in [0, {self.vocabulary}) "
+                f"(input_dim={self.vocabulary}). Received: {name}[{i}, {k}]={shown!r}"
+            )
 
 
 config_module.register_layer_class(Layer)  # a layer argument of a layer is written as an entry

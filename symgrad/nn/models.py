@@ -339,10 +339,21 @@ class Model(Trainer):
         return {w.path: simplified[w.symbol] for w in graph.trainable}
 
     def forward_formulas(self) -> dict[str, sp.Expr]:
-        """The named intermediates in order: ``{"Z1": X*dense_kernel + dense_bias, ...}``."""
+        """The named intermediates in order: ``{"Z1": X*dense_kernel + dense_bias, ...}``.
+
+        Where ``predict`` computes a value otherwise than ``fit`` (dropout, batch
+        normalization) its formula there follows as ``"N1 (predict)"``; a state a layer
+        updates in ``fit`` (moving statistics) as ``"<symbol> (fit update)"``.
+        """
         graph = self._training_graph()
         out = {n.name: n.body for names in graph.layer_names.values() for n in names}
         out.setdefault("P", graph.output.body)  # a model that only passes X through
+        for names in graph.inference_names.values():
+            for n in names:  # shown where it reads otherwise (names are the same in both)
+                if n.name not in out or sstr(out[n.name]) != sstr(n.body):
+                    out[f"{n.name} (predict)"] = n.body
+        for sym, new in graph.states.items():
+            out[f"{sym.name} (fit update)"] = new
         if graph.loss is not None:
             out["loss"] = graph.loss
         return out
@@ -543,8 +554,12 @@ class Sequential(Model):
     def _restorable(self) -> list:
         return [self, self._input_layer, *self._layers]
 
-    def _forward(self) -> TrainingGraph:
-        return forward(self._layers, self._input_dim)
+    def _forward(self, training: bool = True) -> TrainingGraph:
+        return forward(self._layers, self._input_dim, training, self._mask_seed)
+
+    def _check_inputs(self, x: np.ndarray, name: str) -> None:
+        if self._layers:
+            self._layers[0].check_input(x, name)
 
     # -- as a layer of a functional model (or called on expressions)
     def _input_widths(self) -> list[int | None]:

@@ -97,12 +97,37 @@ class TrainingGraph:
     # the weights differentiated and updated: the trainable ones when the loss was
     # attached (at compile); the others are constants of the programs, still inputs
     trainable: list[Variable] = field(default_factory=list)
+    states: dict[MatrixSymbol, MatrixExpr] = field(default_factory=dict)  # fit's state updates
+    # predict / evaluate: the output without dropout (None: the same graph as in fit), the
+    # loss on it and its gradients (compute_gradients, set by add_loss), its intermediates
+    inference: MatrixExpr | None = None
+    inference_penalties: list[MatrixExpr] = field(default_factory=list)
+    inference_loss: MatrixExpr | None = None
+    inference_gradients: dict[MatrixSymbol, MatrixExpr] = field(default_factory=dict)
+    inference_names: dict[str, list[E.Named]] = field(default_factory=dict)
+
+    def with_inference(self, other: TrainingGraph) -> TrainingGraph:
+        """This training graph with ``other``, the same model built for inference."""
+        if other.output != self.output:
+            self.inference, self.inference_penalties = other.output, other.penalties
+            self.inference_names = other.layer_names
+        return self
+
+    def predictions(self, training: bool) -> MatrixExpr:
+        """``P`` in fit (``training``) or in predict / evaluate."""
+        return self.output if training or self.inference is None else self.inference
 
 
-def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
-    """``X -> P``: each layer's ``call`` in order; the last value is renamed ``P``."""
+def forward(
+    layers: Sequence[Layer], input_dim: int, training: bool = True, seed: int = 0
+) -> TrainingGraph:
+    """``X -> P``: each layer's ``call`` in order; the last value is renamed ``P``.
+
+    ``training``: the graph of ``fit`` (dropout masks drawn from ``seed``), else that of
+    ``predict`` and ``evaluate``.
+    """
     x = E.matrix("X", E.batch(), input_dim)
-    names, a, made, seen, outputs = Names(), x, {}, set(), []
+    names, a, made, seen, outputs = Names(training, seed), x, {}, set(), []
     for layer in layers:
         a = layer.call(a, names)
         outputs.append((layer, a))
@@ -113,12 +138,13 @@ def forward(layers: Sequence[Layer], input_dim: int) -> TrainingGraph:
     for named in made.values():  # the last intermediate is the output: show it as P
         named[:] = [output if n == a else n for n in named]
     weights = [w for layer in layers for w in layer.weights]
+    states = dict(names.states)
     penalties = [  # the last layer's activity penalty is a penalty of P
         term
         for layer, out in outputs
         for term in regularizers.layer_penalties(layer, output if out is a else out)
     ]
-    return TrainingGraph(x, output, weights, made, penalties=penalties)
+    return TrainingGraph(x, output, weights, made, penalties=penalties, states=states)
 
 
 def add_loss(graph: TrainingGraph, loss: Loss) -> TrainingGraph:
@@ -129,25 +155,37 @@ def add_loss(graph: TrainingGraph, loss: Loss) -> TrainingGraph:
     """
     n, k = graph.output.shape
     y = loss.labels(n, k)
-    raw = loss(y, graph.output)
+    graph.trainable = [w for w in graph.weights if w.trainable]  # as of compile, as Keras
+    wrt = [w.symbol for w in graph.trainable]
+    graph.y = y
+    graph.raw_loss, graph.loss, graph.gradients, graph.derivation = _loss_and_gradients(
+        loss, y, graph.output, graph.penalties, wrt
+    )
+    if graph.inference is not None:
+        _, graph.inference_loss, graph.inference_gradients, _ = _loss_and_gradients(
+            loss, y, graph.inference, graph.inference_penalties, wrt
+        )
+    return graph
+
+
+def _loss_and_gradients(loss: Loss, y, output, penalties, wrt):
+    """(raw loss, simplified loss, named gradients, derivation) of ``loss`` on ``output``."""
+    raw = loss(y, output)
     if not isinstance(raw, MatrixExpr) or tuple(raw.shape) != (1, 1):
         raise ValueError(
             f"The loss {loss.name!r} must be a (1, 1) matrix expression. Received: {raw!r}"
         )
-    raw = E.add(raw, *graph.penalties)
-    simplified, _ = simplify({"loss": raw}, context=[graph.output])
-    graph.y, graph.raw_loss, graph.loss = y, raw, simplified["loss"]
-    graph.trainable = [w for w in graph.weights if w.trainable]
-    wrt = [w.symbol for w in graph.trainable]
-    graph.derivation = derive(graph.loss, wrt)
-    graph.gradients = {w: E.name(f"d_{w.name}", graph.derivation.gradients[w]) for w in wrt}
+    raw = E.add(raw, *penalties)
+    simplified = simplify({"loss": raw}, context=[output])[0]["loss"]
+    derivation = derive(simplified, wrt)
+    gradients = {w: E.name(f"d_{w.name}", derivation.gradients[w]) for w in wrt}
     blocks = loss.label_blocks(y)
     if blocks:  # targets stood for by their own symbols: simplified with them, then bound to y
-        both = {"loss": graph.loss, **{w.name: d for w, d in graph.gradients.items()}}
-        both, _ = simplify(both, context=[graph.output])
-        graph.loss = both["loss"].xreplace(blocks)
-        graph.gradients = {w: both[w.name].xreplace(blocks) for w in wrt}
-    return graph
+        both = {"loss": simplified, **{w.name: d for w, d in gradients.items()}}
+        both, _ = simplify(both, context=[output])
+        simplified = both["loss"].xreplace(blocks)
+        gradients = {w: both[w.name].xreplace(blocks) for w in wrt}
+    return raw, simplified, gradients, derivation
 
 
 def runtime_scalars(exprs: Sequence[MatrixExpr]) -> list[sp.Symbol]:
@@ -200,10 +238,12 @@ class Programs:
             inputs, outputs, backend=self.backend.name, dtype=self.dtype, name=name, **kwargs
         )
 
-    def _loss_outputs(self) -> dict[str, MatrixExpr]:
-        outputs = {"loss": self.graph.loss}
+    def _loss_outputs(self, training: bool = True) -> dict[str, MatrixExpr]:
+        g = self.graph
+        loss = g.loss if training or g.inference is None else g.inference_loss
+        outputs = {"loss": loss}
         if self.with_predictions:
-            outputs["P"] = self.graph.output
+            outputs["P"] = g.predictions(training)
         return outputs
 
     def _metric_means(self) -> dict[int, tuple[str, MatrixExpr]]:
@@ -232,7 +272,8 @@ class Programs:
             outputs = self._loss_outputs()
             means = self._metric_means()
             outputs.update(dict(means.values()))
-            updates = opt.updates(g.trainable, g.gradients)
+            # the optimizer's updates and the layers' own (moving statistics): one commit
+            updates = {**opt.updates(g.trainable, g.gradients), **g.states}
             inputs = [g.x, g.y, *(w.symbol for w in g.weights), *(s.symbol for s in slots)]
             scalars = runtime_scalars([*outputs.values(), *updates.values()])
             epoch = None
@@ -269,7 +310,7 @@ class Programs:
     def test_step(self) -> CompiledStep:
         if "test" not in self._cache:
             g = self.graph
-            outputs = self._loss_outputs()
+            outputs = self._loss_outputs(training=False)
             fn = self._compile(
                 "test_step", [g.x, g.y, *(w.symbol for w in g.weights)], outputs, scalars=[]
             )
@@ -280,17 +321,23 @@ class Programs:
         if "predict" not in self._cache:
             g = self.graph
             fn = self._compile(
-                "predict_step", [g.x, *(w.symbol for w in g.weights)], {"P": g.output}, scalars=[]
+                "predict_step",
+                [g.x, *(w.symbol for w in g.weights)],
+                {"P": g.predictions(training=False)},
+                scalars=[],
             )
             self._cache["predict"] = CompiledStep(fn, ("P",))
         return self._cache["predict"]
 
     def gradient_step(self) -> CompiledStep:
         if "gradients" not in self._cache:
-            g = self.graph
+            g = self.graph  # the loss as predict / evaluate see it (no dropout): deterministic
+            loss, gradients = g.loss, g.gradients
+            if g.inference is not None:
+                loss, gradients = g.inference_loss, g.inference_gradients
             outputs = {
-                "loss": g.loss,
-                **{f"d_{w.symbol.name}": g.gradients[w.symbol] for w in g.trainable},
+                "loss": loss,
+                **{f"d_{w.symbol.name}": gradients[w.symbol] for w in g.trainable},
             }
             fn = self._compile(
                 "gradient_step", [g.x, g.y, *(w.symbol for w in g.weights)], outputs, scalars=[]
@@ -471,7 +518,11 @@ class Trainer(Weighted):
         self._graph, self._programs_cache, self._metrics = None, None, None
 
     def _seed_rngs(self, seed: int | None) -> None:
-        init, shuffle = np.random.SeedSequence(seed).spawn(2)
+        sequence = np.random.SeedSequence(seed)
+        init, shuffle = sequence.spawn(2)
+        # the dropout masks' seed: baked into the compiled step (a mask is a pure function
+        # of it, the step number and the entry), fixed by compile(seed=...)
+        self._mask_seed = int(sequence.generate_state(1, np.uint64)[0])
         self._init_rng, self._shuffle_rng = (
             np.random.default_rng(init),
             np.random.default_rng(shuffle),
@@ -492,7 +543,7 @@ class Trainer(Weighted):
                 "layer, call model.build(input_dim=...), or call fit / predict with data."
             )
         if self._graph is None:
-            graph = self._forward()
+            graph = self._forward().with_inference(self._forward(training=False))
             self._graph = add_loss(graph, self.loss) if self.loss is not None else graph
         return self._graph
 
@@ -545,6 +596,7 @@ class Trainer(Weighted):
             x, shape = data.as_samples(x, name, self.input_shape, self._input_reader())
         if not self.built:
             self.build(input_shape=(None, *shape))
+        self._check_inputs(x, name)
         with np.errstate(over="ignore"):  # values beyond float32's range become inf: reported next
             x = np.ascontiguousarray(x, dtype=self.dtype)
         data.check_finite(x, f"{name} (as {self.dtype})")
@@ -578,6 +630,9 @@ class Trainer(Weighted):
         """Predicted rows as samples of the output shape (``(n, H, W, C)`` for images)."""
         shape = self.output_shape
         return p if shape is None or len(shape) == 1 else p.reshape(len(p), *shape)
+
+    def _check_inputs(self, x: np.ndarray, name: str) -> None:
+        """Each layer that reads the model's input rows checks them (an Embedding: indices)."""
 
     # -- one batch
     def _weight_arrays(self) -> list[np.ndarray]:

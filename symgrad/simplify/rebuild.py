@@ -54,6 +54,10 @@ REBUILD = {
     E.LogSoftmax: lambda node, kids: E.log_softmax(kids[0]),
     E.Concat: lambda node, kids: E.concat(*kids),
     E.ColumnSlice: lambda node, kids: E.column_slice(kids[0], node.start, node.stop),
+    E.Standardize: lambda node, kids: E.standardize(kids[0], node.axis, node.eps),
+    E.DropoutMask: lambda node, kids: node,
+    E.Gather: lambda node, kids: E.gather(*kids),
+    E.ScatterAdd: lambda node, kids: E.scatter_add(*kids, node.shape[0]),  # no operands: nothing to rebuild
     E.Im2Col: lambda node, kids: E.im2col(kids[0], node.window),
     E.Col2Im: lambda node, kids: E.col2im(kids[0], node.window),
     E.Reshape: lambda node, kids: E.reshape(kids[0], *node.shape),

@@ -183,6 +183,7 @@ def program_with_every_statement() -> ir.Program:
     X, W, b = ir.Value("X", (n, 3)), ir.Value("W", (3, 2)), ir.Value("b", (1, 2))
     Z, A, P = ir.Value("Z", (n, 2)), ir.Value("A", (n, 2)), ir.Value("P", (n, 2))
     T, L, C = ir.Value("T", (2, n)), ir.Value("L", (1, 1)), ir.Value("C", (n, 3))
+    K, G, S = ir.Value("K", (n, 2)), ir.Value("G", (n, 6)), ir.Value("S", (3, 2))
     window = ir.Window(1, 3, 1, 1, 2, 1, 1, 1, 1, 0, 0, 1, 2, depthwise=True, lowest=True)
     I, X2 = ir.Value("I", (2 * n, 2)), ir.Value("X2", (n, 3))
     R, M = ir.Value("R", (3 * n, 1)), ir.Value("M", (n, 1))
@@ -192,6 +193,9 @@ def program_with_every_statement() -> ir.Program:
         ir.Softmax(P, A, log=True),
         ir.Transpose(T, P),
         ir.Columns(C, ((A, 0, 2), (P, 1, 2)), comment="C = [A | P[:, 1:2]]"),
+        ir.KeepMask(K, ir.stream_key(3, 4), sp.Symbol("lr"), 2**31, sp.Integer(2)),
+        ir.Gather(G, W, X),
+        ir.ScatterAdd(S, G, X),
         ir.Im2Col(I, X, window, comment="I = im2col(X)"),
         ir.Col2Im(X2, I, window),
         ir.Reshape(R, X2),
@@ -204,7 +208,7 @@ def program_with_every_statement() -> ir.Program:
         (X, W, b),
         (sp.Symbol("lr"),),
         body,
-        (L, T, C, R, M),
+        (L, T, C, R, M, K, S),
         ((W, W),),
         batch=(n,),
         meta={1: "m"},

@@ -19,18 +19,24 @@ from sympy.codegen.cfunctions import expm1, log1p
 from codegen.ir import (
     Col2Im,
     Columns,
+    Gather,
     Gemm,
     Guard,
     Im2Col,
+    KeepMask,
     Map,
     Program,
     Reduce,
     Reshape,
     RowMax,
+    ScatterAdd,
     Softmax,
     Transpose,
     Value,
     Window,
+    keep_bits,
+    keep_threshold,
+    stream_key,
 )
 from codegen.llvm import compile_program
 from codegen.llvm.module import make_layout
@@ -448,6 +454,73 @@ def test_unsupported_function_is_named(rng):
         compile_program(map_program(sp.sin(x), "float64"), cache=False)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
+def test_keep_mask(dtype, rate):
+    """The same bits on both backends, and those of the reference generator codegen.ir.keep_bits."""
+    t = sp.Symbol("t", positive=True)
+    out = Value("M", (n, 7))
+    key, threshold = stream_key(42, 3), keep_threshold(rate)
+    mask = KeepMask(out, key, t, threshold, 1 / (1 - sp.Float(rate)))
+    program = Program(
+        "mask_case", (Value("X", (n, 7)),), (t,), (mask,), (out,), dtype=dtype, batch=(n,)
+    )
+
+    def reference(x, step):
+        bits = keep_bits(key, int(step), x.size).reshape(x.shape)
+        return ((bits >= threshold) / (1 - rate),)
+
+    for step in (1.0, 2.0, 12345.0):
+        compare_backends(program, [np.zeros((40, 7), dtype), step], reference=reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather(dtype, rng):
+    """Rows of a table by index, repeated indices included; clamped indices stay inside."""
+    table, indices, out = Value("W", (6, 3)), Value("X", (n, 4)), Value("E", (n, 12))
+    program = Program(  # the batch comes from the first input (indices), as in a model
+        "gather_case",
+        (indices, table),
+        (),
+        (Gather(out, table, indices),),
+        (out,),
+        dtype=dtype,
+        batch=(n,),
+    )
+    w = rng.normal(size=(6, 3)).astype(dtype)
+    x = rng.integers(0, 6, size=(5, 4)).astype(dtype)
+    x[0, :2] = [-3, 9]  # outside [0, 6): the first and the last row
+
+    def reference(x, w):
+        return (w[np.clip(x.astype(int), 0, 5)].reshape(len(x), 12),)
+
+    compare_backends(program, [x, w], reference=reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scatter_add(dtype, rng):
+    """The adjoint of gather: rows of G summed into the rows their indices name."""
+    source, indices, out = Value("G", (n, 12)), Value("X", (n, 4)), Value("dW", (6, 3))
+    program = Program(
+        "scatter_case",
+        (source, indices),
+        (),
+        (ScatterAdd(out, source, indices),),
+        (out,),
+        dtype=dtype,
+        batch=(n,),
+    )
+    g = rng.normal(size=(9, 12)).astype(dtype)
+    x = rng.integers(0, 6, size=(9, 4)).astype(dtype)
+
+    def reference(g, x):
+        dw = np.zeros((6, 3))
+        for i in range(len(x)):
+            for k in range(4):
+                dw[int(x[i, k])] += g[i, 3 * k : 3 * k + 3]
+        return (dw,)
+
+    compare_backends(program, [g, x], reference=reference)
 # (H, W, C), kernel, stride, dilation, padding (top, left), output (Ho, Wo)
 WINDOWS = {
     "valid-3x3": Window(5, 4, 2, 3, 3, 1, 1, 1, 1, 0, 0, 3, 2),
@@ -542,6 +615,9 @@ STATEMENT_CASES = {
     Softmax: test_softmax_stable,
     Transpose: test_transpose,
     Columns: test_columns,
+    KeepMask: test_keep_mask,
+    Gather: test_gather,
+    ScatterAdd: test_scatter_add,
     Im2Col: test_im2col,
     Col2Im: test_col2im,
     Reshape: test_reshape,

@@ -33,6 +33,8 @@ A3 = _m("A3", n, 3)
 v = _m("v", 1, 3)
 u = _m("u", n, 1)
 s = _m("s", 1, 1)
+I = _m("I", n, 3)  # row numbers of a table of 3 rows (the "gather" cases' extra input)
+A12, C2 = _m("A12", n, 5), _m("C2", 5, 6)
 
 # name -> (builder, inputs, domain); domain maps a standard normal sample to valid inputs
 CASES = {
@@ -58,6 +60,14 @@ CASES = {
     "named": (lambda: E.name("Z", E.matmul(A, B)), [A, B], None),
     "concat": (lambda: E.concat(A, E.matmul(A2, B), A), [A, A2, B], None),
     "column_slice": (lambda: E.column_slice(E.matmul(A, B), 1, 2), [A, B], None),
+    "batchnorm": (lambda: E.standardize(E.matmul(A, B), 0, sp.Rational(1, 1000)), [A, B], None),
+    "layernorm": (lambda: E.standardize(E.matmul(A, B), 1, sp.Rational(1, 1000)), [A, B], None),
+    "layernorm_input": (lambda: E.standardize(A, 1, sp.Float(1e-5)), [A], None),
+    # indices: a fixed matrix of row numbers (I, below), not differentiated
+    "gather": (lambda: E.gather(E.matmul(B, C), I), [B, C], None),
+    "scatter_add": (lambda: E.scatter_add(E.matmul(A12, C2), I, 3), [A12, C2], None),
+    # a fixed step of a dropout stream: the mask is a constant, d(A o M)/dA = G o M
+    "dropout": (lambda: E.hadamard(A, E.dropout_mask("drop", n, 3, 0.4, 2026, 0, 3)), [A], None),
     "binary_map": (
         lambda: E.elementwise(sp.Lambda((x, y), x * sp.exp(y / 3) + y**2), A, A2),
         [A, A2],
@@ -101,6 +111,12 @@ for _name in E.ACTIVATIONS:
 CASES["activation_softmax"] = (lambda: E.apply("softmax", A), [A], None)
 
 
+FIXED = {  # case -> inputs held fixed (not differentiated): row numbers of a 3-row table
+    "gather": [(I, lambda rng, batch: rng.integers(0, 3, (batch, 3)).astype(float))],
+    "scatter_add": [(I, lambda rng, batch: rng.integers(0, 3, (batch, 3)).astype(float))],
+}
+
+
 def _compiled(case):
     build, inputs, _ = CASES[case]
     node = build()
@@ -108,7 +124,13 @@ def _compiled(case):
     loss = E.total(E.hadamard(R, node))
     grads = symgrad.grad(loss, inputs)
     outputs = {"loss": loss, **{f"d{w.name}": g for w, g in zip(inputs, grads)}}
-    return symgrad.compile([*inputs, R], outputs, dtype="float64"), node
+    fixed = [sym for sym, _ in FIXED.get(case, [])]
+    return symgrad.compile([*fixed, *inputs, R], outputs, dtype="float64"), node
+
+
+def _fixed_values(case) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [sample(rng, 5) for _, sample in FIXED.get(case, [])]
 
 
 def _sample(case, node):
@@ -130,10 +152,12 @@ def test_vjp_matches_finite_differences(case, check_grad):
     fn, node = _compiled(case)
     values, R = _sample(case, node)
 
-    def loss(xs):
-        return float(fn(*[np.ascontiguousarray(a) for a in xs], R)[0][0, 0])
+    fixed = _fixed_values(case)
 
-    out = fn(*values, R)
+    def loss(xs):
+        return float(fn(*fixed, *[np.ascontiguousarray(a) for a in xs], R)[0][0, 0])
+
+    out = fn(*fixed, *values, R)
     check_grad(loss, values, list(out[1:]), rtol=1e-6)
 
 
@@ -142,7 +166,7 @@ def test_backends_agree_on_loss_and_gradients(case):
     """The same op case, lowered once, on every backend (NumPy and LLVM), float64."""
     fn, node = _compiled(case)
     values, R = _sample(case, node)
-    compare_backends(fn.program, [*values, R])
+    compare_backends(fn.program, [*_fixed_values(case), *values, R])
 
 
 def test_a_subclass_uses_its_base_class_rule():

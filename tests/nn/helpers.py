@@ -70,3 +70,50 @@ def weights_equal(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return len(a) == len(b) and all(
         x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b)
     )
+
+
+EMITTED_STEP = """
+params, opt_state = m.load_weights()
+out["loss"] = m.train_step(params, opt_state, d["x"], d["y"])
+out["forward"] = m.forward(params, d["x"])
+out.update({"w/" + k: v for k, v in params.items()})
+"""
+
+
+def check_emitted_step(model, x, y, target: str, folder, scalars) -> None:
+    """One training step and the forward pass of ``model``'s emitted module (``target``
+    "python", NumPy only, in a fresh interpreter) or shared library ("shared", through
+    ctypes; ``scalars``: the hyperparameters it takes) agree with the model's own."""
+    import ctypes
+
+    import pytest
+
+    import symgrad
+    from tests.emit.helpers import run_isolated
+    from tests.emit.test_native import CC
+
+    x, y = np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float)
+    rows, outputs = len(x), int(model.output_dim)
+    if target == "python":
+        symgrad.emit(model, folder / "emitted.py", weights=True)
+        out = run_isolated(folder / "emitted.py", EMITTED_STEP, {"x": x, "y": y}, folder)
+        weights, forward = [out[f"w/{w.path}"] for w in model.weights], out["forward"]
+    else:
+        if CC is None:
+            pytest.skip("no C compiler (cc, gcc, clang or $CC) found")
+        symgrad.emit(model, folder / "libemitted.so", target="shared")
+        lib = ctypes.CDLL(str(folder / "libemitted.so"))
+
+        def call(name, arrays, numbers):
+            pointers = [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
+            args = [*pointers[: len(pointers) - 1], *map(ctypes.c_double, numbers), pointers[-1]]
+            return getattr(lib, name)(ctypes.c_int64(rows), *args, None)
+
+        weights = [np.ascontiguousarray(w) for w in model.get_weights()]
+        assert call("emitted_train_step", [x, y, *weights, np.empty((1, 1))], scalars) == 0
+        forward = np.empty((rows, outputs))
+        assert call("emitted_forward", [x, *weights, forward], []) == 0
+    model.train_on_batch(x, y)
+    for got, want in zip(weights, model.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(forward, model.predict(x), rtol=1e-12)

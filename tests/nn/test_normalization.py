@@ -1,0 +1,272 @@
+"""BatchNormalization and LayerNormalization: values and gradients against NumPy and PyTorch,
+Keras's moving statistics, fit and predict formulas, state kept with the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symgrad
+from codegen.backends import BACKENDS
+from symgrad import expr as E
+from symgrad.callbacks import Callback
+from symgrad.layers import BatchNormalization, Dense, Input, LayerNormalization
+from symgrad.models import Model, Sequential, load_model
+from symgrad.nn.layers import Names
+from symgrad.optimizers import SGD
+from tests.nn.helpers import check_emitted_step
+
+n = E.batch()
+EPS = 1e-3
+
+
+def normalized(x, axis, eps=EPS):
+    mean = x.mean(axis=axis, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axis, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps)
+
+
+def layer_function(layer, width: int, backend: str):
+    """``L = sum(R o layer(X))`` and its gradients by X and the layer's trainable weights."""
+    x, r = E.matrix("X", n, width), E.matrix("R", n, width)
+    layer.build(width)
+    out = layer.call(x, Names(training=True))
+    loss = E.total(E.hadamard(r, out))
+    wrt = [x, *(w.symbol for w in layer.weights if w.trainable)]
+    grads = symgrad.grad(loss, wrt)
+    inputs = [x, *(w.symbol for w in layer.weights), r]
+    outputs = {"N": out, "L": loss, **{f"d{w.name}": g for w, g in zip(wrt, grads)}}
+    return symgrad.compile(inputs, outputs, backend=backend, dtype="float64")
+
+
+LAYERS = {
+    "batch": (lambda: BatchNormalization(), 0),
+    "layer": (lambda: LayerNormalization(), 1),
+}
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7])
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_values_and_gradients_against_torch(kind, rows, rng):
+    """Output and gradients by X, gamma and beta: PyTorch's batch_norm / layer_norm autograd,
+    both backends, float64 (a batch of one row normalizes to 0 for batch normalization)."""
+    torch = pytest.importorskip("torch")
+    make, axis = LAYERS[kind]
+    width = 5
+    x, r = rng.standard_normal((rows, width)) * 3 + 1, rng.standard_normal((rows, width))
+    gamma, beta = rng.standard_normal((1, width)), rng.standard_normal((1, width))
+    tx, tg, tb = (torch.tensor(a, requires_grad=True) for a in (x, gamma[0], beta[0]))
+    if axis == 0 and rows == 1:  # torch refuses one row; the batch is then its mean: N = beta
+        want = [np.broadcast_to(beta, x.shape), np.zeros_like(x), np.zeros(width), r[0]]
+    else:
+        if axis == 0:
+            zeros = torch.zeros(width, dtype=torch.float64)
+            ones = torch.ones(width, dtype=torch.float64)
+            out = torch.nn.functional.batch_norm(tx, zeros, ones, tg, tb, training=True, eps=EPS)
+        else:
+            out = torch.nn.functional.layer_norm(tx, (width,), tg, tb, eps=EPS)
+        (out * torch.tensor(r)).sum().backward()
+        want = [out.detach().numpy(), *(t.grad.numpy() for t in (tx, tg, tb))]
+    for backend in BACKENDS:
+        layer = make()
+        fn = layer_function(layer, width, backend)
+        states = [np.zeros((1, width)), np.ones((1, width))] if axis == 0 else []
+        got = fn(x, gamma, beta, *states, r)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            got[0], gamma * normalized(x, axis) + beta, rtol=1e-12, atol=1e-12
+        )
+        for value, expected in zip(got[2:], want[1:]):
+            np.testing.assert_allclose(value.ravel(), expected.ravel(), rtol=1e-10, atol=1e-12)
+
+
+def bn_model(backend="numpy", momentum=0.99, lr=0.1, seed=0):
+    m = Sequential([Dense(6, input_dim=4), BatchNormalization(momentum=momentum), Dense(2)])
+    m.compile(optimizer=SGD(lr), loss="mse", dtype="float64", backend=backend, seed=seed)
+    return m
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_moving_statistics_follow_keras_rule(backend, rng):
+    """moving = moving * momentum + batch * (1 - momentum), batch variance biased; the default
+    momentum 0.99 and epsilon 1e-3; predict reads the moving statistics."""
+    m = bn_model(backend)
+    layer = m.layers[1]
+    assert (float(layer.momentum), float(layer.epsilon)) == (0.99, 1e-3)
+    moving_mean, moving_var = np.zeros((1, 6)), np.ones((1, 6))
+    for _ in range(3):
+        x, y = rng.standard_normal((9, 4)), rng.standard_normal((9, 2))
+        kernel, bias = m.get_weights()[:2]
+        z = x @ kernel + bias
+        batch_mean, batch_var = z.mean(axis=0, keepdims=True), z.var(axis=0, keepdims=True)
+        m.train_on_batch(x, y)
+        moving_mean = moving_mean * 0.99 + batch_mean * (1 - 0.99)
+        moving_var = moving_var * 0.99 + batch_var * (1 - 0.99)
+        np.testing.assert_allclose(layer.moving_mean.value, moving_mean, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(layer.moving_variance.value, moving_var, rtol=1e-12)
+    kernel, bias, gamma, beta, mean, var, k2, b2 = m.get_weights()
+    z = x @ kernel + bias
+    expected = (gamma * (z - mean) / np.sqrt(var + 1e-3) + beta) @ k2 + b2
+    np.testing.assert_allclose(m.predict(x), expected, rtol=1e-12)
+    np.testing.assert_allclose(m.evaluate(x, y), np.mean((expected - y) ** 2), rtol=1e-12)
+
+
+class BatchHook(Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+def test_fit_agrees_on_every_backend_and_in_the_native_epoch():
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((50, 4)), rng.standard_normal((50, 2))
+    runs = {}
+    for name, backend, callbacks in [
+        ("numpy", "numpy", []),
+        ("llvm_epoch", "llvm", []),
+        ("llvm_steps", "llvm", [BatchHook()]),
+    ]:
+        m = bn_model(backend, momentum=0.9, seed=3)
+        history = m.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=callbacks)
+        assert history.params["native_epochs"] == (name == "llvm_epoch")
+        runs[name] = m.get_weights()
+    for name, weights in runs.items():
+        for got, want in zip(weights, runs["numpy"]):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=name)
+    assert not np.allclose(runs["numpy"][4], 0)  # the moving mean moved
+
+
+def test_a_failed_step_leaves_the_moving_statistics(rng):
+    """All or nothing: a non-finite loss writes no weight, slot, statistic or step count."""
+    m = bn_model()
+    x = rng.standard_normal((8, 4))
+    m.train_on_batch(x, rng.standard_normal((8, 2)))
+    before = m.get_weights()
+    with pytest.raises(FloatingPointError):
+        m.train_on_batch(x, np.full((8, 2), 1e300))
+    for got, want in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    assert m.optimizer.iterations == 1
+
+
+def test_statistics_are_saved_and_loaded(tmp_path, rng):
+    m = bn_model()
+    x, y = rng.standard_normal((20, 4)), rng.standard_normal((20, 2))
+    m.fit(x, y, epochs=2, batch_size=5, verbose=0)
+    assert [w.path for w in m.weights][2:6] == [
+        "batch_normalization/gamma",
+        "batch_normalization/beta",
+        "batch_normalization/moving_mean",
+        "batch_normalization/moving_variance",
+    ]
+    m.save(tmp_path / "bn.npz")
+    back = load_model(tmp_path / "bn.npz")
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))
+    other = bn_model(seed=9)
+    other.load_weights_path = None
+    m.save_weights(tmp_path / "w.npz")
+    other.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(
+        other.layers[1].moving_variance.value, m.layers[1].moving_variance.value
+    )
+
+
+def test_non_trainable_statistics_are_counted_apart():
+    lines = []
+    bn_model().summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "Total params: 68" in text and "Trainable params: 56" in text
+    assert "Non-trainable params: 12" in text
+
+
+def test_formulas_show_fit_and_predict():
+    m = bn_model()
+    f = {k: E.sstr(v) for k, v in m.forward_formulas().items()}
+    assert f["N1"] == "batch_normalization_beta + batch_normalization_gamma o batchnorm(Z1)"
+    assert f["N1 (predict)"] == (
+        "batch_normalization_beta + batch_normalization_gamma o "
+        "(Z1 - batch_normalization_moving_mean)/sqrt(batch_normalization_moving_variance + 1/1000)"
+    )
+    assert f["batch_normalization_moving_mean (fit update)"] == (
+        "(1/(100*n))*colsum(Z1) + (99/100)*batch_normalization_moving_mean"
+    )
+    rule = symgrad.diff.RULE_MATH[E.Standardize]
+    assert rule.startswith("d batchnorm(A)/dA: rstd o (G - mean(G) - N o mean(G o N))")
+    grads = {k: E.sstr(v) for k, v in m.gradient_formulas().items()}
+    assert (
+        grads["batch_normalization/gamma"] == "1/n*colsum((P - Y)*dense_1_kernel.T o batchnorm(Z1))"
+    )
+    assert grads["batch_normalization/beta"] == "1/n*colsum((P - Y)*dense_1_kernel.T)"
+    g = "(P - Y)*dense_1_kernel.T o batch_normalization_gamma"  # dL/dbatchnorm(Z1), times n
+    compact = (  # rstd o (G - mean(G) - N o mean(G o N)), N = batchnorm(Z1)
+        f"((-1/n**2)*colsum({g}) + (-1/n**2)*(colsum({g} o batchnorm(Z1)) o batchnorm(Z1))"
+        f" + 1/n*({g})) o rstd_Z1"
+    )
+    assert grads["dense/kernel"] == f"X.T*({compact})"
+    assert "moving" not in " ".join(grads)
+
+
+def test_layer_normalization_is_the_same_in_fit_and_predict(rng):
+    m = Sequential([Dense(5, input_dim=3, activation="tanh"), LayerNormalization(), Dense(2)])
+    m.compile(optimizer=SGD(0.1), loss="mse", dtype="float64")
+    x = rng.standard_normal((6, 3))
+    assert not any(k.endswith("(predict)") for k in m.forward_formulas())
+    kernel, bias, gamma, beta, k2, b2 = m.get_weights()
+    expected = (gamma * normalized(np.tanh(x @ kernel + bias), 1) + beta) @ k2 + b2
+    np.testing.assert_allclose(m.predict(x), expected, rtol=1e-12)
+
+
+def test_in_a_functional_model(rng):
+    inputs = Input(shape=(4,))
+    h = BatchNormalization()(Dense(6, activation="relu")(inputs))
+    outputs = Dense(2)(LayerNormalization()(h))
+    m = Model(inputs, outputs)
+    m.compile(optimizer=SGD(0.05), loss="mse", dtype="float64")
+    x, y = rng.standard_normal((30, 4)), rng.standard_normal((30, 2))
+    before = m.evaluate(x, y)
+    m.fit(x, y, epochs=5, batch_size=10, verbose=0)
+    assert m.evaluate(x, y) < before
+    bn = m.get_layer("batch_normalization") if hasattr(m, "get_layer") else None
+    moving = [w for w in m.weights if w.path.endswith("moving_mean")]
+    assert len(moving) == 1 and not np.allclose(moving[0].value, 0)
+    del bn
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: BatchNormalization(momentum=1.0),
+            r"BatchNormalization: momentum must be in \(0, 1\). Received: momentum=1.0",
+        ),
+        (
+            lambda: BatchNormalization(momentum="0.9"),
+            r"BatchNormalization: momentum must be a number. Received: momentum='0.9'",
+        ),
+        (
+            lambda: BatchNormalization(epsilon=0),
+            r"BatchNormalization: epsilon must be in \(0, inf\). Received: epsilon=0",
+        ),
+        (
+            lambda: LayerNormalization(epsilon=-1e-3),
+            r"LayerNormalization: epsilon must be in \(0, inf\). Received: epsilon=-0.001",
+        ),
+        (
+            lambda: LayerNormalization(axis=0),
+            r"LayerNormalization normalizes the features .*Received: axis=0",
+        ),
+        (
+            lambda: BatchNormalization(axis=2),
+            r"BatchNormalization normalizes the features .*Received: axis=2",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+@pytest.mark.parametrize("target", ["python", "shared"])
+def test_emitted_files_update_the_statistics(target, tmp_path, rng):
+    x, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
+    m = bn_model("numpy" if target == "python" else "llvm")
+    check_emitted_step(m, x, y, target, tmp_path, scalars=[0.1])
