@@ -902,7 +902,8 @@ class BatchNormalization(_Normalization):
 
     @property
     def weights(self) -> list[Variable]:  # Keras's order: gamma, beta, moving_mean, moving_variance
-        return [*super().weights, self.moving_mean, self.moving_variance]
+        states = (self.moving_mean, self.moving_variance)
+        return [*super().weights, *(w for w in states if w is not None)]
 
     def call(self, a, names):
         mean, variance = self.moving_mean.symbol, self.moving_variance.symbol

@@ -65,7 +65,8 @@ def layer_classes() -> list[type]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if cls.__module__.startswith("symgrad.") and cls not in found:
+        private = cls.__name__.startswith("_")  # a base of public layers (_Normalization)
+        if cls.__module__.startswith("symgrad.") and not private and cls not in found:
             found.append(cls)
     return sorted(found, key=lambda c: c.__name__)
 

@@ -7,7 +7,7 @@ import pytest
 
 from codegen.backends import BACKENDS
 from symgrad.callbacks import Callback
-from symgrad.layers import Dense, Embedding, Input
+from symgrad.layers import Dense, Embedding, Flatten, Input
 from symgrad.models import Model, Sequential, load_model
 from symgrad.optimizers import SGD
 from tests.nn.helpers import check_emitted_step
@@ -16,7 +16,7 @@ VOCABULARY, WIDTH, STEPS = 11, 4, 5
 
 
 def model(backend="numpy", seed=0, metrics=None):
-    m = Sequential([Embedding(VOCABULARY, WIDTH, input_length=STEPS), Dense(3)])
+    m = Sequential([Embedding(VOCABULARY, WIDTH, input_length=STEPS), Flatten(), Dense(3)])
     m.compile(
         optimizer=SGD(0.5), loss="mse", dtype="float64", backend=backend, seed=seed, metrics=metrics
     )
@@ -116,7 +116,7 @@ def test_bad_indices_are_refused_before_any_code_runs(bad, shown, verb):
 
 def test_in_a_functional_model():
     tokens = Input(shape=(STEPS,), name="tokens")
-    m = Model(tokens, Dense(3)(Embedding(VOCABULARY, WIDTH)(tokens)))
+    m = Model(tokens, Dense(3)(Flatten()(Embedding(VOCABULARY, WIDTH)(tokens))))
     m.compile(optimizer=SGD(0.5), loss="mse", dtype="float64")
     x, y = data()
     before = m.evaluate(x, y)
@@ -147,3 +147,21 @@ def test_emitted_files_agree_with_the_model(target, tmp_path):
     x, y = data(16)
     m = model("numpy" if target == "python" else "llvm")
     check_emitted_step(m, x, y, target, tmp_path, scalars=[0.5])
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_sequence_of_vectors_for_pooling_and_flatten(backend):
+    """Embedding's samples are (steps, output_dim), as Keras: pooled over the steps or
+    flattened, on both backends."""
+    from symgrad.layers import Flatten, GlobalAveragePooling1D
+
+    x, _ = data(9)
+    for pooling, reference in [
+        (GlobalAveragePooling1D(), lambda e: e.mean(axis=1)),
+        (Flatten(), lambda e: e.reshape(len(e), -1)),
+    ]:
+        m = Sequential([Embedding(VOCABULARY, WIDTH, input_length=STEPS), pooling, Dense(3)])
+        m.compile(optimizer=SGD(0.1), loss="mse", dtype="float64", backend=backend)
+        assert m.layers[0].compute_output_shape((STEPS,)) == (STEPS, WIDTH)
+        table, kernel, bias = m.get_weights()
+        np.testing.assert_allclose(m.predict(x), reference(table[x]) @ kernel + bias, atol=1e-15)

@@ -270,3 +270,47 @@ def test_emitted_files_update_the_statistics(target, tmp_path, rng):
     x, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
     m = bn_model("numpy" if target == "python" else "llvm")
     check_emitted_step(m, x, y, target, tmp_path, scalars=[0.1])
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_images_are_normalized_per_channel_against_torch(backend, rng):
+    """Conv2D -> BatchNormalization -> LayerNormalization on (n, 4, 4, 3) images: statistics
+    per channel over the batch and the positions (batch), per position over the channels
+    (layer), as Keras's axis=-1 and PyTorch's batch_norm / layer_norm; the moving statistics
+    follow Keras's rule; gamma, beta and the statistics are (1, channels)."""
+    torch = pytest.importorskip("torch")
+    from symgrad.layers import Conv2D, Flatten
+
+    x, y = rng.standard_normal((6, 4, 4, 3)) * 2 + 1, rng.standard_normal((6, 2))
+    m = Sequential(
+        [
+            Conv2D(5, 3, padding="same", input_shape=(4, 4, 3)),
+            BatchNormalization(momentum=0.9),
+            LayerNormalization(),
+            Flatten(),
+            Dense(2),
+        ]
+    )
+    m.compile(optimizer=SGD(0.1), loss="mse", dtype="float64", backend=backend, seed=0)
+    kernel, bias, gamma, beta, _, _, ln_gamma, ln_beta, k2, b2 = m.get_weights()
+    assert gamma.shape == (5,) and m.layers[1].moving_variance.shape == (5,)
+    t = {k: torch.tensor(v) for k, v in dict(kernel=kernel, bias=bias, k2=k2, b2=b2).items()}
+    images = torch.tensor(x).permute(0, 3, 1, 2)
+    weights = t["kernel"].reshape(3, 3, 3, 5).permute(3, 2, 0, 1)
+    z = torch.nn.functional.conv2d(images, weights, t["bias"], padding=1)
+    zeros, ones = torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64)
+    tg, tb = torch.tensor(gamma), torch.tensor(beta)
+    bn = torch.nn.functional.batch_norm(z, zeros, ones, tg, tb, training=True, eps=EPS)
+    ln = torch.nn.functional.layer_norm(
+        bn.permute(0, 2, 3, 1), (5,), torch.tensor(ln_gamma), torch.tensor(ln_beta), eps=EPS
+    )
+    p = ln.reshape(6, -1) @ t["k2"] + t["b2"]
+    assert m.train_on_batch(x, y) == pytest.approx(
+        ((p - torch.tensor(y)) ** 2).mean().item(), rel=1e-12
+    )
+    batch_mean = z.mean(dim=(0, 2, 3)).numpy()
+    batch_var = z.var(dim=(0, 2, 3), unbiased=False).numpy()
+    np.testing.assert_allclose(m.layers[1].moving_mean.value[0], 0.1 * batch_mean, rtol=1e-12)
+    np.testing.assert_allclose(
+        m.layers[1].moving_variance.value[0], 0.9 + 0.1 * batch_var, rtol=1e-12
+    )
