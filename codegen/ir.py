@@ -614,6 +614,8 @@ SCALAR_FUNCTIONS: tuple[type | str, ...] = (
     expm1,  # exp(x) - 1, accurate near 0
     sp.tanh,
     sp.erf,
+    sp.cos,
+    sp.floor,  # largest integer <= x
     "sigmoid",  # 1 / (1 + exp(-x)), stable at any x
     "softplus",  # log(1 + exp(x)), stable at any x
     sp.Abs,

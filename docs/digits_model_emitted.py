@@ -224,8 +224,8 @@ def prepare_targets(y):
 def init_opt_state(params):
     """Fresh optimizer state for params: every slot at its initial value, no steps taken."""
     state = {
-        path: numpy.full(numpy.shape(params[weight]), initial, DTYPE)
-        for path, (weight, initial) in SLOTS.items()
+        path: numpy.full(numpy.shape(params[weight]) if weight else (1, 1), initial, DTYPE)
+        for path, (weight, initial) in SLOTS.items()  # no weight: one (1, 1) slot for all
     }
     state["iterations"] = 0
     return state

@@ -26,6 +26,12 @@ Methods (all evaluated in the program's dtype, float32 or float64):
   g = erfc(x) exp(x^2) is smooth; P and g are Chebyshev interpolants computed
   here with mpmath (``_chebyshev``), g piecewise on a few intervals with the
   interval's coefficients chosen by selects so one Horner chain serves all.
+- ``cos``: x = n pi/2 + r, |r| <= pi/4, with pi/2 in three parts whose first two
+  have trailing zero bits (n times each is exact for |n| < 2^(p - split bits));
+  then +-cos r or +-sin r by n mod 4, each a Taylor polynomial; clamped to [-1, 1].
+- ``floor``: for |x| < 2^p, round |x| to an integer by adding and subtracting 2^p,
+  copy the sign back, and step down by 1 where that rounded up; larger |x| (and
+  nan, inf) are integers already and pass through.
 """
 
 from __future__ import annotations
@@ -289,6 +295,50 @@ def log1p(e: Emitter, z):
     return e.select(e.cmp("==", d, 0.0), z, ratio)  # |z| below half an ulp of 1: log1p(z) = z
 
 
+@functools.cache
+def _half_pi_parts(mant_bits: int) -> tuple[float, float, float, int]:
+    """pi/2 = hi + mid + lo, hi and mid with ``split`` significant bits; and ``split``."""
+    split = (mant_bits + 1) * 4 // 7  # 30 bits of 53, 13 of 24
+    with mp.workprec(200):
+        rest, parts = mp.pi / 2, []
+        for _ in range(2):
+            exponent = int(mp.floor(mp.log(rest, 2)))
+            unit = mp.mpf(2) ** (exponent - split + 1)
+            part = mp.floor(rest / unit) * unit
+            parts.append(float(part))
+            rest -= part
+        return parts[0], parts[1], float(rest), split
+
+
+def cos(e: Emitter, x):
+    f = e.fmt
+    b = e.b
+    hi, mid, lo, _ = _half_pi_parts(f.mant_bits)
+    shifter = 1.5 * 2.0**f.mant_bits  # adding it rounds x 2/pi to an integer in the low bits
+    t = e.add(e.mul(x, 2.0 / math.pi), shifter)
+    n = e.sub(t, shifter)
+    r = e.sub(e.sub(e.sub(x, e.mul(n, hi)), e.mul(n, mid)), e.mul(n, lo))
+    quadrant = b.and_(b.sub(e.bits(t), e.bits(e.c(shifter))), e.ic(3))
+    r2 = e.mul(r, r)
+    terms = 11 if f.bits == 64 else 6
+    cos_r = e.poly(r2, [(-1) ** j / math.factorial(2 * j) for j in range(terms)])
+    sin_r = e.mul(r, e.poly(r2, [(-1) ** j / math.factorial(2 * j + 1) for j in range(terms)]))
+    odd = b.icmp_unsigned("==", b.and_(quadrant, e.ic(1)), e.ic(1))
+    value = e.select(odd, sin_r, cos_r)
+    # cos(x) = cos r, -sin r, -cos r, sin r for n mod 4 = 0, 1, 2, 3
+    negative = b.icmp_unsigned("==", b.and_(b.add(quadrant, e.ic(1)), e.ic(2)), e.ic(2))
+    value = e.select(negative, e.neg(value), value)
+    return e.clamp(value, -1.0, 1.0)  # huge |x|: the reduction is rough, the value bounded
+
+
+def floor(e: Emitter, x):
+    big = 2.0**e.fmt.mant_bits  # from here on every float is an integer
+    a = e.fabs(x)
+    rounded = e.copysign(e.sub(e.add(a, big), big), x)  # round to nearest, sign back
+    down = e.select(e.cmp(">", rounded, x), e.sub(rounded, 1.0), rounded)
+    return e.select(e.cmp("<", a, big), down, x)  # nan and inf: the compare is false
+
+
 def tanh(e: Emitter, x):
     a2 = e.mul(e.fabs(x), 2.0)
     a2 = e.select(e.cmp(">", a2, e.fmt.tanh_clamp), e.fmt.tanh_clamp, a2)
@@ -393,6 +443,8 @@ FUNCTIONS: dict[str, Callable] = {
     "sigmoid": sigmoid,
     "softplus": softplus,
     "erf": erf,
+    "cos": cos,
+    "floor": floor,
 }
 
 

@@ -225,6 +225,8 @@ RULES: dict[type | str, Callable[[ScalarLowering, sp.Basic], ir.Value]] = {
     expm1: _function("expm1"),  # e^x - 1
     sp.tanh: _function("tanh"),
     sp.erf: _function("erf"),
+    sp.cos: _function("cos"),
+    sp.floor: _function("floor"),
     "sigmoid": _function("sigmoid"),
     "softplus": _function("softplus"),
     sp.Abs: _abs,

@@ -372,7 +372,7 @@ UFUNCS = {
     "add", "subtract", "multiply", "divide", "negative", "square", "sqrt", "exp", "log",
     "log1p", "expm1", "tanh", "absolute", "sign", "maximum", "minimum", "power", "heaviside",
     "greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "logical_and",
-    "logical_or", "logical_not",
+    "logical_or", "logical_not", "cos", "floor",
 }  # fmt: skip
 FROM_NUMPY = UFUNCS | {
     "arange", "copyto", "dot", "empty", "errstate", "full", "intp", "ones", "take", "uint64",

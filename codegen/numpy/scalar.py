@@ -228,6 +228,8 @@ PY: dict[type | str, Callable[[sp.Basic, dict], tuple[str, int]]] = {
     expm1: _py_call("math.expm1"),
     sp.tanh: _py_call("math.tanh"),
     sp.erf: _py_call("math.erf"),
+    sp.cos: _py_call("cos"),  # NumPy's: nan, not an error, at inf
+    sp.floor: _py_call("floor"),  # NumPy's: a float, nan at nan
     # exp(min(x, 0)) / (1 + exp(-|x|)): no overflow, no cancellation
     "sigmoid": _py_unary("math.exp(min({x}, 0.0)) / (1.0 + math.exp(-abs({x})))", MUL),
     "softplus": _py_unary("max({x}, 0.0) + math.log1p(math.exp(-abs({x})))", ADD),
@@ -512,6 +514,8 @@ LOWER: dict[type | str, Callable[[ScalarLowering, sp.Basic], Operand]] = {
     sp.Abs: _unary("absolute"),
     sp.sign: _unary("sign"),
     sp.erf: _unary("erf"),
+    sp.cos: _unary("cos"),
+    sp.floor: _unary("floor"),
     sp.Max: _fold("maximum", filled=True),
     sp.Min: _fold("minimum", filled=True),
     sp.Heaviside: _lower_heaviside,

@@ -247,7 +247,7 @@ def _api(m: ModelSource) -> list[str]:
             ],
         ),
         _function(
-            f"train_step(params, opt_state, x, y, *, {keyword})",
+            f"train_step(params, opt_state, x, y{', *, ' + keyword if keyword else ''})",
             "One optimizer step on the batch (x, y); updates params and opt_state in place.\n\n"
             "Returns the batch's mean loss before the step. A nan or inf loss raises\n"
             "FloatingPointError before anything is written.",
@@ -332,8 +332,8 @@ _HELPERS = '''\
 def init_opt_state(params):
     """Fresh optimizer state for params: every slot at its initial value, no steps taken."""
     state = {
-        path: numpy.full(numpy.shape(params[weight]), initial, DTYPE)
-        for path, (weight, initial) in SLOTS.items()
+        path: numpy.full(numpy.shape(params[weight]) if weight else (1, 1), initial, DTYPE)
+        for path, (weight, initial) in SLOTS.items()  # no weight: one (1, 1) slot for all
     }
     state["iterations"] = 0
     return state

@@ -226,9 +226,10 @@ def model_source(model: Model) -> ModelSource:
             "pass input_dim to the first layer or call model.build(input_dim=...)"
         )
     optimizer = model.optimizer
-    if callable(getattr(optimizer, "learning_rate", None)):
+    if callable(getattr(optimizer, "learning_rate", None)) and not optimizer.compiled_schedule():
         raise ValueError(
-            "emit cannot write a learning-rate schedule; set a number, e.g. "
+            "emit cannot write a learning rate given as a Python function; use a schedule of "
+            "symgrad.optimizers.schedules (compiled into the step) or set a number, e.g. "
             "model.optimizer.learning_rate = 0.001"
         )
     train = model.compiled_step  # compiles, creates the optimizer slots

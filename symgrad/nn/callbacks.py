@@ -2,9 +2,12 @@
 
 ``fit`` calls ``on_train_begin``, then per epoch ``on_epoch_begin``, per batch
 ``on_train_batch_begin`` / ``on_train_batch_end`` (logs: running means of the
-epoch so far) and ``on_epoch_end`` (logs: the epoch's loss, metrics and
-``val_*`` values), then ``on_train_end``.  A callback stops training by setting
-``self.model.stop_training = True``.
+epoch so far), the validation as ``evaluate`` runs it (``on_test_begin``, per
+batch ``on_test_batch_begin`` / ``on_test_batch_end``, ``on_test_end``) and
+``on_epoch_end`` (logs: the epoch's loss, metrics and ``val_*`` values), then
+``on_train_end``.  ``evaluate(callbacks=...)`` calls the ``on_test_*`` hooks,
+``predict(callbacks=...)`` the ``on_predict_*`` ones.  A callback stops training
+by setting ``self.model.stop_training = True``.
 
 With the LLVM backend a whole epoch runs as one native call, and the batch
 hooks are not called -- unless a callback uses them (overrides
@@ -20,13 +23,18 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+from codegen.files import write_atomic
 
 
 class Callback:
@@ -54,6 +62,25 @@ class Callback:
 
     def on_train_batch_end(self, batch, logs=None): ...
 
+    def on_test_begin(self, logs=None): ...
+
+    def on_test_end(self, logs=None): ...
+
+    def on_test_batch_begin(self, batch, logs=None): ...
+
+    def on_test_batch_end(self, batch, logs=None): ...
+
+    def on_predict_begin(self, logs=None): ...
+
+    def on_predict_end(self, logs=None): ...
+
+    def on_predict_batch_begin(self, batch, logs=None): ...
+
+    def on_predict_batch_end(self, batch, logs=None): ...
+
+    terminates_on_nan = False
+    """Whether a nan / inf loss ends ``fit`` quietly (the last good weights) instead of raising."""
+
     def uses_batch_hooks(self) -> bool:
         """Whether a batch hook does something: then ``fit`` runs step by step to call it."""
         for hook in ("on_train_batch_begin", "on_train_batch_end"):
@@ -62,20 +89,39 @@ class Callback:
         return False
 
 
+HOOKS = tuple(name for name in vars(Callback) if name.startswith("on_"))
+"""Every hook a callback may define, as Keras names them."""
+
+
+def check(callbacks) -> list[Callback]:
+    """``callbacks`` as a list, each a :class:`Callback` (else a TypeError naming it)."""
+    callbacks = list(callbacks or [])
+    for c in callbacks:
+        if not isinstance(c, Callback):
+            raise TypeError(
+                f"callbacks must be symgrad.nn.callbacks.Callback instances. Received: {c!r}"
+            )
+    return callbacks
+
+
 class CallbackList:
     """Calls the same hook on each callback, in order."""
 
     def __init__(self, callbacks, model, params: dict):
-        self.callbacks = list(callbacks)
+        self.callbacks = check(callbacks)
         for c in self.callbacks:
             c.set_model(model)
             c.set_params(params)
 
     def __getattr__(self, hook: str):
-        if not hook.startswith("on_"):
+        if hook not in HOOKS:
             raise AttributeError(hook)
 
+        indexed = hook.startswith(("on_epoch", "on_train_batch", "on_test_batch", "on_predict_b"))
+
         def call(*args):
+            if len(args) < 1 + indexed:  # Keras passes logs to every hook, {} when there are none
+                args = (*args, {})
             for c in self.callbacks:
                 getattr(c, hook)(*args)
 
@@ -305,32 +351,245 @@ class ModelCheckpoint(Callback):
 class LambdaCallback(Callback):
     """A callback from plain functions: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``.
 
-    ``on_batch_begin`` / ``on_batch_end`` are Keras's older names for the
-    train-batch hooks.
+    Any hook of :data:`HOOKS` may be given; ``on_batch_begin`` / ``on_batch_end`` are
+    Keras's older names for the train-batch hooks.
     """
 
-    def __init__(
-        self,
-        on_epoch_begin=None,
-        on_epoch_end=None,
-        on_train_begin=None,
-        on_train_end=None,
-        on_train_batch_begin=None,
-        on_train_batch_end=None,
-        on_batch_begin=None,
-        on_batch_end=None,
-    ):
+    def __init__(self, on_batch_begin=None, on_batch_end=None, **hooks):
         super().__init__()
-        on_train_batch_begin = on_train_batch_begin or on_batch_begin
-        on_train_batch_end = on_train_batch_end or on_batch_end
-        hooks = {
-            "on_epoch_begin": on_epoch_begin,
-            "on_epoch_end": on_epoch_end,
-            "on_train_begin": on_train_begin,
-            "on_train_end": on_train_end,
-            "on_train_batch_begin": on_train_batch_begin,
-            "on_train_batch_end": on_train_batch_end,
-        }
+        unknown = sorted(set(hooks) - set(HOOKS))
+        if unknown:
+            raise TypeError(
+                f"LambdaCallback got unknown hook(s): {', '.join(unknown)}. "
+                f"Known hooks: {', '.join(HOOKS)}"
+            )
+        hooks.setdefault("on_train_batch_begin", on_batch_begin)
+        hooks.setdefault("on_train_batch_end", on_batch_end)
         for hook, fn in hooks.items():
             if fn is not None:
                 setattr(self, hook, fn)
+
+
+def _learning_rate(model, who: str) -> float:
+    """The optimizer's rate as a number (a schedule has none to change)."""
+    rate = model.optimizer.learning_rate
+    if callable(rate):
+        raise TypeError(
+            f"{who} changes a fixed learning rate; the optimizer's is a schedule. "
+            f"Received: learning_rate={rate!r}"
+        )
+    return float(rate)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved by more than
+    ``min_delta`` for ``patience`` epochs; wait ``cooldown`` epochs after a cut; never below
+    ``min_lr`` (Keras 3 semantics). The epoch logs gain ``learning_rate``."""
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        verbose: int = 0,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ):
+        super().__init__()
+        if not 0 < factor < 1:
+            raise ValueError(
+                f"ReduceLROnPlateau: factor must be in (0, 1) (the rate is multiplied by it). "
+                f"Received: factor={factor!r}"
+            )
+        if min_lr < 0:
+            raise ValueError(f"ReduceLROnPlateau: min_lr must be >= 0. Received: min_lr={min_lr!r}")
+        self.monitor, self.factor, self.patience = monitor, float(factor), int(patience)
+        self.verbose, self.min_delta, self.cooldown = verbose, abs(min_delta), int(cooldown)
+        self.min_lr = float(min_lr)
+        self.monitor_op = _resolve_mode(mode, monitor, "ReduceLROnPlateau")
+
+    def on_train_begin(self, logs=None):
+        self.wait, self.cooldown_counter = 0, 0
+        self.best = -math.inf if self.monitor_op is np.greater else math.inf
+
+    def _improved(self, current: float) -> bool:
+        if self.monitor_op is np.greater:
+            return current > self.best + self.min_delta
+        return current < self.best - self.min_delta
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        rate = _learning_rate(self.model, "ReduceLROnPlateau")
+        logs["learning_rate"] = rate
+        current = _monitored(logs, self.monitor, "ReduceLROnPlateau")
+        if current is None:
+            return
+        cooling = self.cooldown_counter > 0
+        if cooling:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(current):
+            self.best, self.wait = current, 0
+            return
+        if cooling:
+            return
+        self.wait += 1
+        if self.wait >= self.patience and rate > self.min_lr:
+            new_rate = max(rate * self.factor, self.min_lr)
+            self.model.optimizer.learning_rate = new_rate
+            if self.verbose:
+                print(
+                    f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new_rate}."
+                )
+            self.cooldown_counter, self.wait = self.cooldown, 0
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of each epoch to ``schedule(epoch, rate)`` (or
+    ``schedule(epoch)``), a number > 0; the epoch logs gain ``learning_rate``."""
+
+    def __init__(self, schedule: Callable, verbose: int = 0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(
+                f"LearningRateScheduler needs a function epoch -> rate. Received: "
+                f"schedule={schedule!r}"
+            )
+        self.schedule, self.verbose = schedule, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        rate = _learning_rate(self.model, "LearningRateScheduler")
+        try:
+            new_rate = self.schedule(epoch, rate)
+        except TypeError:  # Keras's older one-argument form
+            new_rate = self.schedule(epoch)
+        if isinstance(new_rate, (bool, np.bool_)) or not isinstance(
+            new_rate, (int, float, np.floating, np.integer)
+        ):
+            raise ValueError(
+                f"LearningRateScheduler: the schedule must return a number. Received: "
+                f"{new_rate!r} at epoch {epoch}"
+            )
+        self.model.optimizer.learning_rate = float(new_rate)  # checked there: finite, > 0
+        if self.verbose:
+            print(
+                f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {new_rate}."
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class CSVLogger(Callback):
+    """One CSV row per epoch (``epoch`` and the sorted log keys); the whole file is rewritten
+    atomically after each epoch, so it is never half-written. ``append=True`` continues an
+    existing file (its header is kept)."""
+
+    def __init__(self, filename, separator: str = ",", append: bool = False):
+        super().__init__()
+        if not isinstance(separator, str) or len(separator) != 1 or separator in '\n\r"':
+            raise ValueError(
+                f"CSVLogger: separator must be one character other than a quote or a line "
+                f"break. Received: separator={separator!r}"
+            )
+        self.filename, self.separator, self.append = Path(filename), separator, bool(append)
+
+    def on_train_begin(self, logs=None):
+        self._text = ""
+        self._keys = None
+        if self.append and self.filename.exists():
+            self._text = self.filename.read_text(encoding="utf-8")
+            header = self._text.splitlines()[0] if self._text.strip() else ""
+            self._keys = header.split(self.separator)[1:] if header else None
+
+    def _cell(self, value) -> str:
+        if isinstance(value, str):
+            return f'"{value}"' if self.separator in value else value
+        return repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._keys is None:
+            self._keys = sorted(logs)
+            self._text += self.separator.join(["epoch", *self._keys]) + "\n"
+        row = [str(epoch), *(self._cell(logs.get(k, "NA")) for k in self._keys)]
+        self._text += self.separator.join(row) + "\n"
+        write_atomic(self.filename, self._text.encode("utf-8"))
+
+
+class TerminateOnNaN(Callback):
+    """End ``fit`` quietly when the loss becomes nan or inf (Keras prints
+    ``Batch N: Invalid loss, terminating training``). The failing step writes nothing, so
+    the weights are those after the last good step; the native epoch stays on."""
+
+    terminates_on_nan = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped_batch: int | None = None
+
+    def on_non_finite(self, batch: int) -> None:
+        """Called by ``fit`` with the 0-based batch whose loss (or update) was not finite."""
+        self.stopped_batch = batch
+        print(f"Batch {batch}: Invalid loss, terminating training")
+        self.model.stop_training = True
+
+
+class BackupAndRestore(Callback):
+    """Resume an interrupted ``fit``: after every epoch (or every ``save_freq`` batches) the
+    weights, optimizer state and epoch go to ``backup_dir``; a later ``fit`` with the same
+    directory loads them and continues from the next epoch. The backup is deleted when
+    training ends normally (``delete_checkpoint=True``). Files are written atomically.
+    The shuffling order is not restored (the model's generator goes on from where it is)."""
+
+    def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint: bool = True):
+        super().__init__()
+        if save_freq != "epoch" and (
+            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq <= 0
+        ):
+            raise ValueError(
+                f"BackupAndRestore: save_freq must be 'epoch' or a number of batches > 0. "
+                f"Received: save_freq={save_freq!r}"
+            )
+        self.backup_dir, self.save_freq = Path(backup_dir), save_freq
+        self.delete_checkpoint = bool(delete_checkpoint)
+        self._weights = self.backup_dir / "latest.weights.npz"
+        self._metadata = self.backup_dir / "training_metadata.json"
+
+    def uses_batch_hooks(self) -> bool:
+        return self.save_freq != "epoch"
+
+    def on_train_begin(self, logs=None):
+        self._epoch, self._batches = 0, 0
+        if self._weights.exists() and self._metadata.exists():
+            self.model.load_weights(self._weights)
+            metadata = json.loads(self._metadata.read_text(encoding="utf-8"))
+            self.model._initial_epoch = int(metadata["epoch"])
+            self._epoch = int(metadata["epoch"])
+
+    def _save(self, epoch: int) -> None:
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(self._weights)
+        write_atomic(self._metadata, json.dumps({"epoch": epoch}).encode("utf-8"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if self.save_freq != "epoch" and self._batches % self.save_freq == 0:
+            self._save(self._epoch)  # mid-epoch: that epoch is run again from its start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._save(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint and self.backup_dir.exists():
+            for path in (self._weights, self._metadata):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: the user's files stay
+                self.backup_dir.rmdir()

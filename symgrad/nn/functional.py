@@ -455,8 +455,10 @@ class Functional(Model):
             return p
         return [p[:, b.start : b.stop] for b in self._blocks()]
 
-    def predict(self, x, batch_size: int | None = None, verbose=0):
-        return self._split(super().predict(x, batch_size=batch_size, verbose=verbose))
+    def predict(self, x, batch_size: int | None = None, verbose=0, callbacks=None):
+        return self._split(
+            super().predict(x, batch_size=batch_size, verbose=verbose, callbacks=callbacks)
+        )
 
     def predict_on_batch(self, x):
         return self._split(super().predict_on_batch(x))

@@ -33,9 +33,18 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import compiler
 from symgrad import core as E
+from symgrad.nn import schedules
 from symgrad.nn.initializers import Constant
 from symgrad.nn.layers import Variable
 from symgrad.nn.validation import from_identifier
+
+COMMON = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm")
+"""Arguments every optimizer takes (Keras's base optimizer); each is off when None."""
+
+POSITIVE = ("learning_rate", "clipnorm", "clipvalue", "global_clipnorm")
+NON_NEGATIVE = ("epsilon", "weight_decay", "initial_accumulator_value")
+UNIT = (0.0, 1.0, True)  # in [0, 1]
+UNIT_OPEN = (0.0, 1.0, False)  # in [0, 1): 1 - beta**t must not vanish
 
 STEP = sp.Symbol("t", positive=True)
 """The 1-based step number (``optimizer.iterations + 1``), a runtime scalar named ``t``."""
@@ -59,16 +68,39 @@ class Optimizer:
     name = "optimizer"
     defaults: dict[str, float] = {}
     non_negative_slots: tuple[str, ...] = ()  # running sums of g^2: a negative value is corrupt
+    ranges: dict[str, tuple[float, float, str]] = {}  # hyperparameter -> low, high, "[]" / "[)"
 
-    def __init__(self, **hyperparameters):
+    def __init__(
+        self,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        **hyperparameters,
+    ):
         object.__setattr__(self, "_hyper", {})
         for key, default in self.defaults.items():
             setattr(self, key, hyperparameters.pop(key, default))
         if hyperparameters:
             raise TypeError(
                 f"{type(self).__name__} got unexpected argument(s): {', '.join(sorted(hyperparameters))}. "
-                f"It takes: {', '.join(self.defaults)}"
+                f"It takes: {', '.join([*self.defaults, *COMMON])}"
             )
+        common = {
+            "weight_decay": weight_decay,
+            "clipnorm": clipnorm,
+            "clipvalue": clipvalue,
+            "global_clipnorm": global_clipnorm,
+        }
+        clips = {k: v for k, v in common.items() if k != "weight_decay" and v is not None}
+        if len(clips) > 1:  # Keras: one way of clipping
+            raise ValueError(
+                f"{type(self).__name__}: only one of clipnorm, clipvalue and global_clipnorm can "
+                f"be set. Received: {', '.join(f'{k}={v!r}' for k, v in clips.items())}"
+            )
+        for key, value in common.items():
+            if value is not None:  # fixed in the step's shape from here on
+                setattr(self, key, value)
         self.iterations = 0
         self.slots: dict[tuple[str, str], Variable] = {}
 
@@ -77,11 +109,23 @@ class Optimizer:
         hyper = self.__dict__.get("_hyper", {})
         if key in hyper:
             return hyper[key]
+        if key in COMMON:  # not set: no clipping, no weight decay
+            return None
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
 
     def __setattr__(self, key, value):
-        if key in type(self).defaults:
+        if key in type(self).defaults or (key in COMMON and value is not None):
+            if key in COMMON and key not in self._hyper and "iterations" in vars(self):
+                raise ValueError(  # a step compiled without it would not read it
+                    f"{type(self).__name__}: {key} must be given when the optimizer is created. "
+                    f"Received: {key}={value!r}"
+                )
             self._hyper[key] = self._check_hyperparameter(key, value)
+        elif key in COMMON and key in self._hyper:  # None: switched off
+            raise ValueError(
+                f"{type(self).__name__}: {key} was set when the optimizer was created and cannot "
+                f"be removed. Received: {key}=None"
+            )
         elif key == "iterations":
             object.__setattr__(self, key, self._check_iterations(value))
         else:
@@ -114,10 +158,19 @@ class Optimizer:
             raise ValueError(
                 f"{type(self).__name__}: {key} must be finite. Received: {key}={value!r}"
             )
-        if key == "learning_rate" and not value > 0:
+        if key in POSITIVE and not value > 0:
+            raise ValueError(f"{type(self).__name__}: {key} must be > 0. Received: {key}={value!r}")
+        if key in NON_NEGATIVE and not value >= 0:
             raise ValueError(
-                f"{type(self).__name__}: learning_rate must be > 0. Received: {key}={value!r}"
+                f"{type(self).__name__}: {key} must be >= 0. Received: {key}={value!r}"
             )
+        if key in type(self).ranges:
+            low, high, closed = type(self).ranges[key]
+            if not (low <= value <= high if closed else low <= value < high):
+                interval = f"[{low}, {high}{']' if closed else ')'}"
+                raise ValueError(
+                    f"{type(self).__name__}: {key} must be in {interval}. Received: {key}={value!r}"
+                )
         return float(value)
 
     def _check_rate(self, rate, dtype: str) -> float:
@@ -140,6 +193,10 @@ class Optimizer:
             )
         return float(rate)
 
+    def compiled_schedule(self) -> bool:
+        """Whether the learning rate is a schedule compiled into the step (no Python per step)."""
+        return isinstance(self._hyper.get("learning_rate"), schedules.LearningRateSchedule)
+
     def hyperparameter_values(self) -> dict[str, float]:
         """Current values; a learning-rate schedule is evaluated at ``iterations``."""
         values = dict(self._hyper)
@@ -153,7 +210,10 @@ class Optimizer:
         The learning rate (a schedule's too) is checked here, before the step: finite
         and > 0 once converted to the step's ``dtype`` (``1e39`` is inf in float32).
         """
-        values = self.hyperparameter_values()
+        if self.compiled_schedule():  # its formula is in the step, not an argument
+            values = {k: v for k, v in self._hyper.items() if k != "learning_rate"}
+        else:
+            values = self.hyperparameter_values()
         if "learning_rate" in values:
             values["learning_rate"] = self._check_rate(values["learning_rate"], dtype)
         values[STEP.name] = float(self.iterations + 1)
@@ -168,63 +228,123 @@ class Optimizer:
     def slot_names(self) -> tuple[str, ...]:
         return ()
 
+    def global_slot_names(self) -> tuple[str, ...]:
+        """Slots kept once for the whole model, (1, 1) each (Nadam's product of momenta)."""
+        return ()
+
     def slot_initial_value(self, slot: str) -> float:
         return 0.0
 
     def rules(self, w, g, old, new, h, t) -> dict[str, sp.Expr]:
         raise NotImplementedError
 
+    def _learning_rate(self) -> sp.Expr:
+        """The symbol ``learning_rate``, or a schedule's formula of the step count ``t - 1``."""
+        rate = self._hyper.get("learning_rate")
+        if isinstance(rate, schedules.LearningRateSchedule):
+            return rate.formula(STEP - 1)
+        return hyperparameter("learning_rate")
+
     def _scalar_rules(self) -> dict[str, sp.Expr]:
-        slots = self.slot_names()
+        slots = (*self.global_slot_names(), *self.slot_names())
         old = SimpleNamespace(**{s: sp.Symbol(f"{s}_old", real=True) for s in slots})
         new = SimpleNamespace(**{s: sp.Symbol(f"{s}_new", real=True) for s in slots})
-        h = SimpleNamespace(**{k: hyperparameter(k) for k in self.defaults})
+        h = SimpleNamespace(**{k: hyperparameter(k) for k in [*self.defaults, *self._hyper]})
+        h.learning_rate = self._learning_rate()
         placeholders = {"w", "g"} | {str(v) for v in [*vars(old).values(), *vars(new).values()]}
-        clash = placeholders & {*self.defaults, STEP.name}
+        clash = placeholders & {*self.defaults, *COMMON, STEP.name}
         if clash:  # a hyperparameter would be read as a matrix entry
             raise ValueError(
                 f"{type(self).__name__}: slot names clash with hyperparameters: {sorted(clash)}"
             )
-        return self.rules(_w, _g, old, new, h, STEP)
+        w = _w
+        if self.weight_decay is not None:  # Keras: w <- w - lr wd w before every rule
+            w = _w - h.learning_rate * h.weight_decay * _w
+        g = _g
+        if self.clipvalue is not None:  # Keras: clip(g, -clipvalue, clipvalue)
+            g = sp.Min(sp.Max(_g, -h.clipvalue), h.clipvalue)
+        return self.rules(w, g, old, new, h, STEP)
 
     def rule_text(self) -> dict[str, str]:
         """The update rule on scalars, as text: ``{"variable": "w - g*learning_rate"}``."""
         return {k: str(v) for k, v in self._scalar_rules().items()}
 
     # -- lifting to matrices
+    def _slot(
+        self, key: tuple[str, str], symbol: str, shape, dtype: str, vector: bool = False
+    ) -> Variable:
+        """The slot variable under ``key`` (created, or cast to ``dtype``); ``shape`` is the
+        matrix the programs read, ``vector``: Keras shows it as a vector (a bias's slot)."""
+        var = self.slots.get(key)
+        if var is None or var.matrix_shape != tuple(shape):
+            path = "/".join(part for part in key if part)
+            initial = self.slot_initial_value(key[1])
+            var = Variable(path, E.matrix(symbol, *shape), Constant(initial), vector=vector)
+            var.value = np.full(shape, initial, dtype=dtype)
+            self.slots[key] = var
+        elif var.value.dtype != np.dtype(dtype):
+            var.value = np.ascontiguousarray(var.value, dtype=dtype)
+        return var
+
     def build(self, weights: Sequence[Variable], dtype: str) -> list[Variable]:
-        """Create (once) and return the slot variables of ``weights``, in order."""
-        out = []
+        """Create (once) and return the slot variables: the global ones, then per weight."""
+        out = [
+            self._slot(("", s), f"optimizer_{s}", (1, 1), dtype) for s in self.global_slot_names()
+        ]
         for w in weights:
             for slot in self.slot_names():
+                slot_symbol = f"{w.symbol.name}_{slot}"
                 key = (w.path, slot)
-                var = self.slots.get(key)
-                if var is None or var.matrix_shape != w.matrix_shape:
-                    sym = E.matrix(f"{w.symbol.name}_{slot}", *w.matrix_shape)
-                    initial = self.slot_initial_value(slot)
-                    var = Variable(f"{w.path}/{slot}", sym, Constant(initial), vector=w.vector)
-                    var.value = np.full(w.matrix_shape, initial, dtype=dtype)
-                    self.slots[key] = var
-                elif var.value.dtype != np.dtype(dtype):
-                    var.value = np.ascontiguousarray(var.value, dtype=dtype)
-                out.append(var)
+                out.append(self._slot(key, slot_symbol, w.matrix_shape, dtype, vector=w.vector))
         return out
 
     @property
     def variables(self) -> list[Variable]:
         return list(self.slots.values())
 
+    def clipped(
+        self, weights: Sequence[Variable], gradients: dict[MatrixSymbol, MatrixExpr]
+    ) -> dict[MatrixSymbol, MatrixExpr]:
+        """The gradients after ``clipnorm`` / ``global_clipnorm`` (Keras: g c / max(|g|, c)).
+
+        ``clipvalue`` is entry by entry, part of the scalar rule.
+        """
+        gradients = {w.symbol: gradients[w.symbol] for w in weights}
+        if self.clipnorm is not None:  # each weight's gradient by its own norm
+            bound = hyperparameter("clipnorm")
+            return {
+                w: _scaled(g, _clip_factor(E.total(E.hadamard(g, g)), bound))
+                for w, g in gradients.items()
+            }
+        if self.global_clipnorm is not None:  # every gradient by the norm of all of them
+            bound = hyperparameter("global_clipnorm")
+            squares = E.add(*(E.total(E.hadamard(g, g)) for g in gradients.values()))
+            factor = E.name("global_clip_factor", _clip_factor(squares, bound))
+            return {w: _scaled(g, factor) for w, g in gradients.items()}
+        return gradients
+
     def updates(
         self, weights: Sequence[Variable], gradients: dict[MatrixSymbol, MatrixExpr]
     ) -> dict[MatrixSymbol, MatrixExpr]:
         """``{symbol: new value}`` for every weight and slot: the rule, entry by entry."""
         rules = self._scalar_rules()
+        gradients = self.clipped(weights, gradients)
         updates: dict[MatrixSymbol, MatrixExpr] = {}
+        shared: dict[sp.Symbol, MatrixExpr] = {}  # global slots, old and new, (1, 1)
+        for key in self.global_slot_names():
+            target = self.slots[("", key)].symbol
+            shared[sp.Symbol(f"{key}_old", real=True)] = target
+            value = E.name(f"{target.name}_new", _lift(rules[key], shared))
+            shared[sp.Symbol(f"{key}_new", real=True)] = value
+            updates[target] = value
         for w in weights:
             env: dict[sp.Symbol, MatrixExpr] = {_w: w.symbol, _g: gradients[w.symbol]}
+            env.update({s: E.fill(v, *w.shape) for s, v in shared.items()})
             for slot in self.slot_names():
                 env[sp.Symbol(f"{slot}_old", real=True)] = self.slots[(w.path, slot)].symbol
             for key, body in rules.items():
+                if key in self.global_slot_names():
+                    continue
                 if key == "variable":
                     updates[w.symbol] = _lift(body, env)
                     continue
@@ -268,8 +388,8 @@ class Optimizer:
 
     def _apply_step(self, weights, dtype: str, backend: str):
         """The compiled update of ``weights`` (kept by structure: symbols, dtype, backend, rule)."""
-        structure = tuple(
-            (k, v) for k, v in sorted(self.get_config().items()) if k not in self.defaults
+        structure = repr(  # a schedule's config is a dict: the key holds its text
+            [(k, v) for k, v in sorted(self.get_config().items()) if k not in self.defaults]
         )
         symbols = tuple(w.symbol for w in weights)
         key = (type(self), self.slot_names(), structure, symbols, dtype, backend)
@@ -277,7 +397,10 @@ class Optimizer:
         def make():
             gradients = {w.symbol: E.matrix(f"d_{w.symbol.name}", *w.symbol.shape) for w in weights}
             updates = self.updates(weights, gradients)
-            slots = [self.slots[(w.path, slot)] for w in weights for slot in self.slot_names()]
+            slots = [  # as build orders them: the global ones first
+                *(self.slots[("", slot)] for slot in self.global_slot_names()),
+                *(self.slots[(w.path, slot)] for w in weights for slot in self.slot_names()),
+            ]
             inputs = [*gradients.values(), *symbols, *(s.symbol for s in slots)]
             checks = {
                 "gradient_sum": E.add(*(E.total(g) for g in gradients.values())),
@@ -299,12 +422,27 @@ class Optimizer:
 
     def get_config(self) -> dict:
         config = {"name": self.name}
-        config.update({k: v for k, v in self._hyper.items() if not callable(v)})
+        for key, value in self._hyper.items():
+            if isinstance(value, schedules.LearningRateSchedule):
+                config[key] = schedules.serialize(value)
+            elif not callable(value):  # a plain function has no config
+                config[key] = value
         return config
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+def _clip_factor(squares: MatrixExpr, bound: sp.Symbol) -> MatrixExpr:
+    """``c / max(sqrt(s), c)`` from the (1, 1) sum of squares ``s``: 1 when the norm is <= c."""
+    s = sp.Symbol("s", nonnegative=True)
+    return E.elementwise(sp.Lambda(s, bound / sp.Max(sp.sqrt(s), bound)), squares)
+
+
+def _scaled(g: MatrixExpr, factor: MatrixExpr) -> MatrixExpr:
+    """``g`` times the (1, 1) ``factor`` in every entry."""
+    return E.hadamard(g, E.fill(factor, *g.shape))
 
 
 _APPLY_STEPS: OrderedDict = OrderedDict()
@@ -383,23 +521,15 @@ def _lift(body: sp.Expr, env: dict[sp.Symbol, MatrixExpr]) -> MatrixExpr:
     return E.elementwise(sp.Lambda(tuple(used), body), *[env[s] for s in used])
 
 
-def _check_range(opt, key: str, low: float, high: float) -> None:
-    value = opt._hyper[key]
-    if not low <= value <= high:
-        raise ValueError(
-            f"{type(opt).__name__}: {key} must be in [{low}, {high}]. Received: {key}={value!r}"
-        )
-
-
 class SGD(Optimizer):
     """Keras 3 SGD: ``m <- momentum m - lr g``; ``w <- w + m`` (Nesterov: ``w + momentum m - lr g``)."""
 
     name = "SGD"
     defaults = {"learning_rate": 0.01, "momentum": 0.0}
+    ranges = {"momentum": UNIT}
 
-    def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False):
-        super().__init__(learning_rate=learning_rate, momentum=momentum)
-        _check_range(self, "momentum", 0.0, 1.0)
+    def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False, **common):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, **common)
         self.nesterov = bool(nesterov)
 
     def slot_names(self):
@@ -425,10 +555,16 @@ class Adagrad(Optimizer):
     non_negative_slots = ("accumulator",)
 
     def __init__(
-        self, learning_rate=0.001, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7
+        self,
+        learning_rate=0.001,
+        initial_accumulator_value: float = 0.1,
+        epsilon: float = 1e-7,
+        **common,
     ):
-        super().__init__(learning_rate=learning_rate, epsilon=epsilon)
-        self.initial_accumulator_value = float(initial_accumulator_value)
+        super().__init__(learning_rate=learning_rate, epsilon=epsilon, **common)
+        self.initial_accumulator_value = self._check_hyperparameter(
+            "initial_accumulator_value", initial_accumulator_value
+        )
 
     def slot_names(self):
         return ("accumulator",)
@@ -455,12 +591,15 @@ class RMSprop(Optimizer):
 
     name = "RMSprop"
     defaults = {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7}
+    ranges = {"rho": UNIT, "momentum": UNIT}
     non_negative_slots = ("velocity",)
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False):
-        super().__init__(learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon)
-        _check_range(self, "rho", 0.0, 1.0)
-        _check_range(self, "momentum", 0.0, 1.0)
+    def __init__(
+        self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **common
+    ):
+        super().__init__(
+            learning_rate=learning_rate, rho=rho, momentum=momentum, epsilon=epsilon, **common
+        )
         self.centered = bool(centered)
 
     def slot_names(self):
@@ -488,60 +627,172 @@ class RMSprop(Optimizer):
         return {**super().get_config(), "centered": self.centered}
 
 
-class Adam(Optimizer):
+class AdamFamily(Optimizer):
+    """Adam's hyperparameters, Keras defaults and ranges (Adam, Adamax, Nadam)."""
+
+    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+    ranges = {"beta_1": UNIT_OPEN, "beta_2": UNIT_OPEN}
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **common):
+        super().__init__(
+            learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **common
+        )
+
+
+class Adam(AdamFamily):
     """Keras 3 Adam (epsilon outside the square root, bias correction folded into lr).
 
     ``m <- m + (g - m)(1 - beta_1)``, ``v <- v + (g^2 - v)(1 - beta_2)``,
     ``w <- w - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + eps)``.
+    ``amsgrad=True`` divides by the running maximum of ``v`` instead (``velocity_hat``).
     """
 
     name = "Adam"
-    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
-    non_negative_slots = ("velocity",)
+    non_negative_slots = ("velocity", "velocity_hat")
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
-        _check_range(self, "beta_1", 0.0, 1.0)
-        _check_range(self, "beta_2", 0.0, 1.0)
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad: bool = False,
+        **common,
+    ):
+        super().__init__(
+            learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **common
+        )
+        self.amsgrad = bool(amsgrad)
 
     def slot_names(self):
-        return ("momentum", "velocity")
-
-    def decayed(self, w, h):
-        return w
+        return (
+            ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
+        )
 
     def rules(self, w, g, old, new, h, t):
         alpha = h.learning_rate * sp.sqrt(1 - h.beta_2**t) / (1 - h.beta_1**t)
-        return {
+        out = {
             "momentum": old.momentum + (g - old.momentum) * (1 - h.beta_1),
             "velocity": old.velocity + (g**2 - old.velocity) * (1 - h.beta_2),
-            "variable": self.decayed(w, h)
-            - alpha * new.momentum / (sp.sqrt(new.velocity) + h.epsilon),
         }
+        v = new.velocity
+        if self.amsgrad:  # the largest v so far
+            out["velocity_hat"] = sp.Max(old.velocity_hat, new.velocity)
+            v = new.velocity_hat
+        out["variable"] = w - alpha * new.momentum / (sp.sqrt(v) + h.epsilon)
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        return {**config, "amsgrad": True} if self.amsgrad else config
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Keras 3): ``w <- w - lr wd w`` before the Adam step."""
 
     name = "AdamW"
-    defaults = {**Adam.defaults, "weight_decay": 0.004}
 
     def __init__(
-        self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7
+        self,
+        learning_rate=0.001,
+        weight_decay=0.004,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad: bool = False,
+        **common,
     ):
-        Optimizer.__init__(
-            self,
+        super().__init__(
             learning_rate=learning_rate,
-            weight_decay=weight_decay,
             beta_1=beta_1,
             beta_2=beta_2,
             epsilon=epsilon,
+            amsgrad=amsgrad,
+            weight_decay=weight_decay,
+            **common,
         )
-        _check_range(self, "beta_1", 0.0, 1.0)
-        _check_range(self, "beta_2", 0.0, 1.0)
 
-    def decayed(self, w, h):
-        return w - h.learning_rate * h.weight_decay * w
+
+class Adamax(AdamFamily):
+    """Keras 3 Adamax (Adam with the infinity norm).
+
+    ``m <- m + (g - m)(1 - beta_1)``, ``u <- max(beta_2 u, |g|)``,
+    ``w <- w - lr m / ((1 - beta_1^t)(u + eps))``.
+    """
+
+    name = "Adamax"
+    non_negative_slots = ("norm",)
+
+    def slot_names(self):
+        return ("momentum", "norm")
+
+    def rules(self, w, g, old, new, h, t):
+        return {
+            "momentum": old.momentum + (g - old.momentum) * (1 - h.beta_1),
+            "norm": sp.Max(h.beta_2 * old.norm, sp.Abs(g)),
+            "variable": w
+            - h.learning_rate * new.momentum / ((1 - h.beta_1**t) * (new.norm + h.epsilon)),
+        }
+
+
+class Nadam(AdamFamily):
+    """Keras 3 Nadam (Adam with Nesterov momentum, Dozat's momentum schedule).
+
+    ``u_t = beta_1 (1 - 0.96^t / 2)``; the product ``prod_{s <= t} u_s`` is one (1, 1)
+    slot of the whole model (``u_product``); with ``u_{t+1}`` and ``beta_2^t``:
+    ``m_hat = u_{t+1} m / (1 - u_product u_{t+1}) + (1 - u_t) g / (1 - u_product)``,
+    ``w <- w - lr m_hat / (sqrt(v / (1 - beta_2^t)) + eps)``.
+    """
+
+    name = "Nadam"
+    non_negative_slots = ("velocity",)
+
+    def global_slot_names(self):
+        return ("u_product",)
+
+    def slot_initial_value(self, slot):
+        return 1.0 if slot == "u_product" else 0.0
+
+    def slot_names(self):
+        return ("momentum", "velocity")
+
+    def rules(self, w, g, old, new, h, t):
+        u_t = h.beta_1 * (1 - sp.Rational(1, 2) * sp.Float("0.96") ** t)
+        u_next = h.beta_1 * (1 - sp.Rational(1, 2) * sp.Float("0.96") ** (t + 1))
+        m_hat = u_next * new.momentum / (1 - new.u_product * u_next) + (1 - u_t) * g / (
+            1 - new.u_product
+        )
+        v_hat = new.velocity / (1 - h.beta_2**t)
+        return {
+            "u_product": old.u_product * u_t,
+            "momentum": old.momentum + (g - old.momentum) * (1 - h.beta_1),
+            "velocity": old.velocity + (g**2 - old.velocity) * (1 - h.beta_2),
+            "variable": w - h.learning_rate * m_hat / (sp.sqrt(v_hat) + h.epsilon),
+        }
+
+
+class Lion(Optimizer):
+    """Keras 3 Lion (sign of an interpolated momentum).
+
+    ``w <- w - lr sign(beta_1 m + (1 - beta_1) g)``, then ``m <- beta_2 m + (1 - beta_2) g``.
+    """
+
+    name = "Lion"
+    defaults = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99}
+    ranges = {"beta_1": UNIT, "beta_2": UNIT}
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, **common):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, **common)
+
+    def slot_names(self):
+        return ("momentum",)
+
+    def rules(self, w, g, old, new, h, t):
+        direction = sp.sign(h.beta_1 * old.momentum + (1 - h.beta_1) * g)
+        return {
+            "momentum": h.beta_2 * old.momentum + (1 - h.beta_2) * g,
+            "variable": w - h.learning_rate * direction,  # reads the old momentum
+        }
 
 
 OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
@@ -550,6 +801,9 @@ OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
     "rmsprop": RMSprop,
     "adam": Adam,
     "adamw": AdamW,
+    "adamax": Adamax,
+    "nadam": Nadam,
+    "lion": Lion,
 }
 
 
@@ -601,7 +855,9 @@ def _describe(value: np.ndarray) -> str:
 def from_config(config: dict) -> Optimizer:
     config = dict(config)
     name = config.pop("name")
-    cls = {c.name: c for c in (SGD, Adagrad, RMSprop, Adam, AdamW)}.get(name)
+    cls = {c.name: c for c in OPTIMIZERS.values()}.get(name)
     if cls is None:
         raise ValueError(f"Unknown optimizer in a saved model: {name!r}")
+    if isinstance(config.get("learning_rate"), dict):
+        config["learning_rate"] = schedules.deserialize(config["learning_rate"])
     return cls(**config)

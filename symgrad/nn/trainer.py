@@ -676,13 +676,22 @@ class Trainer(Weighted):
         return self._programs().predict_step().function(x, *self._weight_arrays())[0]
 
     # -- loops
-    def _evaluate_arrays(self, x, y, batch_size: int, tracker: Tracker) -> dict[str, float]:
+    def _evaluate_arrays(
+        self, x, y, batch_size: int, tracker: Tracker, hooks=None
+    ) -> dict[str, float]:
+        """Mean loss and metrics over ``(x, y)``, calling the ``on_test_*`` hooks around."""
+        hooks = hooks or callbacks_module.CallbackList([], self, {})
         tracker.reset()
+        hooks.on_test_begin()
         with np.errstate(all="ignore"):
-            for rows in data.batches(len(x), batch_size):
+            for batch, rows in enumerate(data.batches(len(x), batch_size)):
+                hooks.on_test_batch_begin(batch)
                 loss, predictions = self._run_test_step(x[rows], y[rows])
                 tracker.update(loss, y[rows], predictions)
-        return tracker.logs()
+                hooks.on_test_batch_end(batch, tracker.logs())
+        logs = tracker.logs()
+        hooks.on_test_end(logs)
+        return logs
 
     def fit(
         self,
@@ -712,12 +721,7 @@ class Trainer(Weighted):
         initial_epoch = data.non_negative_int(initial_epoch, "initial_epoch")
         verbose = data.check_verbose(verbose)
         validation_split = data.check_split(validation_split)
-        callbacks = list(callbacks or [])
-        for c in callbacks:
-            if not isinstance(c, callbacks_module.Callback):
-                raise TypeError(
-                    f"callbacks must be symgrad.nn.callbacks.Callback instances. Received: {c!r}"
-                )
+        callbacks = callbacks_module.check(callbacks)
         if strategy is not None and not callable(getattr(strategy, "epoch_runner", None)):
             raise TypeError(
                 "strategy must be a training strategy such as "
@@ -778,7 +782,10 @@ class Trainer(Weighted):
         return (
             step.function.epoch is not None
             and native_metrics
-            and not callable(getattr(self.optimizer, "learning_rate", None))  # a schedule
+            and (  # a Python function as the rate is called between steps
+                self.optimizer.compiled_schedule()
+                or not callable(getattr(self.optimizer, "learning_rate", None))
+            )
             and not any(c.uses_batch_hooks() for c in callbacks)
         )
 
@@ -807,23 +814,33 @@ class Trainer(Weighted):
         progress = [callbacks_module.ProgbarLogger(verbose)] if verbose else []
         params = {"verbose": verbose, "epochs": epochs, "steps": steps}
         params["native_epochs"] = native_epochs  # one native call per epoch (LLVM backend)
-        hooks = callbacks_module.CallbackList([history, *progress, *callbacks], self, params)
+        # as Keras: History and the bar last, so they see what callbacks add to the logs
+        hooks = callbacks_module.CallbackList([*callbacks, history, *progress], self, params)
         train = Tracker(self._metric_objects())
         valid = Tracker(copy.deepcopy(self._metric_objects()), prefix="val_")
         self.stop_training = False
         self.history = history
+        self._initial_epoch = initial_epoch  # BackupAndRestore moves it on_train_begin
         hooks.on_train_begin()
         logs: dict[str, float] = {}
-        for epoch in range(initial_epoch, epochs):
+        for epoch in range(self._initial_epoch, epochs):
             hooks.on_epoch_begin(epoch)
             order = self._shuffle_rng.permutation(len(x)) if shuffle else None
             train.reset()
             where = {"epoch": epoch, "steps": steps, "history": history}
-            with np.errstate(all="ignore"):  # overflow becomes inf; the loss guard reports it
-                run_epoch(order, train, hooks, where)
+            try:
+                with np.errstate(all="ignore"):  # overflow becomes inf; the loss guard reports it
+                    run_epoch(order, train, hooks, where)
+            except NonFiniteLossError as err:
+                stoppers = [c for c in callbacks if c.terminates_on_nan]
+                if not stoppers:
+                    raise
+                for c in stoppers:  # the failing step wrote nothing: end as after the last good one
+                    c.on_non_finite(err.batch - 1)
+                break
             logs = train.logs()
             if val is not None:
-                logs.update(self._evaluate_arrays(val[0], val[1], batch_size, valid))
+                logs.update(self._evaluate_arrays(val[0], val[1], batch_size, valid, hooks))
             hooks.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
@@ -885,14 +902,26 @@ class Trainer(Weighted):
         tracker.add_epoch(result.sums, result.rows, keys)
 
     def evaluate(
-        self, x=None, y=None, batch_size: int | None = None, verbose=0, return_dict: bool = False
+        self,
+        x=None,
+        y=None,
+        batch_size: int | None = None,
+        verbose=0,
+        return_dict: bool = False,
+        callbacks: Sequence[callbacks_module.Callback] | None = None,
     ):
-        """Mean loss over ``(x, y)`` -- ``[loss, *metrics]`` when metrics were compiled."""
+        """Mean loss over ``(x, y)`` -- ``[loss, *metrics]`` when metrics were compiled.
+
+        ``callbacks``: their ``on_test_*`` hooks are called.
+        """
         self._require_compiled("evaluate")
         batch_size = data.positive_int(32 if batch_size is None else batch_size, "batch_size")
         verbose = data.check_verbose(verbose)
+        callbacks = callbacks_module.check(callbacks)
         x, y = self._prepare_xy(x, y)
-        logs = self._evaluate_arrays(x, y, batch_size, Tracker(self._metric_objects()))
+        steps = math.ceil(len(x) / batch_size)
+        hooks = callbacks_module.CallbackList(callbacks, self, {"verbose": verbose, "steps": steps})
+        logs = self._evaluate_arrays(x, y, batch_size, Tracker(self._metric_objects()), hooks)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._result(logs, return_dict)
@@ -902,13 +931,31 @@ class Trainer(Weighted):
             return logs
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
-    def predict(self, x, batch_size: int | None = None, verbose=0) -> np.ndarray:
-        """Model outputs for the rows of ``x``, batch by batch (the model need not be compiled)."""
+    def predict(
+        self,
+        x,
+        batch_size: int | None = None,
+        verbose=0,
+        callbacks: Sequence[callbacks_module.Callback] | None = None,
+    ) -> np.ndarray:
+        """Model outputs for the rows of ``x``, batch by batch (the model need not be compiled).
+
+        ``callbacks``: their ``on_predict_*`` hooks are called (batch logs: ``outputs``).
+        """
         batch_size = data.positive_int(32 if batch_size is None else batch_size, "batch_size")
-        data.check_verbose(verbose)
+        verbose = data.check_verbose(verbose)
+        callbacks = callbacks_module.check(callbacks)
         x = self._prepare_x(x)
+        steps = math.ceil(len(x) / batch_size)
+        hooks = callbacks_module.CallbackList(callbacks, self, {"verbose": verbose, "steps": steps})
+        hooks.on_predict_begin()
+        parts = []
         with np.errstate(all="ignore"):
-            parts = [self._run_predict_step(x[rows]) for rows in data.batches(len(x), batch_size)]
+            for batch, rows in enumerate(data.batches(len(x), batch_size)):
+                hooks.on_predict_batch_begin(batch)
+                parts.append(self._run_predict_step(x[rows]))
+                hooks.on_predict_batch_end(batch, {"outputs": parts[-1]})
+        hooks.on_predict_end()
         return self._samples(np.concatenate(parts, axis=0))
 
     def train_on_batch(self, x, y, return_dict: bool = False):

@@ -17,6 +17,7 @@ TRANSCENDENTAL = (
     sp.log,
     sp.tanh,
     sp.erf,
+    sp.cos,
     scalar.sigmoid,
     scalar.softplus,
     scalar.log1p,
@@ -36,7 +37,9 @@ def scalar_cost(body: sp.Expr) -> int:
             cost += len(node.args) - 1
         elif isinstance(node, sp.Mul):  # a factor -1 folds into the enclosing subtraction
             cost += len(node.args) - 1 - (node.args[0] == -1)
-        elif isinstance(node, (sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign)):
+        elif isinstance(
+            node, (sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign, sp.floor)
+        ):
             cost += 1
     return cost
 

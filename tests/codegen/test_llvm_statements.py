@@ -87,6 +87,14 @@ SCALAR_CASES = [
     ("expm1", expm1(x) + expm1(y * 1e-9), lambda a, b: np.expm1(a) + np.expm1(b * 1e-9), WIDE, POS),
     ("tanh", sp.tanh(x), lambda a, b: np.tanh(a), WIDE, POS),
     ("erf", sp.erf(x), lambda a, b: np_erf(a), WIDE, POS),
+    ("cos", sp.cos(3 * x) * y, lambda a, b: np.cos(3 * a) * b, WIDE, POS),
+    (
+        "floor",
+        sp.floor(3 * x) + sp.floor(-y),
+        lambda a, b: np.floor(3 * a) + np.floor(-b),
+        WIDE,
+        POS,
+    ),
     ("sigmoid", sigmoid(x), lambda a, b: np_sigmoid(a), WIDE, POS),
     ("softplus", softplus(x), lambda a, b: np.logaddexp(0, a), WIDE, POS),
     (  # evaluated as y + sigmoid(-x)

@@ -98,6 +98,8 @@ SCALAR_CASES = [
     (sp.Piecewise((x, x >= y), (y, True)), -2, 2),
     (sp.erf(x), -4, 4),
     (sp.erf(x) * y, -0.9, 0.9),
+    (sp.cos(x) * y, -10, 10),
+    (sp.floor(x) - y, -10, 10),
     (sigmoid(x), -5, 5),
     (sigmoid(2 * x), -5, 5),
     (sigmoid(x) * (1 - sigmoid(x)) * y, -5, 5),

@@ -211,7 +211,8 @@ def test_unknown_names_list_the_known_ones():
     before = model.get_weights()
     with pytest.raises(
         ValueError,
-        match=r"Unknown optimizer: 'sgdd'. Known optimizers: adagrad, adam, adamw, rmsprop, sgd",
+        match=r"Unknown optimizer: 'sgdd'. Known optimizers: adagrad, adam, adamax, adamw, lion, "
+        r"nadam, rmsprop, sgd",
     ):
         model.compile(optimizer="sgdd", loss="mse")
     with pytest.raises(

@@ -7,7 +7,8 @@ import pytest
 import sympy as sp
 
 from symgrad import optimizers
-from symgrad.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+from symgrad.compiler import BACKENDS
+from symgrad.optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Lion, Nadam, RMSprop
 from tests.nn.helpers import blobs, mlp
 
 
@@ -183,10 +184,33 @@ def test_step_count_symbol_is_t():
             lambda: SGD(learning_rate="fast"),
             "learning_rate must be a number. Received: learning_rate='fast'",
         ),
-        (lambda: Adam(beta_1=-0.1), "beta_1 must be in [0.0, 1.0]"),
+        (lambda: Adam(beta_1=-0.1), "beta_1 must be in [0.0, 1.0). Received: beta_1=-0.1"),
+        (lambda: Adam(beta_2=1.0), "beta_2 must be in [0.0, 1.0). Received: beta_2=1.0"),
+        (lambda: Nadam(beta_1=1.5), "Nadam: beta_1 must be in [0.0, 1.0). Received: beta_1=1.5"),
+        (lambda: Adamax(epsilon=-1e-7), "Adamax: epsilon must be >= 0. Received: epsilon=-1e-07"),
+        (lambda: Lion(beta_2=-0.5), "Lion: beta_2 must be in [0.0, 1.0]. Received: beta_2=-0.5"),
         (
-            lambda: optimizers.get("adamax"),
-            "Unknown optimizer: 'adamax'. Known optimizers: adagrad, adam, adamw, rmsprop, sgd",
+            lambda: Lion(learning_rate=-0.1),
+            "learning_rate must be > 0. Received: learning_rate=-0.1",
+        ),
+        (lambda: SGD(clipnorm=0), "SGD: clipnorm must be > 0. Received: clipnorm=0"),
+        (
+            lambda: Adam(weight_decay=-1),
+            "Adam: weight_decay must be >= 0. Received: weight_decay=-1",
+        ),
+        (
+            lambda: Adagrad(initial_accumulator_value=-0.1),
+            "initial_accumulator_value must be >= 0. Received: initial_accumulator_value=-0.1",
+        ),
+        (
+            lambda: SGD(clipnorm=1.0, clipvalue=0.5),
+            "only one of clipnorm, clipvalue and global_clipnorm can be set. "
+            "Received: clipnorm=1.0, clipvalue=0.5",
+        ),
+        (
+            lambda: optimizers.get("adamaxx"),
+            "Unknown optimizer: 'adamaxx'. Known optimizers: adagrad, adam, adamax, adamw, lion, "
+            "nadam, rmsprop, sgd",
         ),
     ],
 )
@@ -229,3 +253,210 @@ def test_adam_bias_correction_is_computed_once_per_step(backend, rng):
         weights = model.get_weights()
         for got, want in zip(weights, expected):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+# --------------------------------------------------------------------------
+# Keras 3's other optimizers, clipping and weight decay, by hand in NumPy on both backends
+
+
+def adam_amsgrad(lr, b1=0.9, b2=0.999, eps=1e-7):
+    def update(w, g, s, t):
+        s["m"] = s.get("m", 0.0) + (g - s.get("m", 0.0)) * (1 - b1)
+        s["v"] = s.get("v", 0.0) + (g * g - s.get("v", 0.0)) * (1 - b2)
+        s["v_hat"] = np.maximum(s.get("v_hat", 0.0), s["v"])
+        alpha = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+        return w - alpha * s["m"] / (np.sqrt(s["v_hat"]) + eps)
+
+    return update
+
+
+def adamax(lr, b1=0.9, b2=0.999, eps=1e-7):
+    def update(w, g, s, t):
+        s["m"] = s.get("m", 0.0) + (g - s.get("m", 0.0)) * (1 - b1)
+        s["u"] = np.maximum(b2 * s.get("u", 0.0), np.abs(g))
+        return w - lr * s["m"] / ((1 - b1**t) * (s["u"] + eps))
+
+    return update
+
+
+def nadam(lr, b1=0.9, b2=0.999, eps=1e-7):
+    """Keras 3's Nadam: u_t = b1 (1 - 0.96^t / 2), the running product of u_t kept across steps."""
+
+    def update(w, g, s, t):
+        u_t = b1 * (1 - 0.5 * 0.96**t)
+        u_next = b1 * (1 - 0.5 * 0.96 ** (t + 1))
+        product = s.get("product", 1.0) * u_t
+        s["product"] = product
+        s["m"] = s.get("m", 0.0) + (g - s.get("m", 0.0)) * (1 - b1)
+        s["v"] = s.get("v", 0.0) + (g * g - s.get("v", 0.0)) * (1 - b2)
+        m_hat = u_next * s["m"] / (1 - product * u_next) + (1 - u_t) * g / (1 - product)
+        v_hat = s["v"] / (1 - b2**t)
+        return w - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+    return update
+
+
+def lion(lr, b1=0.9, b2=0.99):
+    def update(w, g, s, t):
+        m = s.get("m", 0.0)
+        s["m"] = b2 * m + (1 - b2) * g
+        return w - lr * np.sign(b1 * m + (1 - b1) * g)
+
+    return update
+
+
+def clip_by_norm(grads, c):
+    """Keras: g c / max(|g|, c), each gradient by its own norm."""
+    return [g * c / max(np.sqrt(np.sum(g * g)), c) for g in grads]
+
+
+def clip_by_global_norm(grads, c):
+    norm = np.sqrt(sum(np.sum(g * g) for g in grads))
+    return [g * min(1.0, c / norm) for g in grads]
+
+
+def decayed(update, lr, wd):
+    """Keras's weight decay on any optimizer: w <- w - lr wd w, then the rule."""
+    return lambda w, g, s, t: update(w - lr * wd * w, g, s, t)
+
+
+MORE = {  # optimizer, update by hand, gradient transform
+    "adam-amsgrad": (lambda: Adam(learning_rate=0.01, amsgrad=True), adam_amsgrad(0.01), None),
+    "adamax": (lambda: Adamax(learning_rate=0.02), adamax(0.02), None),
+    "nadam": (lambda: Nadam(learning_rate=0.01), nadam(0.01), None),
+    "lion": (lambda: Lion(learning_rate=0.003), lion(0.003), None),
+    "sgd-clipnorm": (lambda: SGD(0.1, clipnorm=0.05), sgd(0.1), lambda g: clip_by_norm(g, 0.05)),
+    "sgd-clipnorm-loose": (
+        lambda: SGD(0.1, clipnorm=100.0),
+        sgd(0.1),
+        lambda g: clip_by_norm(g, 100.0),
+    ),
+    "adam-clipvalue": (
+        lambda: Adam(0.01, clipvalue=0.01),
+        adam(0.01),
+        lambda g: [np.clip(x, -0.01, 0.01) for x in g],
+    ),
+    "rmsprop-global-clipnorm": (
+        lambda: RMSprop(0.01, momentum=0.5, global_clipnorm=0.1),
+        rmsprop(0.01, momentum=0.5),
+        lambda g: clip_by_global_norm(g, 0.1),
+    ),
+    "sgd-weight-decay": (
+        lambda: SGD(0.1, momentum=0.9, weight_decay=0.05),
+        decayed(sgd(0.1, 0.9), 0.1, 0.05),
+        None,
+    ),
+    "adagrad-weight-decay": (
+        lambda: Adagrad(0.1, weight_decay=0.2),
+        decayed(adagrad(0.1), 0.1, 0.2),
+        None,
+    ),
+    "nadam-weight-decay-clipnorm": (
+        lambda: Nadam(0.01, weight_decay=0.1, clipnorm=0.2),
+        decayed(nadam(0.01), 0.01, 0.1),
+        lambda g: clip_by_norm(g, 0.2),
+    ),
+    "lion-weight-decay-global-clipnorm": (
+        lambda: Lion(0.003, weight_decay=0.5, global_clipnorm=0.3),
+        decayed(lion(0.003), 0.003, 0.5),
+        lambda g: clip_by_global_norm(g, 0.3),
+    ),
+}
+
+
+def _model(make, backend):
+    model = mlp("categorical_crossentropy")
+    model.compile(
+        optimizer=make(), loss="categorical_crossentropy", backend=backend, dtype="float64", seed=0
+    )
+    return model
+
+
+def _by_hand(model, x, y, update, transform, steps, rng):
+    """Run ``steps`` batches through the model and through ``update`` beside it; compare."""
+    weights = [w + 0.1 * rng.standard_normal(w.shape) for w in model.get_weights()]
+    model.set_weights(weights)
+    states = [{} for _ in weights]
+    for t in range(1, steps + 1):
+        grads = model.compute_gradients(x, y)
+        grads = transform(grads) if transform else grads
+        expected = [update(w, g, s, t) for w, g, s in zip(weights, grads, states)]
+        model.train_on_batch(x, y)
+        weights = model.get_weights()
+        for got, want in zip(weights, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("case", list(MORE))
+def test_three_steps_match_keras_by_hand(case, backend, rng):
+    make, update, transform = MORE[case]
+    model = _model(make, backend)
+    x, labels = blobs(rng, n=10)
+    _by_hand(model, x, np.eye(3)[labels], update, transform, 3, rng)
+
+
+def test_the_clip_binds():
+    """The clipping cases above clip: the norms exceed the bounds there (else they test nothing)."""
+    rng = np.random.default_rng(0)
+    model = _model(lambda: SGD(0.1), "numpy")
+    x, labels = blobs(rng, n=10)
+    model.set_weights([w + 0.1 * rng.standard_normal(w.shape) for w in model.get_weights()])
+    grads = model.compute_gradients(x, np.eye(3)[labels])
+    norms = [np.sqrt(np.sum(g * g)) for g in grads]
+    assert min(norms) > 0.05 and max(norms) > 0.2 and max(norms) < 100.0
+    assert np.sqrt(sum(np.sum(g * g) for g in grads)) > 0.3
+    assert max(np.abs(g).max() for g in grads) > 0.01
+
+
+def test_nadam_keeps_one_product_for_the_model():
+    model = _model(lambda: Nadam(0.01), "numpy")
+    paths = [v.path for v in model.optimizer.variables]
+    assert paths[0] == "u_product" and model.optimizer.variables[0].shape == (1, 1)
+    assert sum("u_product" in p for p in paths) == 1
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_the_new_optimizers_run_the_native_epoch(backend, rng):
+    """fit with each new optimizer agrees with train_on_batch step by step (the native epoch
+    on LLVM), so slots and the global product are carried across the epoch's steps."""
+    x, labels = blobs(rng, n=24)
+    y = np.eye(3)[labels]
+    for case in ("nadam", "lion-weight-decay-global-clipnorm", "adam-clipvalue"):
+        make = MORE[case][0]
+        fitted, stepped = _model(make, backend), _model(make, backend)
+        fitted.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        for rows in (slice(0, 8), slice(8, 16), slice(16, 24)):
+            stepped.train_on_batch(x[rows], y[rows])
+        assert fitted.optimizer.iterations == 3
+        for a, b in zip(fitted.get_weights(), stepped.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_common_arguments_round_trip_through_the_config():
+    opt = Nadam(0.01, weight_decay=0.1, clipnorm=0.2)
+    config = opt.get_config()
+    assert config == {
+        "name": "Nadam",
+        "learning_rate": 0.01,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-7,
+        "weight_decay": 0.1,
+        "clipnorm": 0.2,
+    }
+    again = optimizers.from_config(config)
+    assert type(again) is Nadam and again.get_config() == config
+    assert Adam(amsgrad=True).get_config()["amsgrad"] is True
+    assert optimizers.from_config(Adam(amsgrad=True).get_config()).amsgrad
+
+
+def test_clipping_cannot_be_added_after_compiling():
+    model = _model(lambda: SGD(0.1), "numpy")
+    with pytest.raises(ValueError, match=r"clipnorm must be given when the optimizer is created"):
+        model.optimizer.clipnorm = 1.0
+    model = _model(lambda: SGD(0.1, clipnorm=1.0), "numpy")
+    model.optimizer.clipnorm = 0.5  # a runtime scalar: changes take effect at the next step
+    assert model.optimizer.clipnorm == 0.5
+    with pytest.raises(ValueError, match=r"cannot be removed. Received: clipnorm=None"):
+        model.optimizer.clipnorm = None
