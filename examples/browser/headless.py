@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -77,13 +78,17 @@ class DevTools:
             f"--user-data-dir={profile}",
             "about:blank",
         ]
-        self.process = subprocess.Popen(
-            [chromium, *flags],
-            preexec_fn=fds,
-            pass_fds=(3, 4),  # kept open after fds()
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with warnings.catch_warnings():
+            # JAX, when imported, warns at every fork; the forked child only moves two
+            # descriptors (fds) and execs Chromium, which takes no lock
+            warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+            self.process = subprocess.Popen(
+                [chromium, *flags],
+                preexec_fn=fds,
+                pass_fds=(3, 4),  # kept open after fds()
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         os.close(to_child)
         os.close(from_child)
         self._next, self._buffer, self.session = 0, b"", None

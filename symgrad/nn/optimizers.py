@@ -339,7 +339,7 @@ class Optimizer:
             updates[target] = value
         for w in weights:
             env: dict[sp.Symbol, MatrixExpr] = {_w: w.symbol, _g: gradients[w.symbol]}
-            env.update({s: E.fill(v, *w.shape) for s, v in shared.items()})
+            env.update({s: E.fill(v, *w.matrix_shape) for s, v in shared.items()})
             for slot in self.slot_names():
                 env[sp.Symbol(f"{slot}_old", real=True)] = self.slots[(w.path, slot)].symbol
             for key, body in rules.items():

@@ -205,7 +205,9 @@ def test_an_emitted_module_applies_the_schedule(tmp_path, rng):
     out = run_isolated(tmp_path / "m.py", EMIT_SCRIPT, {"x": x, "y": y}, tmp_path)
     model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
     for w, value in zip(model.weights, model.get_weights()):
-        np.testing.assert_allclose(out[f"w/{w.path}"], value, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            np.ravel(out[f"w/{w.path}"]), np.ravel(value), rtol=1e-12, atol=1e-15
+        )
 
 
 @pytest.mark.parametrize(
