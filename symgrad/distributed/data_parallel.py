@@ -302,8 +302,7 @@ def _update_program(model):
         scalars=runtime_scalars(list(updates.values())),
         guards=("gradient_sum",),
         checks={"update_sum": update_sum},
-        # NumPy whatever the model's backend: an LLVM program with no batch dimension (no
-        # input of n rows) crashes in native code today; the update is elementwise anyway
+        # NumPy whatever the model's backend: the update is elementwise and small
         backend="numpy",
         dtype=model.dtype,
         name="apply_gradients",

@@ -369,8 +369,7 @@ class Optimizer:
         weights = [v for _, v in pairs]
         dtype = weights[0].value.dtype.name
         slots = self.build(weights, dtype)
-        # NumPy runs the update: it is entry by entry, and the LLVM backend's programs
-        # need a batch dimension (without one they crash)
+        # NumPy runs the update: it is entry by entry and small
         step = self._apply_step(weights, dtype, "numpy")
         grads = [np.ascontiguousarray(np.reshape(g, v.value.shape), dtype=dtype) for g, v in pairs]
         arrays = [*grads, *(w.value for w in weights), *(s.value for s in slots)]

@@ -423,7 +423,7 @@ class GradientTape:
 
     def _backend(self, inputs=()) -> str:
         """The backend of a program reading ``inputs``: NumPy when none has the batch's rows
-        (the LLVM backend needs a batch dimension: its programs without one crash)."""
+        (such programs are small: updates and sums of watched arrays)."""
         if not any(BATCH in s.shape for s in inputs):
             return "numpy"
         return self.backend or "numpy"
