@@ -35,8 +35,8 @@ import numpy as np
 from symgrad import compiler
 from symgrad import core as E
 from symgrad.distributed import runtime
-from symgrad.nn import losses, optimizers, validation
-from symgrad.nn.models import model_from_config
+from symgrad.nn import validation
+from symgrad.nn.models import _compile_from_config, model_from_config
 from symgrad.nn.trainer import NonFiniteLossError, runtime_scalars
 
 MODES = ("sync", "local")
@@ -51,15 +51,7 @@ def replica(config: dict):
             "must be compiled with a loss given by name (a custom loss has no config)"
         )
     model = model_from_config(config)
-    loss = losses.get(settings["loss"])
-    loss.from_logits = bool(settings.get("from_logits", False))
-    model.compile(
-        optimizer=optimizers.from_config(settings["optimizer"]),
-        loss=loss,
-        metrics=[m for m in settings["metrics"] if m is not None],
-        backend=settings["backend"],
-        dtype=settings["dtype"],
-    )
+    _compile_from_config(model, settings)  # as load_model compiles a saved model
     return model
 
 
@@ -91,7 +83,7 @@ class GradientWorker(_Worker):
         self.metrics = self.model._metric_objects()
         if self.metrics:
             outputs["P"] = graph.output
-        outputs.update({f"d_{w.symbol.name}": graph.gradients[w.symbol] for w in graph.weights})
+        outputs.update({f"d_{w.symbol.name}": graph.gradients[w.symbol] for w in graph.trainable})
         inputs = [graph.x, graph.y, *(w.symbol for w in graph.weights)]
         self.program = compiler.compile(
             inputs,
@@ -132,7 +124,7 @@ class ReplicaWorker(_Worker):
         """Start from ``state`` (weights, slots, iterations), fit ``epochs`` epochs: new state."""
         model, opt = self.model, self.model.optimizer
         model.set_weights(state["weights"])
-        opt.build(model.weights, model.dtype)
+        opt.build(model.trainable_weights, model.dtype)
         for var, value in zip(opt.variables, state["slots"]):
             var.value[...] = value
         opt.iterations = state["iterations"]
@@ -288,10 +280,10 @@ def _update_program(model):
     new weights and slots written in place; guarded as the fused training step is."""
     graph = model._training_graph()
     opt = model.optimizer
-    slots = opt.build(graph.weights, model.dtype)
+    slots = opt.build(graph.trainable, model.dtype)
     model._apply_pending_optimizer_state()
-    grads = {w.symbol: E.matrix(f"d_{w.symbol.name}", *w.shape) for w in graph.weights}
-    updates = opt.updates(graph.weights, grads)
+    grads = {w.symbol: E.matrix(f"d_{w.symbol.name}", *w.matrix_shape) for w in graph.trainable}
+    updates = opt.updates(graph.trainable, grads)
     gradient_sum = E.add(*(E.total(g) for g in grads.values()))
     update_sum = E.add(*(E.total(u) for u in updates.values()))
     inputs = [*(w.symbol for w in graph.weights), *grads.values(), *(s.symbol for s in slots)]
@@ -323,7 +315,7 @@ class _LocalEpochs(_Epochs):
         # the global batch split as in sync mode: each worker takes as many steps as one process
         self.batch_size = -(-batch_size // n)
         model._materialize()
-        model.optimizer.build(model.weights, model.dtype)
+        model.optimizer.build(model.trainable_weights, model.dtype)
         model._apply_pending_optimizer_state()
 
     def __call__(self, order, tracker, hooks, where):
