@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import pytest
 
@@ -22,7 +23,11 @@ def cluster():
         if os.environ.get("SYMGRAD_REQUIRE_RAY"):
             raise
         pytest.skip('Ray is not installed (pip install "symgrad[ray]")')
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    with warnings.catch_warnings():
+        # JAX (imported by other tests of the session) warns at every fork; Ray's start-up
+        # forks its helper processes, which exec at once
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 
