@@ -23,9 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from symgrad.distributed import runtime, trials
 from symgrad.nn import validation
 
-PIPELINE = 2
-"""Trials queued on each worker at once, so it never waits for the driver between trials."""
-
 POLL = 1.0
 """Seconds between the driver's checks of trial timeouts while it waits for results."""
 
@@ -222,11 +219,16 @@ def _record(trial: int, row: dict, attempts: list[int], rows: dict) -> None:
 
 
 class _Pool:
-    """The driver's side of a sweep: queues trials on actors, replaces the ones that die."""
+    """The driver's side of a sweep: one trial at a time on each actor, dead actors replaced.
+
+    A worker is sent its next trial only once the driver holds the last one's row, so
+    when it dies the trial it was running is known exactly: a result in flight at the
+    moment of death can never be confused with the one that killed it.
+    """
 
     def __init__(self, r, actors: list, spawn: Callable):
         self.r, self.actors, self.spawn = r, actors, spawn
-        self.running: list[deque] = [deque() for _ in actors]  # (ref, trial) per actor, in order
+        self.running: list[tuple | None] = [None for _ in actors]  # (ref, trial) per actor
         self.started = [time.monotonic() for _ in actors]  # when its current trial began
 
     def run(self, plan: list[dict], max_retries: int, timeout: float) -> list[dict]:
@@ -235,67 +237,44 @@ class _Pool:
         rows: dict[int, dict] = {}
         while queue or any(self.running):
             self._fill(queue, plan)
-            refs = [ref for jobs in self.running for ref, _ in jobs]
+            refs = [job[0] for job in self.running if job]
             ready, _ = self.r.wait(refs, num_returns=1, timeout=POLL)
             for ref in ready:
-                a, job = next(
-                    (i, job) for i, jobs in enumerate(self.running) for job in jobs if job[0] == ref
-                )
+                a = next(i for i, job in enumerate(self.running) if job and job[0] == ref)
+                trial = self.running[a][1]
                 try:
                     row = self.r.get(ref, timeout=timeout)
-                except runtime.lost_errors() as err:  # any of its trials: the actor is gone
+                except runtime.lost_errors() as err:
                     self._lost(a, queue, plan, attempts, rows, max_retries, type(err).__name__)
                     continue
-                self.running[a].remove(job)
-                _record(job[1], row, attempts, rows)
-                self.started[a] = time.monotonic()
+                self.running[a] = None
+                _record(trial, row, attempts, rows)
             now = time.monotonic()
-            for a, jobs in enumerate(self.running):
-                if jobs and now - self.started[a] > timeout:
+            for a, job in enumerate(self.running):
+                if job and now - self.started[a] > timeout:
                     self.r.kill(self.actors[a], no_restart=True)
                     why = f"no result within trial_timeout={timeout:g} s"
                     self._lost(a, queue, plan, attempts, rows, max_retries, why)
         return [rows[i] for i in range(len(plan))]
 
     def _fill(self, queue: deque, plan: list[dict]) -> None:
-        for a, jobs in enumerate(self.running):
-            while queue and len(jobs) < PIPELINE:
+        for a, job in enumerate(self.running):
+            if queue and job is None:
                 trial = queue.popleft()
-                if not jobs:
-                    self.started[a] = time.monotonic()
-                jobs.append((self.actors[a].run.remote(trial, plan[trial]), trial))
-
-    def _finished(self, job, attempts, rows) -> bool:
-        """Whether the trial of ``job`` had its row back already (then it is recorded)."""
-        ref, trial = job
-        ready, _ = self.r.wait([ref], timeout=0)
-        try:
-            row = self.r.get(ready[0], timeout=0) if ready else None
-        except runtime.lost_errors():
-            return False
-        if row is not None:
-            _record(trial, row, attempts, rows)
-        return row is not None
+                self.started[a] = time.monotonic()
+                self.running[a] = (self.actors[a].run.remote(trial, plan[trial]), trial)
 
     def _lost(self, a, queue, plan, attempts, rows, max_retries, why: str) -> None:
-        """Actor ``a`` is gone: its running trial is retried or failed, the queued ones requeued.
-
-        Results it returned before dying are kept; the first trial without one was running.
-        """
-        jobs = list(self.running[a])
-        while len(jobs) > 1 and self._finished(jobs[0], attempts, rows):
-            jobs.pop(0)
-        head = jobs[0][1]
-        attempts[head] += 1
-        for _, trial in reversed(jobs[1:]):  # never started: back to the front, no attempt spent
-            queue.appendleft(trial)
-        if attempts[head] > max_retries:
-            rows[head] = {
-                "trial": head,
-                "hp": dict(plan[head]),
+        """Actor ``a`` is gone: the trial it was running is retried first, or failed."""
+        trial = self.running[a][1]
+        attempts[trial] += 1
+        if attempts[trial] > max_retries:
+            rows[trial] = {
+                "trial": trial,
+                "hp": dict(plan[trial]),
                 "status": "failed",
-                "error": f"its worker was lost {attempts[head]} times ({why})",
-                "attempts": attempts[head],
+                "error": f"its worker was lost {attempts[trial]} times ({why})",
+                "attempts": attempts[trial],
                 "history": {},
                 "metrics": {},
                 "compiled": False,
@@ -303,6 +282,6 @@ class _Pool:
                 "seconds": None,
             }
         else:
-            queue.appendleft(head)
-        self.actors[a], self.running[a] = self.spawn(), deque()
+            queue.appendleft(trial)
+        self.actors[a], self.running[a] = self.spawn(), None
         self.started[a] = time.monotonic()
