@@ -57,6 +57,14 @@ def _pointwise(body: sp.Expr, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixE
     return E.elementwise(sp.Lambda((_p, _y), body), y_pred, y_true)
 
 
+def _row_max(a: MatrixExpr) -> MatrixExpr:
+    """The largest entry of each row, (n, k) -> (n, 1): one Max over the k columns."""
+    k = int(a.shape[1])
+    xs = E.arg_symbols(k)
+    columns = [E.column_slice(a, j, j + 1) for j in range(k)]
+    return E.elementwise(sp.Lambda(xs, sp.Max(*xs)), *columns) if k > 1 else a
+
+
 def _mean_all(a: MatrixExpr) -> MatrixExpr:
     rows, cols = a.shape
     return E.scale(1 / (rows * cols), E.total(a))
@@ -82,6 +90,7 @@ class Loss:
 
     name = "loss"
     from_logits = False
+    reduction = "sum_over_batch_size"
 
     def labels(self, rows, cols, name: str = "Y") -> MatrixSymbol:
         """The symbol that stands for the targets in the training step."""
@@ -107,9 +116,8 @@ class Loss:
         return {}
 
     def call(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
-        """The mean of ``per_sample`` over the batch, (1, 1)."""
-        values = self.per_sample(y_true, y_pred)
-        return E.scale(1 / values.shape[0], E.total(values))
+        """``per_sample`` reduced as ``reduction`` says (its batch mean by default), (1, 1)."""
+        return REDUCTIONS[self.reduction](self.per_sample(y_true, y_pred))
 
     def target_columns(self, output_dim: int) -> int:
         """Columns of ``y`` as the user passes it."""
@@ -168,15 +176,17 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
 
-    def __init__(self, from_logits: bool = False):
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
         self.from_logits = bool(from_logits)
+        self.label_smoothing = _fraction(type(self).__name__, "label_smoothing", label_smoothing)
 
     def per_sample(self, y_true, y_pred):
+        y = _smoothed(_y, self.label_smoothing, 2)  # towards 1/2
         if self.from_logits:  # -(y log s(z) + (1-y) log(1-s(z))) = y sp(-z) + (1-y) sp(z)
-            body = _y * scalar.softplus(-_p) + (1 - _y) * scalar.softplus(_p)
+            body = y * scalar.softplus(-_p) + (1 - y) * scalar.softplus(_p)
             return _row_mean(_pointwise(body, y_true, y_pred))
         p = _p if _output_is(y_pred, "sigmoid") else _clip(_p)  # sigmoid: log fuses to softplus
-        body = _y * sp.log(p) + (1 - _y) * sp.log(1 - p)
+        body = y * sp.log(p) + (1 - y) * sp.log(1 - p)
         return E.scale(-1, _row_mean(_pointwise(body, y_true, y_pred)))
 
     def check_targets(self, y):
@@ -188,8 +198,11 @@ class BinaryCrossentropy(Loss):
                 f"({len(bad)} value(s) out of range)"
             )
 
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
     def __repr__(self):
-        return f"BinaryCrossentropy(from_logits={self.from_logits})"
+        return f"BinaryCrossentropy(from_logits={self.from_logits}{_smoothing(self)})"
 
 
 class CategoricalCrossentropy(Loss):
@@ -201,8 +214,9 @@ class CategoricalCrossentropy(Loss):
 
     name = "categorical_crossentropy"
 
-    def __init__(self, from_logits: bool = False):
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
         self.from_logits = bool(from_logits)
+        self.label_smoothing = _fraction(type(self).__name__, "label_smoothing", label_smoothing)
 
     def labels(self, rows, cols, name="Y"):
         return E.labels(name, rows, cols)
@@ -217,13 +231,22 @@ class CategoricalCrossentropy(Loss):
             body = sp.log(_clip(_p / sp.Max(_s, EPSILON)))
             row_total = E.broadcast_cols(E.row_sum(y_pred), k)
             log_p = E.elementwise(sp.Lambda((_p, _s), body), y_pred, row_total)
+        if self.label_smoothing:  # towards 1/k in every column
+            y_true = E.elementwise(sp.Lambda(_y, _smoothed(_y, self.label_smoothing, k)), y_true)
         return E.scale(-1, E.row_sum(E.hadamard(y_true, log_p)))
 
     def check_targets(self, y):
         check_probability_rows(y, self.name)
 
+    def get_config(self):
+        config = super().get_config()
+        return {**config, "label_smoothing": self.label_smoothing} if self.smooths else config
+
+    smooths = True
+    """Whether the loss takes ``label_smoothing`` (the sparse variant does not, as in Keras)."""
+
     def __repr__(self):
-        return f"CategoricalCrossentropy(from_logits={self.from_logits})"
+        return f"{type(self).__name__}(from_logits={self.from_logits}{_smoothing(self)})"
 
 
 def check_probability_rows(y: np.ndarray, loss_name: str) -> None:
@@ -249,6 +272,10 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """Categorical cross-entropy on integer class labels (converted to one-hot rows)."""
 
     name = "sparse_categorical_crossentropy"
+    smooths = False
+
+    def __init__(self, from_logits: bool = False):
+        super().__init__(from_logits=from_logits)
 
     def target_columns(self, output_dim):
         return 1
@@ -275,9 +302,6 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
                 f"outputs. Received: y[{i}]={show(y[i])} ({len(out_of_range)} label(s) out of range)"
             )
         return np.eye(output_dim)[y.astype(np.int64)]
-
-    def __repr__(self):
-        return f"SparseCategoricalCrossentropy(from_logits={self.from_logits})"
 
 
 class LossFunctionWrapper(Loss):
@@ -313,6 +337,221 @@ class LossFunctionWrapper(Loss):
         return f"LossFunctionWrapper({self.name})"
 
 
+# --------------------------------------------------------------------------
+# Keras's other losses, each written per sample
+
+
+REDUCTIONS: dict[str, Callable[[MatrixExpr], MatrixExpr]] = {
+    "sum_over_batch_size": lambda v: E.scale(1 / v.shape[0], E.total(v)),  # Keras's default
+    "sum": E.total,
+}
+"""How a loss reduces its per-sample column to the (1, 1) loss ``compile`` trains on."""
+
+
+def _non_negative(who: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{who}: {key} must be a number >= 0. Received: {key}={value!r}")
+    return float(value)
+
+
+def _fraction(who: str, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{who}: {key} must be in [0, 1]. Received: {key}={value!r}")
+    return float(value)
+
+
+def _smoothed(y: sp.Expr, amount: float, classes) -> sp.Expr:
+    """Keras's label smoothing: y (1 - amount) + amount / classes."""
+    if not amount:
+        return y
+    return y * (1 - sp.Float(amount)) + sp.Float(amount) / classes
+
+
+def _smoothing(loss: Loss) -> str:
+    """The ``label_smoothing`` part of a cross-entropy's repr (empty when it does not smooth)."""
+    amount = getattr(loss, "label_smoothing", 0.0)
+    return f", label_smoothing={amount}" if amount else ""
+
+
+class Reduced(Loss):
+    """A loss with Keras's ``reduction`` (``"sum_over_batch_size"`` or ``"sum"``) and its
+    hyperparameters in ``config`` (the rest of its ``get_config``)."""
+
+    def __init__(self, reduction: str = "sum_over_batch_size", **config):
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"{type(self).__name__}: unknown reduction {reduction!r}. Known reductions: "
+                f"{', '.join(REDUCTIONS)}"
+            )
+        self.reduction, self.config = reduction, config
+        for key, value in config.items():
+            setattr(self, key, value)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction, **self.config}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{type(self).__name__}({args})"
+
+
+class Huber(Reduced):
+    """mean over outputs of e^2/2 where |e| <= delta, else delta (|e| - delta/2); e = P - Y."""
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0, reduction: str = "sum_over_batch_size"):
+        super().__init__(reduction, delta=_non_negative("Huber", "delta", delta))
+
+    def per_sample(self, y_true, y_pred):
+        e, d = _p - _y, sp.Float(self.delta)
+        body = sp.Piecewise((e**2 / 2, sp.Abs(e) <= d), (d * sp.Abs(e) - d**2 / 2, True))
+        return _row_mean(_pointwise(body, y_true, y_pred))
+
+
+class LogCosh(Reduced):
+    """mean over outputs of log(cosh(e)) = e + softplus(-2 e) - log 2 (finite at any e)."""
+
+    name = "log_cosh"
+
+    def __init__(self, reduction: str = "sum_over_batch_size"):
+        super().__init__(reduction)
+
+    def per_sample(self, y_true, y_pred):
+        e = _p - _y
+        return _row_mean(_pointwise(e + scalar.softplus(-2 * e) - sp.log(2), y_true, y_pred))
+
+
+def _clip_low(x: sp.Expr) -> sp.Expr:
+    """clip(x, eps, 1), as Keras clips both distributions of the KL divergence."""
+    return sp.Min(sp.Max(x, EPSILON), 1)
+
+
+class KLDivergence(Reduced):
+    """sum over outputs of Y log(Y / P), both clipped to [1e-7, 1]."""
+
+    name = "kl_divergence"
+
+    def __init__(self, reduction: str = "sum_over_batch_size"):
+        super().__init__(reduction)
+
+    def per_sample(self, y_true, y_pred):
+        y, p = _clip_low(_y), _clip_low(_p)
+        return E.row_sum(_pointwise(y * (sp.log(y) - sp.log(p)), y_true, y_pred))
+
+
+class Poisson(Reduced):
+    """mean over outputs of P - Y log(P + 1e-7)."""
+
+    name = "poisson"
+
+    def __init__(self, reduction: str = "sum_over_batch_size"):
+        super().__init__(reduction)
+
+    def per_sample(self, y_true, y_pred):
+        return _row_mean(_pointwise(_p - _y * sp.log(_p + EPSILON), y_true, y_pred))
+
+
+def hinge_targets(y: np.ndarray) -> np.ndarray:
+    """Keras's hinge targets are -1 / 1; targets that are all 0 / 1 are mapped to -1 / 1."""
+    return 2 * y - 1 if np.all((y == 0) | (y == 1)) else y
+
+
+class Hinge(Reduced):
+    """mean over outputs of max(1 - Y P, 0), targets -1 / 1 (0 / 1 converted)."""
+
+    name = "hinge"
+    power = 1
+
+    def __init__(self, reduction: str = "sum_over_batch_size"):
+        super().__init__(reduction)
+
+    def prepare_targets(self, y, output_dim):
+        return hinge_targets(super().prepare_targets(y, output_dim))
+
+    def per_sample(self, y_true, y_pred):
+        return _row_mean(_pointwise(sp.Max(1 - _y * _p, 0) ** self.power, y_true, y_pred))
+
+
+class SquaredHinge(Hinge):
+    """mean over outputs of max(1 - Y P, 0)^2, targets -1 / 1 (0 / 1 converted)."""
+
+    name = "squared_hinge"
+    power = 2
+
+
+class CategoricalHinge(Reduced):
+    """max(max_j (1 - Y_j) P_j - sum_j Y_j P_j + 1, 0) per row (one-hot Y)."""
+
+    name = "categorical_hinge"
+
+    def __init__(self, reduction: str = "sum_over_batch_size"):
+        super().__init__(reduction)
+
+    def per_sample(self, y_true, y_pred):
+        positive = E.row_sum(E.hadamard(y_true, y_pred))
+        negative = _row_max(_pointwise((1 - _y) * _p, y_true, y_pred))
+        return _pointwise(sp.Max(_p - _y + 1, 0), positive, negative)
+
+
+def _l2_normalized(a: MatrixExpr) -> MatrixExpr:
+    """Each row over its norm, sqrt(max(sum x^2, 1e-12)) as Keras's l2_normalize."""
+    k = a.shape[1]
+    squares = E.broadcast_cols(E.row_sum(E.hadamard(a, a)), k)
+    body = _p / sp.sqrt(sp.Max(_s, sp.Rational(1, 10**12)))
+    return E.elementwise(sp.Lambda((_p, _s), body), a, squares)
+
+
+class CosineSimilarity(Reduced):
+    """-sum over outputs of (Y / |Y|)(P / |P|), each row normalized: -1 when they align."""
+
+    name = "cosine_similarity"
+
+    def __init__(self, reduction: str = "sum_over_batch_size"):
+        super().__init__(reduction)
+
+    def per_sample(self, y_true, y_pred):
+        return E.scale(-1, E.row_sum(E.hadamard(_l2_normalized(y_true), _l2_normalized(y_pred))))
+
+
+class BinaryFocalCrossentropy(Reduced):
+    """mean over outputs of (1 - p_t)^gamma bce, p_t = Y P + (1 - Y)(1 - P) (Lin et al., 2017);
+    ``apply_class_balancing`` weights by alpha Y + (1 - alpha)(1 - Y); targets in [0, 1]."""
+
+    name = "binary_focal_crossentropy"
+
+    def __init__(
+        self,
+        apply_class_balancing: bool = False,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        reduction: str = "sum_over_batch_size",
+    ):
+        who = type(self).__name__
+        super().__init__(
+            reduction,
+            apply_class_balancing=bool(apply_class_balancing),
+            alpha=_fraction(who, "alpha", alpha),
+            gamma=_non_negative(who, "gamma", gamma),
+            from_logits=bool(from_logits),
+            label_smoothing=_fraction(who, "label_smoothing", label_smoothing),
+        )
+
+    def per_sample(self, y_true, y_pred):
+        y = _smoothed(_y, self.label_smoothing, 2)
+        p = scalar.sigmoid(_p) if self.from_logits else _p
+        bce = -(y * sp.log(_clip(p)) + (1 - y) * sp.log(1 - _clip(p)))
+        p_t = y * p + (1 - y) * (1 - p)
+        body = (1 - p_t) ** sp.Float(self.gamma) * bce
+        if self.apply_class_balancing:
+            body = (y * sp.Float(self.alpha) + (1 - y) * (1 - sp.Float(self.alpha))) * body
+        return _row_mean(_pointwise(body, y_true, y_pred))
+
+    check_targets = BinaryCrossentropy.check_targets
+
+
 LOSSES: dict[str, type] = {
     "mean_squared_error": MeanSquaredError,
     "mse": MeanSquaredError,
@@ -321,6 +560,17 @@ LOSSES: dict[str, type] = {
     "binary_crossentropy": BinaryCrossentropy,
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "huber": Huber,
+    "log_cosh": LogCosh,
+    "logcosh": LogCosh,
+    "kl_divergence": KLDivergence,
+    "kld": KLDivergence,
+    "poisson": Poisson,
+    "hinge": Hinge,
+    "squared_hinge": SquaredHinge,
+    "categorical_hinge": CategoricalHinge,
+    "cosine_similarity": CosineSimilarity,
+    "binary_focal_crossentropy": BinaryFocalCrossentropy,
 }
 
 
@@ -394,19 +644,79 @@ def mean_absolute_error(y_true, y_pred):
     return per_sample(MeanAbsoluteError(), y_true, y_pred)
 
 
-def binary_crossentropy(y_true, y_pred, from_logits: bool = False):
+def binary_crossentropy(y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0):
     """-mean(y log p + (1 - y) log(1 - p)) over each row's outputs, shape (n,)."""
-    return per_sample(BinaryCrossentropy(from_logits=from_logits), y_true, y_pred)
+    loss = BinaryCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+    return per_sample(loss, y_true, y_pred)
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits: bool = False):
+def categorical_crossentropy(
+    y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0
+):
     """-sum_j y_j log p_j of each row (one-hot or probability rows ``y_true``), shape (n,)."""
-    return per_sample(CategoricalCrossentropy(from_logits=from_logits), y_true, y_pred)
+    loss = CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+    return per_sample(loss, y_true, y_pred)
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits: bool = False):
     """-log p_y of each row, for integer class labels ``y_true`` (n,), shape (n,)."""
     return per_sample(SparseCategoricalCrossentropy(from_logits=from_logits), y_true, y_pred)
+
+
+def huber(y_true, y_pred, delta: float = 1.0):
+    """The Huber loss of each row (mean over its outputs), shape (n,)."""
+    return per_sample(Huber(delta=delta), y_true, y_pred)
+
+
+def log_cosh(y_true, y_pred):
+    """mean(log cosh(y_pred - y_true)) over each row's outputs, shape (n,)."""
+    return per_sample(LogCosh(), y_true, y_pred)
+
+
+def kl_divergence(y_true, y_pred):
+    """sum(y log(y / p)) over each row's outputs, both clipped to [1e-7, 1], shape (n,)."""
+    return per_sample(KLDivergence(), y_true, y_pred)
+
+
+def poisson(y_true, y_pred):
+    """mean(p - y log(p + 1e-7)) over each row's outputs, shape (n,)."""
+    return per_sample(Poisson(), y_true, y_pred)
+
+
+def hinge(y_true, y_pred):
+    """mean(max(1 - y p, 0)) over each row's outputs (0 / 1 targets made -1 / 1), shape (n,)."""
+    return per_sample(Hinge(), y_true, y_pred)
+
+
+def squared_hinge(y_true, y_pred):
+    """mean(max(1 - y p, 0)^2) over each row's outputs, shape (n,)."""
+    return per_sample(SquaredHinge(), y_true, y_pred)
+
+
+def categorical_hinge(y_true, y_pred):
+    """max(max((1 - y) p) - sum(y p) + 1, 0) of each row, shape (n,)."""
+    return per_sample(CategoricalHinge(), y_true, y_pred)
+
+
+def cosine_similarity(y_true, y_pred):
+    """-(y / |y|) . (p / |p|) of each row, shape (n,) (-1 where they point the same way)."""
+    return per_sample(CosineSimilarity(), y_true, y_pred)
+
+
+def binary_focal_crossentropy(
+    y_true,
+    y_pred,
+    apply_class_balancing: bool = False,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+):
+    """The focal cross-entropy of each row (mean over its outputs), shape (n,)."""
+    loss = BinaryFocalCrossentropy(
+        apply_class_balancing, alpha, gamma, from_logits, label_smoothing
+    )
+    return per_sample(loss, y_true, y_pred)
 
 
 FUNCTIONS: dict[str, Callable] = {
@@ -415,5 +725,14 @@ FUNCTIONS: dict[str, Callable] = {
     "binary_crossentropy": binary_crossentropy,
     "categorical_crossentropy": categorical_crossentropy,
     "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
+    "huber": huber,
+    "log_cosh": log_cosh,
+    "kl_divergence": kl_divergence,
+    "poisson": poisson,
+    "hinge": hinge,
+    "squared_hinge": squared_hinge,
+    "categorical_hinge": categorical_hinge,
+    "cosine_similarity": cosine_similarity,
+    "binary_focal_crossentropy": binary_focal_crossentropy,
 }
 """Each loss of ``LOSSES`` as a function, by its name (``Loss.name``)."""

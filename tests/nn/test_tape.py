@@ -18,6 +18,7 @@ import symgrad
 from symgrad import losses, ops
 from symgrad.nn import optimizers as optimizers_module
 from symgrad.nn.losses import FUNCTIONS, LOSSES
+from tests.nn import loss_references
 from tests.nn.helpers import BACKEND, OUTPUT_FOR_LOSS, blobs, mlp, targets_for
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -44,22 +45,11 @@ def _probabilities(rng, n, k):
     return rng.dirichlet(np.ones(k), n)
 
 
-REFERENCE = {  # NumPy's per-sample values, Keras's formulas (no clipping needed in (0, 1))
-    "mean_squared_error": lambda y, p: np.mean((p - y) ** 2, axis=1),
-    "mean_absolute_error": lambda y, p: np.mean(np.abs(p - y), axis=1),
-    "binary_crossentropy": lambda y, p: -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1),
-    "categorical_crossentropy": lambda y, p: -np.sum(y * np.log(p), axis=1),
-    "sparse_categorical_crossentropy": lambda y, p: -np.log(p[np.arange(len(p)), y]),
-}
+REFERENCE = loss_references.PER_SAMPLE  # Keras's formulas (no clipping needed in (0, 1))
 
 
 def _targets(name, rng, n, k):
-    labels = rng.integers(0, k, n)
-    if name == "sparse_categorical_crossentropy":
-        return labels
-    if name == "categorical_crossentropy":
-        return np.eye(k)[labels]
-    return rng.random((n, k)) if name != "binary_crossentropy" else (rng.random((n, k)) > 0.5) * 1.0
+    return loss_references.targets(loss_references.TARGETS.get(name, "real"), rng, n, k)
 
 
 def test_every_loss_has_a_function():
