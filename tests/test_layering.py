@@ -47,6 +47,7 @@ STAGES = (
     ),
     ("emission", ("symgrad.emission",)),
     ("distributed", ("symgrad.distributed",)),  # on Ray; the top-level API never imports it
+    ("sklearn", ("symgrad.sklearn",)),  # on scikit-learn; imported only by name
     ("api", ("symgrad", "symgrad.__main__")),
 )
 # What each symgrad stage may read of codegen: the IR is the boundary; the training API
@@ -61,6 +62,7 @@ CODEGEN_ALLOWED = {
     "nn": ("codegen.files", "codegen.serial"),  # atomic files; formulas in configs
     "emission": ("codegen",),
     "distributed": (),
+    "sklearn": (),
     "api": (),
 }
 # every registered backend's package (the registry imports none of them)

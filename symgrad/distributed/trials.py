@@ -131,6 +131,19 @@ def reset_for_trial(model, optimizer: optimizers_module.Optimizer, seed) -> None
     model.stop_training = False
 
 
+def compile_for_trial(
+    model, optimizer: optimizers_module.Optimizer, settings: Mapping, seed
+) -> None:
+    """Compile the (built) ``model`` with ``optimizer``, ``seed`` and the other ``settings`` now.
+
+    A model compiled here can start over for a later trial of its structure through
+    :func:`reset_for_trial`.
+    """
+    args = {k: v for k, v in settings.items() if k != "optimizer"}
+    model.compile(optimizer=optimizer, seed=seed, **args)
+    model._train_step()  # compile now (an unbuilt model compiles on its first batch)
+
+
 class TrialRunner:
     """Runs trials in this process, compiling each structure once (``compilations``).
 
@@ -156,9 +169,7 @@ class TrialRunner:
         if cached is not None:
             reset_for_trial(cached, optimizer, seed)
             return cached, False
-        args = {k: v for k, v in self.settings.items() if k != "optimizer"}
-        model.compile(optimizer=optimizer, seed=seed, **args)
-        model._train_step()  # compile now (an unbuilt model compiles on its first batch)
+        compile_for_trial(model, optimizer, self.settings, seed)
         self.compilations += 1
         if key is not None:
             self.models[key] = model

@@ -111,3 +111,14 @@ def test_custom_training_loop_example(capsys):
         "optimizer.apply_gradients(zip(grads, model.trainable_weights))",
     ):
         assert line in source
+
+
+def test_sklearn_digits_grid_search_compiles_each_structure_once(capsys):
+    from examples import sklearn_digits
+
+    assert sklearn_digits.main(["--backend", BACKEND, "--epochs", "8"]) == 0  # >= 95% test accuracy
+    out = capsys.readouterr().out
+    assert "'net__model__units': 64}" in out and "'net__learning_rate': 0.01" in out
+    assert "13 fits in " in out and ", 2 models compiled" in out  # 2 unit counts, 4 candidates
+    accuracy = float(out.split("test accuracy ")[1].split()[0])
+    assert accuracy >= 0.96
