@@ -35,7 +35,6 @@ from codegen.llvm.loops import (
     I32,
     I64,
     PTR,
-    copy,
     element,
     for_range,
     i64,
@@ -248,7 +247,7 @@ def _build_epoch(module, program, spec: EpochSpec, step, fmt) -> None:
             (x_all, spec.x_slot, spec.x_width),
             (y_all, spec.y_slot, spec.y_width),
         ):
-            _gather(b, ty, whole, load(b, PTR, bufs, i64(slot)), width, order, start, n)
+            _gather(b, fmt, whole, load(b, PTR, bufs, i64(slot)), width, order, start, n)
         b.store(n, dims)
         if spec.counter is not None:  # 1-based step count, e.g. Adam's t
             store(b, ty, b.sitofp(b.add(b.add(t0, s), i64(1)), ty), scalars, i64(spec.counter))
@@ -274,12 +273,20 @@ def _build_epoch(module, program, spec: EpochSpec, step, fmt) -> None:
     b.ret(ir.Constant(I32, 1))
 
 
-def _gather(b, ty, whole, part, width: int, order, start, n) -> None:
-    """part[r, :] = whole[order[start + r], :] for r < n (rows of ``width`` elements)."""
+def _gather(b, fmt, whole, part, width: int, order, start, n) -> None:
+    """part[r, :] = whole[order[start + r], :] for r < n (rows of ``width`` elements).
+
+    One ``llvm.memcpy`` of a constant size per row: LLVM cannot prove that
+    ``whole`` and ``part`` do not overlap, so an element loop stays scalar
+    (64 loads and stores per digits row, about 8% of a digits step).
+    """
+    memcpy = b.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+    row_bytes, volatile = i64(width * fmt.bits // 8), ir.Constant(ir.IntType(1), 0)
 
     def row(r, _):
-        src = element(b, ty, whole, b.mul(load(b, I64, order, b.add(start, r)), i64(width)))
-        copy(b, ty, src, element(b, ty, part, b.mul(r, i64(width))), i64(width))
+        src = element(b, fmt.ftype, whole, b.mul(load(b, I64, order, b.add(start, r)), i64(width)))
+        dst = element(b, fmt.ftype, part, b.mul(r, i64(width)))
+        b.call(memcpy, [dst, src, row_bytes, volatile])
 
     for_range(b, n, row)
 
