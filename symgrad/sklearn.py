@@ -18,7 +18,8 @@ tune all of them; a build function that returns a compiled model is refused.
 >>> clf = SymgradClassifier(model__units=32, learning_rate=0.01, epochs=20, random_state=0)
 >>> clf.fit(x_train, y_train).score(x_test, y_test)
 
-Each model structure is compiled once per process (``compilations()`` counts them):
+Each model structure is compiled once per process (``compilations()`` counts them; the
+seed is part of the structure only with dropout, :func:`symgrad.distributed.trials.step_key`):
 a fit whose structure was compiled before takes a compiled model no live estimator
 holds and starts it over (:func:`symgrad.distributed.trials.reset_for_trial`): weights
 drawn again from the seed, optimizer slots and step counter reset, so the result is
@@ -291,8 +292,7 @@ class _SymgradEstimator(BaseEstimator):
             }
         )
         seed = self._seed()
-        structure = trials.structure_key(model, optimizer, settings)
-        key = None if structure is None else f"{structure} seed={seed}"
+        key = trials.step_key(model, optimizer, settings, seed)
         if key is not None and key == getattr(self, "_structure", None):
             trials.reset_for_trial(self.model_, optimizer, seed)  # a refit of the same structure
             return

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from symgrad import losses
-from symgrad.layers import Dense
+from symgrad.layers import Dense, Dropout
 from symgrad.models import Sequential
 from symgrad.optimizers import SGD, Adam
 from symgrad.sklearn import SymgradClassifier, SymgradRegressor, compilations, mlp
@@ -183,6 +183,38 @@ def test_a_structure_compiles_once_and_no_live_estimator_is_disturbed():
     assert np.array_equal(third.predict_proba(x), expected)
     third.set_params(model__units=9).fit(x, labels)  # another structure: compiled
     assert compilations() == before + 2 and third.model_.layers[0].units == 9
+
+
+def test_random_state_is_a_runtime_value_unless_the_model_draws_dropout_masks():
+    x, labels = separable()
+    gone = classifier(model__units=6, random_state=1).fit(x, labels)
+    del gone
+    gc.collect()
+    before = compilations()
+    est = classifier(model__units=6, random_state=2).fit(x, labels)  # the same step, reset
+    assert compilations() == before
+    model = mlp(4, 3, "softmax", units=6)
+    model.compile(
+        optimizer=Adam(learning_rate=0.05),
+        loss="sparse_categorical_crossentropy",
+        backend=BACKEND,
+        seed=2,
+    )
+    model.fit(x, labels, epochs=15, verbose=0)
+    for mine, theirs in zip(est.model_.get_weights(), model.get_weights()):
+        assert np.array_equal(mine, theirs)
+    # dropout's mask seed is compiled into the step: another seed, another step
+    layers = [Dense(6, activation="tanh"), Dropout(0.2), Dense(3, activation="softmax")]
+    first = classifier(model=layers, random_state=1).fit(x, labels)
+    weights = first.model_.get_weights()
+    del first
+    gc.collect()
+    classifier(model=layers, random_state=2).fit(x, labels)
+    assert compilations() == before + 2
+    again = classifier(model=layers, random_state=1).fit(x, labels)
+    assert compilations() == before + 2
+    for mine, theirs in zip(again.model_.get_weights(), weights):
+        assert np.array_equal(mine, theirs)
 
 
 def test_params_clone_and_grid_search_in_a_pipeline():

@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from symgrad import core as E
 from symgrad.nn import losses as losses_module
 from symgrad.nn import optimizers as optimizers_module
 from symgrad.nn.callbacks import Callback
@@ -111,6 +112,28 @@ def structure_key(model, optimizer: optimizers_module.Optimizer, settings: Mappi
         return None
 
 
+def draws_masks(model) -> bool:
+    """Whether the model's training step draws dropout masks: their seed is compiled into
+    the step, so a compiled step serves only trials of the seed it was compiled with."""
+    if not getattr(model, "built", False):
+        return True  # cannot tell: assume it does
+    graph = model._forward()
+    roots = [graph.output, *graph.penalties, *graph.states.values()]
+    return any(isinstance(node, E.DropoutMask) for node in E.topological(roots))
+
+
+def step_key(model, optimizer: optimizers_module.Optimizer, settings: Mapping, seed) -> str | None:
+    """The compiled training step a trial needs, as text; None when no other trial can share it.
+
+    :func:`structure_key`, and the seed when the step draws dropout masks (a model with
+    dropout and no seed gets fresh masks: its step is shared with no one).
+    """
+    key = structure_key(model, optimizer, settings)
+    if key is None or not draws_masks(model):
+        return key
+    return None if seed is None else f"{key} seed={seed}"
+
+
 def reset_for_trial(model, optimizer: optimizers_module.Optimizer, seed) -> None:
     """Make a compiled model start over as a fresh one compiled with ``optimizer`` and ``seed``.
 
@@ -164,7 +187,7 @@ class TrialRunner:
         model = self.build(dict(hp))  # build sees the whole trial
         optimizer = trial_optimizer(self.settings, hp)
         seed = hp.get("seed")
-        key = structure_key(model, optimizer, self.settings)
+        key = step_key(model, optimizer, self.settings, seed)
         cached = self.models.get(key) if key is not None else None
         if cached is not None:
             reset_for_trial(cached, optimizer, seed)

@@ -13,7 +13,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from symgrad import distributed
-from symgrad.layers import Dense
+from symgrad.layers import Dense, Dropout
 from symgrad.models import Sequential
 
 SETTINGS = {
@@ -96,6 +96,32 @@ def test_reused_program_gives_each_trial_its_solo_result(digits):
             np.testing.assert_array_equal(got, want)
     assert runner.compilations == 3  # SGD, SGD with momentum, Adam
     assert [hp["momentum"] for hp in space[:4]] == [0.0, 0.9, 0.0, 0.9]
+
+
+def test_a_step_with_dropout_is_shared_only_by_trials_of_its_seed(digits):
+    """Dropout's mask seed is compiled into the step: trials of another seed compile."""
+    x, y, val = digits
+
+    def with_dropout(hp):
+        return Sequential([Dense(12, "relu", input_dim=64), Dropout(0.3), Dense(10, "softmax")])
+
+    runner = distributed.TrialRunner(
+        with_dropout, SETTINGS, x, y, {"epochs": 2, "batch_size": 32, "validation_data": val}
+    )
+    compiled = []
+    for hp in ({"seed": 0}, {"seed": 1}, {"seed": 0, "learning_rate": 0.05}, {"seed": None}):
+        model, history, was_compiled = runner.fit(hp)
+        compiled.append(was_compiled)
+        if hp["seed"] is not None:
+            alone = with_dropout(hp)
+            optimizer = distributed.trials.trial_optimizer(SETTINGS, hp)
+            rest = {k: v for k, v in SETTINGS.items() if k != "optimizer"}
+            alone.compile(optimizer=optimizer, seed=hp["seed"], **rest)
+            alone.fit(x, y, epochs=2, batch_size=32, verbose=0)
+            for got, want in zip(model.get_weights(), alone.get_weights()):
+                np.testing.assert_array_equal(got, want)
+    assert compiled == [True, True, False, True]  # no seed: fresh masks, a step of its own
+    assert not distributed.trials.draws_masks(build({}))
 
 
 def test_sweep_in_process_ranks_best_first(digits):
