@@ -97,15 +97,17 @@ class Loss:
         return E.matrix(name, rows, cols)
 
     def __call__(self, y_true, y_pred):
-        """The batch mean: of matrix expressions a (1, 1) expression; of a tape tensor a
-        0-d tensor; of arrays a float (Keras's ``loss_fn(y_true, y_pred)``)."""
+        """The loss reduced over the batch (its mean, or its sum for ``reduction="sum"``): of
+        matrix expressions a (1, 1) expression; of a tape tensor a 0-d tensor; of arrays a
+        float (Keras's ``loss_fn(y_true, y_pred)``)."""
         if isinstance(y_true, MatrixExpr) and isinstance(y_pred, MatrixExpr):
             return self.call(y_true, y_pred)
         values = per_sample(self, y_true, y_pred)
+        summed = self.reduction == "sum"
         if isinstance(values, tape_module.Tensor):
-            expr = tape_module.record("mean", E.mean, values.expr)
-            return values.tape.tensor(expr, ())
-        return float(np.mean(values))
+            how = ("sum", E.total) if summed else ("mean", E.mean)
+            return values.tape.tensor(tape_module.record(*how, values.expr), ())
+        return float(np.sum(values) if summed else np.mean(values))
 
     def per_sample(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
         """The loss of each row, an (n, 1) column (Keras's loss functions)."""
@@ -117,7 +119,19 @@ class Loss:
 
     def call(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr:
         """``per_sample`` reduced as ``reduction`` says (its batch mean by default), (1, 1)."""
-        return REDUCTIONS[self.reduction](self.per_sample(y_true, y_pred))
+        return self.weighted(y_true, y_pred, None)
+
+    def weighted(self, y_true, y_pred, sample_weight: MatrixExpr | None) -> MatrixExpr:
+        """``per_sample`` times each sample's weight (an (n, 1) column; None: all 1), reduced
+        (Keras: the weighted sum over the batch size)."""
+        values = self.per_sample(y_true, y_pred)
+        if sample_weight is not None:
+            values = E.hadamard(sample_weight, values)
+        return REDUCTIONS[self.reduction](values)
+
+    def target_part(self, y: MatrixExpr) -> MatrixExpr:
+        """The targets within the step's ``Y`` (all of it, but for :class:`SampleWeighted`)."""
+        return y
 
     def target_columns(self, output_dim: int) -> int:
         """Columns of ``y`` as the user passes it."""
@@ -550,6 +564,47 @@ class BinaryFocalCrossentropy(Reduced):
         return _row_mean(_pointwise(body, y_true, y_pred))
 
     check_targets = BinaryCrossentropy.check_targets
+
+
+class SampleWeighted(Loss):
+    """``loss`` with a weight per sample: the step's targets carry one more column,
+    ``Y = [Y_true | SW]``, and the loss is ``reduce(SW * per_sample(Y_true, P))``.
+
+    The weights are data of the step, gathered with the rows by the whole-epoch
+    native call; ``Y_true`` is declared as ``loss`` declares its targets, so the
+    softmax cross-entropy still simplifies its gradient (to ``SW o (P - Y_true) / n``).
+    """
+
+    def __init__(self, loss: Loss):
+        self.loss, self.name, self.from_logits = loss, loss.name, loss.from_logits
+
+    def labels(self, rows, cols, name: str = "Y") -> MatrixSymbol:
+        return E.matrix(name, rows, cols + 1)
+
+    def _parts(self, y: MatrixExpr) -> tuple[MatrixSymbol, MatrixSymbol]:
+        rows, cols = y.shape[0], y.shape[1] - 1
+        return self.loss.labels(rows, cols, "Y_true"), E.matrix("SW", rows, 1)
+
+    def call(self, y_true, y_pred):
+        targets, weights = self._parts(y_true)
+        return self.loss.weighted(targets, y_pred, weights)
+
+    def label_blocks(self, y):
+        targets, weights = self._parts(y)
+        k = int(targets.shape[1])
+        blocks = {targets: E.column_slice(y, 0, k), weights: E.column_slice(y, k, k + 1)}
+        for symbol, part in self.loss.label_blocks(targets).items():  # several outputs
+            blocks[symbol] = part.xreplace({targets: blocks[targets]})
+        return blocks
+
+    def target_part(self, y):
+        return E.column_slice(y, 0, int(y.shape[1]) - 1)
+
+    def get_config(self):
+        return self.loss.get_config()
+
+    def __repr__(self):
+        return f"SampleWeighted({self.loss!r})"
 
 
 LOSSES: dict[str, type] = {

@@ -70,8 +70,8 @@ class OutputLosses(Loss):
     def __init__(self, losses: Sequence[Loss], weights: Sequence[float], blocks: Sequence[Block]):
         self.losses, self.weights, self.blocks = list(losses), list(weights), list(blocks)
 
-    def labels(self, rows, cols):
-        return E.matrix("Y", rows, cols)
+    def labels(self, rows, cols, name: str = "Y"):
+        return E.matrix(name, rows, cols)
 
     def _targets(self, loss: Loss, rows, b: Block):
         """``Y_<output>``: the block's targets as the loss declares them (a probability
@@ -79,11 +79,13 @@ class OutputLosses(Loss):
         declared = loss.labels(rows, b.stop - b.start)
         return type(declared)(f"Y_{b.name}", rows, b.stop - b.start)
 
-    def call(self, y_true, y_pred):
+    def weighted(self, y_true, y_pred, sample_weight):
+        """Each output's loss with the samples' weights (Keras weights every output alike)."""
         terms = []
         for loss, weight, b in zip(self.losses, self.weights, self.blocks):
             y = self._targets(loss, y_true.shape[0], b)
-            terms.append(E.scale(sp.nsimplify(weight), loss(y, _slice(y_pred, b.start, b.stop))))
+            value = loss.weighted(y, _slice(y_pred, b.start, b.stop), sample_weight)
+            terms.append(E.scale(sp.nsimplify(weight), value))
         return E.add(*terms)
 
     def label_blocks(self, y):

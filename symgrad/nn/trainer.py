@@ -50,6 +50,7 @@ from symgrad.nn import interrupts, regularizers
 from symgrad.nn import losses as losses_module
 from symgrad.nn import metrics as metrics_module
 from symgrad.nn import optimizers as optimizers_module
+from symgrad.nn import outputs as outputs_module
 from symgrad.nn import validation as data
 from symgrad.nn.layers import Layer, Names, Variable, Weighted
 from symgrad.nn.losses import Loss
@@ -90,6 +91,7 @@ class TrainingGraph:
     layer_names: dict[str, list[E.Named]]  # layer name -> intermediates it computes
     penalties: list[MatrixExpr] = field(default_factory=list)  # regularizers' loss terms
     y: MatrixSymbol | None = None
+    targets: MatrixExpr | None = None  # the targets within y (y itself unless sample-weighted)
     raw_loss: MatrixExpr | None = None
     loss: MatrixExpr | None = None
     gradients: dict[MatrixSymbol, MatrixExpr] = field(default_factory=dict)
@@ -147,17 +149,22 @@ def forward(
     return TrainingGraph(x, output, weights, made, penalties=penalties, states=states)
 
 
-def add_loss(graph: TrainingGraph, loss: Loss) -> TrainingGraph:
+def add_loss(
+    graph: TrainingGraph, loss: Loss, trainable: Sequence[Variable] | None = None
+) -> TrainingGraph:
     """Attach the loss (simplified: log-softmax / softplus fusion) and its gradients.
 
     The loss is the data loss plus the layers' regularization penalties (as Keras
-    reports it), so the formulas and the generated code show both.
+    reports it), so the formulas and the generated code show both.  ``trainable``:
+    the weights to differentiate (default: those whose flag is set now).
     """
     n, k = graph.output.shape
     y = loss.labels(n, k)
-    graph.trainable = [w for w in graph.weights if w.trainable]  # as of compile, as Keras
+    if trainable is None:  # as of compile, as Keras
+        trainable = [w for w in graph.weights if w.trainable]
+    graph.trainable = list(trainable)
     wrt = [w.symbol for w in graph.trainable]
-    graph.y = y
+    graph.y, graph.targets = y, loss.target_part(y)
     graph.raw_loss, graph.loss, graph.gradients, graph.derivation = _loss_and_gradients(
         loss, y, graph.output, graph.penalties, wrt
     )
@@ -257,7 +264,7 @@ class Programs:
             return means
         taken = set()
         for i, metric in enumerate(self.metrics):
-            formula = metric.batch_mean(self.graph.y, self.graph.output)
+            formula = metric.batch_mean(self.graph.targets, self.graph.output)
             if formula is not None:
                 key = "metric_" + re.sub(r"\W", "_", metric.name)
                 key = key if key not in taken else f"{key}_{i}"
@@ -353,8 +360,8 @@ class Programs:
 class Tracker:
     """Sample-weighted running mean of the loss, plus the metrics' own running means."""
 
-    def __init__(self, metrics: Sequence[Metric], prefix: str = ""):
-        self.metrics, self.prefix = list(metrics), prefix
+    def __init__(self, metrics: Sequence[Metric], prefix: str = "", weighted: bool = False):
+        self.metrics, self.prefix, self.weighted = list(metrics), prefix, weighted
         self.reset()
 
     def reset(self) -> None:
@@ -368,6 +375,7 @@ class Tracker:
         """Add a batch; ``means``: the metrics' batch means from the compiled step (else NumPy)."""
         self.loss_sum += loss * len(y)
         self.count += len(y)
+        y = without_weights(y, self.weighted)
         for k, m in enumerate(self.metrics):
             if means is None:
                 m.update_state(y, predictions)
@@ -386,6 +394,11 @@ class Tracker:
         out = {f"{self.prefix}loss": self.loss_sum / max(1, self.count)}
         out.update({f"{self.prefix}{m.name}": m.result() for m in self.metrics})
         return out
+
+
+def without_weights(y: np.ndarray, weighted: bool) -> np.ndarray:
+    """The targets of a batch: the last column holds the sample weights when ``weighted``."""
+    return y[:, :-1] if weighted else y
 
 
 # --------------------------------------------------------------------------
@@ -516,6 +529,7 @@ class Trainer(Weighted):
     def _invalidate(self) -> None:
         """Forget the graph, programs and metrics: the layers or the compile settings changed."""
         self._graph, self._programs_cache, self._metrics = None, None, None
+        self._weighted_cache = None
 
     def _seed_rngs(self, seed: int | None) -> None:
         sequence = np.random.SeedSequence(seed)
@@ -548,17 +562,56 @@ class Trainer(Weighted):
         return self._graph
 
     def _programs(self) -> Programs:
+        if self._weighted:
+            return self._weighted_programs()
         if self._programs_cache is None:
-            with_predictions = bool(self._metric_ids)
-            self._programs_cache = Programs(
-                self._training_graph(),
-                self.optimizer,
-                with_predictions,
-                self.backend,
-                self.dtype,
-                self._metric_objects() if self.compiled else (),
-            )
+            self._programs_cache = self._new_programs(self._training_graph())
         return self._programs_cache
+
+    def _new_programs(self, graph: TrainingGraph) -> Programs:
+        return Programs(
+            graph,
+            self.optimizer,
+            bool(self._metric_ids),
+            self.backend,
+            self.dtype,
+            self._metric_objects() if self.compiled else (),
+        )
+
+    _weighted = False  # while a fit / evaluate with sample weights runs
+    _weighted_cache: Programs | None = None
+
+    def _weighted_programs(self) -> Programs:
+        """The programs whose targets carry each sample's weight (the same weights and
+        optimizer slots as the plain ones), compiled on first use."""
+        if self._weighted_cache is None:
+            trainable = self._training_graph().trainable  # as of compile, as the plain step
+            graph = self._forward().with_inference(self._forward(training=False))
+            graph = add_loss(graph, losses_module.SampleWeighted(self.loss), trainable)
+            self._weighted_cache = self._new_programs(graph)
+        return self._weighted_cache
+
+    @contextlib.contextmanager
+    def _weighting(self, on: bool):
+        """Run the block with the sample-weighted programs (``on``) or the plain ones."""
+        self._weighted = on
+        try:
+            yield
+        finally:
+            del self._weighted  # back to the class default
+
+    def _with_weights(self, y, sample_weight, class_weight, names=("y", "sample_weight")):
+        """The prepared targets ``y`` with one more column: each sample's weight
+        (``sample_weight`` times ``class_weight`` of its class; 1 where neither says)."""
+        if class_weight is not None and isinstance(self.loss, outputs_module.OutputLosses):
+            raise ValueError(
+                "class_weight is for models with one output; this one has "
+                f"{len(self.loss.blocks)}. Pass sample_weight instead"
+            )
+        weights = data.sample_weights(y, sample_weight, class_weight, names)
+        if weights is None:
+            weights = np.ones(len(y))
+        return np.ascontiguousarray(np.hstack([y, weights[:, None]]), dtype=self.dtype)
 
     @property
     def compiled_step(self):
@@ -706,8 +759,16 @@ class Trainer(Weighted):
         shuffle: bool = True,
         initial_epoch: int = 0,
         strategy=None,
+        sample_weight=None,
+        class_weight: dict | None = None,
     ) -> callbacks_module.History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a History.
+
+        ``sample_weight`` (one weight >= 0 per sample) and ``class_weight`` (class ->
+        weight; 1 for classes not in it) weight each sample's loss inside the compiled
+        step (Keras: the weighted sum over the batch size); ``validation_data`` may be
+        ``(x_val, y_val, sample_weight_val)``. The metrics are not weighted, as Keras's
+        ``metrics``.
 
         ``strategy`` runs each epoch elsewhere: ``symgrad.distributed.DataParallel(num_workers=2)``
         shards it over Ray workers (History, callbacks and errors as here).
@@ -729,15 +790,28 @@ class Trainer(Weighted):
             )
         x, y = self._prepare_xy(x, y)
         self._warn_if_trainable_changed("fit")
-        val = None
+        val, val_weight = None, None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError(
-                    "validation_data must be a tuple (x_val, y_val). "
+                    "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
+                    "sample_weight_val). "
                     f"Received: validation_data of type {type(validation_data).__name__}"
                 )
-            val = self._prepare_xy(*validation_data, names=("x_val", "y_val"))
-        elif validation_split:
+            val = self._prepare_xy(*validation_data[:2], names=("x_val", "y_val"))
+            val_weight = validation_data[2] if len(validation_data) == 3 else None
+        weighted = sample_weight is not None or class_weight is not None or val_weight is not None
+        if weighted:  # one more target column: the weights (1 where none were given)
+            if strategy is not None:
+                raise NotImplementedError(
+                    "sample_weight and class_weight do not work with a strategy yet; "
+                    f"Received: strategy={strategy!r}"
+                )
+            y = self._with_weights(y, sample_weight, class_weight)
+            if val is not None:
+                names = ("y_val", "sample_weight_val")
+                val = (val[0], self._with_weights(val[1], val_weight, None, names))
+        if validation_data is None and validation_split:  # the weights split with their rows
             split_at = math.ceil(len(x) * (1 - validation_split))
             if split_at in (0, len(x)):
                 raise ValueError(
@@ -745,7 +819,7 @@ class Trainer(Weighted):
                     f"with {len(x)} samples"
                 )
             x, y, val = x[:split_at], y[:split_at], (x[split_at:], y[split_at:])
-        with self._deferred_interrupts():
+        with self._deferred_interrupts(), self._weighting(weighted):
             if strategy is None:
                 runner = self._epoch_runner(x, y, batch_size, callbacks)
             else:
@@ -773,6 +847,7 @@ class Trainer(Weighted):
         """Whether every metric's batch mean comes from the compiled step for targets ``y``."""
         if any(k is None for k in step.metric_outputs):
             return False
+        y = without_weights(y, self._weighted)
         if any(m.needs_one_hot for m in self._metric_objects()):
             return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
         return True
@@ -816,8 +891,8 @@ class Trainer(Weighted):
         params["native_epochs"] = native_epochs  # one native call per epoch (LLVM backend)
         # as Keras: History and the bar last, so they see what callbacks add to the logs
         hooks = callbacks_module.CallbackList([*callbacks, history, *progress], self, params)
-        train = Tracker(self._metric_objects())
-        valid = Tracker(copy.deepcopy(self._metric_objects()), prefix="val_")
+        train = Tracker(self._metric_objects(), weighted=self._weighted)
+        valid = Tracker(copy.deepcopy(self._metric_objects()), "val_", self._weighted)
         self.stop_training = False
         self.history = history
         self._initial_epoch = initial_epoch  # BackupAndRestore moves it on_train_begin
@@ -909,19 +984,26 @@ class Trainer(Weighted):
         verbose=0,
         return_dict: bool = False,
         callbacks: Sequence[callbacks_module.Callback] | None = None,
+        sample_weight=None,
     ):
         """Mean loss over ``(x, y)`` -- ``[loss, *metrics]`` when metrics were compiled.
 
-        ``callbacks``: their ``on_test_*`` hooks are called.
+        ``callbacks``: their ``on_test_*`` hooks are called. ``sample_weight``: each
+        sample's loss weighted (Keras: the weighted sum over the number of samples).
         """
         self._require_compiled("evaluate")
         batch_size = data.positive_int(32 if batch_size is None else batch_size, "batch_size")
         verbose = data.check_verbose(verbose)
         callbacks = callbacks_module.check(callbacks)
         x, y = self._prepare_xy(x, y)
+        weighted = sample_weight is not None
+        if weighted:
+            y = self._with_weights(y, sample_weight, None)
         steps = math.ceil(len(x) / batch_size)
         hooks = callbacks_module.CallbackList(callbacks, self, {"verbose": verbose, "steps": steps})
-        logs = self._evaluate_arrays(x, y, batch_size, Tracker(self._metric_objects()), hooks)
+        with self._weighting(weighted):
+            tracker = Tracker(self._metric_objects(), weighted=weighted)
+            logs = self._evaluate_arrays(x, y, batch_size, tracker, hooks)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._result(logs, return_dict)
@@ -958,12 +1040,17 @@ class Trainer(Weighted):
         hooks.on_predict_end()
         return self._samples(np.concatenate(parts, axis=0))
 
-    def train_on_batch(self, x, y, return_dict: bool = False):
+    def train_on_batch(
+        self, x, y, sample_weight=None, class_weight=None, return_dict: bool = False
+    ):
         """One optimizer step on ``(x, y)`` as a single batch; returns its loss (and metrics)."""
         self._require_compiled("train_on_batch")
         x, y = self._prepare_xy(x, y)
         self._warn_if_trainable_changed("train_on_batch")
-        with np.errstate(all="ignore"), self._deferred_interrupts():
+        weighted = sample_weight is not None or class_weight is not None
+        if weighted:
+            y = self._with_weights(y, sample_weight, class_weight)
+        with np.errstate(all="ignore"), self._deferred_interrupts(), self._weighting(weighted):
             try:
                 loss, predictions, _ = self._run_train_step(x, y)
             except FloatingPointError as err:
@@ -973,17 +1060,20 @@ class Trainer(Weighted):
                     0,
                     1,
                 ) from err
-        tracker = Tracker(self._metric_objects())
+        tracker = Tracker(self._metric_objects(), weighted=weighted)
         tracker.update(loss, y, predictions)
         return self._result(tracker.logs(), return_dict)
 
-    def test_on_batch(self, x, y, return_dict: bool = False):
+    def test_on_batch(self, x, y, sample_weight=None, return_dict: bool = False):
         """Loss (and metrics) of ``(x, y)`` as a single batch, without updating."""
         self._require_compiled("test_on_batch")
         x, y = self._prepare_xy(x, y)
-        with np.errstate(all="ignore"):
+        weighted = sample_weight is not None
+        if weighted:
+            y = self._with_weights(y, sample_weight, None)
+        with np.errstate(all="ignore"), self._weighting(weighted):
             loss, predictions = self._run_test_step(x, y)
-        tracker = Tracker(self._metric_objects())
+        tracker = Tracker(self._metric_objects(), weighted=weighted)
         tracker.update(loss, y, predictions)
         return self._result(tracker.logs(), return_dict)
 

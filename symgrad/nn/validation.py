@@ -227,3 +227,70 @@ def as_samples(data, name: str, shape: tuple[int, ...] | None, who: str = "The m
     array = array.astype(np.float64, copy=False)
     check_finite(array, name)
     return array.reshape(array.shape[0], -1), tuple(shape)
+
+
+def sample_weights(
+    y: np.ndarray, sample_weight, class_weight, names: tuple[str, str] = ("y", "sample_weight")
+) -> np.ndarray | None:
+    """Each sample's weight: ``sample_weight`` (>= 0, one per row of the prepared targets
+    ``y``) times ``class_weight[class of the row]`` (1 for classes not in it); None if neither.
+
+    A row's class is the index of its largest target (one-hot rows), or for one target
+    column, 1 where it is > 0.5 and 0 elsewhere. A class_weight key that is no class of
+    the model, or that no row of ``y`` has, is an error naming it.
+    """
+    if sample_weight is None and class_weight is None:
+        return None
+    weights = np.ones(len(y))
+    if sample_weight is not None:
+        given = _numeric_array(sample_weight, names[1])
+        if given.ndim == 2 and given.shape[1] == 1:
+            given = given[:, 0]
+        if given.shape != (len(y),):
+            raise ValueError(
+                f"{names[1]} must hold one weight per sample: shape ({len(y)},). "
+                f"Received: {names[1]} with shape {given.shape}"
+            )
+        bad = np.flatnonzero(~np.isfinite(given) | (given < 0))
+        if len(bad):
+            i = bad[0]
+            raise ValueError(
+                f"{names[1]} must be finite and >= 0. Received: {names[1]}[{i}]={show(given[i])}"
+            )
+        weights = weights * given
+    if class_weight is not None:
+        weights = weights * _class_weights(y, class_weight, names[0])
+    return weights
+
+
+def _class_weights(y: np.ndarray, class_weight, y_name: str) -> np.ndarray:
+    if not isinstance(class_weight, Mapping):
+        raise TypeError(
+            f"class_weight must be a dict mapping classes to weights, e.g. {{0: 1.0, 1: 5.0}}. "
+            f"Received: class_weight={class_weight!r}"
+        )
+    classes = np.argmax(y, axis=1) if y.shape[1] > 1 else (y[:, 0] > 0.5).astype(int)
+    known = range(max(2, y.shape[1]))
+    present = sorted({int(c) for c in np.unique(classes)})
+    table = np.ones(len(known))
+    for key, value in class_weight.items():
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key not in known:
+            raise ValueError(
+                f"class_weight has a key that is no class of the model: {key!r}. "
+                f"Classes: {', '.join(map(str, known))}"
+            )
+        if int(key) not in present:
+            raise ValueError(
+                f"class_weight has class {key}, which no sample of {y_name} has. "
+                f"Classes in {y_name}: {', '.join(map(str, present))}"
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.number))
+            or not (np.isfinite(value) and value >= 0)
+        ):
+            raise ValueError(
+                f"class_weight values must be finite and >= 0. Received: class_weight[{key}]={value!r}"
+            )
+        table[int(key)] = float(value)
+    return table[classes]

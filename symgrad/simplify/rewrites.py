@@ -114,6 +114,19 @@ def rowsum_of_probabilities(node, ctx):
     return None
 
 
+@rewrite("rowsum_of_scaled_rows", "rowsum((u 1^T) o M) -> u o rowsum(M)  (u a column)")
+def rowsum_of_scaled_rows(node, ctx):
+    """Rows scaled by a column (sample weights) leave the row sum: rowsum(Y) = 1 then folds."""
+    if not isinstance(node, E.RowSum) or not isinstance(node.args[0], E.Hadamard):
+        return None
+    parts = list(node.args[0].args)
+    columns = [m for m in parts if isinstance(m, E.BroadcastCols)]
+    if not columns:
+        return None
+    rest = [m for m in parts if m is not columns[0]]
+    return E.hadamard(columns[0].args[0], E.row_sum(E.hadamard(*rest)))
+
+
 @rewrite("log_softmax", "log(softmax(Z)) -> log_softmax(Z)  (max-shifted, finite)")
 def log_of_softmax(node, ctx):
     z = _log_of_softmax_arg(node)

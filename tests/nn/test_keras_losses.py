@@ -189,3 +189,10 @@ def test_unknown_loss_lists_the_new_names():
     for name in ("huber", "log_cosh", "kl_divergence", "poisson", "hinge", "squared_hinge",
                  "categorical_hinge", "cosine_similarity", "binary_focal_crossentropy"):  # fmt: skip
         assert name in str(err.value)
+
+
+def test_a_loss_object_on_arrays_reduces_as_its_reduction_says(rng):
+    y, p = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+    values = huber(y, p)
+    assert losses.Huber()(y, p) == pytest.approx(np.mean(values), rel=1e-12)
+    assert losses.Huber(reduction="sum")(y, p) == pytest.approx(np.sum(values), rel=1e-12)

@@ -47,6 +47,24 @@ def test_softmax_cross_entropy_fuses_to_p_minus_y(rng):
     np.testing.assert_allclose(on[1], off[1], rtol=1e-10, atol=1e-14)
 
 
+def test_weighted_softmax_cross_entropy_fuses_to_weighted_p_minus_y(rng):
+    """Each sample's loss weighted by SW: the weights leave the row sum, rowsum(Y) = 1 folds."""
+    SW = E.matrix("SW", n, 1)
+    Z = E.name("Z", E.matmul(X, W))
+    P = E.name("P", E.softmax(Z))
+    log_p = E.elementwise(sp.Lambda(p, sp.log(p)), P)
+    loss = E.scale(-1 / n, E.total(E.hadamard(SW, E.row_sum(E.hadamard(Y, log_p)))))
+    g = symgrad.gradients(loss, [W], context=[P])
+    assert "rowsum_of_scaled_rows" in [r[0] for r in g.rewrites]
+    assert "rowsum" not in sp.sstr(g.simplified[W]) and "exp" not in sp.sstr(g.simplified[W])
+    Xv, Wv, Yv = _data(rng)
+    SWv = rng.uniform(0, 2, (len(Xv), 1))
+    inputs, values = [X, W, Y, SW], [Xv, Wv, Yv, SWv]
+    on, off, _ = _two_ways(inputs, {"loss": loss, "g": symgrad.grad(loss, W)}, values)
+    np.testing.assert_allclose(on[0], off[0], rtol=1e-12)
+    np.testing.assert_allclose(on[1], off[1], rtol=1e-10, atol=1e-14)
+
+
 def _log_softmax_reference(z):
     shifted = z - z.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -170,6 +188,7 @@ def test_every_rewrite_has_a_case_here():
         "softmax_from_log_softmax",
         "adopt_name",
         "rowsum_of_probabilities",
+        "rowsum_of_scaled_rows",
         "log_softmax",
         "log_sigmoid",
         "output_form",
