@@ -44,6 +44,11 @@ def model_functions(m: ModelSource, prefix: str) -> list[CFunction]:
     notes.update({f"d_{w.symbol}": f"dL/d {w.path}" for w in m.weights})
     notes.update({k: f"default {prefix.upper()}_{k.upper()}" for k in m.hyperparameters})
     notes.update({"t": "step number, 1-based", "Y": "targets, one-hot rows for cross-entropy"})
+    for name, dim, _ in m.inputs:  # several inputs: one pointer each
+        notes[f"X_{name}"] = f"input {name!r}, {dim} column(s)"
+    for name, dim, loss in m.outputs:
+        notes[f"Y_{name}"] = f"targets of output {name!r} ({loss}), {dim} column(s)"
+        notes[f"P_{name}"] = f"output {name!r}, {dim} column(s)"
     functions = []
     for suffix, attribute, doc in KERNELS:
         program: Program = getattr(m, attribute)
@@ -57,8 +62,16 @@ def model_defines(m: ModelSource, prefix: str) -> list[tuple[str, str, str]]:
     slot_sizes = ", ".join(str(s.shape[0] * s.shape[1]) for s in m.slots)
     initial = ", ".join(c_double(s.initial, f"initial value of slot {s.path}") for s in m.slots)
     defines = [
-        (f"{p}_INPUT_DIM", str(m.input_dim), "columns of X"),
-        (f"{p}_OUTPUT_DIM", str(m.output_dim), "columns of P and Y"),
+        (f"{p}_INPUT_DIM", str(m.input_dim), "columns of X (of all the inputs together)"),
+        *(
+            (f"{p}_INPUT_{c_identifier(name).upper()}_DIM", str(dim), f"columns of X_{name}")
+            for name, dim, _ in m.inputs
+        ),
+        (f"{p}_OUTPUT_DIM", str(m.output_dim), "columns of P and Y (of all the outputs)"),
+        *(
+            (f"{p}_OUTPUT_{c_identifier(name).upper()}_DIM", str(dim), f"columns of P_{name}")
+            for name, dim, _ in m.outputs
+        ),
         (f"{p}_N_WEIGHTS", str(len(m.weights)), "weight arrays, in argument order"),
         (f"{p}_WEIGHT_SIZES", "{" + sizes + "}", "entries of each weight"),
         (f"{p}_N_SLOTS", str(len(m.slots)), "optimizer slot arrays, in argument order"),
@@ -85,12 +98,7 @@ def model_header_doc(m: ModelSource) -> str:
         "",
         *m.summary.splitlines(),
         "",
-        f"Loss: {m.loss}. Y: the targets as the training step takes them,",
-        (
-            "one-hot rows (turn integer class labels into one-hot rows first)."
-            if "categorical" in m.loss
-            else f"(n, {m.output_dim}) rows."
-        ),
+        *_target_lines(m),
         f"Optimizer: {m.optimizer}, per weight entry w with gradient g:",
         *(f"    {slot} <- {rule}" for slot, rule in m.rules.items()),
         "",
@@ -106,3 +114,21 @@ def function_c(program: Program, prefix: str, formulas: dict[str, str]) -> CFunc
         f"    {name} = {formula}" for name, formula in formulas.items()
     )
     return CFunction(f"{prefix}_{c_identifier(program.name)}", program, doc)
+
+
+def _target_lines(m: ModelSource) -> list[str]:
+    """What the targets are, for the header: of the one output, or of each output."""
+    if not m.outputs:
+        return [
+            f"Loss: {m.loss}. Y: the targets as the training step takes them,",
+            _rows(m.loss, m.output_dim) + ".",
+        ]
+    lines = ["Loss: the sum of each output's loss (times its loss weight). Targets:"]
+    lines += [f"    Y_{name}: {loss}, {_rows(loss, dim)}" for name, dim, loss in m.outputs]
+    return lines
+
+
+def _rows(loss: str, columns: int) -> str:
+    if "categorical" in loss:
+        return "one-hot rows (turn integer class labels into one-hot rows first)"
+    return f"(n, {columns}) rows"

@@ -55,6 +55,9 @@ class ModelSource:
     gradient_formulas: dict[str, str]
     label_note: str = ""
     input_shape: tuple[int, ...] = ()  # of one sample, when not (INPUT_DIM,): (H, W, C)...
+    # several inputs / outputs: (name, columns, sample shape) / (name, columns, loss name)
+    inputs: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
+    outputs: tuple[tuple[str, int, str], ...] = ()
 
 
 KERNEL_DOCS = {
@@ -203,6 +206,13 @@ def _constants(m: ModelSource) -> list[str]:
         lines += ["}"]
     else:
         lines.append("SLOTS = {}")
+    if m.inputs:
+        lines.append("# the inputs, side by side in the rows X the kernels take: name -> columns")
+        lines.append("INPUTS = {" + ", ".join(f"{_string(n)}: {d}" for n, d, _ in m.inputs) + "}")
+    if m.outputs:
+        lines.append("# the outputs, side by side in P and Y: name -> (columns, loss)")
+        items = [f"{_string(n)}: ({d}, {_string(loss)})" for n, d, loss in m.outputs]
+        lines.append("OUTPUTS = {" + ", ".join(items) + "}")
     lines.append("# the optimizer's hyperparameters when the model was emitted")
     items = [f"{_string(k)}: {v!r}" for k, v in m.hyperparameters.items()]
     lines.append("HYPERPARAMETERS = {" + ", ".join(items) + "}")
@@ -234,8 +244,13 @@ def _api(m: ModelSource) -> list[str]:
     return [
         _function(
             "forward(params, x)",
-            "The model output for the rows of x (one batch of any size).",
-            ["x = _as_rows(x)", "(p,) = forward_kernel(x, *_weights(params))", "return p"],
+            "The model output for the rows of x (one batch of any size)"
+            + ("; a list, one array per output." if m.outputs else "."),
+            [
+                "x = _as_rows(x)",
+                "(p,) = forward_kernel(x, *_weights(params))",
+                "return _split_outputs(p)" if m.outputs else "return p",
+            ],
         ),
         _function(
             "loss_and_gradients(params, x, y)",
@@ -270,8 +285,17 @@ def _api(m: ModelSource) -> list[str]:
         ),
         _FIT,
         _prepare_targets(m),
-        _IMAGE_ROWS if len(m.input_shape) > 1 else _HELPERS,
+        _helpers(m),
+        *([_PACK_INPUTS] if m.inputs else []),
+        *([_SPLIT_OUTPUTS] if m.outputs else []),
+        *([_PER_NAME] if m.inputs or m.outputs else []),
     ]
+
+
+def _helpers(m: ModelSource) -> str:
+    if m.inputs:  # several inputs: packed side by side first
+        return _HELPERS.replace(_TO_ARRAY, _TO_ARRAY.replace("(x,", "(_pack_inputs(x),"))
+    return _IMAGE_ROWS if len(m.input_shape) > 1 else _HELPERS
 
 
 def _function(signature: str, doc: str, body: list[str]) -> str:
@@ -387,11 +411,11 @@ def _weights(params):
     return [numpy.asarray(params[name], dtype=DTYPE) for name in PARAMETERS]'''
 
 
+_TO_ARRAY = "    x = numpy.ascontiguousarray(x, dtype=DTYPE)\n"
 _IMAGE_ROWS = _HELPERS.replace(
-    """    x = numpy.ascontiguousarray(x, dtype=DTYPE)
-""",
-    """    x = numpy.ascontiguousarray(x, dtype=DTYPE)
-    if x.shape[1:] == INPUT_SHAPE:  # samples of INPUT_SHAPE: rows, row-major, channels last
+    _TO_ARRAY,
+    _TO_ARRAY
+    + """    if x.shape[1:] == INPUT_SHAPE:  # samples of INPUT_SHAPE: rows, row-major, channels last
         x = x.reshape(len(x), INPUT_DIM)
 """,
 )
@@ -432,6 +456,8 @@ _CHECK_UNIT_INTERVAL = """\
 
 
 def _prepare_targets(m: ModelSource) -> str:
+    if m.outputs:
+        return _PREPARE_OUTPUTS
     head = f'def prepare_targets(y):\n    """{_target_doc(m.loss)}"""\n'
     if m.loss == "sparse_categorical_crossentropy":
         return head + _PREPARE_SPARSE
@@ -441,6 +467,80 @@ def _prepare_targets(m: ModelSource) -> str:
     elif m.loss == "binary_crossentropy":
         body += "\n" + _CHECK_UNIT_INTERVAL
     return head + body + "\n    return targets"
+
+
+_PER_NAME = '''\
+def _per_name(value, names, what):
+    """Arrays of several inputs (outputs): a dict by name or a list in order."""
+    if isinstance(value, dict):
+        if set(value) != set(names):
+            raise ValueError(f"{what} must have the keys {list(names)}; Received: {list(value)}")
+        return [value[name] for name in names]
+    if not isinstance(value, (list, tuple)) or len(value) != len(names):
+        raise ValueError(f"{what} must be a list of {len(names)} arrays {list(names)} or a dict")
+    return list(value)'''
+
+
+_PACK_INPUTS = '''\
+def _pack_inputs(x):
+    """The inputs (a list in INPUTS order or a dict by name) side by side, as one row each."""
+    if not isinstance(x, (list, tuple, dict)):
+        return x  # the packed rows already
+    parts = [numpy.asarray(a, dtype=DTYPE) for a in _per_name(x, INPUTS, "x")]
+    for (name, columns), a in zip(INPUTS.items(), parts):
+        if a.ndim != 2 or a.shape[1] != columns:
+            raise ValueError(f"x[{name!r}] must have shape (samples, {columns}); Received: {a.shape}")
+    if len({len(a) for a in parts}) > 1:
+        raise ValueError(f"the inputs must have as many rows each; Received: {[len(a) for a in parts]}")
+    return numpy.concatenate(parts, axis=1)'''
+
+
+_SPLIT_OUTPUTS = '''\
+def _split_outputs(p):
+    """The packed predictions as one array per output, in OUTPUTS order."""
+    parts, start = [], 0
+    for columns, _ in OUTPUTS.values():
+        parts.append(p[:, start : start + columns])
+        start += columns
+    return parts'''
+
+
+_PREPARE_OUTPUTS = '''\
+def prepare_targets(y):
+    """The targets of each output (a list in OUTPUTS order or a dict by name) checked for its
+    loss and packed side by side: the rows Y the kernels take (integer labels become one-hot)."""
+    if not isinstance(y, (list, tuple, dict)):
+        return numpy.ascontiguousarray(y, dtype=DTYPE)  # packed already
+    parts = _per_name(y, OUTPUTS, "y")
+    packed = [
+        _output_targets(name, value, columns, loss)
+        for (name, (columns, loss)), value in zip(OUTPUTS.items(), parts)
+    ]
+    if len({len(t) for t in packed}) > 1:
+        raise ValueError(f"the targets must have as many rows each; Received: {[len(t) for t in packed]}")
+    return numpy.ascontiguousarray(numpy.concatenate(packed, axis=1), dtype=DTYPE)
+
+
+def _output_targets(name, y, columns, loss):
+    if loss == "sparse_categorical_crossentropy":
+        labels = numpy.asarray(y).reshape(-1)
+        if labels.size and (
+            numpy.any(labels != numpy.round(labels)) or labels.min() < 0 or labels.max() >= columns
+        ):
+            raise ValueError(f"y[{name!r}] must hold integer class labels in [0, {columns})")
+        return numpy.eye(columns, dtype=DTYPE)[labels.astype(numpy.int64)]
+    targets = numpy.array(y, dtype=DTYPE, ndmin=1)
+    if targets.ndim == 1 and columns == 1:
+        targets = targets.reshape(-1, 1)
+    if targets.ndim != 2 or targets.shape[1] != columns:
+        raise ValueError(f"y[{name!r}] must have shape (samples, {columns}); Received: {targets.shape}")
+    if loss == "categorical_crossentropy" and (
+        numpy.any(targets < 0) or numpy.any(numpy.abs(targets.sum(axis=1) - 1) > 1e-5)
+    ):
+        raise ValueError(f"y[{name!r}] must hold one-hot (or probability) rows")
+    if loss == "binary_crossentropy" and numpy.any((targets < 0) | (targets > 1)):
+        raise ValueError(f"y[{name!r}] must hold targets in [0, 1] for binary cross-entropy")
+    return targets'''
 
 
 def _target_doc(loss: str) -> str:

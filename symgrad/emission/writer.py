@@ -42,7 +42,7 @@ from codegen.files import write_all_atomic
 from symgrad.compiler import CompiledFunction
 from symgrad.core.printing import FormulaStrPrinter
 from symgrad.expr import ProbabilitySymbol
-from symgrad.nn.functional import Functional
+from symgrad.nn.functional import Functional, SeparatePrograms
 from symgrad.nn.models import Model
 
 if TYPE_CHECKING:  # codegen is imported on first use: symgrad's import must not need it
@@ -51,6 +51,9 @@ if TYPE_CHECKING:  # codegen is imported on first use: symgrad's import must not
 # target -> what it writes; each backend names the targets written from its code
 TARGETS = {target: what for b in BACKENDS.values() for target, what in b.targets.items()}
 CPUS = tuple(dict.fromkeys(cpu for b in BACKENDS.values() for cpu in b.cpus))
+C_TARGETS = ("llvm-ir", "object", "shared")
+"""The targets written as C functions: one pointer per input and output of a model with several
+(the Python module and the ES module take the packed rows, and split and join them)."""
 
 
 def emit(
@@ -89,7 +92,7 @@ def emit(
             raise ValueError("weights=True needs a model; a compiled function has no weights")
         files = FUNCTION_FILES[writes](source, path, target, prefix, native)
     elif isinstance(source, Model):
-        model = model_source(source)
+        model = model_source(source, separate=target in C_TARGETS)
         if weights and target != "python":
             raise ValueError(
                 f"weights=True writes an .npz for the Python target; received target={target!r}"
@@ -190,7 +193,7 @@ def code_sizes(
     if isinstance(source, CompiledFunction):
         functions = [function_c(source.program, prefix, _formula_text(source))]
     else:
-        functions = model_functions(model_source(source), prefix)
+        functions = model_functions(model_source(source, target in C_TARGETS), prefix)
 
     def measured(selection) -> dict[str, int]:
         text = library_ir(selection, cpu=native.cpu, arch=native.arch, max_batch=native.max_batch)
@@ -206,19 +209,19 @@ def code_sizes(
 # What a model is made of
 
 
-def model_source(model: Model) -> ModelSource:
-    """Everything the emitted files say about ``model`` (compiled, built)."""
+def model_source(model: Model, separate: bool = False) -> ModelSource:
+    """Everything the emitted files say about ``model`` (compiled, built).
+
+    ``separate``: a model with several inputs or outputs gets programs with one
+    argument per input and output (the C functions), else the packed rows
+    ``X = [X_a | X_b]``, ``Y = [Y_a | Y_b]``, ``P = [P_a | P_b]`` the trainer runs.
+    """
     from symgrad.emission.python import ModelSource, Weight, target_note
 
     if not model.compiled:
         raise RuntimeError(
             f"emit needs a compiled model: call model.compile(optimizer=..., loss=...) "
             f"on {model.name!r} first"
-        )
-    if isinstance(model, Functional) and (len(model.inputs) > 1 or len(model.outputs) > 1):
-        raise NotImplementedError(
-            f"emit writes models with one input and one output; {model.name!r} has "
-            f"inputs {model.input_names} and outputs {model.output_names}"
         )
     if not model.built:
         raise ValueError(
@@ -232,9 +235,13 @@ def model_source(model: Model) -> ModelSource:
             "symgrad.optimizers.schedules (compiled into the step) or set a number, e.g. "
             "model.optimizer.learning_rate = 0.001"
         )
-    train = model.compiled_step  # compiles, creates the optimizer slots
+    model._train_step()  # compiles, creates the optimizer slots
     programs = model._programs()
+    inputs, outputs = _inputs_and_outputs(model)
+    if separate and (len(inputs) > 1 or len(outputs) > 1):
+        programs = SeparatePrograms(model, programs)
     step = programs.train_step()
+    train = step.function
     trainable = programs.graph.trainable  # as of compile, like the step
     scalars = {str(s) for s in train.program.scalars}
     hyperparameters = {
@@ -270,8 +277,29 @@ def model_source(model: Model) -> ModelSource:
         gradients=programs.gradient_step().function.program,
         forward_formulas=_texts(model.forward_formulas()),
         gradient_formulas=_texts(model.gradient_formulas()),
-        label_note=target_note(model.loss.name, int(model.output_dim)),
+        label_note=_label_note(model, outputs, target_note),
+        inputs=inputs if len(inputs) > 1 else (),
+        outputs=outputs if len(outputs) > 1 else (),
     )
+
+
+def _inputs_and_outputs(model: Model) -> tuple[tuple, tuple]:
+    """``((name, columns, sample shape), ...)`` of the inputs, ``((name, columns, loss), ...)``
+    of the outputs: several only for a functional model."""
+    if not isinstance(model, Functional):
+        return (), ()
+    losses = getattr(model.loss, "losses", [model.loss] * len(model.outputs))
+    return (
+        tuple((t.name, int(t.dim), tuple(int(d) for d in t.sample_shape)) for t in model.inputs),
+        tuple((t.name, int(t.dim), loss.name) for t, loss in zip(model.outputs, losses)),
+    )
+
+
+def _label_note(model: Model, outputs: tuple, target_note) -> str:
+    if len(outputs) <= 1:
+        return target_note(model.loss.name, int(model.output_dim))
+    notes = [f"Output {name!r}: {target_note(loss, dim)}" for name, dim, loss in outputs]
+    return "\n".join(notes)
 
 
 def weight_arrays(model: Model) -> dict[str, np.ndarray]:

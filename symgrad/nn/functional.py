@@ -33,7 +33,7 @@ from symgrad.nn import regularizers
 from symgrad.nn import validation as data
 from symgrad.nn.layers import Input, InputLayer, KerasTensor, Names, Node, Variable, snake_case
 from symgrad.nn.models import MODELS, Model
-from symgrad.nn.trainer import TrainingGraph
+from symgrad.nn.trainer import Programs, TrainingGraph
 
 # --------------------------------------------------------------------------
 # Graphs of symbolic tensors
@@ -346,7 +346,9 @@ class Functional(Model):
         for t, p in zip(self.outputs, shown):  # an output's penalty is a penalty of P_<name>
             values[id(t)] = p
         penalties = self._penalties(values)
-        return TrainingGraph(x, output, self.weights, made, penalties=penalties, states=names.states)
+        return TrainingGraph(
+            x, output, self.weights, made, penalties=penalties, states=names.states
+        )
 
     def _penalties(self, values: dict) -> list[MatrixExpr]:
         """Each layer's weight penalties once, its activity penalty once per call (as Keras)."""
@@ -595,3 +597,75 @@ class Functional(Model):
 
 
 MODELS["Functional"] = Functional
+
+
+# --------------------------------------------------------------------------
+# Programs with one argument per input and output (the C functions symgrad.emit writes)
+
+
+class SeparatePrograms(Programs):
+    """The model's programs with each input ``X_<name>``, each output's targets
+    ``Y_<name>`` and predictions ``P_<name>`` a matrix of its own, instead of column
+    blocks of one packed ``X`` / ``Y`` / ``P``: the C functions take one pointer each.
+
+    The packed symbols occur in the derived formulas only inside the named blocks
+    (``X_a = X[:, 0:3]``) and the metrics' slices of ``Y``; those are swapped for
+    symbols before compiling, and a formula that still reads the packed matrix is an
+    error. No whole-epoch loop: it gathers rows of one ``X`` and one ``Y``.
+    """
+
+    def __init__(self, model: Functional, programs: Programs):
+        g = programs.graph
+        super().__init__(
+            g, programs.optimizer, programs.with_predictions, programs.backend.name,
+            programs.dtype, programs.metrics,
+        )  # fmt: skip
+        self.parts: dict[MatrixExpr, list[MatrixExpr]] = {}
+        self.swap: dict[MatrixExpr, MatrixExpr] = {}
+        n = E.batch()
+        if len(model.inputs) > 1:
+            self._split(g.x, "X", [(t.name, t.dim) for t in model.inputs], n)
+        if len(model.outputs) > 1:
+            blocks = model._blocks()
+            self._split(g.y, "Y", [(b.name, b.stop - b.start) for b in blocks], n)
+        self.output_names = [t.name for t in model.outputs] if len(model.outputs) > 1 else None
+
+    def _split(self, packed, letter: str, parts: list[tuple[str, int]], n) -> None:
+        symbols, start = [], 0
+        for name, width in parts:
+            symbol = E.matrix(f"{letter}_{name}", n, width)
+            block = E.column_slice(packed, start, start + width)
+            self.swap[block] = symbol
+            self.swap[E.name(f"{letter}_{name}", block)] = symbol
+            symbols.append(symbol)
+            start += width
+        self.parts[packed] = symbols
+
+    def _separate(self, expr: MatrixExpr) -> MatrixExpr:
+        out = expr.xreplace(self.swap)
+        for packed in self.parts:
+            if out.has(packed):
+                raise NotImplementedError(
+                    f"a formula of this model reads {packed.name} as a whole, so its programs "
+                    f"cannot take one argument per input and output: {out}"
+                )
+        return out
+
+    def _outputs(self, outputs: dict) -> dict:
+        separated = {}
+        for key, expr in outputs.items():
+            body = expr.body if isinstance(expr, E.Named) else expr
+            if key == "P" and self.output_names is not None and isinstance(body, E.Concat):
+                for name, part in zip(self.output_names, body.args):
+                    separated[f"P_{name}"] = self._separate(part)
+            else:
+                separated[key] = self._separate(expr)
+        return separated
+
+    def _compile(self, name, inputs, outputs, **kwargs):
+        inputs = [part for s in inputs for part in self.parts.get(s, [s])]
+        for key in ("updates", "checks"):
+            if kwargs.get(key):
+                kwargs[key] = {k: self._separate(v) for k, v in kwargs[key].items()}
+        kwargs["epoch"] = None
+        return super()._compile(name, inputs, self._outputs(outputs), **kwargs)
