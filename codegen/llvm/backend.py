@@ -449,6 +449,9 @@ class LLVMEpoch(_Inspectable):
 
     One native call runs every batch of ``order``; ``.step`` is the per-step
     function compiled into the same object (same buffers layout, same code).
+    An epoch can also run as several calls, each on a slice of ``order`` holding whole
+    batches: ``counter_start`` and ``sums_start`` (the sums so far) continue where the
+    call before stopped, so the weights and sums are bit-identical to one call.
     """
 
     def __init__(self, program, layout, compiled, provider, spec, x_input, y_input, sums, counter):
@@ -474,7 +477,9 @@ class LLVMEpoch(_Inspectable):
                 self._bindings.popitem(last=False)
         return found
 
-    def __call__(self, x, y, *rest, batch_size: int, order, counter_start: int = 0) -> EpochResult:
+    def __call__(
+        self, x, y, *rest, batch_size: int, order, counter_start: int = 0, sums_start=None
+    ) -> EpochResult:
         p = self.program
         n_other = len(self._others)
         if len(rest) != n_other + len(self._scalar_slots):
@@ -498,6 +503,9 @@ class LLVMEpoch(_Inspectable):
         data = (ctypes.c_void_p * 3)(x.ctypes.data, y.ctypes.data, order.ctypes.data)
         ints = (ctypes.c_int64 * 5)(total, batch_size, int(counter_start), 0, 0)
         sums = (ctypes.c_double * max(1, len(self.sums)))()
+        if sums_start is not None:  # accumulation goes on from these, in the same order
+            for k, name in enumerate(self.sums):
+                sums[k] = sums_start[name]
         addr = ctypes.addressof
         if total:
             fixed = (addr(data), addr(ints), full.pointers_addr, last.pointers_addr)

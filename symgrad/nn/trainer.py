@@ -33,6 +33,7 @@ import contextlib
 import copy
 import math
 import re
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -351,6 +352,38 @@ class Programs:
             )
             self._cache["gradients"] = CompiledStep(fn, tuple(outputs))
         return self._cache["gradients"]
+
+
+# --------------------------------------------------------------------------
+# The native epoch in a few calls
+
+NATIVE_UPDATE_SECONDS = 0.1
+"""With a progress bar, a native epoch runs as calls of about this long each (whole batches),
+and the bar moves between them; ``benchmarks/bench_progress.py`` measures what it costs."""
+
+FIRST_CALL_BATCHES = 4
+"""Batches of the first call of a ``fit``, before a batch has been timed."""
+
+
+class NativePace:
+    """How many batches the next native call runs so that it takes about ``seconds``.
+
+    ``seconds=None``: everything left in one call. The time per batch is that of the
+    last call, so a slow batch shortens the next call and a fast epoch stays one call.
+    """
+
+    def __init__(self, seconds: float | None):
+        self.seconds, self.per_batch = seconds, None
+
+    def batches(self, remaining: int) -> int:
+        if self.seconds is None:
+            return remaining
+        if self.per_batch is None:
+            return min(remaining, FIRST_CALL_BATCHES)
+        return max(1, min(remaining, int(self.seconds / max(self.per_batch, 1e-9))))
+
+    def timed(self, batches: int, seconds: float) -> None:
+        self.per_batch = seconds / batches
 
 
 # --------------------------------------------------------------------------
@@ -871,9 +904,11 @@ class Trainer(Weighted):
         step = self._train_step()  # compile (and create the optimizer slots) before the clock runs
         native_metrics = self._native_metrics(step, y)
 
+        pace = NativePace(NATIVE_UPDATE_SECONDS)  # kept over the epochs: a batch's time
+
         def run(order, tracker, hooks, where):
             if run.native:
-                self._native_epoch(step, x, y, order, batch_size, tracker, where)
+                self._native_epoch(step, x, y, order, batch_size, tracker, where, hooks, pace)
             else:
                 self._python_epoch(x, y, order, batch_size, tracker, hooks, native_metrics, where)
 
@@ -903,6 +938,7 @@ class Trainer(Weighted):
             order = self._shuffle_rng.permutation(len(x)) if shuffle else None
             train.reset()
             where = {"epoch": epoch, "steps": steps, "history": history}
+            where["progress"] = verbose == 1  # the bar: a native epoch reports as it goes
             try:
                 with np.errstate(all="ignore"):  # overflow becomes inf; the loss guard reports it
                     run_epoch(order, train, hooks, where)
@@ -949,32 +985,57 @@ class Trainer(Weighted):
             tracker.update(loss, yb, predictions, means)
             hooks.on_train_batch_end(batch, tracker.logs())
 
-    def _native_epoch(self, step: CompiledStep, x, y, order, batch_size, tracker, where):
-        """The whole epoch as one native call (``step.function.epoch``); same order, same steps."""
+    def _native_epoch(
+        self, step: CompiledStep, x, y, order, batch_size, tracker, where, hooks=None, pace=None
+    ):
+        """The epoch in native calls (``step.function.epoch``); same order, same steps.
+
+        One call, or with a progress bar (``where["progress"]``) calls of about
+        :data:`NATIVE_UPDATE_SECONDS` each, whole batches apiece, the batch hooks called
+        between them (as Keras's ``steps_per_execution``); the step counter and the
+        sums carry over from call to call, so the result is bit-identical to one call.
+        """
         fn, opt = step.function, self.optimizer
         epoch_fn = fn.epoch
         order = np.arange(len(x)) if order is None else order
         values = opt.scalar_values(fn.scalars, fn.program.dtype)
         scalars = [v for s, v in zip(fn.scalars, values) if s.name != epoch_fn.counter]
         others = [*self._weight_arrays(), *(s.value for s in step.slots)]
-        with self._interrupts:  # a Ctrl-C waits until the epoch and its count are both done
-            try:
-                result = epoch_fn(
-                    x,
-                    y,
-                    *others,
-                    *scalars,
-                    batch_size=batch_size,
-                    order=order,
-                    counter_start=opt.iterations,
-                )
-            except FloatingPointError as err:
-                done = getattr(err, "batch", 0)  # steps completed before the failing one
-                opt.iterations += done
-                raise self._non_finite(err, done, where) from err
-            opt.iterations += result.steps
         keys = [step.outputs[k] for k in step.metric_outputs]
-        tracker.add_epoch(result.sums, result.rows, keys)
+        steps = math.ceil(len(order) / batch_size)
+        pace = pace if pace is not None and where.get("progress") else NativePace(None)
+        done, sums = 0, None  # batches run, sums so far
+        while True:
+            batches = pace.batches(steps - done)
+            if hooks is not None and pace.seconds is not None:
+                hooks.on_train_batch_begin(done)
+            rows = order[done * batch_size : (done + batches) * batch_size]
+            started = time.perf_counter()
+            with self._interrupts:  # a Ctrl-C waits until the call and its count are both done
+                try:
+                    result = epoch_fn(
+                        x,
+                        y,
+                        *others,
+                        *scalars,
+                        batch_size=batch_size,
+                        order=rows,
+                        counter_start=opt.iterations,
+                        sums_start=sums,
+                    )
+                except FloatingPointError as err:
+                    failed = getattr(err, "batch", 0)  # steps of this call before the failing one
+                    opt.iterations += failed
+                    raise self._non_finite(err, done + failed, where) from err
+                opt.iterations += result.steps
+            pace.timed(max(1, result.steps), time.perf_counter() - started)
+            done, sums = done + result.steps, result.sums
+            tracker.reset()  # the epoch so far: the sums are cumulative
+            tracker.add_epoch(sums, min(len(order), done * batch_size), keys)
+            if hooks is not None and pace.seconds is not None:
+                hooks.on_train_batch_end(done - 1, tracker.logs())
+            if done >= steps:
+                break
 
     def evaluate(
         self,
