@@ -31,8 +31,14 @@ class PeerStep:
         return self._step()
 
 
-def torch_sgd_step(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> PeerStep:
-    """PyTorch eager: autograd through the same network, ``torch.optim.SGD`` update."""
+def torch_sgd_step(
+    model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float, momentum: float = 0.0
+) -> PeerStep:
+    """PyTorch eager: autograd through the same network, ``torch.optim.SGD`` update.
+
+    PyTorch's momentum (``b <- momentum b + g``, ``p <- p - lr b``) is Keras's
+    (``v <- momentum v - lr g``, ``p <- p + v``) with ``v = -lr b``.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -41,7 +47,7 @@ def torch_sgd_step(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> P
     x = torch.tensor(X, dtype=dtype)
     y = torch.tensor(Y, dtype=dtype)
     hidden = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[model.activation]
-    optimizer = torch.optim.SGD(params, lr=lr)
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
 
     def loss_fn() -> torch.Tensor:
         a = x
@@ -70,11 +76,8 @@ def torch_sgd_step(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> P
     return PeerStep(step, lambda: [p.detach().numpy().copy() for p in params])
 
 
-def jax_sgd_step(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> PeerStep:
-    """JAX: ``jit(value_and_grad)`` of the same network, parameters donated to the update.
-
-    A float64 model turns on ``jax_enable_x64`` (a process-wide JAX setting).
-    """
+def jax_loss(model: HandMLP):
+    """``loss(params, x, y)`` of the network in JAX (float64 turns on ``jax_enable_x64``)."""
     import jax
     import jax.numpy as jnp
 
@@ -98,19 +101,80 @@ def jax_sgd_step(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> Pee
         p = jnp.clip(p, EPSILON, 1 - EPSILON)
         return -jnp.mean(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
 
-    def update(params, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        return [p - lr * g for p, g in zip(params, grads, strict=True)], loss
+    return loss_fn
 
-    update = jax.jit(update, donate_argnums=0)
-    state = {"params": [jnp.asarray(p) for p in model.params]}
+
+def jax_update(model: HandMLP, lr: float, momentum: float):
+    """``update((params, velocity), (x, y)) -> ((params, velocity), loss)``: one SGD step."""
+    import jax
+
+    loss_fn = jax_loss(model)
+
+    def update(state, batch):
+        params, velocity = state
+        loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+        if momentum:  # Keras's form: v <- momentum v - lr g, p <- p + v
+            velocity = [momentum * v - lr * g for v, g in zip(velocity, grads, strict=True)]
+            params = [p + v for p, v in zip(params, velocity, strict=True)]
+        else:
+            params = [p - lr * g for p, g in zip(params, grads, strict=True)]
+        return (params, velocity), loss
+
+    return update
+
+
+def _jax_state(model: HandMLP):
+    import jax.numpy as jnp
+
+    params = [jnp.asarray(p) for p in model.params]
+    return params, [jnp.zeros_like(p) for p in params] if model.momentum else []
+
+
+def jax_sgd_step(
+    model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float, momentum: float = 0.0
+) -> PeerStep:
+    """JAX: ``jit(value_and_grad)`` of the same network, parameters donated to the update."""
+    import jax
+    import jax.numpy as jnp
+
+    update = jax.jit(jax_update(model, lr, momentum), donate_argnums=0)
+    state = {"s": _jax_state(model)}
     x, y = jnp.asarray(X, model.dtype), jnp.asarray(Y, model.dtype)
 
     def step() -> float:
-        state["params"], loss = update(state["params"], x, y)
+        state["s"], loss = update(state["s"], (x, y))
         return float(loss)  # blocks until the step is done
 
-    return PeerStep(step, lambda: [np.array(p) for p in state["params"]])
+    return PeerStep(step, lambda: [np.array(p) for p in state["s"][0]])
+
+
+def jax_scan_epoch(model: HandMLP, X, Y, batch: int, lr: float, momentum: float = 0.0):
+    """JAX: one jit-compiled ``lax.scan`` over the batches of ``order``; ``run(order) -> mean loss``.
+
+    Rows are gathered inside the compiled function; ``len(order)`` must be a
+    multiple of ``batch``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    update = jax_update(model, lr, momentum)
+
+    def epoch(state, x, y, order):
+        nb = order.shape[0] // batch
+        xb = x[order].reshape(nb, batch, x.shape[1])
+        yb = y[order].reshape(nb, batch, y.shape[1])
+        state, losses = jax.lax.scan(update, state, (xb, yb))
+        return state, losses.mean()
+
+    epoch = jax.jit(epoch, donate_argnums=0)
+    holder = {"s": _jax_state(model)}
+    x, y = jnp.asarray(X, model.dtype), jnp.asarray(Y, model.dtype)
+
+    def run(order) -> float:
+        holder["s"], loss = epoch(holder["s"], x, y, jnp.asarray(order))
+        return float(loss)  # waits for the result
+
+    return run
 
 
 def peer_steps(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> dict[str, PeerStep]:

@@ -50,17 +50,31 @@ def sgd_step(
     name="sgd_step",
     epoch=False,
     cache=True,
+    momentum: float = 0.0,
 ):
     """``loss = step(X, Y, W1, b1, ..., lr)`` with the parameters updated in place by plain SGD.
 
+    ``momentum`` > 0: SGD with momentum as Keras writes it, one velocity input
+    per parameter after the parameters (``v <- momentum v - lr g``, ``p <- p + v``):
+    ``step(X, Y, W1, b1, ..., vW1, vb1, ..., lr)``.
     ``epoch=True`` (LLVM) also compiles the whole-epoch entry, ``step.epoch``;
     ``cache=False`` bypasses the disk cache.
     """
     grads = symgrad.gradients(graph.loss, graph.params, context=[graph.output])
     lr = sp.Symbol("lr", positive=True)
-    updates = {w: E.sub(w, E.scale(lr, E.name(f"d{w.name}", grads.raw[w]))) for w in graph.params}
+    velocities = [E.matrix(f"v{w.name}", *w.shape) for w in graph.params] if momentum else []
+    updates = {}
+    for k, w in enumerate(graph.params):
+        step = E.scale(lr, E.name(f"d{w.name}", grads.raw[w]))
+        if momentum:
+            v = velocities[k]
+            new_v = E.name(f"v{w.name}_new", E.sub(E.scale(sp.nsimplify(momentum), v), step))
+            updates[v] = new_v
+            updates[w] = E.add(w, new_v)
+        else:
+            updates[w] = E.sub(w, step)
     return symgrad.compile(
-        [graph.X, graph.Y, *graph.params],
+        [graph.X, graph.Y, *graph.params, *velocities],
         {"loss": graph.loss},
         updates=updates,
         scalars=[lr],

@@ -92,6 +92,7 @@ class HandMLP:
         loss: str = "cce",
         dtype: np.dtype | type = np.float32,
         seed: int = 0,
+        momentum: float = 0.0,
     ):
         if len(sizes) < 2 or any(int(h) < 1 for h in sizes):
             raise ValueError(f"sizes must list at least two positive widths. Received: {sizes=}")
@@ -102,6 +103,9 @@ class HandMLP:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64. Received: dtype={self.dtype}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1). Received: {momentum=}")
+        self.momentum = float(momentum)
         self.sizes = [int(h) for h in sizes]
         self.activation, self.output, self.loss_name = activation, output, loss
         rng = np.random.default_rng(seed)
@@ -111,6 +115,8 @@ class HandMLP:
             self.params.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(self.dtype))
             self.params.append(np.zeros(fan_out, self.dtype))
         self.grads = [np.empty_like(p) for p in self.params]
+        # SGD with momentum (Keras's form): v <- momentum v - lr g, p <- p + v
+        self.velocity = [np.zeros_like(p) for p in self.params] if momentum else []
         self._buffers: dict[int, _Buffers] = {}
 
     # -- weights ---------------------------------------------------------------
@@ -158,7 +164,8 @@ class HandMLP:
         return loss, self.grads
 
     def sgd_step(self, X: np.ndarray, Y: np.ndarray, lr: float) -> float:
-        """One plain SGD step ``p -= lr * dL/dp`` on the batch; returns the loss before it."""
+        """One SGD step on the batch (``p -= lr * dL/dp``, or with ``momentum`` as Keras);
+        returns the loss before it."""
         X, Y = self._check(X, Y)
         buf = self._buffers_for(len(X))
         self._forward(X, buf)
@@ -322,7 +329,7 @@ class HandMLP:
         """Reverse sweep from G[-1] = dL/dZ_out; with ``update``, p -= grad once it is used."""
         for l in reversed(range(len(buf.Z))):
             G = buf.G[l]
-            W, b = self.params[2 * l], self.params[2 * l + 1]
+            W = self.params[2 * l]
             dW, db = self.grads[2 * l], self.grads[2 * l + 1]
             A_prev = X if l == 0 else buf.Z[l - 1]
             np.matmul(A_prev.T, G, out=dW)  # dL/dW = A_prev^T dZ
@@ -332,8 +339,19 @@ class HandMLP:
                 np.matmul(G, W.T, out=G_prev)  # dL/dA_prev = dZ W^T (before W changes)
                 self._activation_backward(G_prev, A_prev, buf.S[l - 1])
             if update:
-                np.subtract(W, dW, out=W)
-                np.subtract(b, db, out=b)
+                self._update(2 * l)
+                self._update(2 * l + 1)
+
+    def _update(self, k: int) -> None:
+        """p -= lr g (grads hold lr g), or with momentum v = momentum v - lr g, p += v."""
+        p, scaled = self.params[k], self.grads[k]
+        if not self.momentum:
+            np.subtract(p, scaled, out=p)
+            return
+        v = self.velocity[k]
+        np.multiply(v, self.momentum, out=v)
+        np.subtract(v, scaled, out=v)
+        np.add(p, v, out=p)
 
     def _activation_backward(self, G: np.ndarray, A: np.ndarray, S: np.ndarray) -> None:
         """G <- G * act'(Z), written with the forward output A = act(Z)."""

@@ -50,6 +50,20 @@ def test_sgd_step_is_params_minus_lr_grads(rng, activation, output, loss):
         np.testing.assert_allclose(p, e, rtol=1e-12, atol=1e-15)
 
 
+def test_momentum_steps_follow_keras_form(rng):
+    """v <- 0.9 v - lr g, p <- p + v, over two steps (the velocity carries over)."""
+    model = HandMLP([4, 6, 2], "tanh", "softmax", "cce", dtype=np.float64, momentum=0.9)
+    X, Y = rng.standard_normal((5, 4)), make_targets(rng, 5, 2, "softmax", "cce")
+    velocity = [np.zeros_like(p) for p in model.params]
+    for _ in range(2):
+        _, grads = model.loss_and_grads(X, Y)
+        velocity = [0.9 * v - 0.3 * g for v, g in zip(velocity, grads, strict=True)]
+        expected = [p + v for p, v in zip(model.params, velocity, strict=True)]
+        model.sgd_step(X, Y, lr=0.3)
+        for p, e in zip(model.params, expected, strict=True):
+            np.testing.assert_allclose(p, e, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize(("activation", "output", "loss"), CASES, ids=IDS)
 def test_extreme_inputs_give_finite_loss_and_grads(rng, activation, output, loss):
     model = HandMLP([3, 4, 2], activation, output, loss, dtype=np.float32)
@@ -95,6 +109,7 @@ def test_softmax_is_stable_and_sums_to_one():
         ({"activation": "gelu"}, "activation='gelu'"),
         ({"output": "linear", "loss": "cce"}, "output='linear', loss='cce'"),
         ({"dtype": np.int32}, "dtype=int32"),
+        ({"momentum": 1.5}, "momentum=1.5"),
     ],
 )
 def test_bad_arguments_are_quoted(kwargs, message):
