@@ -238,26 +238,57 @@ _THREAD_COUNTS = (
     "openblas_get_num_threads64_",
     "openblas_get_num_threads",
 )
+_SET_THREAD_COUNTS = (
+    "scipy_openblas_set_num_threads64_",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
 
 
-def threads(found: Provider) -> int | None:
-    """How many threads the provider's gemm uses now (OpenBLAS says; None when unknown).
+def _library_function(found: Provider, names: tuple[str, ...]):
+    """The first of ``names`` in the very library the compiled code calls, or None.
 
     Loading an already loaded path again gives the same instance (``dlopen``
-    counts references), so this asks the very library the compiled code calls.
+    counts references), so this reaches the provider's own thread pool.
     """
     if found.path is None or found.abi == "fortran32":
-        return 1 if found is GENERATED else None
+        return None
     try:
         lib = ctypes.CDLL(found.path, mode=os.RTLD_LOCAL)
     except OSError:
         return None
-    for name in _THREAD_COUNTS:
+    for name in names:
         fn = getattr(lib, name, None)
         if fn is not None:
-            fn.restype = ctypes.c_int
-            return int(fn())
+            return fn
     return None
+
+
+def threads(found: Provider) -> int | None:
+    """How many threads the provider's gemm uses now (OpenBLAS says; None when unknown)."""
+    if found is GENERATED:
+        return 1
+    fn = _library_function(found, _THREAD_COUNTS)
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_int
+    return int(fn())
+
+
+def set_threads(found: Provider, count: int) -> bool:
+    """Let the provider's gemm use ``count`` threads from now on (OpenBLAS); False if it cannot.
+
+    Only symgrad's instance changes when it is a private copy; NumPy's own
+    instance (when that is the provider) changes for NumPy too.
+    """
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer; received: count={count!r}")
+    fn = _library_function(found, _SET_THREAD_COUNTS)
+    if fn is None:
+        return False
+    fn.argtypes, fn.restype = [ctypes.c_int], None
+    fn(count)
+    return True
 
 
 def _scipy_cython_blas() -> Provider | None:
