@@ -40,7 +40,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from symgrad.distributed import trials
 from symgrad.nn import optimizers as optimizers_module
@@ -309,10 +309,11 @@ class _SymgradEstimator(BaseEstimator):
             _MODELS.end_loan(self)
         self.model_, self._structure = model, key
 
-    def _train(self, x: np.ndarray, targets: np.ndarray, epochs: int) -> None:
+    def _train(self, x: np.ndarray, targets: np.ndarray, epochs: int, weights=None) -> None:
         history = self.model_.fit(
             x,
             targets,
+            sample_weight=weights,
             batch_size=self.batch_size,
             epochs=epochs,
             verbose=self.verbose,
@@ -322,10 +323,10 @@ class _SymgradEstimator(BaseEstimator):
         )
         self.history_ = history.history
 
-    def _continue(self, x: np.ndarray, targets: np.ndarray) -> None:
+    def _continue(self, x: np.ndarray, targets: np.ndarray, weights=None) -> None:
         """One more epoch on ``(x, targets)``, keeping the weights; ``history_`` grows."""
         before = getattr(self, "history_", {})
-        self._train(x, targets, 1)
+        self._train(x, targets, 1, weights)
         self.history_ = {k: [*before.get(k, []), *v] for k, v in self.history_.items()}
 
     def _outputs(self, X) -> np.ndarray:
@@ -347,15 +348,18 @@ class SymgradClassifier(ClassifierMixin, _SymgradEstimator):
     >>> SymgradClassifier(model__units=32, epochs=20).fit(x, labels).predict_proba(x[:2])
     """
 
-    def fit(self, X, y):
-        """Fresh weights, ``epochs`` epochs on ``(X, y)``."""
+    def fit(self, X, y, sample_weight=None):
+        """Fresh weights, ``epochs`` epochs on ``(X, y)``; each sample's loss weighted by
+        ``sample_weight`` (``sklearn.utils.class_weight.compute_sample_weight("balanced", y)``
+        weighs the classes alike)."""
         x, y = validate_data(self, X, y, reset=True, dtype=FLOATS)
         self._set_classes(y, None)
+        weights = _sample_weights(sample_weight, len(y))
         self._start(self._meta(x))
-        self._train(x, self._targets(y), self.epochs)
+        self._train(x, self._targets(y), self.epochs, weights)
         return self
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on ``(X, y)``, keeping the weights; the first call needs ``classes``
         (every label the model will see), as scikit-learn's incremental classifiers."""
         first = not hasattr(self, "model_")
@@ -373,7 +377,7 @@ class SymgradClassifier(ClassifierMixin, _SymgradEstimator):
                 f"classes differ from those of the first call ({self.classes_.tolist()}). "
                 f"Received: classes={np.asarray(classes).tolist()}"
             )
-        self._continue(x, self._targets(y))
+        self._continue(x, self._targets(y), _sample_weights(sample_weight, len(y)))
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -449,17 +453,19 @@ class SymgradRegressor(RegressorMixin, _SymgradEstimator):
     >>> SymgradRegressor(model__units=16, epochs=50).fit(x, y).predict(x[:2])
     """
 
-    def fit(self, X, y):
-        """Fresh weights, ``epochs`` epochs on ``(X, y)``."""
+    def fit(self, X, y, sample_weight=None):
+        """Fresh weights, ``epochs`` epochs on ``(X, y)``; each sample's loss weighted by
+        ``sample_weight``."""
         x, y = validate_data(
             self, X, y, reset=True, dtype=FLOATS, y_numeric=True, multi_output=True
         )
+        weights = _sample_weights(sample_weight, len(y))
         self._set_outputs(y)
         self._start(self._meta(x))
-        self._train(x, self._targets(y), self.epochs)
+        self._train(x, self._targets(y), self.epochs, weights)
         return self
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch on ``(X, y)``, keeping the weights (the first call starts them)."""
         first = not hasattr(self, "model_")
         x, y = validate_data(
@@ -468,7 +474,7 @@ class SymgradRegressor(RegressorMixin, _SymgradEstimator):
         if first:
             self._set_outputs(y)
             self._start(self._meta(x))
-        self._continue(x, self._targets(y))
+        self._continue(x, self._targets(y), _sample_weights(sample_weight, len(y)))
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -508,6 +514,13 @@ class SymgradRegressor(RegressorMixin, _SymgradEstimator):
                 f"Received: y of shape {y.shape}"
             )
         return y
+
+
+def _sample_weights(sample_weight, n: int) -> np.ndarray | None:
+    """``sample_weight`` as float64 of shape ``(n,)`` (the model checks its values), or None."""
+    if sample_weight is None:
+        return None
+    return _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
