@@ -15,6 +15,10 @@ module, then optimized and JIT-linked).
 - **warm**: the same directory again after one run filled it: the lowered
   program and the object code come from disk.
 
+"first call" is the first ``train_on_batch`` after ``compile`` (32 rows).
+``--profile N`` runs one cold and one warm process under cProfile instead and
+prints the N costliest calls of compile + first call (cumulative time).
+
 Each run is a new Python process; the time of ``import symgrad...`` is
 reported separately from ``model.compile(...)``. Cold runs also report where
 the time went.
@@ -67,37 +71,112 @@ def timed(module, name, label):
     setattr(module, name, g)
 for stage in stages:
     timed(*stage)
+profiler = None
+if len(sys.argv) > 3 and sys.argv[3] == "profile":
+    import cProfile
+    profiler = cProfile.Profile()
+    profiler.enable()
 t = time.perf_counter()
 model = Sequential([Dense(128, activation="relu", input_dim=64), Dense(64, activation="relu"),
                     Dense(10, activation="softmax")])
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
               backend=backend, dtype="float32", seed=0)
 compiled = time.perf_counter() - t
-print(json.dumps({"import": imported, "compile": compiled, "phases": phases}))
+rng = np.random.default_rng(0)
+x, y = rng.random((32, 64), dtype=np.float32), rng.integers(0, 10, 32)
+t = time.perf_counter()
+model.train_on_batch(x, y)
+first_call = time.perf_counter() - t
+profiled = {}
+if profiler is not None:
+    import pstats
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    wanted = {(path, name): label for path, name, label in json.loads(sys.argv[5])}
+    for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items():
+        for (suffix, fn), label in wanted.items():
+            if name == fn and path.replace("\\", "/").endswith(suffix):
+                profiled[label] = profiled.get(label, 0.0) + cumulative
+    stats.sort_stats("cumulative").print_stats(int(sys.argv[4]))
+print(json.dumps({"import": imported, "compile": compiled, "first": first_call, "phases": phases,
+                  "profiled": profiled}))
 """
 
+# Functions whose cumulative time (under cProfile) the profile table lists: (file, function, label).
+PROFILED = [
+    ("symgrad/nn/trainer.py", "add_loss", "derive (loss, gradients)"),
+    ("symgrad/simplify/rebuild.py", "simplify", "simplify"),
+    ("symgrad/lower/lowering.py", "lower", "lower to IR"),
+    ("symgrad/lower/lowering.py", "_comment", "- of which the formula comments"),
+    ("codegen/llvm/module.py", "generate_ir", "LLVM IR text"),
+    ("codegen/llvm/module.py", "_build_step_impl", "- of which the step's kernels"),
+    ("codegen/llvm/module.py", "annotated", "- of which the module as text"),
+    ("codegen/llvm/jit.py", "optimize", "LLVM O3 passes"),
+    ("llvmlite/binding/targets.py", "emit_object", "LLVM machine code"),
+    ("codegen/cache.py", "load", "disk cache reads"),
+    ("codegen/llvm/jit.py", "__init__", "JIT link (LoadedObject)"),
+    ("symgrad/nn/trainer.py", "train_on_batch", "first call (train_on_batch)"),
+]
 
-def run_child(backend: str, cache_dir: str) -> dict:
+
+def run_child(backend: str, cache_dir: str, profile: int = 0) -> dict:
+    """One fresh process: its timings; with ``profile`` > 0 also ``"profile"``, the text of
+    cProfile's ``profile`` most expensive calls (cumulative) of compile + first call."""
     env = dict(os.environ, SYMGRAD_CACHE_DIR=cache_dir)
     stages = STAGES["common"] + STAGES.get(backend, [])
+    extra = ["profile", str(profile), json.dumps(PROFILED)] if profile else []
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, backend, json.dumps(stages)],
+        [sys.executable, "-c", CHILD, backend, json.dumps(stages), *extra],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    if profile:
+        result["profile"] = "\n".join(lines[:-1])
+    return result
+
+
+def profile(backend: str, top: int) -> None:
+    """One cold and one warm process under cProfile: the stage table, then the costliest calls."""
+    with tempfile.TemporaryDirectory() as cache:
+        cold = run_child(backend, cache, profile=top)
+        warm = run_child(backend, cache, profile=top)
+    total = {name: r["compile"] + r["first"] for name, r in (("cold", cold), ("warm", warm))}
+    print(
+        f"{backend}: compile + first call under cProfile: cold {total['cold']:.3f} s, "
+        f"warm {total['warm']:.3f} s\n"
+    )
+    print("| stage (cumulative, under cProfile) | cold (s) | share | warm (s) |")
+    print("| --- | ---: | ---: | ---: |")
+    for _, _, label in PROFILED:
+        c, w = cold["profiled"].get(label, 0.0), warm["profiled"].get(label, 0.0)
+        if c or w:
+            print(f"| {label} | {c:.3f} | {c / total['cold']:.0%} | {w:.3f} |")
+    for name, result in (("cold", cold), ("warm", warm)):
+        print(f"\n{backend}, {name}: the {top} costliest calls\n\n{result['profile']}")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--backends", nargs="+", default=["llvm", "numpy"], choices=["llvm", "numpy"])
+    ap.add_argument(
+        "--profile", type=int, default=0, help="print the N costliest calls, cold and warm"
+    )
     args = ap.parse_args(argv)
+    if args.profile:
+        for backend in args.backends:
+            profile(backend, args.profile)
+        return
     print(f"{args.runs} fresh processes per row; medians (min-max) in seconds\n")
-    print("| backend | cache | `model.compile` | import | where the time went (cold, median) |")
-    print("| --- | --- | ---: | ---: | --- |")
+    print(
+        "| backend | cache | `model.compile` | first call | import "
+        "| where the time went (cold, median) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | --- |")
     for backend in args.backends:
         cold = []
         for _ in range(args.runs):
@@ -114,9 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         for name, rows, detail in (("cold", cold, parts), ("warm", warm, "")):
             c = [r["compile"] for r in rows]
             i = [r["import"] for r in rows]
+            f = [r["first"] for r in rows]
             print(
                 f"| {backend} | {name} | {statistics.median(c):.3f} ({min(c):.3f}-{max(c):.3f}) "
-                f"| {statistics.median(i):.3f} | {detail} |"
+                f"| {statistics.median(f):.3f} | {statistics.median(i):.3f} | {detail} |"
             )
 
 

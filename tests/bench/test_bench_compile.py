@@ -19,3 +19,11 @@ def test_child_times_every_stage(backend):
     assert sorted(result["phases"]) == sorted(label for _, _, label in labels)
     assert all(seconds > 0 for seconds in result["phases"].values())
     assert result["compile"] > 0
+
+
+def test_profile_finds_every_stage():
+    """``--profile``: each function the stage table names is found in a cold LLVM compile."""
+    with tempfile.TemporaryDirectory() as empty:
+        result = bench_compile.run_child("llvm", empty, profile=3)
+    assert sorted(result["profiled"]) == sorted(label for _, _, label in bench_compile.PROFILED)
+    assert result["first"] > 0 and "function calls" in result["profile"]
