@@ -434,7 +434,8 @@ def compile_program(
 
 @dataclass(frozen=True)
 class EpochResult:
-    """``sums[name]``: sum over batches of (batch rows x output); ``rows`` = len(order)."""
+    """``sums[name]``: sum over batches of (batch rows x output) -- a float for a (1, 1)
+    output, an array for a (1, k) one; ``rows`` = len(order)."""
 
     sums: dict[str, float]
     rows: int
@@ -502,16 +503,19 @@ class LLVMEpoch(_Inspectable):
         self.step._store_scalars(scalars, self._scalar_slots, rest[n_other:])
         data = (ctypes.c_void_p * 3)(x.ctypes.data, y.ctypes.data, order.ctypes.data)
         ints = (ctypes.c_int64 * 5)(total, batch_size, int(counter_start), 0, 0)
-        sums = (ctypes.c_double * max(1, len(self.sums)))()
+        widths = self.spec.widths()
+        sums = (ctypes.c_double * max(1, sum(widths)))()
         if sums_start is not None:  # accumulation goes on from these, in the same order
-            for k, name in enumerate(self.sums):
-                sums[k] = sums_start[name]
+            at = 0
+            for name, width in zip(self.sums, widths):
+                sums[at : at + width] = [float(v) for v in np.atleast_1d(sums_start[name])]
+                at += width
         addr = ctypes.addressof
         if total:
             fixed = (addr(data), addr(ints), full.pointers_addr, last.pointers_addr)
             if self._entry(*fixed, addr(scalars), addr(sums)):
                 self._guard_failed(batch=ints[3], guard=ints[4])
-        return EpochResult({name: sums[k] for k, name in enumerate(self.sums)}, total, ints[3])
+        return EpochResult(_named_sums(self.sums, widths, sums), total, ints[3])
 
     def _check_data(self, x, y, batch_size, order) -> np.ndarray:
         """Validate X, Y, batch_size and order; returns order as contiguous int64."""
@@ -547,6 +551,15 @@ class LLVMEpoch(_Inspectable):
         )
         err.batch = batch
         raise err
+
+
+def _named_sums(names, widths, sums) -> dict:
+    """The flat ``sums`` buffer cut into one float per (1, 1) output, one array per (1, k)."""
+    out, at = {}, 0
+    for name, width in zip(names, widths):
+        out[name] = sums[at] if width == 1 else np.array(sums[at : at + width])
+        at += width
+    return out
 
 
 def compile_epoch(

@@ -14,7 +14,8 @@ The ``.py`` entry reads the ndarray data pointers straight out of the Python
 argument tuples (offsets checked at import), so a call from Python needs no
 per-array pointer extraction. The epoch entry loops over batches: gathers the
 rows listed in ``order`` into the batch buffers, sets the step counter, calls
-``step_impl`` and accumulates the (1, 1) ``sums`` outputs weighted by batch rows.
+``step_impl`` and accumulates the (1, k) ``sums`` outputs weighted by batch rows
+(into ``sums``, the outputs' entries one after the other).
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class EpochSpec:
     y_width: int
     counter: int | None  # index into program.scalars
     sum_slots: tuple[int, ...]
+    sum_widths: tuple[int, ...] = ()  # entries of each (1, k) sum; () = all (1, 1)
+
+    def widths(self) -> tuple[int, ...]:
+        return self.sum_widths or (1,) * len(self.sum_slots)
 
 
 def generate_ir(
@@ -259,11 +264,15 @@ def _build_epoch(module, program, spec: EpochSpec, step, fmt) -> None:
         store(b, I64, b.sext(status, I64), ints, i64(4))
         b.branch(fail)
         b.position_at_end(ok)
-        weight = b.sitofp(n, F64)
-        for k, slot in enumerate(spec.sum_slots):  # sums[k] += n * value
-            value = load(b, ty, load(b, PTR, bufs, i64(slot)), i64(0))
-            value = value if fmt.bits == 64 else b.fpext(value, F64)
-            store(b, F64, b.fadd(load(b, F64, sums, i64(k)), b.fmul(weight, value)), sums, i64(k))
+        weight, at = b.sitofp(n, F64), 0
+        for slot, width in zip(spec.sum_slots, spec.widths()):  # sums[at + j] += n * value[j]
+            out = load(b, PTR, bufs, i64(slot))
+            for j in range(width):
+                value = load(b, ty, out, i64(j))
+                value = value if fmt.bits == 64 else b.fpext(value, F64)
+                total = b.fadd(load(b, F64, sums, i64(at + j)), b.fmul(weight, value))
+                store(b, F64, total, sums, i64(at + j))
+            at += width
 
     for_range(b, steps, one_step)
     store(b, I64, steps, ints, i64(3))
@@ -318,10 +327,12 @@ def epoch_spec(program: Program, layout: Layout, x_input, y_input, sums, counter
             )
     outputs = {v.name: v for v in program.outputs}
     for name in sums:
-        if name not in outputs or tuple(outputs[name].shape) != (1, 1):
+        shape = tuple(sp.sympify(d) for d in outputs[name].shape) if name in outputs else ()
+        if len(shape) != 2 or shape[0] != 1 or not shape[1].is_Integer:
             raise ValueError(
-                f"sums entry {name!r} must be a (1, 1) output of {program.name}; outputs: {list(outputs)}"
+                f"sums entry {name!r} must be a (1, k) output of {program.name}; outputs: {list(outputs)}"
             )
+    sum_widths = tuple(int(outputs[name].shape[1]) for name in sums)
     scalar_names = [str(s) for s in program.scalars]
     if counter is not None and counter not in scalar_names:
         raise ValueError(
@@ -334,4 +345,5 @@ def epoch_spec(program: Program, layout: Layout, x_input, y_input, sums, counter
         widths[1],
         None if counter is None else scalar_names.index(counter),
         tuple(layout.slot_of[name] for name in sums),
+        sum_widths if any(w != 1 for w in sum_widths) else (),
     )

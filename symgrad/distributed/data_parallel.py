@@ -72,7 +72,8 @@ class _Worker:
 
 
 class GradientWorker(_Worker):
-    """A sync worker: its shard of each global batch -> (loss x rows, metric sums, gradients)."""
+    """A sync worker: its shard of each global batch -> (loss x rows, each metric's
+    {statistic: sum}, gradients)."""
 
     def __init__(self, config: dict, data, index: int, count: int):
         self.model = replica(config)
@@ -101,12 +102,14 @@ class GradientWorker(_Worker):
         """Rows ``order[start:stop]`` of the epoch are the global batch; this worker's shard."""
         rows = np.array_split(self.order[start:stop], self.count)[self.index]
         if len(rows) == 0:
-            return 0, 0.0, [0.0] * len(self.metrics), None
+            return 0, 0.0, [{} for _ in self.metrics], None
         x, y = self.x[rows], self.y[rows]
         with np.errstate(all="ignore"):
             outs = self.program(x, y, *weights)
         grads = list(outs[2:] if self.metrics else outs[1:])
-        sums = [float(np.sum(m.values(y, outs[1]), dtype=np.float64)) for m in self.metrics]
+        sums = [
+            m.batch_sums(y.astype(np.float64), outs[1].astype(np.float64)) for m in self.metrics
+        ]
         return len(rows), float(outs[0][0, 0]) * len(rows), sums, grads
 
 
@@ -134,7 +137,8 @@ class ReplicaWorker(_Worker):
                 self.x, self.y, batch_size, epochs, 0, [], None, shuffle, 0, run
             )
         logs = {k: v[-1] for k, v in history.history.items()}
-        return len(self.x), logs, _state(model)
+        metric_sums = [dict(m.state) for m in model._metric_objects()]  # of the last epoch
+        return len(self.x), logs, _state(model), metric_sums
 
 
 def _state(model) -> dict:
@@ -242,7 +246,6 @@ class _SyncEpochs(_Epochs):
         model = self.model
         order = np.arange(self.total) if order is None else order
         self.gather([a.set_order.remote(order) for a in self.actors], "the epoch's order", where)
-        keys = [m.name for m in tracker.metrics]
         for batch, start in enumerate(range(0, len(order), self.batch_size)):
             hooks.on_train_batch_begin(batch)
             stop = min(start + self.batch_size, len(order))
@@ -256,9 +259,11 @@ class _SyncEpochs(_Epochs):
                 self._apply(parts, rows, loss)
             except FloatingPointError as err:
                 raise model._non_finite(err, batch, where) from err
-            sums = {"loss": loss * rows}
-            sums.update({k: sum(p[2][i] for p in parts) for i, k in enumerate(keys)})
-            tracker.add_epoch(sums, rows, keys)
+            tracker.add(
+                loss * rows,
+                rows,
+                [_summed(p[2][i] for p in parts) for i in range(len(tracker.metrics))],
+            )
             hooks.on_train_batch_end(batch, tracker.logs())
 
     def _apply(self, parts, rows: int, loss: float) -> None:
@@ -273,6 +278,15 @@ class _SyncEpochs(_Epochs):
         with self.model._interrupts:
             fn(*self.model._weight_arrays(), *grads, *slots, *scalars)
             opt.iterations += 1
+
+
+def _summed(parts) -> dict:
+    """{statistic: sum} of the workers' metric statistics (a worker without rows has none)."""
+    total: dict = {}
+    for sums in parts:
+        for key, value in sums.items():
+            total[key] = total[key] + value if key in total else value
+    return total
 
 
 def _update_program(model):
@@ -340,6 +354,5 @@ class _LocalEpochs(_Epochs):
         for var, values in zip(model.optimizer.variables, zip(*(s["slots"] for s in states))):
             var.value[...] = mean(values)
         model.optimizer.iterations = max(s["iterations"] for s in states)
-        keys = [m.name for m in tracker.metrics]
-        sums = {k: sum(p[0] * p[1][k] for p in parts) for k in ("loss", *keys)}
-        tracker.add_epoch(sums, rows, keys)
+        metric_sums = [_summed(p[3][i] for p in parts) for i in range(len(tracker.metrics))]
+        tracker.add(sum(p[0] * p[1]["loss"] for p in parts), rows, metric_sums)

@@ -30,52 +30,134 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
 from symgrad import core as E
-from symgrad.nn.validation import from_identifier
+from symgrad.nn.validation import from_identifier, non_negative_int, positive_int, show
 
 _p, _y, _c = sp.symbols("p y c", real=True)
 
 
 class Metric:
-    """Base class: ``values(y_true, y_pred) -> per-sample values``; running mean."""
+    """Keras's ``Metric``: ``update_state`` / ``result`` / ``reset_state`` over summed statistics.
+
+    The state is a dict of float64 sums (each a 1-D array, one entry per threshold,
+    class or column) plus ``count``, the samples seen (their total weight with a
+    ``sample_weight``).  A batch adds its sums -- computed in NumPy by
+    ``batch_sums`` or, in the compiled step, by ``batch_means`` (the same sums
+    over the batch rows, as (1, k) formulas) -- and ``result`` reads the value off
+    the state at the end, so a metric of an epoch is that of all its samples
+    together, never a mean of batch values.
+
+    This base class is the mean of per-sample ``values`` (Keras's
+    ``MeanMetricWrapper``): a subclass gives ``values`` and, for the compiled
+    step, ``batch_mean``.  Stateful metrics (``Precision``, ``AUC``...) give
+    ``batch_sums``, ``batch_means`` and ``result``.
+    """
 
     default_name = "metric"
-    needs_one_hot = False  # batch_mean is exact only for one-hot targets
+    needs_one_hot = False  # its formulas are exact only for one-hot targets
 
     def __init__(self, name: str | None = None):
         self.name = name or self.default_name
         self.reset_state()
 
     def reset_state(self) -> None:
-        self.total = 0.0
-        self.count = 0
+        self.state: dict[str, np.ndarray] = {}
+        self.count = 0.0
 
     def values(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must define values(y_true, y_pred) (a mean metric) "
+            "or batch_sums and result (a stateful one)"
+        )
 
     def batch_mean(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr | None:
         """Mean of ``values`` over the batch as a (1, 1) formula of ``Y`` and ``P``; None: NumPy only."""
         return None
 
+    def batch_sums(self, y_true, y_pred, sample_weight=None) -> dict[str, np.ndarray]:
+        """The batch's contribution to each statistic: ``{name: 1-D sum over its samples}``."""
+        return {"total": _weighted_sum(self.values(y_true, y_pred), sample_weight)}
+
+    def batch_means(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> dict[str, MatrixExpr] | None:
+        """``batch_sums / rows`` as (1, k) formulas (the epoch weights them by the rows)."""
+        mean = self.batch_mean(y_true, y_pred)
+        return None if mean is None else {"total": mean}
+
+    def add_sums(self, sums: dict, count: float) -> None:
+        """Add a batch's statistics (``count``: its samples, or their total weight)."""
+        for key, value in sums.items():
+            value = np.atleast_1d(np.asarray(value, dtype=np.float64))
+            self.state[key] = self.state[key] + value if key in self.state else value
+        self.count += count
+
     def add_batch_mean(self, mean: float, rows: int) -> None:
         """Count a batch whose ``batch_mean`` was computed by the compiled step."""
-        self.total += mean * rows
-        self.count += rows
+        self.add_sums({"total": mean * rows}, rows)
 
-    def update_state(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
-        v = self.values(y_true, y_pred)
-        self.total += float(np.sum(v, dtype=np.float64))
-        self.count += len(v)
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        """Add a batch of targets and predictions (arrays; 1-D means one column)."""
+        y_true, y_pred, weight = _batch(y_true, y_pred, sample_weight, self.name)
+        count = len(y_true) if weight is None else float(np.sum(weight))
+        self.add_sums(self.batch_sums(y_true, y_pred, weight), count)
 
-    def result(self) -> float:
+    @property
+    def total(self) -> float:
+        return float(self.state["total"][0]) if "total" in self.state else 0.0
+
+    def result(self):
         return self.total / self.count if self.count else 0.0
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """Keras's call: ``update_state`` then ``result``."""
+        self.update_state(y_true, y_pred, sample_weight)
+        return self.result()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _weighted_sum(per_sample: np.ndarray, sample_weight) -> np.ndarray:
+    """Sum over the samples (axis 0) of per-sample values, each times its weight."""
+    per_sample = np.asarray(per_sample, dtype=np.float64)
+    if sample_weight is None:
+        return np.atleast_1d(per_sample.sum(axis=0))
+    return np.atleast_1d(np.tensordot(sample_weight, per_sample, axes=1))
+
+
+def _as_2d(values, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be 1-D or 2-D, one row per sample. Received: {name} with shape {array.shape}"
+        )
+    return array
+
+
+def _batch(y_true, y_pred, sample_weight, metric: str):
+    """Targets and predictions as 2-D float64 arrays of one shape; weights as 1-D or None."""
+    y_true, y_pred = _as_2d(y_true, "y_true"), _as_2d(y_pred, "y_pred")
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"Metric {metric!r}: y_true and y_pred must have the same shape. "
+            f"Received: y_true with shape {y_true.shape}, y_pred with shape {y_pred.shape}"
+        )
+    if sample_weight is None:
+        return y_true, y_pred, None
+    weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if weight.shape != (len(y_true),) or not np.all(np.isfinite(weight)) or np.any(weight < 0):
+        raise ValueError(
+            f"Metric {metric!r}: sample_weight must hold one finite weight >= 0 per sample "
+            f"({len(y_true)}). Received: sample_weight={sample_weight!r}"
+        )
+    return y_true, y_pred, weight
 
 
 class BinaryAccuracy(Metric):
@@ -143,15 +225,581 @@ class MeanAbsoluteError(Metric):
         return E.mean(E.elementwise(sp.Lambda((_p, _y), sp.Abs(_p - _y)), y_pred, y_true))
 
 
+class RootMeanSquaredError(MeanSquaredError):
+    """``sqrt(mean over samples of the mean squared error)``: the root of the epoch's MSE."""
+
+    default_name = "root_mean_squared_error"
+
+    def result(self):
+        return float(np.sqrt(super().result()))
+
+
+# --------------------------------------------------------------------------
+# Top-k: a mean metric. A sample is a hit when fewer than k classes score strictly
+# higher than its label (TensorFlow's in_top_k: classes tied at the k-th place are in).
+
+
+class TopKCategoricalAccuracy(Metric):
+    """1 where the label (one-hot ``y_true``) is among the ``k`` largest predictions."""
+
+    default_name = "top_k_categorical_accuracy"
+    needs_one_hot = True
+
+    def __init__(self, k: int = 5, name: str | None = None):
+        self.k = positive_int(k, "k")
+        super().__init__(name)
+
+    def values(self, y_true, y_pred):
+        label_p = np.sum(y_true * y_pred, axis=-1, keepdims=True)  # P[i, y_i] for one-hot rows
+        return (np.sum(y_pred > label_p, axis=-1) < self.k).astype(np.float64)
+
+    def batch_mean(self, y_true, y_pred):
+        n, k = y_pred.shape
+        label_p = E.row_sum(E.hadamard(y_true, y_pred))
+        larger = sp.Lambda((_p, _c), sp.Heaviside(_p - _c, 0))  # [p > c]
+        above = E.row_sum(E.elementwise(larger, y_pred, E.broadcast_cols(label_p, k)))
+        hit = sp.Lambda(_c, sp.Heaviside(self.k - sp.Rational(1, 2) - _c, 0))  # [above < k]
+        return E.scale(1 / n, E.total(E.elementwise(hit, above)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k}, name={self.name!r})"
+
+
+class SparseTopKCategoricalAccuracy(TopKCategoricalAccuracy):
+    """Top-k accuracy on integer labels (the fit loop passes them one-hot)."""
+
+    default_name = "sparse_top_k_categorical_accuracy"
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        y_pred = _as_2d(y_pred, "y_pred")
+        super().update_state(_one_hot(y_true, y_pred.shape[1], self.name), y_pred, sample_weight)
+
+
+def _one_hot(labels, classes: int, metric: str) -> np.ndarray:
+    """Integer labels (n,) or (n, 1) as one-hot rows of ``classes`` columns."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == classes and classes > 1:
+        return labels.astype(np.float64)  # already one-hot (as the fit loop passes them)
+    flat = labels.reshape(-1)
+    if flat.size and (np.any(flat != np.round(flat)) or flat.min() < 0 or flat.max() >= classes):
+        bad = flat[(flat != np.round(flat)) | (flat < 0) | (flat >= classes)][0]
+        raise ValueError(
+            f"Metric {metric!r}: labels must be integers in [0, {classes}). Received: label={show(bad)}"
+        )
+    return np.eye(classes)[flat.astype(np.int64)]
+
+
+# --------------------------------------------------------------------------
+# Confusion counts: stateful metrics whose state is counted per threshold
+
+
+_above = sp.Lambda((_p, _c), sp.Heaviside(_p - _c, 0))  # [p > threshold]
+_nonzero = sp.Lambda(_y, sp.Piecewise((0, sp.And(_y >= 0, _y <= 0)), (1, True)))  # [y != 0]
+_zero = sp.Lambda(_y, sp.Piecewise((1, sp.And(_y >= 0, _y <= 0)), (0, True)))  # [y == 0]
+
+
+def _threshold_row(thresholds: Sequence[float]) -> MatrixExpr:
+    """The thresholds as a constant (1, T) row."""
+    return E.concat(*(E.scale(sp.Float(t), sp.OneMatrix(1, 1)) for t in thresholds))
+
+
+def _counts_above(p: np.ndarray, weight: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``sum(weight[p > t])`` for each threshold ``t`` (a sort and a search: no (n, T) array)."""
+    order = np.argsort(p, kind="stable")
+    cumulative = np.concatenate([[0.0], np.cumsum(weight[order])])
+    at_most = np.searchsorted(p[order], thresholds, side="right")  # entries <= t
+    return cumulative[-1] - cumulative[at_most]
+
+
+class _ConfusionMetric(Metric):
+    """Counts of true positives and predicted positives per threshold, positives and negatives.
+
+    Every entry of ``y_pred`` (column ``class_id`` only, when given) is a
+    prediction: positive where it exceeds the threshold (``p > t``, Keras's
+    comparison); its target is positive where ``y_true`` is not 0. The other
+    counts follow: ``fp = pp - tp``, ``fn = positives - tp``, ``tn = negatives - fp``.
+    """
+
+    def __init__(self, thresholds, class_id: int | None, name: str | None):
+        self.thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        if class_id is not None:
+            class_id = non_negative_int(class_id, "class_id")
+        self.class_id = class_id
+        super().__init__(name)
+
+    def _columns(self, y_true, y_pred):
+        if self.class_id is None:
+            return y_true, y_pred
+        width = int(y_pred.shape[1])
+        if self.class_id >= width:
+            raise ValueError(
+                f"Metric {self.name!r}: class_id={self.class_id} names no column of a "
+                f"prediction with {width} column(s)"
+            )
+        c = self.class_id
+        if isinstance(y_pred, np.ndarray):
+            return y_true[:, c : c + 1], y_pred[:, c : c + 1]
+        return E.column_slice(y_true, c, c + 1), E.column_slice(y_pred, c, c + 1)
+
+    def batch_sums(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = self._columns(y_true, y_pred)
+        rows, cols = y_pred.shape
+        weight = np.ones(rows) if sample_weight is None else sample_weight
+        weight = np.repeat(weight, cols)  # each entry weighs as its sample
+        truth, p = y_true.reshape(-1) != 0, y_pred.reshape(-1)
+        return {
+            "true_positives": _counts_above(p[truth], weight[truth], self.thresholds),
+            "predicted_positives": _counts_above(p, weight, self.thresholds),
+            "positives": np.sum(weight[truth]),
+            "negatives": np.sum(weight[~truth]),
+        }
+
+    def batch_means(self, y_true, y_pred):
+        y_true, y_pred = self._columns(y_true, y_pred)
+        n, cols = y_pred.shape
+        truth = E.elementwise(_nonzero, y_true)
+        t = len(self.thresholds)
+        if t == 1:  # the threshold is a constant of the comparison
+            above = E.elementwise(sp.Lambda(_p, _above(_p, sp.Float(self.thresholds[0]))), y_pred)
+            tp, pp = E.total(E.hadamard(truth, above)), E.total(above)
+        else:  # one column per threshold: [P[:, c] > t_j] for every j at once
+            row, tps, pps = E.broadcast_rows(_threshold_row(self.thresholds), n), [], []
+            for c in range(int(cols)):
+                above = E.elementwise(
+                    _above, E.broadcast_cols(E.column_slice(y_pred, c, c + 1), t), row
+                )
+                is_true = E.broadcast_cols(E.column_slice(truth, c, c + 1), t)
+                tps.append(E.col_sum(E.hadamard(is_true, above)))
+                pps.append(E.col_sum(above))
+            tp, pp = E.add(*tps), E.add(*pps)
+        means = {
+            "true_positives": tp,
+            "predicted_positives": pp,
+            "positives": E.total(truth),
+            "negatives": E.total(E.elementwise(_zero, y_true)),
+        }
+        return {key: E.scale(1 / n, value) for key, value in means.items()}
+
+    def _count(self, key: str) -> np.ndarray:
+        size = 1 if key in ("positives", "negatives") else len(self.thresholds)
+        return self.state.get(key, np.zeros(size))
+
+    @property
+    def true_positives(self) -> np.ndarray:
+        return self._count("true_positives")
+
+    @property
+    def false_positives(self) -> np.ndarray:
+        return self._count("predicted_positives") - self.true_positives
+
+    @property
+    def false_negatives(self) -> np.ndarray:
+        return self._count("positives") - self.true_positives
+
+    @property
+    def true_negatives(self) -> np.ndarray:
+        return self._count("negatives") - self.false_positives
+
+    def _scalar(self, values: np.ndarray):
+        """One threshold: a float, as Keras returns it; several: an array."""
+        return float(values[0]) if len(self.thresholds) == 1 else values
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _divide_no_nan(a, b):
+    """``a / b``, 0 where ``b`` is 0 (Keras's ``divide_no_nan``)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    safe = np.where(b == 0, 1.0, b)
+    return np.where(b == 0, 0.0, a / safe)
+
+
+def _check_thresholds(thresholds, name: str = "thresholds") -> list[float]:
+    values = (
+        np.atleast_1d(np.asarray(thresholds, dtype=np.float64)) if thresholds is not None else []
+    )
+    if len(values) == 0 or np.ndim(values) != 1 or not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"{name} must be a finite number or a non-empty list of them. Received: {name}={thresholds!r}"
+        )
+    return [float(v) for v in values]
+
+
+class Precision(_ConfusionMetric):
+    """``tp / (tp + fp)`` at ``thresholds`` (default 0.5; 0 when nothing is predicted positive).
+
+    >>> Precision()([0, 1, 1, 1], [1, 0, 1, 1])
+    0.6666666666666666
+    """
+
+    default_name = "precision"
+
+    def __init__(self, thresholds=None, class_id: int | None = None, name: str | None = None):
+        super().__init__(
+            _check_thresholds(0.5 if thresholds is None else thresholds), class_id, name
+        )
+
+    def result(self):
+        tp = self.true_positives
+        return self._scalar(_divide_no_nan(tp, tp + self.false_positives))
+
+
+class Recall(_ConfusionMetric):
+    """``tp / (tp + fn)`` at ``thresholds`` (default 0.5; 0 when there is no positive)."""
+
+    default_name = "recall"
+
+    def __init__(self, thresholds=None, class_id: int | None = None, name: str | None = None):
+        super().__init__(
+            _check_thresholds(0.5 if thresholds is None else thresholds), class_id, name
+        )
+
+    def result(self):
+        tp = self.true_positives
+        return self._scalar(_divide_no_nan(tp, tp + self.false_negatives))
+
+
+CURVES = ("ROC", "PR")
+SUMMATION_METHODS = ("interpolation", "minoring", "majoring")
+EPSILON = 1e-7  # Keras's backend.epsilon(): the end thresholds -eps and 1 + eps
+
+
+class AUC(_ConfusionMetric):
+    """Area under the ROC or precision-recall curve, by a Riemann sum over thresholds (Keras).
+
+    The thresholds are ``-eps, 1/(T-1), ..., (T-2)/(T-1), 1 + eps`` for
+    ``num_thresholds=T`` (``eps = 1e-7``), or ``[-eps, *sorted(thresholds), 1 + eps]``.
+    ROC: ``x`` the false-positive rate, ``y`` the recall; PR: ``x`` the recall and ``y``
+    the precision. ``summation_method``: ``"interpolation"`` -- trapezoids for ROC, and
+    for PR the interpolation of Davis & Goadrich (2006) (true and false positives linear
+    between thresholds, not their ratio); ``"minoring"`` / ``"majoring"`` -- rectangles
+    of the lower / higher of the two heights. Entries of every column count as one label
+    (Keras's ``multi_label=False``).
+
+    >>> AUC(num_thresholds=3)([0, 0, 1, 1], [0, 0.5, 0.3, 0.9])
+    0.75
+    """
+
+    default_name = "auc"
+
+    def __init__(
+        self,
+        num_thresholds: int = 200,
+        curve: str = "ROC",
+        summation_method: str = "interpolation",
+        name: str | None = None,
+        thresholds=None,
+    ):
+        if isinstance(curve, str) and curve.upper() in CURVES:
+            curve = curve.upper()
+        else:
+            raise ValueError(
+                f"Invalid curve: expected one of {list(CURVES)}. Received: curve={curve!r}"
+            )
+        if not (
+            isinstance(summation_method, str) and summation_method.lower() in SUMMATION_METHODS
+        ):
+            raise ValueError(
+                f"Invalid summation_method: expected one of {list(SUMMATION_METHODS)}. "
+                f"Received: summation_method={summation_method!r}"
+            )
+        self.curve, self.summation_method = curve, summation_method.lower()
+        if thresholds is not None:
+            inner = sorted(_check_thresholds(thresholds))
+        else:
+            if (
+                isinstance(num_thresholds, bool)
+                or not isinstance(num_thresholds, (int, np.integer))
+                or num_thresholds <= 1
+            ):
+                raise ValueError(
+                    f"Invalid value for argument num_thresholds: expected an integer > 1. "
+                    f"Received: num_thresholds={num_thresholds!r}"
+                )
+            inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
+        self.num_thresholds = len(inner) + 2
+        super().__init__([-EPSILON, *inner, 1 + EPSILON], None, name)
+
+    def result(self):
+        tp, fp = self.true_positives, self.false_positives
+        fn, tn = self.false_negatives, self.true_negatives
+        if self.curve == "PR" and self.summation_method == "interpolation":
+            return float(_interpolated_pr_auc(tp, fp, fn))
+        recall = _divide_no_nan(tp, tp + fn)
+        if self.curve == "ROC":
+            x, y = _divide_no_nan(fp, fp + tn), recall
+        else:
+            x, y = recall, _divide_no_nan(tp, tp + fp)
+        heights = {
+            "interpolation": (y[:-1] + y[1:]) / 2,
+            "minoring": np.minimum(y[:-1], y[1:]),
+            "majoring": np.maximum(y[:-1], y[1:]),
+        }[self.summation_method]
+        return float(np.sum((x[:-1] - x[1:]) * heights))
+
+    def __repr__(self) -> str:
+        return (
+            f"AUC(num_thresholds={self.num_thresholds}, curve={self.curve!r}, "
+            f"summation_method={self.summation_method!r}, name={self.name!r})"
+        )
+
+
+def _interpolated_pr_auc(tp, fp, fn) -> float:
+    """PR-AUC with tp and the predicted positives p = tp + fp linear between thresholds:
+    precision = (tp_A + slope (p - p_A)) / p integrates over [A, B] to
+    ``slope (dtp + intercept log(p_B / p_A))``, divided by the positives ``tp_B + fn_B``."""
+    p = tp + fp
+    dtp, dp = tp[:-1] - tp[1:], p[:-1] - p[1:]
+    slope = _divide_no_nan(dtp, np.maximum(dp, 0))
+    intercept = tp[1:] - slope * p[1:]
+    both = (p[:-1] > 0) & (p[1:] > 0)
+    ratio = np.where(both, _divide_no_nan(p[:-1], np.maximum(p[1:], 0)), 1.0)
+    increments = _divide_no_nan(
+        slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0)
+    )
+    return np.sum(increments)
+
+
+# --------------------------------------------------------------------------
+# Per-class and per-column statistics
+
+
+F1_AVERAGES = (None, "micro", "macro", "weighted")
+
+
+class F1Score(Metric):
+    """Keras's ``F1Score`` (``FBetaScore`` with ``beta=1``): per class, or averaged.
+
+    Predictions become 0 / 1: above ``threshold``, or (threshold None) 1 for the
+    largest of each row (every tied maximum). Per class ``precision = tp / (tp + fp + eps)``,
+    ``recall = tp / (tp + fn + eps)``, ``f1 = 2 p r / (p + r + eps)`` (``eps = 1e-7``);
+    ``average``: None (an array, one per class), ``"micro"`` (counts summed over the
+    classes first), ``"macro"`` (the mean) or ``"weighted"`` (weighted by each class's
+    positives).
+    """
+
+    default_name = "f1_score"
+
+    def __init__(
+        self, average: str | None = None, threshold: float | None = None, name: str | None = None
+    ):
+        if average not in F1_AVERAGES:
+            raise ValueError(
+                f"Invalid average: expected one of {list(F1_AVERAGES)}. Received: average={average!r}"
+            )
+        if threshold is not None:
+            threshold = _check_thresholds(threshold, "threshold")
+            if len(threshold) != 1 or not 0 <= threshold[0] <= 1:
+                raise ValueError(
+                    f"Invalid threshold: expected a number in [0, 1] or None. Received: threshold={threshold!r}"
+                )
+            threshold = threshold[0]
+        self.average, self.threshold, self.beta = average, threshold, 1.0
+        super().__init__(name)
+
+    def _predicted(self, y_pred: np.ndarray) -> np.ndarray:
+        if self.threshold is None:
+            return (y_pred >= y_pred.max(axis=1, keepdims=True)).astype(np.float64)
+        return (y_pred > self.threshold).astype(np.float64)
+
+    def batch_sums(self, y_true, y_pred, sample_weight=None):
+        predicted = self._predicted(y_pred)
+        return {
+            "true_positives": _weighted_sum(y_true * predicted, sample_weight),
+            "predicted_positives": _weighted_sum(predicted, sample_weight),
+            "positives": _weighted_sum(y_true, sample_weight),
+        }
+
+    def batch_means(self, y_true, y_pred):
+        n, k = y_pred.shape
+        if self.threshold is None:  # [p >= the row's max]
+            at_max = sp.Lambda((_p, _c), sp.Heaviside(_p - _c, 1))
+            predicted = E.elementwise(at_max, y_pred, E.broadcast_cols(E.row_max(y_pred), k))
+        else:
+            predicted = E.elementwise(sp.Lambda(_p, _above(_p, sp.Float(self.threshold))), y_pred)
+        sums = {
+            "true_positives": E.col_sum(E.hadamard(y_true, predicted)),
+            "predicted_positives": E.col_sum(predicted),
+            "positives": E.col_sum(y_true),
+        }
+        return {key: E.scale(1 / n, value) for key, value in sums.items()}
+
+    def result(self):
+        if "true_positives" not in self.state:
+            return 0.0 if self.average is not None else np.zeros(0)
+        tp, pp, pos = (
+            self.state[k] for k in ("true_positives", "predicted_positives", "positives")
+        )
+        fp, fn = pp - tp, pos - tp
+        if self.average == "micro":
+            tp, fp, fn = np.sum(tp), np.sum(fp), np.sum(fn)
+        precision = tp / (tp + fp + EPSILON)
+        recall = tp / (tp + fn + EPSILON)
+        b2 = self.beta**2
+        f1 = (1 + b2) * (precision * recall / (b2 * precision + recall + EPSILON))
+        if self.average == "weighted":
+            return float(np.sum(f1 * pos / np.sum(pos)))
+        if self.average is not None:
+            return float(np.mean(f1))
+        return f1
+
+    def __repr__(self) -> str:
+        return (
+            f"F1Score(average={self.average!r}, threshold={self.threshold!r}, name={self.name!r})"
+        )
+
+
+R2_AGGREGATIONS = (None, "uniform_average", "variance_weighted_average")
+
+
+class R2Score(Metric):
+    """Coefficient of determination ``1 - SS_res / SS_tot`` per output column (Keras's ``R2Score``).
+
+    Kept as the sums of ``y``, ``y**2`` and ``(y - p)**2`` per column, so
+    ``SS_tot = sum(y**2) - sum(y)**2 / count``; a column of constant targets scores 0.
+    ``class_aggregation``: ``"uniform_average"`` (the mean over columns),
+    ``"variance_weighted_average"`` (weighted by ``SS_tot``) or None (an array).
+    ``num_regressors=p`` > 0 gives the adjusted score ``1 - (1 - R2)(N - 1)/(N - p - 1)``,
+    ``N`` the number of target entries.
+    """
+
+    default_name = "r2_score"
+
+    def __init__(
+        self,
+        class_aggregation: str | None = "uniform_average",
+        num_regressors: int = 0,
+        name: str | None = None,
+    ):
+        if class_aggregation not in R2_AGGREGATIONS:
+            raise ValueError(
+                f"Invalid class_aggregation: expected one of {list(R2_AGGREGATIONS)}. "
+                f"Received: class_aggregation={class_aggregation!r}"
+            )
+        self.class_aggregation = class_aggregation
+        self.num_regressors = non_negative_int(num_regressors, "num_regressors")
+        super().__init__(name)
+
+    def batch_sums(self, y_true, y_pred, sample_weight=None):
+        return {
+            "sum": _weighted_sum(y_true, sample_weight),
+            "squared_sum": _weighted_sum(y_true * y_true, sample_weight),
+            "residual_sum": _weighted_sum((y_true - y_pred) ** 2, sample_weight),
+        }
+
+    def batch_means(self, y_true, y_pred):
+        n = y_pred.shape[0]
+        square = sp.Lambda((_p, _y), (_y - _p) ** 2)
+        sums = {
+            "sum": E.col_sum(y_true),
+            "squared_sum": E.col_sum(E.hadamard(y_true, y_true)),
+            "residual_sum": E.col_sum(E.elementwise(square, y_pred, y_true)),
+        }
+        return {key: E.scale(1 / n, value) for key, value in sums.items()}
+
+    def result(self):
+        if not self.count:
+            return 0.0
+        total, squares, residual = (self.state[k] for k in ("sum", "squared_sum", "residual_sum"))
+        variation = squares - total * (total / self.count)  # SS_tot per column
+        with np.errstate(divide="ignore", invalid="ignore"):
+            raw = 1 - residual / variation
+        raw = np.where(np.isinf(raw), 0.0, raw)
+        if self.class_aggregation == "uniform_average":
+            score = float(np.mean(raw))
+        elif self.class_aggregation == "variance_weighted_average":
+            score = float(np.sum(variation * raw) / np.sum(variation))
+        else:
+            score = raw
+        p, entries = self.num_regressors, self.count * len(total)
+        if p and p < entries - 1:
+            score = 1 - (1 - score) * (entries - 1) / (entries - p - 1)
+        return score
+
+    def __repr__(self) -> str:
+        return f"R2Score(class_aggregation={self.class_aggregation!r}, name={self.name!r})"
+
+
 METRICS: dict[str, type] = {
     "binary_accuracy": BinaryAccuracy,
     "categorical_accuracy": CategoricalAccuracy,
     "sparse_categorical_accuracy": SparseCategoricalAccuracy,
+    "top_k_categorical_accuracy": TopKCategoricalAccuracy,
+    "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
     "mean_squared_error": MeanSquaredError,
     "mse": MeanSquaredError,
     "mean_absolute_error": MeanAbsoluteError,
     "mae": MeanAbsoluteError,
+    "root_mean_squared_error": RootMeanSquaredError,
+    "precision": Precision,
+    "recall": Recall,
+    "auc": AUC,
+    "f1_score": F1Score,
+    "r2_score": R2Score,
 }
+
+
+# --------------------------------------------------------------------------
+# The metrics as plain functions of arrays
+
+
+def _per_sample(metric: Metric, y_true, y_pred) -> np.ndarray:
+    y_true, y_pred, _ = _batch(y_true, y_pred, None, metric.name)
+    return metric.values(y_true, y_pred)
+
+
+def top_k_categorical_accuracy(y_true, y_pred, k: int = 5) -> np.ndarray:
+    """Per sample: 1 where the one-hot label is among the ``k`` largest predictions (Keras)."""
+    return _per_sample(TopKCategoricalAccuracy(k), y_true, y_pred)
+
+
+def sparse_top_k_categorical_accuracy(y_true, y_pred, k: int = 5) -> np.ndarray:
+    """Per sample: 1 where the integer label is among the ``k`` largest predictions (Keras)."""
+    y_pred = _as_2d(y_pred, "y_pred")
+    one_hot = _one_hot(y_true, y_pred.shape[1], "sparse_top_k_categorical_accuracy")
+    return _per_sample(SparseTopKCategoricalAccuracy(k), one_hot, y_pred)
+
+
+def precision(y_true, y_pred, thresholds=None, class_id=None, sample_weight=None):
+    """``Precision(thresholds, class_id)`` of one batch: ``tp / (tp + fp)``."""
+    return Precision(thresholds, class_id)(y_true, y_pred, sample_weight)
+
+
+def recall(y_true, y_pred, thresholds=None, class_id=None, sample_weight=None):
+    """``Recall(thresholds, class_id)`` of one batch: ``tp / (tp + fn)``."""
+    return Recall(thresholds, class_id)(y_true, y_pred, sample_weight)
+
+
+def auc(
+    y_true,
+    y_pred,
+    num_thresholds=200,
+    curve="ROC",
+    summation_method="interpolation",
+    thresholds=None,
+    sample_weight=None,
+) -> float:
+    """``AUC(...)`` of one batch (see :class:`AUC`)."""
+    metric = AUC(num_thresholds, curve, summation_method, thresholds=thresholds)
+    return metric(y_true, y_pred, sample_weight)
+
+
+def f1_score(y_true, y_pred, average=None, threshold=None, sample_weight=None):
+    """``F1Score(average, threshold)`` of one batch (see :class:`F1Score`)."""
+    return F1Score(average, threshold)(y_true, y_pred, sample_weight)
+
+
+def r2_score(
+    y_true, y_pred, class_aggregation="uniform_average", num_regressors=0, sample_weight=None
+):
+    """``R2Score(class_aggregation, num_regressors)`` of one batch."""
+    return R2Score(class_aggregation, num_regressors)(y_true, y_pred, sample_weight)
+
+
+def root_mean_squared_error(y_true, y_pred, sample_weight=None) -> float:
+    """``sqrt`` of the mean over samples of the mean squared error."""
+    return RootMeanSquaredError()(y_true, y_pred, sample_weight)
 
 
 def known_names() -> list[str]:

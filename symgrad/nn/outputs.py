@@ -107,7 +107,10 @@ class OutputLosses(Loss):
 
 
 class OutputMetric(Metric):
-    """A metric of one output: ``<output>_<metric>`` in the logs, as Keras names it."""
+    """A metric of one output: ``<output>_<metric>`` in the logs, as Keras names it.
+
+    Its state is the wrapped metric's: each batch is that output's columns.
+    """
 
     def __init__(self, metric: Metric, block: Block):
         self.metric, self.block = metric, block
@@ -115,7 +118,15 @@ class OutputMetric(Metric):
         super().__init__(f"{block.name}_{metric.name}")
 
     def reset_state(self) -> None:
-        self.total, self.count = 0.0, 0
+        self.metric.reset_state()
+
+    @property
+    def state(self):
+        return self.metric.state
+
+    @property
+    def count(self):
+        return self.metric.count
 
     def _columns(self, y, p):
         b = self.block
@@ -124,11 +135,20 @@ class OutputMetric(Metric):
     def values(self, y_true, y_pred):
         return self.metric.values(*self._columns(y_true, y_pred))
 
-    def batch_mean(self, y_true, y_pred):
+    def batch_sums(self, y_true, y_pred, sample_weight=None):
+        return self.metric.batch_sums(*self._columns(y_true, y_pred), sample_weight)
+
+    def batch_means(self, y_true, y_pred):
         b = self.block
-        return self.metric.batch_mean(
+        return self.metric.batch_means(
             E.column_slice(y_true, b.start, b.stop), _slice(y_pred, b.start, b.stop)
         )
+
+    def add_sums(self, sums: dict, count: float) -> None:
+        self.metric.add_sums(sums, count)
+
+    def result(self):
+        return self.metric.result()
 
 
 def _metric_lists(metrics, names: Sequence[str]) -> list[list]:

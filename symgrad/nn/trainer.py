@@ -12,8 +12,10 @@ and on first use, the four functions a model needs:
 - ``test_step(X, Y, weights) -> loss[, P]``, ``predict_step(X, weights) -> P``;
 - ``gradient_step(X, Y, weights) -> loss, d_w...``.
 
-With the LLVM backend the training step also returns the batch mean of every
-metric that has a formula (``Metric.batch_mean``), and is compiled with a
+With the LLVM backend the training step also returns, for every metric with
+formulas (``Metric.batch_means``), its statistics of the batch (sums over the rows,
+divided by the rows: a mean's total, a precision's true and predicted positives per
+threshold...), and is compiled with a
 whole-epoch native loop (``step.function.epoch``): :meth:`Trainer.fit` then
 runs an epoch in one native call -- shuffled order, row gathering, every step
 and the sums of loss and metrics -- unless something needs Python between
@@ -209,14 +211,14 @@ def runtime_scalars(exprs: Sequence[MatrixExpr]) -> list[sp.Symbol]:
 class CompiledStep:
     """A compiled function plus what its outputs mean.
 
-    ``metric_outputs[i]``: position in the outputs of metric ``i``'s batch
-    mean, None when it has no formula in the program (training step only).
+    ``metric_outputs[i]``: metric ``i``'s statistics -> their positions in the
+    outputs, None when it has no formulas in the program (training step only).
     """
 
     function: CompiledFunction
     outputs: tuple[str, ...]
     slots: list[Variable] = field(default_factory=list)
-    metric_outputs: tuple[int | None, ...] = ()
+    metric_outputs: tuple[dict[str, int] | None, ...] = ()
 
     @property
     def source(self) -> str:
@@ -254,23 +256,28 @@ class Programs:
             outputs["P"] = g.predictions(training)
         return outputs
 
-    def _metric_means(self) -> dict[int, tuple[str, MatrixExpr]]:
-        """Metric index -> (``metric_<name>``, its batch mean) for each metric with a formula.
+    def _metric_means(self) -> dict[int, dict[str, tuple[str, MatrixExpr]]]:
+        """Metric index -> {statistic: (output name, its batch mean)} for each metric with
+        formulas; the output is ``metric_<name>`` (a mean's total), else ``metric_<name>_<stat>``.
 
         Only for backends with whole-epoch loops, which need the metrics inside the
         step; with the others NumPy computes them from the step's predictions.
         """
-        means: dict[int, tuple[str, MatrixExpr]] = {}
+        means: dict[int, dict[str, tuple[str, MatrixExpr]]] = {}
         if not self.backend.epochs:
             return means
         taken = set()
         for i, metric in enumerate(self.metrics):
-            formula = metric.batch_mean(self.graph.targets, self.graph.output)
-            if formula is not None:
-                key = "metric_" + re.sub(r"\W", "_", metric.name)
-                key = key if key not in taken else f"{key}_{i}"
-                taken.add(key)
-                means[i] = (key, formula)
+            formulas = metric.batch_means(self.graph.targets, self.graph.output)
+            if formulas is None:
+                continue
+            base = "metric_" + re.sub(r"\W", "_", metric.name)
+            base = base if base not in taken else f"{base}_{i}"
+            taken.add(base)
+            means[i] = {
+                stat: (base if stat == "total" else f"{base}_{stat}", formula)
+                for stat, formula in formulas.items()
+            }
         return means
 
     def train_step(self) -> CompiledStep:
@@ -279,7 +286,7 @@ class Programs:
             slots = opt.build(g.trainable, self.dtype)
             outputs = self._loss_outputs()
             means = self._metric_means()
-            outputs.update(dict(means.values()))
+            outputs.update(dict(out for stats in means.values() for out in stats.values()))
             # the optimizer's updates and the layers' own (moving statistics): one commit
             updates = {**opt.updates(g.trainable, g.gradients), **g.states}
             inputs = [g.x, g.y, *(w.symbol for w in g.weights), *(s.symbol for s in slots)]
@@ -287,7 +294,7 @@ class Programs:
             epoch = None
             if self.backend.epochs:  # a whole epoch in one native call
                 counter = STEP.name if STEP.name in {s.name for s in scalars} else None
-                sums = ("loss", *(key for key, _ in means.values()))
+                sums = ("loss", *(key for stats in means.values() for key, _ in stats.values()))
                 epoch = {"x_input": g.x.name, "y_input": g.y.name, "sums": sums, "counter": counter}
             # nan / inf in any gradient makes this sum non-finite; guarded like the loss, so
             # a step whose loss is finite but whose gradients overflow writes no weight
@@ -310,7 +317,10 @@ class Programs:
             )
             names = list(outputs)
             metric_outputs = tuple(
-                names.index(means[i][0]) if i in means else None for i in range(len(self.metrics))
+                {stat: names.index(key) for stat, (key, _) in means[i].items()}
+                if i in means
+                else None
+                for i in range(len(self.metrics))
             )
             self._cache["train"] = CompiledStep(fn, tuple(outputs), slots, metric_outputs)
         return self._cache["train"]
@@ -391,7 +401,7 @@ class NativePace:
 
 
 class Tracker:
-    """Sample-weighted running mean of the loss, plus the metrics' own running means."""
+    """Sample-weighted running mean of the loss, plus the metrics' own state (their sums)."""
 
     def __init__(self, metrics: Sequence[Metric], prefix: str = "", weighted: bool = False):
         self.metrics, self.prefix, self.weighted = list(metrics), prefix, weighted
@@ -405,23 +415,33 @@ class Tracker:
     def update(
         self, loss: float, y: np.ndarray, predictions: np.ndarray | None, means=None
     ) -> None:
-        """Add a batch; ``means``: the metrics' batch means from the compiled step (else NumPy)."""
-        self.loss_sum += loss * len(y)
-        self.count += len(y)
-        y = without_weights(y, self.weighted)
-        for k, m in enumerate(self.metrics):
-            if means is None:
+        """Add a batch; ``means``: each metric's {statistic: batch mean} from the compiled
+        step (else NumPy computes the metrics from the predictions)."""
+        rows = len(y)
+        if means is None:
+            self.loss_sum += loss * rows
+            self.count += rows
+            y = without_weights(y, self.weighted)
+            for m in self.metrics:
                 m.update_state(y, predictions)
-            else:
-                m.add_batch_mean(means[k], len(y))
+            return
+        sums = [{stat: rows * mean for stat, mean in stats.items()} for stats in means]
+        self.add(loss * rows, rows, sums)
 
-    def add_epoch(self, sums: dict[str, float], rows: int, metric_keys: Sequence[str]) -> None:
-        """Add the sums of a native epoch (``rows`` x batch mean, summed over batches)."""
-        self.loss_sum += sums["loss"]
+    def add(self, loss_sum: float, rows: int, metric_sums: Sequence[dict]) -> None:
+        """Add ``rows`` samples: their loss sum and each metric's {statistic: sum}."""
+        self.loss_sum += loss_sum
         self.count += rows
-        for m, key in zip(self.metrics, metric_keys):
-            m.total += sums[key]
-            m.count += rows
+        for m, sums in zip(self.metrics, metric_sums):
+            m.add_sums(sums, rows)
+
+    def add_epoch(
+        self, sums: dict[str, float], rows: int, metric_keys: Sequence[dict[str, str]]
+    ) -> None:
+        """Add the sums of a native epoch (``rows`` x batch mean, summed over batches);
+        ``metric_keys``: each metric's {statistic: key of its sum}."""
+        metric_sums = [{stat: sums[key] for stat, key in keys.items()} for keys in metric_keys]
+        self.add(sums["loss"], rows, metric_sums)
 
     def logs(self) -> dict[str, float]:
         out = {f"{self.prefix}loss": self.loss_sum / max(1, self.count)}
@@ -749,8 +769,11 @@ class Trainer(Weighted):
             outs = fn(*args, *scalars)
             self.optimizer.iterations += 1
         means = None
-        if native_metrics:
-            means = [float(outs[k][0, 0]) for k in step.metric_outputs]
+        if native_metrics:  # each statistic: a (1, k) output, as float64 as the epoch sums it
+            means = [
+                {stat: outs[k][0].astype(np.float64) for stat, k in stats.items()}
+                for stats in step.metric_outputs
+            ]
         predictions = outs[1] if len(outs) > 1 and step.outputs[1] == "P" else None
         return float(outs[0][0, 0]), predictions, means
 
@@ -1001,7 +1024,7 @@ class Trainer(Weighted):
         values = opt.scalar_values(fn.scalars, fn.program.dtype)
         scalars = [v for s, v in zip(fn.scalars, values) if s.name != epoch_fn.counter]
         others = [*self._weight_arrays(), *(s.value for s in step.slots)]
-        keys = [step.outputs[k] for k in step.metric_outputs]
+        keys = [{stat: step.outputs[k] for stat, k in s.items()} for s in step.metric_outputs]
         steps = math.ceil(len(order) / batch_size)
         pace = pace if pace is not None and where.get("progress") else NativePace(None)
         done, sums = 0, None  # batches run, sums so far

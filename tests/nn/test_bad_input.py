@@ -221,7 +221,7 @@ def test_unknown_names_list_the_known_ones():
         model.compile(optimizer="sgd", loss="msee")
     with pytest.raises(
         ValueError,
-        match=r"Unknown metric: 'acuracy'. Known metrics: acc, accuracy, binary_accuracy",
+        match=r"Unknown metric: 'acuracy'. Known metrics: acc, accuracy, auc, binary_accuracy",
     ):
         model.compile(optimizer="sgd", loss="mse", metrics=["acuracy"])
     with pytest.raises(ValueError, match=r"Unknown backend: 'cuda'. Known backends: numpy, llvm"):
