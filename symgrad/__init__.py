@@ -16,6 +16,7 @@ from symgrad import (  # noqa: I001
     ops,
     optimizers,
     regularizers,
+    utils,
 )
 from symgrad.compiler import compile
 from symgrad.diff import derive
@@ -62,4 +63,5 @@ __all__ = [
     "ops",
     "optimizers",
     "regularizers",
+    "utils",
 ]

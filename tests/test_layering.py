@@ -43,6 +43,7 @@ STAGES = (
             "symgrad.regularizers",
             "symgrad.callbacks",
             "symgrad.ops",
+            "symgrad.utils",
         ),
     ),
     ("emission", ("symgrad.emission",)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from symgrad.nn import seeds
 from symgrad.nn.validation import from_identifier
 
 Shape = tuple[int, int]
@@ -51,8 +52,8 @@ class Initializer:
         self.seed = seed
 
     def __call__(self, shape: Shape, rng: np.random.Generator | None = None) -> np.ndarray:
-        if self.seed is not None or rng is None:
-            rng = np.random.default_rng(self.seed)
+        if self.seed is not None or rng is None:  # unseeded: set_random_seed's stream
+            rng = seeds.generator(self.seed)
         return np.asarray(self.sample(tuple(int(s) for s in shape), rng), dtype=np.float64)
 
     def sample(self, shape: Shape, rng: np.random.Generator) -> np.ndarray:

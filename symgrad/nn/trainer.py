@@ -49,7 +49,7 @@ from symgrad import core as E
 from symgrad.compiler import CompiledFunction
 from symgrad.diff import Derivation, derive
 from symgrad.nn import callbacks as callbacks_module
-from symgrad.nn import interrupts, regularizers
+from symgrad.nn import inputs, interrupts, regularizers, seeds
 from symgrad.nn import losses as losses_module
 from symgrad.nn import metrics as metrics_module
 from symgrad.nn import optimizers as optimizers_module
@@ -585,7 +585,7 @@ class Trainer(Weighted):
         self._weighted_cache = None
 
     def _seed_rngs(self, seed: int | None) -> None:
-        sequence = np.random.SeedSequence(seed)
+        sequence = seeds.sequence(seed)  # no seed: set_random_seed's next child, or entropy
         init, shuffle = sequence.spawn(2)
         # the dropout masks' seed: baked into the compiled step (a mask is a pure function
         # of it, the step number and the entry), fixed by compile(seed=...)
@@ -817,6 +817,8 @@ class Trainer(Weighted):
         strategy=None,
         sample_weight=None,
         class_weight: dict | None = None,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
     ) -> callbacks_module.History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a History.
 
@@ -828,6 +830,10 @@ class Trainer(Weighted):
 
         ``strategy`` runs each epoch elsewhere: ``symgrad.distributed.DataParallel(num_workers=2)``
         shards it over Ray workers (History, callbacks and errors as here).
+
+        ``x`` may be a generator or a ``Sequence`` of ``(x, y)`` batches (``y`` None):
+        ``steps_per_epoch`` batches per epoch (a sequence's length by default; needed for a
+        generator without one); ``validation_data`` likewise, ``validation_steps`` batches.
 
         >>> history = model.fit(x, y, epochs=10, batch_size=32, validation_split=0.2)
         >>> history.history["loss"]  # one value per epoch
@@ -844,6 +850,9 @@ class Trainer(Weighted):
                 "strategy must be a training strategy such as "
                 f"symgrad.distributed.DataParallel(num_workers=2). Received: strategy={strategy!r}"
             )
+        if inputs.is_batch_source(x):
+            source = (x, y, steps_per_epoch, validation_data, validation_steps)
+            return self._fit_batches(source, epochs, verbose, callbacks, shuffle, initial_epoch)
         x, y = self._prepare_xy(x, y)
         self._warn_if_trainable_changed("fit")
         val, val_weight = None, None
@@ -939,7 +948,18 @@ class Trainer(Weighted):
         yield run
 
     def _fit_loop(
-        self, x, y, batch_size, epochs, verbose, callbacks, val, shuffle, initial_epoch, run_epoch
+        self,
+        x,
+        y,
+        batch_size,
+        epochs,
+        verbose,
+        callbacks,
+        val,
+        shuffle,
+        initial_epoch,
+        run_epoch,
+        val_batch_size=None,
     ):
         native_epochs = run_epoch.native
         steps = math.ceil(len(x) / batch_size)
@@ -974,7 +994,8 @@ class Trainer(Weighted):
                 break
             logs = train.logs()
             if val is not None:
-                logs.update(self._evaluate_arrays(val[0], val[1], batch_size, valid, hooks))
+                val_batch = val_batch_size or batch_size
+                logs.update(self._evaluate_arrays(val[0], val[1], val_batch, valid, hooks))
             hooks.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
@@ -1069,13 +1090,22 @@ class Trainer(Weighted):
         return_dict: bool = False,
         callbacks: Sequence[callbacks_module.Callback] | None = None,
         sample_weight=None,
+        steps: int | None = None,
     ):
         """Mean loss over ``(x, y)`` -- ``[loss, *metrics]`` when metrics were compiled.
 
         ``callbacks``: their ``on_test_*`` hooks are called. ``sample_weight``: each
         sample's loss weighted (Keras: the weighted sum over the number of samples).
+        ``x`` may be a generator or a ``Sequence`` of ``(x, y)`` batches: ``steps`` of them
+        (default: all).
         """
         self._require_compiled("evaluate")
+        if inputs.is_batch_source(x):  # in batches of the source's size
+            self._no_targets_beside(x, y)
+            batches = inputs.Batches(x, steps, "x", "steps")
+            x, y, drawn_weights = self._drawn_arrays(batches)
+            batch_size = batches.first_size if batch_size is None else batch_size
+            sample_weight = drawn_weights if sample_weight is None else sample_weight
         batch_size = data.positive_int(32 if batch_size is None else batch_size, "batch_size")
         verbose = data.check_verbose(verbose)
         callbacks = callbacks_module.check(callbacks)
@@ -1103,11 +1133,18 @@ class Trainer(Weighted):
         batch_size: int | None = None,
         verbose=0,
         callbacks: Sequence[callbacks_module.Callback] | None = None,
+        steps: int | None = None,
     ) -> np.ndarray:
         """Model outputs for the rows of ``x``, batch by batch (the model need not be compiled).
 
         ``callbacks``: their ``on_predict_*`` hooks are called (batch logs: ``outputs``).
+        ``x`` may be a generator or a ``Sequence`` of batches (``x`` or ``(x, ...)``):
+        ``steps`` of them (default: all).
         """
+        if inputs.is_batch_source(x):  # in batches of the source's size
+            batches = inputs.Batches(x, steps, "x", "steps")
+            x = self._drawn_arrays(batches, targets=False)[0]
+            batch_size = batches.first_size if batch_size is None else batch_size
         batch_size = data.positive_int(32 if batch_size is None else batch_size, "batch_size")
         verbose = data.check_verbose(verbose)
         callbacks = callbacks_module.check(callbacks)
@@ -1115,14 +1152,17 @@ class Trainer(Weighted):
         steps = math.ceil(len(x) / batch_size)
         hooks = callbacks_module.CallbackList(callbacks, self, {"verbose": verbose, "steps": steps})
         hooks.on_predict_begin()
-        parts = []
+        out = None  # allocated once the first batch gives the width: no list of parts to join
         with np.errstate(all="ignore"):
             for batch, rows in enumerate(data.batches(len(x), batch_size)):
                 hooks.on_predict_batch_begin(batch)
-                parts.append(self._run_predict_step(x[rows]))
-                hooks.on_predict_batch_end(batch, {"outputs": parts[-1]})
+                p = self._run_predict_step(x[rows])
+                if out is None:
+                    out = np.empty((len(x), p.shape[1]), dtype=p.dtype)
+                out[rows] = p
+                hooks.on_predict_batch_end(batch, {"outputs": out[rows]})
         hooks.on_predict_end()
-        return self._samples(np.concatenate(parts, axis=0))
+        return self._samples(out)
 
     def train_on_batch(
         self, x, y, sample_weight=None, class_weight=None, return_dict: bool = False
@@ -1175,3 +1215,109 @@ class Trainer(Weighted):
             outs = self._programs().gradient_step().function(x, y, *self._weight_arrays())
         trainable = self._training_graph().trainable
         return [g.reshape(w.shape) for w, g in zip(trainable, outs[1:])]
+
+    # -- generators and Sequences: batches drawn one at a time
+    def _no_targets_beside(self, x, y) -> None:
+        if y is not None:
+            raise ValueError(
+                "y must be None when x is a generator or a Sequence: its batches hold the "
+                f"targets. Received: x of type {type(x).__name__}, y of type {type(y).__name__}"
+            )
+
+    def _prepare_batch(
+        self, batches: inputs.Batches, item, batch: int, targets: bool = True, weighted=None
+    ):
+        """A drawn batch as ``(x, y, sample_weight)`` arrays the programs read (``weighted``:
+        its weights as one more target column); a bad batch is named by its index."""
+        x, y, weight = batches.unpack(item, batch, targets)
+        try:
+            if not targets:
+                return self._prepare_x(x), None, None
+            x, y = self._prepare_xy(x, y)
+            if weighted is False and weight is not None:
+                raise ValueError(
+                    "it has sample weights, the first batch had none: give every batch "
+                    "(x, y, sample_weight), or none"
+                )
+            if weighted:
+                y = self._with_weights(y, weight, None, ("y", "sample_weight"))
+            return x, y, weight
+        except ValueError as err:
+            raise ValueError(f"Batch {batch} of {batches.what}: {err}") from err
+
+    def _drawn_arrays(self, batches: inputs.Batches, targets: bool = True):
+        """All the batches of one pass, checked one by one and joined (evaluate, predict,
+        and fit's validation: the results are the same as batch by batch): ``(x, y,
+        sample_weight)``, the weights None when no batch has any (1 where one lacks them)."""
+        xs, ys, ws = [], [], []
+        for batch, item in batches.draw():
+            x, y, w = self._prepare_batch(batches, item, batch, targets)
+            xs.append(x)
+            ys.append(y)
+            ws.append(w)
+        batches.first_size = len(xs[0]) if xs else 0
+        if not xs:
+            raise ValueError(f"{batches.what} gave no batch: nothing to evaluate or predict")
+        weights = None
+        if any(w is not None for w in ws):
+            weights = np.concatenate(
+                [np.ones(len(x)) if w is None else np.reshape(w, -1) for x, w in zip(xs, ws)]
+            )
+        return np.concatenate(xs), (np.concatenate(ys) if targets else None), weights
+
+    def _fit_batches(self, source, epochs, verbose, callbacks, shuffle, initial_epoch):
+        """``fit`` on a generator or a Sequence: step by step, each batch checked as drawn."""
+        x, y, steps_per_epoch, validation_data, validation_steps = source
+        self._no_targets_beside(x, y)
+        batches = inputs.Batches(x, steps_per_epoch, "x", "steps_per_epoch")
+        if batches.steps is None:
+            raise ValueError(
+                "steps_per_epoch is needed when x is a generator without a length: how many "
+                f"batches make an epoch. Received: x of type {type(x).__name__}, steps_per_epoch=None"
+            )
+        val, val_batch, val_weight = None, 32, None
+        if validation_data is not None:
+            if inputs.is_batch_source(validation_data):
+                what = inputs.Batches(validation_data, validation_steps, "validation_data")
+                *val, val_weight = self._drawn_arrays(what)  # drawn once, used every epoch
+                val_batch = what.first_size  # in batches of its own size
+            else:
+                val = self._prepare_xy(*validation_data[:2], names=("x_val", "y_val"))
+                val_weight = validation_data[2] if len(validation_data) == 3 else None
+        # weighted when the first batch has weights (the others must too) or validation has
+        weighted = batches.first_has_weights() or val_weight is not None
+        if weighted and val is not None:
+            names = ("y_val", "sample_weight_val")
+            val = (val[0], self._with_weights(val[1], val_weight, None, names))
+
+        def run(order, tracker, hooks, where):
+            for batch, item in batches.draw(order):
+                xb, yb, _ = self._prepare_batch(batches, item, batch, weighted=weighted)
+                hooks.on_train_batch_begin(batch)
+                try:
+                    loss, predictions, _ = self._run_train_step(xb, yb)
+                except FloatingPointError as err:
+                    raise self._non_finite(err, batch, where) from err
+                tracker.update(loss, yb, predictions)
+                hooks.on_train_batch_end(batch, tracker.logs())
+            batches.end_epoch()
+
+        run.native = False
+        shuffle = shuffle and batches.sequence is not None  # a generator's order is its own
+        if self.built:
+            self._warn_if_trainable_changed("fit")
+        # one "row" per batch: fit's order is the batches'
+        with self._deferred_interrupts(), self._weighting(weighted):
+            return self._fit_loop(
+                range(batches.steps),
+                None,
+                1,
+                epochs,
+                verbose,
+                callbacks,
+                val,
+                shuffle,
+                initial_epoch,
+                run,
+                val_batch,
+            )

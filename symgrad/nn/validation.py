@@ -67,8 +67,14 @@ def _numeric_array(data, name: str) -> np.ndarray:
     return array
 
 
+def as_float(array: np.ndarray) -> np.ndarray:
+    """Floating arrays as they are (float32 rows stay float32: no float64 copy of the data
+    set); integers and booleans as float64. The model's dtype is applied once, later."""
+    return array if array.dtype.kind == "f" else array.astype(np.float64)
+
+
 def as_matrix(data, name: str) -> np.ndarray:
-    """``data`` as a finite 2-D float64 array (a 1-D array becomes one column)."""
+    """``data`` as a finite 2-D floating array (a 1-D array becomes one column)."""
     array = _numeric_array(data, name)
     if array.ndim == 1:
         array = array.reshape(-1, 1)
@@ -79,19 +85,19 @@ def as_matrix(data, name: str) -> np.ndarray:
         )
     if array.shape[0] == 0:
         raise ValueError(f"{name} has no samples. Received: {name} with shape {array.shape}")
-    array = array.astype(np.float64, copy=False)
+    array = as_float(array)
     check_finite(array, name)
     return array
 
 
 def as_labels(data, name: str) -> np.ndarray:
-    """Targets as a float64 array of 1 or 2 dimensions (the loss reshapes them)."""
+    """Targets as a floating array of 1 or 2 dimensions (the loss reshapes them)."""
     array = _numeric_array(data, name)
     if array.ndim not in (1, 2):
         raise ValueError(
             f"{name} must be 1-D or 2-D, one row per sample. Received: {name} with shape {array.shape}"
         )
-    array = array.astype(np.float64, copy=False)
+    array = as_float(array)
     check_finite(array, name)
     return array
 
@@ -104,7 +110,16 @@ def show(value) -> str:
 
 
 def check_finite(array: np.ndarray, name: str) -> None:
+    # a nan or inf entry makes the sum nan or inf: one pass, no boolean copy of the data;
+    # only a non-finite sum (or an overflow of finite values) looks entry by entry
+    if array.dtype.kind != "f":
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(array)):
+            return
     bad = ~np.isfinite(array)
+    if not bad.any():
+        return
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         index = ", ".join(map(str, where))
@@ -201,7 +216,7 @@ def width(shape: tuple[int, ...]) -> int:
 
 
 def as_samples(data, name: str, shape: tuple[int, ...] | None, who: str = "The model"):
-    """``data`` as float64 rows ``(samples, width(shape))`` and the per-sample shape it has.
+    """``data`` as floating rows ``(samples, width(shape))`` and the per-sample shape it has.
 
     A model whose samples are vectors takes ``(samples, features)`` (a 1-D array is one
     feature); a model of images or sequences takes ``(samples, *shape)`` arrays, each
@@ -224,7 +239,7 @@ def as_samples(data, name: str, shape: tuple[int, ...] | None, who: str = "The m
         )
     if array.shape[0] == 0:
         raise ValueError(f"{name} has no samples. Received: {name} with shape {array.shape}")
-    array = array.astype(np.float64, copy=False)
+    array = as_float(array)
     check_finite(array, name)
     return array.reshape(array.shape[0], -1), tuple(shape)
 
