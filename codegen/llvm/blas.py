@@ -19,6 +19,9 @@ Resolution order (first found wins), chosen at run time:
 3. ``system-cblas``: ``cblas_dgemm`` from ``find_library('cblas' | 'openblas' | 'blas')``;
 4. ``generated``: a blocked loop nest emitted into the module (always works).
 
+``SYMGRAD_NUM_THREADS=N`` gives the gemm N threads from the first time it is
+resolved on (the first compile, or ``symgrad.config()``; OpenBLAS providers,
+NumPy's own instance too when that is the provider).
 ``SYMGRAD_BLAS=none`` (or ``compile_program(..., blas="none")``) forces the
 fallback; ``numpy`` / ``scipy`` / ``system`` pin one provider. The resolved
 address is registered with ``llvmlite.binding.add_symbol`` under a name that
@@ -79,7 +82,31 @@ def provider(choice: str | None = None) -> Provider:
         choice = "none"
     if choice not in CHOICES:
         raise ValueError(f"SYMGRAD_BLAS / blas must be one of {CHOICES}; received: {choice!r}")
-    return _resolve(choice)
+    count = threads_from_environment()
+    found = _resolve(choice)
+    if count is not None:
+        _set_threads_once(found, count)
+    return found
+
+
+def threads_from_environment() -> int | None:
+    """``SYMGRAD_NUM_THREADS`` as a thread count for the gemm, or None when it is unset."""
+    value = os.environ.get("SYMGRAD_NUM_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            "SYMGRAD_NUM_THREADS must be a positive integer (threads of the gemm symgrad "
+            f"calls); received: SYMGRAD_NUM_THREADS={value!r}"
+        )
+    return int(value)
+
+
+@functools.cache
+def _set_threads_once(found: Provider, count: int) -> None:
+    """Apply ``SYMGRAD_NUM_THREADS`` when a provider is first used, so a later
+    ``set_threads`` call is not undone by the next compile."""
+    set_threads(found, count)
 
 
 @functools.cache

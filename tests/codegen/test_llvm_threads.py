@@ -98,3 +98,42 @@ def test_same_bits_for_1_2_and_8_threads(dtype, rng, restore_threads):
 def test_set_threads_rejects_a_bad_count():
     with pytest.raises(ValueError, match="count=0"):
         blas.set_threads(PROVIDER, 0)
+
+
+CHILD = """
+from codegen.llvm import blas
+numpy_instance = blas._numpy_library()[1]
+numpy_instance.scipy_openblas_get_num_threads64_.restype = __import__("ctypes").c_int
+import symgrad  # importing changes nothing
+before = numpy_instance.scipy_openblas_get_num_threads64_()
+found = blas.provider()
+print(before, blas.threads(found), found.name)
+"""
+
+
+def child(**env):
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "SYMGRAD_NUM_THREADS"}
+    environ.update(OPENBLAS_NUM_THREADS="2", SYMGRAD_BLAS_CORETYPE="keep", **env)
+    return subprocess.run(
+        [sys.executable, "-c", CHILD], env=environ, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.skipif(PROVIDER.name != "numpy-openblas", reason="needs NumPy's OpenBLAS")
+def test_symgrad_num_threads_applies_when_the_gemm_is_resolved():
+    run = child(SYMGRAD_NUM_THREADS="3")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2", "3", "numpy-openblas"]
+    assert child().stdout.split() == ["2", "2", "numpy-openblas"]  # unset: OpenBLAS's own count
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_symgrad_num_threads_rejects_a_bad_value(value):
+    run = child(SYMGRAD_NUM_THREADS=value)
+    assert run.returncode != 0
+    assert "SYMGRAD_NUM_THREADS must be a positive integer" in run.stderr
+    assert f"received: SYMGRAD_NUM_THREADS={value!r}" in run.stderr
