@@ -267,11 +267,16 @@ def _build_epoch(module, program, spec: EpochSpec, step, fmt) -> None:
         weight, at = b.sitofp(n, F64), 0
         for slot, width in zip(spec.sum_slots, spec.widths()):  # sums[at + j] += n * value[j]
             out = load(b, PTR, bufs, i64(slot))
-            for j in range(width):
-                value = load(b, ty, out, i64(j))
+
+            def add(j, k, out=out):  # sums[k] += n * out[j]
+                value = load(b, ty, out, j)
                 value = value if fmt.bits == 64 else b.fpext(value, F64)
-                total = b.fadd(load(b, F64, sums, i64(at + j)), b.fmul(weight, value))
-                store(b, F64, total, sums, i64(at + j))
+                store(b, F64, b.fadd(load(b, F64, sums, k), b.fmul(weight, value)), sums, k)
+
+            if width == 1:
+                add(i64(0), i64(at))
+            else:  # a loop, not width copies of the body: AUC's rows have 200 entries
+                for_range(b, i64(width), lambda j, _, at=at, add=add: add(j, b.add(j, i64(at))))
             at += width
 
     for_range(b, steps, one_step)

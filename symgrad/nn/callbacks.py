@@ -196,12 +196,16 @@ def _pyplot(who: str):
     return plt
 
 
-def _format_value(value: float) -> str:
+def format_value(value) -> str:
+    """A logged value as the bar shows it; an array (``F1Score(average=None)``: one per
+    class) entry by entry in brackets."""
+    if np.ndim(value):
+        return "[" + " ".join(format_value(v) for v in np.ravel(value)) + "]"
     return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
 
 
 def _format_logs(logs: dict) -> str:
-    return "".join(f" - {k}: {_format_value(v)}" for k, v in logs.items())
+    return "".join(f" - {k}: {format_value(v)}" for k, v in logs.items())
 
 
 def _format_duration(seconds: float) -> str:

@@ -426,7 +426,16 @@ def _check_thresholds(thresholds, name: str = "thresholds") -> list[float]:
     return [float(v) for v in values]
 
 
-class Precision(_ConfusionMetric):
+class _AtThresholds(_ConfusionMetric):
+    """A confusion metric at the user's ``thresholds`` (one number or a list; default 0.5)."""
+
+    def __init__(self, thresholds=None, class_id: int | None = None, name: str | None = None):
+        super().__init__(
+            _check_thresholds(0.5 if thresholds is None else thresholds), class_id, name
+        )
+
+
+class Precision(_AtThresholds):
     """``tp / (tp + fp)`` at ``thresholds`` (default 0.5; 0 when nothing is predicted positive).
 
     >>> Precision()([0, 1, 1, 1], [1, 0, 1, 1])
@@ -435,25 +444,15 @@ class Precision(_ConfusionMetric):
 
     default_name = "precision"
 
-    def __init__(self, thresholds=None, class_id: int | None = None, name: str | None = None):
-        super().__init__(
-            _check_thresholds(0.5 if thresholds is None else thresholds), class_id, name
-        )
-
     def result(self):
         tp = self.true_positives
         return self._scalar(_divide_no_nan(tp, tp + self.false_positives))
 
 
-class Recall(_ConfusionMetric):
+class Recall(_AtThresholds):
     """``tp / (tp + fn)`` at ``thresholds`` (default 0.5; 0 when there is no positive)."""
 
     default_name = "recall"
-
-    def __init__(self, thresholds=None, class_id: int | None = None, name: str | None = None):
-        super().__init__(
-            _check_thresholds(0.5 if thresholds is None else thresholds), class_id, name
-        )
 
     def result(self):
         tp = self.true_positives

@@ -1119,7 +1119,7 @@ class Trainer(Weighted):
             tracker = Tracker(self._metric_objects(), weighted=weighted)
             logs = self._evaluate_arrays(x, y, batch_size, tracker, hooks)
         if verbose:
-            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+            print(" - ".join(f"{k}: {callbacks_module.format_value(v)}" for k, v in logs.items()))
         return self._result(logs, return_dict)
 
     def _result(self, logs: dict, return_dict: bool):
@@ -1306,18 +1306,7 @@ class Trainer(Weighted):
         shuffle = shuffle and batches.sequence is not None  # a generator's order is its own
         if self.built:
             self._warn_if_trainable_changed("fit")
-        # one "row" per batch: fit's order is the batches'
+        rows = range(batches.steps)  # one "row" per batch: fit's order is the batches'
         with self._deferred_interrupts(), self._weighting(weighted):
-            return self._fit_loop(
-                range(batches.steps),
-                None,
-                1,
-                epochs,
-                verbose,
-                callbacks,
-                val,
-                shuffle,
-                initial_epoch,
-                run,
-                val_batch,
-            )
+            loop = (rows, None, 1, epochs, verbose, callbacks, val, shuffle, initial_epoch)
+            return self._fit_loop(*loop, run, val_batch)

@@ -404,3 +404,36 @@ def test_bad_arguments_are_refused_with_the_value():
         M.recall([0, 1], [[0.1, 0.2]])
     with pytest.raises(ValueError, match=r"labels must be integers in \[0, 3\). Received: label=3"):
         M.sparse_top_k_categorical_accuracy([0, 3], np.eye(2, 3))
+
+
+def test_the_native_epoch_sums_row_outputs(rng):
+    """A (1, k) output is summed entry by entry (rows x value), also resumed from sums_start."""
+    from symgrad import compiler
+    from symgrad import expr as E
+
+    n = E.batch()
+    x, y = E.matrix("X", n, 3), E.matrix("Y", n, 1)
+    outputs = {"loss": E.mean(y), "cols": E.scale(1 / n, E.col_sum(x))}
+    epoch = {"x_input": "X", "y_input": "Y", "sums": ("loss", "cols"), "counter": None}
+    fn = compiler.compile([x, y], outputs, backend="llvm", dtype="float64", epoch=epoch)
+    xs, ys = rng.standard_normal((23, 3)), rng.standard_normal((23, 1))
+    order = rng.permutation(23)
+    whole = fn.epoch(xs, ys, batch_size=5, order=order)
+    np.testing.assert_allclose(whole.sums["cols"], xs.sum(axis=0), rtol=RTOL)
+    assert whole.sums["loss"] == pytest.approx(ys.sum(), rel=RTOL)
+    first = fn.epoch(xs, ys, batch_size=5, order=order[:10])
+    rest = fn.epoch(xs, ys, batch_size=5, order=order[10:], sums_start=first.sums)
+    np.testing.assert_array_equal(rest.sums["cols"], whole.sums["cols"])
+
+
+def test_a_per_class_result_shows_in_the_logs(rng, capsys):
+    """F1Score(average=None) logs one value per class: the bar and evaluate print them all."""
+    x, labels = rng.standard_normal((30, 3)), rng.integers(0, 3, 30)
+    model = Sequential([Dense(3, activation="softmax", input_dim=3)])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["f1_score"], seed=0)
+    history = model.fit(x, labels, epochs=1, verbose=2)
+    assert history.history["f1_score"][0].shape == (3,)
+    loss, f1 = model.evaluate(x, labels, verbose=1)
+    np.testing.assert_allclose(f1, ref_f1(np.eye(3)[labels], model.predict(x)), rtol=RTOL)
+    printed = capsys.readouterr().out
+    assert printed.count("f1_score: [") == 2
