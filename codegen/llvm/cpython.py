@@ -112,6 +112,7 @@ _C_API = {
     "Py_DecRef": (ir.VoidType(), [PTR]),
     "symgrad_PyArray_New": (PTR, [PTR, I32, PTR, I32, PTR, PTR, I32, I32, PTR]),
 }
+C_API_NAMES = frozenset(_C_API)  # what the fast entry calls (codegen.llvm.module reserves them)
 PYARRAY_NEW_INDEX = 93  # PyArray_API[93] is PyArray_New (NumPy's C API table, stable ABI)
 
 

@@ -51,7 +51,13 @@ from codegen.llvm.jit import host, new_target_machine, optimize, parse
 from codegen.llvm.kernels import lower_dim
 from codegen.llvm.loops import I8, I32, I64, PTR, i64, store
 from codegen.llvm.mathlib import FORMATS, MathLibrary
-from codegen.llvm.module import Layout, _build_step_impl, annotated, make_layout
+from codegen.llvm.module import (
+    Layout,
+    _build_step_impl,
+    annotated,
+    check_entry_name,
+    make_layout,
+)
 from codegen.llvm.targets import WASM_LD, Arch, target_machine, tool
 from codegen.names import (
     LLVM_NAME_LIMIT,
@@ -119,6 +125,8 @@ def library_ir(
     means a static arena sized for batches of up to ``max_batch`` rows.
     """
     _check_functions(functions)
+    for f in functions:
+        check_entry_name(f.name)
     fmt = FORMATS[functions[0].program.dtype]
     module = ir.Module(name=llvm_name(functions[0].name))
     machine = _target_machine(cpu) if arch is None else target_machine(arch)

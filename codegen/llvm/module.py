@@ -27,7 +27,7 @@ import sympy as sp
 
 from codegen.ir import Program, Shape, format_program, plan_buffers
 from codegen.llvm.blas import Provider
-from codegen.llvm.cpython import OFFSETS, build_fast_entry
+from codegen.llvm.cpython import C_API_NAMES, OFFSETS, build_fast_entry
 from codegen.llvm.jit import host
 from codegen.llvm.kernels import StepContext, lower_statement
 from codegen.llvm.loops import (
@@ -114,6 +114,30 @@ class EpochSpec:
         return self.sum_widths or (1,) * len(self.sum_slots)
 
 
+# The C symbols generated modules call: the libc routines LLVM lowers llvm.memcpy /
+# memmove / memset to, the emitted library's allocator, the Python C API functions of
+# the fast entry, and by prefix symgrad's gemm and array symbols and LLVM's intrinsics. A program
+# whose entry point had one of these names would define it in its own module and call
+# itself instead (tests/codegen/test_llvm_validation.py checks every module's
+# declarations against this).
+LINKED_SYMBOLS = frozenset({"memcpy", "memmove", "memset", "malloc", "free"}) | C_API_NAMES
+LINKED_PREFIXES = ("symgrad_", "llvm.")
+
+
+def is_linked_symbol(symbol: str) -> bool:
+    return symbol in LINKED_SYMBOLS or symbol.startswith(LINKED_PREFIXES)
+
+
+def check_entry_name(name: str) -> None:
+    """Raise ValueError when ``name``'s entry point would shadow a C function the code calls."""
+    symbol = llvm_name(name)
+    if is_linked_symbol(symbol):
+        raise ValueError(
+            f"a native program may not be named {symbol!r}: the generated code calls a C "
+            f"function of that name (or prefix); choose another name. Received: name={name!r}"
+        )
+
+
 def generate_ir(
     program: Program,
     layout: Layout,
@@ -126,6 +150,7 @@ def generate_ir(
     ``fast_entry`` adds ``<name>.fast``, the CPython builtin entry of
     ``codegen.llvm.cpython`` (it calls the Python C API: in-process use only).
     """
+    check_entry_name(program.name)
     fmt = FORMATS[program.dtype]
     module = ir.Module(name=llvm_name(program.name))
     module.triple = host().triple

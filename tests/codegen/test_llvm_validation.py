@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -159,3 +161,44 @@ def test_inspectable(fn):
     assert "sgd.step_impl" in fn.llvm_ir
     assert fn.asm.strip() and "sgd" in fn.asm
     assert "sgd" in repr(fn)
+
+
+def declared_functions(text: str) -> set[str]:
+    import llvmlite.binding as llvm
+
+    return {f.name for f in llvm.parse_assembly(text).functions if f.is_declaration}
+
+
+def test_every_c_function_the_modules_call_is_a_reserved_name():
+    """Introspection: a new external call cannot escape the names a program may not take."""
+    import dataclasses
+
+    from codegen.llvm import blas
+    from codegen.llvm.emit import CFunction, library_ir
+    from codegen.llvm.module import epoch_spec, generate_ir, is_linked_symbol, make_layout
+
+    program = sgd_step()
+    layout = make_layout(program)
+    spec = epoch_spec(program, layout, "X", "Y", ("L",), None)
+    step_module = generate_ir(program, layout, blas.provider(), spec, fast_entry=True)
+    library = library_ir([CFunction("sgd_c", dataclasses.replace(program, name="sgd_c"))])
+    declared = declared_functions(step_module) | declared_functions(library)
+    assert {"malloc", "free", "PyTuple_New"} <= declared  # the test sees the calls
+    assert all(is_linked_symbol(name) for name in declared), sorted(declared)
+
+
+@pytest.mark.parametrize(
+    "name", ["memcpy", "memset", "malloc", "PyTuple_New", "symgrad_x", "llvm.x"]
+)
+def test_a_program_named_after_a_called_c_function_is_rejected(name):
+    import dataclasses
+
+    from codegen.llvm.emit import CFunction, library_ir
+
+    program = dataclasses.replace(sgd_step(), name=name)
+    quoted = re.escape(repr(name))
+    with pytest.raises(ValueError, match=f"may not be named {quoted}.*Received: name={quoted}"):
+        compile_program(program, cache=False)
+    if name.isidentifier():  # a C name at all (else the library rejects it earlier)
+        with pytest.raises(ValueError, match=f"may not be named {quoted}"):
+            library_ir([CFunction(name, program)])
