@@ -4,6 +4,8 @@
   compiling each model structure once; results as a table, best first.
 - :class:`DataParallel` -- ``model.fit(..., strategy=DataParallel(num_workers=2))``:
   synchronous gradient averaging, or local SGD (parameters averaged every round).
+- :class:`Population` -- K copies of one model (own hyperparameters and seeds) trained
+  in one native call per epoch; ``sweep(..., population=K)`` uses it on each worker.
 - :func:`trainable` -- the same trials driven by Ray Tune (search algorithms,
   ASHA early stopping), reporting every epoch with ``tune.report``.
 
@@ -11,6 +13,7 @@ Ray is imported on first use, never by ``import symgrad``; see docs/distributed.
 """
 
 from symgrad.distributed.data_parallel import DataParallel
+from symgrad.distributed.population import MemberNonFinite, Population
 from symgrad.distributed.runtime import WorkerLost, init
 from symgrad.distributed.sweep import SweepResults, sweep
 from symgrad.distributed.trials import TrialRunner, expand
@@ -18,6 +21,8 @@ from symgrad.distributed.tune import trainable
 
 __all__ = [
     "DataParallel",
+    "MemberNonFinite",
+    "Population",
     "SweepResults",
     "TrialRunner",
     "WorkerLost",

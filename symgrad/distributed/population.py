@@ -1,0 +1,418 @@
+"""symgrad.distributed.population: K copies of one model trained in one native call per epoch.
+
+A sweep over a small model (the digits MLP: 64-32-10) leaves a core mostly idle:
+each step is a few small matrix products and the per-call overhead is a large part
+of it.  A :class:`Population` trains K *members* -- one model structure, each with
+its own hyperparameters and seed -- as one program: the graph holds the K copies of
+the layers side by side (member ``k``'s weights are named ``m<k>_<layer>_kernel``...),
+all reading the same rows ``X`` and targets ``Y``; the step's loss is the sum of the
+members' losses, whose gradients are disjoint, so each member's gradient is its solo
+gradient; each member's update reads its own runtime hyperparameters
+(``learning_rate_m3``, ``momentum_m3``...), so one compiled program serves any values.
+With the LLVM backend an epoch of all K members is one native call.
+
+Members share the batch order (one order per epoch for all of them): a member's
+weights and history are bit for bit those of the same model trained alone with
+``compile(seed=member's seed)`` and ``fit(..., shuffle=False)`` -- or given the same
+order.  A step in which any member's loss, gradients or new weights are not finite
+writes nothing for any member; :class:`MemberNonFinite` names the members at fault
+(their hyperparameters) and the others can be trained again without them
+(``sweep(..., population=K)`` does that, and runs the failed ones alone).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import sympy as sp
+
+from symgrad import compiler
+from symgrad import core as E
+from symgrad.distributed import trials
+from symgrad.nn import losses as losses_module
+from symgrad.nn import models
+from symgrad.nn import optimizers as optimizers_module
+from symgrad.nn import validation as data
+from symgrad.nn.layers import Input
+from symgrad.nn.trainer import (
+    GUARD_UPDATES,
+    NonFiniteLossError,
+    Tracker,
+    _loss_and_gradients,
+    runtime_scalars,
+)
+
+
+class MemberNonFinite(NonFiniteLossError):
+    """A step of the population was not finite: ``members`` are the indices at fault.
+
+    Nothing of the failing step was written, for any member: weights, slots and the
+    step counter are those after the last good step.  ``histories`` holds every
+    member's completed epochs.
+    """
+
+    def __init__(self, message: str, epoch: int, batch: int, members: list[int], histories):
+        super().__init__(message, epoch, batch)
+        self.members, self.histories = members, histories
+
+
+def member_prefix(k: int) -> str:
+    return f"m{k}"
+
+
+def _renamed_config(config: dict, prefix: str) -> dict:
+    """A Sequential's config with the model and each layer named ``<prefix>_...``."""
+    config = copy.deepcopy(config)
+    config["name"] = prefix
+    for layer in config["layers"]:
+        layer["config"]["name"] = f"{prefix}_{layer['config']['name']}"
+    return config
+
+
+class Population:
+    """K members of one structure, trained together: ``fit`` runs one native call per epoch.
+
+    ``build(hp)`` returns an uncompiled ``Sequential`` for a member's hyperparameters
+    (as for :func:`symgrad.distributed.sweep`); ``members`` is a list of such dicts
+    (``learning_rate``, ``momentum``, ``beta_1``..., ``seed``); ``compile`` the compile
+    settings all members share (``optimizer``, ``loss``, ``metrics``, ``backend``,
+    ``dtype``).  Every member must have the same structure
+    (:func:`~symgrad.distributed.trials.structure_key`).
+
+    >>> pop = Population(build, [{"learning_rate": lr, "seed": s} for lr in (0.1, 0.3)
+    ...                          for s in range(8)], compile=settings)
+    >>> histories = pop.fit(x, y, epochs=10, batch_size=32)   # one dict of lists per member
+    >>> pop.member_weights(3)    # member 3's weights, as its solo model.get_weights()
+    """
+
+    def __init__(self, build: Callable, members: Sequence[Mapping], *, compile: Mapping):  # noqa: A002
+        self.settings = trials.check_compile_settings(compile)
+        self.members = [dict(hp) for hp in members]
+        if not self.members:
+            raise ValueError("A population needs at least one member. Received: members=[]")
+        self.build = build
+        self.optimizers = [trials.trial_optimizer(self.settings, hp) for hp in self.members]
+        self.reference = build(dict(self.members[0]))  # a solo model: weights drawn, evaluation
+        self._check_members()
+        self.iterations = 0
+        self.compilations = 0
+        self._step = None
+        self._diagnosis = None
+        self.histories: list[dict[str, list[float]]] = [{} for _ in self.members]
+
+    # -- structure
+    def _check_members(self) -> None:
+        key = None
+        for k, (hp, opt) in enumerate(zip(self.members, self.optimizers)):
+            model = self.build(dict(hp)) if k else self.reference
+            if not isinstance(model, models.Sequential):
+                raise TypeError(
+                    "A population's build must return a Sequential. "
+                    f"Received: {type(model).__name__} for member {k}"
+                )
+            if opt.global_slot_names() or opt.global_clipnorm is not None:
+                raise ValueError(  # one value for the whole model: it would be shared
+                    f"A population cannot train {type(opt).__name__} with a state kept once per "
+                    f"model (Nadam's momentum product, global_clipnorm). Received: optimizer={opt!r}"
+                )
+            if callable(opt._hyper.get("learning_rate")) and not opt.compiled_schedule():
+                raise ValueError(
+                    "A population needs learning rates the step can read (numbers or "
+                    f"symgrad schedules). Received: learning_rate={opt.learning_rate!r} for "
+                    f"member {k}"
+                )
+            this = trials.structure_key(model, opt, self.settings)
+            if this is None:
+                raise ValueError(f"The model of member {k} has no config: {model!r}")
+            if key is not None and this != key:
+                raise ValueError(
+                    "Every member of a population must have the same structure (model config "
+                    "and update rule). Received: member 0 and member "
+                    f"{k} ({self.members[k]!r}) differ"
+                )
+            key = this
+        args = {k: v for k, v in self.settings.items() if k != "optimizer"}
+        self.reference.compile(optimizer=copy.deepcopy(self.optimizers[0]), **args)
+        if trials.draws_masks(self.reference):
+            raise ValueError(
+                "A population cannot train models with dropout (the masks' seed is compiled "
+                "into the step, one per member)"
+            )
+        self.dtype, self.backend = self.reference.dtype, self.reference.backend
+        config = self.reference.get_config()
+        self.copies = [
+            models.model_from_config(_renamed_config(config, member_prefix(k)))
+            for k in range(len(self.members))
+        ]
+        shape = tuple(self.reference.input_shape)
+        x = Input(shape=shape[1:] if shape and shape[0] is None else shape, name="x")
+        self.model = models.Model(x, [m(x) for m in self.copies], name="population")
+        self._draw_initial_weights()
+
+    def _draw_initial_weights(self) -> None:
+        """Each member's initial weights: those ``compile(seed=its seed)`` draws alone."""
+        ref = self.reference
+        for k, hp in enumerate(self.members):
+            ref._seed_rngs(hp.get("seed"))
+            for w in ref.weights:
+                w.value = None
+            ref._materialize()
+            for mine, solo in zip(self.copies[k].weights, ref.weights):
+                mine.value = solo.value.copy()
+        for w in ref.weights:
+            w.value = None
+
+    # -- the program
+    def _graph(self):
+        graph = self.model._forward()
+        parts = graph.output.body.args  # P = [P_m0 | P_m1 | ...]
+        loss = losses_module.get(self.settings["loss"])
+        n, classes = parts[0].shape
+        y = loss.labels(n, classes)
+        metrics = self.reference._metric_objects()
+        members = []
+        for copy_k, output in zip(self.copies, parts):
+            weights = [w for w in copy_k.weights if w.trainable]
+            own = {w.symbol for w in copy_k.weights}
+            penalties = [p for p in graph.penalties if p.free_symbols & own]
+            _, simplified, gradients, _ = _loss_and_gradients(
+                loss, y, output, penalties, [w.symbol for w in weights]
+            )
+            means = {}
+            for metric in metrics:
+                formula = metric.batch_mean(loss.target_part(y), output)
+                if formula is None:
+                    raise ValueError(
+                        f"A population needs metrics computed in the step. Received: "
+                        f"metric {metric.name!r}"
+                    )
+                means[metric.name] = formula
+            members.append((weights, simplified, gradients, means))
+        return graph, y, members
+
+    def _rename(self, k: int, exprs: dict) -> tuple[dict, dict]:
+        """Member ``k``'s updates with its hyperparameters renamed ``<name>_m<k>``."""
+        found = runtime_scalars(list(exprs.values()))
+        table = {
+            s: sp.Symbol(f"{s.name}_{member_prefix(k)}", real=True)
+            for s in found
+            if s != optimizers_module.STEP
+        }
+        renamed = {target: value.xreplace(table) for target, value in exprs.items()}
+        return renamed, {new: (k, old) for old, new in table.items()}
+
+    def _compile(self):
+        graph, y, members = self._graph()
+        outputs, updates, self._scalar_owner = {}, dict(graph.states), {}
+        self.slots = []
+        gradient_sums, losses = [], []
+        for k, (weights, loss_k, gradients, means) in enumerate(members):
+            opt = self.optimizers[k]
+            self.slots += opt.build(weights, self.dtype)
+            renamed, owners = self._rename(k, opt.updates(weights, gradients))
+            updates.update(renamed)
+            self._scalar_owner.update(owners)
+            prefix = member_prefix(k)
+            outputs[f"loss_{prefix}"] = loss_k
+            outputs.update({f"{name}_{prefix}": mean for name, mean in means.items()})
+            losses.append(loss_k)
+            gradient_sums += [E.total(d) for d in gradients.values()]
+        outputs = {"loss": E.add(*losses), **outputs}
+        sums = tuple(outputs)
+        inputs = [
+            graph.x,
+            y,
+            *(w.symbol for w in self.model.weights),
+            *(s.symbol for s in self.slots),
+        ]
+        scalars = runtime_scalars([*outputs.values(), *updates.values()])
+        checks = {"gradient_sum": E.add(*gradient_sums)} if gradient_sums else {}
+        if GUARD_UPDATES and updates:
+            checks["update_sum"] = E.add(*(E.total(u) for u in updates.values()))
+        epoch = None
+        if self.reference._programs().backend.epochs:
+            counter = optimizers_module.STEP.name
+            counter = counter if counter in {s.name for s in scalars} else None
+            epoch = {"x_input": graph.x.name, "y_input": y.name, "sums": sums, "counter": counter}
+        self._step = compiler.compile(
+            inputs,
+            outputs,
+            updates=updates,
+            scalars=scalars,
+            guards=("loss",),
+            checks=checks,
+            epoch=epoch,
+            backend=self.backend,
+            dtype=self.dtype,
+            name="population_step",
+        )
+        self.compilations += 1
+        self._outputs = list(outputs)
+        return self._step
+
+    def train_step(self):
+        """The compiled step of all members (compiled on first use)."""
+        return self._step if self._step is not None else self._compile()
+
+    def scalar_values(self, symbols) -> list[float]:
+        """The step's scalars: each member's hyperparameters, and the shared step ``t``."""
+        values = []
+        for s in symbols:
+            if s == optimizers_module.STEP:
+                values.append(float(self.iterations + 1))
+                continue
+            k, base = self._scalar_owner[s]
+            opt = self.optimizers[k]
+            opt.iterations = self.iterations  # a schedule reads it
+            values.append(opt.scalar_values([base], self.dtype)[0])
+        return values
+
+    # -- training
+    def fit(
+        self,
+        x,
+        y,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        validation_data=None,
+        shuffle: bool = False,
+        seed: int | None = None,
+    ) -> list[dict[str, list[float]]]:
+        """Train every member for ``epochs``; returns one history (dict of lists) per member.
+
+        ``shuffle=True`` draws one order per epoch for all members from ``seed``; the
+        default keeps the rows' order, as ``fit(..., shuffle=False)`` of a solo model.
+        """
+        epochs = data.non_negative_int(epochs, "epochs")
+        batch_size = data.positive_int(batch_size, "batch_size")
+        ref = self.reference
+        x, y = ref._prepare_xy(x, y)
+        val = None
+        if validation_data is not None:
+            val = ref._prepare_xy(*validation_data[:2], names=("x_val", "y_val"))
+        fn = self.train_step()
+        rng = np.random.default_rng(seed)
+        trackers = [Tracker(copy.deepcopy(ref._metric_objects())) for _ in self.members]
+        for epoch in range(epochs):
+            order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+            sums = self._epoch(fn, x, y, order, batch_size, epoch)
+            for k, tracker in enumerate(trackers):
+                logs = self._member_logs(k, tracker, sums, len(order))
+                if val is not None:
+                    logs.update(self._validation(k, val, batch_size))
+                for key, value in logs.items():
+                    self.histories[k].setdefault(key, []).append(value)
+        return self.histories
+
+    def _arrays(self) -> list[np.ndarray]:
+        return [*(w.value for w in self.model.weights), *(s.value for s in self.slots)]
+
+    def _epoch(self, fn, x, y, order, batch_size: int, epoch: int) -> dict:
+        steps = -(-len(order) // batch_size)
+        if fn.epoch is None:  # NumPy: one call per step of every member
+            return self._python_epoch(fn, x, y, order, batch_size, epoch)
+        values = self.scalar_values(fn.scalars)
+        counter = fn.epoch.counter
+        scalars = [v for s, v in zip(fn.scalars, values) if s.name != counter]
+        try:
+            result = fn.epoch(
+                x,
+                y,
+                *self._arrays(),
+                *scalars,
+                batch_size=batch_size,
+                order=order,
+                counter_start=self.iterations,
+            )
+        except FloatingPointError as err:
+            failed = getattr(err, "batch", 0)
+            self.iterations += failed
+            raise self._non_finite(x, y, order, batch_size, epoch, failed, steps) from err
+        self.iterations += result.steps
+        return dict(result.sums)
+
+    def _python_epoch(self, fn, x, y, order, batch_size, epoch) -> dict:
+        steps = -(-len(order) // batch_size)
+        sums = dict.fromkeys(self._outputs, 0.0)
+        for batch in range(steps):
+            rows = order[batch * batch_size : (batch + 1) * batch_size]
+            values = self.scalar_values(fn.scalars)
+            try:
+                with np.errstate(all="ignore"):
+                    outs = fn(x[rows], y[rows], *self._arrays(), *values)
+            except FloatingPointError as err:
+                raise self._non_finite(x, y, order, batch_size, epoch, batch, steps) from err
+            self.iterations += 1
+            for key, value in zip(self._outputs, outs):
+                sums[key] += float(value[0, 0]) * len(rows)
+        return sums
+
+    def _member_logs(self, k: int, tracker: Tracker, sums: dict, rows: int) -> dict:
+        prefix = member_prefix(k)
+        tracker.reset()
+        mine = {"loss": sums[f"loss_{prefix}"]}
+        keys = []
+        for m in tracker.metrics:
+            mine[f"metric_{m.name}"] = sums[f"{m.name}_{prefix}"]
+            keys.append(f"metric_{m.name}")
+        tracker.add_epoch(mine, rows, keys)
+        return tracker.logs()
+
+    def _with_member(self, k: int):
+        """The reference model holding member ``k``'s weights (the same arrays)."""
+        for solo, mine in zip(self.reference.weights, self.copies[k].weights):
+            solo.value = mine.value
+        return self.reference
+
+    def _validation(self, k: int, val, batch_size: int) -> dict:
+        ref = self._with_member(k)
+        tracker = Tracker(copy.deepcopy(ref._metric_objects()), "val_")
+        return ref._evaluate_arrays(val[0], val[1], batch_size, tracker)
+
+    def member_weights(self, k: int) -> list[np.ndarray]:
+        """Member ``k``'s weights, as ``get_weights()`` of its solo model gives them."""
+        return self._with_member(k).get_weights()
+
+    # -- a step that was not finite
+    def _non_finite(self, x, y, order, batch_size, epoch, batch, steps) -> MemberNonFinite:
+        rows = order[batch * batch_size : (batch + 1) * batch_size]
+        bad = self._members_at_fault(x[rows], y[rows])
+        named = ", ".join(f"{k} {self.members[k]!r}" for k in bad) or "none found"
+        return MemberNonFinite(
+            f"The loss, a gradient or a new weight of member(s) {named} became nan or inf at "
+            f"epoch {epoch + 1}, batch {batch + 1} of {steps}; nothing of that step was "
+            f"written for any member (step counter {self.iterations}). Train the others "
+            "again without them.",
+            epoch + 1,
+            batch + 1,
+            bad,
+            self.histories,
+        )
+
+    def _members_at_fault(self, xb, yb) -> list[int]:
+        """Members whose loss, gradients or new weights are not finite on this batch."""
+        if self._diagnosis is None:
+            graph, y, members = self._graph()
+            outputs = {}
+            for k, (weights, loss_k, gradients, _) in enumerate(members):
+                opt = self.optimizers[k]
+                renamed, _ = self._rename(k, opt.updates(weights, gradients))
+                terms = [loss_k, *(E.total(d) for d in gradients.values())]
+                terms += [E.total(u) for u in renamed.values()]
+                outputs[member_prefix(k)] = E.add(*terms)
+            inputs = [graph.x, y, *(w.symbol for w in self.model.weights)]
+            inputs += [s.symbol for s in self.slots]
+            self._diagnosis = compiler.compile(
+                inputs,
+                outputs,
+                scalars=self._step.scalars,
+                backend="numpy",
+                dtype=self.dtype,
+                name="population_check",
+            )
+        with np.errstate(all="ignore"):
+            outs = self._diagnosis(xb, yb, *self._arrays(), *self.scalar_values(self._step.scalars))
+        return [k for k, v in enumerate(outs) if not np.isfinite(v).all()]

@@ -1,0 +1,155 @@
+"""Population training: K members in one program equal their solo runs (same batch order)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from symgrad import distributed
+from symgrad.distributed.population import MemberNonFinite, Population
+from symgrad.layers import Dense, Dropout
+from symgrad.models import Sequential
+
+SETTINGS = {
+    "optimizer": "sgd",
+    "loss": "sparse_categorical_crossentropy",
+    "metrics": ["accuracy"],
+    "backend": "llvm",
+    "dtype": "float64",
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x, y = d.data[:360] / 16.0, d.target[:360]
+    return x[:300], y[:300], (x[300:], y[300:])
+
+
+def build(hp):
+    return Sequential([Dense(12, "relu", input_dim=64), Dense(10, "softmax")])
+
+
+def solo(hp, x, y, val, settings, epochs=2, batch_size=32):
+    """The member trained alone in the population's batch order (rows as given)."""
+    model = build(hp)
+    optimizer = distributed.trials.trial_optimizer(settings, hp)
+    rest = {k: v for k, v in settings.items() if k != "optimizer"}
+    model.compile(optimizer=optimizer, seed=hp.get("seed"), **rest)
+    history = model.fit(
+        x, y, epochs=epochs, batch_size=batch_size, validation_data=val, shuffle=False, verbose=0
+    )
+    return history.history, model.get_weights(), model.optimizer.iterations
+
+
+CASES = {
+    "sgd-momentum-llvm": (
+        {**SETTINGS},
+        [
+            {"learning_rate": lr, "momentum": m, "seed": s}
+            for lr, m, s in [(0.2, 0.9, 0), (0.05, 0.5, 1), (0.1, 0.9, 2)]
+        ],
+    ),
+    "adam-llvm": (
+        {**SETTINGS, "optimizer": "adam"},
+        [{"learning_rate": 0.01, "beta_1": 0.8, "seed": 3}, {"learning_rate": 0.002, "seed": 4}],
+    ),
+    "rmsprop-numpy": (
+        {**SETTINGS, "optimizer": "rmsprop", "backend": "numpy"},
+        [{"learning_rate": 0.01, "rho": 0.8, "seed": 0}, {"learning_rate": 0.003, "seed": 5}],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_member_equals_its_solo_run_bit_for_bit(case, digits):
+    settings, members = CASES[case]
+    x, y, val = digits
+    pop = Population(build, members, compile=settings)
+    histories = pop.fit(x, y, epochs=2, batch_size=32, validation_data=val)
+    assert pop.compilations == 1
+    for k, hp in enumerate(members):
+        history, weights, iterations = solo(hp, x, y, val, settings)
+        assert histories[k] == history  # loss, accuracy, val_loss, val_accuracy per epoch
+        for mine, theirs in zip(pop.member_weights(k), weights):
+            np.testing.assert_array_equal(mine, theirs)
+        assert pop.iterations == iterations
+    # the members did train apart: different hyperparameters, different weights
+    assert not np.array_equal(pop.member_weights(0)[0], pop.member_weights(1)[0])
+
+
+def test_an_epoch_of_every_member_is_one_native_call(digits, monkeypatch):
+    x, y, _ = digits
+    members = [{"learning_rate": 0.1, "seed": s} for s in range(4)]
+    pop = Population(build, members, compile=SETTINGS)
+    fn = pop.train_step()
+    calls = []
+    epoch = fn.epoch
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["order"].size)
+        return epoch(*args, **kwargs)
+
+    counted.counter = epoch.counter
+
+    monkeypatch.setattr(fn, "epoch", counted)
+    pop.fit(x, y, epochs=3, batch_size=16)
+    assert calls == [len(x)] * 3
+    assert pop.iterations == 3 * -(-len(x) // 16)
+
+
+def test_a_shared_shuffled_order_equals_a_solo_run_given_that_order(digits):
+    x, y, _ = digits
+    members = [{"learning_rate": 0.1, "seed": 0}, {"learning_rate": 0.3, "seed": 1}]
+    pop = Population(build, members, compile=SETTINGS)
+    pop.fit(x, y, epochs=1, batch_size=32, shuffle=True, seed=7)
+    order = np.random.default_rng(7).permutation(len(x))
+    _, weights, _ = solo(members[1], x[order], y[order], None, SETTINGS, epochs=1)
+    for mine, theirs in zip(pop.member_weights(1), weights):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_member_that_diverges_is_named_and_nothing_is_written(digits):
+    x, y, _ = digits
+    members = [
+        {"learning_rate": 0.1, "seed": 0},
+        {"learning_rate": 1e306, "seed": 1},  # finite after one step, overflows in the second
+        {"learning_rate": 0.1, "seed": 2},
+    ]
+    pop = Population(build, members, compile=SETTINGS)
+    with pytest.raises(MemberNonFinite, match=r"member\(s\) 1 \{'learning_rate': 1e\+306") as err:
+        pop.fit(x, y, epochs=1, batch_size=32)
+    assert err.value.members == [1]
+    assert (err.value.epoch, err.value.batch) == (1, 2)
+    assert pop.iterations == 1
+    for k in (0, 2):  # the good members hold their weights after the one good step, exactly
+        _, weights, _ = solo(members[k], x[:32], y[:32], None, SETTINGS, epochs=1)
+        for now, theirs in zip(pop.member_weights(k), weights):
+            np.testing.assert_array_equal(now, theirs)
+    assert all(np.all(np.isfinite(w)) for w in pop.member_weights(1))
+
+
+@pytest.mark.parametrize(
+    ("members", "settings", "message"),
+    [
+        (
+            [{"momentum": 0.0}, {"momentum": 0.9}],
+            SETTINGS,
+            "same structure .* member 0 and member 1 \\({'momentum': 0.9}\\) differ",
+        ),
+        ([{}], {**SETTINGS, "optimizer": "nadam"}, "cannot train Nadam"),
+        ([], SETTINGS, "at least one member. Received: members=\\[\\]"),
+    ],
+)
+def test_members_of_different_structures_are_refused(members, settings, message):
+    with pytest.raises(ValueError, match=message):
+        Population(build, members, compile=settings)
+
+
+def test_dropout_is_refused():
+    def with_dropout(hp):
+        return Sequential([Dense(8, "relu", input_dim=64), Dropout(0.5), Dense(10, "softmax")])
+
+    with pytest.raises(ValueError, match="cannot train models with dropout"):
+        Population(with_dropout, [{"seed": 0}], compile=SETTINGS)
