@@ -23,6 +23,7 @@ writes nothing for any member; :class:`MemberNonFinite` names the members at fau
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -60,6 +61,12 @@ class MemberNonFinite(NonFiniteLossError):
 
 def member_prefix(k: int) -> str:
     return f"m{k}"
+
+
+def _metric_key(name: str, stat: str, prefix: str) -> str:
+    """The step's output of a member's metric statistic (``accuracy_total_m3``)."""
+    word = re.sub(r"\W", "_", name)
+    return f"{word}_{stat}_{prefix}"
 
 
 def _renamed_config(config: dict, prefix: str) -> dict:
@@ -182,13 +189,14 @@ class Population:
             )
             means = {}
             for metric in metrics:
-                formula = metric.batch_mean(loss.target_part(y), output)
-                if formula is None:
+                formulas = metric.batch_means(loss.target_part(y), output)
+                if formulas is None:
                     raise ValueError(
                         f"A population needs metrics computed in the step. Received: "
                         f"metric {metric.name!r}"
                     )
-                means[metric.name] = formula
+                means[metric.name] = formulas
+            self._metric_stats = [list(stats) for stats in means.values()]
             members.append((weights, simplified, gradients, means))
         return graph, y, members
 
@@ -216,7 +224,13 @@ class Population:
             self._scalar_owner.update(owners)
             prefix = member_prefix(k)
             outputs[f"loss_{prefix}"] = loss_k
-            outputs.update({f"{name}_{prefix}": mean for name, mean in means.items()})
+            outputs.update(
+                {
+                    _metric_key(name, stat, prefix): mean
+                    for name, stats in means.items()
+                    for stat, mean in stats.items()
+                }
+            )
             losses.append(loss_k)
             gradient_sums += [E.total(d) for d in gradients.values()]
         outputs = {"loss": E.add(*losses), **outputs}
@@ -336,7 +350,7 @@ class Population:
 
     def _python_epoch(self, fn, x, y, order, batch_size, epoch) -> dict:
         steps = -(-len(order) // batch_size)
-        sums = dict.fromkeys(self._outputs, 0.0)
+        sums = dict.fromkeys(self._outputs, 0.0)  # each: rows x batch mean, in float64
         for batch in range(steps):
             rows = order[batch * batch_size : (batch + 1) * batch_size]
             values = self.scalar_values(fn.scalars)
@@ -347,18 +361,18 @@ class Population:
                 raise self._non_finite(x, y, order, batch_size, epoch, batch, steps) from err
             self.iterations += 1
             for key, value in zip(self._outputs, outs):
-                sums[key] += float(value[0, 0]) * len(rows)
+                sums[key] = sums[key] + value[0].astype(np.float64) * len(rows)
         return sums
 
     def _member_logs(self, k: int, tracker: Tracker, sums: dict, rows: int) -> dict:
         prefix = member_prefix(k)
         tracker.reset()
-        mine = {"loss": sums[f"loss_{prefix}"]}
-        keys = []
-        for m in tracker.metrics:
-            mine[f"metric_{m.name}"] = sums[f"{m.name}_{prefix}"]
-            keys.append(f"metric_{m.name}")
-        tracker.add_epoch(mine, rows, keys)
+        loss = np.asarray(sums[f"loss_{prefix}"], dtype=np.float64).reshape(-1)[0]
+        keys = [
+            {stat: _metric_key(m.name, stat, prefix) for stat in stats}
+            for m, stats in zip(tracker.metrics, self._metric_stats)
+        ]
+        tracker.add_epoch({**sums, "loss": float(loss)}, rows, keys)
         return tracker.logs()
 
     def _with_member(self, k: int):
