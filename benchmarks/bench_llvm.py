@@ -158,44 +158,10 @@ def torch_epoch(hand: HandMLP, X, Y, batch, rng):
 
 def jax_epoch(hand: HandMLP, X, Y, batch, rng):
     """JAX: the whole epoch (gather, every step) as one jit-compiled ``lax.scan``."""
-    import jax
-    import jax.numpy as jnp
+    from benchmarks.bench_peers import jax_scan_epoch
 
-    if hand.dtype == np.float64:
-        jax.config.update("jax_enable_x64", True)
-    hidden = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}[hand.activation]
-    output = hand.output
-
-    def loss_fn(params, x, y):
-        a = x
-        for l in range(0, len(params) - 2, 2):
-            a = hidden(a @ params[l] + params[l + 1])
-        z = a @ params[-2] + params[-1]
-        if output == "softmax":
-            return -jnp.sum(y * jax.nn.log_softmax(z)) / z.shape[0]
-        return jnp.mean((jax.nn.sigmoid(z) - y) ** 2)
-
-    def step(params, xy):
-        loss, grads = jax.value_and_grad(loss_fn)(params, *xy)
-        return [p - LR * g for p, g in zip(params, grads, strict=True)], loss
-
-    def epoch(params, x, y, order):
-        nb = x.shape[0] // batch
-        xb = x[order].reshape(nb, batch, x.shape[1])
-        yb = y[order].reshape(nb, batch, y.shape[1])
-        params, losses = jax.lax.scan(step, params, (xb, yb))
-        return params, losses.mean()
-
-    epoch = jax.jit(epoch, donate_argnums=0)
-    state = {"params": [jnp.asarray(p) for p in hand.params]}
-    x, y = jnp.asarray(X), jnp.asarray(Y)
-
-    def run():
-        order = jnp.asarray(rng.permutation(len(X)))
-        state["params"], loss = epoch(state["params"], x, y, order)
-        return float(loss)  # waits for the result
-
-    return run
+    scan = jax_scan_epoch(hand, X, Y, batch, LR)
+    return lambda: scan(rng.permutation(len(X)))
 
 
 # --------------------------------------------------------------------------
