@@ -24,7 +24,8 @@ from sympy.matrices.expressions import (
 )
 
 from symgrad import core as E
-from symgrad.core.printing import FormulaStrPrinter
+from symgrad.core import display
+from symgrad.core.printing import FormulaLatexPrinter, FormulaStrPrinter
 from symgrad.diff import Derivation, derive
 from symgrad.diff.rules import LEAVES
 from symgrad.diff.sweep import check_loss
@@ -66,19 +67,132 @@ def _shortener(printer: FormulaStrPrinter):
     return short
 
 
-def explain(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable = ()) -> str:
-    """The derivation as text: forward definitions, each VJP step, rewrites, results."""
+def gradient_tex(name: str) -> str:
+    """``\\frac{\\partial L}{\\partial \\mathrm{dense/kernel}}`` for a weight's name."""
+    return rf"\frac{{\partial L}}{{\partial {display.label_tex(name)}}}"
+
+
+class FormulaTable(dict):
+    """Formulas by name (``{"dense/kernel": dL/dW, ...}``): a dict, printed as one; in
+    Jupyter a table of LaTeX formulas (``_repr_html_``, ``_repr_latex_``).
+
+    ``lhs(name)``: the LaTeX left-hand side of a row; ``names``: symbol name -> the name
+    LaTeX shows (a model's weights under their Keras paths).
+    """
+
+    def __init__(self, formulas=(), lhs=display.label_tex, names=None, title: str = ""):
+        super().__init__(formulas)
+        self.lhs, self.names, self.title = lhs, dict(names or {}), title
+
+    def _rows(self) -> list[tuple[str, str]]:
+        printer = FormulaLatexPrinter({"names": self.names})
+        return [(self.lhs(k), printer.doprint(v)) for k, v in self.items()]
+
+    def latex(self) -> dict[str, str]:
+        """Each row as one LaTeX equation, ``lhs = formula``, by name."""
+        return {k: f"{lhs} = {rhs}" for k, (lhs, rhs) in zip(self, self._rows())}
+
+    def _repr_latex_(self) -> str:
+        return display.aligned(self._rows())
+
+    def _repr_html_(self) -> str:
+        rows = [[display.text(k), display.math(tex)] for k, tex in self.latex().items()]
+        return display.table(["name", "formula"], rows, self.title)
+
+
+class Explanation(str):
+    """The text of :func:`explain` (a ``str``, printed as before), with its parts kept:
+    ``forward`` (name, formula), ``loss``, ``steps`` (the sweep's ``Step`` records), ``rewrites``
+    (name, before, after), ``gradients`` (symbol, formula) and ``notes`` (title, lines).
+    In Jupyter its tables render with LaTeX formulas (``_repr_html_``, ``_repr_latex_``).
+    """
+
+    def __new__(cls, text: str, parts: dict):
+        self = super().__new__(cls, text)
+        self.__dict__.update(parts)
+        return self
+
+    def _tex(self, expr) -> str:
+        return FormulaLatexPrinter({"names": self.names}).doprint(expr)
+
+    def _name_tex(self, expr) -> str:
+        if isinstance(expr, (E.Named, MatrixSymbol)):
+            return self._tex(expr)
+        return rf"\left({self._tex(expr)}\right)"
+
+    def _gradient_lines(self) -> list[tuple[str, str]]:
+        return [
+            (gradient_tex(self.names.get(w.name, w.name)), self._tex(e)) for w, e in self.gradients
+        ]
+
+    def _repr_latex_(self) -> str:
+        forward = [(display.label_tex(name), self._tex(body)) for name, body in self.forward]
+        return display.aligned([*forward, ("L", self._tex(self.loss)), *self._gradient_lines()])
+
+    def _repr_html_(self) -> str:
+        m = display.math
+        forward = [[display.text(k), m(self._tex(body))] for k, body in self.forward]
+        forward.append([display.text("L"), m(self._tex(self.loss))])
+        steps = [
+            [
+                display.text(k),
+                m(self._tex(step.node)),
+                display.text(f"{step.rule}: {step.math}"),
+                m(self._tex(step.cotangent)),
+                "<br>".join(
+                    m(rf"\partial {self._name_tex(op)} \mathrel{{+}}= {self._tex(r)}")
+                    for op, r in zip(step.operands, step.results)
+                ),
+            ]
+            for k, step in enumerate(self.steps, 1)
+        ]
+        rewrites = [
+            [display.text(name), m(self._tex(before)), m(self._tex(after))]
+            for name, before, after in self.rewrites
+        ]
+        gradients = [[m(lhs), m(rhs)] for lhs, rhs in self._gradient_lines()]
+        parts = [
+            display.table(["name", "formula"], forward, "Forward definitions"),
+            display.table(
+                ["#", "node", "rule", "G (incoming cotangent)", "adds"], steps, "Reverse sweep"
+            ),
+            display.table(["rewrite", "before", "after"], rewrites, "Rewrites fired"),
+            display.table(["gradient", "formula"], gradients, "Gradients"),
+        ]
+        for title, lines in self.notes:
+            body = display.text("\n".join(lines))
+            parts.append(f"<p><b>{display.text(title)}</b></p><pre>{body}</pre>")
+        return "\n".join(parts)
+
+
+def explain(
+    loss: MatrixExpr,
+    wrt: Sequence[MatrixSymbol],
+    context: Iterable = (),
+    names: dict[str, str] | None = None,
+    notes: Sequence[tuple[str, Sequence[str]]] = (),
+) -> Explanation:
+    """The derivation as text: forward definitions, each VJP step, rewrites, results.
+
+    Returns an :class:`Explanation`, a ``str`` that Jupyter shows as tables of LaTeX
+    formulas; ``names``: symbol name -> the name its LaTeX shows; ``notes``: more
+    sections (title, lines) after the gradients.
+    """
     g = gradients(loss, wrt, context)
     printer = FormulaStrPrinter()  # one for the whole text: the steps share subterms
     _short = _shortener(printer)
+    forward = [
+        (node.name, node.body)
+        for node in E.topological([g.loss, *context])
+        if isinstance(node, E.Named)
+    ]
+    steps = list(g.derivation.steps)
     lines = ["Forward definitions:"]
-    for node in E.topological([g.loss, *context]):
-        if isinstance(node, E.Named):
-            lines.append(f"  {node.name} = {_short(node.body)}")
+    lines += [f"  {name} = {_short(body)}" for name, body in forward]
     lines.append(f"  L = {_short(g.loss)}")
     lines.append("")
     lines.append("Reverse sweep (G = incoming cotangent dL/dnode):")
-    for k, step in enumerate(g.derivation.steps, 1):
+    for k, step in enumerate(steps, 1):
         label = step.node.name if isinstance(step.node, E.Named) else _short(step.node, 60)
         lines.append(f"  [{k}] node {label}   rule {step.rule}: {step.math}")
         lines.append(f"      G = {_short(step.cotangent)}")
@@ -99,7 +213,18 @@ def explain(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable = (
     lines.append("Gradients:")
     for w, e in g.simplified.items():
         lines.append(f"  dL/d{w.name} = {printer.doprint(e)}")
-    return "\n".join(lines)
+    for title, extra in notes:
+        lines += ["", f"{title}:", *(f"  {t}" for t in extra)]
+    parts = {
+        "forward": forward,
+        "loss": g.loss,
+        "steps": steps,
+        "rewrites": list(g.rewrites),
+        "gradients": list(g.simplified.items()),
+        "names": dict(names or {}),
+        "notes": [(title, list(extra)) for title, extra in notes],
+    }
+    return Explanation("\n".join(lines), parts)
 
 
 def element_formula(gradient: MatrixExpr, i=None, j=None) -> sp.Expr:
@@ -220,7 +345,11 @@ OP_COUNTS: dict[type, Callable[[MatrixExpr], Counts]] = {
     E.Standardize: _standardize_counts,  # mean, centred square, sum, scale: per entry
     E.DropoutMask: _mask_counts,
     E.Gather: _free,  # row copies
-    E.ScatterAdd: lambda node: (sp.S.Zero, _size(node.args[0]), sp.S.Zero),  # an add per entry  # one hash (a few integer operations) per entry
+    E.ScatterAdd: lambda node: (
+        sp.S.Zero,
+        _size(node.args[0]),
+        sp.S.Zero,
+    ),  # an add per entry  # one hash (a few integer operations) per entry
     E.Im2Col: _free,  # copies of windows
     E.Col2Im: _sum_counts,  # one add per window entry
     E.Reshape: _free,  # the same entries

@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import sympy as sp
 
 import symgrad
 
@@ -53,14 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         "testRows": TEST_ROWS,
     }
     weights = {w.path: v.ravel().tolist() for w, v in zip(model.weights, model.get_weights())}
-    formulas = [
-        {
-            "weight": path,
-            "mathml": to_mathml(
-                rf"\frac{{\partial L}}{{\partial {_tex_name(path)}}} = " + sp.latex(g)
-            ),
-        }
-        for path, g in model.gradient_formulas().items()
+    formulas = [  # the LaTeX a notebook shows, weights named by their Keras paths
+        {"weight": path, "mathml": to_mathml(tex)}
+        for path, tex in model.gradient_formulas().latex().items()
     ]
     for name, value in (
         ("data.json", data),
@@ -72,10 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(HERE / name, out / name)
     print(f"wrote {out}/data.json, weights.json, formulas.json and the page ({', '.join(PAGE)})")
     return 0
-
-
-def _tex_name(path: str) -> str:
-    return r"\mathrm{" + path.replace("_", r"\_") + "}"
 
 
 # --------------------------------------------------------------------------

@@ -5,6 +5,10 @@ nothing in a user's process); symgrad prints through these subclasses:
 
 - ``A o B`` for an entrywise product (SymPy's ``str`` shows the class name);
 - ``A_{1}^{T}`` in LaTeX for a transposed named value, not ``\\left(A_{1}\\right)^{T}``;
+- LaTeX names: a letter with a number (``X``, ``W1``, ``A_2``) as SymPy writes it
+  (``W_{1}``), any other name upright (``\\mathrm{dense\\_1\\_kernel}``, never SymPy's
+  ``dense_{1 kernel}``); the setting ``names`` shows symbols under other names (a
+  model's weights as their Keras paths, ``\\mathrm{dense\\_1/kernel}``);
 - a fixed rank for matrix products: SymPy ranks a ``MatMul`` like a ``Mul``,
   whose sign test negates the product and runs a ``doit`` down the whole tree;
 - bottom-up: every matrix subterm is printed once, operands before users, so a
@@ -12,6 +16,8 @@ nothing in a user's process); symgrad prints through these subclasses:
 """
 
 from __future__ import annotations
+
+import re
 
 from sympy.matrices.expressions import MatAdd, MatMul, MatrixExpr
 from sympy.printing.latex import LatexPrinter
@@ -109,8 +115,30 @@ class FormulaStrPrinter(_BottomUp, StrPrinter):
         return hadamard_text(self, expr)
 
 
+MATH_NAME = re.compile(r"[A-Za-z](_?[0-9]+)?")
+"""Names SymPy's LaTeX writes well: one letter, perhaps with a number as its subscript."""
+
+_TEX_SPECIALS = {c: "\\" + c for c in "_{}#$%&"} | {
+    "\\": r"\backslash ",
+    "^": r"\hat{}",
+    "~": r"\sim ",
+}
+
+
+def tex_text(text: str) -> str:
+    r"""``text`` as an upright LaTeX name, its special characters escaped:
+    ``tex_text("dense_1/kernel") == r"\mathrm{dense\_1/kernel}"``."""
+    return r"\mathrm{" + "".join(_TEX_SPECIALS.get(c, c) for c in text) + "}"
+
+
 class FormulaLatexPrinter(_BottomUp, LatexPrinter):
-    """LaTeX of formulas: SymPy's ``latex`` with the rules of this module."""
+    """LaTeX of formulas: SymPy's ``latex`` with the rules of this module.
+
+    ``names``: symbol name -> the text it is shown as (upright), e.g. a model's
+    ``{"dense_1_kernel": "dense_1/kernel"}``.
+    """
+
+    _default_settings = {**LatexPrinter._default_settings, "names": {}}
 
     def parenthesize(self, item, level, is_neg=False, strict=False):
         p = PRECEDENCE["Mul"] if isinstance(item, MatMul) else precedence_traditional(item)
@@ -139,6 +167,12 @@ class FormulaLatexPrinter(_BottomUp, LatexPrinter):
             tex += rf"\left({text}\right)" if isinstance(term, MatAdd) else text
         return tex
 
+    def _print_MatrixSymbol(self, expr):
+        shown = self._settings["names"].get(expr.name)
+        if shown is None and MATH_NAME.fullmatch(expr.name):
+            return super()._print_MatrixSymbol(expr)  # W_{1}
+        return tex_text(expr.name if shown is None else shown)
+
     def _print_Transpose(self, expr):
         if isinstance(expr.arg, Named):  # A_{1}^{T}: a name needs no parentheses
             return f"{self._print(expr.arg)}^{{T}}"
@@ -151,5 +185,8 @@ def sstr(expr, **settings) -> str:
 
 
 def latex(expr, **settings) -> str:
-    """A formula as LaTeX, as symgrad prints it: ``\\frac{1}{n} A_{1}^{T} \\left(P - Y\\right)``."""
+    """A formula as LaTeX, as symgrad prints it: ``\\frac{1}{n} A_{1}^{T} \\left(P - Y\\right)``.
+
+    ``names={"dense_kernel": "dense/kernel"}`` shows symbols under other names.
+    """
     return FormulaLatexPrinter(settings).doprint(expr)

@@ -32,7 +32,7 @@ from symgrad.nn import outputs as outputs_module
 from symgrad.nn import regularizers
 from symgrad.nn import validation as data
 from symgrad.nn.layers import Input, InputLayer, KerasTensor, Names, Node, Variable, snake_case
-from symgrad.nn.models import MODELS, Model
+from symgrad.nn.models import MODELS, Model, SummaryRow
 from symgrad.nn.trainer import Programs, TrainingGraph
 
 # --------------------------------------------------------------------------
@@ -564,6 +564,20 @@ class Functional(Model):
             )
         return inbound
 
+    def _summary_rows(self) -> list[SummaryRow]:
+        graph = self._forward()
+        inbound = self._inbound()
+        return [
+            SummaryRow(
+                f"{layer.name} ({type(layer).__name__})",
+                f"{(None, *self._output_shape(layer))}",
+                str(layer.count_params()),
+                list(graph.layer_names.get(layer.name, [])),
+                ", ".join(inbound.get(id(layer), [])) or "-",
+            )
+            for layer in self.layers
+        ]
+
     def summary(self, print_fn=None) -> None:
         """Layers, output shapes, parameters, inbound layers and the formula each layer computes."""
         rule, double = "_" * 98, "=" * 98
@@ -573,16 +587,11 @@ class Functional(Model):
             f" {'Layer (type)':<30}{'Output Shape':<14}{'Param #':>9}   Connected to",
             double,
         ]
-        graph = self._forward()
-        inbound = self._inbound()
-        for i, layer in enumerate(self.layers):
-            shape = f"{(None, *self._output_shape(layer))}"
-            params = layer.count_params()
-            connected = ", ".join(inbound.get(id(layer), [])) or "-"
-            label = f"{layer.name} ({type(layer).__name__})"
-            lines.append(f" {label:<30}{shape:<14}{params:>9}   {connected}")
-            lines += [f"{'':<57}{n.name} = {n.body}" for n in graph.layer_names.get(layer.name, [])]
-            if i + 1 < len(self.layers):
+        rows = self._summary_rows()
+        for i, row in enumerate(rows):
+            lines.append(f" {row.label:<30}{row.shape:<14}{row.params:>9}   {row.connected}")
+            lines += [f"{'':<57}{n.name} = {n.body}" for n in row.computes]
+            if i + 1 < len(rows):
                 lines.append("")
         self._print_summary(lines, print_fn, rule, double)
 

@@ -19,14 +19,16 @@ import json
 import os
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
 from codegen.files import write_atomic
-from symgrad.core import fresh_name
-from symgrad.core.printing import sstr
+from symgrad.core import display, fresh_name
+from symgrad.core.printing import FormulaLatexPrinter, sstr
+from symgrad.formulas import Explanation, FormulaTable, gradient_tex
 from symgrad.nn import config as config_module
 from symgrad.nn import (
     convolution,  # noqa: F401 - its layers register themselves in LAYERS
@@ -94,6 +96,17 @@ def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> N
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_atomic(path, buffer.getvalue(), fsync=True)
+
+
+@dataclass
+class SummaryRow:
+    """One layer in ``summary()`` and the HTML summary: its formulas as named values."""
+
+    label: str  # "dense (Dense)"
+    shape: str  # "(None, 64)"
+    params: str
+    computes: list  # the Named values it computes (Z1 = ..., A1 = ...)
+    connected: str | None = None  # a functional model's inbound tensors
 
 
 class Model(Trainer):
@@ -328,17 +341,55 @@ class Model(Trainer):
         ]
         (print_fn or print)("\n".join(line.rstrip() for line in lines))
 
-    def gradient_formulas(self) -> dict[str, sp.Expr]:
-        """Simplified dL/dW per weight, keyed by Keras path (``dense_1/kernel``)."""
+    def _latex_names(self) -> dict[str, str]:
+        """Symbol name -> Keras path: LaTeX shows weights as ``\\mathrm{dense\\_1/kernel}``."""
+        return {w.symbol.name: w.path for w in self.weights}
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the summary as a table, each layer's formulas in LaTeX."""
+        printer = FormulaLatexPrinter({"names": self._latex_names() if self.built else {}})
+        rows = self._summary_rows()
+        connected = any(r.connected is not None for r in rows)
+        header = ["Layer (type)", "Output Shape", "Param #"]
+        header += ["Connected to"] * connected + ["Computes"]
+        cells = []
+        for r in rows:
+            computes = "<br>".join(
+                display.math(f"{display.label_tex(n.name)} = {printer.doprint(n.body)}")
+                for n in r.computes
+            )
+            cells.append(
+                [display.text(r.label), display.text(r.shape), display.text(r.params)]
+                + [display.text(r.connected or "-")] * connected
+                + [computes]
+            )
+        total = self.count_params() if self.built else 0
+        trainable = sum(w.size for w in self.trainable_weights) if self.built else 0
+        size = total * np.dtype(self.dtype).itemsize
+        totals = (
+            f"<p>Total params: {total} ({size:,} bytes as {display.text(self.dtype)}) &middot; "
+            f"Trainable params: {trainable} &middot; Non-trainable params: {total - trainable}</p>"
+        )
+        caption = f'Model: "{self.name}" ({type(self).__name__})'
+        return display.table(header, cells, caption) + totals
+
+    def gradient_formulas(self) -> FormulaTable:
+        """Simplified dL/dW per weight, keyed by Keras path (``dense_1/kernel``): a dict,
+        shown in Jupyter as a table of LaTeX formulas."""
         from symgrad import formulas as inspect
 
         self._require_compiled("gradient_formulas")
         graph = self._training_graph()
         wrt = [w.symbol for w in graph.trainable]  # frozen weights are constants
         simplified = inspect.gradients(graph.raw_loss, wrt, context=[graph.output]).simplified
-        return {w.path: simplified[w.symbol] for w in graph.trainable}
+        return FormulaTable(
+            {w.path: simplified[w.symbol] for w in graph.trainable},
+            gradient_tex,
+            self._latex_names(),
+            f"Gradients of {self.name}",
+        )
 
-    def forward_formulas(self) -> dict[str, sp.Expr]:
+    def forward_formulas(self) -> FormulaTable:
         """The named intermediates in order: ``{"Z1": X*dense_kernel + dense_bias, ...}``.
 
         Where ``predict`` computes a value otherwise than ``fit`` (dropout, batch
@@ -356,19 +407,23 @@ class Model(Trainer):
             out[f"{sym.name} (fit update)"] = new
         if graph.loss is not None:
             out["loss"] = graph.loss
-        return out
+        return FormulaTable(out, names=self._latex_names(), title=f"Forward pass of {self.name}")
 
-    def explain(self) -> str:
-        """The chain rule step by step, from the loss down to every weight."""
+    def explain(self) -> Explanation:
+        """The chain rule step by step, from the loss down to every weight: a ``str``,
+        shown in Jupyter as tables of LaTeX formulas."""
         from symgrad import formulas as inspect
 
         self._require_compiled("explain")
         graph = self._training_graph()
-        text = inspect.explain(
-            graph.raw_loss, [w.symbol for w in graph.trainable], context=[graph.output]
-        )
         lines = self.element_formulas()
-        return text + ("\n\nPer element:\n" + "\n".join(f"  {t}" for t in lines) if lines else "")
+        return inspect.explain(
+            graph.raw_loss,
+            [w.symbol for w in graph.trainable],
+            context=[graph.output],
+            names=self._latex_names(),
+            notes=[("Per element", lines)] if lines else (),
+        )
 
     def element_formulas(self) -> list[str]:
         """Convolution and pooling layers entry by entry: ``Z1[k, i, j, f] = ...``, the kernel
@@ -615,16 +670,31 @@ class Sequential(Model):
     # ------------------------------------------------------------------
     # Inspection
 
-    def summary(self, print_fn=None) -> None:
-        """Print layers, output shapes, parameter counts and the formula each layer computes."""
+    def _summary_rows(self) -> list[SummaryRow]:
+        graph = forward(self._layers, self._input_dim) if self.built else None
         rows = []
         for i, layer in enumerate(self._layers):
             dims = self._output_shape_of(self._layers[: i + 1])
-            label = f"{layer.name} ({type(layer).__name__})"
-            rows.append((label, f"{(None, *dims)}" if dims is not None else "(None, ?)"))
+            params = str(layer.count_params()) if layer.built or not layer.weights else "?"
+            if not layer.built and isinstance(layer, layers_module.Dense):
+                params = "? (unbuilt)"
+            computes = graph.layer_names.get(layer.name, []) if graph is not None else []
+            rows.append(
+                SummaryRow(
+                    f"{layer.name} ({type(layer).__name__})",
+                    f"{(None, *dims)}" if dims is not None else "(None, ?)",
+                    params,
+                    list(computes),
+                )
+            )
+        return rows
+
+    def summary(self, print_fn=None) -> None:
+        """Print layers, output shapes, parameter counts and the formula each layer computes."""
+        rows = self._summary_rows()
         # columns as wide as their longest entry (images: (None, 8, 8, 16)), at least as before
-        name_w = max([28, *(len(label) + 1 for label, _ in rows)])
-        shape_w = max([14, *(len(shape) + 1 for _, shape in rows)])
+        name_w = max([28, *(len(r.label) + 1 for r in rows)])
+        shape_w = max([14, *(len(r.shape) + 1 for r in rows)])
         width = 90 + (name_w - 28) + (shape_w - 14)
         rule, double = "_" * width, "=" * width
         lines = [
@@ -633,21 +703,14 @@ class Sequential(Model):
             f" {'Layer (type)':<{name_w}}{'Output Shape':<{shape_w}}{'Param #':>11}   Computes",
             double,
         ]
-        formulas = {}
-        if self.built:
-            graph = forward(self._layers, self._input_dim)
-            formulas = {
-                k: [f"{n.name} = {sstr(n.body)}" for n in v] for k, v in graph.layer_names.items()
-            }
         indent = 1 + name_w + shape_w + 11 + 3
-        for i, (layer, (label, shape)) in enumerate(zip(self._layers, rows)):
-            params = str(layer.count_params()) if layer.built or not layer.weights else "?"
-            if not layer.built and isinstance(layer, layers_module.Dense):
-                params = "? (unbuilt)"
-            computes = formulas.get(layer.name) or [""]
-            lines.append(f" {label:<{name_w}}{shape:<{shape_w}}{params:>11}   {computes[0]}")
+        for i, row in enumerate(rows):
+            computes = [f"{n.name} = {sstr(n.body)}" for n in row.computes] or [""]
+            lines.append(
+                f" {row.label:<{name_w}}{row.shape:<{shape_w}}{row.params:>11}   {computes[0]}"
+            )
             lines += [" " * indent + text for text in computes[1:]]
-            if i + 1 < len(self._layers):
+            if i + 1 < len(rows):
                 lines.append("")
         self._print_summary(lines, print_fn, rule, double)
 
