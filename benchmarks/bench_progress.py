@@ -4,7 +4,7 @@ of about 0.1 s each with the bar updated between them, side by side.
 Run from the repository root::
 
     python -m benchmarks.bench_progress                 # float32, 1 thread
-    python -m benchmarks.bench_progress --threads 2 --rows 16384
+    python -m benchmarks.bench_progress --threads 2 --rows 32768
 
 The model is a 784-256-128-10 MLP (relu, softmax cross-entropy, Adam, accuracy), the
 LLVM backend, batches of 64 of ``--rows`` synthetic rows; each timed ``fit`` runs
@@ -99,7 +99,7 @@ def calls_per_epoch(x, y, dtype: str, epochs: int) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--rows", type=int, default=32768)
+    ap.add_argument("--rows", type=int, default=16384)
     ap.add_argument("--epochs", type=int, default=2, help="epochs per timed fit call")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1, help="threads for every library (read early)")

@@ -18,8 +18,9 @@ divided by the rows: a mean's total, a precision's true and predicted positives 
 threshold...), and is compiled with a
 whole-epoch native loop (``step.function.epoch``): :meth:`Trainer.fit` then
 runs an epoch in one native call -- shuffled order, row gathering, every step
-and the sums of loss and metrics -- unless something needs Python between
-steps (a callback using batch hooks, a learning-rate schedule, a metric with
+and the sums of loss and metrics -- (with the progress bar: a few calls of whole
+batches, bit-identical to one, the bar moved between them) unless something needs
+Python between steps (a callback using batch hooks, a learning-rate schedule, a metric with
 no formula or targets it cannot handle).
 
 :class:`Trainer` holds ``compile`` / ``fit`` / ``evaluate`` / ``predict`` and

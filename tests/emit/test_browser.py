@@ -25,10 +25,11 @@ pytestmark = [
 ]
 
 EPOCHS = 4
-FORMULAS = [  # the MathML's text: fraction parts, sub- and superscripts run together
-    "\u2202L\u2202dense/kernel=1nXT(((P-Y)dense1kernelT)\u2218[A1>0])",
-    "\u2202L\u2202dense/bias=1ncolsum(((P-Y)dense1kernelT)\u2218[A1>0])",
-    "\u2202L\u2202dense_1/kernel=1n(A1)T(P-Y)",
+FORMULAS = [  # the MathML's text: fraction parts, sub- and superscripts run together; weights
+    # by their Keras paths, as a notebook shows them
+    "\u2202L\u2202dense/kernel=1nXT(((P-Y)dense_1/kernelT)\u2218[A1>0])",
+    "\u2202L\u2202dense/bias=1ncolsum(((P-Y)dense_1/kernelT)\u2218[A1>0])",
+    "\u2202L\u2202dense_1/kernel=1nA1T(P-Y)",
     "\u2202L\u2202dense_1/bias=1ncolsum(P-Y)",
 ]
 
