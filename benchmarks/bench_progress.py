@@ -1,5 +1,5 @@
 """Cost of the moving progress bar: a native epoch in one call against the same epoch in calls
-of about 0.1 s each with the bar updated between them, side by side.
+of about 0.2 s each with the bar updated between them, side by side.
 
 Run from the repository root::
 
@@ -12,10 +12,12 @@ LLVM backend, batches of 64 of ``--rows`` synthetic rows; each timed ``fit`` run
 
 - ``one call, verbose=0``: each epoch one native call (no bar);
 - ``one call, verbose=2``: a line per epoch, still one call;
-- ``calls of 0.1 s, verbose=1``: the bar (written to /dev/null), the epoch in calls of
+- ``calls of 0.2 s, verbose=1``: the bar (written to /dev/null), the epoch in calls of
   about ``symgrad.nn.trainer.NATIVE_UPDATE_SECONDS`` each.
 
-The calls per epoch of the last candidate are counted in a separate run and printed.
+The calls per epoch of the last candidate are counted in a separate run and printed, with
+the fixed cost of one native call (its Python side: argument checks, pointers, scalars; a
+call on no rows, median of many) and what that many extra calls add to an epoch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import os  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.bench_fit import per_epoch  # noqa: E402
-from benchmarks.common import environment, format_table, interleaved  # noqa: E402
+from benchmarks.common import environment, format_table, interleaved, median_time  # noqa: E402
 from codegen.llvm.backend import LLVMEpoch  # noqa: E402
 from symgrad.layers import Dense  # noqa: E402
 from symgrad.models import Sequential  # noqa: E402
@@ -96,6 +98,24 @@ def calls_per_epoch(x, y, dtype: str, epochs: int) -> list[int]:
     return [b - a for a, b in zip([0, *ends], ends)]
 
 
+def call_cost(x, y, dtype: str) -> float:
+    """Seconds of one native epoch call's fixed work: the call on an empty order."""
+    m = model(dtype)
+    m.fit(x[:BATCH], y[:BATCH], epochs=1, batch_size=BATCH, verbose=0)  # compile, build slots
+    step = m._train_step()
+    fn = step.function
+    values = m.optimizer.scalar_values(fn.scalars, fn.program.dtype)
+    scalars = [v for s, v in zip(fn.scalars, values) if s.name != fn.epoch.counter]
+    others = [*m._weight_arrays(), *(s.value for s in step.slots)]
+    xs, ys = m._prepare_xy(x[:BATCH], y[:BATCH])
+    empty = np.empty(0, dtype=np.int64)
+
+    def call():
+        fn.epoch(xs, ys, *others, *scalars, batch_size=BATCH, order=empty, sums_start=None)
+
+    return median_time(call, repeat=15).median
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -121,7 +141,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.dtype}, LLVM"
     )
     print(format_table(results, BASELINE, title=title))
-    print(f"\nnative calls per epoch with the bar: {calls_per_epoch(x, y, args.dtype, 3)}")
+    calls = calls_per_epoch(x, y, args.dtype, 3)
+    cost = call_cost(x, y, args.dtype)
+    epoch = results[BASELINE].median
+    extra = (max(calls) - 1) * cost
+    print(f"\nnative calls per epoch with the bar: {calls}")
+    print(
+        f"fixed cost of a native call: {cost * 1e6:.1f} us; {max(calls) - 1} extra calls: "
+        f"{extra * 1e3:.3f} ms = {100 * extra / epoch:.3f}% of the {epoch:.2f} s epoch"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ With the LLVM backend a whole epoch runs as one native call, and the batch
 hooks are not called -- unless a callback uses them (overrides
 ``on_train_batch_begin`` / ``on_train_batch_end``, or is a ``LambdaCallback``
 given one): then ``fit`` runs step by step, as with the NumPy backend.  With the
-progress bar (``verbose=1``) the epoch runs as native calls of about 0.1 s each, and
+progress bar (``verbose=1``) the epoch runs as native calls of about 0.2 s each, and
 the batch hooks of callbacks that do not need every batch (the bar) are called
 between them with the last batch of each call, as Keras's ``steps_per_execution``.
 

@@ -368,7 +368,7 @@ class Programs:
 # --------------------------------------------------------------------------
 # The native epoch in a few calls
 
-NATIVE_UPDATE_SECONDS = 0.1
+NATIVE_UPDATE_SECONDS = 0.2
 """With a progress bar, a native epoch runs as calls of about this long each (whole batches),
 and the bar moves between them; ``benchmarks/bench_progress.py`` measures what it costs."""
 

@@ -175,3 +175,10 @@ def test_explain_is_the_same_text_and_renders_as_tables():
         r"$$\begin{aligned} Z_{1} &= \mathrm{dense/bias} + X \mathrm{dense/kernel}"
     )
     assert "dense_{" not in latex and "dense_{" not in e._repr_html_()
+
+
+def test_an_unbuilt_model_renders_what_it_knows():
+    model = Sequential([Dense(4), Dense(2)])
+    header, first, second = Tables(model._repr_html_()).tables[0]["rows"]
+    assert first == ["dense (Dense)", "(None, 4)", "? (unbuilt)", ""]
+    assert second[2] == "? (unbuilt)"
