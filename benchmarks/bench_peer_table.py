@@ -239,8 +239,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=11)
     parsed = ap.parse_args(args)
     if parsed.threads is not None:
-        if hasattr(os, "sched_setaffinity") and parsed.threads >= (os.cpu_count() or 1):
-            os.sched_setaffinity(0, range(os.cpu_count() or 1))  # all cores, whatever was inherited
         run(parsed.threads, parsed.workloads, parsed.rounds)
         return
     rest = ["--rounds", str(parsed.rounds), "--workloads", *map(str, parsed.workloads)]

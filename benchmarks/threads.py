@@ -29,8 +29,10 @@ def limit_threads(threads: int) -> None:
     """
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    if hasattr(os, "sched_setaffinity") and threads < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, set(range(threads)))
+    if hasattr(os, "sched_setaffinity"):
+        # every CPU when threads cover them: a parent that ran with --threads 1 pinned
+        # itself, and its children inherit the mask
+        os.sched_setaffinity(0, set(range(min(threads, os.cpu_count() or 1))))
 
 
 def limit_threads_from_argv(argv: list[str] | None = None) -> int:

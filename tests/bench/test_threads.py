@@ -1,0 +1,24 @@
+"""benchmarks.threads: a thread setting gets exactly that many CPUs, whatever the parent had."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+CHILD = """
+import os, sys
+os.sched_setaffinity(0, {0})  # as a parent that ran with --threads 1 leaves its children
+from benchmarks.threads import limit_threads
+limit_threads(int(sys.argv[1]))
+print(len(os.sched_getaffinity(0)), os.environ["OPENBLAS_NUM_THREADS"])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+@pytest.mark.parametrize("threads", [1, os.cpu_count() or 1])
+def test_limit_threads_sets_the_cpu_mask(threads):
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, str(threads)], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.split() == [str(min(threads, os.cpu_count() or 1)), str(threads)]
