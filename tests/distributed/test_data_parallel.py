@@ -23,12 +23,12 @@ def digits():
     return d.data[:600] / 16.0, d.target[:600]
 
 
-def make(optimizer="adam", backend="llvm", units=16, seed=3):
+def make(optimizer="adam", backend="llvm", units=16, seed=3, metrics=("accuracy",)):
     model = Sequential([Dense(units, "tanh", input_dim=64), Dense(10, "softmax")])
     model.compile(
         optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        metrics=list(metrics),
         backend=backend,
         dtype="float64",
         seed=seed,
@@ -62,6 +62,17 @@ def test_sync_follows_the_single_process_trajectory(digits, cluster, optimizer):
         np.testing.assert_allclose(got.value, want.value, rtol=0, atol=1e-12)
     np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-12)
     assert h2.history["accuracy"] == h1.history["accuracy"]
+
+
+def test_sync_sums_the_workers_metric_statistics(digits, cluster):
+    """Precision and recall: the shards' counts added per batch, the ratio at the end."""
+    x, y = digits
+    metrics = ("precision", "recall", "accuracy")
+    alone, spread = make(metrics=metrics), make(metrics=metrics)
+    h1 = alone.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    h2 = spread.fit(x, y, epochs=2, batch_size=64, verbose=0, strategy=distributed.DataParallel(2))
+    for name in metrics:
+        np.testing.assert_allclose(h2.history[name], h1.history[name], rtol=1e-12)
 
 
 class Recorder(Callback):
