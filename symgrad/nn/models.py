@@ -147,8 +147,9 @@ class Model(Trainer):
     # ------------------------------------------------------------------
     # Calling a model, as Keras's model(x)
 
-    def __call__(self, inputs):
-        """Keras's ``model(x)``.
+    def __call__(self, inputs, training: bool | None = None):
+        """Keras's ``model(x)``; ``training=True`` (on the tape): dropout and batch statistics
+        as in ``fit``, else (the default, as Keras) the inference graph.
 
         On arrays (a list or dict of them for several inputs): the predictions for their
         rows as one batch, in the model's dtype, from its compiled predict program (built
@@ -160,7 +161,7 @@ class Model(Trainer):
         from symgrad.nn import tape  # the tape records model calls; it imports the models
 
         if tape.records(inputs):  # inside a GradientTape, or on a tape tensor
-            return tape.call_model(self, inputs)
+            return tape.call_model(self, inputs, training=bool(training))
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         if items and all(isinstance(t, KerasTensor) for t in items):
             from symgrad.nn import functional  # it imports this module
@@ -169,6 +170,11 @@ class Model(Trainer):
         if items and all(isinstance(t, MatrixExpr) for t in items):
             outs = self._symbolic_call(list(items))
             return outs[0] if len(outs) == 1 else outs
+        if training:
+            raise NotImplementedError(
+                f"Model {self.name!r} called on arrays with training=True: fit runs the training "
+                "graph; inside a GradientTape, model(x, training=True) records it"
+            )
         return self.predict_on_batch(inputs)
 
     def _symbolic_call(self, exprs: list[MatrixExpr]) -> list[MatrixExpr]:

@@ -60,7 +60,12 @@ def recording() -> GradientTape | None:
 
 def records(value) -> bool:
     """Whether a model call on ``value`` is recorded: a tape tensor, or an array while a tape
-    records (symbolic tensors of the functional API are not: a model can be built in a tape)."""
+    records (symbolic tensors of the functional API are not: a model can be built in a tape);
+    for several inputs, a list or dict of them."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(records(v) for v in value)
     return isinstance(value, Tensor) or (bool(_RECORDING) and isinstance(value, np.ndarray))
 
 
@@ -336,6 +341,7 @@ class GradientTape:
         self._batch: int | None = None  # the number of rows the batch symbol n stands for
         self._names: set[str] = set()
         self.outputs: list[MatrixExpr] = []  # models' outputs: their names are kept in formulas
+        self._step: int | None = None  # t of the training graphs recorded (dropout masks)
         self._used = False
 
     def __enter__(self) -> GradientTape:
@@ -431,6 +437,18 @@ class GradientTape:
     def _arguments(self, inputs, dtype) -> list[np.ndarray]:
         return [np.ascontiguousarray(self.leaves[s], dtype=dtype) for s in inputs]
 
+    def _scalars(self, fn) -> list[float]:
+        """The scalars of a program: the step number ``t`` of a model called with
+        ``training=True`` (its dropout masks are those of that step of ``fit``)."""
+        from symgrad.nn.optimizers import STEP  # it imports this module
+
+        values = []
+        for s in fn.scalars:
+            if s.name != STEP.name or self._step is None:  # pragma: no cover - the graphs' make
+                raise ValueError(f"a tape program has a scalar {s.name!r} nothing gives a value")
+            values.append(float(self._step))
+        return values
+
     # -- values and gradients
     def evaluate(self, expr: MatrixExpr) -> np.ndarray:
         """The value of a graph on this tape's leaves (a compiled program, kept by structure)."""
@@ -450,7 +468,7 @@ class GradientTape:
 
         fn = _kept(_PROGRAMS, key, make, PROGRAMS_KEPT)
         with np.errstate(all="ignore"):
-            return fn(*self._arguments(inputs, dtype))[0]
+            return fn(*self._arguments(inputs, dtype), *self._scalars(fn))[0]
 
     def gradient(self, target, sources, unconnected_gradients: str = "none"):
         """d target / d source for each source, as arrays shaped like the sources (Keras shapes).
@@ -470,7 +488,7 @@ class GradientTape:
         wrt = _unique(s for s in symbols if s is not None)
         program = self._gradient_program(loss, wrt)
         with np.errstate(all="ignore"):
-            outs = program(*self._arguments(program.inputs, self.dtype()))
+            outs = program(*self._arguments(program.inputs, self.dtype()), *self._scalars(program))
         if loss is target.expr:  # a scalar target: its value came with the gradient
             target._value = outs[0]
         found = dict(zip(wrt, outs[1:]))
@@ -628,52 +646,94 @@ def flatten(structure):
 # Model calls
 
 
-def call_model(model, x) -> Tensor:
+def call_model(model, x, training: bool = False):
     """``model(x)`` on the tape: the model's forward graph on ``x`` (a tape tensor, or an array
-    whose rows become the batch ``X``), its weights read as leaves."""
-    tape = _tape_of(x)
-    several = [len(getattr(model, kind, ())) for kind in ("inputs", "outputs")]
-    if max(several) > 1:
-        raise NotImplementedError(
-            f"Model {model.name!r} has {several[0]} inputs and {several[1]} outputs: a GradientTape "
-            "records calls of models with one input and one output"
-        )
-    inputs = tape.as_tensor(x, base="X", batch=True)
-    if inputs.ndim != 2:
-        raise ValueError(
-            f"Model {model.name!r} takes rows of features (samples, features). "
-            f"Received: an input of shape {inputs.shape}"
-        )
-    if not model.built:
-        model.build(input_dim=inputs.shape[1])
+    whose rows become the batch ``X``; a list or dict of them for several inputs), its weights
+    read as leaves. One tensor, or a list of them for several outputs (as Keras returns).
+
+    ``training``: the graph of ``fit`` (dropout masks of the step the next update makes,
+    ``optimizer.iterations + 1``; batch statistics), else that of ``predict``."""
+    inputs = model.inputs if len(getattr(model, "inputs", ())) > 1 else None
+    given = model._arrays(x, model.input_names, "x", "input") if inputs else [x]
+    tape = _tape_of(*given)
+    if not model.built:  # a Sequential without an input size: from the first call's samples
+        first = given[0].shape if isinstance(given[0], Tensor) else np.shape(given[0])
+        if len(first) < 2:
+            raise ValueError(
+                f"Model {model.name!r} takes rows of features (samples, features). "
+                f"Received: an input of shape {tuple(first)}"
+            )
+        model.build(input_shape=(None, *first[1:]))
+    graph = _forward_of(model, training)
+    if training and tape._step is None:
+        optimizer = getattr(model, "optimizer", None)
+        tape._step = (optimizer.iterations if optimizer is not None else 0) + 1
+    widths = [t.dim for t in inputs] if inputs else [int(graph.x.shape[1])]
+    shapes = [t.sample_shape for t in inputs] if inputs else [tuple(model.input_shape)]
+    tensors = [
+        _input_rows(model, tape, v, width, shape) for v, width, shape in zip(given, widths, shapes)
+    ]
     if tape.backend is None and model.compiled:  # the model's own backend
         tape.backend = model.backend
-    graph = _forward_of(model)
-    if inputs.shape[1] != graph.x.shape[1]:
-        raise ValueError(
-            f"Model {model.name!r} expects rows of {graph.x.shape[1]} features. "
-            f"Received: an input of shape {inputs.shape}"
-        )
     model._materialize()
     for w in graph.weights:
         tape.variable(w)
     body = graph.output.body if isinstance(graph.output, E.Named) else graph.output
+    blocks = _input_blocks(graph.x, inputs)
+    several = len(getattr(model, "outputs", ())) > 1
+    parts = list(body.args) if several else [body]
+    names = [f"P_{t.name}" for t in model.outputs] if several else ["P"]
+    rows = tensors[0].shape[0]
+    out = []
+    for part, base in zip(parts, names):
+        part = part.body if isinstance(part, E.Named) else part
 
-    def build(a):  # the graph on a (its rows: n, or a number when they are not the batch's)
-        return body.xreplace({graph.x: a, BATCH: a.shape[0]})
+        def build(*a, part=part):  # the graph on a (its rows: n, or a number when not the batch)
+            return part.xreplace({**dict(zip(blocks, a)), BATCH: a[0].shape[0]})
 
-    name = E.fresh_name("P", tape._names, first=2)  # the output, named as in fit's formulas
-    tape._names.add(name)
-    output = record(("model", graph.x, body, name), lambda a: E.name(name, build(a)), inputs.expr)
-    tape.outputs.append(output)
-    return tape.tensor(output, (inputs.shape[0], int(body.shape[1])))
+        name = E.fresh_name(base, tape._names, first=2)  # named as in fit's formulas
+        tape._names.add(name)
+        key = ("model", graph.x, part, name, training)
+        output = record(key, lambda *a, name=name, build=build: E.name(name, build(*a)),
+                        *(t.expr for t in tensors))  # fmt: skip
+        tape.outputs.append(output)
+        out.append(tape.tensor(output, (rows, int(part.shape[1]))))
+    return out if several else out[0]
 
 
-def _forward_of(model):
-    """The model's forward graph ``X -> P``, built once for its current weights (kept on it)."""
-    kept = getattr(model, "_tape_forward", None)
+def _input_rows(model, tape: GradientTape, value, width: int, shape) -> Tensor:
+    """One input as a tape tensor of rows: an array of samples of ``shape`` (images, sequences)
+    becomes its rows, channels last; its width is checked."""
+    given = value.shape if isinstance(value, Tensor) else np.shape(value)
+    if len(given) > 2 and tuple(given[1:]) == tuple(shape):
+        value = np.reshape(value, (given[0], -1))
+    elif len(given) != 2 or given[1] != width:
+        raise ValueError(
+            f"Model {model.name!r} expects rows of {width} features"
+            + (f" (samples of shape {tuple(shape)})" if len(shape) > 1 else "")
+            + f". Received: an input of shape {tuple(given)}"
+        )
+    return tape.as_tensor(value, base="X", batch=True)
+
+
+def _input_blocks(x, inputs) -> list[MatrixExpr]:
+    """What stands for each input in the forward graph: ``X`` itself, or with several inputs
+    each one's named column block ``X_<name>`` of it."""
+    if inputs is None:
+        return [x]
+    blocks, start = [], 0
+    for t in inputs:
+        blocks.append(E.name(f"X_{t.name}", E.column_slice(x, start, start + t.dim)))
+        start += t.dim
+    return blocks
+
+
+def _forward_of(model, training: bool = False):
+    """The model's forward graph ``X -> P`` in fit's form (``training``) or predict's, built
+    once for its current weights (kept on it)."""
+    kept = getattr(model, "_tape_forward", {})
     weights = tuple(model.weights)
-    if kept is None or kept[0] != weights:
-        kept = (weights, model._forward())
+    if kept.get(training, (None,))[0] != weights:
+        kept = {**kept, training: (weights, model._forward(training=training))}
         model._tape_forward = kept
-    return kept[1]
+    return kept[training][1]

@@ -471,3 +471,74 @@ def test_apply_gradients_skips_none_with_a_warning():
 
 def test_backend_of_the_test_run_is_used():
     assert BACKEND in symgrad.compiler.BACKENDS
+
+
+def test_a_model_with_two_inputs_and_two_outputs_on_the_tape(rng):
+    """model([a, b]) returns one tensor per output; the tape's gradient of the weighted sum of
+    the two losses is compute_gradients of the compiled total loss."""
+    from tests.nn.test_functional import compile_two, multi_data, two_in_two_out
+
+    model = compile_two(two_in_two_out())
+    x, y = multi_data(rng)
+    with symgrad.GradientTape() as tape:
+        cls, reg = model({"b": x["b"], "a": x["a"]})
+        value = ops.reduce_mean(
+            losses.sparse_categorical_crossentropy(y["cls"], cls)
+        ) + 0.5 * ops.reduce_mean(losses.mean_squared_error(y["reg"], reg))
+    assert cls.shape == (12, 3) and reg.shape == (12, 1)
+    p_cls, p_reg = model.predict(x)
+    np.testing.assert_allclose(cls.numpy(), p_cls, rtol=1e-12)
+    np.testing.assert_allclose(reg.numpy(), p_reg, rtol=1e-12)
+    assert float(value) == pytest.approx(model.evaluate(x, y), rel=1e-12)
+    for g, e in zip(tape.gradient(value, model.trainable_weights), model.compute_gradients(x, y)):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
+
+
+def test_images_go_on_the_tape_as_their_rows(rng):
+    model = symgrad.Sequential(
+        [symgrad.layers.Input(shape=(4, 4, 1)), symgrad.layers.Conv2D(2, 3, activation="tanh"),
+         symgrad.layers.Flatten(), symgrad.Dense(3, activation="softmax")]
+    )  # fmt: skip
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", dtype="float64", seed=0)
+    x, labels = rng.standard_normal((5, 4, 4, 1)), rng.integers(0, 3, 5)
+    with symgrad.GradientTape() as tape:
+        value = ops.reduce_mean(losses.sparse_categorical_crossentropy(labels, model(x)))
+    for g, e in zip(tape.gradient(value, model.weights), model.compute_gradients(x, labels)):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match=r"expects rows of 16 features \(samples of shape"):
+        with symgrad.GradientTape():
+            model(rng.standard_normal((5, 3, 3, 1)))
+
+
+def _dropout_model(backend="numpy"):
+    model = symgrad.Sequential(
+        [symgrad.Dense(8, activation="tanh", input_dim=4), symgrad.layers.Dropout(0.5),
+         symgrad.Dense(3, activation="softmax")]
+    )  # fmt: skip
+    model.compile(
+        optimizer="sgd", loss="sparse_categorical_crossentropy", backend=backend,
+        dtype="float64", seed=0,
+    )  # fmt: skip
+    return model
+
+
+@pytest.mark.parametrize("backend", sorted(symgrad.compiler.BACKENDS))
+def test_training_true_records_fit_s_graph_and_its_masks(backend, rng):
+    """model(x, training=True): the masks of the step the next update makes, so the custom loop
+    step is train_on_batch's, bit for bit in loss and weights; the default is predict's graph."""
+    x, labels = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+    looped, fitted = _dropout_model(backend), _dropout_model(backend)
+    for _ in range(3):  # a new step, new masks
+        with symgrad.GradientTape() as tape:
+            probabilities = looped(x, training=True)
+            value = ops.reduce_mean(losses.sparse_categorical_crossentropy(labels, probabilities))
+        grads = tape.gradient(value, looped.trainable_weights)
+        looped.optimizer.apply_gradients(zip(grads, looped.trainable_weights))
+        assert float(value) == pytest.approx(fitted.train_on_batch(x, labels), rel=1e-12)
+        for a, b in zip(looped.get_weights(), fitted.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    with symgrad.GradientTape():
+        inference = looped(x)
+    np.testing.assert_allclose(inference.numpy(), looped.predict(x), rtol=1e-12)
+    with pytest.raises(NotImplementedError, match="called on arrays with training=True"):
+        looped(x, training=True)
