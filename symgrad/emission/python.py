@@ -383,7 +383,7 @@ def load_weights(path=None):
         opt_state = init_opt_state(params)
         if set(stored.files) >= {"optimizer/" + name for name in SLOTS}:
             for name in SLOTS:
-                opt_state[name][...] = stored["optimizer/" + name]
+                opt_state[name][...] = stored["optimizer/" + name].reshape(opt_state[name].shape)
             if "optimizer/iterations" in stored.files:
                 opt_state["iterations"] = int(stored["optimizer/iterations"])
     return params, opt_state

@@ -180,10 +180,14 @@ class _Conv(_Windowed):
         super().build(shape)
         keras_shape = (*self.kernel_size, shape[-1], self.filters)  # Keras's kernel layout
         init = _Reshaped(self.kernel_initializer, keras_shape)
-        self.kernel = self._variable("kernel", (self.window.taps, self.filters), init)
+        self.kernel = self._variable(
+            "kernel", (self.window.taps, self.filters), init, layout=keras_shape
+        )
         self.bias = None
         if self.use_bias:
-            self.bias = self._variable("bias", (1, self.filters), self.bias_initializer, vector=True)
+            self.bias = self._variable(
+                "bias", (1, self.filters), self.bias_initializer, vector=True
+            )
 
     def call(self, a, names):
         win = self.window
@@ -198,7 +202,6 @@ class _Conv(_Windowed):
         if self.activation_fn is None or self.activation_fn == "softmax":
             return z
         return E.name(names.activation(), E.apply(self.activation_fn, z))
-
 
 
 class _Reshaped(initializers.Initializer):
@@ -266,7 +269,6 @@ class _Pooling(_Windowed):
     def call(self, a, names):
         pooled = _pool(self.kind, a, self.window)
         return E.name(names.pooled(), pooled)
-
 
 
 def _pool(kind: str, a, win: E.Window):

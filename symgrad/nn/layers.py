@@ -39,10 +39,12 @@ class Variable:
     """A weight (or optimizer slot): Keras path, symbol, value, initializer, ``trainable``.
 
     The symbol is a matrix (a bias is one row, ``(1, units)``, so that it adds to
-    every row of ``X W``) and ``value`` holds that matrix; ``shape``, ``numpy()``
-    and ``assign`` speak Keras's layout, where a bias (``vector=True``) is a vector
-    ``(units,)`` -- the layout of Keras's and PyTorch's exported weights.  Arrays
-    in the matrix layout (files written before this layout) are accepted too.
+    every row of ``X W``; a convolution kernel one row per tap of the window) and
+    ``value`` holds that matrix; ``shape``, ``numpy()`` and ``assign`` speak Keras's
+    layout, where a bias (``vector=True``) is a vector ``(units,)`` and a kernel
+    with a ``layout`` has that shape (``(kh, kw, channels, filters)``: the same
+    entries, row-major) -- the layout of Keras's exported weights.  Arrays in the
+    matrix layout (files written before this layout) are accepted too.
 
     ``trainable=False`` is also the state a layer updates itself in the compiled step
     (batch normalization's moving statistics, ``state=True``): saved and loaded with the
@@ -57,6 +59,7 @@ class Variable:
     trainable: bool = True
     layer: Layer | None = None  # its owner: gives it a value on first use (the model's seed)
     state: bool = False  # updated by its layer in the step, never trainable
+    layout: tuple[int, ...] | None = None  # Keras's shape when not the matrix's (conv kernels)
 
     @property
     def name(self) -> str:
@@ -69,7 +72,10 @@ class Variable:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Keras's shape: ``(units,)`` for a bias, else the matrix shape."""
+        """Keras's shape: ``(units,)`` for a bias, the ``layout`` of a convolution kernel,
+        else the matrix shape."""
+        if self.layout is not None:
+            return self.layout
         rows, cols = self.matrix_shape
         return (cols,) if self.vector else (rows, cols)
 
@@ -115,7 +121,11 @@ def check_value(var: Variable, value) -> np.ndarray:
     """``value`` as a finite float array in ``var``'s matrix layout, or a ValueError naming it."""
     array = data._numeric_array(value, var.path).astype(np.float64, copy=False)
     if not var.accepts(array.shape):
-        layouts = f"{var.shape} (or {var.matrix_shape})" if var.vector else f"{var.shape}"
+        layouts = (
+            f"{var.shape}"
+            if var.shape == var.matrix_shape
+            else f"{var.shape} (or {var.matrix_shape})"
+        )
         raise ValueError(
             f"Weight {var.path} has shape {layouts}. Received: an array of shape {np.shape(value)}"
         )
@@ -324,10 +334,12 @@ class Layer(Weighted):
             var._require_value()[...] = array
 
     def _variable(
-        self, what: str, shape: tuple[int, int], initializer, vector=False, state=False
-    ) -> Variable:
+        self, what: str, shape: tuple[int, int], initializer, vector=False, state=False,
+        layout=None,
+    ) -> Variable:  # fmt: skip
         """A new weight of this layer: ``<layer>/<what>``, symbol ``<layer>_<what>``;
-        ``state``: updated by the layer itself in the step (never trainable)."""
+        ``state``: updated by the layer itself in the step (never trainable); ``layout``:
+        its shape in Keras (of the same entries, row-major), if not ``shape``."""
         sym = E.matrix(f"{self.name}_{what}", *shape)
         return Variable(
             f"{self.name}/{what}",
@@ -337,6 +349,7 @@ class Layer(Weighted):
             trainable=self.trainable and not state,
             layer=self,
             state=state,
+            layout=None if layout is None else tuple(int(d) for d in layout),
         )
 
     @property
@@ -476,15 +489,16 @@ class Dense(Layer):
         return [w for w in (self.kernel, self.bias) if w is not None]
 
     def build(self, input_shape) -> None:
-        input_dim = rows_of_features(self, sample_shape(input_shape, "input_dim"))
+        shape = sample_shape(input_shape, "input_dim")
+        input_dim = shape[-1]  # Keras: the last axis (of each step of a sequence, each pixel)
         if self.declared_input_dim is not None and input_dim != self.declared_input_dim:
             raise ValueError(
                 f"Layer {self.name!r} expects {self.declared_input_dim} input features. "
                 f"Received: input_dim={input_dim}"
             )
-        if self.built and self.input_dim == input_dim:
+        if self.built and self.input_shape == shape:
             return
-        super().build(input_dim)
+        super().build(shape)
         self.kernel = self._variable("kernel", (input_dim, self.units), self.kernel_initializer)
         self.bias = None
         if self.use_bias:  # one row added to every row of X W; Keras's vector (units,)
@@ -494,13 +508,22 @@ class Dense(Layer):
         return self.units
 
     def compute_output_shape(self, input_shape):
-        rows_of_features(self, input_shape)
-        return (self.units,)
+        return (*tuple(input_shape)[:-1], self.units)
 
     def call(self, a, names):
-        z = E.matmul(a, self.kernel.symbol)
+        """``A W + b`` on rows of features; on samples of several axes, ``(steps, C)`` or
+        ``(H, W, C)``, on each position's features (Keras: the last axis), as one product
+        of the ``n * positions`` rows: ``reshape(reshape(A, (n*steps, C)) W + b, (n, ...))``."""
+        positions = width(self.input_shape[:-1]) if len(self.input_shape) > 1 else 1
+        rows = a if positions == 1 else E.reshape(a, a.shape[0] * positions, self.input_shape[-1])
+        z = E.matmul(rows, self.kernel.symbol)
         if self.bias is not None:
             z = E.add_bias(z, self.bias.symbol)
+        if positions > 1 and self.activation_fn == "softmax":  # over each position's units
+            z = E.apply("softmax", E.name(names.pre_activation(), z))
+            return E.name(names.activation(), E.reshape(z, a.shape[0], positions * self.units))
+        if positions > 1:
+            z = E.reshape(z, a.shape[0], positions * self.units)
         z = E.name(names.pre_activation(), z)
         if self.activation_fn is None:
             return z
@@ -582,17 +605,6 @@ def declared_shape(layer) -> tuple[int, ...] | None:
     return shape
 
 
-def rows_of_features(layer: Layer, shape: tuple[int, ...]) -> int:
-    """The width of ``shape`` if it is ``(features,)``; else an error naming the layer."""
-    if len(shape) != 1:
-        raise ValueError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) takes rows of features, inputs of "
-            f"shape (None, features): put a Flatten() (or a global pooling layer) before it. "
-            f"Received: inputs of shape {(None, *shape)}"
-        )
-    return shape[0]
-
-
 def _declared_input_shape(layer: Layer, input_shape) -> None:
     """Keras's ``input_shape=`` argument of a first layer: the shape of one sample."""
     layer.declared_input_shape = (
@@ -664,7 +676,7 @@ class Reshape(Layer):
         return a
 
 
-  # a layer argument of a layer is written as an entry
+# a layer argument of a layer is written as an entry
 
 
 def _is_positive_int(value) -> bool:
@@ -749,7 +761,6 @@ class Dropout(Layer):
         return E.name(names.fresh(f"D{names.layer}"), E.hadamard(a, mask))
 
 
-
 def _exact(value, name: str, layer: str, low: float, high: float) -> sp.Rational:
     """A hyperparameter in (low, high) as the exact rational of its decimal (0.99 -> 99/100),
     so the formulas print it as written."""
@@ -832,7 +843,6 @@ class _Normalization(Layer):
         if normalized.shape != a.shape:
             normalized = E.reshape(normalized, *a.shape)
         return E.name(names.fresh(f"N{names.layer}"), normalized)
-
 
 
 class LayerNormalization(_Normalization):
@@ -924,7 +934,6 @@ class BatchNormalization(_Normalization):
         for state, batch in ((mean, batch_mean), (variance, batch_variance)):
             names.states[state] = E.add(E.scale(keep, state), E.scale(1 - keep, batch))
         return self._affine(E.standardize(grouped, 0, self.epsilon), a, names)
-
 
 
 class Embedding(Layer):

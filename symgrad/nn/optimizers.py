@@ -271,15 +271,19 @@ class Optimizer:
 
     # -- lifting to matrices
     def _slot(
-        self, key: tuple[str, str], symbol: str, shape, dtype: str, vector: bool = False
-    ) -> Variable:
+        self, key: tuple[str, str], symbol: str, shape, dtype: str, vector: bool = False,
+        layout=None,
+    ) -> Variable:  # fmt: skip
         """The slot variable under ``key`` (created, or cast to ``dtype``); ``shape`` is the
-        matrix the programs read, ``vector``: Keras shows it as a vector (a bias's slot)."""
+        matrix the programs read, ``vector``: Keras shows it as a vector (a bias's slot),
+        ``layout``: in another shape (a convolution kernel's slot)."""
         var = self.slots.get(key)
         if var is None or var.matrix_shape != tuple(shape):
             path = "/".join(part for part in key if part)
             initial = self.slot_initial_value(key[1])
-            var = Variable(path, E.matrix(symbol, *shape), Constant(initial), vector=vector)
+            var = Variable(
+                path, E.matrix(symbol, *shape), Constant(initial), vector=vector, layout=layout
+            )
             var.value = np.full(shape, initial, dtype=dtype)
             self.slots[key] = var
         elif var.value.dtype != np.dtype(dtype):
@@ -295,7 +299,7 @@ class Optimizer:
             for slot in self.slot_names():
                 slot_symbol = f"{w.symbol.name}_{slot}"
                 key = (w.path, slot)
-                out.append(self._slot(key, slot_symbol, w.matrix_shape, dtype, vector=w.vector))
+                out.append(self._slot(key, slot_symbol, w.matrix_shape, dtype, w.vector, w.layout))
         return out
 
     @property

@@ -215,13 +215,24 @@ def test_functional_cnn_and_shapes():
 
 
 def test_conv_kernel_is_keras_layout_reshaped():
-    """The (kh*kw*C, F) matrix is Keras's (kh, kw, C, F) kernel row-major: a kernel set from
-    a 4-D array gives the convolution by its definition."""
+    """get_weights / set_weights speak Keras's (kh, kw, C, F) kernel; the programs' (kh*kw*C, F)
+    matrix is it row-major (still accepted): a 4-D kernel gives the convolution by its
+    definition, and the optimizer's slots of a kernel have its shape too."""
     model = Sequential([Input(shape=(4, 4, 2)), Conv2D(3, (2, 3), use_bias=False)])
-    model.compile(optimizer="sgd", loss="mse", dtype="float64")
+    model.compile(optimizer="adam", loss="mse", dtype="float64")
     rng = np.random.default_rng(0)
     k4 = rng.standard_normal((2, 3, 2, 3))
-    model.set_weights([k4.reshape(12, 3)])
+    model.set_weights([k4])
+    assert model.get_weights()[0].shape == (2, 3, 2, 3)
+    np.testing.assert_array_equal(model.get_weights()[0], k4)
+    model.set_weights([k4.reshape(12, 3)])  # the matrix layout of older files
+    np.testing.assert_array_equal(model.get_weights()[0], k4)
+    model.fit(rng.standard_normal((2, 4, 4, 2)), rng.standard_normal((2, 3, 2, 3)), verbose=0)
+    assert {v.shape for v in model.optimizer.variables if "kernel" in v.path} == {(2, 3, 2, 3)}
+    model.set_weights([k4])
+    conv1d = Sequential([Input(shape=(5, 2)), Conv1D(4, 3)])
+    conv1d.compile(optimizer="sgd", loss="mse")
+    assert [w.shape for w in conv1d.get_weights()] == [(3, 2, 4), (4,)]  # Keras's Conv1D
     x = rng.standard_normal((2, 4, 4, 2))
     want = np.zeros((2, 3, 2, 3))
     for i in range(3):

@@ -93,11 +93,10 @@ BAD = [
         r"Layer 'flatten' \(Flatten\) expects samples of shape \(8, 8\).*Received: x with "
         r"shape \(3, 8, 7\)",
     ),
-    (  # Dense on images
-        lambda: Sequential([Dense(2)]),
+    (  # Dense on images of another channel count
+        lambda: Sequential([Input(shape=(4, 3)), Dense(2, input_dim=3)]),
         np.zeros((3, 4, 4)),
-        r"Layer 'dense' \(Dense\) takes rows of features.*Flatten\(\).*Received: inputs of "
-        r"shape \(None, 4, 4\)",
+        r"Layer 'input_layer' \(InputLayer\) expects samples of shape \(4, 3\)",
     ),
 ]
 
@@ -131,10 +130,35 @@ def test_reshape_errors():
         Reshape((0, 2))
 
 
-def test_functional_layer_checks_image_shapes():
-    x = Input(shape=(4, 4, 1))
-    with pytest.raises(ValueError, match=r"Layer 'dense' \(Dense\) takes rows of features"):
-        Dense(3)(x)
+def test_dense_on_images_and_sequences_acts_on_the_last_axis(rng, check_grad):
+    """Keras's Dense on (steps, C) or (H, W, C) samples: the same kernel on each position's
+    features; NumPy's reference, finite differences, and both backends."""
+    from symgrad.compiler import BACKENDS
+    from tests.nn.test_functional import check_model_gradients
+
+    assert Dense(3)(Input(shape=(4, 4, 1))).shape == (None, 4, 4, 3)
+    x, labels = rng.standard_normal((6, 5, 3)), rng.integers(0, 2, 6)
+    runs = {}
+    for backend in BACKENDS:
+        model = Sequential(
+            [Input(shape=(5, 3)), Dense(4, activation="tanh"), Dense(3, activation="softmax"),
+             Flatten(), Dense(2, activation="softmax")]
+        )  # fmt: skip
+        model.compile(
+            optimizer="adam", loss="sparse_categorical_crossentropy", backend=backend,
+            dtype="float64", seed=1,
+        )  # fmt: skip
+        assert model.output_shape == (2,) and model.layers[1].compute_output_shape((5, 4)) == (5, 3)
+        w1, b1, w2, b2, w3, b3 = model.get_weights()
+        z = np.tanh(x @ w1 + b1) @ w2 + b2
+        per_step = np.exp(z - z.max(-1, keepdims=True))
+        per_step /= per_step.sum(-1, keepdims=True)  # softmax over each step's units
+        z3 = per_step.reshape(6, -1) @ w3 + b3
+        want = np.exp(z3) / np.exp(z3).sum(1, keepdims=True)
+        np.testing.assert_allclose(model.predict(x), want, rtol=1e-12)
+        runs[backend] = model.fit(x, labels, epochs=3, batch_size=4, verbose=0).history["loss"]
+        check_model_gradients(model, x, labels, rng, check_grad)  # at perturbed weights
+    np.testing.assert_allclose(runs["llvm"], runs["numpy"], rtol=1e-10)
 
 
 def test_saved_model_keeps_its_input_shape(tmp_path):
