@@ -23,7 +23,9 @@ writes nothing for any member; :class:`MemberNonFinite` names the members at fau
 from __future__ import annotations
 
 import copy
+import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -110,10 +112,12 @@ class Population:
         self.histories: list[dict[str, list[float]]] = [{} for _ in self.members]
 
     # -- structure
-    def _check_members(self) -> None:
+    def _structure(self, members: list[dict], optimizers: list, first=None) -> str:
+        """The members' common structure key; an error names the member that differs or that
+        a population cannot train.  ``first``: member 0's model, already built."""
         key = None
-        for k, (hp, opt) in enumerate(zip(self.members, self.optimizers)):
-            model = self.build(dict(hp)) if k else self.reference
+        for k, (hp, opt) in enumerate(zip(members, optimizers)):
+            model = first if k == 0 and first is not None else self.build(dict(hp))
             if not isinstance(model, models.Sequential):
                 raise TypeError(
                     "A population's build must return a Sequential. "
@@ -137,9 +141,13 @@ class Population:
                 raise ValueError(
                     "Every member of a population must have the same structure (model config "
                     "and update rule). Received: member 0 and member "
-                    f"{k} ({self.members[k]!r}) differ"
+                    f"{k} ({members[k]!r}) differ"
                 )
             key = this
+        return key
+
+    def _check_members(self) -> None:
+        self.key = self._structure(self.members, self.optimizers, self.reference)
         args = {k: v for k, v in self.settings.items() if k != "optimizer"}
         self.reference.compile(optimizer=copy.deepcopy(self.optimizers[0]), **args)
         if trials.draws_masks(self.reference):
@@ -156,6 +164,32 @@ class Population:
         shape = tuple(self.reference.input_shape)
         x = Input(shape=shape[1:] if shape and shape[0] is None else shape, name="x")
         self.model = models.Model(x, [m(x) for m in self.copies], name="population")
+        self._draw_initial_weights()
+
+    def reset(self, members: Sequence[Mapping]) -> None:
+        """Start over with other members of the same structure and number: the compiled
+        program stays; weights are drawn from their seeds, slots refilled, the step
+        counter zeroed, the histories emptied (a sweep's worker reuses a population so)."""
+        members = [dict(hp) for hp in members]
+        if len(members) != len(self.members):
+            raise ValueError(
+                f"reset takes as many members as the population has ({len(self.members)}). "
+                f"Received: {len(members)} members"
+            )
+        optimizers = [trials.trial_optimizer(self.settings, hp) for hp in members]
+        if self._structure(members, optimizers) != self.key:
+            raise ValueError(
+                "reset takes members of the population's structure (model config and update "
+                f"rule). Received: members={members!r}"
+            )
+        for current, new in zip(self.optimizers, optimizers):
+            for key in type(current).defaults:
+                setattr(current, key, getattr(new, key))
+            for (_, slot), var in current.slots.items():
+                var.value.fill(current.slot_initial_value(slot))
+            current.iterations = 0
+        self.members, self.iterations = members, 0
+        self.histories = [{} for _ in members]
         self._draw_initial_weights()
 
     def _draw_initial_weights(self) -> None:
@@ -430,3 +464,132 @@ class Population:
         with np.errstate(all="ignore"):
             outs = self._diagnosis(xb, yb, *self._arrays(), *self.scalar_values(self._step.scalars))
         return [k for k, v in enumerate(outs) if not np.isfinite(v).all()]
+
+
+# --------------------------------------------------------------------------
+# In a sweep
+
+
+def groups(
+    build: Callable, settings: Mapping, plan: Sequence[Mapping], size: int
+) -> list[list[int]]:
+    """The trials of ``plan`` as populations of up to ``size``: trials of one compiled step
+    (:func:`~symgrad.distributed.trials.step_key`), epochs and batch size, in plan order;
+    a trial whose step no other can share is a group of its own.  With ``size > 1`` it calls
+    ``build(hp)`` once per trial (layers only, no compilation) to tell the structures."""
+    if size == 1:  # no structure to tell: build is not called here
+        return [[i] for i in range(len(plan))]
+    open_groups: dict[str, list[int]] = {}
+    out: list[list[int]] = []
+    for i, hp in enumerate(plan):
+        model = build(dict(hp))
+        optimizer = trials.trial_optimizer(settings, hp)
+        key = trials.step_key(model, optimizer, settings, hp.get("seed"))
+        if key is None:
+            out.append([i])
+            continue
+        key = f"{key} epochs={hp.get('epochs')} batch_size={hp.get('batch_size')}"
+        group = open_groups.get(key)
+        if group is None or len(group) == size:
+            group = open_groups[key] = []
+            out.append(group)
+        group.append(i)
+    return out
+
+
+class PopulationRunner:
+    """Runs a group of trials as one population on a :class:`TrialRunner`'s data and settings.
+
+    Populations are kept by structure and size and reused (``Population.reset``).  A
+    group a population cannot train (dropout, Nadam, a model that is not a Sequential)
+    runs trial by trial; members named by :class:`MemberNonFinite` run alone (their
+    rows are their solo runs' rows) and the others train again as a population without
+    them.  Every row is the one its trial alone with ``shuffle=False`` gives.
+    """
+
+    def __init__(self, runner: trials.TrialRunner):
+        self.runner = runner
+        self.populations: dict[tuple, Population] = {}
+
+    def run(self, indexed: Sequence[tuple[int, Mapping]]) -> list[dict]:
+        pending = [(i, dict(hp)) for i, hp in indexed]
+        rows: dict[int, dict] = {}
+        while pending:
+            if len(pending) == 1:
+                rows.update(self._alone(pending))
+                break
+            start = time.perf_counter()
+            try:
+                pop, compiled = self._population([hp for _, hp in pending])
+            except (TypeError, ValueError):  # nothing to share: each trial alone
+                rows.update(self._alone(pending))
+                break
+            try:
+                histories = pop.fit(self.runner.x, self.runner.y, **self._fit_args(pending[0][1]))
+            except MemberNonFinite as err:
+                bad = [pending[k] for k in err.members] or pending
+                rows.update(self._alone(bad))
+                pending = [p for p in pending if p not in bad]
+                continue
+            except Exception as err:  # noqa: BLE001 - reported in every member's row
+                message = f"{type(err).__name__}: {err}"
+                for i, hp in pending:
+                    rows[i] = self._row(i, hp, "error", message, {}, 0.0, False, len(pending))
+                break
+            seconds = (time.perf_counter() - start) / len(pending)
+            for k, (i, hp) in enumerate(pending):
+                first = compiled and k == 0
+                rows[i] = self._row(i, hp, "ok", None, histories[k], seconds, first, len(pending))
+            break
+        return [rows[i] for i, _ in indexed]
+
+    def _fit_args(self, hp: Mapping) -> dict:
+        args = self.runner.fit_args
+        if args.get("shuffle", True):
+            raise ValueError(
+                "A population trains its members in one batch order: sweep(..., population=K) "
+                "needs shuffle=False. Received: shuffle=True"
+            )
+        return {
+            "epochs": hp.get("epochs", args.get("epochs", 1)),
+            "batch_size": hp.get("batch_size", args.get("batch_size", 32)),
+            "validation_data": args.get("validation_data"),
+        }
+
+    def _population(self, members: list[dict]) -> tuple[Population, bool]:
+        """A population for ``members`` (a kept one reset, or a new one) and whether it is new."""
+        runner = self.runner
+        model = runner.build(dict(members[0]))
+        optimizer = trials.trial_optimizer(runner.settings, members[0])
+        key = (
+            trials.step_key(model, optimizer, runner.settings, members[0].get("seed")),
+            len(members),
+        )
+        kept = self.populations.get(key) if key[0] is not None else None
+        if kept is not None:
+            kept.reset(members)
+            return kept, False
+        pop = Population(runner.build, members, compile=runner.settings)
+        pop.train_step()
+        runner.compilations += 1
+        if key[0] is not None:
+            self.populations[key] = pop
+        return pop, True
+
+    def _alone(self, indexed) -> dict[int, dict]:
+        return {i: {**self.runner.run(i, hp), "population": 1} for i, hp in indexed}
+
+    @staticmethod
+    def _row(i, hp, status, error, history, seconds, compiled, size) -> dict:
+        return {
+            "trial": i,
+            "hp": dict(hp),
+            "worker": os.getpid(),
+            "compiled": compiled,
+            "status": status,
+            "error": error,
+            "history": history,
+            "metrics": {k: v[-1] for k, v in history.items() if v},
+            "seconds": seconds,
+            "population": size,
+        }

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+from symgrad.distributed import population as population_module
 from symgrad.distributed import runtime, trials
 from symgrad.nn import validation
 
@@ -141,9 +142,16 @@ class SweepWorker:
         x, y, validation_data = data
         args = dict(fit_args, validation_data=validation_data)
         self.runner = trials.TrialRunner(build, settings, x, y, args)
+        self.populations = population_module.PopulationRunner(self.runner)
 
     def run(self, trial: int, hp: Mapping) -> dict:
         return self.runner.run(trial, hp)
+
+    def run_group(self, indexed: Sequence[tuple[int, Mapping]]) -> list[dict]:
+        """The rows of a group of trials: one trial alone, several as one population."""
+        if len(indexed) == 1:
+            return [self.run(*indexed[0])]
+        return self.populations.run(indexed)
 
 
 def sweep(
@@ -162,6 +170,7 @@ def sweep(
     num_workers: int | None = None,
     max_retries: int = 1,
     trial_timeout: float = 600.0,
+    population: int = 1,
 ) -> SweepResults:
     """Train one model per trial of ``space`` on a Ray cluster; the rows come back best first.
 
@@ -176,6 +185,11 @@ def sweep(
     ``num_workers``: Ray actors to run trials on (default: the cluster's CPUs); ``0``
     runs the trials one after the other in this process, without Ray.
 
+    ``population=K`` trains trials of one compiled step in groups of up to K as one
+    :class:`~symgrad.distributed.population.Population` (one native call per epoch for
+    the group); it needs ``shuffle=False`` (the members share one batch order), and every
+    row is still the trial's solo row.  ``trial_timeout`` then applies to a group.
+
     >>> from symgrad.distributed import sweep
     >>> space = {"learning_rate": [0.3, 0.1, 0.03], "momentum": [0.0, 0.9], "seed": range(4)}
     >>> results = sweep(build, space, x, y, compile={"optimizer": "sgd", "loss": "mse"},
@@ -187,6 +201,13 @@ def sweep(
     epochs = validation.non_negative_int(epochs, "epochs")
     batch_size = validation.positive_int(batch_size, "batch_size")
     max_retries = validation.non_negative_int(max_retries, "max_retries")
+    population = validation.positive_int(population, "population")
+    if population > 1 and shuffle:
+        raise ValueError(
+            "population=K trains its members in one batch order, so each row equals its "
+            "trial's solo run only without shuffling: pass shuffle=False. "
+            f"Received: population={population}, shuffle=True"
+        )
     if not (isinstance(trial_timeout, (int, float)) and trial_timeout > 0):
         raise ValueError(
             f"trial_timeout must be a number of seconds > 0. Received: {trial_timeout!r}"
@@ -195,11 +216,10 @@ def sweep(
     mode = _mode(metric, mode)
     fit_args = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}
     start = time.perf_counter()
+    jobs = population_module.groups(build, settings, plan, population)
     if num_workers == 0:
-        runner = trials.TrialRunner(
-            build, settings, x, y, dict(fit_args, validation_data=validation_data)
-        )
-        rows = [runner.run(i, hp) for i, hp in enumerate(plan)]
+        worker = SweepWorker(build, settings, (x, y, validation_data), fit_args)
+        rows = [row for job in jobs for row in worker.run_group([(i, plan[i]) for i in job])]
         return SweepResults(rows, metric, mode, time.perf_counter() - start, 0)
     r = runtime.init()
     if num_workers is None:
@@ -208,80 +228,83 @@ def sweep(
     data = r.put((x, y, validation_data))
     actor = r.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(SweepWorker)
     spawn = lambda: actor.remote(build, settings, data, fit_args)  # noqa: E731
-    pool = _Pool(r, [spawn() for _ in range(min(num_workers, len(plan)) or 1)], spawn)
-    rows = pool.run(plan, max_retries, float(trial_timeout))
+    pool = _Pool(r, [spawn() for _ in range(min(num_workers, len(jobs)) or 1)], spawn)
+    rows = pool.run(plan, jobs, max_retries, float(trial_timeout))
     return SweepResults(rows, metric, mode, time.perf_counter() - start, num_workers)
 
 
-def _record(trial: int, row: dict, attempts: list[int], rows: dict) -> None:
-    row["attempts"] = attempts[trial] + 1
-    rows[trial] = row
-
-
 class _Pool:
-    """The driver's side of a sweep: one trial at a time on each actor, dead actors replaced.
+    """The driver's side of a sweep: one job (a trial, or a group trained as one population)
+    at a time on each actor, dead actors replaced.
 
-    A worker is sent its next trial only once the driver holds the last one's row, so
-    when it dies the trial it was running is known exactly: a result in flight at the
+    A worker is sent its next job only once the driver holds the last one's rows, so
+    when it dies the job it was running is known exactly: a result in flight at the
     moment of death can never be confused with the one that killed it.
     """
 
     def __init__(self, r, actors: list, spawn: Callable):
         self.r, self.actors, self.spawn = r, actors, spawn
-        self.running: list[tuple | None] = [None for _ in actors]  # (ref, trial) per actor
-        self.started = [time.monotonic() for _ in actors]  # when its current trial began
+        self.running: list[tuple | None] = [None for _ in actors]  # (ref, job) per actor
+        self.started = [time.monotonic() for _ in actors]  # when its current job began
 
-    def run(self, plan: list[dict], max_retries: int, timeout: float) -> list[dict]:
-        queue = deque(range(len(plan)))
-        attempts = [0] * len(plan)
+    def run(
+        self, plan: list[dict], jobs: list[list[int]], max_retries: int, timeout: float
+    ) -> list[dict]:
+        self.plan, self.jobs = plan, jobs
+        queue = deque(range(len(jobs)))
+        attempts = [0] * len(jobs)
         rows: dict[int, dict] = {}
         while queue or any(self.running):
-            self._fill(queue, plan)
+            self._fill(queue)
             refs = [job[0] for job in self.running if job]
             ready, _ = self.r.wait(refs, num_returns=1, timeout=POLL)
             for ref in ready:
                 a = next(i for i, job in enumerate(self.running) if job and job[0] == ref)
-                trial = self.running[a][1]
+                job = self.running[a][1]
                 try:
-                    row = self.r.get(ref, timeout=timeout)
+                    done = self.r.get(ref, timeout=timeout)
                 except runtime.lost_errors() as err:
-                    self._lost(a, queue, plan, attempts, rows, max_retries, type(err).__name__)
+                    self._lost(a, queue, attempts, rows, max_retries, type(err).__name__)
                     continue
                 self.running[a] = None
-                _record(trial, row, attempts, rows)
+                for row in done:
+                    row["attempts"] = attempts[job] + 1
+                    rows[row["trial"]] = row
             now = time.monotonic()
             for a, job in enumerate(self.running):
                 if job and now - self.started[a] > timeout:
                     self.r.kill(self.actors[a], no_restart=True)
                     why = f"no result within trial_timeout={timeout:g} s"
-                    self._lost(a, queue, plan, attempts, rows, max_retries, why)
+                    self._lost(a, queue, attempts, rows, max_retries, why)
         return [rows[i] for i in range(len(plan))]
 
-    def _fill(self, queue: deque, plan: list[dict]) -> None:
+    def _fill(self, queue: deque) -> None:
         for a, job in enumerate(self.running):
             if queue and job is None:
-                trial = queue.popleft()
+                j = queue.popleft()
+                indexed = [(i, self.plan[i]) for i in self.jobs[j]]
                 self.started[a] = time.monotonic()
-                self.running[a] = (self.actors[a].run.remote(trial, plan[trial]), trial)
+                self.running[a] = (self.actors[a].run_group.remote(indexed), j)
 
-    def _lost(self, a, queue, plan, attempts, rows, max_retries, why: str) -> None:
-        """Actor ``a`` is gone: the trial it was running is retried first, or failed."""
-        trial = self.running[a][1]
-        attempts[trial] += 1
-        if attempts[trial] > max_retries:
-            rows[trial] = {
-                "trial": trial,
-                "hp": dict(plan[trial]),
-                "status": "failed",
-                "error": f"its worker was lost {attempts[trial]} times ({why})",
-                "attempts": attempts[trial],
-                "history": {},
-                "metrics": {},
-                "compiled": False,
-                "worker": None,
-                "seconds": None,
-            }
+    def _lost(self, a, queue, attempts, rows, max_retries, why: str) -> None:
+        """Actor ``a`` is gone: the job it was running is retried first, or its trials failed."""
+        job = self.running[a][1]
+        attempts[job] += 1
+        if attempts[job] > max_retries:
+            for trial in self.jobs[job]:
+                rows[trial] = {
+                    "trial": trial,
+                    "hp": dict(self.plan[trial]),
+                    "status": "failed",
+                    "error": f"its worker was lost {attempts[job]} times ({why})",
+                    "attempts": attempts[job],
+                    "history": {},
+                    "metrics": {},
+                    "compiled": False,
+                    "worker": None,
+                    "seconds": None,
+                }
         else:
-            queue.appendleft(trial)
+            queue.appendleft(job)
         self.actors[a], self.running[a] = self.spawn(), None
         self.started[a] = time.monotonic()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -153,3 +156,126 @@ def test_dropout_is_refused():
 
     with pytest.raises(ValueError, match="cannot train models with dropout"):
         Population(with_dropout, [{"seed": 0}], compile=SETTINGS)
+
+
+# -- the sweep's population option
+
+SPACE = {"learning_rate": [0.2, 0.05], "momentum": [0.0, 0.9], "seed": [0, 1, 2]}
+
+
+def solo_row(hp, x, y, val):
+    history, _, _ = solo(hp, x, y, val, SETTINGS)
+    return history
+
+
+def test_groups_share_a_compiled_step_in_plan_order():
+    plan = distributed.expand(SPACE)  # momentum 0 and 0.9: two structures, interleaved
+    assert population_groups(plan, 2) == [[0, 1], [2, 6], [3, 4], [5, 9], [7, 8], [10, 11]]
+    assert population_groups(plan, 16) == [[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11]]
+    assert population_groups(plan, 1) == [[i] for i in range(12)]
+    with_epochs = [{"seed": 0}, {"seed": 1, "epochs": 3}, {"seed": 2}]
+    assert population_groups(with_epochs, 4) == [[0, 2], [1]]
+
+
+def population_groups(plan, size):
+    from symgrad.distributed.population import groups
+
+    return groups(build, SETTINGS, plan, size)
+
+
+def test_a_sweep_in_populations_gives_every_trial_its_solo_row(digits):
+    x, y, val = digits
+    space = [*distributed.expand(SPACE), {"learning_rate": 1e306, "momentum": 0.9, "seed": 3}]
+    results = distributed.sweep(
+        build,
+        space,
+        x,
+        y,
+        compile=SETTINGS,
+        epochs=2,
+        validation_data=val,
+        shuffle=False,
+        population=4,
+        num_workers=0,
+    )
+    rows = {r["trial"]: r for r in results}
+    for i, hp in enumerate(space[:-1]):
+        assert rows[i]["status"] == "ok"
+        assert rows[i]["history"] == solo_row(hp, x, y, val)
+    # groups of 4 of one structure in plan order: [0, 1, 2, 6], [3, 4, 5, 9], [7, 8], and
+    # [10, 11, 12], trained again as [10, 11] once 12 diverged, 12 then run alone
+    sizes = [rows[i]["population"] for i in range(len(space))]
+    assert sizes == [4, 4, 4, 4, 4, 4, 4, 2, 2, 4, 2, 2, 1]
+    diverged = rows[12]
+    alone = distributed.TrialRunner(
+        build, SETTINGS, x, y, {"epochs": 2, "validation_data": val, "shuffle": False}
+    ).run(12, space[12])
+    assert diverged["status"] == alone["status"] == "non_finite"
+    assert diverged["history"] == alone["history"] and diverged["error"] == alone["error"]
+    assert results.compilations == 5  # the 4 populations that trained, and 12 alone
+
+
+def test_a_sweep_in_populations_needs_a_shared_order(digits):
+    x, y, _ = digits
+    with pytest.raises(ValueError, match="pass shuffle=False. Received: population=4, shuffle"):
+        distributed.sweep(build, SPACE, x, y, compile=SETTINGS, population=4, num_workers=0)
+
+
+def test_populations_on_two_ray_workers_give_the_solo_rows(cluster, by_value, digits):
+    by_value(__name__)
+    x, y, val = digits
+    space = distributed.expand(SPACE)
+    results = distributed.sweep(
+        build,
+        space,
+        x,
+        y,
+        compile=SETTINGS,
+        epochs=2,
+        validation_data=val,
+        shuffle=False,
+        population=3,
+        num_workers=2,
+    )
+    assert all(r["status"] == "ok" and r["population"] == 3 for r in results)
+    for r in results:
+        assert r["history"] == solo_row(space[r["trial"]], x, y, val)
+    assert results.compilations <= 4  # two structures, at most one population of each per worker
+
+
+DRIVER = os.getpid()
+
+
+def killing_build(hp):
+    """Kills the worker process building it (never the driver, which builds to group) while
+    the file ``hp["kill"]`` does not exist (it is made first: the retry then runs)."""
+    kill = hp.get("kill")
+    if kill and os.getpid() != DRIVER and not os.path.exists(kill):
+        open(kill, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return build(hp)
+
+
+def test_a_population_whose_worker_dies_is_retried_whole(cluster, by_value, digits, tmp_path):
+    by_value(__name__)
+    x, y, _ = digits
+    once = str(tmp_path / "killed-once")
+    space = [{"learning_rate": 0.1, "seed": s, "kill": once if s == 3 else None} for s in range(4)]
+    results = distributed.sweep(
+        killing_build,
+        space,
+        x,
+        y,
+        compile=SETTINGS,
+        epochs=1,
+        shuffle=False,
+        population=2,
+        num_workers=2,
+        max_retries=1,
+    )
+    rows = {r["trial"]: r for r in results}
+    assert os.path.exists(once)
+    assert [rows[i]["status"] for i in range(4)] == ["ok"] * 4
+    assert [rows[i]["attempts"] for i in range(4)] == [1, 1, 2, 2]  # the group [2, 3] again
+    for i, hp in enumerate(space):
+        assert rows[i]["history"] == solo(hp, x, y, None, SETTINGS, epochs=1)[0]
