@@ -15,15 +15,17 @@ runs its epochs over the same permutation. Per training step, medians of
 interleaved rounds (``benchmarks.common.interleaved``):
 
 - **hand NumPy**: ``HandMLP.sgd_step`` (buffers allocated once, ``out=``);
+- **Numba step** / **Numba loop**: ``bench_peers.numba_sgd``, the step and a
+  whole epoch (rows gathered, a loop over batches) each one ``njit`` call;
 - **JAX jit**: ``jit(value_and_grad)`` step, donated state; **JAX scan**: the
   whole epoch as one jit-compiled ``lax.scan`` (rows gathered inside);
 - **PyTorch eager**: autograd + ``torch.optim.SGD(momentum=0.9)``;
 - **symgrad-llvm step**: the compiled step called from Python;
   **symgrad-llvm epoch**: the whole epoch as one native call (``step.epoch``).
 
-Numba is not among them (not installed here). Step columns train on one
-fixed batch; the scan and epoch columns shuffle (their time includes the
-gather). ``/ best peer``: symgrad's median over the fastest peer's (any
+Numba joins when it is installed (it is not a dependency). Step columns
+train on one fixed batch; the loop, scan and epoch columns shuffle (their
+time includes the gather). ``/ best peer``: symgrad's median over the fastest peer's (any
 column). **Idle check**: before each candidate's first sample, the CPU time
 other processes used during 0.2 s (from ``/proc/stat``, less this process's
 own); a row where any check found more than a quarter of a core busy is
@@ -42,6 +44,7 @@ if __name__ == "__main__" and any(a.startswith("--threads") for a in sys.argv):
     limit_threads_from_argv()  # before NumPy is imported
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -55,7 +58,7 @@ from benchmarks.graphs import mlp_graph, sgd_step  # noqa: E402
 from benchmarks.handwritten import HandMLP  # noqa: E402
 
 LR, MOMENTUM = 1e-3, 0.9
-PEERS = ("hand NumPy", "JAX jit", "JAX scan", "PyTorch eager")
+PEERS = ("hand NumPy", "Numba step", "Numba loop", "JAX jit", "JAX scan", "PyTorch eager")
 SYMGRAD = ("symgrad-llvm step", "symgrad-llvm epoch")
 BUSY = 0.25  # cores' worth of other processes' CPU time that marks a row contended
 
@@ -119,6 +122,13 @@ def candidates(sizes, activation, output, batch, batches, dtype="float32"):
 
     s_step, s_epoch = symgrad_state(), symgrad_state()
     found = peers()
+    if importlib.util.find_spec("numba") is not None:
+        from benchmarks.bench_peers import numba_sgd
+
+        n_step, _ = numba_sgd(hand, LR, MOMENTUM)
+        _, n_epoch = numba_sgd(hand, LR, MOMENTUM)  # its own copy of the weights
+        fns["Numba step"] = (lambda: n_step(xb, yb), 1)
+        fns["Numba loop"] = (lambda: n_epoch(X, Y, order, batch), batches)
     if found["jax"]:
         from benchmarks.bench_peers import jax_scan_epoch, jax_sgd_step
 

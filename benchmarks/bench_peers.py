@@ -12,6 +12,7 @@ repository root to time the hand-written NumPy step against the peers found.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -175,6 +176,88 @@ def jax_scan_epoch(model: HandMLP, X, Y, batch: int, lr: float, momentum: float 
         return float(loss)  # waits for the result
 
     return run
+
+
+@functools.cache
+def _numba_kernels():
+    """``(step, epoch)``: Numba-compiled SGD with momentum for relu/sigmoid MLPs.
+
+    The head is softmax + cross-entropy or sigmoid + mean squared error
+    (``softmax`` flags which); every scalar arrives in the arrays' dtype, so
+    float32 stays float32. Layers are typed lists of 2-D arrays (biases 1 x k).
+    """
+    import numba
+
+    @numba.njit
+    def row_max(z):  # np.max has no axis argument in Numba
+        out = np.empty((z.shape[0], 1), z.dtype)
+        for i in range(z.shape[0]):
+            out[i, 0] = z[i].max()
+        return out
+
+    @numba.njit
+    def step(Ws, bs, vWs, vbs, x, y, lr, mu, one, relu, softmax):
+        # sizes as floats of one's type: an int would promote float32 arrays to float64
+        n, layers, zero = np.float32(x.shape[0]) * one, len(Ws), one - one
+        acts = [x]
+        z = x
+        for l in range(layers):
+            z = np.dot(acts[l], Ws[l]) + bs[l]
+            if l < layers - 1:
+                acts.append(np.maximum(z, zero) if relu else one / (one + np.exp(-z)))
+        if softmax:  # loss = -sum(y log p) / n, dL/dz = (p - y) / n
+            shifted = z - row_max(z)
+            total = np.sum(np.exp(shifted), axis=1).reshape(-1, 1)
+            loss = -np.sum(y * (shifted - np.log(total))) / n
+            dz = (np.exp(shifted) / total - y) / n
+        else:  # loss = mean((p - y)^2), dL/dz = 2 (p - y) p (1 - p) / (n k)
+            p = one / (one + np.exp(-z))
+            loss = np.mean((p - y) ** 2)
+            dz = (one + one) * (p - y) * p * (one - p) / (np.float32(p.size) * one)
+        for l in range(layers - 1, -1, -1):
+            dW = np.dot(acts[l].T, dz)
+            db = np.sum(dz, axis=0).reshape(1, -1)
+            if l > 0:
+                a = acts[l]
+                da = np.dot(dz, Ws[l].T)
+                dz = da * (a > 0) if relu else da * a * (one - a)
+            vWs[l][:] = mu * vWs[l] - lr * dW  # Keras's form: v = mu v - lr g, p += v
+            vbs[l][:] = mu * vbs[l] - lr * db
+            Ws[l] += vWs[l]
+            bs[l] += vbs[l]
+        return loss
+
+    @numba.njit
+    def epoch(Ws, bs, vWs, vbs, x, y, order, batch, lr, mu, one, relu, softmax):
+        total = 0.0
+        for start in range(0, order.shape[0], batch):
+            rows = order[start : start + batch]
+            total += step(Ws, bs, vWs, vbs, x[rows], y[rows], lr, mu, one, relu, softmax) * len(
+                rows
+            )
+        return total / order.shape[0]
+
+    return step, epoch
+
+
+def numba_sgd(model: HandMLP, lr: float, momentum: float = 0.0):
+    """Numba: ``(step(x, y) -> loss, epoch(x, y, order, batch) -> mean loss)`` on a copy of
+    ``model``'s weights (relu or sigmoid hidden layers; softmax-CE or sigmoid-MSE head)."""
+    from numba.typed import List
+
+    if (model.output, model.loss_name) not in (("softmax", "cce"), ("sigmoid", "mse")):
+        raise ValueError(f"numba_sgd has no head for {(model.output, model.loss_name)}")
+    step, epoch = _numba_kernels()
+    t = model.dtype.type
+    Ws = List([p.copy() for p in model.params[0::2]])
+    bs = List([p.reshape(1, -1).copy() for p in model.params[1::2]])
+    vWs, vbs = List([np.zeros_like(w) for w in Ws]), List([np.zeros_like(b) for b in bs])
+    flags = (model.activation == "relu", model.output == "softmax")
+    scalars = (t(lr), t(momentum), t(1))
+    return (
+        lambda x, y: step(Ws, bs, vWs, vbs, x, y, *scalars, *flags),
+        lambda x, y, order, batch: epoch(Ws, bs, vWs, vbs, x, y, order, batch, *scalars, *flags),
+    )
 
 
 def peer_steps(model: HandMLP, X: np.ndarray, Y: np.ndarray, lr: float) -> dict[str, PeerStep]:

@@ -3,6 +3,8 @@
 No speed is asserted: this keeps ``benchmarks/bench_peer_table.py`` from rotting.
 """
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ TINY = ([3, 5, 2], "relu", "softmax", 4, 3)  # sizes, activation, output, batch,
 def expected_columns():
     found = peers()
     names = ["hand NumPy", *table.SYMGRAD]
+    names += ["Numba step", "Numba loop"] if importlib.util.find_spec("numba") else []
     names += ["JAX jit", "JAX scan"] if found["jax"] else []
     names += ["PyTorch eager"] if found["torch"] else []
     return sorted(names)
@@ -28,11 +31,11 @@ def test_every_candidate_starts_from_the_same_weights_and_data():
     epoch = first.pop("symgrad-llvm epoch")
     assert epoch.steps == 3 and fns["symgrad-llvm epoch"][1] == 3
     symgrad_loss = float(first.pop("symgrad-llvm step")[0][0, 0])
-    scan = first.pop("JAX scan", None)
+    epochs = {name: first.pop(name) for name in ("JAX scan", "Numba loop") if name in first}
     for name, loss in first.items():
         assert float(loss) == pytest.approx(symgrad_loss, rel=1e-5), name
-    if scan is not None:
-        assert scan == pytest.approx(epoch.mean("loss"), rel=1e-5)
+    for name, mean in epochs.items():
+        assert mean == pytest.approx(epoch.mean("loss"), rel=1e-5), name
 
 
 def test_measure_and_format_a_row():
