@@ -22,7 +22,9 @@ before the clock runs:
   for all 16 members.
 
 Medians of the rounds, in float64 and float32; the script checks that every
-member's final weights are bit for bit those of its sequential fit.
+member's final weights are bit for bit those of its sequential fit. The last
+column is the time to build and compile each candidate, once, before the rounds
+(derivation and code generation, or the disk cache ``$SYMGRAD_CACHE_DIR`` as found).
 """
 
 from __future__ import annotations
@@ -84,9 +86,14 @@ def candidates(dtype: str, count: int, x, y, epochs: int) -> dict:
     """name -> () -> every member's final weights (list of lists), compiled already."""
     plan = members(count)
     fit_args = {"epochs": epochs, "batch_size": 32, "shuffle": False, "verbose": 0}
+    started = time.perf_counter()
     runner = trials.TrialRunner(build, settings(dtype), x, y, fit_args)
+    runner.model_for(plan[0])
+    solo_setup = time.perf_counter() - started
+    started = time.perf_counter()
     pop = Population(build, plan, compile=settings(dtype))
     pop.train_step()
+    setup = {"one model": solo_setup, "population": time.perf_counter() - started}
 
     def sequential():
         out = []
@@ -100,12 +107,13 @@ def candidates(dtype: str, count: int, x, y, epochs: int) -> dict:
         pop.fit(x, y, epochs=epochs, batch_size=32)
         return [pop.member_weights(k) for k in range(count)]
 
-    return {f"{count} sequential fits": sequential, f"population of {count}": population}
+    fns = {f"{count} sequential fits": sequential, f"population of {count}": population}
+    return fns, setup
 
 
 def measure(dtype: str, count: int, x, y, epochs: int, rounds: int) -> dict:
     """Medians (seconds) of each candidate, alternating; and whether the weights agree."""
-    fns = candidates(dtype, count, x, y, epochs)
+    fns, setup = candidates(dtype, count, x, y, epochs)
     results = {name: fn() for name, fn in fns.items()}  # warm-up: the first fit of each
     first, second = results.values()
     equal = all(np.array_equal(a, b) for wa, wb in zip(first, second) for a, b in zip(wa, wb))
@@ -116,7 +124,7 @@ def measure(dtype: str, count: int, x, y, epochs: int, rounds: int) -> dict:
             fn()
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) for name, t in times.items()}
-    return {"dtype": dtype, "medians": medians, "equal": equal}
+    return {"dtype": dtype, "medians": medians, "equal": equal, "setup": setup}
 
 
 def format_rows(rows: list[dict], threads: int, count: int, epochs: int) -> str:
@@ -124,13 +132,15 @@ def format_rows(rows: list[dict], threads: int, count: int, epochs: int) -> str:
     lines = [
         f"**{count} members, {epochs} epochs, {threads} thread(s)**",
         "",
-        f"| dtype | {names[0]} (s) | {names[1]} (s) | speed-up | weights bit-equal |",
-        "|---|---:|---:|---:|---|",
+        f"| dtype | {names[0]} (s) | {names[1]} (s) | speed-up | weights bit-equal "
+        "| compile: one model / population (s) |",
+        "|---|---:|---:|---:|---|---:|",
     ]
     for row in rows:
         a, b = (row["medians"][n] for n in names)
         equal = "yes" if row["equal"] else "NO"
-        lines.append(f"| {row['dtype']} | {a:.3f} | {b:.3f} | {a / b:.2f}x | {equal} |")
+        setup = f"{row['setup']['one model']:.2f} / {row['setup']['population']:.2f}"
+        lines.append(f"| {row['dtype']} | {a:.3f} | {b:.3f} | {a / b:.2f}x | {equal} | {setup} |")
     return "\n".join(lines)
 
 
