@@ -96,14 +96,28 @@ class Population:
     >>> pop.member_weights(3)    # member 3's weights, as its solo model.get_weights()
     """
 
-    def __init__(self, build: Callable, members: Sequence[Mapping], *, compile: Mapping):  # noqa: A002
+    def __init__(
+        self,
+        build: Callable,
+        members: Sequence[Mapping],
+        *,
+        compile: Mapping,  # noqa: A002 - the settings of model.compile, by that name
+        input_shape: Sequence[int] | None = None,
+    ):
         self.settings = trials.check_compile_settings(compile)
         self.members = [dict(hp) for hp in members]
         if not self.members:
             raise ValueError("A population needs at least one member. Received: members=[]")
-        self.build = build
+        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self.build = lambda hp: trials.built(build(hp), self.input_shape)
         self.optimizers = [trials.trial_optimizer(self.settings, hp) for hp in self.members]
-        self.reference = build(dict(self.members[0]))  # a solo model: weights drawn, evaluation
+        self.reference = self.build(dict(self.members[0]))  # a solo model: draws, evaluates
+        if not getattr(self.reference, "built", False):
+            raise ValueError(
+                "A population needs the input shape: give the first layer input_dim (or "
+                "input_shape), or pass Population(..., input_shape=(features,)). "
+                f"Received: input_shape={input_shape!r}"
+            )
         self._check_members()
         self.iterations = 0
         self.compilations = 0
@@ -471,18 +485,23 @@ class Population:
 
 
 def groups(
-    build: Callable, settings: Mapping, plan: Sequence[Mapping], size: int
+    build: Callable,
+    settings: Mapping,
+    plan: Sequence[Mapping],
+    size: int,
+    input_shape: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """The trials of ``plan`` as populations of up to ``size``: trials of one compiled step
     (:func:`~symgrad.distributed.trials.step_key`), epochs and batch size, in plan order;
     a trial whose step no other can share is a group of its own.  With ``size > 1`` it calls
-    ``build(hp)`` once per trial (layers only, no compilation) to tell the structures."""
+    ``build(hp)`` once per trial (layers only, built for ``input_shape``, no compilation) to
+    tell the structures."""
     if size == 1:  # no structure to tell: build is not called here
         return [[i] for i in range(len(plan))]
     open_groups: dict[str, list[int]] = {}
     out: list[list[int]] = []
     for i, hp in enumerate(plan):
-        model = build(dict(hp))
+        model = trials.built(build(dict(hp)), input_shape)
         optimizer = trials.trial_optimizer(settings, hp)
         key = trials.step_key(model, optimizer, settings, hp.get("seed"))
         if key is None:
@@ -559,7 +578,8 @@ class PopulationRunner:
     def _population(self, members: list[dict]) -> tuple[Population, bool]:
         """A population for ``members`` (a kept one reset, or a new one) and whether it is new."""
         runner = self.runner
-        model = runner.build(dict(members[0]))
+        shape = np.shape(runner.x)[1:]
+        model = trials.built(runner.build(dict(members[0])), shape)
         optimizer = trials.trial_optimizer(runner.settings, members[0])
         key = (
             trials.step_key(model, optimizer, runner.settings, members[0].get("seed")),
@@ -569,7 +589,7 @@ class PopulationRunner:
         if kept is not None:
             kept.reset(members)
             return kept, False
-        pop = Population(runner.build, members, compile=runner.settings)
+        pop = Population(runner.build, members, compile=runner.settings, input_shape=shape)
         pop.train_step()
         runner.compilations += 1
         if key[0] is not None:

@@ -20,6 +20,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
+
 from symgrad.distributed import population as population_module
 from symgrad.distributed import runtime, trials
 from symgrad.nn import validation
@@ -216,7 +218,7 @@ def sweep(
     mode = _mode(metric, mode)
     fit_args = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}
     start = time.perf_counter()
-    jobs = population_module.groups(build, settings, plan, population)
+    jobs = population_module.groups(build, settings, plan, population, np.shape(x)[1:])
     if num_workers == 0:
         worker = SweepWorker(build, settings, (x, y, validation_data), fit_args)
         rows = [row for job in jobs for row in worker.run_group([(i, plan[i]) for i in job])]

@@ -24,6 +24,8 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
+
 from symgrad import core as E
 from symgrad.nn import losses as losses_module
 from symgrad.nn import optimizers as optimizers_module
@@ -154,6 +156,14 @@ def reset_for_trial(model, optimizer: optimizers_module.Optimizer, seed) -> None
     model.stop_training = False
 
 
+def built(model, input_shape):
+    """``model`` built for samples of ``input_shape`` when it is not built yet (and one is given):
+    its structure (weights, and whether it draws dropout masks) is known from then on."""
+    if input_shape and not getattr(model, "built", True):  # () from data that is not rows
+        model.build(input_shape=(None, *input_shape))
+    return model
+
+
 def compile_for_trial(
     model, optimizer: optimizers_module.Optimizer, settings: Mapping, seed
 ) -> None:
@@ -185,6 +195,7 @@ class TrialRunner:
     def model_for(self, hp: Mapping) -> tuple[object, bool]:
         """(the compiled model for the trial, whether it was compiled for it)."""
         model = self.build(dict(hp))  # build sees the whole trial
+        model = built(model, np.shape(self.x)[1:])  # a model without input_dim: the data's
         optimizer = trial_optimizer(self.settings, hp)
         seed = hp.get("seed")
         key = step_key(model, optimizer, self.settings, seed)

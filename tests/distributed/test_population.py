@@ -113,21 +113,23 @@ def test_a_shared_shuffled_order_equals_a_solo_run_given_that_order(digits):
         np.testing.assert_array_equal(mine, theirs)
 
 
-def test_a_member_that_diverges_is_named_and_nothing_is_written(digits):
+@pytest.mark.parametrize("backend", ["llvm", "numpy"])
+def test_a_member_that_diverges_is_named_and_nothing_is_written(backend, digits):
     x, y, _ = digits
+    settings = {**SETTINGS, "backend": backend}
     members = [
         {"learning_rate": 0.1, "seed": 0},
         {"learning_rate": 1e306, "seed": 1},  # finite after one step, overflows in the second
         {"learning_rate": 0.1, "seed": 2},
     ]
-    pop = Population(build, members, compile=SETTINGS)
+    pop = Population(build, members, compile=settings)
     with pytest.raises(MemberNonFinite, match=r"member\(s\) 1 \{'learning_rate': 1e\+306") as err:
         pop.fit(x, y, epochs=1, batch_size=32)
     assert err.value.members == [1]
     assert (err.value.epoch, err.value.batch) == (1, 2)
     assert pop.iterations == 1
     for k in (0, 2):  # the good members hold their weights after the one good step, exactly
-        _, weights, _ = solo(members[k], x[:32], y[:32], None, SETTINGS, epochs=1)
+        _, weights, _ = solo(members[k], x[:32], y[:32], None, settings, epochs=1)
         for now, theirs in zip(pop.member_weights(k), weights):
             np.testing.assert_array_equal(now, theirs)
     assert all(np.all(np.isfinite(w)) for w in pop.member_weights(1))
@@ -279,3 +281,21 @@ def test_a_population_whose_worker_dies_is_retried_whole(cluster, by_value, digi
     assert [rows[i]["attempts"] for i in range(4)] == [1, 1, 2, 2]  # the group [2, 3] again
     for i, hp in enumerate(space):
         assert rows[i]["history"] == solo(hp, x, y, None, SETTINGS, epochs=1)[0]
+
+
+def unbuilt(hp):  # no input_dim: the shape comes from the data
+    return Sequential([Dense(12, "relu"), Dense(10, "softmax")])
+
+
+def test_models_without_an_input_shape_are_built_for_the_data(digits):
+    x, y, _ = digits
+    space = [{"learning_rate": 0.1, "seed": s} for s in range(3)]
+    results = distributed.sweep(
+        unbuilt, space, x, y, compile=SETTINGS, shuffle=False, population=3, num_workers=0
+    )
+    assert [r["population"] for r in results] == [3, 3, 3]
+    alone = distributed.TrialRunner(unbuilt, SETTINGS, x, y, {"shuffle": False})
+    for r in results:
+        assert r["history"] == alone.run(r["trial"], space[r["trial"]])["history"]
+    with pytest.raises(ValueError, match="needs the input shape.*Received: input_shape=None"):
+        Population(unbuilt, space, compile=SETTINGS)
