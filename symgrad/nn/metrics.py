@@ -76,6 +76,13 @@ class Metric:
             "or batch_sums and result (a stateful one)"
         )
 
+    def exact_for(self, y_true: np.ndarray) -> bool:
+        """Whether the compiled formulas give this metric exactly for the targets ``y_true``
+        (those of ``needs_one_hot`` metrics only for one-hot rows)."""
+        if not self.needs_one_hot:
+            return True
+        return bool(np.all((y_true == 0) | (y_true == 1)) and np.all(y_true.sum(axis=1) == 1))
+
     def batch_mean(self, y_true: MatrixExpr, y_pred: MatrixExpr) -> MatrixExpr | None:
         """Mean of ``values`` over the batch as a (1, 1) formula of ``Y`` and ``P``; None: NumPy only."""
         return None

@@ -128,6 +128,10 @@ class OutputMetric(Metric):
     def count(self):
         return self.metric.count
 
+    def exact_for(self, y_true):
+        b = self.block  # the output's own targets
+        return self.metric.exact_for(y_true[:, b.start : b.stop])
+
     def _columns(self, y, p):
         b = self.block
         return y[:, b.start : b.stop], p[:, b.start : b.stop]
@@ -149,6 +153,50 @@ class OutputMetric(Metric):
 
     def result(self):
         return self.metric.result()
+
+
+class OutputLoss(Metric):
+    """One output's loss as a metric: ``<output>_loss`` in the logs, as Keras reports it
+    (without its ``loss_weights`` factor), the mean of its per-sample values.
+
+    In the compiled step (``batch_mean``) it is the loss's formula on the output's
+    block, fused as in the loss (``log_softmax``); in NumPy, a small program of the
+    loss's per-sample formula on the block's arrays (compiled once per loss and width).
+    """
+
+    def __init__(self, loss: Loss):
+        self.loss = loss
+        super().__init__("loss")
+
+    def values(self, y_true, y_pred):
+        program = _per_sample_program(self.loss, y_true.shape[1], y_pred.dtype)
+        y_true = np.ascontiguousarray(y_true, dtype=y_pred.dtype)
+        return program(y_true, np.ascontiguousarray(y_pred))[0][:, 0]
+
+    def batch_mean(self, y_true, y_pred):
+        values = self.loss.per_sample(y_true, y_pred)
+        return E.scale(1 / values.shape[0], E.total(values))
+
+    def __repr__(self) -> str:
+        return f"OutputLoss({self.loss!r})"
+
+
+_PROGRAMS: dict = {}
+
+
+def _per_sample_program(loss: Loss, columns: int, dtype):
+    key = (type(loss), tuple(sorted(loss.get_config().items())), getattr(loss, "fn", None))
+    key += (columns, np.dtype(dtype).name)
+    if key not in _PROGRAMS:
+        from symgrad import compiler  # it imports the nn package's modules
+
+        rows = E.batch()
+        y, p = loss.labels(rows, columns, "Y"), E.matrix("P", rows, columns)
+        _PROGRAMS[key] = compiler.compile(
+            [y, p], {"values": loss.per_sample(y, p)}, dtype=np.dtype(dtype).name,
+            name=f"{loss.name}_per_sample",
+        )  # fmt: skip
+    return _PROGRAMS[key]
 
 
 def _metric_lists(metrics, names: Sequence[str]) -> list[list]:
@@ -182,7 +230,8 @@ def resolve(loss, loss_weights, metrics, blocks: Sequence[Block]):
             raise ValueError(
                 f"loss_weights must be finite numbers >= 0. Received: loss_weights[{name!r}]={w!r}"
             )
-    wrapped = [
+    wrapped = [OutputMetric(OutputLoss(x), b) for x, b in zip(output_losses, blocks)]
+    wrapped += [
         OutputMetric(metrics_module.get(m, x.name, b.stop - b.start), b)
         for x, b, entry in zip(output_losses, blocks, _metric_lists(metrics, names))
         for m in entry

@@ -914,9 +914,7 @@ class Trainer(Weighted):
         if any(k is None for k in step.metric_outputs):
             return False
         y = without_weights(y, self._weighted)
-        if any(m.needs_one_hot for m in self._metric_objects()):
-            return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
-        return True
+        return all(m.exact_for(y) for m in self._metric_objects())
 
     def _native_epochs(self, step: CompiledStep, native_metrics: bool, callbacks) -> bool:
         """Whether each epoch can run as one native call (nothing needs Python between steps)."""

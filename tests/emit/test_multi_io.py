@@ -51,7 +51,7 @@ def test_the_python_module_takes_lists_and_dicts_and_returns_each_output(trained
     np.testing.assert_allclose(out["p_cls"], p_cls, rtol=RTOL)
     np.testing.assert_allclose(out["p_reg"], p_reg, rtol=RTOL)
     np.testing.assert_allclose(out["forward_list"], np.hstack([p_cls, p_reg]), rtol=RTOL)
-    np.testing.assert_allclose(out["loss"], model.evaluate(x, y), rtol=RTOL)
+    np.testing.assert_allclose(out["loss"], model.evaluate(x, y)[0], rtol=RTOL)
     for w, g in zip(model.weights, model.compute_gradients(x, y)):
         np.testing.assert_allclose(out[f"d/{w.path}"], w.as_matrix(g), rtol=RTOL, atol=1e-12)
     history = model.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
@@ -94,7 +94,7 @@ def test_the_c_functions_take_one_pointer_per_input_and_output(trained, tmp_path
         *map(pointer, weights), pointer(loss), *map(pointer, gradients), None,
     )  # fmt: skip
     assert status == 0
-    assert loss[0, 0] == pytest.approx(model.evaluate(x, y), rel=RTOL)
+    assert loss[0, 0] == pytest.approx(model.evaluate(x, y)[0], rel=RTOL)
     for w, got, want in zip(model.weights, gradients, model.compute_gradients(x, y)):
         np.testing.assert_allclose(got, w.as_matrix(want), rtol=RTOL, atol=1e-12)
 

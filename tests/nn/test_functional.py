@@ -410,10 +410,13 @@ def test_the_total_loss_is_the_weighted_sum_and_predict_gives_one_array_per_outp
     np.testing.assert_allclose(cls.sum(axis=1), 1.0)
     cce = -np.mean(np.log(cls[np.arange(12), y["cls"]]))
     mse = np.mean((reg[:, 0] - y["reg"]) ** 2)
-    loss, accuracy = model.evaluate([x["a"], x["b"]], [y["cls"], y["reg"]])
+    loss, _, _, accuracy = model.evaluate([x["a"], x["b"]], [y["cls"], y["reg"]])
     assert loss == pytest.approx(cce + 0.5 * mse, rel=1e-12)
     assert accuracy == pytest.approx(np.mean(cls.argmax(axis=1) == y["cls"]))
-    assert list(model.evaluate(x, y, return_dict=True)) == ["loss", "cls_accuracy"]
+    logs = model.evaluate(x, y, return_dict=True)
+    assert list(logs) == ["loss", "cls_loss", "reg_loss", "cls_accuracy"]  # as Keras names them
+    assert logs["cls_loss"] == pytest.approx(cce, rel=1e-12)
+    assert logs["reg_loss"] == pytest.approx(mse, rel=1e-12)
     formulas = model.gradient_formulas()
     assert str(formulas["cls/kernel"]) == "1/n*A1.T*(P_cls - Y_cls)"  # softmax + CCE fused
     assert str(formulas["reg/kernel"]) == "1/n*M2.T*(P_reg - Y_reg)"
@@ -432,6 +435,24 @@ def test_several_outputs_agree_across_backends_and_train(rng):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
     loss = runs["numpy"][0]["loss"]
     assert loss[-1] < loss[0]
+
+
+def test_each_output_s_loss_is_logged_and_the_native_epoch_keeps_them(rng):
+    """cls_loss and reg_loss in the History (each output's loss, without its weight), summing to
+    the loss; with accuracy on one output the LLVM epoch is still one native call."""
+    x, y = multi_data(rng, n=40)
+    runs = {}
+    for backend in ("numpy", "llvm"):
+        model = compile_two(two_in_two_out(), backend, metrics={"cls": ["accuracy"]})
+        runs[backend] = model.fit(x, y, epochs=3, batch_size=8, verbose=0, shuffle=False)
+        h = runs[backend].history
+        assert list(h) == ["loss", "cls_loss", "reg_loss", "cls_accuracy"]
+        np.testing.assert_allclose(
+            h["loss"], np.add(h["cls_loss"], np.multiply(0.5, h["reg_loss"])), rtol=1e-12
+        )
+    assert runs["llvm"].params["native_epochs"] and not runs["numpy"].params["native_epochs"]
+    for key, values in runs["numpy"].history.items():
+        np.testing.assert_allclose(runs["llvm"].history[key], values, rtol=1e-9, err_msg=key)
 
 
 def test_missing_or_unknown_keys_in_fit_and_compile(rng):

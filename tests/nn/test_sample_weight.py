@@ -173,7 +173,7 @@ def test_several_outputs_weight_every_output_s_loss(backend, rng):
     cce = -np.log(cls[np.arange(12), y["cls"]])
     mse = (reg[:, 0] - y["reg"]) ** 2
     want = np.sum(weights * cce) / 12 + 0.5 * np.sum(weights * mse) / 12
-    got = model.evaluate(x, y, sample_weight=weights)
+    got = model.evaluate(x, y, sample_weight=weights, return_dict=True)["loss"]
     assert got == pytest.approx(want, rel=1e-12)
     with pytest.raises(ValueError, match="class_weight is for models with one output; this one"):
         model.fit(x, y, class_weight={0: 2.0}, verbose=0)

@@ -489,7 +489,7 @@ def test_a_model_with_two_inputs_and_two_outputs_on_the_tape(rng):
     p_cls, p_reg = model.predict(x)
     np.testing.assert_allclose(cls.numpy(), p_cls, rtol=1e-12)
     np.testing.assert_allclose(reg.numpy(), p_reg, rtol=1e-12)
-    assert float(value) == pytest.approx(model.evaluate(x, y), rel=1e-12)
+    assert float(value) == pytest.approx(model.evaluate(x, y)[0], rel=1e-12)
     for g, e in zip(tape.gradient(value, model.trainable_weights), model.compute_gradients(x, y)):
         np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
 
