@@ -354,7 +354,12 @@ class Population:
         x, y = ref._prepare_xy(x, y)
         val = None
         if validation_data is not None:
-            val = ref._prepare_xy(*validation_data[:2], names=("x_val", "y_val"))
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(
+                    "validation_data must be a tuple (x_val, y_val). "
+                    f"Received: validation_data of type {type(validation_data).__name__}"
+                )
+            val = ref._prepare_xy(*validation_data, names=("x_val", "y_val"))
         fn = self.train_step()
         rng = np.random.default_rng(seed)
         trackers = [Tracker(copy.deepcopy(ref._metric_objects())) for _ in self.members]

@@ -299,3 +299,28 @@ def test_models_without_an_input_shape_are_built_for_the_data(digits):
         assert r["history"] == alone.run(r["trial"], space[r["trial"]])["history"]
     with pytest.raises(ValueError, match="needs the input shape.*Received: input_shape=None"):
         Population(unbuilt, space, compile=SETTINGS)
+
+
+def test_bad_validation_data_is_named(digits):
+    x, y, _ = digits
+    pop = Population(build, [{"seed": 0}], compile=SETTINGS)
+    with pytest.raises(ValueError, match="Received: validation_data of type ndarray"):
+        pop.fit(x, y, validation_data=x)
+
+
+@pytest.mark.slow
+def test_sixteen_digits_mlps_in_one_call_per_epoch_equal_their_sixteen_fits():
+    d = load_digits()
+    x, y = d.data / 16.0, d.target
+    members = [
+        {"learning_rate": lr, "momentum": 0.9, "seed": s}
+        for lr in (0.3, 0.1, 0.03, 0.01)
+        for s in range(4)
+    ]
+    pop = Population(build, members, compile=SETTINGS)
+    histories = pop.fit(x, y, epochs=2, batch_size=32)
+    for k, hp in enumerate(members):
+        history, weights, _ = solo(hp, x, y, None, SETTINGS)
+        assert histories[k] == history
+        for mine, theirs in zip(pop.member_weights(k), weights):
+            np.testing.assert_array_equal(mine, theirs)
