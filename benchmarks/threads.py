@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 
 def threads_from_argv(argv: list[str]) -> int:
@@ -35,9 +36,19 @@ def limit_threads(threads: int) -> None:
         os.sched_setaffinity(0, set(range(min(threads, os.cpu_count() or 1))))
 
 
+def running_a_benchmark() -> bool:
+    """Whether this process runs a script of ``benchmarks/`` (``python -m benchmarks.X`` or
+    ``python benchmarks/X.py``), not a test session or program that imports one."""
+    return bool(sys.argv) and Path(sys.argv[0]).resolve().parent == Path(__file__).resolve().parent
+
+
 def limit_threads_from_argv(argv: list[str] | None = None) -> int:
+    """``--threads N`` of the command line, applied (:func:`limit_threads`) when this process
+    runs a benchmark script or ``argv`` is given: a module imported elsewhere (by the tests)
+    must not pin its importer to one CPU, which every later test and child would inherit."""
     threads = threads_from_argv(sys.argv if argv is None else argv)
-    limit_threads(threads)
+    if argv is not None or running_a_benchmark():
+        limit_threads(threads)
     return threads
 
 

@@ -22,3 +22,22 @@ def test_limit_threads_sets_the_cpu_mask(threads):
         [sys.executable, "-c", CHILD, str(threads)], capture_output=True, text=True, check=True
     )
     assert run.stdout.split() == [str(min(threads, os.cpu_count() or 1)), str(threads)]
+
+
+IMPORTER = """
+import os
+before = (os.sched_getaffinity(0), os.environ.get("OPENBLAS_NUM_THREADS"))
+import benchmarks.bench_llvm  # pins the process when run as a script, with --threads
+print(before == (os.sched_getaffinity(0), os.environ.get("OPENBLAS_NUM_THREADS")))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_importing_a_benchmark_leaves_the_process_alone():
+    """A test session imports benchmark modules: pinned to one CPU, every later test and every
+    child process (Ray workers, compilers) would run on one core with one BLAS thread."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORTER], capture_output=True, text=True, check=True, env=env
+    )
+    assert run.stdout.split() == ["True"]
