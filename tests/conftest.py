@@ -7,10 +7,15 @@ Slow tests are marked ``@pytest.mark.slow``. ``python -m pytest`` skips them
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
-import numpy as np
-import pytest
+# scikit-learn's array-API check of the estimators (tests/test_sklearn.py) runs only when
+# SciPy was imported with its array API on; with NumPy arrays nothing else changes
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from symgrad.sklearn import SymgradClassifier, SymgradRegressor, compilations, m
 from tests.nn.helpers import BACKEND, blobs
 
 # scikit-learn's checks, all of them; one is expected to fail (EXPECTED_FAILURES, with the
-# reason). Six skip themselves where this environment lacks what they test with: the pandas
-# checks (pandas is not installed) and the array-API checks (SCIPY_ARRAY_API unset).
+# reason). The pandas checks skip themselves without pandas (the ray extra brings it); the
+# array-API checks need SCIPY_ARRAY_API=1 before SciPy is imported (tests/conftest.py).
 CHECKED = [
     SymgradClassifier(model__units=8, learning_rate=0.02, epochs=20, backend=BACKEND),
     SymgradRegressor(model__units=8, learning_rate=0.02, epochs=20, backend=BACKEND),
