@@ -562,8 +562,10 @@ class Standardize(_Node):
         a = self.args[0]
         k = sp.Dummy("k", integer=True)
         count = a.shape[self.axis]
-        at = (lambda k: a._entry(k, j, **kwargs)) if self.axis == 0 else (
-            lambda k: a._entry(i, k, **kwargs)
+        at = (
+            (lambda k: a._entry(k, j, **kwargs))
+            if self.axis == 0
+            else (lambda k: a._entry(i, k, **kwargs))
         )
         mean = sp.Sum(at(k), (k, 0, count - 1)) / count
         var = sp.Sum((at(k) - mean) ** 2, (k, 0, count - 1)) / count

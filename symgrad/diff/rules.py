@@ -180,6 +180,8 @@ def gather_vjp(node, out, ct):
 def scatter_add_vjp(node, out, ct):
     source, indices, _ = node.args
     return [E.gather(ct, indices), ZeroMatrix(*indices.shape)]
+
+
 @vjp(E.Im2Col, "d im2col(X)/dX: col2im(G), each window's cotangent added back where it was read")
 def im2col_vjp(node, out, ct):
     return [E.col2im(ct, node.window)]

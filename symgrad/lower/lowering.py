@@ -323,6 +323,8 @@ def _standardize(lo: Lowering, node: E.Standardize, out: ir.Value, comment: str)
     # the moments are Reduce statements, rstd a (1, c) or (r, 1) value shared with the
     # gradient; the normalization itself one fused Map: (a - mu) * rstd
     return _map(lo, E.standardized(node), out, comment)
+
+
 def _windows(stmt):
     def rule(lo: Lowering, node, out: ir.Value, comment: str):
         return stmt(out, lo._operand(node.args[0]), ir.Window(*node.window), comment)

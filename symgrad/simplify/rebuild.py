@@ -57,7 +57,9 @@ REBUILD = {
     E.Standardize: lambda node, kids: E.standardize(kids[0], node.axis, node.eps),
     E.DropoutMask: lambda node, kids: node,
     E.Gather: lambda node, kids: E.gather(*kids),
-    E.ScatterAdd: lambda node, kids: E.scatter_add(*kids, node.shape[0]),  # no operands: nothing to rebuild
+    E.ScatterAdd: lambda node, kids: E.scatter_add(
+        *kids, node.shape[0]
+    ),  # no operands: nothing to rebuild
     E.Im2Col: lambda node, kids: E.im2col(kids[0], node.window),
     E.Col2Im: lambda node, kids: E.col2im(kids[0], node.window),
     E.Reshape: lambda node, kids: E.reshape(kids[0], *node.shape),

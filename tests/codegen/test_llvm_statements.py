@@ -529,6 +529,8 @@ def test_scatter_add(dtype, rng):
         return (dw,)
 
     compare_backends(program, [g, x], reference=reference)
+
+
 # (H, W, C), kernel, stride, dilation, padding (top, left), output (Ho, Wo)
 WINDOWS = {
     "valid-3x3": Window(5, 4, 2, 3, 3, 1, 1, 1, 1, 0, 0, 3, 2),
