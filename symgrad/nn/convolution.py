@@ -26,12 +26,11 @@ import sympy as sp
 from sympy.matrices.expressions import OneMatrix
 
 from symgrad import core as E
-from symgrad.nn import initializers, regularizers
+from symgrad.nn import initializers
 from symgrad.nn.layers import (
+    KernelAndBias,
     Layer,
-    Variable,
     _declared_input_shape,
-    resolve_activation,
 )
 from symgrad.nn.validation import positive_int, sample_shape
 
@@ -115,7 +114,7 @@ class _Windowed(Layer):
         return self._formula_rule(self, named)
 
 
-class _Conv(_Windowed):
+class _Conv(KernelAndBias, _Windowed):
     """``Z = reshape(im2col(X) K + b)``, then ``A = activation(Z)``: Keras's ConvND."""
 
     def __init__(
@@ -146,25 +145,17 @@ class _Conv(_Windowed):
                 f"Keras). Received: strides={strides!r}, dilation_rate={dilation_rate!r}"
             )
         self.padding = _padding(self, padding)
-        regularizers.resolve(
-            self,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
+        self._kernel_and_bias(
+            activation,
+            use_bias,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            activity_regularizer,
         )
-        self.activation = activation
-        self.activation_fn = resolve_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
         _declared_input_shape(self, input_shape)
-        self.kernel: Variable | None = None
-        self.bias: Variable | None = None
         self.window: E.Window | None = None
-
-    @property
-    def weights(self) -> list[Variable]:
-        return [w for w in (self.kernel, self.bias) if w is not None]
 
     def _geometry(self, shape) -> E.Window:
         return self._window(shape, self.kernel_size, self.strides, self.dilation_rate, self.padding)

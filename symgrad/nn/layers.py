@@ -431,7 +431,40 @@ class Layer(Weighted):
         return f"<{type(self).__name__} name={self.name}>"
 
 
-class Dense(Layer):
+class KernelAndBias:
+    """What Dense and the convolutions share: an activation after ``X K + b``, the kernel
+    and the optional bias with their initializers and regularizers (Keras's arguments)."""
+
+    def _kernel_and_bias(
+        self,
+        activation,
+        use_bias,
+        kernel_initializer,
+        bias_initializer,
+        kernel_regularizer,
+        bias_regularizer,
+        activity_regularizer,
+    ) -> None:
+        regularizers.resolve(
+            self,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+        )
+        self.activation = activation
+        self.activation_fn = resolve_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel: Variable | None = None
+        self.bias: Variable | None = None
+
+    @property
+    def weights(self) -> list[Variable]:
+        return [w for w in (self.kernel, self.bias) if w is not None]
+
+
+class Dense(KernelAndBias, Layer):
     """``Z = X W + b`` then ``A = activation(Z)``: Keras's densely connected layer.
 
     ``activation`` is a name (``"relu"``, ``"softmax"``...), a SymPy expression of
@@ -458,17 +491,15 @@ class Dense(Layer):
     ):
         super().__init__(name)
         self.units = positive_int(units, "units")
-        regularizers.resolve(
-            self,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
+        self._kernel_and_bias(
+            activation,
+            use_bias,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            activity_regularizer,
         )
-        self.activation = activation
-        self.activation_fn = resolve_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
         if input_shape is not None:
             if input_dim is not None:
                 raise ValueError("Pass input_dim or input_shape, not both.")
@@ -481,12 +512,6 @@ class Dense(Layer):
         self.declared_input_dim = (
             None if input_dim is None else positive_int(input_dim, "input_dim")
         )
-        self.kernel: Variable | None = None
-        self.bias: Variable | None = None
-
-    @property
-    def weights(self) -> list[Variable]:
-        return [w for w in (self.kernel, self.bias) if w is not None]
 
     def build(self, input_shape) -> None:
         shape = sample_shape(input_shape, "input_dim")
