@@ -34,7 +34,7 @@ import inspect
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -342,19 +342,33 @@ class SymgradClassifier(ClassifierMixin, _SymgradEstimator):
     Two classes take a model with one sigmoid output (``binary_crossentropy``) or two
     softmax outputs; k classes one of k softmax outputs (``sparse_categorical_crossentropy``,
     or ``categorical_crossentropy`` on one-hot rows).  ``loss=None`` picks by the output.
+    ``class_weight`` (None, ``"balanced"``, or a dict by label) multiplies each sample's
+    weight by its class's, as scikit-learn's classifiers do.
     ``classes_``, ``n_features_in_``, ``model_`` (the compiled symgrad model) and
     ``history_`` are set by ``fit``.
 
     >>> SymgradClassifier(model__units=32, epochs=20).fit(x, labels).predict_proba(x[:2])
     """
 
+    def __init__(self, model=None, *, class_weight=None, **parameters):
+        self.class_weight = class_weight
+        super().__init__(model, **parameters)
+
+    # scikit-learn reads the parameters off the signature: the shared ones and class_weight
+    __init__.__signature__ = inspect.signature(_SymgradEstimator.__init__).replace(
+        parameters=[
+            *list(inspect.signature(_SymgradEstimator.__init__).parameters.values())[:-1],
+            inspect.Parameter("class_weight", inspect.Parameter.KEYWORD_ONLY, default=None),
+            inspect.Parameter("routed", inspect.Parameter.VAR_KEYWORD),
+        ]
+    )
+
     def fit(self, X, y, sample_weight=None):
         """Fresh weights, ``epochs`` epochs on ``(X, y)``; each sample's loss weighted by
-        ``sample_weight`` (``sklearn.utils.class_weight.compute_sample_weight("balanced", y)``
-        weighs the classes alike)."""
+        ``sample_weight`` times its class's ``class_weight``."""
         x, y = validate_data(self, X, y, reset=True, dtype=FLOATS)
         self._set_classes(y, None)
-        weights = _sample_weights(sample_weight, len(y))
+        weights = self._weights(y, sample_weight, balanced_ok=True)
         self._start(self._meta(x))
         self._train(x, self._targets(y), self.epochs, weights)
         return self
@@ -377,7 +391,7 @@ class SymgradClassifier(ClassifierMixin, _SymgradEstimator):
                 f"classes differ from those of the first call ({self.classes_.tolist()}). "
                 f"Received: classes={np.asarray(classes).tolist()}"
             )
-        self._continue(x, self._targets(y), _sample_weights(sample_weight, len(y)))
+        self._continue(x, self._targets(y), self._weights(y, sample_weight, balanced_ok=False))
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -413,6 +427,51 @@ class SymgradClassifier(ClassifierMixin, _SymgradEstimator):
                 f"Received: {unknown.tolist()}"
             )
         return np.searchsorted(self.classes_, y)
+
+    def _weights(self, y: np.ndarray, sample_weight, balanced_ok: bool) -> np.ndarray | None:
+        """Each sample's weight: ``sample_weight`` times its class's ``class_weight``."""
+        weights = _sample_weights(sample_weight, len(y))
+        per_class = self._class_weights(y, balanced_ok)
+        if per_class is None:
+            return weights
+        by_row = per_class[self._codes(y)]
+        return by_row if weights is None else weights * by_row
+
+    def _class_weights(self, y: np.ndarray, balanced_ok: bool) -> np.ndarray | None:
+        """``class_weight`` as one weight per entry of ``classes_`` (None: all 1)."""
+        spec = self.class_weight
+        if spec is None:
+            return None
+        if isinstance(spec, str) and spec == "balanced":
+            if not balanced_ok:
+                raise ValueError(
+                    "class_weight='balanced' needs the class frequencies of all the data, "
+                    "which partial_fit does not see: pass a dict, e.g. dict(zip(classes, "
+                    "sklearn.utils.class_weight.compute_class_weight('balanced', "
+                    "classes=classes, y=y_all))). Received: class_weight='balanced'"
+                )
+            counts = np.bincount(self._codes(y), minlength=len(self.classes_))
+            return len(y) / (len(self.classes_) * counts)  # n / (k n_c), scikit-learn's
+        if not isinstance(spec, Mapping):
+            raise ValueError(
+                "class_weight must be None, 'balanced' or a dict mapping class labels to "
+                f"weights. Received: class_weight={spec!r}"
+            )
+        weights = np.ones(len(self.classes_))
+        for label, value in spec.items():
+            found = np.flatnonzero(self.classes_ == label) if np.ndim(label) == 0 else []
+            if len(found) != 1:
+                raise ValueError(
+                    f"class_weight has a label that is no class of y ({self.classes_.tolist()}). "
+                    f"Received: class_weight[{label!r}]={value!r}"
+                )
+            if not _is_weight(value):
+                raise ValueError(
+                    "class_weight values must be finite numbers >= 0. "
+                    f"Received: class_weight[{label!r}]={value!r}"
+                )
+            weights[found[0]] = float(value)
+        return weights
 
     def _meta(self, x: np.ndarray) -> dict:
         k = len(self.classes_)
@@ -521,6 +580,15 @@ def _sample_weights(sample_weight, n: int) -> np.ndarray | None:
     if sample_weight is None:
         return None
     return _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
+
+
+def _is_weight(value) -> bool:
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and np.isfinite(value)
+        and value >= 0
+    )
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

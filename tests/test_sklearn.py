@@ -116,6 +116,83 @@ def test_sample_weight_is_fits_sample_weight():
         classifier().partial_fit(x, labels, classes=[0, 1, 2], sample_weight=np.ones(89))
 
 
+def overlapping(seed: int = 5, n: int = 120):
+    """Two overlapping classes "a" and "b" (no boundary is right for all rows)."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(["a", "b"])[rng.integers(0, 2, n)]
+    x = rng.standard_normal((n, 2)) + np.where(labels == "b", 0.5, -0.5)[:, None]
+    return x, labels
+
+
+def test_class_weight_is_each_samples_weight_times_its_class():
+    """class_weight trains exactly as the sample weights it stands for; with one, the
+    weights multiply; "balanced" is n / (k n_class), scikit-learn's."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    x, labels = overlapping()
+    w = np.random.default_rng(1).uniform(0.5, 2.0, len(x))
+    per_row = np.where(labels == "b", 4.0, 1.0)
+    est = classifier(class_weight={"b": 4.0}).fit(x, labels, sample_weight=w)
+    plain = classifier().fit(x, labels, sample_weight=w * per_row)
+    assert np.array_equal(est.predict_proba(x), plain.predict_proba(x))
+    x3, labels3 = separable()
+    keep = np.r_[np.flatnonzero(labels3 != 2), np.flatnonzero(labels3 == 2)[:5]]
+    x3, labels3 = x3[keep], labels3[keep]  # few rows of class 2
+    balanced = classifier(class_weight="balanced").fit(x3, labels3)
+    counts = np.bincount(labels3)
+    expected = len(labels3) / (3 * counts[labels3])
+    assert np.allclose(expected, compute_sample_weight("balanced", labels3), rtol=1e-15)
+    by_hand = classifier().fit(x3, labels3, sample_weight=expected)
+    assert np.array_equal(balanced.predict_proba(x3), by_hand.predict_proba(x3))
+    steps = classifier(class_weight={0: 3.0, 2: 0.5})
+    reference = classifier()
+    for _ in range(2):
+        steps.partial_fit(x3, labels3, classes=[0, 1, 2])
+        reference.partial_fit(
+            x3, labels3, classes=[0, 1, 2], sample_weight=np.array([3.0, 1.0, 0.5])[labels3]
+        )
+    assert np.array_equal(steps.predict_proba(x3), reference.predict_proba(x3))
+
+
+def test_class_weight_moves_predictions_toward_the_heavier_class():
+    x, labels = overlapping()
+    settings = {"epochs": 30, "learning_rate": 0.05}
+    even = classifier(**settings).fit(x, labels).predict_proba(x)[:, 1]
+    heavy_b = classifier(class_weight={"b": 5.0}, **settings).fit(x, labels)
+    heavy_a = classifier(class_weight={"a": 5.0}, **settings).fit(x, labels)
+    p_b, p_a = heavy_b.predict_proba(x)[:, 1], heavy_a.predict_proba(x)[:, 1]
+    assert np.all(p_b > even) and np.all(p_a < even)  # every row's P(b) moves
+    assert (
+        np.mean(heavy_b.predict(x) == "b")
+        > np.mean(labels == "b")
+        > np.mean(heavy_a.predict(x) == "b")
+    )
+
+
+@pytest.mark.parametrize(
+    ("class_weight", "message"),
+    [
+        (
+            {"c": 2.0},
+            r"class_weight has a label that is no class of y \(\['a', 'b'\]\)\. Received: class_weight\['c'\]=2\.0",
+        ),
+        ({"a": -1.0}, r"finite numbers >= 0\. Received: class_weight\['a'\]=-1\.0"),
+        ({"a": float("nan")}, r"finite numbers >= 0\. Received: class_weight\['a'\]=nan"),
+        ("even", r"None, 'balanced' or a dict .* Received: class_weight='even'"),
+    ],
+)
+def test_bad_class_weight_is_named(class_weight, message):
+    x, labels = overlapping()
+    with pytest.raises(ValueError, match=message):
+        classifier(class_weight=class_weight).fit(x, labels)
+
+
+def test_balanced_class_weight_needs_fit_not_partial_fit():
+    x, labels = overlapping()
+    with pytest.raises(ValueError, match=r"needs the class frequencies .*compute_class_weight"):
+        classifier(class_weight="balanced").partial_fit(x, labels, classes=["a", "b"])
+
+
 @pytest.mark.parametrize(
     "names",
     [
