@@ -401,9 +401,14 @@ class Layer(Weighted):
         """A new layer from ``get_config()``'s dict (unbuilt: weights come at build)."""
         return config_module.layer_from_config(cls, config, custom_objects)
 
-    def __call__(self, inputs):
-        from symgrad.nn import functional  # functional graphs are built of layers
+    def __call__(self, inputs, training: bool | None = None):
+        """On symbolic tensors: one call more in a functional graph.  Inside a
+        ``GradientTape`` (or on tape tensors): the call is recorded on the tape,
+        ``training=True`` as in ``fit``, else as in ``predict``."""
+        from symgrad.nn import functional, tape  # both import this module
 
+        if tape.records(inputs):
+            return tape.call_layer(self, inputs, training=bool(training))
         return functional.call_layer(self, inputs)
 
     def _connect(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:

@@ -20,7 +20,9 @@ and compiles it with the target's value into one program.  The program is kept
 under the graph itself: the same structure (any batch size), dtype and backend
 runs the same compiled function, so a training loop compiles once.
 ``tape.gradient_formulas(target, sources)`` and ``tape.explain(...)`` show the
-formulas behind it.
+formulas behind it.  A source may also be an intermediate tensor (a layer's output,
+``layer(x)`` being recorded too, or what ops computed): it is replaced by a symbol in
+the target's graph for its own derivation, then put back (:meth:`GradientTape._derived`).
 
 As in Keras: a non-persistent tape computes one gradient (a second call raises
 ``RuntimeError``); trainable variables read inside the tape are watched, arrays
@@ -42,6 +44,7 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import compiler, formulas
 from symgrad import core as E
+from symgrad.nn.layers import Names, declared_shape
 
 BATCH = E.batch()
 PROGRAMS_KEPT = 256
@@ -84,6 +87,11 @@ def _kept(table: OrderedDict, key, make: Callable, limit: int):
 def leaves(expr: MatrixExpr) -> tuple[MatrixSymbol, ...]:
     """The leaves a graph reads (first-seen order), remembered for the graph."""
     return _kept(_GRAPHS, ("leaves", expr), lambda: tuple(E.leaves([expr])), _GRAPHS_KEPT)
+
+
+def nodes(expr: MatrixExpr) -> frozenset:
+    """Every node of a graph (its leaves and intermediates), remembered for the graph."""
+    return _kept(_GRAPHS, ("nodes", expr), lambda: frozenset(E.topological([expr])), _GRAPHS_KEPT)
 
 
 def record(op, build: Callable[..., MatrixExpr], *operands: MatrixExpr) -> MatrixExpr:
@@ -342,6 +350,7 @@ class GradientTape:
         self._names: set[str] = set()
         self.outputs: list[MatrixExpr] = []  # models' outputs: their names are kept in formulas
         self._step: int | None = None  # t of the training graphs recorded (dropout masks)
+        self._layer_names = Names()  # the numbering of layers called on the tape
         self._used = False
 
     def __enter__(self) -> GradientTape:
@@ -498,18 +507,25 @@ class GradientTape:
         return rebuild(grads)
 
     def gradient_formulas(self, target, sources) -> dict[str, MatrixExpr]:
-        """The simplified formula of each connected source's gradient, by symbol name."""
+        """The simplified formula of each connected source's gradient, by name: a leaf's
+        symbol, an intermediate's name (``A1``, ``P``; ``T`` for an unnamed one)."""
         loss, _, symbols, _ = self._problem(target, sources)
         wrt = _unique(s for s in symbols if s is not None)
-        derived = formulas.gradients(loss, wrt, context=self.outputs)
-        return {w.name: derived.simplified[w] for w in wrt}
+        _, grads = self._derived(loss, wrt)
+        return dict(zip(self._source_names(loss, wrt), grads))
 
     def explain(self, target, sources) -> str:
-        """The chain rule behind ``gradient``, step by step (:func:`symgrad.explain`)."""
+        """The chain rule behind ``gradient``, step by step (:func:`symgrad.explain`); for an
+        intermediate source, the sweep down to its stand-in symbol (its name)."""
         loss, _, symbols, _ = self._problem(target, sources)
-        return formulas.explain(
-            loss, _unique(s for s in symbols if s is not None), context=self.outputs
-        )
+        wrt = _unique(s for s in symbols if s is not None)
+        leaf = [w for w in wrt if isinstance(w, MatrixSymbol)]
+        parts = [formulas.explain(loss, leaf, context=self.outputs)] if leaf else []
+        for node, stand_in in self._stand_ins(loss, wrt).items():
+            parts.append(
+                formulas.explain(loss.xreplace({node: stand_in}), [stand_in], context=self.outputs)
+            )
+        return parts[0] if len(parts) == 1 else "\n\n".join(parts)
 
     def _take(self) -> None:
         if self._used and not self.persistent:
@@ -532,21 +548,20 @@ class GradientTape:
         if tuple(loss.shape) != (1, 1):  # TensorFlow: the gradient of the sum
             loss = record("total", E.total, loss)
         flat, rebuild = flatten(sources)
-        depends = set(leaves(loss))
+        depends = nodes(loss)
         symbols = []
         for s in flat:
             symbol = self._source_symbol(s)
             symbols.append(symbol if symbol in depends else None)
         return loss, flat, symbols, rebuild
 
-    def _source_symbol(self, source) -> MatrixSymbol | None:
+    def _source_symbol(self, source) -> MatrixExpr | None:
+        """The node of the graph a source stands for: a leaf's symbol, or an intermediate
+        tensor's graph; None for an array or variable that is not watched."""
         if isinstance(source, Tensor):
-            if isinstance(source.expr, MatrixSymbol):
-                return source.expr
-            raise NotImplementedError(
-                "tape.gradient with respect to an intermediate tensor is not supported; "
-                "take it with respect to variables or watched arrays"
-            )
+            if source.tape is not self:
+                raise ValueError("tape.gradient: a source was recorded on another GradientTape")
+            return source.expr
         found = self._sources.get(id(source))
         if found is None:
             if not (_is_variable(source) or isinstance(source, np.ndarray)):
@@ -558,7 +573,49 @@ class GradientTape:
         symbol = found[1]
         return symbol if symbol in self._watched else None
 
-    def _gradient_program(self, loss: MatrixExpr, wrt: list[MatrixSymbol]):
+    def _stand_ins(self, loss: MatrixExpr, wrt) -> dict[MatrixExpr, MatrixSymbol]:
+        """A symbol for each intermediate source, named after it (``A1``; ``T`` if unnamed),
+        unlike every leaf of the loss."""
+        key = ("stand-ins", loss, tuple(wrt))
+
+        def make():
+            taken = {s.name for s in leaves(loss)}
+            return {
+                node: E.matrix(
+                    E.fresh_name(node.name if isinstance(node, E.Named) else "T", taken, first=2),
+                    *node.shape,
+                )
+                for node in wrt
+                if not isinstance(node, MatrixSymbol)
+            }
+
+        return _kept(_GRAPHS, key, make, _GRAPHS_KEPT)
+
+    def _source_names(self, loss: MatrixExpr, wrt) -> list[str]:
+        stand_ins = self._stand_ins(loss, wrt)
+        return [w.name if isinstance(w, MatrixSymbol) else stand_ins[w].name for w in wrt]
+
+    def _derived(self, loss: MatrixExpr, wrt) -> tuple[MatrixExpr, list[MatrixExpr]]:
+        """(the loss's simplified value, the simplified gradient for each node of ``wrt``).
+
+        A leaf's gradient comes from the sweep over the loss.  An intermediate ``T`` is
+        replaced by a symbol ``S`` in the loss (in every use: ``T`` is one node however many
+        tensors compute it), ``dloss/dS`` derived and ``T`` put back for ``S``: the
+        formula reads the leaves only, and no fusion of the simplifier (log of a
+        softmax...) can take ``T`` out of the graph before its cotangent is known.  Each
+        intermediate has its own sweep, so a path through another intermediate source
+        counts, as in TensorFlow.
+        """
+        context = tuple(self.outputs)
+        leaf = [w for w in wrt if isinstance(w, MatrixSymbol)]
+        derived = formulas.gradients(loss, leaf, context=context)
+        found = {w: derived.simplified[w] for w in leaf}
+        for node, stand_in in self._stand_ins(loss, wrt).items():
+            through = formulas.gradients(loss.xreplace({node: stand_in}), [stand_in], context)
+            found[node] = through.simplified[stand_in].xreplace({stand_in: node})
+        return derived.loss, [found[w] for w in wrt]
+
+    def _gradient_program(self, loss: MatrixExpr, wrt: list[MatrixExpr]):
         dtype = self.dtype()
         inputs = leaves(loss)
         context = tuple(self.outputs)
@@ -566,9 +623,9 @@ class GradientTape:
         key = ("gradient", loss, tuple(wrt), inputs, context, dtype.name, backend)
 
         def make():
-            derived = formulas.gradients(loss, wrt, context=context)
-            outputs = {"value": derived.loss}
-            outputs.update({f"d_{w.name}": derived.simplified[w] for w in wrt})
+            value, grads = self._derived(loss, wrt)
+            outputs = {"value": value}
+            outputs.update({f"d_{i}": g for i, g in enumerate(grads)})
             return compiler.compile(
                 inputs, outputs, backend=backend, dtype=dtype.name, name="tape_gradient"
             )
@@ -665,9 +722,8 @@ def call_model(model, x, training: bool = False):
             )
         model.build(input_shape=(None, *first[1:]))
     graph = _forward_of(model, training)
-    if training and tape._step is None:
-        optimizer = getattr(model, "optimizer", None)
-        tape._step = (optimizer.iterations if optimizer is not None else 0) + 1
+    if training:
+        _training_step(tape, model)
     widths = [t.dim for t in inputs] if inputs else [int(graph.x.shape[1])]
     shapes = [t.sample_shape for t in inputs] if inputs else [tuple(model.input_shape)]
     tensors = [
@@ -699,6 +755,85 @@ def call_model(model, x, training: bool = False):
         tape.outputs.append(output)
         out.append(tape.tensor(output, (rows, int(part.shape[1]))))
     return out if several else out[0]
+
+
+def _training_step(tape: GradientTape, model) -> None:
+    """A training graph's step ``t``: the one the next update makes (its dropout masks)."""
+    if tape._step is None:
+        optimizer = getattr(model, "optimizer", None)
+        tape._step = (optimizer.iterations if optimizer is not None else 0) + 1
+
+
+def call_layer(layer, x, training: bool = False):
+    """``layer(x)`` on the tape: the layer's formula on ``x`` (a tape tensor, or an array whose
+    rows become the batch ``X``; a list of them for a merging layer), its weights read as
+    leaves. Its intermediates are numbered along the tape as in a model's formulas (the
+    first Dense's ``Z1``, ``A1``, the next one's ``Z2``...), so calling a model's layers
+    one after the other records the graph of the model's own call.
+
+    ``training``: the layer as in ``fit`` (dropout, batch statistics), else as in ``predict``."""
+    several = isinstance(x, (list, tuple))
+    given = list(x) if several else [x]
+    tape = _tape_of(*given)
+    inputs = [_layer_input(layer, tape, v) for v in given]
+    layer._connect([shape for _, shape in inputs])  # checks the shapes, builds the weights
+    model = layer.model
+    if model is not None and model.built:
+        model._materialize()
+    for w in layer.weights:
+        tape.variable(w)
+    if training:
+        _training_step(tape, model)
+    names = tape._layer_names
+    names.training, names.seed = training, getattr(model, "_mask_seed", 0)
+    holders = tuple(E.matrix(f"_in{i}", BATCH, t.expr.shape[1]) for i, (t, _) in enumerate(inputs))
+    key = ("layer", layer, tuple(w.symbol for w in layer.weights), holders, training,
+           names.seed, _numbering(names))  # fmt: skip
+
+    def make():
+        outs = layer._apply(list(holders), names)
+        return outs, _numbering(names)
+
+    outs, after = _kept(_GRAPHS, key, make, _GRAPHS_KEPT)
+    _renumber(names, after)
+    rows = inputs[0][0].shape[0]
+    tensors = []
+    for out in outs:
+
+        def build(*a, out=out):  # the formula on a (its rows: n, or a number when not the batch)
+            return out.xreplace({**dict(zip(holders, a)), BATCH: a[0].shape[0]})
+
+        expr = record(("layer", holders, out), build, *(t.expr for t, _ in inputs))
+        tape.outputs.append(expr)
+        tensors.append(tape.tensor(expr, (rows, int(expr.shape[1]))))
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def _numbering(names) -> tuple:
+    """What a ``Names`` has handed out (the next names follow from it)."""
+    return names.layer, names.merges, names.pools, names.masks, frozenset(names.used)
+
+
+def _renumber(names, numbering: tuple) -> None:
+    names.layer, names.merges, names.pools, names.masks, used = numbering
+    names.used = set(used)
+
+
+def _layer_input(layer, tape: GradientTape, value) -> tuple[Tensor, tuple[int, ...]]:
+    """(one input of a layer as a tape tensor of rows, the shape of its samples): an array
+    of images or sequences becomes its rows; a tensor's rows have the shape the layer
+    was built for when their widths agree."""
+    given = tuple(value.shape if isinstance(value, Tensor) else np.shape(value))
+    if len(given) > 2 and not isinstance(value, Tensor):
+        return tape.as_tensor(np.reshape(value, (given[0], -1)), base="X", batch=True), given[1:]
+    if len(given) != 2:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) takes rows of samples "
+            f"(samples, features...). Received: an input of shape {given}"
+        )
+    expected = layer.input_shape if layer.built else declared_shape(layer)
+    shape = tuple(expected) if expected and int(np.prod(expected)) == given[1] else given[1:]
+    return tape.as_tensor(value, base="X", batch=True), shape
 
 
 def _input_rows(model, tape: GradientTape, value, width: int, shape) -> Tensor:

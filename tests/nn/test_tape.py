@@ -542,3 +542,155 @@ def test_training_true_records_fit_s_graph_and_its_masks(backend, rng):
     np.testing.assert_allclose(inference.numpy(), looped.predict(x), rtol=1e-12)
     with pytest.raises(NotImplementedError, match="called on arrays with training=True"):
         looped(x, training=True)
+
+
+# --------------------------------------------------------------------------
+# Gradients with respect to intermediate tensors (layer outputs, tensors of watched arrays)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _split_mlp(backend="numpy", optimizer="sgd"):
+    """Dense -> tanh -> Dense -> softmax as four layers: each intermediate is a layer output."""
+    model = symgrad.Sequential(
+        [symgrad.Dense(6, input_dim=4), symgrad.layers.Activation("tanh"),
+         symgrad.Dense(3), symgrad.layers.Activation("softmax")]
+    )  # fmt: skip
+    model.compile(
+        optimizer=optimizer, loss="categorical_crossentropy", backend=backend, dtype="float64",
+        seed=0,
+    )  # fmt: skip
+    return model
+
+
+def test_gradient_with_respect_to_intermediates_against_finite_differences(check_grad, rng):
+    """h is used twice (directly and through p); the gradient of each intermediate along
+    random directions of its value, the rest of the computation done by NumPy."""
+    x, labels = blobs(rng, n=9)
+    y = np.eye(3)[labels]
+    model = mlp()
+    w = model.get_weights()
+    with symgrad.GradientTape() as tape:
+        h = model.layers[0](x)
+        p = model.layers[1](h)
+        value = (
+            ops.reduce_sum(ops.tanh(p @ p.T) * 0.5)
+            + ops.reduce_mean(ops.square(p - y))
+            + 0.1 * ops.reduce_sum(h * h)
+        )
+    dh, dp = tape.gradient(value, [h, p])
+    assert dh.shape == h.shape == (9, 6) and dp.shape == p.shape == (9, 3)
+
+    def rest(hv, pv):
+        return np.sum(np.tanh(pv @ pv.T) * 0.5) + np.mean((pv - y) ** 2) + 0.1 * np.sum(hv * hv)
+
+    hv = np.tanh(x @ w[0] + w[1])
+    check_grad(lambda a: rest(a[0], _softmax(a[0] @ w[2] + w[3])), [hv], [dh])
+    check_grad(lambda a: rest(hv, a[0]), [_softmax(hv @ w[2] + w[3])], [dp])
+    np.testing.assert_allclose(h.numpy(), hv, rtol=1e-12)
+
+
+def test_gradient_of_a_tensor_of_watched_arrays(check_grad, rng):
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((3, 2))
+    with symgrad.GradientTape() as tape:
+        tape.watch([a, b])
+        t = ops.exp(ops.matmul(a, b) / 4.0)
+        value = ops.reduce_sum(ops.sqrt(t + 1.0) * t)
+    dt, da = tape.gradient(value, [t, a])
+    tv = np.exp(a @ b / 4.0)
+    check_grad(lambda v: np.sum(np.sqrt(v[0] + 1.0) * v[0]), [tv], [dt])
+    check_grad(
+        lambda v: np.sum(np.sqrt(np.exp(v[0] @ b / 4) + 1.0) * np.exp(v[0] @ b / 4)), [a], [da]
+    )
+
+
+@pytest.mark.parametrize("backend", sorted(symgrad.compiler.BACKENDS))
+def test_intermediate_gradients_are_the_chain_rule_through_the_following_layers(backend, rng):
+    """Each layer output's gradient is the next one's pulled back through the next layer:
+    dZ2 = (P - Y)/n, dA1 = dZ2 W2^T, dZ1 = dA1 o (1 - A1^2); the weights' gradients from
+    the same tape are compute_gradients'; NumPy and LLVM agree."""
+    x, labels = blobs(rng, n=11)
+    y = np.eye(3)[labels]
+    model = _split_mlp(backend)
+    with symgrad.GradientTape(backend=backend) as tape:
+        z1 = model.layers[0](x)
+        a1 = model.layers[1](z1)
+        z2 = model.layers[2](a1)
+        p = model.layers[3](z2)
+        value = ops.reduce_mean(losses.categorical_crossentropy(y, p))
+    grads = tape.gradient(value, [z1, a1, z2, p, *model.weights])
+    dz1, da1, dz2, dp = grads[:4]
+    w2 = model.weights[2].value
+    pv, av = model.predict(x), np.tanh(x @ model.weights[0].value + model.weights[1].value)
+    np.testing.assert_allclose(p.numpy(), pv, rtol=1e-12)
+    np.testing.assert_allclose(dp, -y / pv / 11, rtol=1e-10)
+    np.testing.assert_allclose(dz2, (pv - y) / 11, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(da1, dz2 @ w2.T, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(dz1, da1 * (1 - av**2), rtol=1e-10, atol=1e-15)
+    for g, e in zip(grads[4:], model.compute_gradients(x, y)):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
+    if backend != "numpy":
+        with symgrad.GradientTape(backend="numpy") as tape:
+            h = model.layers[1](model.layers[0](x))
+            value = ops.reduce_mean(
+                losses.categorical_crossentropy(y, model.layers[3](model.layers[2](h)))
+            )
+        np.testing.assert_allclose(tape.gradient(value, h), da1, rtol=1e-12, atol=1e-15)
+
+
+def test_layers_called_one_by_one_are_the_model_s_call(rng):
+    x, labels = blobs(rng, n=7)
+    model = mlp()
+    with symgrad.GradientTape():
+        p = model.layers[1](model.layers[0](x))
+        q = model(x)
+    np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(p.numpy(), model.predict(x), rtol=1e-12)
+    value = ops.reduce_sum(p)
+    assert symgrad.expr.sstr(p.expr) == "A2" and symgrad.expr.sstr(value.expr) == "sum(A2)"
+
+
+def test_an_intermediate_the_target_does_not_depend_on_gets_none(rng):
+    x, labels = blobs(rng, n=6)
+    model = mlp()
+    with symgrad.GradientTape(persistent=True) as tape:
+        h = model.layers[0](x)
+        unused = ops.square(h)
+        value = ops.reduce_sum(model.layers[1](h))
+    assert tape.gradient(value, [unused, h])[0] is None
+    zeros = tape.gradient(value, unused, unconnected_gradients="zero")
+    np.testing.assert_array_equal(zeros, np.zeros((6, 6)))
+    shown = tape.gradient_formulas(value, [h, model.weights[0]])
+    assert list(shown) == ["A1", "dense_kernel"]
+
+
+def test_intermediate_gradients_in_a_loop_compile_once(monkeypatch, rng):
+    x, labels = blobs(rng, n=40)
+    y = np.eye(3)[labels]
+    model = _split_mlp(optimizer="adam")
+    count = {"n": 0}
+    real = symgrad.compiler.compile
+
+    def counting(*args, **kwargs):
+        count["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(symgrad.compiler, "compile", counting)
+    compiles = []
+    for _epoch in range(3):
+        for start in range(0, 40, 16):  # the last batch has 8 rows: the same programs
+            xb, yb = x[start : start + 16], y[start : start + 16]
+            with symgrad.GradientTape() as tape:
+                h = model.layers[1](model.layers[0](xb))
+                value = ops.reduce_mean(
+                    losses.categorical_crossentropy(yb, model.layers[3](model.layers[2](h)))
+                )
+            dh, *grads = tape.gradient(value, [h, *model.trainable_weights])
+            assert dh.shape == (len(xb), 6) and np.all(np.isfinite(dh))
+            model.optimizer.apply_gradients(zip(grads, model.trainable_weights))
+        compiles.append(count["n"])
+    assert compiles[0] <= 2  # the gradient program and the update, built in the first epoch
+    assert compiles[1] == compiles[2] == compiles[0]  # and never again
