@@ -177,6 +177,9 @@ def build_fast_entry(module: ir.Module, program: Program, layout, step: ir.Funct
             (CTX_SCALARS, "scalars"),
         ]
     )
+    # before the first binding the buffer pointers are -1: an input without the batch
+    # dimension would pass its check and be stored there, so the Python path binds first
+    require(b.icmp_signed("!=", b.ptrtoint(buffers, I64), i64(-1)), "bound")
     batch = {
         sym: load(b, I64, ctx, i64(CTX_BATCH + k), str(sym)) for k, sym in enumerate(program.batch)
     }

@@ -443,8 +443,9 @@ class GradientTape:
             return "numpy"
         return self.backend or "numpy"
 
-    def _arguments(self, inputs, dtype) -> list[np.ndarray]:
-        return [np.ascontiguousarray(self.leaves[s], dtype=dtype) for s in inputs]
+    def _arguments(self, inputs, dtype, given: dict | None = None) -> list[np.ndarray]:
+        given = given or {}
+        return [np.ascontiguousarray(given.get(s, self.leaves[s]), dtype=dtype) for s in inputs]
 
     def _scalars(self, fn) -> list[float]:
         """The scalars of a program: the step number ``t`` of a model called with
@@ -458,9 +459,40 @@ class GradientTape:
             values.append(float(self._step))
         return values
 
+    # -- state of layers (batch normalization's moving statistics)
+    def update_states(self, states: dict, holders, operands) -> None:
+        """A training call's state updates, applied now, as Keras's forward call does:
+        ``states`` maps a state's symbol to its new value in the ``holders`` that stand
+        for the call's inputs (``moving_mean * momentum + batch mean * (1 - momentum)``);
+        they are computed on ``operands`` by one program (kept by structure) from the
+        variables' current values (a second call in the tape starts from the first's
+        result) and written all at once, none if one is not finite."""
+        symbols = tuple(states)
+
+        def build(*a):  # every new value side by side, on the call's inputs
+            given = {**dict(zip(holders, a)), BATCH: a[0].shape[0]}
+            return E.concat(*(states[s].xreplace(given) for s in symbols))
+
+        key = ("states", symbols, tuple(states.values()), tuple(holders))
+        news = record(key, build, *operands)
+        variables = {sym: var for var, sym in self._sources.values() if _is_variable(var)}
+        current = {s: variables[s].value for s in symbols}
+        value = self.evaluate(news, given=current)
+        if not np.all(np.isfinite(value)):
+            raise FloatingPointError(
+                "GradientTape: the moving statistics of this training call are not finite "
+                f"({', '.join(variables[s].path for s in symbols)}); none was changed"
+            )
+        start = 0
+        for s in symbols:
+            width = int(s.shape[1])
+            variables[s].value[...] = value[:, start : start + width]
+            start += width
+
     # -- values and gradients
-    def evaluate(self, expr: MatrixExpr) -> np.ndarray:
-        """The value of a graph on this tape's leaves (a compiled program, kept by structure)."""
+    def evaluate(self, expr: MatrixExpr, given: dict | None = None) -> np.ndarray:
+        """The value of a graph on this tape's leaves (a compiled program, kept by structure);
+        ``given``: values of some leaves instead of the tape's."""
         dtype = self.dtype()
         inputs = leaves(expr)
         backend = self._backend(inputs)
@@ -477,7 +509,7 @@ class GradientTape:
 
         fn = _kept(_PROGRAMS, key, make, PROGRAMS_KEPT)
         with np.errstate(all="ignore"):
-            return fn(*self._arguments(inputs, dtype), *self._scalars(fn))[0]
+            return fn(*self._arguments(inputs, dtype, given), *self._scalars(fn))[0]
 
     def gradient(self, target, sources, unconnected_gradients: str = "none"):
         """d target / d source for each source, as arrays shaped like the sources (Keras shapes).
@@ -754,6 +786,8 @@ def call_model(model, x, training: bool = False):
                         *(t.expr for t in tensors))  # fmt: skip
         tape.outputs.append(output)
         out.append(tape.tensor(output, (rows, int(part.shape[1]))))
+    if training and graph.states:
+        tape.update_states(graph.states, blocks, [t.expr for t in tensors])
     return out if several else out[0]
 
 
@@ -791,11 +825,14 @@ def call_layer(layer, x, training: bool = False):
            names.seed, _numbering(names))  # fmt: skip
 
     def make():
+        names.states = {}
         outs = layer._apply(list(holders), names)
-        return outs, _numbering(names)
+        return outs, _numbering(names), names.states
 
-    outs, after = _kept(_GRAPHS, key, make, _GRAPHS_KEPT)
+    outs, after, states = _kept(_GRAPHS, key, make, _GRAPHS_KEPT)
     _renumber(names, after)
+    if training and states:
+        tape.update_states(states, holders, [t.expr for t, _ in inputs])
     rows = inputs[0][0].shape[0]
     tensors = []
     for out in outs:

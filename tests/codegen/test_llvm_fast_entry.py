@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,17 @@ def test_the_builtin_keeps_its_function_alive(rng):
         loss, _ = fast(*args)
         np.testing.assert_allclose(loss[0, 0], want_loss, rtol=1e-12)
         np.testing.assert_allclose(args[2], want_w, rtol=1e-12)
+
+
+def test_first_call_binds_when_the_first_input_has_no_batch_dimension(rng):
+    """Inputs in the order (W, X, Y): W's shape passes the native check before any batch size
+    is bound, so the first call must go to the Python path before storing any pointer."""
+    program = sgd_step()
+    X, Y, W = program.inputs
+    reordered = compile_program(replace(program, inputs=(W, X, Y)), cache=False)
+    X_, Y_, W_, lr = arguments(rng, "float64")
+    want_loss, want_z, want_w = reference(X_, Y_, W_, lr)
+    loss, Z = reordered(W_, X_, Y_, lr)
+    np.testing.assert_allclose(loss[0, 0], want_loss, rtol=1e-12)
+    np.testing.assert_allclose(W_, want_w, rtol=1e-12)
+    assert reordered._fast_entry.fallbacks == 1  # the first call bound the batch size

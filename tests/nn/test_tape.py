@@ -694,3 +694,89 @@ def test_intermediate_gradients_in_a_loop_compile_once(monkeypatch, rng):
         compiles.append(count["n"])
     assert compiles[0] <= 2  # the gradient program and the update, built in the first epoch
     assert compiles[1] == compiles[2] == compiles[0]  # and never again
+
+
+# --------------------------------------------------------------------------
+# Batch normalization's moving statistics under the tape
+
+
+def _batchnorm_model(backend="numpy"):
+    model = symgrad.Sequential(
+        [symgrad.Dense(5, input_dim=4), symgrad.layers.BatchNormalization(momentum=0.9),
+         symgrad.layers.Activation("tanh"), symgrad.Dense(3, activation="softmax")]
+    )  # fmt: skip
+    model.compile(
+        optimizer="sgd", loss="sparse_categorical_crossentropy", backend=backend,
+        dtype="float64", seed=0,
+    )  # fmt: skip
+    return model
+
+
+def _moving(model) -> tuple[np.ndarray, np.ndarray]:
+    bn = model.layers[1]
+    return bn.moving_mean.numpy(), bn.moving_variance.numpy()
+
+
+@pytest.mark.parametrize("backend", sorted(symgrad.compiler.BACKENDS))
+def test_training_call_updates_the_moving_statistics_once(backend, rng):
+    """Each model(x, training=True) (and each layer call with training=True) on the tape moves
+    the statistics as Keras's forward call does: momentum * old + (1 - momentum) * the batch's
+    mean and (biased) variance of the layer's input; an inference call leaves them."""
+    x1, x2 = rng.standard_normal((7, 4)), rng.standard_normal((5, 4)) + 1.0
+    model = _batchnorm_model(backend)
+    mean, variance = _moving(model)
+    kernel, bias = model.layers[0].get_weights()
+
+    def moved(mean, variance, x):
+        z = x @ kernel + bias
+        return 0.9 * mean + 0.1 * z.mean(0), 0.9 * variance + 0.1 * z.var(0)
+
+    with symgrad.GradientTape() as tape:
+        model(x1)  # inference: the moving statistics are read, not moved
+        np.testing.assert_array_equal(_moving(model)[0], mean)
+        p = model(x1, training=True)
+        expected = moved(mean, variance, x1)
+        for got, want in zip(_moving(model), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        model(x2, training=True)  # a second call starts from the first's result
+        expected = moved(*expected, x2)
+        for got, want in zip(_moving(model), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        z = model.layers[0](x1)
+        model.layers[1](z, training=True)  # a layer called on its own
+        expected = moved(*expected, x1)
+        value = ops.reduce_sum(p)
+    for got, want in zip(_moving(model), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    tape.gradient(value, model.trainable_weights)  # a gradient moves nothing more
+    for got, want in zip(_moving(model), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", sorted(symgrad.compiler.BACKENDS))
+def test_custom_loop_with_batch_normalization_is_train_on_batch(backend, rng):
+    """tape + apply_gradients moves weights and moving statistics bit for bit as fit's step."""
+    x, labels = rng.standard_normal((9, 4)), rng.integers(0, 3, 9)
+    looped, fitted = _batchnorm_model(backend), _batchnorm_model(backend)
+    for _ in range(3):
+        with symgrad.GradientTape() as tape:
+            probabilities = looped(x, training=True)
+            value = ops.reduce_mean(losses.sparse_categorical_crossentropy(labels, probabilities))
+        grads = tape.gradient(value, looped.trainable_weights)
+        looped.optimizer.apply_gradients(zip(grads, looped.trainable_weights))
+        assert float(value) == pytest.approx(fitted.train_on_batch(x, labels), rel=1e-12)
+        for a, b in zip(looped.get_weights(), fitted.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    assert not np.allclose(_moving(looped)[0], 0.0)
+
+
+def test_moving_statistics_that_are_not_finite_are_not_written(rng):
+    model = _batchnorm_model()
+    x = rng.standard_normal((4, 4))
+    x[0, 0] = np.inf
+    before = _moving(model)
+    with symgrad.GradientTape():
+        with pytest.raises(FloatingPointError, match="batch_normalization/moving_mean"):
+            model(x, training=True)
+    for got, want in zip(_moving(model), before):
+        np.testing.assert_array_equal(got, want)
