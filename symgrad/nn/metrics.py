@@ -37,6 +37,7 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
 from symgrad import core as E
+from symgrad.nn import config as config_module
 from symgrad.nn.validation import from_identifier, non_negative_int, positive_int, show
 
 _p, _y, _c = sp.symbols("p y c", real=True)
@@ -62,9 +63,31 @@ class Metric:
     default_name = "metric"
     needs_one_hot = False  # its formulas are exact only for one-hot targets
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:
+            CLASSES[cls.__name__] = cls  # a saved metric's class is found here by name
+        if "__init__" in vars(cls):
+            cls.__init__ = config_module.recording(cls.__init__)  # get_config's arguments
+
     def __init__(self, name: str | None = None):
         self.name = name or self.default_name
         self.reset_state()
+
+    def get_config(self) -> dict:
+        """The constructor's arguments as JSON data, and the name (Keras's ``get_config``);
+        ``type(m).from_config(m.get_config())`` is a new metric of the same settings."""
+        where = type(self).__name__
+        config = {
+            key: config_module.serialize(_listed(value), f"{where}({key}=...)")
+            for key, value in getattr(self, "_arguments", {}).items()
+        }
+        config["name"] = self.name
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> Metric:
+        return cls(**config)
 
     def reset_state(self) -> None:
         self.state: dict[str, np.ndarray] = {}
@@ -127,6 +150,15 @@ class Metric:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+CLASSES: dict[str, type] = {}
+"""symgrad's metric classes by name, filled as they are defined (``Metric.__init_subclass__``)."""
+
+
+def _listed(value):
+    """Arrays given to a constructor (thresholds) as lists, for JSON."""
+    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def _weighted_sum(per_sample: np.ndarray, sample_weight) -> np.ndarray:
@@ -806,6 +838,52 @@ def r2_score(
 def root_mean_squared_error(y_true, y_pred, sample_weight=None) -> float:
     """``sqrt`` of the mean over samples of the mean squared error."""
     return RootMeanSquaredError()(y_true, y_pred, sample_weight)
+
+
+def serialize(metric):
+    """A compile argument's metric as JSON data: a name as it is, a metric object (or class)
+    as ``{"class_name", "config"}``; None for a plain function (it has no config)."""
+    if isinstance(metric, str):
+        return metric
+    if isinstance(metric, type) and issubclass(metric, Metric):
+        return {"class_name": metric.__name__, "config": {}}
+    if isinstance(metric, Metric):
+        return {"class_name": type(metric).__name__, "config": metric.get_config()}
+    return None
+
+
+def deserialize(spec, custom_objects: dict | None = None):
+    """``serialize``'s value back: a name, or a new metric of the saved class and settings
+    (symgrad's classes, or a user's in ``custom_objects``)."""
+    if isinstance(spec, str):
+        return spec
+    name = spec.get("class_name") if isinstance(spec, dict) else None
+    cls = (custom_objects or {}).get(name) or CLASSES.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+        raise ValueError(
+            f"Unknown metric class {name!r} in a config: symgrad's are {', '.join(sorted(CLASSES))}; "
+            "pass a user's class as custom_objects={name: cls}. "
+            f"Received: {spec!r:.200}"
+        )
+    try:
+        return cls.from_config(dict(spec.get("config", {})))
+    except TypeError as err:
+        raise ValueError(
+            f"The config of a {name} does not fit its constructor ({err}). Received: {spec!r:.200}"
+        ) from err
+
+
+def custom_classes(metrics) -> dict[str, type]:
+    """The classes of the metric objects in ``metrics`` (a compile argument) that are not
+    symgrad's, by name: what reading their configs back needs as ``custom_objects``."""
+    if isinstance(metrics, dict):
+        metrics = list(metrics.values())
+    if isinstance(metrics, (list, tuple)):
+        return {k: v for m in metrics for k, v in custom_classes(m).items()}
+    cls = metrics if isinstance(metrics, type) else type(metrics)
+    if issubclass(cls, Metric) and CLASSES.get(cls.__name__) is not cls:
+        return {cls.__name__: cls}
+    return {}
 
 
 def known_names() -> list[str]:

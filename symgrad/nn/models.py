@@ -36,6 +36,7 @@ from symgrad.nn import (
     optimizers,
 )
 from symgrad.nn import layers as layers_module
+from symgrad.nn import metrics as metrics_module
 from symgrad.nn import validation as data
 from symgrad.nn.layers import (
     InputLayer,
@@ -310,6 +311,17 @@ class Model(Trainer):
             }
         }
 
+    def get_compile_config(self) -> dict | None:
+        """The compile arguments as JSON data (Keras's ``get_compile_config``): the optimizer's
+        config, the losses, ``loss_weights``, the metrics (names, or metric objects as their
+        class and settings), backend and dtype; None before ``compile``."""
+        return self._compile_config().get("compile")
+
+    def compile_from_config(self, config: dict, custom_objects: dict | None = None) -> None:
+        """Compile as ``get_compile_config()``'s dict says (of this model or another of the
+        same outputs); ``custom_objects`` maps class names to a user's metric classes."""
+        _compile_from_config(self, config, custom_objects)
+
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON text (``model_from_json`` reads it); no weights, no
         compile settings, as Keras's ``to_json``. ``kwargs`` go to ``json.dumps``."""
@@ -322,7 +334,9 @@ class Model(Trainer):
         (generated functions and native handles are never pickled)."""
         arrays = self._weight_file_arrays() if self.built else {}
         rngs = (self._init_rng.bit_generator.state, self._shuffle_rng.bit_generator.state)
-        return (_unpickle, (json.dumps(self.get_config()), arrays, rngs))
+        metrics = self._compile_arguments.get("metrics") if self.compiled else None
+        custom = metrics_module.custom_classes(metrics)  # pickled by reference, as classes are
+        return (_unpickle, (json.dumps(self.get_config()), arrays, rngs, custom or None))
 
     def save(self, filepath: str | os.PathLike) -> None:
         """Architecture, compile settings, weights and optimizer state in one ``.npz`` (atomic)."""
@@ -763,15 +777,24 @@ def _has_custom(spec) -> bool:
 
 
 def _metric_spec(metrics):
-    """Metric names as given (a list, or a dict by output); metric objects are left out."""
+    """The metrics as given (a list, or a dict by output) as JSON data: names as they are,
+    metric objects as their class and config; plain functions are left out (no config)."""
     if isinstance(metrics, dict):
         return {k: _metric_spec(v) for k, v in metrics.items()}
     if isinstance(metrics, (list, tuple)):
-        return [m for m in metrics if isinstance(m, str)]
-    return metrics if isinstance(metrics, str) else None
+        return [spec for spec in map(_metric_spec, metrics) if spec is not None]
+    return metrics_module.serialize(metrics)
 
 
-def _compile_from_config(model: Model, settings: dict) -> None:
+def _read_metrics(spec, custom_objects=None):
+    if isinstance(spec, list):
+        return [_read_metrics(v, custom_objects) for v in spec]
+    if isinstance(spec, dict) and "class_name" not in spec:
+        return {k: _read_metrics(v, custom_objects) for k, v in spec.items()}
+    return None if spec is None else metrics_module.deserialize(spec, custom_objects)
+
+
+def _compile_from_config(model: Model, settings: dict, custom_objects=None) -> None:
     loss = settings["loss"]
     if _has_custom(loss):
         raise ValueError(
@@ -784,7 +807,7 @@ def _compile_from_config(model: Model, settings: dict) -> None:
     kwargs = {}
     if settings.get("loss_weights") is not None:
         kwargs["loss_weights"] = settings["loss_weights"]
-    metrics = settings.get("metrics")
+    metrics = _read_metrics(settings.get("metrics"), custom_objects)
     if isinstance(metrics, list):
         metrics = [m for m in metrics if m is not None] or None
     model.compile(
@@ -827,7 +850,7 @@ def _restore(config: dict, arrays: dict, compile: bool, custom_objects=None) -> 
     model = model_from_config(config, custom_objects)
     settings = config.get("compile")
     if compile and settings is not None:
-        _compile_from_config(model, settings)
+        _compile_from_config(model, settings, custom_objects)
     if arrays:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
@@ -836,8 +859,8 @@ def _restore(config: dict, arrays: dict, compile: bool, custom_objects=None) -> 
     return model
 
 
-def _unpickle(config: str, arrays: dict, rngs) -> Model:
-    model = _restore(json.loads(config), arrays, compile=True)
+def _unpickle(config: str, arrays: dict, rngs, custom_objects=None) -> Model:
+    model = _restore(json.loads(config), arrays, compile=True, custom_objects=custom_objects)
     model._init_rng.bit_generator.state, model._shuffle_rng.bit_generator.state = rngs
     return model
 

@@ -368,3 +368,136 @@ def test_a_saved_custom_activation_loads_without_eval(tmp_path, rng):
     data_x = rng.standard_normal((6, 3))
     np.testing.assert_array_equal(loaded.predict(data_x), model.predict(data_x))
     assert loaded.get_layer("h").activation_fn == model.get_layer("h").activation_fn
+
+
+# --------------------------------------------------------------------------
+# Metric objects in compile settings
+
+
+class HitRate(symgrad.nn.metrics.Metric):
+    """A user's metric class: the fraction of entries above ``level``."""
+
+    def __init__(self, level: float = 0.5, name: str | None = None):
+        self.level = level
+        super().__init__(name or "hit_rate")
+
+    def values(self, y_true, y_pred):
+        return np.mean(y_pred > self.level, axis=-1)
+
+
+def metric_objects():
+    from symgrad.metrics import AUC, Precision, Recall
+
+    return [
+        "accuracy",
+        Precision(thresholds=0.3),
+        Recall(thresholds=[0.2, 0.7], name="recall_at"),
+        AUC(num_thresholds=50, curve="PR"),
+    ]
+
+
+def binary_model(backend: str, metrics) -> Sequential:
+    model = Sequential([Dense(5, activation="tanh", input_dim=3), Dense(1, activation="sigmoid")])
+    model.compile(
+        optimizer="adam", loss="binary_crossentropy", metrics=metrics, backend=backend, seed=0
+    )
+    return model
+
+
+def binary_data(rng=None):
+    rng = np.random.default_rng(7)  # fixed: the defaults' values differ on these data
+    x = rng.standard_normal((64, 3))
+    return x, (x[:, 0] + 0.5 * rng.standard_normal(64) > 0).astype(float)
+
+
+def with_weights_of(model: Model, original: Model) -> Model:
+    model.set_weights(original.get_weights())
+    return model
+
+
+ROUND_TRIPS = {
+    "config": lambda m, tmp: with_weights_of(_compiled_as(model_from_config(m.get_config()), m), m),
+    "json": lambda m, tmp: with_weights_of(_compiled_as(model_from_json(m.to_json()), m), m),
+    "clone_model": lambda m, tmp: with_weights_of(_compiled_as(clone_model(m), m), m),
+    "save": lambda m, tmp: (m.save(tmp / "m.npz"), load_model(tmp / "m.npz"))[1],
+    "pickle": lambda m, tmp: pickle.loads(pickle.dumps(m)),
+    "deepcopy": lambda m, tmp: copy.deepcopy(m),
+}
+
+
+def _compiled_as(model: Model, original: Model) -> Model:
+    model.compile_from_config(json.loads(json.dumps(original.get_compile_config())))
+    return model
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("how", list(ROUND_TRIPS))
+def test_metric_objects_keep_their_arguments_through_every_copy(how, backend, rng, tmp_path):
+    x, y = binary_data(rng)
+    model = binary_model(backend, metric_objects())
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    expected = model.evaluate(x, y, return_dict=True, verbose=0)
+    other = ROUND_TRIPS[how](model, tmp_path)
+    assert other.get_compile_config()["metrics"] == model.get_compile_config()["metrics"]
+    got = other.evaluate(x, y, return_dict=True, verbose=0)
+    assert got.keys() == expected.keys() == {"loss", "accuracy", "precision", "recall_at", "auc"}
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    # the arguments matter here: the defaults give other values on this data
+    defaults = binary_model(backend, ["accuracy", "precision", "recall", "auc"])
+    plain = with_weights_of(defaults, model).evaluate(x, y, return_dict=True, verbose=0)
+    for key, default_key in [("precision", "precision"), ("auc", "auc")]:
+        assert plain[default_key] != expected[key]
+    assert np.shape(expected["recall_at"]) == (2,)
+
+
+def test_the_compile_config_writes_metric_objects_as_class_and_arguments():
+    model = binary_model("numpy", metric_objects())
+    assert model.get_compile_config()["metrics"] == [
+        "accuracy",
+        {
+            "class_name": "Precision",
+            "config": {"thresholds": 0.3, "class_id": None, "name": "precision"},
+        },
+        {
+            "class_name": "Recall",
+            "config": {"thresholds": [0.2, 0.7], "class_id": None, "name": "recall_at"},
+        },
+        {
+            "class_name": "AUC",
+            "config": {
+                "num_thresholds": 50,
+                "curve": "PR",
+                "summation_method": "interpolation",
+                "name": "auc",
+                "thresholds": None,
+            },
+        },
+    ]
+
+
+def test_a_users_metric_class_copies_and_loads_with_custom_objects(rng, tmp_path):
+    x, y = binary_data(rng)
+    model = binary_model("numpy", [HitRate(level=0.3)])
+    expected = model.evaluate(x, y, return_dict=True, verbose=0)
+    default = with_weights_of(binary_model("numpy", [HitRate()]), model)
+    assert default.evaluate(x, y, return_dict=True, verbose=0)["hit_rate"] != expected["hit_rate"]
+    for other in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert other.evaluate(x, y, return_dict=True, verbose=0) == expected
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz", custom_objects={"HitRate": HitRate})
+    assert loaded.evaluate(x, y, return_dict=True, verbose=0) == expected
+    with pytest.raises(ValueError, match=r"Unknown metric class 'HitRate'.*custom_objects"):
+        load_model(tmp_path / "m.npz")
+    assert load_model(tmp_path / "m.npz", compile=False).compiled is False
+
+
+def test_a_metric_config_that_does_not_fit_is_named():
+    from symgrad.nn.metrics import deserialize
+
+    with pytest.raises(ValueError, match=r"The config of a AUC does not fit its constructor"):
+        deserialize({"class_name": "AUC", "config": {"levels": 3}})
+    with pytest.raises(ValueError, match=r"Unknown metric class 'os.system'"):
+        deserialize({"class_name": "os.system", "config": {}})
+    with pytest.raises(ValueError, match=r"Invalid curve.*curve='XY'"):
+        deserialize({"class_name": "AUC", "config": {"curve": "XY"}})
