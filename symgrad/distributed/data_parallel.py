@@ -13,7 +13,9 @@ object store once per ``fit``.
   averages them weighted by shard size, and applies the optimizer update to the
   model (an update program compiled once, on the driver) -- the trajectory of
   single-process ``fit`` with the same batch size, up to rounding.  The new
-  weights go to the workers with the next step.
+  weights go to the workers with the next step.  Batch normalization uses the
+  global batch's statistics (:class:`GlobalStatistics`); sample weights travel
+  with their rows.
 - ``mode="local"``: each worker holds a fixed shard of the rows and trains a
   replica for ``local_epochs`` whole epochs in batches of ``ceil(batch_size / N)`` (one
   native call each with the LLVM backend), then the driver averages the weights and optimizer slots (weighted by
@@ -31,13 +33,19 @@ import contextlib
 import os
 
 import numpy as np
+import sympy as sp
 
 from symgrad import compiler
 from symgrad import core as E
 from symgrad.distributed import runtime
-from symgrad.nn import validation
+from symgrad.nn import losses, validation
 from symgrad.nn.models import _compile_from_config, model_from_config
-from symgrad.nn.trainer import NonFiniteLossError, runtime_scalars
+from symgrad.nn.trainer import (
+    NonFiniteLossError,
+    _loss_and_gradients,
+    runtime_scalars,
+    without_weights,
+)
 
 MODES = ("sync", "local")
 
@@ -71,57 +79,165 @@ class _Worker:
         return os.getpid()
 
 
-class GradientWorker(_Worker):
-    """A sync worker: its shard of each global batch -> (loss x rows, each metric's
-    {statistic: sum}, gradients)."""
+class GlobalStatistics:
+    """Batch normalization over the global batch, one shard per worker (sync BN).
 
-    def __init__(self, config: dict, data, index: int, count: int):
+    Passed to a model's ``_forward`` as ``training``: each BatchNormalization
+    normalizes its shard with the global batch's mean and variance, which are inputs
+    of the shard's programs (``batch_mean_<k>``, ``batch_variance_<k>``), and reports
+    its shard's moments, from which the driver merges the global ones layer by layer.
+
+    The gradient: the global statistics depend on every shard's rows, so the shard's
+    loss with the statistics held fixed misses their share. Each layer adds
+    ``<c_mean, mean of A> + <c_var, mean of (A - mean)^2>`` over the shard to the loss
+    it differentiates, ``c`` (inputs ``adjoint_mean_<k>``, ``adjoint_variance_<k>``)
+    being the loss's total derivative with respect to that layer's global mean and
+    variance: summed over the shards, the gradient is the single-process gradient.
+    The driver finds ``c`` from the last layer back (the derivative of the shards' loss
+    with respect to ``batch_mean_<k>``, the later layers' ``c`` given).
+    """
+
+    def __init__(self):
+        self.layers: list = []  # the BatchNormalization layers, in the order they are called
+        self.inputs: list = []  # per layer: (mean, variance) symbols, the global statistics
+        self.adjoints: list = []  # per layer: (c_mean, c_var) symbols
+        self.moments: list = []  # per layer: the shard's (mean, variance)
+        self.terms: list = []  # per layer: its term of the loss differentiated
+
+    def normalize(self, layer, grouped):
+        k, rows, width = len(self.layers) + 1, grouped.shape[0], grouped.shape[1]
+        mean, variance = (E.matrix(f"batch_{s}_{k}", 1, width) for s in ("mean", "variance"))
+        c_mean, c_var = (E.matrix(f"adjoint_{s}_{k}", 1, width) for s in ("mean", "variance"))
+        x, m, v = sp.symbols("x m v", real=True)
+        spread = E.broadcast_rows(mean, rows)
+        squares = E.elementwise(sp.Lambda((x, m), (x - m) ** 2), grouped, spread)
+        shard_mean, shard_variance = E.moments(grouped, 0)
+        self.layers.append(layer)
+        self.inputs.append((mean, variance))
+        self.adjoints.append((c_mean, c_var))
+        self.moments.append((shard_mean, shard_variance))
+        self.terms.append(
+            E.add(
+                E.total(E.hadamard(c_mean, shard_mean)),
+                E.total(E.hadamard(c_var, E.mean(squares, 0))),
+            )
+        )
+        body = (x - m) / sp.sqrt(v + layer.epsilon)
+        return E.elementwise(
+            sp.Lambda((x, m, v), body), grouped, spread, E.broadcast_rows(variance, rows)
+        )
+
+
+def merged(parts: list) -> tuple[int, list]:
+    """The global (mean, variance) of each layer from the shards' ``(rows, moments)``: the
+    shards' means weighted by rows, and their variances plus the spread of their means."""
+    parts = [p for p in parts if p[0]]
+    rows = sum(p[0] for p in parts)
+    out = []
+    for k in range(len(parts[0][1])):
+        shares = [(p[0] / rows, *p[1][k]) for p in parts]
+        mean = sum(s * m for s, m, _ in shares)
+        out.append((mean, sum(s * (v + (m - mean) ** 2) for s, m, v in shares)))
+    return rows, out
+
+
+class GradientWorker(_Worker):
+    """A sync worker: its shard of each global batch -> (rows, loss x rows, each metric's
+    {statistic: sum}, gradients, derivatives by the global batch statistics)."""
+
+    def __init__(self, config: dict, data, index: int, count: int, weighted: bool):
         self.model = replica(config)
         self.x, self.y = data
-        self.index, self.count = index, count
-        graph = self.model._training_graph()
-        outputs = {"loss": graph.loss}
+        self.index, self.count, self.weighted = index, count, weighted
         self.metrics = self.model._metric_objects()
+        stats = GlobalStatistics()
+        graph = self.model._forward(training=stats)
+        self.synced = bool(stats.layers)
+        inputs = [graph.x, *(w.symbol for w in graph.weights)]
+        if self.synced:
+            inputs += [s for pair in (*stats.inputs, *stats.adjoints) for s in pair]
+            self.statistics = compiler.compile(
+                [graph.x, *(w.symbol for w in graph.weights), *_flat(stats.inputs)],
+                {f"{s}_{k}": m for k, pair in enumerate(stats.moments) for s, m in zip("mv", pair)},
+                scalars=[],
+                backend=self.model.backend,
+                dtype=self.model.dtype,
+                name="shard_statistics",
+            )
+        outputs, y = _shard_loss(self.model, graph, stats, weighted)
         if self.metrics:
-            outputs["P"] = graph.output
-        outputs.update({f"d_{w.symbol.name}": graph.gradients[w.symbol] for w in graph.trainable})
-        inputs = [graph.x, graph.y, *(w.symbol for w in graph.weights)]
+            outputs = {"loss": outputs.pop("loss"), "P": graph.output, **outputs}
         self.program = compiler.compile(
-            inputs,
+            [inputs[0], y, *inputs[1:]],
             outputs,
             scalars=[],
             backend=self.model.backend,
             dtype=self.model.dtype,
             name="shard_gradients",
         )
+        self.trainable = len(self.model._training_graph().trainable)
 
     def set_order(self, order: np.ndarray) -> None:
         self.order = order
 
-    def step(self, start: int, stop: int, weights: list[np.ndarray]):
+    def _rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``order[start:stop]`` of the epoch are the global batch; this worker's shard."""
-        rows = np.array_split(self.order[start:stop], self.count)[self.index]
+        return np.array_split(self.order[start:stop], self.count)[self.index]
+
+    def moments(self, start: int, stop: int, weights: list[np.ndarray], stats: list):
+        """(rows, [(mean, variance) of each BatchNormalization over the shard]), the layers
+        after the first whose ``stats`` are missing (zeros) not meaningful yet."""
+        rows = self._rows(start, stop)
         if len(rows) == 0:
-            return 0, 0.0, [{} for _ in self.metrics], None
+            return 0, []
+        with np.errstate(all="ignore"):
+            outs = self.statistics(self.x[rows], *weights, *_flat(stats))
+        return len(rows), list(zip(outs[0::2], outs[1::2]))
+
+    def step(self, start: int, stop: int, weights: list[np.ndarray], stats=(), adjoints=()):
+        rows = self._rows(start, stop)
+        if len(rows) == 0:
+            return 0, 0.0, [{} for _ in self.metrics], None, None
         x, y = self.x[rows], self.y[rows]
         with np.errstate(all="ignore"):
-            outs = self.program(x, y, *weights)
-        grads = list(outs[2:] if self.metrics else outs[1:])
-        sums = [
-            m.batch_sums(y.astype(np.float64), outs[1].astype(np.float64)) for m in self.metrics
-        ]
-        return len(rows), float(outs[0][0, 0]) * len(rows), sums, grads
+            outs = self.program(x, y, *weights, *_flat(stats), *_flat(adjoints))
+        derivatives = list(outs[2:] if self.metrics else outs[1:])
+        grads, by_stats = derivatives[: self.trainable], derivatives[self.trainable :]
+        targets = without_weights(y, self.weighted).astype(np.float64)
+        sums = [m.batch_sums(targets, outs[1].astype(np.float64)) for m in self.metrics]
+        pairs = list(zip(by_stats[0::2], by_stats[1::2]))
+        return len(rows), float(outs[0][0, 0]) * len(rows), sums, grads, pairs
+
+
+def _flat(pairs) -> list:
+    return [a for pair in pairs for a in pair]
+
+
+def _shard_loss(model, graph, stats: GlobalStatistics, weighted: bool):
+    """The shard program's outputs: its loss, and the gradients of the loss plus the
+    statistics' terms (:class:`GlobalStatistics`) by the trainable weights, then by each
+    layer's global mean and variance. Also the targets' symbol."""
+    loss = losses.SampleWeighted(model.loss) if weighted else model.loss
+    trainable = [w.symbol for w in model._training_graph().trainable]  # as of compile
+    y = loss.labels(*graph.output.shape)
+    wrt = [*trainable, *_flat(stats.inputs)]
+    _, value, _, _ = _loss_and_gradients(loss, y, graph.output, graph.penalties, [])
+    _, _, gradients, _ = _loss_and_gradients(
+        loss, y, graph.output, [*graph.penalties, *stats.terms], wrt
+    )
+    return {"loss": value, **{f"d_{w.name}": gradients[w] for w in wrt}}, y
 
 
 class ReplicaWorker(_Worker):
     """A local-SGD worker: a compiled replica trained on its own shard of the rows."""
 
-    def __init__(self, config: dict, data, index: int, count: int, seed: int):
+    def __init__(self, config: dict, data, index: int, count: int, seed: int, weighted: bool):
         x, y = data
         rows = np.array_split(np.arange(len(x)), count)[index]
         self.x, self.y = x[rows], y[rows]
         self.model = replica(config)
         self.model._seed_rngs(seed + index)
+        self.weighted = weighted
 
     def train(self, state: dict, epochs: int, batch_size: int, shuffle: bool):
         """Start from ``state`` (weights, slots, iterations), fit ``epochs`` epochs: new state."""
@@ -132,7 +248,10 @@ class ReplicaWorker(_Worker):
             var.value[...] = value
         opt.iterations = state["iterations"]
         # the rows are fit's prepared arrays (one-hot targets...): its loop, not its checks
-        with model._epoch_runner(self.x, self.y, batch_size, []) as run:
+        with (
+            model._weighting(self.weighted),
+            model._epoch_runner(self.x, self.y, batch_size, []) as run,
+        ):
             history = model._fit_loop(
                 self.x, self.y, batch_size, epochs, 0, [], None, shuffle, 0, run
             )
@@ -238,9 +357,14 @@ class _SyncEpochs(_Epochs):
         r = runtime.ray()
         actor = r.remote(num_cpus=1, max_restarts=0)(GradientWorker)
         n = strategy.num_workers
-        super().__init__(strategy, model, [actor.remote(config, data, i, n) for i in range(n)])
+        weighted = model._weighted
+        super().__init__(
+            strategy, model, [actor.remote(config, data, i, n, weighted) for i in range(n)]
+        )
         self.batch_size, self.total = batch_size, total
         self.apply = _update_program(model)
+        self.normalizations = GlobalStatistics()  # the driver's layers, as the workers call them
+        model._forward(training=self.normalizations)
 
     def __call__(self, order, tracker, hooks, where):
         model = self.model
@@ -250,13 +374,12 @@ class _SyncEpochs(_Epochs):
             hooks.on_train_batch_begin(batch)
             stop = min(start + self.batch_size, len(order))
             weights = runtime.ray().put(model._weight_arrays())
-            parts = self.gather(
-                [a.step.remote(start, stop, weights) for a in self.actors], "gradients", where
-            )
+            stats, adjoints = self._statistics(start, stop, weights, where)
+            parts = self._step(start, stop, weights, stats, adjoints, where)
             rows = sum(p[0] for p in parts)
             loss = sum(p[1] for p in parts) / rows
             try:
-                self._apply(parts, rows, loss)
+                self._apply(parts, rows, loss, stats)
             except FloatingPointError as err:
                 raise model._non_finite(err, batch, where) from err
             tracker.add(
@@ -266,10 +389,42 @@ class _SyncEpochs(_Epochs):
             )
             hooks.on_train_batch_end(batch, tracker.logs())
 
-    def _apply(self, parts, rows: int, loss: float) -> None:
-        """The shards' gradients averaged (weighted by rows), then the compiled update."""
+    def _step(self, start, stop, weights, stats, adjoints, where) -> list:
+        refs = [a.step.remote(start, stop, weights, stats, adjoints) for a in self.actors]
+        return self.gather(refs, "gradients", where)
+
+    def _statistics(self, start, stop, weights, where) -> tuple[list, list]:
+        """Each BatchNormalization's global batch (mean, variance) and the loss's derivatives
+        by them (see :class:`GlobalStatistics`): a round trip per layer forward, then back."""
+        dtype = np.dtype(self.model.dtype)
+        count = len(self.normalizations.layers)
+        zeros = [
+            (np.zeros(s.shape, dtype), np.zeros(s.shape, dtype))
+            for s, _ in self.normalizations.inputs
+        ]
+        stats, adjoints = list(zeros), list(zeros)
+        for k in range(count):  # layer k's statistics need those of the layers before
+            refs = [a.moments.remote(start, stop, weights, stats) for a in self.actors]
+            stats[k] = self._cast(merged(self.gather(refs, "batch statistics", where))[1][k])
+        for k in reversed(range(count)):  # layer k's derivatives need those of the later
+            parts = [p for p in self._step(start, stop, weights, stats, adjoints, where) if p[0]]
+            rows = sum(p[0] for p in parts)
+            adjoints[k] = self._cast(
+                tuple(sum(p[0] / rows * p[4][k][j] for p in parts) for j in (0, 1))
+            )
+        return stats, adjoints
+
+    def _cast(self, pair) -> tuple:
+        return tuple(np.ascontiguousarray(a, dtype=self.model.dtype) for a in pair)
+
+    def _apply(self, parts, rows: int, loss: float, stats: list) -> None:
+        """The shards' gradients averaged (weighted by rows), then the compiled update; the
+        moving statistics move with it (after the guarded update, so all or nothing)."""
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss is {loss}")
+        moving = self._moving(stats)
+        if not all(np.isfinite(value).all() for _, value in moving):
+            raise FloatingPointError("a batch statistic is not finite")
         shares = [(p[0] / rows, p[3]) for p in parts if p[0]]
         grads = [sum(share * g[k] for share, g in shares) for k in range(len(shares[0][1]))]
         fn, opt = self.apply, self.model.optimizer
@@ -277,7 +432,19 @@ class _SyncEpochs(_Epochs):
         scalars = opt.scalar_values(fn.scalars, fn.program.dtype)
         with self.model._interrupts:
             fn(*self.model._weight_arrays(), *grads, *slots, *scalars)
+            for var, value in moving:
+                var.value[...] = value
             opt.iterations += 1
+
+    def _moving(self, stats: list) -> list:
+        """(variable, new value) of each moving statistic: ``moving * momentum + batch *
+        (1 - momentum)``, as the training step of one process updates it."""
+        out = []
+        for layer, pair in zip(self.normalizations.layers, stats):
+            keep, rest = float(layer.momentum), float(1 - layer.momentum)
+            for var, batch in zip((layer.moving_mean, layer.moving_variance), pair):
+                out.append((var, keep * var.value + rest * batch))
+        return out
 
 
 def _summed(parts) -> dict:
@@ -324,7 +491,9 @@ class _LocalEpochs(_Epochs):
         n = strategy.num_workers
         seed = int(model._shuffle_rng.integers(2**31))  # the workers' shuffling, from the model's
         super().__init__(
-            strategy, model, [actor.remote(config, data, i, n, seed) for i in range(n)]
+            strategy,
+            model,
+            [actor.remote(config, data, i, n, seed, model._weighted) for i in range(n)],
         )
         # the global batch split as in sync mode: each worker takes as many steps as one process
         self.batch_size = -(-batch_size // n)

@@ -160,7 +160,10 @@ class Names:
     def __init__(self, training: bool = True, seed: int = 0) -> None:
         self.layer = self.merges = self.pools = self.masks = 0
         self.used: set[str] = set()
-        self.training, self.seed = training, seed
+        # training may be an object with normalize(layer, grouped): fit's graph on one shard
+        # of a global batch whose batch statistics are inputs (data-parallel training)
+        self.batch_statistics = None if isinstance(training, bool) else training
+        self.training, self.seed = bool(training), seed
         self.states: dict[MatrixSymbol, MatrixExpr] = {}  # state -> its value after a fit step
 
     def mask_salt(self, layer_seed: int | None) -> int:
@@ -959,6 +962,8 @@ class BatchNormalization(_Normalization):
                 E.broadcast_rows(variance, rows),
             )
             return self._affine(normalized, a, names)
+        if names.batch_statistics is not None:  # the global batch's, from the other shards
+            return self._affine(names.batch_statistics.normalize(self, grouped), a, names)
         batch_mean, batch_variance = E.moments(grouped, 0)
         keep = self.momentum
         for state, batch in ((mean, batch_mean), (variance, batch_variance)):

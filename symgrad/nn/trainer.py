@@ -639,11 +639,14 @@ class Trainer(Weighted):
         """The programs whose targets carry each sample's weight (the same weights and
         optimizer slots as the plain ones), compiled on first use."""
         if self._weighted_cache is None:
-            trainable = self._training_graph().trainable  # as of compile, as the plain step
-            graph = self._forward().with_inference(self._forward(training=False))
-            graph = add_loss(graph, losses_module.SampleWeighted(self.loss), trainable)
-            self._weighted_cache = self._new_programs(graph)
+            self._weighted_cache = self._new_programs(self._weighted_graph())
         return self._weighted_cache
+
+    def _weighted_graph(self) -> TrainingGraph:
+        """The training graph whose targets' last column weights each sample's loss."""
+        trainable = self._training_graph().trainable  # as of compile, as the plain step
+        graph = self._forward().with_inference(self._forward(training=False))
+        return add_loss(graph, losses_module.SampleWeighted(self.loss), trainable)
 
     @contextlib.contextmanager
     def _weighting(self, on: bool):
@@ -830,7 +833,8 @@ class Trainer(Weighted):
         ``metrics``.
 
         ``strategy`` runs each epoch elsewhere: ``symgrad.distributed.DataParallel(num_workers=2)``
-        shards it over Ray workers (History, callbacks and errors as here).
+        shards it over Ray workers (History, callbacks, errors and sample weights as here;
+        batch normalization over the global batch in its synchronous mode).
 
         ``x`` may be a generator or a ``Sequence`` of ``(x, y)`` batches (``y`` None):
         ``steps_per_epoch`` batches per epoch (a sequence's length by default; needed for a
@@ -868,11 +872,6 @@ class Trainer(Weighted):
             val_weight = validation_data[2] if len(validation_data) == 3 else None
         weighted = sample_weight is not None or class_weight is not None or val_weight is not None
         if weighted:  # one more target column: the weights (1 where none were given)
-            if strategy is not None:
-                raise NotImplementedError(
-                    "sample_weight and class_weight do not work with a strategy yet; "
-                    f"Received: strategy={strategy!r}"
-                )
             y = self._with_weights(y, sample_weight, class_weight)
             if val is not None:
                 names = ("y_val", "sample_weight_val")

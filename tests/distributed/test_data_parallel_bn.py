@@ -1,0 +1,104 @@
+"""Data-parallel fit with batch normalization and sample weights, against one process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from symgrad import distributed
+from symgrad.layers import BatchNormalization, Dense
+from symgrad.models import Sequential
+
+BATCH = 77  # 600 rows: shards of 39 and 38 rows, the last batch 31 and 30
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    return d.data[:600] / 16.0, d.target[:600]
+
+
+def make(optimizer="adam", normalized=2, seed=3, backend="llvm"):
+    layers = [Dense(16, "tanh", input_dim=64)]
+    for _ in range(normalized):  # each BatchNormalization a round trip forward and back
+        layers += [BatchNormalization(momentum=0.9), Dense(16, "tanh")]
+    model = Sequential([*layers, Dense(10, "softmax")])
+    model.compile(
+        optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        backend=backend,
+        dtype="float64",
+        seed=seed,
+    )
+    return model
+
+
+def assert_same_training(spread, alone, h2, h1, atol=1e-12):
+    assert spread.optimizer.iterations == alone.optimizer.iterations
+    for got, want in zip(spread.get_weights(), alone.get_weights()):  # the moving statistics too
+        np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+    for got, want in zip(spread.optimizer.variables, alone.optimizer.variables):
+        np.testing.assert_allclose(got.value, want.value, rtol=0, atol=atol)
+    np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-12)
+    assert h2.history["accuracy"] == h1.history["accuracy"]
+
+
+def test_sync_batch_normalization_follows_the_single_process_trajectory(digits, cluster):
+    """The batch statistics are the global batch's (sync BN): weights, moving statistics
+    and slots to 1e-12 after 16 steps of Adam, two BatchNormalizations deep."""
+    x, y = digits
+    alone, spread = make(), make()
+    h1 = alone.fit(x, y, epochs=2, batch_size=BATCH, verbose=0)
+    strategy = distributed.DataParallel(2)
+    h2 = spread.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, strategy=strategy)
+    assert spread.optimizer.iterations == 16
+    moving = spread.layers[1].moving_variance.numpy()
+    assert np.abs(moving - 1).min() > 1e-3  # the moving statistics moved
+    assert_same_training(spread, alone, h2, h1)
+
+
+def test_sync_sample_and_class_weights_follow_the_single_process_trajectory(digits, cluster):
+    """sum(w l) / B over the global batch: each shard's sum(w l) / rows weighted by its rows."""
+    x, y = digits
+    weights = np.random.default_rng(0).uniform(0.0, 3.0, len(x))
+    classes = {0: 4.0, 7: 0.25}
+    for normalized in (0, 1):
+        alone, spread = (make("sgd", normalized, backend="numpy") for _ in range(2))
+        given = {"sample_weight": weights, "class_weight": classes, "verbose": 0}
+        h1 = alone.fit(x, y, epochs=2, batch_size=BATCH, **given)
+        strategy = distributed.DataParallel(2)
+        h2 = spread.fit(x, y, epochs=2, batch_size=BATCH, strategy=strategy, **given)
+        assert_same_training(spread, alone, h2, h1)
+    plain = make("sgd", 1, backend="numpy")
+    plain.fit(x, y, epochs=2, batch_size=BATCH, verbose=0)
+    assert not np.allclose(plain.get_weights()[0], spread.get_weights()[0], atol=1e-4)
+
+
+def test_local_sgd_trains_each_shard_and_averages_the_moving_statistics(digits, cluster):
+    """Two workers, one round, rows in order: the average of two fits on the halves, the
+    moving statistics and slots averaged with the weights; sample weights go with the rows."""
+    x, y = digits
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, len(x))
+    spread = make("adam", 1, backend="numpy")
+    strategy = distributed.DataParallel(2, mode="local", local_epochs=1)
+    spread.fit(
+        x, y, epochs=1, batch_size=64, shuffle=False, sample_weight=weights, verbose=0,
+        strategy=strategy,
+    )  # fmt: skip
+    halves = []
+    for rows in np.array_split(np.arange(len(x)), 2):
+        half = make("adam", 1, backend="numpy")
+        half.fit(
+            x[rows], y[rows], epochs=1, batch_size=32, shuffle=False,
+            sample_weight=weights[rows], verbose=0,
+        )  # fmt: skip
+        halves.append(half)
+    for k, got in enumerate(spread.get_weights()):
+        want = (halves[0].get_weights()[k] + halves[1].get_weights()[k]) / 2
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    for k, var in enumerate(spread.optimizer.variables):
+        want = (halves[0].optimizer.variables[k].value + halves[1].optimizer.variables[k].value) / 2
+        np.testing.assert_allclose(var.value, want, rtol=0, atol=1e-12)
+    assert spread.optimizer.iterations == halves[0].optimizer.iterations == 10
