@@ -4,6 +4,7 @@ Run from the repository root (Ray installed: ``pip install -e ".[ray]"``)::
 
     python -m benchmarks.bench_sweep                 # 200 trials, 5 epochs, 3 rounds
     python -m benchmarks.bench_sweep --epochs 10 --rounds 5 --workers 2
+    python -m benchmarks.bench_sweep --population 16  # and the population sweeps beside
 
 The trials: learning rates (5) x momentum (0, 0.9) x seeds (20) of a 64-32-10
 MLP (relu, softmax, sparse categorical cross-entropy, SGD, float64, LLVM backend)
@@ -18,6 +19,11 @@ candidates run the same trials, alternating round by round in one run:
 - ``Ray, N workers``: ``sweep(..., num_workers=N)`` on a local cluster of N CPUs
   (started before timing; each round starts fresh workers, so their compilations
   are timed).
+
+``--population K`` adds four candidates to the same rounds: the sweep in the rows'
+order (``shuffle=False``, which population training needs) in one process and on
+the workers, each plain and with ``population=K``. Their histories are checked
+against each other (one batch order, so not against the shuffled three).
 
 Every library gets one thread (``OPENBLAS_NUM_THREADS=1``, inherited by the Ray
 workers). The script checks that every trial's history is the same in all three.
@@ -84,7 +90,7 @@ def fresh_models(plan, data, epochs):
     return rows
 
 
-def swept(data, epochs, workers):
+def swept(data, epochs, workers, **options):
     x, x_val, y, y_val = data
     return distributed.sweep(
         build,
@@ -96,7 +102,37 @@ def swept(data, epochs, workers):
         validation_data=(x_val, y_val),
         metric="val_accuracy",
         num_workers=workers,
+        **options,
     )
+
+
+def candidates(plan, data, args) -> dict:
+    """Name -> a run of the 200 trials; the first is the speed-up's baseline."""
+    epochs, workers = args.epochs, args.workers
+    runs = {
+        "one process, fresh model per trial": lambda: fresh_models(plan, data, epochs),
+        "one process, program reused": lambda: swept(data, epochs, 0),
+        f"Ray, {workers} workers": lambda: swept(data, epochs, workers),
+    }
+    if args.population:  # the rows' order, plain and as populations, side by side
+        k = args.population
+        for where, n in (("one process", 0), (f"Ray, {workers} workers", workers)):
+            runs[f"{where}, no shuffling"] = lambda n=n: swept(data, epochs, n, shuffle=False)
+            runs[f"{where}, no shuffling, population={k}"] = lambda n=n: swept(
+                data, epochs, n, shuffle=False, population=k
+            )
+    return runs
+
+
+def check_histories(last: dict) -> None:
+    """Every candidate of one batch order gave every trial the same history."""
+    groups: dict[bool, list] = {}
+    for name, rows in last.items():
+        groups.setdefault("no shuffling" in name, []).append((name, rows))
+    for group in groups.values():
+        reference = {r["trial"]: r["history"] for r in group[0][1]}
+        for name, rows in group[1:]:
+            assert all(r["history"] == reference[r["trial"]] for r in rows), name
 
 
 def main() -> None:
@@ -104,6 +140,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--population", type=int, default=0, help="also sweep with population=K (0: not)"
+    )
     args = parser.parse_args()
     data = digits()
     plan = trials.expand(SPACE)
@@ -111,16 +150,8 @@ def main() -> None:
     ray = distributed.init(num_cpus=args.workers)
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), ray {ray.__version__}")
     fresh_models(plan[:1], data, 1)  # the first compilation fills the disk cache, untimed
-    names = [
-        "one process, fresh model per trial",
-        "one process, program reused",
-        f"Ray, {args.workers} workers",
-    ]
-    runs = {
-        names[0]: lambda: fresh_models(plan, data, args.epochs),
-        names[1]: lambda: swept(data, args.epochs, 0),
-        names[2]: lambda: swept(data, args.epochs, args.workers),
-    }
+    runs = candidates(plan, data, args)
+    names = list(runs)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     last = {}
     for _ in range(args.rounds):
@@ -128,13 +159,11 @@ def main() -> None:
             start = time.perf_counter()
             last[name] = run()
             seconds[name].append(time.perf_counter() - start)
-    reference = {r["trial"]: r["history"] for r in last[names[0]]}
-    for name in names[1:]:
-        assert all(r["history"] == reference[r["trial"]] for r in last[name]), name
+    check_histories(last)
     print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
     print(
         f"\n{len(plan)} trials x {args.epochs} epochs, median of {args.rounds} rounds; "
-        "every trial's history identical in all three"
+        "every trial's history identical in all candidates of one batch order"
     )
     base = statistics.median(seconds[names[0]])
     print(
@@ -148,6 +177,13 @@ def main() -> None:
             f"| {name} | {median:.2f} | {len(plan) / median:.1f} | {base / median:.2f}x "
             f"| {compiled} |"
         )
+    if args.population:
+        for where in ("one process", f"Ray, {args.workers} workers"):
+            plain = statistics.median(seconds[f"{where}, no shuffling"])
+            grouped = statistics.median(
+                seconds[f"{where}, no shuffling, population={args.population}"]
+            )
+            print(f"{where}: population={args.population} {plain / grouped:.2f}x the plain sweep")
     best = last[names[2]].best
     print(f"\nbest trial: {best['hp']} val_accuracy={best['metrics']['val_accuracy']:.4f}")
 

@@ -1,0 +1,42 @@
+"""The sweep benchmark's candidates and its check of their histories (no Ray, no timing)."""
+
+import argparse
+
+import pytest
+
+from benchmarks import bench_sweep as bench
+
+
+def rows(*histories):
+    return [{"trial": i, "history": {"loss": [h]}} for i, h in enumerate(histories)]
+
+
+def test_population_candidates_sit_beside_the_plain_sweep():
+    args = argparse.Namespace(epochs=1, workers=2, population=16)
+    names = list(bench.candidates([], None, args))
+    assert names[:3] == [
+        "one process, fresh model per trial",
+        "one process, program reused",
+        "Ray, 2 workers",
+    ]
+    assert names[3:] == [
+        "one process, no shuffling",
+        "one process, no shuffling, population=16",
+        "Ray, 2 workers, no shuffling",
+        "Ray, 2 workers, no shuffling, population=16",
+    ]
+    plain = argparse.Namespace(epochs=1, workers=2, population=0)
+    assert list(bench.candidates([], None, plain)) == names[:3]
+
+
+def test_histories_are_compared_within_one_batch_order():
+    last = {
+        "one process, program reused": rows(1.0, 2.0),
+        "Ray, 2 workers": rows(1.0, 2.0),
+        "one process, no shuffling": rows(3.0, 4.0),  # another batch order: other histories
+        "one process, no shuffling, population=4": rows(3.0, 4.0),
+    }
+    bench.check_histories(last)
+    last["one process, no shuffling, population=4"] = rows(3.0, 4.5)
+    with pytest.raises(AssertionError, match="population=4"):
+        bench.check_histories(last)
