@@ -49,13 +49,15 @@ from codegen.ir import Program, format_program
 from codegen.llvm.blas import GENERATED
 from codegen.llvm.jit import host, new_target_machine, optimize, parse
 from codegen.llvm.kernels import lower_dim
-from codegen.llvm.loops import I8, I32, I64, PTR, i64, store
+from codegen.llvm.loops import F64, I8, I32, I64, PTR, for_range, i64, imin, load, store
 from codegen.llvm.mathlib import FORMATS, MathLibrary
 from codegen.llvm.module import (
     Layout,
+    _build_epoch,
     _build_step_impl,
     annotated,
     check_entry_name,
+    epoch_spec,
     make_layout,
 )
 from codegen.llvm.targets import WASM_LD, Arch, target_machine, tool
@@ -71,6 +73,8 @@ from codegen.names import (
 # What every exported function returns besides 0 (success) and k > 0 (the k-th guard failed);
 # the header defines each as PREFIX_STATUS_<NAME>.
 STATUS = {"no_memory": -1, "bad_batch": -2, "null_argument": -3, "batch_too_large": -4}
+# And what an epoch function (``EpochFunction``) returns when an entry of its order is not a row.
+EPOCH_STATUS = {"bad_order": -5}
 ALIGN = 64  # bytes: every work buffer starts on a cache line
 C_TYPES = {"float64": "double", "float32": "float"}
 CPUS = LLVMBackend.cpus
@@ -88,6 +92,36 @@ class CFunction:
     program: Program
     doc: str = ""
     notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochFunction:
+    """A whole epoch of the training step ``step`` (a ``CFunction``'s name) exported as ``name``:
+    the batches gathered in native code by an order of rows the caller gives::
+
+        size_t  NAME_workspace_size(int64_t batch_size);
+        int32_t NAME(int64_t rows, int64_t batch_size, const T *X, const T *Y,
+                     const int64_t *order, T *other_input, ..., T scalar, ...,
+                     int64_t steps_before, double *loss, int64_t *steps, void *workspace);
+
+    Step k (0-based) trains on the rows ``order[k * batch_size ...]`` (the last batch
+    takes the rest) with the counter scalar (``counter``, e.g. Adam's ``t``; not an
+    argument) at ``steps_before + k + 1``. ``*steps``: the steps completed; ``*loss``:
+    the mean over the rows they took of the ``loss`` output (a (1, 1) output). Returns 0,
+    the failed step's guard status k > 0 (the steps before it stay applied, nothing of it
+    is), or before anything is written: ``STATUS["null_argument"]`` for a NULL array,
+    ``STATUS["bad_batch"]`` for rows < 0 or batch_size < 1 (or a workspace size that
+    overflows), ``EPOCH_STATUS["bad_order"]`` when an entry of ``order`` is not in
+    [0, rows), ``STATUS["no_memory"]`` for a NULL workspace without an allocator. The
+    workspace holds the batch of X and Y, the step's outputs and its work buffers.
+    """
+
+    name: str
+    step: str
+    x_input: str = "X"
+    y_input: str = "Y"
+    loss: str = "loss"
+    counter: str | None = "t"
 
 
 # --------------------------------------------------------------------------
@@ -117,16 +151,21 @@ def library_ir(
     cpu: str = "host",
     arch: Arch | None = None,
     max_batch: int | None = None,
+    epochs: tuple[EpochFunction, ...] = (),
 ) -> str:
     """The module's LLVM IR text: deterministic; each kernel preceded by its IR statement.
 
     ``arch``: another CPU (``codegen.llvm.targets.TRIPLES``; default this machine).
     ``max_batch``: the static variant, which needs no allocator: a NULL workspace
-    means a static arena sized for batches of up to ``max_batch`` rows.
+    means a static arena sized for batches of up to ``max_batch`` rows (the epoch
+    functions take no arena: their workspace is the caller's, or malloc'ed).
+    ``epochs``: whole-epoch loops over some of the functions (``EpochFunction``).
     """
     _check_functions(functions)
-    for f in functions:
-        check_entry_name(f.name)
+    if epochs:  # their names too: C identifiers, distinct from every other
+        _check_functions([*functions, *(CFunction(e.name, functions[0].program) for e in epochs)])
+    for name in [*(f.name for f in functions), *(e.name for e in epochs)]:
+        check_entry_name(name)
     fmt = FORMATS[functions[0].program.dtype]
     module = ir.Module(name=llvm_name(functions[0].name))
     machine = _target_machine(cpu) if arch is None else target_machine(arch)
@@ -140,11 +179,20 @@ def library_ir(
     scratch = _scratch(programs, layouts, arch, max_batch)
     arena = _arena(module, scratch)
     notes: dict[str, str] = {}
+    steps = {}
     for program, layout in zip(programs, layouts):
         step, kernel_notes = _build_step_impl(module, program, layout, fmt, math, GENERATED)
+        steps[program.name] = (program, layout, step)
         notes.update(kernel_notes)
         size = _build_workspace_size(module, program, layout, scratch.size_bits)
         _build_entry(module, program, layout, step, size, fmt, scratch, arena)
+    for epoch in epochs:
+        if epoch.step not in steps:
+            raise ValueError(
+                f"epoch {epoch.name!r} loops {epoch.step!r}, which is not a function of the "
+                f"library: {list(steps)}"
+            )
+        _build_epoch_entry(module, epoch, *steps[epoch.step], fmt, scratch)
     lines = llvm_comment("symgrad native library: " + ", ".join(f.name for f in functions))
     for f in functions:
         lines += llvm_comment(format_program(dataclasses.replace(f.program, name=f.name)))
@@ -279,18 +327,23 @@ class _CheckedSizes:
         return self.b.and_(padded, i64(-ALIGN))
 
 
-def _build_workspace_size(module, program: Program, layout: Layout, size_bits: int):
+def _build_workspace_size(
+    module, program: Program, layout: Layout, size_bits: int, name=None, slots=None
+):
     """``NAME_workspace_size(n...)``: the bytes of the work buffers, or SIZE_MAX when the
     batch sizes are negative or make any array of the call overflow INT64_MAX bytes (or,
     on a 32-bit target, the workspace SIZE_MAX bytes or more). Returns the internal i64
-    version the entry calls (-1 for those batch sizes)."""
+    version the entry calls (-1 for those batch sizes). ``name`` (default the program's)
+    and ``slots``, the buffer slots the workspace holds (default ``_work_slots``): an
+    epoch function's query."""
+    name = name or program.name
     args = [I64] * len(program.batch)
-    fn = ir.Function(module, ir.FunctionType(I64, args), f"{program.name}.workspace_bytes")
+    fn = ir.Function(module, ir.FunctionType(I64, args), f"{name}.workspace_bytes")
     fn.linkage = "internal"
     exported = ir.Function(
         module,
         ir.FunctionType(ir.IntType(size_bits), args),
-        llvm_name(f"{program.name}_workspace_size"),
+        llvm_name(f"{name}_workspace_size"),
     )
     for arg, sym in [*zip(fn.args, program.batch), *zip(exported.args, program.batch)]:
         arg.name = llvm_name(str(sym))
@@ -301,7 +354,7 @@ def _build_workspace_size(module, program: Program, layout: Layout, size_bits: i
     dims = dict(zip(program.batch, fn.args))
     itemsize = FORMATS[program.dtype].bits // 8
     sizes = _CheckedSizes(b, dims, narrow=size_bits < 64)
-    work = set(_work_slots(program, layout))
+    work = set(_work_slots(program, layout) if slots is None else slots)
     total = i64(0)
     for slot, shape in enumerate(layout.shapes):  # every array of the call must be sizable
         size = sizes.slot_bytes(shape, itemsize)
@@ -367,15 +420,99 @@ def _build_entry(module, program: Program, layout: Layout, step, size_fn, fmt, s
             nbytes = b.mul(b.mul(rows, cols), i64(itemsize))
             b.call(memcpy, [out, inputs[v.name], nbytes, ir.Constant(ir.IntType(1), 0)])
     status = b.call(step, [dims, slots, scalars], name="status")
+    _release(b, fn, workspace, work, scratch)
+    b.ret(status)
+
+
+def _release(b: ir.IRBuilder, fn, given_ptr, work, scratch: Scratch) -> None:
+    """Free the scratch ``_workspace`` took from malloc (when the caller passed none)."""
     if not scratch.malloc:
-        b.ret(status)
         return
     release, done = fn.append_basic_block("release"), fn.append_basic_block("done")
-    b.cbranch(b.icmp_unsigned("==", workspace, ir.Constant(PTR, None)), release, done)
+    b.cbranch(b.icmp_unsigned("==", given_ptr, ir.Constant(PTR, None)), release, done)
     b.position_at_end(release)
-    b.call(_declare(module, "free", ir.FunctionType(ir.VoidType(), [PTR])), [work])
+    b.call(_declare(fn.module, "free", ir.FunctionType(ir.VoidType(), [PTR])), [work])
     b.branch(done)
     b.position_at_end(done)
+
+
+def _build_epoch_entry(module, epoch: EpochFunction, program, layout, step, fmt, scratch):
+    """The exported epoch function (``EpochFunction``) around ``module._build_epoch``.
+
+    One set of buffers serves every batch: sized for ``batch_size`` rows, they hold the
+    smaller last batch too (its arrays are the first rows of theirs)."""
+    counter = epoch.counter if epoch.counter in {str(s) for s in program.scalars} else None
+    spec = epoch_spec(program, layout, epoch.x_input, epoch.y_input, (epoch.loss,), counter)
+    inner = _build_epoch(module, program, spec, step, fmt, internal=True)
+    batch_inputs = (epoch.x_input, epoch.y_input)
+    fixed = [v for v in program.inputs if v.name not in batch_inputs]
+    in_workspace = [
+        s for s in range(len(layout.names)) if s not in {layout.slot_of[v.name] for v in fixed}
+    ]
+    size_fn = _build_workspace_size(
+        module, program, layout, scratch.size_bits, name=epoch.name, slots=in_workspace
+    )
+    scalars = [str(s) for s in program.scalars if str(s) != counter]
+    ty = fmt.ftype
+    groups = [
+        [("rows", I64), ("batch_size", I64)],
+        [(name, PTR) for name in (*batch_inputs, "order")],
+        [(v.name, PTR) for v in fixed],
+        [(name, ty) for name in scalars],
+        [("steps_before", I64), (epoch.loss, PTR), ("steps", PTR), ("workspace", PTR)],
+    ]
+    fn = ir.Function(
+        module, ir.FunctionType(I32, [t for g in groups for _, t in g]), llvm_name(epoch.name)
+    )
+    for arg, (name, _) in zip(fn.args, [a for g in groups for a in g]):
+        arg.name = llvm_name(name)
+    rows, batch, x, y, order, *rest = fn.args
+    fixed_args, scalar_args = rest[: len(fixed)], rest[len(fixed) : len(fixed) + len(scalars)]
+    steps_before, loss_out, steps_out, workspace = rest[len(fixed) + len(scalars) :]
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    null = ir.Constant(PTR, None)
+    missing = ir.Constant(ir.IntType(1), 0)
+    for pointer in (x, y, order, *fixed_args, loss_out, steps_out):
+        missing = b.or_(missing, b.icmp_unsigned("==", pointer, null))
+    _return_if(b, fn, missing, STATUS["null_argument"], "null_argument")
+    size = b.call(size_fn, [batch], name="workspace_bytes")
+    bad = b.or_(b.icmp_signed("<", rows, i64(0)), b.icmp_signed("<", batch, i64(1)))
+    _return_if(
+        b, fn, b.or_(bad, b.icmp_signed("<", size, i64(0))), STATUS["bad_batch"], "bad_batch"
+    )
+    outside = b.alloca(ir.IntType(1), name="outside")  # an order entry outside [0, rows)
+    b.store(ir.Constant(ir.IntType(1), 0), outside)
+
+    def check(i, _):
+        wrong = b.icmp_unsigned(">=", load(b, I64, order, i), rows)
+        b.store(b.or_(b.load(outside), wrong), outside)
+
+    for_range(b, rows, check)
+    _return_if(b, fn, b.load(outside), EPOCH_STATUS["bad_order"], "bad_order")
+    work = _workspace(b, fn, size, workspace, scratch, None)
+    slots = b.alloca(PTR, size=max(1, len(layout.names)), name="buffers")
+    for v, value in zip(fixed, fixed_args):
+        store(b, PTR, value, slots, i64(layout.slot_of[v.name]))
+    dims = dict(zip(program.batch, [batch]))
+    offset = i64(0)
+    for slot in in_workspace:  # the batches, outputs and work buffers at their offsets
+        store(b, PTR, b.gep(work, [offset], source_etype=I8), slots, i64(slot))
+        offset = b.add(offset, _slot_bytes(b, dims, layout, slot, fmt.bits // 8))
+    given = dict(zip(scalars, scalar_args))
+    zero = ir.Constant(ty, 0.0)  # the counter's entry: set before each step
+    scalar_array = _array(b, ty, [given.get(str(s), zero) for s in program.scalars], "scalars")
+    data = _array(b, PTR, [x, y, order], "data")
+    ints = _array(b, I64, [rows, batch, steps_before, i64(0), i64(0)], "ints")
+    sums = _array(b, F64, [ir.Constant(F64, 0.0)], "sums")
+    b.call(inner, [data, ints, slots, slots, scalar_array, sums])
+    done = load(b, I64, ints, i64(3), "done")
+    store(b, I64, done, steps_out, i64(0))
+    covered = b.sitofp(imin(b, b.mul(done, batch), rows), F64, name="covered")
+    mean = b.fdiv(load(b, F64, sums, i64(0)), covered)
+    has_rows = b.fcmp_ordered(">", covered, ir.Constant(F64, 0.0))
+    store(b, F64, b.select(has_rows, mean, ir.Constant(F64, 0.0)), loss_out, i64(0))
+    status = b.trunc(load(b, I64, ints, i64(4)), I32, name="status")
+    _release(b, fn, workspace, work, scratch)
     b.ret(status)
 
 

@@ -249,12 +249,13 @@ def _build_py_entry(module, name, layout, step) -> None:
     b.ret(b.call(step, [dims, bufs, scalars]))
 
 
-def _build_epoch(module, program, spec: EpochSpec, step, fmt) -> None:
+def _build_epoch(module, program, spec: EpochSpec, step, fmt, internal=False) -> ir.Function:
     """For each batch: gather rows by ``order``, run the step, accumulate the sums.
 
     ``data`` = [X, Y, order]; ``ints`` = [rows, batch size, t0, out: steps run, out: status].
+    ``internal``: called only from within the module (the emitted library's epoch export).
     """
-    fn, b = _function(module, f"{program.name}.epoch", I32, [PTR] * 6)
+    fn, b = _function(module, f"{program.name}.epoch", I32, [PTR] * 6, internal=internal)
     data, ints, full, last, scalars, sums = fn.args
     for arg, name in zip(fn.args, ("data", "ints", "full", "last", "scalars", "sums")):
         arg.name = name
@@ -310,6 +311,7 @@ def _build_epoch(module, program, spec: EpochSpec, step, fmt) -> None:
     b.ret(ir.Constant(I32, 0))
     b.position_at_end(fail)
     b.ret(ir.Constant(I32, 1))
+    return fn
 
 
 def _gather(b, fmt, whole, part, width: int, order, start, n) -> None:

@@ -1,16 +1,19 @@
 """symgrad.emission.wasm: the ES module that runs a model's WebAssembly training code.
 
 ``symgrad.emit(model, "digits.wasm", target="wasm")`` writes the module
-(``codegen.llvm.emit.link_wasm``: the model's three C functions and their
-workspace queries, no imports, no allocator) and beside it ``digits.js``, the
+(``codegen.llvm.emit.link_wasm``: the model's three C functions, the training
+step's epoch function (``codegen.llvm.emit.EpochFunction``) and their workspace
+queries, no imports, no allocator) and beside it ``digits.js``, the
 text made here: an ES module for browsers and Node (no bundler) that
 
 - loads the ``.wasm`` (``load()``: fetched next to the script in a browser, read
   from disk in Node, or given as bytes or a ``WebAssembly.Module``);
 - lays the weights, optimizer slots, batches and workspace out in the module's
   memory from ``__heap_base`` up (the wasm code never allocates);
-- exposes ``forward``, ``lossAndGradients``, ``trainStep``, ``fit``,
-  ``getWeights`` and ``setWeights`` over ``Float64Array`` / ``Float32Array``
+- exposes ``forward``, ``lossAndGradients``, ``trainStep``, ``fit`` and
+  ``trainEpoch`` (one call of the epoch function per epoch: in order, shuffled by a
+  seed, or in the orders the caller gives), ``getWeights`` and ``setWeights`` over
+  ``Float64Array`` / ``Float32Array``
   (or plain arrays of numbers), and checks every argument's length and labels
   before any wasm code runs (``RangeError`` / ``TypeError`` naming the value).
 
@@ -57,9 +60,12 @@ def _distinct(values) -> list:
     return list({v.name: v for v in values}.values())
 
 
-def module_text(m: ModelSource, prefix: str, wasm_name: str, functions) -> str:
-    """The ES module for the model ``m`` whose C functions are ``functions`` (``CFunction``)."""
+def module_text(m: ModelSource, prefix: str, wasm_name: str, functions, epoch: str) -> str:
+    """The ES module for the model ``m`` whose C functions are ``functions`` (``CFunction``)
+    and whose epoch function (``codegen.llvm.emit.EpochFunction``, the train step's) is
+    called ``epoch``."""
     kernels = dict(zip(("forward", "lossAndGradients", "trainStep"), functions))
+    train = kernels["trainStep"].program
     spec = {
         "name": m.name,
         "dtype": m.dtype,
@@ -75,6 +81,11 @@ def module_text(m: ModelSource, prefix: str, wasm_name: str, functions) -> str:
         ],
         "hyperparameters": m.hyperparameters,
         "kernels": {k: _kernel(f.name, f.program) for k, f in kernels.items()},
+        "epoch": {
+            "name": epoch,
+            "inputs": [v.name for v in train.inputs if v.name not in ("X", "Y")],
+            "scalars": [str(s) for s in train.scalars if str(s) != "t"],
+        },
         "formulas": {"forward": m.forward_formulas, "gradients": m.gradient_formulas},
     }
     head = [
@@ -86,7 +97,7 @@ def module_text(m: ModelSource, prefix: str, wasm_name: str, functions) -> str:
         f'    import {{ load }} from "./{wasm_name.rsplit(".", 1)[0]}.js";',
         "    const model = await load();             // or load(bytes | URL | WebAssembly.Module)",
         "    model.setWeights({ 'dense/kernel': Float64Array.from(...), ... });",
-        "    const losses = model.fit(x, y, { epochs: 3, batchSize: 32 });",
+        "    const losses = model.fit(x, y, { epochs: 3, batchSize: 32 });  // one wasm call per epoch",
         "    const p = model.forward(x);            // rows * OUTPUT_DIM values",
         "",
         "x: the rows of X one after the other (rows * INPUT_DIM numbers); y: "
@@ -130,6 +141,7 @@ const STATUS = {
   "1": "the loss is nan or inf",
   "2": "a gradient is nan or inf",
   "3": "a new weight or optimizer slot would be nan or inf",
+  "-5": "an entry of the order is not a row",
 };
 
 /** Instantiate the WebAssembly code: `source` is bytes (ArrayBuffer, typed array), a
@@ -250,32 +262,103 @@ export class Model {
     return this.step(n, x, y);
   }
 
-  /** `epochs` passes over (x, y) in batches of consecutive rows (in order, as
-   * model.fit(..., shuffle=false)); returns the mean training loss of each epoch.
+  /** `epochs` passes over (x, y), each one call of the wasm epoch function; returns the
+   * mean training loss of each epoch. Batches of `batchSize` rows taken in order (as
+   * model.fit(..., shuffle=false)), or `shuffle: true`: reshuffled each epoch by a
+   * generator seeded with `seed` (the same seed, the same orders), or `order(epoch)`:
+   * the rows' order of each epoch (e.g. numpy's permutations, to train as Python does).
    * `onEpoch(epoch, loss)` is called after each. */
-  fit(x, y, { epochs = 1, batchSize = 32, onEpoch } = {}) {
+  fit(x, y, { epochs = 1, batchSize = 32, shuffle = false, seed = 0, order, onEpoch } = {}) {
     const rows = rowsOf(x);
     checkTargets(y, rows);
     if (!Number.isInteger(epochs) || epochs < 0) {
       throw new RangeError(`epochs must be an integer >= 0; Received: epochs=${epochs}`);
     }
-    if (!Number.isInteger(batchSize) || batchSize < 1) {
-      throw new RangeError(`batchSize must be an integer >= 1; Received: batchSize=${batchSize}`);
+    checkBatchSize(batchSize);
+    if (typeof shuffle !== "boolean") {
+      throw new TypeError(`shuffle must be true or false; Received: shuffle=${shuffle}`);
     }
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+      throw new RangeError(`seed must be an integer in [0, 2**32); Received: seed=${seed}`);
+    }
+    if (order !== undefined && (typeof order !== "function" || shuffle)) {
+      throw new TypeError(
+        `order must be a function epoch -> row order, without shuffle; Received: order=${typeof order}, shuffle=${shuffle}`,
+      );
+    }
+    const orders = order && Array.from({ length: epochs }, (_, epoch) => checkOrder(order(epoch), rows));
+    const next = shuffle ? shuffler(rows, seed) : order ? (epoch) => orders[epoch] : () => null;
+    const data = this.place(x, y, rows, batchSize);
     const losses = [];
     for (let epoch = 0; epoch < epochs; epoch++) {
-      let total = 0;
-      for (let start = 0; start < rows; start += batchSize) {
-        const n = Math.min(batchSize, rows - start);
-        const xs = x.subarray ? x.subarray(start * INPUT_DIM, (start + n) * INPUT_DIM) : x.slice(start * INPUT_DIM, (start + n) * INPUT_DIM);
-        const width = SPARSE ? 1 : OUTPUT_DIM;
-        const ys = y.subarray ? y.subarray(start * width, (start + n) * width) : y.slice(start * width, (start + n) * width);
-        total += this.step(n, xs, ys) * n;
-      }
-      losses.push(total / rows);
+      losses.push(this.epoch(data, next(epoch)));
       if (onEpoch) onEpoch(epoch, losses[epoch]);
     }
     return losses;
+  }
+
+  /** One pass over (x, y) in batches of `batchSize` rows, in the rows' `order` (all rows in
+   * order when omitted), as one call of the wasm epoch function; returns its mean loss. */
+  trainEpoch(x, y, { batchSize = 32, order } = {}) {
+    const rows = rowsOf(x);
+    checkTargets(y, rows);
+    checkBatchSize(batchSize);
+    const rowsOrder = order === undefined ? null : checkOrder(order, rows);
+    return this.epoch(this.place(x, y, rows, batchSize), rowsOrder);
+  }
+
+  /** Lay out all rows of (x, y), their order, the epoch's outputs and its workspace. */
+  place(x, y, rows, batchSize) {
+    const e = this.exports;
+    const workspace = e[`${SPEC.epoch.name}_workspace_size`](BigInt(batchSize)) >>> 0;
+    if (workspace === 0xffffffff) throw new RangeError(`batchSize=${batchSize} is too large`);
+    const at = {};
+    let top = this.scratch;
+    for (const [name, bytes] of [
+      ["X", rows * INPUT_DIM * BYTES],
+      ["Y", rows * OUTPUT_DIM * BYTES],
+      ["order", rows * 8],
+      ["loss", 8],
+      ["steps", 8],
+      ["work", workspace],
+    ]) {
+      at[name] = top;
+      top += align(bytes);
+    }
+    this.reserve(top - this.scratch);
+    this.view(at.X, rows * INPUT_DIM).set(x);
+    writeTargets(this.view(at.Y, rows * OUTPUT_DIM), y);
+    const inOrder = new BigInt64Array(this.memory.buffer, at.order, rows);
+    for (let i = 0; i < rows; i++) inOrder[i] = BigInt(i);
+    return { at, rows, batchSize, ordered: true };
+  }
+
+  /** Run the epoch function on placed data; `order` null keeps the rows in order. */
+  epoch(data, order) {
+    const { at, rows, batchSize } = data;
+    if (order !== null || !data.ordered) {
+      const view = new BigInt64Array(this.memory.buffer, at.order, rows);
+      for (let i = 0; i < rows; i++) view[i] = BigInt(order === null ? i : order[i]);
+      data.ordered = order === null;
+    }
+    const name = SPEC.epoch.name;
+    const args = [BigInt(rows), BigInt(batchSize), at.X, at.Y, at.order];
+    args.push(...SPEC.epoch.inputs.map((input) => this.pointers[input]));
+    args.push(...SPEC.epoch.scalars.map((scalar) => this.hyperparameters[scalar]));
+    args.push(BigInt(this.iterations), at.loss, at.steps, at.work);
+    const status = this.exports[name](...args);
+    const steps = Number(new BigInt64Array(this.memory.buffer, at.steps, 1)[0]);
+    if (status < 0) throw new Error(`${name} failed (status ${status}): ${STATUS[status] ?? "unknown"}; nothing was updated`);
+    this.iterations += steps;
+    if (status !== 0) {
+      const error = new Error(
+        `${name} failed at step ${steps + 1} of the epoch (status ${status}): ${STATUS[status] ?? "unknown"}; ` +
+          `the ${steps} steps before it were applied (iterations=${this.iterations}), that step was not`,
+      );
+      error.status = status;
+      throw error;
+    }
+    return new Float64Array(this.memory.buffer, at.loss, 1)[0];
   }
 
   step(n, x, y) {
@@ -336,6 +419,47 @@ function rowsOf(x) {
     );
   }
   return x.length / INPUT_DIM;
+}
+
+function checkBatchSize(batchSize) {
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`batchSize must be an integer >= 1; Received: batchSize=${batchSize}`);
+  }
+}
+
+/** `order` checked: one row index in [0, rows) per row. */
+function checkOrder(order, rows) {
+  checkNumbers(order, "order");
+  if (order.length !== rows) {
+    throw new RangeError(`order must hold one row index per row: ${rows} values; Received: order.length=${order.length}`);
+  }
+  for (let i = 0; i < rows; i++) {
+    if (!Number.isInteger(order[i]) || order[i] < 0 || order[i] >= rows) {
+      throw new RangeError(`order must hold row indices in [0, ${rows}); Received: order[${i}]=${order[i]}`);
+    }
+  }
+  return order;
+}
+
+/** epoch -> a fresh shuffle of the rows: Fisher-Yates driven by a xorshift32 generator
+ * started from `seed` (mixed, so that seed 0 works), the orders one after the other. */
+function shuffler(rows, seed) {
+  let state = (seed ^ 0x9e3779b9) >>> 0 || 1;
+  const random = () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state / 4294967296;
+  };
+  const order = Array.from({ length: rows }, (_, i) => i);
+  return () => {
+    for (let i = rows - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    return order;
+  };
 }
 
 function checkTargets(y, n) {

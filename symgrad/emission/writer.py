@@ -195,14 +195,28 @@ def code_sizes(
     else:
         functions = model_functions(model_source(source, target in C_TARGETS), prefix)
 
-    def measured(selection) -> dict[str, int]:
-        text = library_ir(selection, cpu=native.cpu, arch=native.arch, max_batch=native.max_batch)
+    epochs = (_wasm_epoch(functions),) if target == "wasm" and len(functions) > 1 else ()
+
+    def measured(selection, epochs=()) -> dict[str, int]:
+        text = library_ir(
+            selection, cpu=native.cpu, arch=native.arch, max_batch=native.max_batch, epochs=epochs
+        )
         return code_size(object_code(text, cpu=native.cpu, arch=native.arch))
 
-    rows = [("library", measured(functions))]
+    rows = [("library", measured(functions, epochs))]
     if len(functions) > 1:
         rows += [(f.name, measured([f])) for f in functions]
+    rows += [(e.name, measured([f for f in functions if f.name == e.step], (e,))) for e in epochs]
     return rows
+
+
+def _wasm_epoch(functions):
+    """The epoch function of a model's wasm module: it loops the training step (the last of
+    ``model_functions``), named ``PREFIX_train_epoch``."""
+    from codegen.llvm.emit import EpochFunction
+
+    step = functions[-1].name
+    return EpochFunction(step.removesuffix("_step") + "_epoch", step)
 
 
 # --------------------------------------------------------------------------
@@ -346,13 +360,16 @@ def _wasm_files(m: ModelSource, path: Path, prefix: str, functions, native: Nati
     from codegen.llvm.emit import library_ir, link_wasm, object_code
     from symgrad.emission.wasm import module_text
 
-    obj = object_code(library_ir(functions, arch=native.arch), arch=native.arch)
-    exports = [name for f in functions for name in (f.name, f"{f.name}_workspace_size")]
+    epoch = _wasm_epoch(functions)
+    text = library_ir(functions, arch=native.arch, epochs=(epoch,))
+    obj = object_code(text, arch=native.arch)
+    names = [*(f.name for f in functions), epoch.name]
+    exports = [name for n in names for name in (n, f"{n}_workspace_size")]
 
     def link(tmp: str) -> None:
         link_wasm(obj, tmp, exports)
 
-    script = module_text(m, prefix, path.name, functions)
+    script = module_text(m, prefix, path.name, functions, epoch.name)
     return [(path, link, 0o666), (path.with_suffix(".js"), _text(script), 0o666)]
 
 

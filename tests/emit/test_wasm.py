@@ -111,8 +111,62 @@ def test_node_refuses_wrong_lengths_before_any_wasm_call(tmp_path):
         "Received: y.length=5",
         "fit_bad_batch_size": "RangeError: batchSize must be an integer >= 1; Received: "
         "batchSize=0",
+        "fit_shuffle_not_boolean": "TypeError: shuffle must be true or false; Received: shuffle=1",
+        "fit_order_short": "RangeError: order must hold one row index per row: 4 values; "
+        "Received: order.length=3",
+        "train_epoch_order_outside": "RangeError: order must hold row indices in [0, 4); "
+        "Received: order[2]=4",
+        "train_epoch_order_fraction": "RangeError: order must hold row indices in [0, 4); "
+        "Received: order[2]=2.5",
         "set_weights_short": 'RangeError: weights["dense/bias"] must hold 32 values (shape '
         "1,32); Received: length=1",
     }
     assert result["calls"] == 0  # no export of the wasm module was called
     assert result["unchanged"]  # weights and step counter as they were
+    assert result["badOrder"] == (
+        "digits_train_epoch failed (status -5): an entry of the order is not a row; "
+        "nothing was updated"
+    )
+    assert result["stillUnchanged"]
+
+
+def test_epoch_call_trains_as_the_model_on_the_same_order(tmp_path):
+    """One wasm call per epoch, rows gathered in wasm by a shuffled order: the losses and
+    weights of the Python model trained batch by batch on the same rows, and of trainStep
+    called per batch from JavaScript."""
+    model = emitted(tmp_path, "float64")
+    x, y = digits(300)
+    rng = np.random.default_rng(7)
+    orders = [rng.permutation(len(x)) for _ in range(2)]
+    request = {"x": x.ravel().tolist(), "y": y.tolist(), "weights": initial_weights(model)}
+    result = run_node(
+        tmp_path, {**request, "orders": [o.tolist() for o in orders], "batchSize": 32}
+    )
+    expected = []
+    for order in orders:
+        total = 0.0
+        for start in range(0, len(order), 32):
+            rows = order[start : start + 32]
+            total += float(model.train_on_batch(x[rows], y[rows])) * len(rows)
+        expected.append(total / len(order))
+    steps = 2 * -(-len(x) // 32)
+    for run in ("epoch", "loop"):
+        assert result[run]["iterations"] == steps
+        np.testing.assert_allclose(result[run]["losses"], expected, rtol=1e-9, err_msg=run)
+        for w, value in zip(model.weights, model.get_weights()):
+            got = np.array(result[run]["weights"][w.path])
+            np.testing.assert_allclose(got, value.ravel(), rtol=0, atol=1e-9, err_msg=w.path)
+    assert result["epoch"]["losses"][1] < result["epoch"]["losses"][0]
+
+
+def test_fit_shuffles_by_its_seed_and_reduces_the_loss(tmp_path):
+    model = emitted(tmp_path, "float32")
+    x, y = digits(400)
+    request = {"x": x.ravel().tolist(), "y": y.tolist(), "weights": initial_weights(model)}
+    result = run_node(tmp_path, {**request, "shuffle": [1, 1, 2], "epochs": 4, "batchSize": 16})
+    first, again, other = result["runs"]
+    assert first == again  # the same seed, the same orders: the same losses bit for bit
+    assert first != other
+    assert first[-1] < 0.5 * first[0] and other[-1] < 0.5 * other[0]
+    ordered = model.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    assert first[0] != pytest.approx(ordered.history["loss"][0], rel=1e-6)  # shuffled indeed

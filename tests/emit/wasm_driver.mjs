@@ -1,7 +1,10 @@
 // Runs the emitted ES module under Node for tests/emit/test_wasm.py.
 //   node wasm_driver.mjs MODULE.js REQUEST.json RESULT.json
 // REQUEST: {x, y, weights, epochs, batchSize} -> RESULT: {losses, weights, forward}
-// or {refusals: true, x, y, weights} -> RESULT: {errors: [[name, message]], calls, unchanged}
+// or {refusals: true, x, y, weights} -> RESULT: {errors: [[name, message]], calls, unchanged, badOrder}
+// or {orders: [[row, ...], ...], x, y, weights, batchSize} -> RESULT: {epoch: {losses, weights},
+//    loop: {losses, weights}}: trainEpoch per order, and trainStep per batch from JavaScript
+// or {shuffle: [seed, ...], x, y, weights, epochs, batchSize} -> RESULT: {runs: [losses, ...]}
 import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
@@ -18,7 +21,7 @@ if (request.refusals) {
   // every export is counted: a refused call must not reach the wasm code
   let calls = 0;
   const exports = model.exports;
-  model.exports = new Proxy(exports, {
+  model.exports = new Proxy({ ...exports }, {
     get: (target, name) => (typeof target[name] === "function" ? (...a) => (calls++, target[name](...a)) : target[name]),
   });
   const before = JSON.stringify(plain(model.getWeights()));
@@ -31,6 +34,10 @@ if (request.refusals) {
     train_step_bad_label: () => model.trainStep(x, Int32Array.from(y, (v, i) => (i === 2 ? 10 : v))),
     fit_long_y: () => model.fit(x, Int32Array.from([...y, 0]), { epochs: 1 }),
     fit_bad_batch_size: () => model.fit(x, y, { batchSize: 0 }),
+    fit_shuffle_not_boolean: () => model.fit(x, y, { shuffle: 1 }),
+    fit_order_short: () => model.fit(x, y, { order: () => [0, 1, 2] }),
+    train_epoch_order_outside: () => model.trainEpoch(x, y, { order: [0, 1, 4, 2] }),
+    train_epoch_order_fraction: () => model.trainEpoch(x, y, { order: [0, 1, 2.5, 3] }),
     set_weights_short: () => model.setWeights({ ...request.weights, "dense/bias": [0] }),
   };
   const errors = [];
@@ -43,7 +50,46 @@ if (request.refusals) {
     }
   }
   const unchanged = JSON.stringify(plain(model.getWeights())) === before && model.iterations === 0;
-  result = { errors, calls, unchanged };
+  // the wasm function checks the order itself too: a row index outside [0, rows) is refused
+  model.exports = exports;
+  const data = model.place(x, y, y.length, 2);
+  new BigInt64Array(model.memory.buffer, data.at.order, y.length)[1] = BigInt(y.length);
+  data.ordered = true; // so that epoch() leaves the poked order as it is
+  let badOrder = null;
+  try {
+    model.epoch(data, null);
+  } catch (err) {
+    badOrder = err.message;
+  }
+  const stillUnchanged = JSON.stringify(plain(model.getWeights())) === before && model.iterations === 0;
+  result = { errors, calls, unchanged, badOrder, stillUnchanged };
+} else if (request.orders) {
+  const x = Values.from(request.x);
+  const y = Int32Array.from(request.y);
+  const losses = request.orders.map((order) => model.trainEpoch(x, y, { batchSize: request.batchSize, order }));
+  const epoch = { losses, weights: plain(model.getWeights()), iterations: model.iterations };
+  const loop = await load(); // the same batches, one trainStep call each from JavaScript
+  loop.setWeights(request.weights);
+  const loopLosses = request.orders.map((order) => {
+    let total = 0;
+    for (let start = 0; start < order.length; start += request.batchSize) {
+      const rows = order.slice(start, start + request.batchSize);
+      const xs = new Values(rows.length * INPUT_DIM);
+      rows.forEach((r, i) => xs.set(x.subarray(r * INPUT_DIM, (r + 1) * INPUT_DIM), i * INPUT_DIM));
+      total += loop.trainStep(xs, Int32Array.from(rows, (r) => y[r])) * rows.length;
+    }
+    return total / order.length;
+  });
+  result = { epoch, loop: { losses: loopLosses, weights: plain(loop.getWeights()), iterations: loop.iterations } };
+} else if (request.shuffle) {
+  const x = Values.from(request.x);
+  const runs = request.shuffle.map((seed) => {
+    model.setWeights(request.weights);
+    model.resetOptimizer();
+    const options = { epochs: request.epochs, batchSize: request.batchSize, shuffle: true, seed };
+    return model.fit(x, Int32Array.from(request.y), options);
+  });
+  result = { runs };
 } else {
   const x = Values.from(request.x);
   const losses = model.fit(x, Int32Array.from(request.y), { epochs: request.epochs, batchSize: request.batchSize });
