@@ -109,8 +109,9 @@ TRIPLES = {
             32,
             False,
             Tool("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf"),
+            Tool("qemu-riscv32", "qemu-user"),  # runs a freestanding image's Linux system calls
             no_sqrt=("float32", "float64"),
-            about="32-bit RISC-V microcontrollers (RV32IMAC), no OS, soft float",
+            about="32-bit RISC-V microcontrollers (RV32IMAC, ilp32 ABI), no OS, soft float",
         ),
     )
 }

@@ -23,11 +23,8 @@ sys.path.insert(0, str(EXAMPLE))
 import make_data_and_library as example  # noqa: E402
 from digits_model import build_model  # noqa: E402
 
-STUB_MAIN = r"""
-/* A freestanding image: no C library, no allocator; the library's static arena. */
-#include <stddef.h>
-#include "digits.h"
-
+# What a freestanding program needs of a C library: the library calls these two.
+MEMORY_FUNCTIONS = r"""
 void *memcpy(void *dst, const void *src, size_t n) {
     unsigned char *d = dst; const unsigned char *s = src;
     while (n--) *d++ = *s++;
@@ -38,7 +35,16 @@ void *memset(void *dst, int c, size_t n) {
     while (n--) *d++ = (unsigned char)c;
     return dst;
 }
-/* the ARM EABI names of the two (a C library for the target provides them too) */
+"""
+
+STUB_MAIN = (
+    r"""
+/* A freestanding image: no C library, no allocator; the library's static arena. */
+#include <stddef.h>
+#include "digits.h"
+"""
+    + MEMORY_FUNCTIONS
+    + r"""/* the ARM EABI names of the two (a C library for the target provides them too) */
 void __aeabi_memcpy(void *d, const void *s, size_t n) { memcpy(d, s, n); }
 void __aeabi_memcpy4(void *d, const void *s, size_t n) { memcpy(d, s, n); }
 void __aeabi_memcpy8(void *d, const void *s, size_t n) { memcpy(d, s, n); }
@@ -60,6 +66,92 @@ int main(void) {
     return status;
 }
 """
+)
+
+
+# A freestanding RV32 Linux program (no C library, no allocator: the static arena): trains
+# STEPS steps on the batches of data.h and writes the losses and final weights to stdout as
+# raw bytes, through the Linux system calls write (64) and exit (93) that qemu-riscv32 serves.
+RISCV_HARNESS = (
+    r"""
+#include <stddef.h>
+#include <stdint.h>
+#include "digits.h"
+#include "data.h"
+
+__asm__(
+    ".section .text._start\n"
+    ".global _start\n"
+    "_start:\n"
+    ".option push\n"
+    ".option norelax\n"
+    "    la gp, __global_pointer$\n"
+    ".option pop\n"
+    "    call run\n"
+    "    li a7, 93\n"
+    "    ecall\n");
+"""
+    + MEMORY_FUNCTIONS
+    + r"""
+
+static long system_call(long number, long a, long b, long c) {
+    register long a0 __asm__("a0") = a;
+    register long a1 __asm__("a1") = b;
+    register long a2 __asm__("a2") = c;
+    register long a7 __asm__("a7") = number;
+    __asm__ volatile("ecall" : "+r"(a0) : "r"(a1), "r"(a2), "r"(a7) : "memory");
+    return a0;
+}
+
+static int put(const void *data, size_t bytes) {
+    const char *p = data;
+    while (bytes) {
+        long done = system_call(64, 1, (long)p, (long)bytes);
+        if (done <= 0) return 1;
+        p += done;
+        bytes -= (size_t)done;
+    }
+    return 0;
+}
+
+static T slots[DIGITS_N_SLOTS][64 * 32];
+
+int run(void) {
+    static const double initial[] = DIGITS_SLOT_INITIAL_VALUES;
+    static const long slot_sizes[] = DIGITS_SLOT_SIZES;
+    for (int k = 0; k < DIGITS_N_SLOTS; k++)
+        for (long i = 0; i < slot_sizes[k]; i++) slots[k][i] = (T)initial[k];
+    for (int step = 0; step < STEPS; step++) {
+        T loss;
+        int32_t status = digits_train_step(
+            ROWS, X + step * ROWS * DIGITS_INPUT_DIM, Y + step * ROWS * DIGITS_OUTPUT_DIM,
+            W0, W1, W2, W3, slots[0], slots[1], slots[2], slots[3], slots[4], slots[5],
+            slots[6], slots[7], DIGITS_BETA_1, DIGITS_BETA_2, DIGITS_EPSILON,
+            DIGITS_LEARNING_RATE, (T)(step + 1), &loss, NULL);
+        if (status != 0) return 10 + status;
+        if (put(&loss, sizeof loss)) return 2;
+    }
+    return put(W0, sizeof W0) || put(W1, sizeof W1) || put(W2, sizeof W2) || put(W3, sizeof W3);
+}
+"""
+)
+
+
+def c_array(name: str, values, dtype: str) -> str:
+    """A C array of ``values`` as exact hexadecimal floating-point literals."""
+    suffix = "f" if dtype == "float32" else ""
+    items = ", ".join(float(v).hex() + suffix for v in np.ravel(values))
+    return f"static T {name}[{np.size(values)}] = {{{items}}};"
+
+
+def require(*tools):
+    """Skip (or, with SYMGRAD_REQUIRE_TOOLS set, as CI sets it, fail) unless every tool is on
+    the PATH."""
+    missing = [t.missing("run this test") for t in tools if tool(t) is None]
+    if missing:
+        (pytest.fail if os.environ.get("SYMGRAD_REQUIRE_TOOLS") else pytest.skip)(
+            "; ".join(missing)
+        )
 
 
 def float32_digits():
@@ -76,8 +168,14 @@ def needs(*names: str):
     )
 
 
-AARCH64, ARMV7, M4 = (
-    arch(n) for n in ("aarch64-linux-gnu", "armv7-linux-gnueabihf", "thumbv7em-none-eabihf")
+AARCH64, ARMV7, M4, RISCV = (
+    arch(n)
+    for n in (
+        "aarch64-linux-gnu",
+        "armv7-linux-gnueabihf",
+        "thumbv7em-none-eabihf",
+        "riscv32-unknown-elf",
+    )
 )
 
 
@@ -225,6 +323,57 @@ def test_thumbv7em_freestanding_image_links_without_libc_libm_or_malloc(tmp_path
             if line.startswith("#define DIGITS_ARENA_BYTES")
         )
     )
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-12), ("float32", 1e-5)])
+def test_riscv32_static_library_trains_under_qemu_as_the_host(tmp_path, dtype, tolerance):
+    """The no-allocator RV32IMAC object, linked into a freestanding program (its own _start,
+    memcpy and memset, libgcc's soft float), trains three steps under qemu-riscv32: the losses
+    and weights of the host's model."""
+    require(RISCV.linker, RISCV.runner)
+    model = build_model() if dtype == "float64" else float32_digits()
+    written = symgrad.emit(
+        model, tmp_path / "digits.o", target="object", triple=RISCV.name, max_batch=32
+    )
+    assert written == [tmp_path / "digits.o", tmp_path / "digits.h"]
+    x, labels = example.load_digits(96)
+    lines = ["typedef double T;" if dtype == "float64" else "typedef float T;"]
+    lines += ["#define STEPS 3", "#define ROWS 32", c_array("X", x, dtype)]
+    lines.append(c_array("Y", np.eye(10)[labels], dtype))
+    lines += [c_array(f"W{k}", w, dtype) for k, w in enumerate(model.get_weights())]
+    (tmp_path / "data.h").write_text("\n".join(lines) + "\n")
+    (tmp_path / "harness.c").write_text(RISCV_HARNESS)
+    built = subprocess.run(
+        [
+            tool(RISCV.linker),
+            "-march=rv32imac",
+            "-mabi=ilp32",
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-O2",
+            "-ffreestanding",
+            "-nostdlib",
+            "-static",
+            f"-I{tmp_path}",
+            "-o",
+            str(tmp_path / "train"),
+            str(tmp_path / "harness.c"),
+            str(tmp_path / "digits.o"),
+            "-lgcc",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0 and built.stderr == "", built.stderr
+    run = subprocess.run([tool(RISCV.runner), str(tmp_path / "train")], capture_output=True)
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    got = np.frombuffer(run.stdout, dtype=dtype)
+    losses = [float(model.train_on_batch(x[k : k + 32], labels[k : k + 32])) for k in (0, 32, 64)]
+    expected = np.concatenate([losses, *(w.ravel() for w in model.get_weights())])
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got[:3], losses, rtol=tolerance)
+    np.testing.assert_allclose(got[3:], expected[3:], rtol=0, atol=tolerance)
 
 
 def test_the_header_is_the_same_for_every_triple(tmp_path):
