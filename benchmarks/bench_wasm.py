@@ -1,10 +1,12 @@
 """One training epoch of the digits MLP: WebAssembly in Node vs the host native library vs NumPy.
 
-    python -m benchmarks.bench_wasm [--rounds 5] [--epochs 5] [--dtype float64]
+    python -m benchmarks.bench_wasm [--rounds 5] [--epochs 5]
 
-The same emitted model three ways, timed in one run, interleaved round by round:
-``node``: digits.wasm + digits.js (``symgrad.emit(target="wasm")``), ``fit`` timed in
-Node with ``performance.now``; ``native``: libdigits.so (``target="shared"``, this
+The same emitted model four ways, timed in one run, interleaved round by round:
+``node``: digits.wasm + digits.js (``symgrad.emit(target="wasm")``) in Node, timed with
+``performance.now``, two ways interleaved epoch by epoch: ``fit`` (one call of the wasm
+epoch function, batches gathered in wasm) and a JavaScript loop calling ``trainStep``
+once per batch (each call copies its batch in); ``native``: libdigits.so (``target="shared"``, this
 machine's CPU) driven by a small C loop timed with ``clock_gettime``; ``numpy``: the
 emitted NumPy module's ``fit`` (one thread: OPENBLAS_NUM_THREADS=1 unless set).
 Each round trains ``--epochs`` epochs from the same initial weights (1797 images,
@@ -20,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +34,32 @@ NODE_SCRIPT = r"""
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 const [module, data, epochs] = process.argv.slice(2);
-const { load } = await import(pathToFileURL(module));
+const { load, INPUT_DIM } = await import(pathToFileURL(module));
 const d = JSON.parse(readFileSync(data, "utf8"));
-const model = await load();
-model.setWeights(d.weights);
 const x = Float64Array.from(d.x), y = Int32Array.from(d.y);
-const seconds = [];
+const rows = y.length;
+// two ways to train an epoch, each on its own instance from the same weights
+const variants = {
+  epoch: (model) => model.fit(x, y, { epochs: 1, batchSize: 32 }), // one wasm call
+  loop: (model) => { // one trainStep call per batch from JavaScript
+    for (let start = 0; start < rows; start += 32) {
+      const end = Math.min(start + 32, rows);
+      model.trainStep(x.subarray(start * INPUT_DIM, end * INPUT_DIM), y.subarray(start, end));
+    }
+  },
+};
+const models = {};
+for (const name of Object.keys(variants)) {
+  models[name] = await load();
+  models[name].setWeights(d.weights);
+}
+const seconds = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
 for (let e = 0; e < Number(epochs); e++) {
-  const t = performance.now();
-  model.fit(x, y, { epochs: 1, batchSize: 32 });
-  seconds.push((performance.now() - t) / 1000);
+  for (const [name, train] of Object.entries(variants)) { // interleaved epoch by epoch
+    const t = performance.now();
+    train(models[name]);
+    seconds[name].push((performance.now() - t) / 1000);
+  }
 }
 console.log(JSON.stringify(seconds));
 """
@@ -148,58 +167,44 @@ def main(argv: list[str] | None = None) -> int:
         numpy_module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(numpy_module)
 
+        def run_json(*command):
+            """Run a timing program; it prints its seconds per epoch as JSON."""
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            return json.loads(done.stdout)
+
         def run_node():
-            out = subprocess.run(
-                [
-                    node,
-                    str(tmp / "bench.mjs"),
-                    str(tmp / "digits.js"),
-                    str(tmp / "data.json"),
-                    str(args.epochs),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            return json.loads(out)
+            seconds = run_json(node, str(tmp / "bench.mjs"), str(tmp / "digits.js"), *data_json)
+            return {
+                "node: fit (epoch call)": seconds["epoch"],
+                "node: trainStep loop": seconds["loop"],
+            }
 
         def run_native():
-            out = subprocess.run(
-                [
-                    str(tmp / "driver"),
-                    str(len(x)),
-                    str(tmp / "data.bin"),
-                    str(tmp / "weights.bin"),
-                    str(args.epochs),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            return json.loads(out)
+            seconds = run_json(str(tmp / "driver"), str(len(x)), *data_bin, str(args.epochs))
+            return {"native (host .so)": seconds}
 
         def run_numpy():
-            import time
-
             params, opt_state = numpy_module.load_weights()
             seconds = []
             for _ in range(args.epochs):
                 start = time.perf_counter()
                 numpy_module.fit(params, opt_state, x, labels, epochs=1, batch_size=32)
                 seconds.append(time.perf_counter() - start)
-            return seconds
+            return {"numpy module": seconds}
 
-        runs = {"node (wasm)": run_node, "native (host .so)": run_native, "numpy module": run_numpy}
-        times = {name: [] for name in runs}
+        data_json = (str(tmp / "data.json"), str(args.epochs))
+        data_bin = (str(tmp / "data.bin"), str(tmp / "weights.bin"))
+        times: dict[str, list[float]] = {}
         for _ in range(args.rounds):
-            for name, run in runs.items():
-                times[name] += run()[1:] if args.epochs > 1 else run()  # the first warms up
+            for run in (run_node, run_native, run_numpy):
+                for name, seconds in run().items():  # the first epoch of each run warms up
+                    times.setdefault(name, []).extend(seconds[1:] if args.epochs > 1 else seconds)
     medians = {name: float(np.median(t)) for name, t in times.items()}
     base = medians["native (host .so)"]
     print(f"digits MLP 64-32-10, Adam, float64: one epoch = {len(x)} rows in batches of 32")
-    print(f"{'':<20} {'ms/epoch':>10} {'vs native':>10}")
+    print(f"{'':<24} {'ms/epoch':>10} {'vs native':>10}")
     for name, m in medians.items():
-        print(f"{name:<20} {1000 * m:>10.2f} {m / base:>9.2f}x")
+        print(f"{name:<24} {1000 * m:>10.2f} {m / base:>9.2f}x")
     return 0
 
 
