@@ -186,6 +186,16 @@ def _leaf_layers(model) -> list:
     return out
 
 
+def named_blocks(packed: MatrixExpr, letter: str, parts: list[tuple[str, int]]) -> list[E.Named]:
+    """The column blocks of ``packed``, side by side, each named ``<letter>_<name>``:
+    ``X_a = X[:, 0:3]``, ``X_b = X[:, 3:5]`` for ``parts`` ``[("a", 3), ("b", 2)]``."""
+    blocks, start = [], 0
+    for name, width in parts:
+        blocks.append(E.name(f"{letter}_{name}", E.column_slice(packed, start, start + width)))
+        start += width
+    return blocks
+
+
 def _same_lengths(arrays: list[np.ndarray], names: list[str]) -> None:
     for a, name in zip(arrays[1:], names[1:]):
         data.check_same_length(arrays[0], a, names[0], name)
@@ -320,15 +330,20 @@ class Functional(Model):
                 f"The model expects {self.input_dim} input feature(s). Received: input_dim={input_dim}"
             )
 
+    def input_blocks(self, x: MatrixExpr) -> list[MatrixExpr]:
+        """What stands for each input in a graph on the packed rows ``x``: ``x`` itself for
+        one input, else each input's named column block ``X_<name> = x[:, start:stop]``
+        (the forward graph, the tape's model calls and the separate programs of emit all
+        take them from here)."""
+        if len(self.inputs) == 1:
+            return [x]
+        return named_blocks(x, "X", [(t.name, t.dim) for t in self.inputs])
+
     def _forward(self, training: bool = True) -> TrainingGraph:
         """``X -> P``; several inputs are column blocks ``X_<name>`` of one ``X``, several
         outputs ``P_<name>`` blocks of one ``P`` (one matrix each for the step and the epoch)."""
         x = E.matrix("X", E.batch(), self.input_dim)
-        given, start = {}, 0
-        for t in self.inputs:
-            block = E.column_slice(x, start, start + t.dim)
-            given[id(t)] = x if len(self.inputs) == 1 else E.name(f"X_{t.name}", block)
-            start += t.dim
+        given = {id(t): block for t, block in zip(self.inputs, self.input_blocks(x))}
         made: dict[str, list[E.Named]] = {}
         names = Names(training, self._mask_seed)
         values = replay(self._nodes, given, names, made)
@@ -631,23 +646,21 @@ class SeparatePrograms(Programs):
         )  # fmt: skip
         self.parts: dict[MatrixExpr, list[MatrixExpr]] = {}
         self.swap: dict[MatrixExpr, MatrixExpr] = {}
-        n = E.batch()
         if len(model.inputs) > 1:
-            self._split(g.x, "X", [(t.name, t.dim) for t in model.inputs], n)
+            self._split(g.x, model.input_blocks(g.x))
         if len(model.outputs) > 1:
-            blocks = model._blocks()
-            self._split(g.y, "Y", [(b.name, b.stop - b.start) for b in blocks], n)
+            parts = [(b.name, b.stop - b.start) for b in model._blocks()]
+            self._split(g.y, named_blocks(g.y, "Y", parts))
         self.output_names = [t.name for t in model.outputs] if len(model.outputs) > 1 else None
 
-    def _split(self, packed, letter: str, parts: list[tuple[str, int]], n) -> None:
-        symbols, start = [], 0
-        for name, width in parts:
-            symbol = E.matrix(f"{letter}_{name}", n, width)
-            block = E.column_slice(packed, start, start + width)
+    def _split(self, packed, blocks: list[E.Named]) -> None:
+        """Each named block of ``packed`` (and its bare slice) becomes a symbol of its name."""
+        symbols = []
+        for block in blocks:
+            symbol = E.matrix(block.name, *block.shape)
+            self.swap[block.body] = symbol
             self.swap[block] = symbol
-            self.swap[E.name(f"{letter}_{name}", block)] = symbol
             symbols.append(symbol)
-            start += width
         self.parts[packed] = symbols
 
     def _separate(self, expr: MatrixExpr) -> MatrixExpr:

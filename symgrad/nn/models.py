@@ -145,6 +145,11 @@ class Model(Trainer):
         """Who reads the input, for errors about its shape."""
         return "The model"
 
+    def input_blocks(self, x: MatrixExpr) -> list[MatrixExpr]:
+        """What stands for each input in a graph on the packed input rows ``x``: ``x``
+        itself (a model with several inputs: each one's named column block of it)."""
+        return [x]
+
     # ------------------------------------------------------------------
     # Calling a model, as Keras's model(x)
 

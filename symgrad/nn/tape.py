@@ -767,7 +767,7 @@ def call_model(model, x, training: bool = False):
     for w in graph.weights:
         tape.variable(w)
     body = graph.output.body if isinstance(graph.output, E.Named) else graph.output
-    blocks = _input_blocks(graph.x, inputs)
+    blocks = model.input_blocks(graph.x)
     several = len(getattr(model, "outputs", ())) > 1
     parts = list(body.args) if several else [body]
     names = [f"P_{t.name}" for t in model.outputs] if several else ["P"]
@@ -886,18 +886,6 @@ def _input_rows(model, tape: GradientTape, value, width: int, shape) -> Tensor:
             + f". Received: an input of shape {tuple(given)}"
         )
     return tape.as_tensor(value, base="X", batch=True)
-
-
-def _input_blocks(x, inputs) -> list[MatrixExpr]:
-    """What stands for each input in the forward graph: ``X`` itself, or with several inputs
-    each one's named column block ``X_<name>`` of it."""
-    if inputs is None:
-        return [x]
-    blocks, start = [], 0
-    for t in inputs:
-        blocks.append(E.name(f"X_{t.name}", E.column_slice(x, start, start + t.dim)))
-        start += t.dim
-    return blocks
 
 
 def _forward_of(model, training: bool = False):
