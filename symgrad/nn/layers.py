@@ -877,6 +877,23 @@ class _Normalization(Layer):
             normalized = E.reshape(normalized, *a.shape)
         return E.name(names.fresh(f"N{names.layer}"), normalized)
 
+    def element_formulas(self, named) -> list[str]:
+        """The layer entry by entry from the intermediate ``named`` it computes (``N1``),
+        and its gradient in the compact textbook form: the matrix formulas spell out the
+        same sums term by term, this says them as a person writes them."""
+        found = _standardized(named)
+        if found is None:
+            return []
+        out, node = found
+        source = node.args[0]
+        grouped = isinstance(source, E.Reshape)  # images: one row per sample and position
+        source = source.args[0] if grouped else source
+        x = getattr(source, "name", None) or E.sstr(source)
+        rows = "   (k: a sample and one of its positions)" if grouped else ""
+        rstd = E.inverse_std(node.args[0], node.axis, node.eps).name  # as the formulas call it
+        formulas = _NORMALIZATION_FORMULAS[int(node.axis)]
+        return formulas(self, out.name, x, E.sstr(node.eps), rstd, rows)
+
 
 class LayerNormalization(_Normalization):
     """Keras's layer normalization of each row over its features:
@@ -901,6 +918,67 @@ class LayerNormalization(_Normalization):
 
     def call(self, a, names):
         return self._affine(E.standardize(self._grouped(a), 1, self.epsilon), a, names)
+
+
+def _standardized(named):
+    """(the layer's output, its Standardize node), or None (a graph without batch statistics)."""
+    for out in named or ():
+        stack = [out.body]
+        while stack:  # this layer's own node, not one of a layer before it (behind a name)
+            node = stack.pop()
+            if isinstance(node, E.Standardize):
+                return out, node
+            if not isinstance(node, E.Named):
+                stack.extend(E.children(node))
+    return None
+
+
+def _affine_formulas(layer, n: str, stat: str, label: str) -> tuple[str, list[str]]:
+    """(``N[k, f] = gamma[f] * xhat[k, f] + beta[f]``, the lines of dL/dgamma and dL/dbeta)."""
+    g = layer.gamma.symbol.name if layer.gamma is not None else None
+    b = layer.beta.symbol.name if layer.beta is not None else None
+    value = f"{g}[f] * xhat[k, f]" if g else "xhat[k, f]"
+    value += f" + {b}[f]" if b else ""
+    grads = [f"dL/d{g}[f] = sum over k of d{n}[k, f] * xhat[k, f]"] if g else []
+    grads += [f"dL/d{b}[f] = sum over k of d{n}[k, f]"] if b else []
+    return f"{n}[k, f] = {value},  xhat[k, f] = ({label}[k, f] - mu{stat}) / sigma{stat}", grads
+
+
+def _batchnorm_formulas(layer, n: str, x: str, eps: str, rstd: str, rows: str) -> list[str]:
+    """Statistics of each feature f over the batch (k): gamma[f] is a constant of those
+    means, so it comes out of the bracket."""
+    value, grads = _affine_formulas(layer, n, "[f]", x)
+    scale = (
+        f"{layer.gamma.symbol.name}[f] / sigma[f]" if layer.gamma is not None else "1 / sigma[f]"
+    )
+    return [
+        f"{value}   (xhat = batchnorm({x})){rows}",
+        f"mu[f] = mean over k of {x}[k, f],  "
+        f"sigma[f] = sqrt(mean over k of ({x}[k, f] - mu[f])**2 + {eps})",
+        f"dL/d{x}[k, f] = {scale} * (d{n}[k, f] - mean over k' of d{n}[k', f] "
+        f"- xhat[k, f] * mean over k' of d{n}[k', f] * xhat[k', f])   (1/sigma[f] = {rstd})",
+        *grads,
+    ]
+
+
+def _layernorm_formulas(layer, n: str, x: str, eps: str, rstd: str, rows: str) -> list[str]:
+    """Statistics of each row k over its features (f): gamma[f] varies along those means,
+    so the bracket reads h = gamma o dN."""
+    value, grads = _affine_formulas(layer, n, "[k]", x)
+    h = f"{layer.gamma.symbol.name}[f] * d{n}[k, f]" if layer.gamma is not None else f"d{n}[k, f]"
+    return [
+        f"{value}   (xhat = layernorm({x})){rows}",
+        f"mu[k] = mean over f of {x}[k, f],  "
+        f"sigma[k] = sqrt(mean over f of ({x}[k, f] - mu[k])**2 + {eps})",
+        f"dL/d{x}[k, f] = 1 / sigma[k] * (h[k, f] - mean over f' of h[k, f'] "
+        f"- xhat[k, f] * mean over f' of h[k, f'] * xhat[k, f']),  h[k, f] = {h}   "
+        f"(1/sigma[k] = {rstd})",
+        *grads,
+    ]
+
+
+_NORMALIZATION_FORMULAS = {0: _batchnorm_formulas, 1: _layernorm_formulas}
+"""The element formulas of a normalization by the axis its statistics run over."""
 
 
 class BatchNormalization(_Normalization):

@@ -451,8 +451,9 @@ class Model(Trainer):
         )
 
     def element_formulas(self) -> list[str]:
-        """Convolution and pooling layers entry by entry: ``Z1[k, i, j, f] = ...``, the kernel
-        gradient as a correlation of the cotangent with the input, pooling's routing."""
+        """Convolution, pooling and normalization layers entry by entry: ``Z1[k, i, j, f] =
+        ...``, the kernel gradient as a correlation of the cotangent with the input,
+        pooling's routing, normalization's gradient in its compact form."""
         graph = self._training_graph()
         return [
             line

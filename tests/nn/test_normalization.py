@@ -314,3 +314,94 @@ def test_images_are_normalized_per_channel_against_torch(backend, rng):
     np.testing.assert_allclose(
         m.layers[1].moving_variance.value[0], 0.9 + 0.1 * batch_var, rtol=1e-12
     )
+
+
+# --------------------------------------------------------------------------
+# Per-element formulas: the compact form of the gradient
+
+
+def _normalized_mlp(norm):
+    model = Sequential(
+        [Dense(5, input_dim=4), norm, symgrad.layers.Activation("tanh"),
+         Dense(3, activation="softmax")]
+    )  # fmt: skip
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", dtype="float64", seed=0)
+    return model
+
+
+ELEMENT_FORMULAS = {
+    "batch": [
+        "N1[k, f] = batch_normalization_gamma[f] * xhat[k, f] + batch_normalization_beta[f],  "
+        "xhat[k, f] = (Z1[k, f] - mu[f]) / sigma[f]   (xhat = batchnorm(Z1))",
+        "mu[f] = mean over k of Z1[k, f],  "
+        "sigma[f] = sqrt(mean over k of (Z1[k, f] - mu[f])**2 + 1/1000)",
+        "dL/dZ1[k, f] = batch_normalization_gamma[f] / sigma[f] * (dN1[k, f] - mean over k' of "
+        "dN1[k', f] - xhat[k, f] * mean over k' of dN1[k', f] * xhat[k', f])   "
+        "(1/sigma[f] = rstd_Z1)",
+        "dL/dbatch_normalization_gamma[f] = sum over k of dN1[k, f] * xhat[k, f]",
+        "dL/dbatch_normalization_beta[f] = sum over k of dN1[k, f]",
+    ],
+    "layer": [
+        "N1[k, f] = layer_normalization_gamma[f] * xhat[k, f] + layer_normalization_beta[f],  "
+        "xhat[k, f] = (Z1[k, f] - mu[k]) / sigma[k]   (xhat = layernorm(Z1))",
+        "mu[k] = mean over f of Z1[k, f],  "
+        "sigma[k] = sqrt(mean over f of (Z1[k, f] - mu[k])**2 + 1/1000)",
+        "dL/dZ1[k, f] = 1 / sigma[k] * (h[k, f] - mean over f' of h[k, f'] - xhat[k, f] * "
+        "mean over f' of h[k, f'] * xhat[k, f']),  h[k, f] = layer_normalization_gamma[f] * "
+        "dN1[k, f]   (1/sigma[k] = rstd_Z1)",
+        "dL/dlayer_normalization_gamma[f] = sum over k of dN1[k, f] * xhat[k, f]",
+        "dL/dlayer_normalization_beta[f] = sum over k of dN1[k, f]",
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_element_formulas_show_the_compact_gradient(kind):
+    model = _normalized_mlp(LAYERS[kind][0]())
+    assert model.element_formulas() == ELEMENT_FORMULAS[kind]
+    explained = model.explain()
+    assert "Per element:\n" + "\n".join(f"  {line}" for line in ELEMENT_FORMULAS[kind]) in explained
+
+
+def _compact_input_gradient(kind, dn, xhat, sigma, gamma):
+    """The pinned formula of dL/dZ1 in NumPy: statistics over the batch (batch
+    normalization, gamma out of the bracket) or over each row's features (layer)."""
+    if kind == "batch":
+        mean = lambda m: m.mean(0, keepdims=True)  # noqa: E731 - the formula's "mean over k'"
+        return gamma / sigma * (dn - mean(dn) - xhat * mean(dn * xhat))
+    h = gamma * dn
+    mean = lambda m: m.mean(1, keepdims=True)  # noqa: E731 - "mean over f'"
+    return (h - mean(h) - xhat * mean(h * xhat)) / sigma
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_the_compact_form_is_the_gradient(kind, rng):
+    """The element formulas evaluated in NumPy (forward in fit's form, the cotangent dN1 by
+    hand) and chained back into the Dense layer give the gradients of fit's graph (the tape
+    on model(x, training=True), train_on_batch's bit for bit; compute_gradients takes
+    predict's graph, on the moving statistics)."""
+    model = _normalized_mlp(LAYERS[kind][0]())
+    axis = LAYERS[kind][1]
+    x, labels = rng.standard_normal((9, 4)), rng.integers(0, 3, 9)
+    y = np.eye(3)[labels]
+    kernel, bias = model.layers[0].get_weights()
+    gamma, beta = 1.0 + 0.5 * rng.standard_normal(5), 0.3 * rng.standard_normal(5)
+    model.layers[1].set_weights([gamma, beta, *model.layers[1].get_weights()[2:]])
+    w2, b2 = model.layers[3].get_weights()
+    z1 = x @ kernel + bias
+    mu = z1.mean(axis, keepdims=True)
+    sigma = np.sqrt(((z1 - mu) ** 2).mean(axis, keepdims=True) + EPS)
+    xhat = (z1 - mu) / sigma
+    a1 = np.tanh(gamma * xhat + beta)
+    z2 = a1 @ w2 + b2
+    p = np.exp(z2 - z2.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dn = ((p - y) / len(x)) @ w2.T * (1 - a1**2)
+    dz1 = _compact_input_gradient(kind, dn, xhat, sigma, gamma)
+    expected = [x.T @ dz1, dz1.sum(0), (dn * xhat).sum(0), dn.sum(0)]
+    with symgrad.GradientTape() as tape:
+        value = symgrad.ops.reduce_mean(
+            symgrad.losses.categorical_crossentropy(y, model(x, training=True))
+        )
+    for got, want in zip(tape.gradient(value, model.trainable_weights)[:4], expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
