@@ -37,6 +37,7 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixExpr
 
 from symgrad import core as E
+from symgrad.core.scalar import sigmoid
 from symgrad.nn import config as config_module
 from symgrad.nn.validation import from_identifier, non_negative_int, positive_int, show
 
@@ -350,6 +351,76 @@ def _counts_above(p: np.ndarray, weight: np.ndarray, thresholds: np.ndarray) -> 
     return cumulative[-1] - cumulative[at_most]
 
 
+NEG_INF = -1e10
+"""Keras's ``metrics_utils.NEG_INF``: the value ``top_k`` gives the entries it drops, and the
+default threshold with ``top_k`` (every kept entry is a predicted positive)."""
+
+_at_least = sp.Lambda((_p, _c), sp.Heaviside(_p - _c, 1))  # [p >= c]
+_in_top = sp.Lambda((_c, _y), sp.Heaviside(_y - sp.Rational(1, 2) - _c, 0))  # [rank < k]
+_kept = sp.Lambda((_p, _c), _c * _p + (1 - _c) * sp.Float(NEG_INF))  # Keras's filter
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))  # 1/(1 + e^-z), no overflow at -1000
+
+
+def _top_k_filter(y_pred: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` largest entries kept (ties: the lower column first, as ``top_k``),
+    the others ``NEG_INF``."""
+    order = np.argsort(-y_pred, axis=1, kind="stable")[:, :k]
+    keep = np.zeros(y_pred.shape, dtype=bool)
+    np.put_along_axis(keep, order, True, axis=1)
+    return np.where(keep, y_pred, NEG_INF)
+
+
+def _top_k_formula(y_pred: MatrixExpr, k: int) -> MatrixExpr:
+    """``_top_k_filter`` as a formula: column ``j`` is kept when its rank -- the columns
+    larger than it, plus the equal ones before it -- is below ``k``."""
+    n, cols = y_pred.shape
+    if k >= int(cols):
+        return y_pred
+    columns = [E.column_slice(y_pred, j, j + 1) for j in range(int(cols))]
+    kept = []
+    for j, p_j in enumerate(columns):
+        ahead = [
+            E.elementwise(_at_least if i < j else _above, p_i, p_j)
+            for i, p_i in enumerate(columns)
+            if i != j
+        ]
+        rank = E.add(*ahead)
+        in_top = E.elementwise(sp.Lambda(_c, _in_top(_c, k)), rank)
+        kept.append(E.elementwise(_kept, p_j, in_top))
+    return E.concat(*kept)
+
+
+def _check_label_weights(label_weights) -> np.ndarray | None:
+    if label_weights is None:
+        return None
+    values = np.asarray(label_weights, dtype=np.float64)
+    if (
+        values.ndim != 1
+        or len(values) == 0
+        or not np.all(np.isfinite(values))
+        or np.any(values < 0)
+    ):
+        raise ValueError(
+            "label_weights must be a non-empty list of finite weights >= 0, one per label "
+            f"(output column). Received: label_weights={label_weights!r}"
+        )
+    return values
+
+
+def _weighted_add(parts: Sequence[MatrixExpr], weights: np.ndarray) -> MatrixExpr:
+    """``sum_c weights[c] parts[c]`` (a weight of 1 multiplies nothing)."""
+    return E.add(*(p if w == 1 else E.scale(sp.Float(w), p) for p, w in zip(parts, weights)))
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
 class _ConfusionMetric(Metric):
     """Counts of true positives and predicted positives per threshold, positives and negatives.
 
@@ -357,14 +428,44 @@ class _ConfusionMetric(Metric):
     prediction: positive where it exceeds the threshold (``p > t``, Keras's
     comparison); its target is positive where ``y_true`` is not 0. The other
     counts follow: ``fp = pp - tp``, ``fn = positives - tp``, ``tn = negatives - fp``.
+
+    Before counting, as Keras: ``from_logits`` applies the sigmoid; ``top_k`` keeps each
+    row's ``k`` largest entries and sets the others to ``NEG_INF``; then ``class_id``
+    takes its column. ``multi_label``: each column counted apart (the state holds the
+    counts of label 0, then label 1, ...); otherwise every entry counts once, weighted by
+    its column's ``label_weights``.
     """
 
-    def __init__(self, thresholds, class_id: int | None, name: str | None):
+    def __init__(
+        self,
+        thresholds,
+        class_id: int | None,
+        name: str | None,
+        top_k: int | None = None,
+        multi_label: bool = False,
+        label_weights=None,
+        from_logits: bool = False,
+    ):
         self.thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
         if class_id is not None:
             class_id = non_negative_int(class_id, "class_id")
         self.class_id = class_id
+        self.top_k = None if top_k is None else positive_int(top_k, "top_k")
+        self.multi_label = _flag(multi_label, "multi_label")
+        self.from_logits = _flag(from_logits, "from_logits")
+        self.label_weights = _check_label_weights(label_weights)
         super().__init__(name)
+
+    def _prepared(self, y_true, y_pred):
+        """Targets and predictions as counted: sigmoid, top-k filter, ``class_id``'s column."""
+        numeric = isinstance(y_pred, np.ndarray)
+        if self.from_logits:
+            y_pred = (
+                _sigmoid(y_pred) if numeric else E.elementwise(sp.Lambda(_p, sigmoid(_p)), y_pred)
+            )
+        if self.top_k is not None:
+            y_pred = (_top_k_filter if numeric else _top_k_formula)(y_pred, self.top_k)
+        return self._columns(y_true, y_pred)
 
     def _columns(self, y_true, y_pred):
         if self.class_id is None:
@@ -380,28 +481,49 @@ class _ConfusionMetric(Metric):
             return y_true[:, c : c + 1], y_pred[:, c : c + 1]
         return E.column_slice(y_true, c, c + 1), E.column_slice(y_pred, c, c + 1)
 
+    def _entry_weights(self, cols: int) -> np.ndarray:
+        """Each column's weight in the counts: ``label_weights`` unless ``multi_label``
+        (which weighs the labels' areas instead)."""
+        if self.label_weights is not None and len(self.label_weights) != cols:
+            raise ValueError(
+                f"Metric {self.name!r}: label_weights has {len(self.label_weights)} weights for "
+                f"a prediction of {cols} column(s). Received: label_weights="
+                f"{self.label_weights.tolist()}"
+            )
+        if self.multi_label or self.label_weights is None:
+            return np.ones(cols)
+        return self.label_weights
+
     def batch_sums(self, y_true, y_pred, sample_weight=None):
-        y_true, y_pred = self._columns(y_true, y_pred)
+        y_true, y_pred = self._prepared(y_true, y_pred)
         rows, cols = y_pred.shape
         weight = np.ones(rows) if sample_weight is None else sample_weight
-        weight = np.repeat(weight, cols)  # each entry weighs as its sample
-        truth, p = y_true.reshape(-1) != 0, y_pred.reshape(-1)
+        entry = np.outer(weight, self._entry_weights(cols))  # each entry weighs as its sample
+        truth = y_true != 0
+        if self.multi_label:
+            groups = [(truth[:, c], y_pred[:, c], entry[:, c]) for c in range(cols)]
+        else:
+            groups = [(truth.reshape(-1), y_pred.reshape(-1), entry.reshape(-1))]
+        th = self.thresholds
         return {
-            "true_positives": _counts_above(p[truth], weight[truth], self.thresholds),
-            "predicted_positives": _counts_above(p, weight, self.thresholds),
-            "positives": np.sum(weight[truth]),
-            "negatives": np.sum(weight[~truth]),
+            "true_positives": np.concatenate([_counts_above(p[t], w[t], th) for t, p, w in groups]),
+            "predicted_positives": np.concatenate([_counts_above(p, w, th) for _, p, w in groups]),
+            "positives": np.array([np.sum(w[t]) for t, _, w in groups]),
+            "negatives": np.array([np.sum(w[~t]) for t, _, w in groups]),
         }
 
     def batch_means(self, y_true, y_pred):
-        y_true, y_pred = self._columns(y_true, y_pred)
+        y_true, y_pred = self._prepared(y_true, y_pred)
         n, cols = y_pred.shape
-        truth = E.elementwise(_nonzero, y_true)
+        weights = self._entry_weights(int(cols))
+        truth, negative = E.elementwise(_nonzero, y_true), E.elementwise(_zero, y_true)
         t = len(self.thresholds)
-        if t == 1:  # the threshold is a constant of the comparison
+        if t == 1 and not self.multi_label and np.all(weights == 1):
+            # the threshold is a constant of the comparison; every entry counts alike
             above = E.elementwise(sp.Lambda(_p, _above(_p, sp.Float(self.thresholds[0]))), y_pred)
             tp, pp = E.total(E.hadamard(truth, above)), E.total(above)
-        else:  # one column per threshold: [P[:, c] > t_j] for every j at once
+            positives, negatives = E.total(truth), E.total(negative)
+        else:  # one column per threshold: [P[:, c] > t_j] for every j at once, per column c
             row, tps, pps = E.broadcast_rows(_threshold_row(self.thresholds), n), [], []
             for c in range(int(cols)):
                 above = E.elementwise(
@@ -410,12 +532,23 @@ class _ConfusionMetric(Metric):
                 is_true = E.broadcast_cols(E.column_slice(truth, c, c + 1), t)
                 tps.append(E.col_sum(E.hadamard(is_true, above)))
                 pps.append(E.col_sum(above))
-            tp, pp = E.add(*tps), E.add(*pps)
+            if self.multi_label:  # label by label: (1, L*T) and (1, L)
+                tp, pp = E.concat(*tps), E.concat(*pps)
+                positives, negatives = E.col_sum(truth), E.col_sum(negative)
+            else:
+                tp, pp = _weighted_add(tps, weights), _weighted_add(pps, weights)
+                columns = range(int(cols))
+                positives = _weighted_add(
+                    [E.total(E.column_slice(truth, c, c + 1)) for c in columns], weights
+                )
+                negatives = _weighted_add(
+                    [E.total(E.column_slice(negative, c, c + 1)) for c in columns], weights
+                )
         means = {
             "true_positives": tp,
             "predicted_positives": pp,
-            "positives": E.total(truth),
-            "negatives": E.total(E.elementwise(_zero, y_true)),
+            "positives": positives,
+            "negatives": negatives,
         }
         return {key: E.scale(1 / n, value) for key, value in means.items()}
 
@@ -466,11 +599,23 @@ def _check_thresholds(thresholds, name: str = "thresholds") -> list[float]:
 
 
 class _AtThresholds(_ConfusionMetric):
-    """A confusion metric at the user's ``thresholds`` (one number or a list; default 0.5)."""
+    """A confusion metric at the user's ``thresholds`` (one number or a list; default 0.5,
+    or ``NEG_INF`` with ``top_k``: each row's ``k`` largest entries are the predicted
+    positives), Keras's arguments and order."""
 
-    def __init__(self, thresholds=None, class_id: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        thresholds=None,
+        top_k: int | None = None,
+        class_id: int | None = None,
+        name: str | None = None,
+    ):
+        default = 0.5 if top_k is None else NEG_INF
         super().__init__(
-            _check_thresholds(0.5 if thresholds is None else thresholds), class_id, name
+            _check_thresholds(default if thresholds is None else thresholds),
+            class_id,
+            name,
+            top_k=top_k,
         )
 
 
@@ -512,8 +657,11 @@ class AUC(_ConfusionMetric):
     the precision. ``summation_method``: ``"interpolation"`` -- trapezoids for ROC, and
     for PR the interpolation of Davis & Goadrich (2006) (true and false positives linear
     between thresholds, not their ratio); ``"minoring"`` / ``"majoring"`` -- rectangles
-    of the lower / higher of the two heights. Entries of every column count as one label
-    (Keras's ``multi_label=False``).
+    of the lower / higher of the two heights. ``multi_label=False``: the entries of every
+    column count as one label, each weighted by its column's ``label_weights``;
+    ``multi_label=True``: one area per column, their mean (weighted by ``label_weights``
+    when given). ``num_labels``, when given, is the number of columns the data must have.
+    ``from_logits``: the predictions are logits (the sigmoid is applied first).
 
     >>> AUC(num_thresholds=3)([0, 0, 1, 1], [0, 0.5, 0.3, 0.9])
     0.75
@@ -528,6 +676,10 @@ class AUC(_ConfusionMetric):
         summation_method: str = "interpolation",
         name: str | None = None,
         thresholds=None,
+        multi_label: bool = False,
+        num_labels: int | None = None,
+        label_weights=None,
+        from_logits: bool = False,
     ):
         if isinstance(curve, str) and curve.upper() in CURVES:
             curve = curve.upper()
@@ -557,46 +709,85 @@ class AUC(_ConfusionMetric):
                 )
             inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
         self.num_thresholds = len(inner) + 2
-        super().__init__([-EPSILON, *inner, 1 + EPSILON], None, name)
+        self.num_labels = None if num_labels is None else positive_int(num_labels, "num_labels")
+        weights = _check_label_weights(label_weights)
+        if weights is not None and self.num_labels is not None and len(weights) != self.num_labels:
+            raise ValueError(
+                f"label_weights has {len(weights)} weights for num_labels={self.num_labels}. "
+                f"Received: label_weights={label_weights!r}"
+            )
+        super().__init__(
+            [-EPSILON, *inner, 1 + EPSILON],
+            None,
+            name,
+            multi_label=multi_label,
+            label_weights=weights,
+            from_logits=from_logits,
+        )
+
+    def _entry_weights(self, cols: int) -> np.ndarray:
+        if self.num_labels is not None and cols != self.num_labels:
+            raise ValueError(
+                f"Metric {self.name!r}: num_labels={self.num_labels}, but the prediction has "
+                f"{cols} column(s)"
+            )
+        return super()._entry_weights(cols)
 
     def result(self):
-        tp, fp = self.true_positives, self.false_positives
-        fn, tn = self.false_negatives, self.true_negatives
+        if "positives" not in self.state:
+            return 0.0
+        labels = len(self.state["positives"])  # 1 unless multi_label
+        tp = self.state["true_positives"].reshape(labels, -1)
+        fp = self.state["predicted_positives"].reshape(labels, -1) - tp
+        fn = self.state["positives"][:, None] - tp
+        tn = self.state["negatives"][:, None] - fp
+        areas = self._areas(tp, fp, fn, tn)  # one per label
+        if not self.multi_label:
+            return float(areas[0])
+        if self.label_weights is None:
+            return float(np.mean(areas))
+        return float(_divide_no_nan(np.sum(areas * self.label_weights), np.sum(self.label_weights)))
+
+    def _areas(self, tp, fp, fn, tn) -> np.ndarray:
+        """The area of each label's curve (rows: labels, columns: thresholds)."""
         if self.curve == "PR" and self.summation_method == "interpolation":
-            return float(_interpolated_pr_auc(tp, fp, fn))
+            return _interpolated_pr_auc(tp, fp, fn)
         recall = _divide_no_nan(tp, tp + fn)
         if self.curve == "ROC":
             x, y = _divide_no_nan(fp, fp + tn), recall
         else:
             x, y = recall, _divide_no_nan(tp, tp + fp)
+        low, high = y[:, :-1], y[:, 1:]
         heights = {
-            "interpolation": (y[:-1] + y[1:]) / 2,
-            "minoring": np.minimum(y[:-1], y[1:]),
-            "majoring": np.maximum(y[:-1], y[1:]),
+            "interpolation": (low + high) / 2,
+            "minoring": np.minimum(low, high),
+            "majoring": np.maximum(low, high),
         }[self.summation_method]
-        return float(np.sum((x[:-1] - x[1:]) * heights))
+        return np.sum((x[:, :-1] - x[:, 1:]) * heights, axis=1)
 
     def __repr__(self) -> str:
         return (
             f"AUC(num_thresholds={self.num_thresholds}, curve={self.curve!r}, "
-            f"summation_method={self.summation_method!r}, name={self.name!r})"
+            f"summation_method={self.summation_method!r}, multi_label={self.multi_label}, "
+            f"from_logits={self.from_logits}, name={self.name!r})"
         )
 
 
-def _interpolated_pr_auc(tp, fp, fn) -> float:
+def _interpolated_pr_auc(tp, fp, fn) -> np.ndarray:
     """PR-AUC with tp and the predicted positives p = tp + fp linear between thresholds:
     precision = (tp_A + slope (p - p_A)) / p integrates over [A, B] to
-    ``slope (dtp + intercept log(p_B / p_A))``, divided by the positives ``tp_B + fn_B``."""
+    ``slope (dtp + intercept log(p_B / p_A))``, divided by the positives ``tp_B + fn_B``.
+    Thresholds along the last axis; one area per row."""
     p = tp + fp
-    dtp, dp = tp[:-1] - tp[1:], p[:-1] - p[1:]
+    dtp, dp = tp[..., :-1] - tp[..., 1:], p[..., :-1] - p[..., 1:]
     slope = _divide_no_nan(dtp, np.maximum(dp, 0))
-    intercept = tp[1:] - slope * p[1:]
-    both = (p[:-1] > 0) & (p[1:] > 0)
-    ratio = np.where(both, _divide_no_nan(p[:-1], np.maximum(p[1:], 0)), 1.0)
+    intercept = tp[..., 1:] - slope * p[..., 1:]
+    both = (p[..., :-1] > 0) & (p[..., 1:] > 0)
+    ratio = np.where(both, _divide_no_nan(p[..., :-1], np.maximum(p[..., 1:], 0)), 1.0)
     increments = _divide_no_nan(
-        slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0)
+        slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[..., 1:] + fn[..., 1:], 0)
     )
-    return np.sum(increments)
+    return np.sum(increments, axis=-1)
 
 
 # --------------------------------------------------------------------------
@@ -799,14 +990,14 @@ def sparse_top_k_categorical_accuracy(y_true, y_pred, k: int = 5) -> np.ndarray:
     return _per_sample(SparseTopKCategoricalAccuracy(k), one_hot, y_pred)
 
 
-def precision(y_true, y_pred, thresholds=None, class_id=None, sample_weight=None):
-    """``Precision(thresholds, class_id)`` of one batch: ``tp / (tp + fp)``."""
-    return Precision(thresholds, class_id)(y_true, y_pred, sample_weight)
+def precision(y_true, y_pred, thresholds=None, class_id=None, sample_weight=None, top_k=None):
+    """``Precision(thresholds, top_k, class_id)`` of one batch: ``tp / (tp + fp)``."""
+    return Precision(thresholds, top_k, class_id)(y_true, y_pred, sample_weight)
 
 
-def recall(y_true, y_pred, thresholds=None, class_id=None, sample_weight=None):
-    """``Recall(thresholds, class_id)`` of one batch: ``tp / (tp + fn)``."""
-    return Recall(thresholds, class_id)(y_true, y_pred, sample_weight)
+def recall(y_true, y_pred, thresholds=None, class_id=None, sample_weight=None, top_k=None):
+    """``Recall(thresholds, top_k, class_id)`` of one batch: ``tp / (tp + fn)``."""
+    return Recall(thresholds, top_k, class_id)(y_true, y_pred, sample_weight)
 
 
 def auc(
@@ -817,9 +1008,20 @@ def auc(
     summation_method="interpolation",
     thresholds=None,
     sample_weight=None,
+    multi_label=False,
+    label_weights=None,
+    from_logits=False,
 ) -> float:
     """``AUC(...)`` of one batch (see :class:`AUC`)."""
-    metric = AUC(num_thresholds, curve, summation_method, thresholds=thresholds)
+    metric = AUC(
+        num_thresholds,
+        curve,
+        summation_method,
+        thresholds=thresholds,
+        multi_label=multi_label,
+        label_weights=label_weights,
+        from_logits=from_logits,
+    )
     return metric(y_true, y_pred, sample_weight)
 
 

@@ -457,11 +457,16 @@ def test_the_compile_config_writes_metric_objects_as_class_and_arguments():
         "accuracy",
         {
             "class_name": "Precision",
-            "config": {"thresholds": 0.3, "class_id": None, "name": "precision"},
+            "config": {"thresholds": 0.3, "top_k": None, "class_id": None, "name": "precision"},
         },
         {
             "class_name": "Recall",
-            "config": {"thresholds": [0.2, 0.7], "class_id": None, "name": "recall_at"},
+            "config": {
+                "thresholds": [0.2, 0.7],
+                "top_k": None,
+                "class_id": None,
+                "name": "recall_at",
+            },
         },
         {
             "class_name": "AUC",
@@ -471,6 +476,10 @@ def test_the_compile_config_writes_metric_objects_as_class_and_arguments():
                 "summation_method": "interpolation",
                 "name": "auc",
                 "thresholds": None,
+                "multi_label": False,
+                "num_labels": None,
+                "label_weights": None,
+                "from_logits": False,
             },
         },
     ]
