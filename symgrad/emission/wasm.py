@@ -353,7 +353,8 @@ export class Model {
     if (status !== 0) {
       const error = new Error(
         `${name} failed at step ${steps + 1} of the epoch (status ${status}): ${STATUS[status] ?? "unknown"}; ` +
-          `the ${steps} steps before it were applied (iterations=${this.iterations}), that step was not`,
+          `the ${steps} step${steps === 1 ? " before it stays" : "s before it stay"} applied (iterations=${this.iterations}), ` +
+          "that step changed nothing",
       );
       error.status = status;
       throw error;

@@ -170,3 +170,26 @@ def test_fit_shuffles_by_its_seed_and_reduces_the_loss(tmp_path):
     assert first[-1] < 0.5 * first[0] and other[-1] < 0.5 * other[0]
     ordered = model.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
     assert first[0] != pytest.approx(ordered.history["loss"][0], rel=1e-6)  # shuffled indeed
+
+
+def test_a_failed_step_keeps_the_steps_before_it_and_counts_them(tmp_path):
+    model = emitted(tmp_path, "float64")
+    x, y = digits(6)
+    result = run_node(
+        tmp_path,
+        {
+            "failure": True,
+            "x": x.ravel().tolist(),
+            "y": y.tolist(),
+            "weights": initial_weights(model),
+        },
+    )
+    assert result["message"] == (
+        "digits_train_epoch failed at step 2 of the epoch (status 1): the loss is nan or inf; "
+        "the 1 step before it stays applied (iterations=1), that step changed nothing"
+    )
+    assert result["iterations"] == 1
+    model.train_on_batch(x[:2], y[:2])  # the first batch's step, and nothing after it
+    for w, value in zip(model.weights, model.get_weights()):
+        got = np.array(result["weights"][w.path])
+        np.testing.assert_allclose(got, value.ravel(), rtol=0, atol=1e-12, err_msg=w.path)

@@ -5,6 +5,7 @@
 // or {orders: [[row, ...], ...], x, y, weights, batchSize} -> RESULT: {epoch: {losses, weights},
 //    loop: {losses, weights}}: trainEpoch per order, and trainStep per batch from JavaScript
 // or {shuffle: [seed, ...], x, y, weights, epochs, batchSize} -> RESULT: {runs: [losses, ...]}
+// or {failure: true, x, y, weights} -> RESULT: {message, iterations, weights}
 import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
@@ -81,6 +82,17 @@ if (request.refusals) {
     return total / order.length;
   });
   result = { epoch, loop: { losses: loopLosses, weights: plain(loop.getWeights()), iterations: loop.iterations } };
+} else if (request.failure) {
+  // a nan pixel in row 2: the second step of batch size 2 fails, the first stays applied
+  const x = Values.from(request.x);
+  x[2 * INPUT_DIM] = NaN;
+  let message = null;
+  try {
+    model.trainEpoch(x, Int32Array.from(request.y), { batchSize: 2 });
+  } catch (err) {
+    message = err.message;
+  }
+  result = { message, iterations: model.iterations, weights: plain(model.getWeights()) };
 } else if (request.shuffle) {
   const x = Values.from(request.x);
   const runs = request.shuffle.map((seed) => {
