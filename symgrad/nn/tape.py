@@ -554,9 +554,9 @@ class GradientTape:
         leaf = [w for w in wrt if isinstance(w, MatrixSymbol)]
         parts = [formulas.explain(loss, leaf, context=self.outputs)] if leaf else []
         for node, stand_in in self._stand_ins(loss, wrt).items():
-            parts.append(
-                formulas.explain(loss.xreplace({node: stand_in}), [stand_in], context=self.outputs)
-            )
+            swap = {node: stand_in}
+            cut = [o.xreplace(swap) for o in self.outputs]
+            parts.append(formulas.explain(loss.xreplace(swap), [stand_in], context=cut))
         return parts[0] if len(parts) == 1 else "\n\n".join(parts)
 
     def _take(self) -> None:
@@ -643,7 +643,9 @@ class GradientTape:
         derived = formulas.gradients(loss, leaf, context=context)
         found = {w: derived.simplified[w] for w in leaf}
         for node, stand_in in self._stand_ins(loss, wrt).items():
-            through = formulas.gradients(loss.xreplace({node: stand_in}), [stand_in], context)
+            swap = {node: stand_in}
+            cut = tuple(o.xreplace(swap) for o in context)  # the outputs' names, above S
+            through = formulas.gradients(loss.xreplace(swap), [stand_in], cut)
             found[node] = through.simplified[stand_in].xreplace({stand_in: node})
         return derived.loss, [found[w] for w in wrt]
 

@@ -780,3 +780,18 @@ def test_moving_statistics_that_are_not_finite_are_not_written(rng):
             model(x, training=True)
     for got, want in zip(_moving(model), before):
         np.testing.assert_array_equal(got, want)
+
+
+def test_explain_an_intermediate_gradient(rng):
+    """The sweep runs down to the intermediate's stand-in: only what lies above it is defined."""
+    x, labels = blobs(rng, n=6)
+    model = mlp()
+    with symgrad.GradientTape() as tape:
+        h = model.layers[0](x)
+        value = ops.reduce_mean(
+            losses.categorical_crossentropy(np.eye(3)[labels], model.layers[1](h))
+        )
+    explained = tape.explain(value, [h])
+    forward = explained.split("Reverse sweep")[0].splitlines()[1:]
+    assert [line.split(" = ")[0].strip() for line in forward if line.strip()] == ["Z2", "A2", "L"]
+    assert "dL/dA1 = 1/n*(A2 - Y)*dense_1_kernel.T" in explained
