@@ -41,8 +41,9 @@ class Backend:
     def module(self) -> ModuleType:
         return importlib.import_module(self.package)
 
-    def compile(self, program: Program, *, cache: bool = True):
-        """``fn(*inputs, *scalars) -> outputs`` for ``program``; updates applied in place."""
+    def compile(self, program: Program, *, cache: bool = True, threads: int | None = None):
+        """``fn(*inputs, *scalars) -> outputs`` for ``program``; updates applied in place.
+        ``threads``: how many threads its loops may use (backends without a pool ignore it)."""
         raise NotImplementedError(f"backend {self.name!r} does not implement compile")
 
     def compile_epoch(self, program: Program, *, cache: bool = True, **spec):
@@ -70,7 +71,7 @@ class NumpyBackend(Backend):
     name, package = "numpy", "codegen.numpy"
     targets = MappingProxyType({"python": "a NumPy-only Python module (.py)"})
 
-    def compile(self, program: Program, *, cache: bool = True):
+    def compile(self, program: Program, *, cache: bool = True, threads: int | None = None):
         # nothing to keep: generating the source costs less than reading it back
         return self.module.compile_program(program)
 
@@ -90,8 +91,8 @@ class LLVMBackend(Backend):
     )
     cpus = ("host", "generic")  # this machine, or the baseline of its architecture
 
-    def compile(self, program: Program, *, cache: bool = True):
-        return self.module.compile_program(program, cache=cache)
+    def compile(self, program: Program, *, cache: bool = True, threads: int | None = None):
+        return self.module.compile_program(program, cache=cache, threads=threads)
 
     def compile_epoch(self, program: Program, *, cache: bool = True, **spec):
         return self.module.compile_epoch(program, cache=cache, **spec)

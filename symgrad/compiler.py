@@ -101,6 +101,7 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     epoch: Mapping | None = None,
     cache: bool = True,
     checks: Mapping[str, MatrixExpr] | None = None,
+    threads: int | None = None,
 ) -> CompiledFunction:
     """Compile matrix expressions into one function.
 
@@ -120,6 +121,10 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     others ``f.epoch`` is None.
 
     ``cache=False`` neither reads nor writes the disk cache (program and object code).
+
+    ``threads``: how many threads the LLVM backend's long loops and GEMMs split over
+    (default ``$SYMGRAD_NUM_THREADS``, else the CPUs the process may run on); results
+    are the same bits at every thread count. The NumPy backend ignores it.
 
     ``guards`` name (1, 1) outputs that must be finite; ``checks`` maps names to
     further (1, 1) values that are computed and guarded like them but not
@@ -149,10 +154,10 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     program, formulas, fired_names, scalars = lowered
     native_epoch = None
     if epoch is not None and target.epochs:
-        native_epoch = target.compile_epoch(program, cache=cache, **epoch)
+        native_epoch = target.compile_epoch(program, cache=cache, threads=threads, **epoch)
         native = native_epoch.step
     else:
-        native = target.compile(program, cache=cache)
+        native = target.compile(program, cache=cache, threads=threads)
     return CompiledFunction(
         native, program, formulas, fired_names, target, inputs, scalars, native_epoch
     )

@@ -34,6 +34,7 @@ from codegen import cache as disk_cache
 from codegen import ir, serial
 from codegen.ir import Program, Shape, check_scalar
 from codegen.llvm import module as llvm_module
+from codegen.llvm import pool
 from codegen.llvm.blas import Provider
 from codegen.llvm.blas import provider as resolve_blas
 from codegen.llvm.cpython import FastEntry, register_symbols
@@ -119,8 +120,9 @@ def compile_module(
     """
 
     def text() -> str:
-        return generate_ir(program, layout, provider, spec, fast_entry=True)
+        return generate_ir(program, layout, provider, spec, fast_entry=True, threaded=True)
 
+    pool.runtime()  # the code calls symgrad_parallel_for: linked before it is loaded
     started = time.perf_counter()
     index = _index_key(program, provider, spec, opt) if use_cache else None
     entry = disk_cache.load_entry_key(index) if index else None
@@ -271,8 +273,12 @@ class LLVMFunction(_Inspectable):
     Not thread-safe: one call at a time per function object.
     """
 
-    def __init__(self, program: Program, layout: Layout, compiled: Compiled, provider: Provider):
+    def __init__(
+        self, program: Program, layout: Layout, compiled: Compiled, provider: Provider, threads=1
+    ):
         self.program, self.layout, self.compiled, self.blas = program, layout, compiled, provider
+        set_threads(compiled, program.name, threads, provider)
+        self.threads = threads
         self._dtype = np.dtype(program.dtype)
         self._n_inputs = len(program.inputs)
         self._n_args = self._n_inputs + len(program.scalars)
@@ -410,22 +416,39 @@ class LLVMFunction(_Inspectable):
         )
 
 
+def set_threads(compiled: Compiled, name: str, threads: int, provider: Provider) -> None:
+    """The thread counts the loaded module's loops and GEMM blocks split over: the blocks
+    of a product run on the pool only with a one-thread BLAS of symgrad's own."""
+    counts = {"threads": threads, "gemm_threads": threads if provider.pooled else 1}
+    for what, count in counts.items():
+        address = compiled.code.global_address(llvm_module.threads_symbol(name, what))
+        ctypes.c_int64.from_address(address).value = count
+
+
 def compile_program(
-    program: Program, *, cache: bool = True, opt: int = 3, blas: str | None = None
+    program: Program,
+    *,
+    cache: bool = True,
+    opt: int = 3,
+    blas: str | None = None,
+    threads: int | None = None,
 ) -> LLVMFunction:
     """Compile ``program`` to native code for this CPU.
 
     ``cache``: reuse object code from the disk cache (``$SYMGRAD_CACHE_DIR``);
     ``opt``: LLVM optimization level 0-3; ``blas``: force a gemm provider
-    (``"none"`` for the generated loop nest; default ``$SYMGRAD_BLAS`` or auto).
+    (``"none"`` for the generated loop nest; default ``$SYMGRAD_BLAS`` or auto);
+    ``threads``: how many threads long loops split over (``codegen.llvm.pool``;
+    default ``$SYMGRAD_NUM_THREADS``, else the CPUs the process may run on).
 
         >>> fn = compile_program(program)     # doctest: +SKIP
         >>> (loss,) = fn(X, Y, W, 0.01)       # doctest: +SKIP
     """
+    threads = pool.thread_count(threads)
     provider = resolve_blas(blas)
     layout = make_layout(program)
     compiled = compile_module(program, layout, provider, None, opt, cache)
-    return LLVMFunction(program, layout, compiled, provider)
+    return LLVMFunction(program, layout, compiled, provider, threads)
 
 
 # --------------------------------------------------------------------------
@@ -455,10 +478,12 @@ class LLVMEpoch(_Inspectable):
     call before stopped, so the weights and sums are bit-identical to one call.
     """
 
-    def __init__(self, program, layout, compiled, provider, spec, x_input, y_input, sums, counter):
+    def __init__(
+        self, program, layout, compiled, provider, spec, x_input, y_input, sums, counter, threads=1
+    ):
         self.program, self.layout, self.compiled, self.blas = program, layout, compiled, provider
         self.spec = spec
-        self.step = LLVMFunction(program, layout, compiled, provider)
+        self.step = LLVMFunction(program, layout, compiled, provider, threads)
         self.x_input, self.y_input, self.sums, self.counter = x_input, y_input, tuple(sums), counter
         self._others = [i for i, v in enumerate(program.inputs) if v.name not in (x_input, y_input)]
         self._scalar_slots = [k for k in range(len(program.scalars)) if k != spec.counter]
@@ -572,6 +597,7 @@ def compile_epoch(
     cache: bool = True,
     opt: int = 3,
     blas: str | None = None,
+    threads: int | None = None,
 ) -> LLVMEpoch:
     """Compile a training step into a whole-epoch native loop (see ``LLVMEpoch``).
 
@@ -579,8 +605,11 @@ def compile_epoch(
     >>> r = epoch(X, Y, W, b, 0.01, batch_size=32, order=rng.permutation(len(X)))  # doctest: +SKIP
     >>> r.mean("loss"), r.steps                                                     # doctest: +SKIP
     """
+    threads = pool.thread_count(threads)
     layout = make_layout(program)
     spec = epoch_spec(program, layout, x_input, y_input, tuple(sums), counter)
     provider = resolve_blas(blas)
     compiled = compile_module(program, layout, provider, spec, opt, cache)
-    return LLVMEpoch(program, layout, compiled, provider, spec, x_input, y_input, sums, counter)
+    return LLVMEpoch(
+        program, layout, compiled, provider, spec, x_input, y_input, sums, counter, threads
+    )

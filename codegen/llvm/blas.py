@@ -19,9 +19,11 @@ Resolution order (first found wins), chosen at run time:
 3. ``system-cblas``: ``cblas_dgemm`` from ``find_library('cblas' | 'openblas' | 'blas')``;
 4. ``generated``: a blocked loop nest emitted into the module (always works).
 
-``SYMGRAD_NUM_THREADS=N`` gives the gemm N threads from the first time it is
-resolved on (the first compile, or ``symgrad.config()``; OpenBLAS providers,
-NumPy's own instance too when that is the provider).
+``SYMGRAD_NUM_THREADS=N`` is the thread count of the pool; a provider that is
+not symgrad's own (NumPy's instance with ``SYMGRAD_BLAS_CORETYPE=keep``, SciPy's,
+the system's) also gets N threads from the first time it is resolved on (the
+first compile, or ``symgrad.config()``); then a product's blocks run one after
+the other on the calling thread, each on the library's threads.
 ``SYMGRAD_BLAS=none`` (or ``compile_program(..., blas="none")``) forces the
 fallback; ``numpy`` / ``scipy`` / ``system`` pin one provider. The resolved
 address is registered with ``llvmlite.binding.add_symbol`` under a name that
@@ -63,6 +65,7 @@ class Provider:
     addresses: tuple[tuple[str, int], ...] = ()  # (dtype, address of ?gemm)
     core: str = ""  # the kernels OpenBLAS runs (``SkylakeX``, ``Haswell``), when it says
     origin: str = ""  # why this library and these kernels, in words
+    pooled: bool = False  # one thread per call (symgrad's own): the pool runs the GEMM blocks
 
     def symbol(self, dtype: str) -> str:
         return f"symgrad_{self.abi}_{'d' if dtype == 'float64' else 's'}gemm"
@@ -72,7 +75,7 @@ class Provider:
         return self.name if self.path is None else f"{self.name} ({self.path}{core})"
 
 
-GENERATED = Provider("generated", None, "generated")
+GENERATED = Provider("generated", None, "generated", pooled=True)
 
 
 def provider(choice: str | None = None) -> Provider:
@@ -84,7 +87,7 @@ def provider(choice: str | None = None) -> Provider:
         raise ValueError(f"SYMGRAD_BLAS / blas must be one of {CHOICES}; received: {choice!r}")
     count = threads_from_environment()
     found = _resolve(choice)
-    if count is not None:
+    if count is not None and not found.pooled:  # symgrad's own instance keeps one thread
         _set_threads_once(found, count)
     return found
 
@@ -168,7 +171,9 @@ def _numpy_openblas() -> Provider | None:
         origin = f"NumPy's instance (a private copy with {wanted} kernels failed to load)"
     d, s = getattr(lib, f"{prefix}dgemm64_"), getattr(lib, f"{prefix}sgemm64_")
     addrs = (("float64", _address(d)), ("float32", _address(s)))
-    return Provider("numpy-openblas", str(path), "cblas64", addrs, _core(lib), origin)
+    return Provider(
+        "numpy-openblas", str(path), "cblas64", addrs, _core(lib), origin, tuned is not None
+    )
 
 
 # OpenBLAS cores whose sgemm / dgemm use AVX-512; the first is what an AVX-512 host gets.
@@ -210,7 +215,7 @@ def _wanted_core(current: str) -> tuple[str | None, str]:
 
     features = host().features.split(",")
     if current in AVX512_CORES or not all(f in features for f in AVX512_FEATURES):
-        return None, "NumPy's instance: its kernels are the widest this host runs"
+        return current, f"private copy: NumPy's {current} kernels, one thread per call"
     wanted = AVX512_CORES[0]
     return wanted, f"private copy: the host has AVX-512, NumPy's instance runs {current}"
 
@@ -242,10 +247,9 @@ def _host_tuned_copy(path: Path, lib, prefix: str, wanted: str):
             os.close(fd)
             shutil.copyfile(path, tmp)
             os.replace(tmp, copy)
-        threads = getattr(lib, "scipy_openblas_get_num_threads64_", None)
         os.environ["OPENBLAS_CORETYPE"] = wanted
-        if threads is not None:  # the same thread count as NumPy's instance
-            os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, threads()))
+        # one thread: the pool (codegen.llvm.pool) splits the GEMMs in blocks, a call each
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
         private = ctypes.CDLL(str(copy), mode=os.RTLD_LOCAL)
     except OSError:
         return None
@@ -380,15 +384,21 @@ class GemmCall:
     c: ir.Value
 
 
-def emit_gemm(b: ir.IRBuilder, prov: Provider, fmt: FloatFormat, g: GemmCall) -> None:
-    """Emit the provider's gemm call (or the generated loop nest) for ``g``."""
+def leading_dimensions(b: ir.IRBuilder, trans_a: bool, trans_b: bool, m, n, k) -> tuple:
+    """(lda, ldb, ldc) of a row-major m x n product with inner dimension k."""
     one = i64(1)
 
     def ld(x):  # leading dimensions must be >= 1 even for empty matrices
         return b.select(b.icmp_signed(">", x, one), x, one)
 
-    lda, ldb, ldc = ld(g.m if g.trans_a else g.k), ld(g.k if g.trans_b else g.n), ld(g.n)
-    CALLS[prov.abi](b, prov, fmt, g, lda, ldb, ldc)
+    return ld(m if trans_a else k), ld(k if trans_b else n), ld(n)
+
+
+def emit_gemm(b: ir.IRBuilder, prov: Provider, fmt: FloatFormat, g: GemmCall, lds=None) -> None:
+    """Emit the provider's gemm call (or the generated loop nest) for ``g``; ``lds``: the
+    leading dimensions when ``g`` is a block of a larger product."""
+    lds = lds or leading_dimensions(b, g.trans_a, g.trans_b, g.m, g.n, g.k)
+    CALLS[prov.abi](b, prov, fmt, g, *lds)
 
 
 def _cblas_call(b, prov, fmt, g: GemmCall, lda, ldb, ldc):

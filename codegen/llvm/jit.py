@@ -138,3 +138,9 @@ class LoadedObject:
         if not addr:
             raise RuntimeError(f"symbol {symbol!r} not found in the compiled object")
         return addr
+
+    def global_address(self, symbol: str) -> int:
+        addr = self._engine.get_global_value_address(symbol)
+        if not addr:
+            raise RuntimeError(f"global {symbol!r} not found in the compiled object")
+        return addr

@@ -24,6 +24,7 @@ and about a third less LLVM time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -54,7 +55,7 @@ from codegen.ir import (
     Window,
     format_stmt,
 )
-from codegen.llvm import blas
+from codegen.llvm import blas, pool
 from codegen.llvm.loops import I32, I64, PTR, REDUCE, copy, element, for_range, i64, load, store
 from codegen.llvm.mathlib import Emitter, FloatFormat, MathLibrary
 from codegen.llvm.scalar import ScalarLowering
@@ -79,6 +80,10 @@ class StepContext:
     notes: dict[str, str] = field(default_factory=dict)  # kernel reference -> statement text
     kernels: dict = field(default_factory=dict)  # kernel_call key -> kernel function
     last_kernel: ir.Function | None = None  # the kernel the last lowering rule made
+    threads: ir.Value | None = None  # i64 thread count for the pool; None: chunks run inline
+    gemm_threads: ir.Value | None = None  # for a GEMM's blocks (1 when the BLAS has threads)
+    ranged: dict = field(default_factory=dict)  # kernel -> its Range (kernels split in chunks)
+    trampolines: dict = field(default_factory=dict)  # kernel -> its chunk function
 
     def pointer(self, v: Value) -> ir.Value:
         return self.pointers[self.slot_of[v.name]]
@@ -103,25 +108,180 @@ def lower_dim(b: ir.IRBuilder, dims: dict, expr: sp.Expr) -> ir.Value:
     raise NotImplementedError(f"shape expression {expr} (only integers, batch symbols, + and *)")
 
 
+# --------------------------------------------------------------------------
+# Chunks: kernels whose outer loop splits over the thread pool (codegen.llvm.pool)
+#
+# A split kernel takes [lo, hi) of its outer range after its sizes. Its call
+# runs it once over the whole range when that is one chunk, or in an emitted
+# library (single-threaded: no pool, and the smallest code); otherwise it packs
+# the arguments and runs one chunk per [c * grain, (c + 1) * grain) through
+# ``symgrad_parallel_for`` (chunk after chunk on the calling thread at one
+# thread). ``grain`` depends on the sizes only, never on the thread
+# count, and each chunk computes the same bits on any thread, so the result is
+# the same at every thread count. A reduction to one number (``partial``) writes
+# each chunk's sum to its own partial; the partials are then added in chunk order.
+
+CHUNK = 1 << 14  # elements per chunk: about as long as a job hand-off costs, several times
+MAX_PARTIALS = 256  # partial sums of a reduction to one number (more chunks: larger ones)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The outer range of a split kernel: its extent and grain from the kernel's sizes."""
+
+    extent: Callable[[ir.IRBuilder, list], ir.Value]
+    grain: Callable[[ir.IRBuilder, list], ir.Value]
+    partial: bool = False  # the kernel's first pointer is a (1, 1) sum: one partial per chunk
+    gemm: bool = False  # a product's blocks: as many threads as the BLAS allows (gemm_threads)
+
+
+def _at_least(b: ir.IRBuilder, x: ir.Value, low: int) -> ir.Value:
+    return b.select(b.icmp_signed(">", x, i64(low)), x, i64(low))
+
+
+def per_chunk(b: ir.IRBuilder, inner: ir.Value, low: int = 1) -> ir.Value:
+    """Outer steps per chunk when each step covers ``inner`` elements."""
+    return _at_least(b, b.sdiv(i64(CHUNK), _at_least(b, inner, 1)), low)
+
+
+def _ceil_div(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.sdiv(b.add(x, b.sub(y, i64(1))), y)
+
+
+def partial_grain(b: ir.IRBuilder, extent: ir.Value, grain: ir.Value) -> ir.Value:
+    """``grain``, raised so that ``extent`` needs at most MAX_PARTIALS chunks."""
+    least = _ceil_div(b, extent, i64(MAX_PARTIALS))
+    return b.select(b.icmp_signed(">", least, grain), least, grain)
+
+
+FLAT = Range(lambda b, n: b.mul(n[0], n[1]), lambda b, n: i64(CHUNK))  # r*c elements
+ROWS = Range(lambda b, n: n[0], lambda b, n: per_chunk(b, n[1]))  # rows of c elements
+COLS = Range(lambda b, n: n[1], lambda b, n: per_chunk(b, n[0], 16))  # columns of r elements
+
+
+def _entry_alloca(ctx: StepContext, ty: ir.Type, name: str) -> ir.Value:
+    """An alloca in the entry block (step_impl may be inlined into the epoch's loop)."""
+    entry = ir.IRBuilder()
+    entry.position_at_start(ctx.b.function.entry_basic_block)
+    slot = entry.alloca(ty, name=name)
+    slot.type = PTR  # an opaque pointer, as every other in the module (the IR text is the same)
+    return slot
+
+
+def call_kernel(ctx: StepContext, fn: ir.Function, ints, pointers, scalars) -> None:
+    """Call kernel ``fn``: directly, or in chunks when it is split and its range is long."""
+    split = ctx.ranged.get(fn)
+    if split is None:
+        ctx.b.call(fn, [*ints, *pointers, *scalars])
+        return
+    b = ctx.b
+    extent = split.extent(b, ints)
+    if ctx.threads is None:  # an emitted library: one call over the whole range
+        b.call(fn, [*ints, i64(0), extent, *pointers, *scalars])
+        return
+    grain = split.grain(b, ints)
+    if split.partial:
+        grain = partial_grain(b, extent, grain)
+    chunks = _ceil_div(b, extent, grain)
+    with b.if_else(b.icmp_signed(">", chunks, i64(1))) as (many, one):
+        with many:
+            _run_chunks(ctx, fn, split, ints, pointers, scalars, chunks)
+        with one:
+            b.call(fn, [*ints, i64(0), extent, *pointers, *scalars])
+
+
+def _run_chunks(ctx: StepContext, fn, split: Range, ints, pointers, scalars, chunks) -> None:
+    b, ty = ctx.b, ctx.fmt.ftype
+    fields = [*ints, *pointers, *scalars]
+    partials = None
+    if split.partial:
+        partials = _entry_alloca(ctx, ir.ArrayType(ty, MAX_PARTIALS), "partials")
+        fields.append(partials)
+    types = [v.type for v in fields]
+    frame = _entry_alloca(ctx, ir.ArrayType(I64, len(fields)), "chunk.args")
+    for k, value in enumerate(fields):
+        store(b, value.type, value, _frame_slot(b, frame, k), i64(0))
+    chunk = _trampoline(ctx, fn, split, len(ints), len(pointers), types)
+    entry = ctx.module.globals.get(pool.ENTRY) or ir.Function(
+        ctx.module, pool.CHUNK_RUNNER, pool.ENTRY
+    )
+    b.call(entry, [chunk, frame, chunks, ctx.gemm_threads if split.gemm else ctx.threads])
+    if partials is not None:  # in chunk order, whoever computed them
+        (total,) = for_range(
+            b,
+            chunks,
+            lambda c, acc: [b.fadd(acc[0], load(b, ty, partials, c))],
+            init=[ir.Constant(ty, 0.0)],
+        )
+        store(b, ty, total, pointers[0], i64(0))
+
+
+def _frame_slot(b: ir.IRBuilder, frame: ir.Value, k: int) -> ir.Value:
+    """Slot k of a chunk frame: 8 bytes for each argument (an i64, pointer or float)."""
+    return element(b, I64, frame, i64(k))
+
+
+def _trampoline(ctx: StepContext, fn, split: Range, n_ints: int, n_pointers: int, types):
+    """``void <kernel>.chunk(ptr frame, i64 c)``: the kernel on chunk c of its range."""
+    found = ctx.trampolines.get(fn)
+    if found is not None:
+        return found
+    chunk = ir.Function(ctx.module, pool.CHUNK_FN, name=f"{fn.name}.chunk")
+    chunk.linkage = "internal"
+    ctx.trampolines[fn] = chunk
+    frame, c = chunk.args
+    frame.name, c.name = "frame", "c"
+    b = ir.IRBuilder(chunk.append_basic_block("entry"))
+    values = [load(b, t, _frame_slot(b, frame, k), i64(0)) for k, t in enumerate(types)]
+    ints = values[:n_ints]
+    pointers = values[n_ints : n_ints + n_pointers]
+    scalars = values[n_ints + n_pointers : len(values) - (1 if split.partial else 0)]
+    extent = split.extent(b, ints)
+    grain = split.grain(b, ints)
+    if split.partial:
+        grain = partial_grain(b, extent, grain)
+        pointers = [element(b, ctx.fmt.ftype, values[-1], c), *pointers[1:]]
+    lo = b.mul(c, grain)
+    hi = b.add(lo, grain)
+    hi = b.select(b.icmp_signed("<", hi, extent), hi, extent)
+    b.call(fn, [*ints, lo, hi, *pointers, *scalars])
+    b.ret_void()
+    return chunk
+
+
 class Kernel:
     """An internal function under construction for one statement."""
 
     def __init__(
-        self, ctx: StepContext, kind: str, s: Stmt, ints: int, values: Sequence[Value], symbols
+        self,
+        ctx: StepContext,
+        kind: str,
+        s: Stmt,
+        ints: int,
+        values: Sequence[Value],
+        symbols,
+        split: Range | None = None,
     ):
         self.ctx = ctx
         slots = list(dict.fromkeys(ctx.slot_of[v.name] for v in values))
         self.symbols = list(symbols)
         ty = ctx.fmt.ftype
+        bounds = 2 if split else 0  # [lo, hi) of the range the chunk covers
         fnty = ir.FunctionType(
-            ir.VoidType(), [I64] * ints + [PTR] * len(slots) + [ty] * len(self.symbols)
+            ir.VoidType(), [I64] * (ints + bounds) + [PTR] * len(slots) + [ty] * len(self.symbols)
         )
         self.fn = ir.Function(ctx.module, fnty, name=llvm_name(f"{ctx.prefix}.{kind}.{s.out.name}"))
         self.fn.linkage = "internal"
         ctx.last_kernel = self.fn
         ctx.notes[self.fn.get_reference()] = _statement_text(s)
+        if split:
+            ctx.ranged[self.fn] = split
         params = list(self.fn.args)
         self.ints = params[:ints]
+        self.lo, self.hi = params[ints : ints + bounds] if split else (i64(0), None)
+        for p, name in zip(params[ints : ints + bounds], ("lo", "hi")):
+            p.name = name
+        params = params[:ints] + params[ints + bounds :]
         by_slot = dict(zip(slots, params[ints : ints + len(slots)]))
         names = {ctx.slot_of[v.name]: v.name for v in reversed(values)}  # first value per slot
         for slot, p in by_slot.items():
@@ -145,7 +305,7 @@ class Kernel:
         self.b.ret_void()
         ctx = self.ctx
         pointers = [ctx.pointers[s] for s in self._slots]
-        ctx.b.call(self.fn, [*int_args, *pointers, *(ctx.scalars[s] for s in self.symbols)])
+        call_kernel(ctx, self.fn, list(int_args), pointers, [ctx.scalars[s] for s in self.symbols])
 
 
 def free_scalars(ctx: StepContext, exprs, bound=()) -> list[sp.Symbol]:
@@ -231,10 +391,15 @@ class Operands:
         return env
 
 
-def _elementwise_kernel(ctx: StepContext, kind: str, s, domain: Shape) -> tuple[Kernel, Operands]:
+def _elementwise_kernel(
+    ctx: StepContext, kind: str, s, domain: Shape, split=None
+) -> tuple[Kernel, Operands]:
+    """The kernel and its operands; ``split(operands)``: the Range its loop splits over."""
     values = [s.out] + [v for _, v in s.args]
     symbols = free_scalars(ctx, [s.body], bound=[sym for sym, _ in s.args])
-    k = Kernel(ctx, kind, s, 2, values, symbols)
+    kinds = [broadcast_kind(v, domain) for _, v in s.args]
+    flat = all(kind in ("full", "scalar") for kind in kinds)
+    k = Kernel(ctx, kind, s, 2, values, symbols, split(flat) if split else None)
     return k, Operands(k, s.args, domain)
 
 
@@ -244,14 +409,15 @@ def _elementwise_kernel(ctx: StepContext, kind: str, s, domain: Shape) -> tuple[
 
 def lower_map(ctx: StepContext, s: Map) -> None:
     """out[i, j] = body(args at [i, j])"""
-    k, ops = _elementwise_kernel(ctx, "map", s, s.out.shape)
-    b, rows, cols = k.b, *k.ints
+    k, ops = _elementwise_kernel(ctx, "map", s, s.out.shape, lambda flat: FLAT if flat else ROWS)
+    b, cols = k.b, k.ints[1]
     out = k.ptr[s.out.name]
-    if ops.flat:
+    if ops.flat:  # the chunk [lo, hi) of the r*c elements
         for_range(
             b,
-            b.mul(rows, cols),
+            k.hi,
             lambda idx, _: store(b, k.ty, k.lower(s.body, ops.at_flat(idx)), out, idx),
+            start=k.lo,
         )
     else:
 
@@ -262,13 +428,25 @@ def lower_map(ctx: StepContext, s: Map) -> None:
                 b, cols, lambda j, _: store(b, k.ty, k.lower(s.body, ops.at(state, j)), out_row, j)
             )
 
-        for_range(b, rows, row)
+        for_range(b, k.hi, row, start=k.lo)  # the chunk [lo, hi) of the rows
     k.emit_call([ctx.dim(d) for d in s.out.shape])
+
+
+def _reduce_range(axis) -> Callable[[bool], Range]:
+    """Chunks of a reduction: rows (axis 1), columns (axis 0: each column's sum stays in
+    row order), or elements / rows with one partial sum per chunk (axis None)."""
+    if axis == 0:
+        return lambda flat: COLS
+    if axis == 1:
+        return lambda flat: ROWS
+    return lambda flat: dataclasses.replace(FLAT if flat else ROWS, partial=True)
 
 
 def lower_reduce(ctx: StepContext, s: Reduce) -> None:
     """out = sum of body over the domain: axis 0 -> (1, c), 1 -> (r, 1), None -> (1, 1)"""
-    k, ops = _elementwise_kernel(ctx, "reduce", s, s.domain)
+    if s.axis not in (0, 1, None):
+        raise ValueError(f"Reduce axis must be 0, 1 or None; received: axis={s.axis!r}")
+    k, ops = _elementwise_kernel(ctx, "reduce", s, s.domain, _reduce_range(s.axis))
     b, rows, cols, ty = k.b, *k.ints, k.ty
     out = k.ptr[s.out.name]
     zero = ir.Constant(ty, 0.0)
@@ -276,12 +454,13 @@ def lower_reduce(ctx: StepContext, s: Reduce) -> None:
     def add(acc, value):
         return b.fadd(acc, value, flags=REDUCE)
 
-    if s.axis is None and ops.flat:
+    if s.axis is None and ops.flat:  # the chunk's elements [lo, hi), to out (its partial)
         (total,) = for_range(
             b,
-            b.mul(rows, cols),
+            k.hi,
             lambda idx, acc: [add(acc[0], k.lower(s.body, ops.at_flat(idx)))],
             init=[zero],
+            start=k.lo,
         )
         store(b, ty, total, out, i64(0))
     elif s.axis is None:
@@ -292,7 +471,7 @@ def lower_reduce(ctx: StepContext, s: Reduce) -> None:
                 b, cols, lambda j, a: [add(a[0], k.lower(s.body, ops.at(state, j)))], init=acc
             )
 
-        (total,) = for_range(b, rows, row, init=[zero])
+        (total,) = for_range(b, k.hi, row, init=[zero], start=k.lo)
         store(b, ty, total, out, i64(0))
     elif s.axis == 1:
 
@@ -303,9 +482,9 @@ def lower_reduce(ctx: StepContext, s: Reduce) -> None:
             )
             store(b, ty, total, out, i)
 
-        for_range(b, rows, row)
-    elif s.axis == 0:
-        for_range(b, cols, lambda j, _: store(b, ty, zero, out, j))
+        for_range(b, k.hi, row, start=k.lo)
+    else:  # the chunk's columns [lo, hi), each summed over every row
+        for_range(b, k.hi, lambda j, _: store(b, ty, zero, out, j), start=k.lo)
 
         def row(i, _):
             state = ops.row(i, cols)
@@ -313,18 +492,16 @@ def lower_reduce(ctx: StepContext, s: Reduce) -> None:
             def col(j, _):  # out[j] += body(i, j)
                 store(b, ty, add(load(b, ty, out, j), k.lower(s.body, ops.at(state, j))), out, j)
 
-            for_range(b, cols, col)
+            for_range(b, k.hi, col, start=k.lo)
 
         for_range(b, rows, row)
-    else:
-        raise ValueError(f"Reduce axis must be 0, 1 or None; received: axis={s.axis!r}")
     k.emit_call([ctx.dim(d) for d in s.domain])
 
 
 def lower_softmax(ctx: StepContext, s: Softmax) -> None:
     """Row-wise, shifted by the row max: e = exp(x - m); softmax = e / sum e; log-softmax = x - m - log sum e"""
-    k = Kernel(ctx, "log_softmax" if s.log else "softmax", s, 2, [s.out, s.a], [])
-    b, e, ty, (rows, cols) = k.b, k.e, k.ty, k.ints
+    k = Kernel(ctx, "log_softmax" if s.log else "softmax", s, 2, [s.out, s.a], [], ROWS)
+    b, e, ty, cols = k.b, k.e, k.ty, k.ints[1]
 
     def row(i, _):
         start = b.mul(i, cols)
@@ -355,7 +532,7 @@ def lower_softmax(ctx: StepContext, s: Softmax) -> None:
 
         for_range(b, cols, normalize)
 
-    for_range(b, rows, row)
+    for_range(b, k.hi, row, start=k.lo)
     k.emit_call([ctx.dim(d) for d in s.a.shape])
 
 
@@ -510,8 +687,8 @@ def lower_reshape(ctx: StepContext, s: Reshape) -> None:
 
 def lower_row_max(ctx: StepContext, s: RowMax) -> None:
     """out[i] = max over j of a[i, j] (a nan entry is skipped, as in softmax's row max)"""
-    k = Kernel(ctx, "rowmax", s, 2, [s.out, s.a], [])
-    b, e, ty, (rows, cols) = k.b, k.e, k.ty, k.ints
+    k = Kernel(ctx, "rowmax", s, 2, [s.out, s.a], [], ROWS)
+    b, e, ty, cols = k.b, k.e, k.ty, k.ints[1]
 
     def row(i, _):
         x = element(b, ty, k.ptr[s.a.name], b.mul(i, cols))
@@ -523,7 +700,7 @@ def lower_row_max(ctx: StepContext, s: RowMax) -> None:
         )
         store(b, ty, m, k.ptr[s.out.name], i)
 
-    for_range(b, rows, row)
+    for_range(b, k.hi, row, start=k.lo)
     k.emit_call([ctx.dim(d) for d in s.a.shape])
 
 
@@ -551,8 +728,8 @@ def _mix64(b: ir.IRBuilder, z: ir.Value) -> ir.Value:
 def lower_keep_mask(ctx: StepContext, s: KeepMask) -> None:
     """out[idx] = bits(idx) >= threshold ? scale : 0, bits = top half of mix64(key_t + (idx + 1) G)"""
     symbols = free_scalars(ctx, [s.counter, s.scale])
-    k = Kernel(ctx, "keep_mask", s, 2, [s.out], symbols)
-    b, ty, (rows, cols) = k.b, k.ty, k.ints
+    k = Kernel(ctx, "keep_mask", s, 2, [s.out], symbols, FLAT)
+    b, ty = k.b, k.ty
     counter = b.fptoui(k.lower(sp.sympify(s.counter), {}), I64)
     key = _mix64(b, b.add(_u64(s.key), b.mul(counter, _u64(GOLDEN))))
     scale, zero = k.lower(sp.sympify(s.scale), {}), ir.Constant(ty, 0.0)
@@ -562,7 +739,7 @@ def lower_keep_mask(ctx: StepContext, s: KeepMask) -> None:
         keep = b.icmp_unsigned(">=", b.lshr(z, i64(32)), i64(s.threshold))
         store(b, ty, b.select(keep, scale, zero), k.ptr[s.out.name], idx)
 
-    for_range(b, b.mul(rows, cols), element_mask)
+    for_range(b, k.hi, element_mask, start=k.lo)
     k.emit_call([ctx.dim(d) for d in s.out.shape])
 
 
@@ -637,20 +814,57 @@ def _indexed_call(table: Value, s: Gather | ScatterAdd) -> KernelCall:
     return detail, [s.out, *s.reads], list(s.indices.shape), []
 
 
+def _gemm_grain(b: ir.IRBuilder, n: list) -> ir.Value:
+    """One block for a product under GEMM_WORK multiply-adds, else GEMM_BLOCK rows or columns."""
+    m, cols, inner = n
+    small = b.icmp_signed("<", b.mul(b.mul(m, cols), inner), i64(GEMM_WORK))
+    return b.select(small, _at_least(b, _gemm_extent(b, n), 1), i64(GEMM_BLOCK))
+
+
+def _gemm_extent(b: ir.IRBuilder, n: list) -> ir.Value:
+    """The longer side of the product: its blocks are rows when m >= n, else columns."""
+    return b.select(b.icmp_signed(">=", n[0], n[1]), n[0], n[1])
+
+
+GEMM_WORK = 1 << 22  # multiply-adds: a 32x64x128 product (1/16 of it) is faster whole on one thread
+GEMM_BLOCK = 128  # rows or columns per block of a larger product
+GEMM = Range(_gemm_extent, _gemm_grain, gemm=True)
+GEMM_ROWS = Range(lambda b, n: n[0], _gemm_grain, gemm=True)  # the generated loop nest: rows only
+
+
 def lower_gemm(ctx: StepContext, s: Gemm) -> None:
-    """out = alpha op(a) @ op(b) through the resolved BLAS (or the generated loop nest)"""
-    k = Kernel(ctx, "gemm", s, 3, [s.out, s.a, s.b], free_scalars(ctx, [s.alpha]))
+    """out = alpha op(a) @ op(b) through the resolved BLAS (or the generated loop nest), in
+    blocks of rows or columns of out (one call each, on any thread: the same bits)"""
+    rows_only = ctx.provider.abi == "generated"
+    split = GEMM_ROWS if rows_only else GEMM
+    k = Kernel(ctx, "gemm", s, 3, [s.out, s.a, s.b], free_scalars(ctx, [s.alpha]), split)
+    b, ty = k.b, k.ty
     m, n, inner = k.ints
-    call = blas.GemmCall(
-        s.trans_a,
-        s.trans_b,
-        m,
-        n,
-        inner,
-        k.lower(s.alpha, {}),
-        *(k.ptr[v.name] for v in (s.a, s.b, s.out)),
-    )
-    blas.emit_gemm(k.b, ctx.provider, ctx.fmt, call)
+    alpha = k.lower(s.alpha, {})
+    a, bm, c = (k.ptr[v.name] for v in (s.a, s.b, s.out))
+    lda, ldb, ldc = blas.leading_dimensions(b, s.trans_a, s.trans_b, m, n, inner)
+    size = b.sub(k.hi, k.lo)
+
+    def rows():  # out[lo:hi, :] = op(a)[lo:hi, :] @ op(b)
+        part = element(b, ty, a, k.lo if s.trans_a else b.mul(k.lo, lda))
+        out = element(b, ty, c, b.mul(k.lo, ldc))
+        call = blas.GemmCall(s.trans_a, s.trans_b, size, n, inner, alpha, part, bm, out)
+        blas.emit_gemm(b, ctx.provider, ctx.fmt, call, (lda, ldb, ldc))
+
+    def cols():  # out[:, lo:hi] = op(a) @ op(b)[:, lo:hi]
+        part = element(b, ty, bm, b.mul(k.lo, ldb) if s.trans_b else k.lo)
+        out = element(b, ty, c, k.lo)
+        call = blas.GemmCall(s.trans_a, s.trans_b, m, size, inner, alpha, a, part, out)
+        blas.emit_gemm(b, ctx.provider, ctx.fmt, call, (lda, ldb, ldc))
+
+    if rows_only:
+        rows()
+    else:
+        with b.if_else(b.icmp_signed(">=", m, n)) as (by_rows, by_cols):
+            with by_rows:
+                rows()
+            with by_cols:
+                cols()
     inner_dim = s.a.shape[0] if s.trans_a else s.a.shape[1]
     k.emit_call([ctx.dim(s.out.shape[0]), ctx.dim(s.out.shape[1]), ctx.dim(inner_dim)])
 
@@ -770,7 +984,7 @@ def _call_shared(ctx: StepContext, s: Stmt, fn: ir.Function, values, dims, symbo
     ctx.notes[ref] = f"{ctx.notes[ref]}\n{_statement_text(s)}"
     slots = list(dict.fromkeys(ctx.slot_of[v.name] for v in values))
     pointers = [ctx.pointers[slot] for slot in slots]
-    ctx.b.call(fn, [*(ctx.dim(d) for d in dims), *pointers, *(ctx.scalars[x] for x in symbols)])
+    call_kernel(ctx, fn, [ctx.dim(d) for d in dims], pointers, [ctx.scalars[x] for x in symbols])
 
 
 def lower_statement(ctx: StepContext, s: Stmt) -> None:

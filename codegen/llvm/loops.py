@@ -82,3 +82,19 @@ def store(b: ir.IRBuilder, ty: ir.Type, value: ir.Value, ptr: ir.Value, index: i
 def copy(b: ir.IRBuilder, ty: ir.Type, src: ir.Value, dst: ir.Value, count: ir.Value) -> None:
     """dst[0:count] = src[0:count] (LLVM turns the loop into a memcpy or vector moves)."""
     for_range(b, count, lambda j, _: store(b, ty, load(b, ty, src, j), dst, j))
+
+
+class _Callee:
+    """A function pointer as the callee of ``IRBuilder.call``: with opaque pointers the
+    builder cannot see a function type through a ``ptr`` value, so it is given here."""
+
+    def __init__(self, pointer: ir.Value, fnty: ir.FunctionType):
+        self.pointer, self.function_type, self.type = pointer, fnty, pointer.type
+
+    def get_reference(self) -> str:
+        return self.pointer.get_reference()
+
+
+def call_pointer(b: ir.IRBuilder, pointer: ir.Value, fnty: ir.FunctionType, args) -> ir.Value:
+    """An indirect call of ``pointer`` (a function of type ``fnty``)."""
+    return b.call(_Callee(pointer, fnty), list(args))

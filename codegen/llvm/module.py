@@ -144,18 +144,22 @@ def generate_ir(
     provider: Provider,
     epoch: EpochSpec | None = None,
     fast_entry: bool = False,
+    threaded: bool = False,
 ) -> str:
     """The module's LLVM IR text; each kernel is preceded by its IR statement as a comment.
 
     ``fast_entry`` adds ``<name>.fast``, the CPython builtin entry of
     ``codegen.llvm.cpython`` (it calls the Python C API: in-process use only).
+    ``threaded``: long loops run their chunks through ``symgrad_parallel_for``
+    (``codegen.llvm.pool``, in-process only) on ``<name>.threads`` threads.
     """
     check_entry_name(program.name)
     fmt = FORMATS[program.dtype]
     module = ir.Module(name=llvm_name(program.name))
     module.triple = host().triple
     module.data_layout = host().data_layout
-    step, notes = _build_step_impl(module, program, layout, fmt, MathLibrary(module, fmt), provider)
+    math = MathLibrary(module, fmt)
+    step, notes = _build_step_impl(module, program, layout, fmt, math, provider, threaded)
     _build_c_entry(module, program.name, step)
     _build_py_entry(module, program.name, layout, step)
     if epoch is not None:
@@ -193,7 +197,13 @@ def _function(module, name, ret, args, internal=False) -> tuple[ir.Function, ir.
     return fn, ir.IRBuilder(fn.append_basic_block("entry"))
 
 
-def _build_step_impl(module, program, layout, fmt, math, provider) -> ir.Function:
+def threads_symbol(name: str, what: str = "threads") -> str:
+    """The i64 global of a threaded module that holds the thread count of its loops
+    (``threads``) or of its GEMM blocks (``gemm_threads``); set after loading."""
+    return llvm_name(f"{name}.{what}")
+
+
+def _build_step_impl(module, program, layout, fmt, math, provider, threaded=False):
     fn, b = _function(module, f"{program.name}.step_impl", I32, [PTR, PTR, PTR], internal=True)
     dims_p, bufs_p, scalars_p = fn.args
     for arg, name in zip(fn.args, ("dims", "buffers", "scalars")):
@@ -216,6 +226,11 @@ def _build_step_impl(module, program, layout, fmt, math, provider) -> ir.Functio
     ctx = StepContext(
         module, fmt, math, provider, program.name, b, dims, scalars, layout.slot_of, pointers
     )
+    if threaded:
+        for what in ("threads", "gemm_threads"):
+            count = ir.GlobalVariable(module, I64, threads_symbol(program.name, what))
+            count.initializer = i64(1)
+            setattr(ctx, what, b.load(count, typ=I64, name=what))
     for stmt in program.body:
         lower_statement(ctx, stmt)
     # updates not computed in place: copied only now, after every guard passed

@@ -88,14 +88,19 @@ def test_private_copy_only_when_unset(tmp_path):
 
 
 def test_default_choice_when_unset(tmp_path):
-    """Unset and automatic: a private copy exactly when the host has AVX-512 and NumPy runs less."""
+    """Unset and automatic: always a private copy, one thread per call (the pool splits the
+    products); AVX-512 kernels when the host has them and NumPy runs less, else NumPy's."""
     got = run(tmp_path, OPENBLAS_CORETYPE=None, OPENBLAS_L2_SIZE=None, SYMGRAD_BLAS_CORETYPE=None)
     cfg = got["config"]
     from codegen.llvm.jit import host
 
     features = host().features.split(",")
     avx512 = all(f in features for f in blas.AVX512_FEATURES)
-    private = avx512 and got["numpy_core"] not in blas.AVX512_CORES
-    assert (cfg["blas_library"] != got["numpy_path"]) == private, cfg
-    assert cfg["blas_origin"].startswith("private copy" if private else "NumPy's instance")
+    wider = avx512 and got["numpy_core"] not in blas.AVX512_CORES
+    assert cfg["blas_library"] != got["numpy_path"], cfg
+    assert cfg["blas_library"].startswith(str(tmp_path / "blas"))
+    assert cfg["blas_origin"].startswith("private copy")
+    want = blas.AVX512_CORES[0] if wider else got["numpy_core"]
+    assert cfg["blas_kernels"].lower() == want.lower()
+    assert cfg["blas_threads"] == 1
     assert got["product_ok"]

@@ -1,14 +1,18 @@
-"""The LLVM backend's bits at 1, 2 and 8 BLAS threads, step by step and per epoch.
+"""The LLVM backend's bits at 1, 2 and 8 threads, step by step and per epoch.
 
-symgrad's generated loops (reductions included) run in a fixed order on one
-thread, and the step loop and the epoch call run the same code: at any one
-thread count the two paths must train to identical weights. Across thread
-counts the bits are those of the GEMM: identical for float64; for float32
-OpenBLAS's own sgemm differs (see FLOAT32_THREADS). The layers are wide
-enough (96 x 64 x 256 and up) that OpenBLAS does split them.
+The generated loops and GEMMs split in chunks whose boundaries depend on the
+sizes only (codegen.llvm.kernels, codegen.llvm.pool), and the step loop and the
+epoch call run the same code: at any one thread count the two paths must
+train to identical weights, and across thread counts too. A GEMM's blocks run
+on the pool when the BLAS is symgrad's own one-thread instance (``pooled``);
+with another BLAS they run on its threads, and OpenBLAS's sgemm bits depend on
+its thread count (see FLOAT32_THREADS). The layers are wide enough (96 x 64 x
+256 and up, 96 x 256 elements) that the loops and products do split.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
@@ -26,15 +30,21 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def restore_threads():
+def restore_threads(monkeypatch):
     before = blas.threads(PROVIDER)
-    yield
+
+    def use(threads: int) -> None:  # the pool's count; the BLAS's too unless it is pooled
+        monkeypatch.setenv("SYMGRAD_NUM_THREADS", str(threads))
+        if not PROVIDER.pooled:
+            assert blas.set_threads(PROVIDER, threads) and blas.threads(PROVIDER) == threads
+
+    yield use
     blas.set_threads(PROVIDER, before)
 
 
-def train(x, y, threads: int, native: bool, dtype: str):
+def train(x, y, threads, native: bool, dtype: str):
     """Two epochs of shuffled batches of 96 (the last one 12 rows); weights, Adam slots, history."""
-    assert blas.set_threads(PROVIDER, threads) and blas.threads(PROVIDER) == threads
+    threads()
     model = Sequential(
         [
             Dense(256, activation="relu", input_dim=64),
@@ -69,17 +79,19 @@ def assert_same(run, reference, what):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_step_loop_and_epoch_call_agree_at_each_thread_count(dtype, rng, restore_threads):
     x, y = data(rng, dtype)
-    for threads in (1, 2, 8):
+    for count in (1, 2, 8):
+        threads = functools.partial(restore_threads, count)
         stepwise = train(x, y, threads, native=False, dtype=dtype)
-        assert_same(train(x, y, threads, native=True, dtype=dtype), stepwise, f"{threads=}")
+        assert_same(train(x, y, threads, native=True, dtype=dtype), stepwise, f"{count=}")
 
 
 # OpenBLAS 0.3.31's sgemm (Haswell and Zen kernels, measured on an AVX2 EPYC) returns
 # other bits for the same product on 1, 2 and 8 threads (up to 4e-5 on 96x256x256, inputs
-# of unit scale); its dgemm does not. Deterministic float32 at any thread count needs a
-# partition of the product that symgrad fixes itself (issue 13, item 1).
+# of unit scale); its dgemm does not. symgrad's own instance runs one thread per call and
+# the pool runs fixed blocks of the product (codegen.llvm.kernels.lower_gemm), so only a
+# BLAS that is not pooled (NumPy's instance with SYMGRAD_BLAS_CORETYPE=keep) differs.
 FLOAT32_THREADS = pytest.mark.xfail(
-    PROVIDER.name == "numpy-openblas",
+    PROVIDER.name == "numpy-openblas" and not PROVIDER.pooled,
     reason="OpenBLAS sgemm bits depend on its thread count",
     strict=True,
 )
@@ -89,10 +101,11 @@ FLOAT32_THREADS = pytest.mark.xfail(
 @pytest.mark.parametrize("dtype", [pytest.param("float32", marks=FLOAT32_THREADS), "float64"])
 def test_same_bits_for_1_2_and_8_threads(dtype, rng, restore_threads):
     x, y = data(rng, dtype)
-    reference = train(x, y, 1, native=True, dtype=dtype)
-    for threads in (2, 8):
+    reference = train(x, y, functools.partial(restore_threads, 1), native=True, dtype=dtype)
+    for count in (2, 8):
+        threads = functools.partial(restore_threads, count)
         for native in (False, True):
-            assert_same(train(x, y, threads, native, dtype), reference, f"{threads=} {native=}")
+            assert_same(train(x, y, threads, native, dtype), reference, f"{count=} {native=}")
 
 
 def test_set_threads_rejects_a_bad_count():
@@ -117,7 +130,7 @@ def child(**env):
     import sys
 
     environ = {k: v for k, v in os.environ.items() if k != "SYMGRAD_NUM_THREADS"}
-    environ.update(OPENBLAS_NUM_THREADS="2", SYMGRAD_BLAS_CORETYPE="keep", **env)
+    environ.update({"OPENBLAS_NUM_THREADS": "2", "SYMGRAD_BLAS_CORETYPE": "keep", **env})
     return subprocess.run(
         [sys.executable, "-c", CHILD], env=environ, capture_output=True, text=True, timeout=120
     )
@@ -129,6 +142,15 @@ def test_symgrad_num_threads_applies_when_the_gemm_is_resolved():
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["2", "3", "numpy-openblas"]
     assert child().stdout.split() == ["2", "2", "numpy-openblas"]  # unset: OpenBLAS's own count
+
+
+@pytest.mark.skipif(PROVIDER.name != "numpy-openblas", reason="needs NumPy's OpenBLAS")
+def test_symgrad_num_threads_leaves_the_private_copy_at_one_thread():
+    """The private copy runs one thread per call (the pool splits the products) and
+    NumPy's instance keeps its own count, whatever SYMGRAD_NUM_THREADS says."""
+    run = child(SYMGRAD_NUM_THREADS="3", SYMGRAD_BLAS_CORETYPE="auto")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2", "1", "numpy-openblas"]
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])

@@ -1,0 +1,128 @@
+"""The thread pool of the generated loops (codegen.llvm.pool): same bits at any thread count,
+workers that exist when a long loop wants them, a clean fork and a clean exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad
+from codegen.llvm import pool
+from symgrad import expr as E
+
+ROWS, COLS = 700, 300  # 210000 elements: 13 chunks of codegen.llvm.kernels.CHUNK
+
+
+def _program(threads: int, dtype: str = "float32"):
+    n = E.batch()
+    X = E.matrix("X", n, COLS)
+    b = E.matrix("b", 1, COLS)
+    e = sp.Symbol("e")
+    h = E.elementwise(sp.Lambda(e, sp.tanh(e)), X + E.broadcast_rows(b, n))
+    outputs = {
+        "h": h,  # a map with a broadcast row
+        "total": E.mean(h),  # a reduction to one number: partial sums per chunk
+        "cols": E.col_sum(h),  # chunks of columns
+        "rows": E.row_sum(h),  # chunks of rows
+        "soft": E.softmax(h),  # chunks of rows
+    }
+    return symgrad.compile(
+        [X, b], outputs, backend="llvm", dtype=dtype, threads=threads, cache=False, name="pooled"
+    )
+
+
+def _inputs(rng, dtype):
+    return rng.normal(size=(ROWS, COLS)).astype(dtype), rng.normal(size=(1, COLS)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_bits_at_1_2_and_8_threads(rng, dtype):
+    x, b = _inputs(rng, dtype)
+    reference = _program(1, dtype)(x, b)
+    h = np.tanh(x.astype(np.float64) + b)
+    np.testing.assert_allclose(reference[0], h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reference[1], [[h.mean()]], rtol=1e-4)
+    np.testing.assert_allclose(reference[2], h.sum(0, keepdims=True), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(reference[3], h.sum(1, keepdims=True), rtol=1e-4, atol=1e-4)
+    soft = np.exp(h - h.max(1, keepdims=True))
+    np.testing.assert_allclose(reference[4], soft / soft.sum(1, keepdims=True), rtol=1e-4)
+    for threads in (2, 8):
+        got = _program(threads, dtype)(x, b)
+        for a, want in zip(got, reference, strict=True):
+            np.testing.assert_array_equal(a, want, err_msg=f"{threads=}")
+
+
+def test_a_long_loop_starts_the_workers_it_may_use(rng):
+    x, b = _inputs(rng, "float32")
+    _program(3)(x, b)
+    assert pool.runtime().workers() >= 2
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.0, "2", True])
+def test_bad_thread_counts_are_refused(threads):
+    with pytest.raises(ValueError, match=f"received: threads={threads!r}"):
+        pool.thread_count(threads)
+
+
+def test_default_is_the_cpus_the_process_may_use(monkeypatch):
+    monkeypatch.delenv("SYMGRAD_NUM_THREADS", raising=False)
+    import os
+
+    assert pool.thread_count() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SYMGRAD_NUM_THREADS", "5")
+    assert pool.thread_count() == 5
+    monkeypatch.setenv("SYMGRAD_NUM_THREADS", "many")
+    with pytest.raises(ValueError, match="received: SYMGRAD_NUM_THREADS='many'"):
+        pool.thread_count()
+
+
+CHILD = textwrap.dedent(
+    """
+    import multiprocessing, os, sys
+    import numpy as np
+    sys.path.insert(0, {root!r})
+    from tests.codegen.test_llvm_pool import _inputs, _program
+    from codegen.llvm import pool
+
+    f = _program(2)
+    x, b = _inputs(np.random.default_rng(0), "float32")
+    want = f(x, b)
+    assert pool.runtime().workers() == 1
+
+    def run(queue):
+        queue.put([np.array_equal(a, w) for a, w in zip(f(x, b), want)] + [pool.runtime().workers()])
+
+    pid = os.fork()
+    if pid == 0:  # the child has no workers until its first long loop starts one
+        before = pool.runtime().workers()
+        same = all(np.array_equal(a, w) for a, w in zip(f(x, b), want))
+        os._exit(0 if (before, same, pool.runtime().workers()) == (0, True, 1) else 3)
+    _, status = os.waitpid(pid, 0)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=run, args=(queue,))
+    child.start()
+    result = queue.get(timeout=60)
+    child.join(60)
+    print(os.waitstatus_to_exitcode(status), result, child.exitcode)
+    """
+)
+
+
+def test_fork_and_exit_leave_no_thread_hanging():
+    import pathlib
+
+    root = str(pathlib.Path(__file__).resolve().parents[2])
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD.format(root=root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[0] == "0 [True, True, True, True, True, 1] 0"
