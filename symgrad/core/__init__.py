@@ -78,11 +78,13 @@ from symgrad.core.nodes import (
     Softmax,
     Standardize,
     Total,
+    WeightSymbol,
     arg_symbols,
     batch,
     canonical_lambda,
     labels,
     matrix,
+    weight_matrix,
 )
 from symgrad.core.printing import latex, sstr
 from symgrad.core.windows import (
@@ -133,6 +135,7 @@ __all__ = [
     "Softmax",
     "Standardize",
     "Total",
+    "WeightSymbol",
     "activation_names",
     "add",
     "add_bias",
@@ -163,6 +166,7 @@ __all__ = [
     "log_softmax",
     "matmul",
     "matrix",
+    "weight_matrix",
     "mean",
     "moments",
     "name",

@@ -50,6 +50,50 @@ def matrix(name: str, rows, cols) -> MatrixSymbol:
     return MatrixSymbol(name, _dim(rows), _dim(cols))
 
 
+_TEX_SPECIALS = {c: "\\" + c for c in "_{}#$%&"} | {
+    "\\": r"\backslash ",
+    "^": r"\hat{}",
+    "~": r"\sim ",
+}
+
+
+def tex_text(text: str) -> str:
+    r"""``text`` as an upright LaTeX name, its special characters escaped:
+    ``tex_text("dense_1/kernel") == r"\mathrm{dense\_1/kernel}"``."""
+    return r"\mathrm{" + "".join(_TEX_SPECIALS.get(c, c) for c in text) + "}"
+
+
+class WeightSymbol(MatrixSymbol):
+    """A layer's weight or state, or an optimizer's slot: ``dense_1_kernel``, shown in
+    LaTeX under its path ``dense_1/kernel`` (the fourth argument).
+
+    The same matrix symbol as any other to every part of symgrad; only its LaTeX
+    differs. SymPy's own printer reads ``dense_1_kernel`` as a name with
+    subscripts (``dense_{1 kernel}``), so a bare formula shown in Jupyter would
+    garble every weight; this one prints the path, upright, as the model's
+    tables do (or the name a symgrad printer was given for the symbol).
+    """
+
+    def __new__(cls, name, rows, cols, path):
+        symbol = super().__new__(cls, name, rows, cols)
+        path = Str(path) if isinstance(path, str) else path
+        return sp.Basic.__new__(cls, *symbol.args, path)
+
+    @property
+    def path(self) -> str:
+        return self.args[3].name
+
+    def _latex(self, printer):
+        names = getattr(printer, "_settings", {}).get("names") or {}
+        return tex_text(names.get(self.name, self.path))
+
+
+def weight_matrix(name: str, rows, cols, path: str) -> WeightSymbol:
+    """A weight's symbol named ``name`` (see :class:`WeightSymbol`), shown as ``path``."""
+    matrix(name, rows, cols)  # same validation
+    return WeightSymbol(name, _dim(rows), _dim(cols), str(path))
+
+
 class ProbabilitySymbol(MatrixSymbol):
     """A matrix symbol whose rows are probability vectors (>= 0, each row sums to 1).
 

@@ -25,7 +25,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence, precedence_traditi
 from sympy.printing.str import StrPrinter
 
 from symgrad.core.graph import children, is_shallow, topological
-from symgrad.core.nodes import Named, hadamard_text
+from symgrad.core.nodes import Named, hadamard_text, tex_text
 
 
 def _printed_operands(node) -> tuple:
@@ -117,18 +117,6 @@ class FormulaStrPrinter(_BottomUp, StrPrinter):
 
 MATH_NAME = re.compile(r"[A-Za-z](_?[0-9]+)?")
 """Names SymPy's LaTeX writes well: one letter, perhaps with a number as its subscript."""
-
-_TEX_SPECIALS = {c: "\\" + c for c in "_{}#$%&"} | {
-    "\\": r"\backslash ",
-    "^": r"\hat{}",
-    "~": r"\sim ",
-}
-
-
-def tex_text(text: str) -> str:
-    r"""``text`` as an upright LaTeX name, its special characters escaped:
-    ``tex_text("dense_1/kernel") == r"\mathrm{dense\_1/kernel}"``."""
-    return r"\mathrm{" + "".join(_TEX_SPECIALS.get(c, c) for c in text) + "}"
 
 
 class FormulaLatexPrinter(_BottomUp, LatexPrinter):

@@ -343,7 +343,7 @@ class Layer(Weighted):
         """A new weight of this layer: ``<layer>/<what>``, symbol ``<layer>_<what>``;
         ``state``: updated by the layer itself in the step (never trainable); ``layout``:
         its shape in Keras (of the same entries, row-major), if not ``shape``."""
-        sym = E.matrix(f"{self.name}_{what}", *shape)
+        sym = E.weight_matrix(f"{self.name}_{what}", *shape, f"{self.name}/{what}")
         return Variable(
             f"{self.name}/{what}",
             sym,

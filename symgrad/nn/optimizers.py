@@ -282,7 +282,11 @@ class Optimizer:
             path = "/".join(part for part in key if part)
             initial = self.slot_initial_value(key[1])
             var = Variable(
-                path, E.matrix(symbol, *shape), Constant(initial), vector=vector, layout=layout
+                path,
+                E.weight_matrix(symbol, *shape, path),
+                Constant(initial),
+                vector=vector,
+                layout=layout,
             )
             var.value = np.full(shape, initial, dtype=dtype)
             self.slots[key] = var

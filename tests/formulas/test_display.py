@@ -78,6 +78,25 @@ def test_weight_names_in_latex_read_as_names():
     assert E.latex(x, names={"X": "x#1_{a}"}) == r"\mathrm{x\#1\_\{a\}}"  # text is escaped
 
 
+def test_a_bare_model_formula_in_jupyter_reads_weight_names_as_written():
+    """One formula taken out of a model shows through SymPy's own LaTeX printer (its
+    ``_repr_latex_``): the model's weights and slots still print as their names."""
+    model = mlp()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", seed=0)
+    formula = model.gradient_formulas()["dense/kernel"]
+    shown = formula._repr_latex_()
+    assert r"\mathrm{dense\_1/kernel}^{T}" in shown and "dense_{" not in shown
+    assert shown[len("$\\displaystyle ") : -1] in model.gradient_formulas()._repr_latex_()
+    assert sp.latex(model.layers[0].kernel.symbol) == r"\mathrm{dense/kernel}"
+    assert pickle.loads(pickle.dumps(formula)) == formula  # the path is part of the symbol
+    slots = [slot.symbol for slot in model.optimizer.slots.values()]
+    assert len(slots) == 2 * len(model.weights)  # Adam: m and v of each weight
+    for symbol in slots:
+        assert sp.latex(symbol).startswith(r"\mathrm{") and "_{" not in sp.latex(symbol)
+    # the printer's own names win over the symbol's path
+    assert E.latex(formula, names={"dense_1_kernel": "K_2"}).count(r"\mathrm{K\_2}") == 1
+
+
 def test_a_model_renders_as_an_html_summary_with_latex_formulas():
     model = mlp()
     parsed = Tables(model._repr_html_())
