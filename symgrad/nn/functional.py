@@ -389,7 +389,15 @@ class Functional(Model):
         """As :meth:`Trainer.compile`; with several outputs ``loss``, ``loss_weights`` and
         ``metrics`` may be lists (output order) or dicts keyed by output name, as in Keras."""
         given = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        if kwargs.get("weighted_metrics") is not None:
+            given["weighted_metrics"] = kwargs["weighted_metrics"]
         blocks = self._blocks()
+        if len(blocks) > 1 and kwargs.get("weighted_metrics"):
+            raise ValueError(
+                "weighted_metrics works for models with one output; this one has "
+                f"{len(blocks)} ({', '.join(self.output_names)}). "
+                f"Received: weighted_metrics={kwargs['weighted_metrics']!r}"
+            )
         if len(blocks) == 1 and loss_weights is None:
             (loss,) = outputs_module.per_output(loss, self.output_names, "loss")
             (metrics,) = outputs_module._metric_lists(metrics, self.output_names)

@@ -63,6 +63,7 @@ class Metric:
 
     default_name = "metric"
     needs_one_hot = False  # its formulas are exact only for one-hot targets
+    weighted = False  # compile's weighted_metrics: each batch's sample weights count
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

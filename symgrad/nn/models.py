@@ -311,6 +311,11 @@ class Model(Trainer):
                 "loss": _loss_spec(given.get("loss")),
                 "loss_weights": given.get("loss_weights"),
                 "metrics": _metric_spec(given.get("metrics")),
+                **(
+                    {"weighted_metrics": _metric_spec(given["weighted_metrics"])}
+                    if given.get("weighted_metrics") is not None
+                    else {}
+                ),
                 "backend": self.backend,
                 "dtype": self.dtype,
             }
@@ -339,7 +344,8 @@ class Model(Trainer):
         (generated functions and native handles are never pickled)."""
         arrays = self._weight_file_arrays() if self.built else {}
         rngs = (self._init_rng.bit_generator.state, self._shuffle_rng.bit_generator.state)
-        metrics = self._compile_arguments.get("metrics") if self.compiled else None
+        given = self._compile_arguments if self.compiled else {}
+        metrics = [given.get("metrics"), given.get("weighted_metrics")]
         custom = metrics_module.custom_classes(metrics)  # pickled by reference, as classes are
         return (_unpickle, (json.dumps(self.get_config()), arrays, rngs, custom or None))
 
@@ -816,6 +822,8 @@ def _compile_from_config(model: Model, settings: dict, custom_objects=None) -> N
     metrics = _read_metrics(settings.get("metrics"), custom_objects)
     if isinstance(metrics, list):
         metrics = [m for m in metrics if m is not None] or None
+    if settings.get("weighted_metrics") is not None:
+        kwargs["weighted_metrics"] = _read_metrics(settings["weighted_metrics"], custom_objects)
     model.compile(
         optimizer=optimizers.from_config(settings["optimizer"]),
         loss=_read_loss(loss),

@@ -268,7 +268,10 @@ class Programs:
         if not self.backend.epochs:
             return means
         taken = set()
+        sample_weighted = self.graph.targets != self.graph.y  # its targets carry the weights
         for i, metric in enumerate(self.metrics):
+            if metric.weighted and sample_weighted:
+                continue  # weighted by the samples' weights: NumPy counts it (update_state)
             formulas = metric.batch_means(self.graph.targets, self.graph.output)
             if formulas is None:
                 continue
@@ -422,9 +425,13 @@ class Tracker:
         if means is None:
             self.loss_sum += loss * rows
             self.count += rows
+            weights = y[:, -1] if self.weighted else None
             y = without_weights(y, self.weighted)
             for m in self.metrics:
-                m.update_state(y, predictions)
+                if m.weighted and weights is not None:
+                    m.update_state(y, predictions, weights)
+                else:  # (a user's update_state may take no sample_weight)
+                    m.update_state(y, predictions)
             return
         sums = [{stat: rows * mean for stat, mean in stats.items()} for stats in means]
         self.add(loss * rows, rows, sums)
@@ -520,35 +527,43 @@ class Trainer(Weighted):
         backend: str = "numpy",
         dtype: str = "float32",
         seed: int | None = None,
+        weighted_metrics: Sequence | None = None,
     ) -> None:
         """Choose optimizer, loss and metrics; the training step is compiled once, here or at build.
 
         ``seed`` drives the initial weights (drawn when the model is built) and
         the shuffling in ``fit``: the same seed gives bit-identical training.
+        ``weighted_metrics``: metrics weighted by ``sample_weight`` (and ``class_weight``),
+        as Keras's; logged after ``metrics``, a name both lists hold as ``weighted_<name>``.
         """
         if loss is None:
             raise ValueError(
                 f"compile needs a loss. Known losses: {', '.join(sorted(losses_module.LOSSES))}"
             )
-        arguments = (loss, metrics)  # as given: a model's config writes them
+        arguments = (loss, metrics, weighted_metrics)  # as given: a model's config writes them
         compiler.backend(backend)
         compiler.check_dtype(dtype)
         if seed is not None:
             data.non_negative_int(seed, "seed")
         optimizer = optimizers_module.get(optimizer)
         loss = losses_module.get(loss)
-        if metrics is not None and (
-            isinstance(metrics, str) or not isinstance(metrics, (list, tuple))
-        ):
-            raise TypeError(
-                f"metrics must be a list, e.g. metrics=['accuracy']. Received: metrics={metrics!r}"
-            )
+        for name, given in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
+            if given is not None and (
+                isinstance(given, str) or not isinstance(given, (list, tuple))
+            ):
+                raise TypeError(
+                    f"{name} must be a list, e.g. {name}=['accuracy']. Received: {name}={given!r}"
+                )
         metric_ids = list(metrics or [])
-        for m in metric_ids:
+        weighted_ids = list(weighted_metrics or [])
+        for m in [*metric_ids, *weighted_ids]:
             metrics_module.get(m, loss.name, self.output_dim)  # unknown names fail here
         # validated: now change the model
         self.optimizer, self.loss, self._metric_ids = optimizer, loss, metric_ids
+        self._weighted_metric_ids = weighted_ids
         self._compile_arguments = {"loss": arguments[0], "metrics": arguments[1]}  # for configs
+        if weighted_metrics is not None:
+            self._compile_arguments["weighted_metrics"] = arguments[2]
         self.backend, self.compiled = backend, True
         if dtype != self.dtype:
             self.dtype = dtype
@@ -596,12 +611,22 @@ class Trainer(Weighted):
             np.random.default_rng(shuffle),
         )
 
+    _weighted_metric_ids: list = []
+
     def _metric_objects(self) -> list[Metric]:
+        """The metrics, then the weighted metrics (each its own copy, marked ``weighted``)."""
         if self._metrics is None:
             loss_name = self.loss.name if self.loss is not None else ""
-            self._metrics = [
-                metrics_module.get(m, loss_name, self.output_dim) for m in self._metric_ids
-            ]
+            plain = [metrics_module.get(m, loss_name, self.output_dim) for m in self._metric_ids]
+            names = {m.name for m in plain}
+            weighted = []
+            for identifier in self._weighted_metric_ids:
+                metric = copy.deepcopy(metrics_module.get(identifier, loss_name, self.output_dim))
+                metric.weighted = True
+                if metric.name in names:  # Keras's name for a metric in both lists
+                    metric.name = f"weighted_{metric.name}"
+                weighted.append(metric)
+            self._metrics = [*plain, *weighted]
         return self._metrics
 
     def _training_graph(self) -> TrainingGraph:
@@ -626,7 +651,7 @@ class Trainer(Weighted):
         return Programs(
             graph,
             self.optimizer,
-            bool(self._metric_ids),
+            bool(self._metric_ids or self._weighted_metric_ids),
             self.backend,
             self.dtype,
             self._metric_objects() if self.compiled else (),
