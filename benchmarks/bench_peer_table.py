@@ -21,7 +21,9 @@ interleaved rounds (``benchmarks.common.interleaved``):
   whole epoch as one jit-compiled ``lax.scan`` (rows gathered inside);
 - **PyTorch eager**: autograd + ``torch.optim.SGD(momentum=0.9)``;
 - **symgrad-llvm step**: the compiled step called from Python;
-  **symgrad-llvm epoch**: the whole epoch as one native call (``step.epoch``).
+  **symgrad-llvm epoch**: the whole epoch as one native call (``step.epoch``);
+  with more than one CPU also the same step and epoch compiled with
+  ``threads=1``, in the same rounds: ``/ 1 thread`` is the pool's speed-up.
 
 Numba joins when it is installed (it is not a dependency). Step columns
 train on one fixed batch; the loop, scan and epoch columns shuffle (their
@@ -60,6 +62,7 @@ from benchmarks.handwritten import HandMLP  # noqa: E402
 LR, MOMENTUM = 1e-3, 0.9
 PEERS = ("hand NumPy", "Numba step", "Numba loop", "JAX jit", "JAX scan", "PyTorch eager")
 SYMGRAD = ("symgrad-llvm step", "symgrad-llvm epoch")
+ONE_THREAD = ("symgrad-llvm step, 1 thread", "symgrad-llvm epoch, 1 thread")  # runs of >1 CPU
 BUSY = 0.25  # cores' worth of other processes' CPU time that marks a row contended
 
 
@@ -148,6 +151,21 @@ def candidates(sizes, activation, output, batch, batches, dtype="float32"):
         lambda: step.epoch(X, Y, *s_epoch, LR, batch_size=batch, order=order),
         batches,
     )
+    if len(os.sched_getaffinity(0)) > 1:  # the same code on one thread, in the same rounds
+        one = sgd_step(
+            mlp_graph(sizes, activation, output),
+            backend="llvm",
+            dtype=dtype,
+            momentum=MOMENTUM,
+            epoch=True,
+            threads=1,
+        )
+        o_step, o_epoch = symgrad_state(), symgrad_state()
+        fns[ONE_THREAD[0]] = (lambda: one(xb, yb, *o_step, LR), 1)
+        fns[ONE_THREAD[1]] = (
+            lambda: one.epoch(X, Y, *o_epoch, LR, batch_size=batch, order=order),
+            batches,
+        )
     return fns
 
 
@@ -173,8 +191,11 @@ def _time(seconds: float) -> str:
 
 def format_rows(rows: list[Row], threads: int) -> str:
     """The markdown table of one thread setting."""
-    columns = [c for c in (*PEERS, *SYMGRAD) if any(c in r.per_step for r in rows)]
-    head = ["workload", *columns, "step / best peer", "epoch / best peer", "idle check"]
+    columns = [c for c in (*PEERS, *SYMGRAD, *ONE_THREAD) if any(c in r.per_step for r in rows)]
+    ratios = ["step / best peer", "epoch / best peer"]
+    by_threads = all(c in r.per_step for r in rows for c in ONE_THREAD)
+    ratios += ["step / 1 thread", "epoch / 1 thread"] if by_threads else []
+    head = ["workload", *columns, *ratios, "idle check"]
     lines = [f"**float32, per training step, {threads} thread(s)**", ""]
     lines += ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 2) + " --- |"]
     for r in rows:
@@ -184,6 +205,8 @@ def format_rows(rows: list[Row], threads: int) -> str:
         best = r.best_peer()
         for c in SYMGRAD:
             cells.append(f"{r.per_step[c].median / best:.2f}" if best else "-")
+        for c, one in zip(SYMGRAD, ONE_THREAD) if by_threads else ():
+            cells.append(f"{r.per_step[c].median / r.per_step[one].median:.2f}")
         worst = max(r.busy.values())
         cells.append(f"contended ({worst:.2f} cores busy)" if r.contended else "idle")
         lines.append("| " + " | ".join(cells) + " |")

@@ -51,6 +51,7 @@ def sgd_step(
     epoch=False,
     cache=True,
     momentum: float = 0.0,
+    threads: int | None = None,
 ):
     """``loss = step(X, Y, W1, b1, ..., lr)`` with the parameters updated in place by plain SGD.
 
@@ -58,7 +59,8 @@ def sgd_step(
     per parameter after the parameters (``v <- momentum v - lr g``, ``p <- p + v``):
     ``step(X, Y, W1, b1, ..., vW1, vb1, ..., lr)``.
     ``epoch=True`` (LLVM) also compiles the whole-epoch entry, ``step.epoch``;
-    ``cache=False`` bypasses the disk cache.
+    ``cache=False`` bypasses the disk cache; ``threads``: the LLVM backend's thread count
+    (default ``symgrad.compile``'s: every CPU the process may use).
     """
     grads = symgrad.gradients(graph.loss, graph.params, context=[graph.output])
     lr = sp.Symbol("lr", positive=True)
@@ -86,4 +88,5 @@ def sgd_step(
         if epoch
         else None,
         cache=cache,
+        threads=threads,
     )

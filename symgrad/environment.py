@@ -7,6 +7,7 @@
     blas library        .../numpy.libs/libscipy_openblas64_-32a4b2a6.so
     blas kernels        Haswell (NumPy's instance: OPENBLAS_CORETYPE=Haswell is set)
     OPENBLAS_CORETYPE   Haswell
+    threads             2 (generated loops and GEMM blocks)
 
 Asking resolves the BLAS exactly as the next LLVM compile would (loading the
 private OpenBLAS copy if that is the choice), so what it says is what runs.
@@ -31,6 +32,7 @@ class Config:
     blas_origin: str  # why this library and these kernels
     blas_threads: int | None  # threads of that gemm now, None when unknown
     openblas_coretype: str | None  # the environment variable, as the user set it
+    threads: int = 1  # of the generated loops and GEMM blocks (codegen.llvm.pool), next compile
 
     def rows(self) -> list[tuple[str, str]]:
         threads = "" if self.blas_threads is None else f", {self.blas_threads} threads"
@@ -44,6 +46,7 @@ class Config:
             ("blas library", self.blas_library or "- (generated loop nest)"),
             ("blas kernels", kernels),
             ("OPENBLAS_CORETYPE", self.openblas_coretype or "unset"),
+            ("threads", f"{self.threads} (generated loops and GEMM blocks)"),
         ]
 
     def __str__(self) -> str:
@@ -64,7 +67,7 @@ def config() -> Config:
     import llvmlite
     import llvmlite.binding as llvm
 
-    from codegen.llvm import blas
+    from codegen.llvm import blas, pool
     from codegen.llvm.jit import host
     from symgrad.compiler import BACKENDS, compile
 
@@ -80,4 +83,5 @@ def config() -> Config:
         blas_origin=found.origin,
         blas_threads=blas.threads(found),
         openblas_coretype=blas.user_coretype(),
+        threads=pool.thread_count(),
     )

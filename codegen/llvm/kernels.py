@@ -582,8 +582,14 @@ def _columns_call(ctx: StepContext, s: Columns) -> KernelCall:
     return layout, [s.out, *(v for v, _, _ in s.parts)], [s.out.shape[0]], []
 
 
-def _each_tap(k: Kernel, win: Window, images: ir.Value, visit) -> None:
-    """Loops over images, windows (i, j) and taps (u, v): ``visit(inside, source, window,
+def _images(win: Window) -> Range:
+    """Chunks of whole images: a window's taps read and write only its own image."""
+    work = win.out_h * win.out_w * win.k_h * win.k_w * win.channels
+    return Range(lambda b, n: n[0], lambda b, n: per_chunk(b, i64(work)))
+
+
+def _each_tap(k: Kernel, win: Window, visit) -> None:
+    """Loops over the images [lo, hi), windows (i, j) and taps (u, v): ``visit(inside, source, window,
     tap)`` with ``inside`` whether the tap reads the image, ``source`` the index of its
     first channel in the image rows (clamped into the image when it is outside), ``window``
     the window's row index and ``tap`` u*kw + v."""
@@ -623,7 +629,7 @@ def _each_tap(k: Kernel, win: Window, images: ir.Value, visit) -> None:
 
         for_range(b, c(win.out_h), row)
 
-    for_range(b, images, image)
+    for_range(b, k.hi, image, start=k.lo)
 
 
 def _window_entry(b: ir.IRBuilder, win: Window, window, tap, channel) -> ir.Value:
@@ -638,7 +644,7 @@ def _window_entry(b: ir.IRBuilder, win: Window, window, tap, channel) -> ir.Valu
 
 def lower_im2col(ctx: StepContext, s: Im2Col) -> None:
     """out[window, (u, v, c)] = a[image, y, x, c] at the tap's pixel, the fill outside"""
-    k = Kernel(ctx, "im2col", s, 1, [s.out, s.a], [])
+    k = Kernel(ctx, "im2col", s, 1, [s.out, s.a], [], _images(s.window))
     b, ty, win = k.b, k.ty, s.window
     fill = ir.Constant(ty, float("-inf") if win.lowest else 0.0)
     a, out = k.ptr[s.a.name], k.ptr[s.out.name]
@@ -650,20 +656,19 @@ def lower_im2col(ctx: StepContext, s: Im2Col) -> None:
 
         for_range(b, i64(win.channels), channel)
 
-    _each_tap(k, win, k.ints[0], visit)
+    _each_tap(k, win, visit)
     k.emit_call([ctx.dim(s.a.shape[0])])
 
 
 def lower_col2im(ctx: StepContext, s: Col2Im) -> None:
     """out = 0, then out[image, y, x, c] += a[window, (u, v, c)] for each tap inside the image"""
-    k = Kernel(ctx, "col2im", s, 1, [s.out, s.a], [])
+    k = Kernel(ctx, "col2im", s, 1, [s.out, s.a], [], _images(s.window))
     b, ty, win = k.b, k.ty, s.window
     a, out = k.ptr[s.a.name], k.ptr[s.out.name]
     zero = ir.Constant(ty, 0.0)
+    image = i64(win.in_h * win.in_w * win.channels)  # entries per image: zero [lo, hi)
     for_range(
-        b,
-        b.mul(k.ints[0], i64(win.in_h * win.in_w * win.channels)),
-        lambda idx, _: store(b, ty, zero, out, idx),
+        b, b.mul(k.hi, image), lambda idx, _: store(b, ty, zero, out, idx), start=b.mul(k.lo, image)
     )
 
     def visit(inside, source, window, tap):
@@ -674,7 +679,7 @@ def lower_col2im(ctx: StepContext, s: Col2Im) -> None:
 
         for_range(b, i64(win.channels), channel)
 
-    _each_tap(k, win, k.ints[0], visit)
+    _each_tap(k, win, visit)
     k.emit_call([ctx.dim(s.out.shape[0])])
 
 

@@ -4,6 +4,7 @@ No speed is asserted: this keeps ``benchmarks/bench_peer_table.py`` from rotting
 """
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ TINY = ([3, 5, 2], "relu", "softmax", 4, 3)  # sizes, activation, output, batch,
 def expected_columns():
     found = peers()
     names = ["hand NumPy", *table.SYMGRAD]
+    names += list(table.ONE_THREAD) if len(os.sched_getaffinity(0)) > 1 else []
     names += ["Numba step", "Numba loop"] if importlib.util.find_spec("numba") else []
     names += ["JAX jit", "JAX scan"] if found["jax"] else []
     names += ["PyTorch eager"] if found["torch"] else []
@@ -31,6 +33,9 @@ def test_every_candidate_starts_from_the_same_weights_and_data():
     epoch = first.pop("symgrad-llvm epoch")
     assert epoch.steps == 3 and fns["symgrad-llvm epoch"][1] == 3
     symgrad_loss = float(first.pop("symgrad-llvm step")[0][0, 0])
+    if table.ONE_THREAD[0] in first:  # the same code on one thread: the same bits
+        assert float(first.pop(table.ONE_THREAD[0])[0][0, 0]) == symgrad_loss
+        assert first.pop(table.ONE_THREAD[1]).sums == epoch.sums
     epochs = {name: first.pop(name) for name in ("JAX scan", "Numba loop") if name in first}
     for name, loss in first.items():
         assert float(loss) == pytest.approx(symgrad_loss, rel=1e-5), name

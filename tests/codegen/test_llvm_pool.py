@@ -126,3 +126,72 @@ def test_fork_and_exit_leave_no_thread_hanging():
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n")[0] == "0 [True, True, True, True, True, 1] 0"
+
+
+def _train_cnn(threads: int, monkeypatch, x, y, backend="llvm"):
+    """Two epochs of a small CNN (im2col, max-pool, col2im in the gradient), whole-epoch calls."""
+    from symgrad.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
+    from symgrad.models import Sequential
+
+    monkeypatch.setenv("SYMGRAD_NUM_THREADS", str(threads))
+    model = Sequential(
+        [
+            Input(shape=(10, 10, 3)),
+            Conv2D(4, 3, padding="same", activation="relu"),
+            Conv2D(4, 3, padding="same", activation="tanh"),  # its input gradient: col2im
+            MaxPooling2D(),
+            Flatten(),
+            Dense(3, activation="softmax"),
+        ],
+        name="cnn",
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", backend=backend, seed=0)
+    history = model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    return model.get_weights(), history.history
+
+
+def test_convolutions_give_the_same_bits_at_1_and_3_threads(rng, monkeypatch):
+    """Batches of 64 images of 10 x 10 x 3: im2col and col2im split in chunks of images."""
+    x = rng.random((150, 10, 10, 3))
+    y = rng.integers(0, 3, 150)
+    weights, history = _train_cnn(1, monkeypatch, x, y)
+    got, got_history = _train_cnn(3, monkeypatch, x, y)
+    assert got_history == history
+    for a, want in zip(got, weights, strict=True):
+        np.testing.assert_array_equal(a, want)
+    reference, _ = _train_cnn(1, monkeypatch, x, y, backend="numpy")  # and the right values
+    for a, want in zip(weights, reference, strict=True):
+        np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-6)  # float32, two epochs
+
+
+GEMM_CHILD = """
+import numpy as np
+from codegen.ir import Gemm, Program, Value
+from codegen.llvm import compile_program, pool
+
+def product(m, k, n):
+    a, b, c = Value("A", (m, k)), Value("B", (k, n)), Value("C", (m, n))
+    fn = compile_program(Program("g", (a, b), (), (Gemm(c, a, b),), (c,)), cache=False, threads=2)
+    A, B = np.ones((m, k)), np.ones((k, n))
+    assert np.array_equal(fn(A, B)[0], A @ B)
+
+product(32, 64, 128)  # 262144 multiply-adds: one block, on the calling thread
+print(pool.runtime().workers())
+product(256, 256, 512)  # four blocks of 128 columns: the pool
+print(pool.runtime().workers())
+"""
+
+
+def test_a_small_product_runs_whole_and_a_large_one_on_the_pool():
+    run = subprocess.run(
+        [sys.executable, "-c", GEMM_CHILD], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    expected = "0 1" if blas_is_pooled() else "0 0"
+    assert " ".join(run.stdout.split()) == expected
+
+
+def blas_is_pooled() -> bool:
+    from codegen.llvm import blas
+
+    return blas.provider().pooled
