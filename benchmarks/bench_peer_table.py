@@ -111,19 +111,21 @@ def candidates(sizes, activation, output, batch, batches, dtype="float32"):
     loss = "cce" if output == "softmax" else "mse"
     hand = HandMLP(sizes, activation, output, loss, dtype=dtype, momentum=MOMENTUM)
     fns = {}
-    step = sgd_step(
-        mlp_graph(sizes, activation, output),
-        backend="llvm",
-        dtype=dtype,
-        momentum=MOMENTUM,
-        epoch=True,
-    )
 
-    def symgrad_state():
-        params = parameters(hand)
-        return params + [np.zeros_like(p) for p in params]
+    def symgrad(names, threads=None):
+        """symgrad's step and epoch, each on its own copy of the weights and velocities."""
+        graph = mlp_graph(sizes, activation, output)
+        step = sgd_step(
+            graph, backend="llvm", dtype=dtype, momentum=MOMENTUM, epoch=True, threads=threads
+        )
+        params = [parameters(hand) for _ in range(2)]
+        s_step, s_epoch = (p + [np.zeros_like(w) for w in p] for p in params)
+        fns[names[0]] = (lambda: step(xb, yb, *s_step, LR), 1)
+        fns[names[1]] = (
+            lambda: step.epoch(X, Y, *s_epoch, LR, batch_size=batch, order=order),
+            batches,
+        )
 
-    s_step, s_epoch = symgrad_state(), symgrad_state()
     found = peers()
     if importlib.util.find_spec("numba") is not None:
         from benchmarks.bench_peers import numba_sgd
@@ -146,26 +148,9 @@ def candidates(sizes, activation, output, batch, batches, dtype="float32"):
         lambda: hand.sgd_step(xb, yb, LR),
         1,
     )  # last: the others copied its weights
-    fns["symgrad-llvm step"] = (lambda: step(xb, yb, *s_step, LR), 1)
-    fns["symgrad-llvm epoch"] = (
-        lambda: step.epoch(X, Y, *s_epoch, LR, batch_size=batch, order=order),
-        batches,
-    )
+    symgrad(SYMGRAD)
     if len(os.sched_getaffinity(0)) > 1:  # the same code on one thread, in the same rounds
-        one = sgd_step(
-            mlp_graph(sizes, activation, output),
-            backend="llvm",
-            dtype=dtype,
-            momentum=MOMENTUM,
-            epoch=True,
-            threads=1,
-        )
-        o_step, o_epoch = symgrad_state(), symgrad_state()
-        fns[ONE_THREAD[0]] = (lambda: one(xb, yb, *o_step, LR), 1)
-        fns[ONE_THREAD[1]] = (
-            lambda: one.epoch(X, Y, *o_epoch, LR, batch_size=batch, order=order),
-            batches,
-        )
+        symgrad(ONE_THREAD, threads=1)
     return fns
 
 
