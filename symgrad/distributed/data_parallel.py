@@ -197,16 +197,27 @@ class GradientWorker(_Worker):
     def step(self, start: int, stop: int, weights: list[np.ndarray], stats=(), adjoints=()):
         rows = self._rows(start, stop)
         if len(rows) == 0:
-            return 0, 0.0, [{} for _ in self.metrics], None, None
+            return 0, 0.0, [], None, None
         x, y = self.x[rows], self.y[rows]
         with np.errstate(all="ignore"):
             outs = self.program(x, y, *weights, *_flat(stats), *_flat(adjoints))
         derivatives = list(outs[2:] if self.metrics else outs[1:])
         grads, by_stats = derivatives[: self.trainable], derivatives[self.trainable :]
-        targets = without_weights(y, self.weighted).astype(np.float64)
-        sums = [m.batch_sums(targets, outs[1].astype(np.float64)) for m in self.metrics]
+        sums = self._metric_sums(y, outs[1].astype(np.float64)) if self.metrics else []
         pairs = list(zip(by_stats[0::2], by_stats[1::2]))
         return len(rows), float(outs[0][0, 0]) * len(rows), sums, grads, pairs
+
+    def _metric_sums(self, y: np.ndarray, predictions: np.ndarray) -> list:
+        """Each metric's ({statistic: sum}, count) over the shard: a weighted metric's
+        statistics and count weighted by the samples' weights, as ``update_state`` does."""
+        weights = y[:, -1].astype(np.float64) if self.weighted else None
+        targets = without_weights(y, self.weighted).astype(np.float64)
+        out = []
+        for m in self.metrics:
+            w = weights if m.weighted else None
+            count = len(targets) if w is None else float(np.sum(w))
+            out.append((m.batch_sums(targets, predictions, w), count))
+        return out
 
 
 def _flat(pairs) -> list:
@@ -256,7 +267,7 @@ class ReplicaWorker(_Worker):
                 self.x, self.y, batch_size, epochs, 0, [], None, shuffle, 0, run
             )
         logs = {k: v[-1] for k, v in history.history.items()}
-        metric_sums = [dict(m.state) for m in model._metric_objects()]  # of the last epoch
+        metric_sums = [(dict(m.state), m.count) for m in model._metric_objects()]  # last epoch
         return len(self.x), logs, _state(model), metric_sums
 
 
@@ -382,11 +393,8 @@ class _SyncEpochs(_Epochs):
                 self._apply(parts, rows, loss, stats)
             except FloatingPointError as err:
                 raise model._non_finite(err, batch, where) from err
-            tracker.add(
-                loss * rows,
-                rows,
-                [_summed(p[2][i] for p in parts) for i in range(len(tracker.metrics))],
-            )
+            tracker.add(loss * rows, rows, [])
+            _add_metrics(tracker, [p[2] for p in parts])
             hooks.on_train_batch_end(batch, tracker.logs())
 
     def _step(self, start, stop, weights, stats, adjoints, where) -> list:
@@ -445,6 +453,14 @@ class _SyncEpochs(_Epochs):
             for var, batch in zip((layer.moving_mean, layer.moving_variance), pair):
                 out.append((var, keep * var.value + rest * batch))
         return out
+
+
+def _add_metrics(tracker, parts: list) -> None:
+    """The workers' ({statistic: sum}, count) of each metric added to the epoch's (a worker
+    without rows has none); the count is rows, or the samples' weights for a weighted metric."""
+    for i, metric in enumerate(tracker.metrics):
+        given = [p[i] for p in parts if p]
+        metric.add_sums(_summed(sums for sums, _ in given), sum(count for _, count in given))
 
 
 def _summed(parts) -> dict:
@@ -523,5 +539,5 @@ class _LocalEpochs(_Epochs):
         for var, values in zip(model.optimizer.variables, zip(*(s["slots"] for s in states))):
             var.value[...] = mean(values)
         model.optimizer.iterations = max(s["iterations"] for s in states)
-        metric_sums = [_summed(p[3][i] for p in parts) for i in range(len(tracker.metrics))]
-        tracker.add(sum(p[0] * p[1]["loss"] for p in parts), rows, metric_sums)
+        tracker.add(sum(p[0] * p[1]["loss"] for p in parts), rows, [])
+        _add_metrics(tracker, [p[3] for p in parts])

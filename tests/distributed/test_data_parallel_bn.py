@@ -19,7 +19,7 @@ def digits():
     return d.data[:600] / 16.0, d.target[:600]
 
 
-def make(optimizer="adam", normalized=2, seed=3, backend="llvm"):
+def make(optimizer="adam", normalized=2, seed=3, backend="llvm", weighted_metrics=None):
     layers = [Dense(16, "tanh", input_dim=64)]
     for _ in range(normalized):  # each BatchNormalization a round trip forward and back
         layers += [BatchNormalization(momentum=0.9), Dense(16, "tanh")]
@@ -31,6 +31,7 @@ def make(optimizer="adam", normalized=2, seed=3, backend="llvm"):
         backend=backend,
         dtype="float64",
         seed=seed,
+        weighted_metrics=weighted_metrics,
     )
     return model
 
@@ -41,8 +42,9 @@ def assert_same_training(spread, alone, h2, h1, atol=1e-12):
         np.testing.assert_allclose(got, want, rtol=0, atol=atol)
     for got, want in zip(spread.optimizer.variables, alone.optimizer.variables):
         np.testing.assert_allclose(got.value, want.value, rtol=0, atol=atol)
-    np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-12)
-    assert h2.history["accuracy"] == h1.history["accuracy"]
+    assert set(h2.history) == set(h1.history)
+    for key, values in h1.history.items():
+        np.testing.assert_allclose(h2.history[key], values, rtol=1e-12, err_msg=key)
 
 
 def test_sync_batch_normalization_follows_the_single_process_trajectory(digits, cluster):
@@ -60,17 +62,22 @@ def test_sync_batch_normalization_follows_the_single_process_trajectory(digits, 
 
 
 def test_sync_sample_and_class_weights_follow_the_single_process_trajectory(digits, cluster):
-    """sum(w l) / B over the global batch: each shard's sum(w l) / rows weighted by its rows."""
+    """sum(w l) / B over the global batch: each shard's sum(w l) / rows weighted by its rows;
+    weighted metrics count the samples' weights."""
     x, y = digits
     weights = np.random.default_rng(0).uniform(0.0, 3.0, len(x))
     classes = {0: 4.0, 7: 0.25}
     for normalized in (0, 1):
-        alone, spread = (make("sgd", normalized, backend="numpy") for _ in range(2))
+        alone, spread = (
+            make("sgd", normalized, backend="numpy", weighted_metrics=["accuracy"])
+            for _ in range(2)
+        )
         given = {"sample_weight": weights, "class_weight": classes, "verbose": 0}
         h1 = alone.fit(x, y, epochs=2, batch_size=BATCH, **given)
         strategy = distributed.DataParallel(2)
         h2 = spread.fit(x, y, epochs=2, batch_size=BATCH, strategy=strategy, **given)
         assert_same_training(spread, alone, h2, h1)
+        assert h2.history["weighted_accuracy"] != h2.history["accuracy"]
     plain = make("sgd", 1, backend="numpy")
     plain.fit(x, y, epochs=2, batch_size=BATCH, verbose=0)
     assert not np.allclose(plain.get_weights()[0], spread.get_weights()[0], atol=1e-4)
@@ -81,20 +88,25 @@ def test_local_sgd_trains_each_shard_and_averages_the_moving_statistics(digits, 
     moving statistics and slots averaged with the weights; sample weights go with the rows."""
     x, y = digits
     weights = np.random.default_rng(1).uniform(0.5, 2.0, len(x))
-    spread = make("adam", 1, backend="numpy")
+    spread = make("adam", 1, backend="numpy", weighted_metrics=["accuracy"])
     strategy = distributed.DataParallel(2, mode="local", local_epochs=1)
-    spread.fit(
+    history = spread.fit(
         x, y, epochs=1, batch_size=64, shuffle=False, sample_weight=weights, verbose=0,
         strategy=strategy,
     )  # fmt: skip
-    halves = []
+    halves, accuracies, totals = [], [], []
     for rows in np.array_split(np.arange(len(x)), 2):
-        half = make("adam", 1, backend="numpy")
-        half.fit(
+        half = make("adam", 1, backend="numpy", weighted_metrics=["accuracy"])
+        logs = half.fit(
             x[rows], y[rows], epochs=1, batch_size=32, shuffle=False,
             sample_weight=weights[rows], verbose=0,
-        )  # fmt: skip
+        ).history  # fmt: skip
         halves.append(half)
+        accuracies.append(logs["weighted_accuracy"][0])
+        totals.append(weights[rows].sum())
+    # the halves' weighted accuracies, each counting its samples' weights
+    want = np.dot(accuracies, totals) / np.sum(totals)
+    np.testing.assert_allclose(history.history["weighted_accuracy"], [want], rtol=1e-12)
     for k, got in enumerate(spread.get_weights()):
         want = (halves[0].get_weights()[k] + halves[1].get_weights()[k]) / 2
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
