@@ -32,8 +32,10 @@ Design:
 - ``fork``: a ``pthread_atfork`` child handler (registered by the loader: glibc
   exports ``pthread_atfork`` only to static links) forgets the workers (they do not
   exist in the child) and re-initializes the mutex and condition variable;
-  the child's next job starts new workers. ``symgrad_pool_stop`` (registered
-  with ``atexit``) wakes and joins the workers.
+  the child's next job starts new workers; a fork from Python stops the pool
+  first (``os.register_at_fork``), the parent's next job restarts it.
+  ``symgrad_pool_stop`` (also registered with ``atexit``) wakes and joins the
+  workers.
 """
 
 from __future__ import annotations
@@ -413,6 +415,10 @@ def runtime() -> Pool:
     pool = Pool(compile_ir(runtime_ir(h.triple, h.data_layout)).code)
     llvm.add_symbol(ENTRY, pool.address)
     _register_at_fork(pool.after_fork)
+    # a fork from Python joins the workers first: the child is single-threaded by
+    # construction (and Python 3.12+ has no threads to warn about); the native handler
+    # above covers forks from C
+    os.register_at_fork(before=pool.stop)
     atexit.register(pool.stop)
     return pool
 
