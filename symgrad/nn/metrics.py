@@ -340,8 +340,38 @@ _zero = sp.Lambda(_y, sp.Piecewise((1, sp.And(_y >= 0, _y <= 0)), (0, True)))  #
 
 
 def _threshold_row(thresholds: Sequence[float]) -> MatrixExpr:
-    """The thresholds as a constant (1, T) row."""
+    """The thresholds as a constant (1, T) row.
+
+    AUC's evenly spaced thresholds are one formula of the column number (a few nodes
+    whatever T), not T constants: each constant would be a loop of its own in the
+    generated code (200 thresholds added ~5 s of LLVM compile time). The formula divides
+    by multiplying with ``1/(T-1)``, so a threshold may differ from Keras's quotient by one
+    unit in the last place."""
+    count = len(thresholds)
+    if count > 3 and np.array_equal(thresholds, _even_thresholds(count)):
+        c = sp.Symbol("c", real=True)
+        spaced = sp.Piecewise(
+            (-EPSILON, c < sp.Rational(3, 2)),
+            (1 + EPSILON, c > count - sp.Rational(1, 2)),
+            ((c - 1) / (count - 1), True),
+        )
+        return E.elementwise(sp.Lambda(c, spaced), _column_numbers(count))
     return E.concat(*(E.scale(sp.Float(t), sp.OneMatrix(1, 1)) for t in thresholds))
+
+
+def _even_thresholds(count: int) -> list[float]:
+    """Keras's thresholds for ``num_thresholds=count``: ``-eps``, ``i/(count-1)``, ``1+eps``."""
+    return [-EPSILON, *((i + 1) / (count - 1) for i in range(count - 2)), 1 + EPSILON]
+
+
+def _column_numbers(count: int) -> MatrixExpr:
+    """The row ``[1, 2, ..., count]``, doubled from ``[1]``: ``[a | a + width]``."""
+    c = sp.Symbol("c", real=True)
+    row, width = sp.OneMatrix(1, 1), 1
+    while width < count:
+        row = E.concat(row, E.elementwise(sp.Lambda(c, c + width), row))
+        width *= 2
+    return row if width == count else E.column_slice(row, 0, count)
 
 
 def _counts_above(p: np.ndarray, weight: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -708,7 +738,7 @@ class AUC(_ConfusionMetric):
                     f"Invalid value for argument num_thresholds: expected an integer > 1. "
                     f"Received: num_thresholds={num_thresholds!r}"
                 )
-            inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
+            inner = _even_thresholds(num_thresholds)[1:-1]
         self.num_thresholds = len(inner) + 2
         self.num_labels = None if num_labels is None else positive_int(num_labels, "num_labels")
         weights = _check_label_weights(label_weights)

@@ -313,3 +313,41 @@ def test_bad_arguments_are_named():
         M.AUC(label_weights=[1, 2])(np.eye(3), np.eye(3))
     with pytest.raises(ValueError, match=r"num_labels=2, but the prediction has 3 column"):
         M.AUC(num_labels=2, multi_label=True)(np.eye(3), np.eye(3))
+
+
+# --------------------------------------------------------------------------
+# AUC's evenly spaced thresholds in the compiled step: one formula of the column number
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("count", [4, 50, 200, 257])
+def test_the_compiled_threshold_row_is_kerass_thresholds(count, backend):
+    """Within one unit in the last place (the formula multiplies by 1/(T-1))."""
+    from symgrad import compiler
+    from symgrad import expr as E
+    from symgrad.nn.metrics import _threshold_row
+
+    metric = M.AUC(num_thresholds=count)
+    p = E.matrix("P", E.batch(), 1)
+    row = E.broadcast_rows(_threshold_row(metric.thresholds), E.batch())
+    fn = compiler.compile([p], {"row": E.add(row, E.broadcast_cols(p, count))}, backend=backend)
+    (got,) = np.atleast_1d(fn(np.zeros((1, 1))))
+    expected = np.array([-1e-7] + [(i + 1) / (count - 1) for i in range(count - 2)] + [1 + 1e-7])
+    np.testing.assert_array_max_ulp(np.ravel(got), expected, maxulp=1)
+    assert np.array_equal(metric.thresholds, expected)  # NumPy counts at Keras's own
+
+
+def test_the_threshold_row_grows_with_log_t_not_t():
+    """T constants would be T nodes (each a loop of its own in the generated code)."""
+    import sympy as sp
+
+    from symgrad.nn.metrics import _threshold_row
+
+    sizes = {}
+    for count in (200, 1000):
+        row = _threshold_row(M.AUC(num_thresholds=count).thresholds)
+        nodes = {node for node in sp.preorder_traversal(row) if isinstance(node, sp.MatrixExpr)}
+        sizes[count] = len(nodes)  # distinct: each is computed once
+    assert sizes[1000] <= sizes[200] + 10 < 60
+    given = _threshold_row(M.AUC(thresholds=[0.2, 0.4, 0.6]).thresholds)  # not evenly spaced
+    assert given.shape == (1, 5)
