@@ -112,8 +112,10 @@ class EpochFunction:
     is), or before anything is written: ``STATUS["null_argument"]`` for a NULL array,
     ``STATUS["bad_batch"]`` for rows < 0 or batch_size < 1 (or a workspace size that
     overflows), ``EPOCH_STATUS["bad_order"]`` when an entry of ``order`` is not in
-    [0, rows), ``STATUS["no_memory"]`` for a NULL workspace without an allocator. The
+    [0, rows), ``STATUS["no_memory"]`` for a NULL workspace without an allocator (in the
+    static variant: ``STATUS["batch_too_large"]`` when the arena is too small). The
     workspace holds the batch of X and Y, the step's outputs and its work buffers.
+    ``doc``: its comment in the header, before the contract ``c_header`` states.
     """
 
     name: str
@@ -122,6 +124,7 @@ class EpochFunction:
     y_input: str = "Y"
     loss: str = "loss"
     counter: str | None = "t"
+    doc: str = ""
 
 
 # --------------------------------------------------------------------------
@@ -157,8 +160,8 @@ def library_ir(
 
     ``arch``: another CPU (``codegen.llvm.targets.TRIPLES``; default this machine).
     ``max_batch``: the static variant, which needs no allocator: a NULL workspace
-    means a static arena sized for batches of up to ``max_batch`` rows (the epoch
-    functions take no arena: their workspace is the caller's, or malloc'ed).
+    means a static arena sized for batches of up to ``max_batch`` rows, of every
+    function and epoch function (``arena_bytes``).
     ``epochs``: whole-epoch loops over some of the functions (``EpochFunction``).
     """
     _check_functions(functions)
@@ -176,7 +179,7 @@ def library_ir(
         math.define_libm_sqrt()
     programs = [dataclasses.replace(f.program, name=f.name) for f in functions]
     layouts = [make_layout(p) for p in programs]
-    scratch = _scratch(programs, layouts, arch, max_batch)
+    scratch = _scratch(functions, epochs, arch, max_batch)
     arena = _arena(module, scratch)
     notes: dict[str, str] = {}
     steps = {}
@@ -192,7 +195,7 @@ def library_ir(
                 f"epoch {epoch.name!r} loops {epoch.step!r}, which is not a function of the "
                 f"library: {list(steps)}"
             )
-        _build_epoch_entry(module, epoch, *steps[epoch.step], fmt, scratch)
+        _build_epoch_entry(module, epoch, *steps[epoch.step], fmt, scratch, arena)
     lines = llvm_comment("symgrad native library: " + ", ".join(f.name for f in functions))
     for f in functions:
         lines += llvm_comment(format_program(dataclasses.replace(f.program, name=f.name)))
@@ -217,14 +220,14 @@ def _check_functions(functions: list[CFunction]) -> None:
         raise ValueError(f"function names must be unique; received {names}")
 
 
-def _scratch(programs, layouts, arch: Arch | None, max_batch: int | None) -> Scratch:
+def _scratch(functions, epochs, arch: Arch | None, max_batch: int | None) -> Scratch:
     hosted = arch is None or arch.hosted
     bits = 64 if arch is None else arch.pointer_bits
     if max_batch is None:
         return Scratch(malloc=hosted, size_bits=bits)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer; Received: max_batch={max_batch!r}")
-    arena = max(workspace_bytes(p, lay, max_batch) for p, lay in zip(programs, layouts))
+    arena = arena_bytes(functions, max_batch, epochs)
     if arena >= 2 ** (bits - 1):
         raise ValueError(
             f"a static arena for max_batch={max_batch} rows needs {arena} bytes, "
@@ -233,18 +236,29 @@ def _scratch(programs, layouts, arch: Arch | None, max_batch: int | None) -> Scr
     return Scratch(malloc=False, max_batch=max_batch, arena_bytes=arena, size_bits=bits)
 
 
-def arena_bytes(functions: list[CFunction], max_batch: int) -> int:
-    """The static arena of the library of ``functions`` for batches up to ``max_batch`` rows."""
-    programs = [dataclasses.replace(f.program, name=f.name) for f in functions]
-    return max(workspace_bytes(p, make_layout(p), max_batch) for p in programs)
+def arena_bytes(
+    functions: list[CFunction], max_batch: int, epochs: tuple[EpochFunction, ...] = ()
+) -> int:
+    """The static arena of the library of ``functions`` and ``epochs`` for batches of up to
+    ``max_batch`` rows: the largest workspace any of them needs (an epoch's holds its batch
+    of X and Y and the step's outputs too)."""
+    programs = {f.name: dataclasses.replace(f.program, name=f.name) for f in functions}
+    layouts = {name: make_layout(p) for name, p in programs.items()}
+    sizes = [workspace_bytes(programs[n], layouts[n], max_batch) for n in programs]
+    for e in epochs:
+        program, layout = programs[e.step], layouts[e.step]
+        slots = epoch_slots(program, layout, e)
+        sizes.append(workspace_bytes(program, layout, max_batch, slots))
+    return max(sizes)
 
 
-def workspace_bytes(program: Program, layout: Layout, rows: int) -> int:
-    """What ``NAME_workspace_size(rows)`` returns (the programs' batch symbols all = rows)."""
+def workspace_bytes(program: Program, layout: Layout, rows: int, slots=None) -> int:
+    """What ``NAME_workspace_size(rows)`` returns (the programs' batch symbols all = rows);
+    ``slots``: the buffer slots the workspace holds (default ``_work_slots``)."""
     itemsize = FORMATS[program.dtype].bits // 8
     dims = {sym: rows for sym in program.batch}
     total = 0
-    for slot in _work_slots(program, layout):
+    for slot in _work_slots(program, layout) if slots is None else slots:
         r, c = (int(sp.sympify(d).subs(dims)) for d in layout.shapes[slot])
         total += -(-r * c * itemsize // ALIGN) * ALIGN
     return total
@@ -436,19 +450,34 @@ def _release(b: ir.IRBuilder, fn, given_ptr, work, scratch: Scratch) -> None:
     b.position_at_end(done)
 
 
-def _build_epoch_entry(module, epoch: EpochFunction, program, layout, step, fmt, scratch):
+def epoch_fixed_inputs(program: Program, epoch: EpochFunction) -> list:
+    """The inputs an epoch function takes as they are (weights, slots): all but X and Y."""
+    return [v for v in program.inputs if v.name not in (epoch.x_input, epoch.y_input)]
+
+
+def epoch_counter(program: Program, epoch: EpochFunction) -> str | None:
+    """The step-counter scalar the epoch sets itself (not an argument), if the step has it."""
+    return epoch.counter if epoch.counter in {str(s) for s in program.scalars} else None
+
+
+def epoch_slots(program: Program, layout: Layout, epoch: EpochFunction) -> list[int]:
+    """Buffer slots an epoch function's workspace holds: the batch of X and Y, the step's
+    outputs and work buffers (everything but the fixed inputs)."""
+    fixed = {layout.slot_of[v.name] for v in epoch_fixed_inputs(program, epoch)}
+    return [s for s in range(len(layout.names)) if s not in fixed]
+
+
+def _build_epoch_entry(module, epoch: EpochFunction, program, layout, step, fmt, scratch, arena):
     """The exported epoch function (``EpochFunction``) around ``module._build_epoch``.
 
     One set of buffers serves every batch: sized for ``batch_size`` rows, they hold the
     smaller last batch too (its arrays are the first rows of theirs)."""
-    counter = epoch.counter if epoch.counter in {str(s) for s in program.scalars} else None
+    counter = epoch_counter(program, epoch)
     spec = epoch_spec(program, layout, epoch.x_input, epoch.y_input, (epoch.loss,), counter)
     inner = _build_epoch(module, program, spec, step, fmt, internal=True)
     batch_inputs = (epoch.x_input, epoch.y_input)
-    fixed = [v for v in program.inputs if v.name not in batch_inputs]
-    in_workspace = [
-        s for s in range(len(layout.names)) if s not in {layout.slot_of[v.name] for v in fixed}
-    ]
+    fixed = epoch_fixed_inputs(program, epoch)
+    in_workspace = epoch_slots(program, layout, epoch)
     size_fn = _build_workspace_size(
         module, program, layout, scratch.size_bits, name=epoch.name, slots=in_workspace
     )
@@ -489,7 +518,7 @@ def _build_epoch_entry(module, epoch: EpochFunction, program, layout, step, fmt,
 
     for_range(b, rows, check)
     _return_if(b, fn, b.load(outside), EPOCH_STATUS["bad_order"], "bad_order")
-    work = _workspace(b, fn, size, workspace, scratch, None)
+    work = _workspace(b, fn, size, workspace, scratch, arena)
     slots = b.alloca(PTR, size=max(1, len(layout.names)), name="buffers")
     for v, value in zip(fixed, fixed_args):
         store(b, PTR, value, slots, i64(layout.slot_of[v.name]))
@@ -722,9 +751,9 @@ Conventions
 STATIC = {
     "    NULL to have the function malloc and free its scratch on each call.": (
         "    NULL to use the library's static arena ({upper}_ARENA_BYTES bytes, enough for\n"
-        "    batches of up to {upper}_MAX_BATCH rows; larger batches with a NULL workspace\n"
-        "    return {upper}_STATUS_BATCH_TOO_LARGE and write nothing). Calls that share\n"
-        "    the arena must not run concurrently."
+        "    batches of up to {upper}_MAX_BATCH rows in every function; a call with a NULL\n"
+        "    workspace whose batch needs more returns {upper}_STATUS_BATCH_TOO_LARGE and\n"
+        "    writes nothing). Calls that share the arena must not run concurrently."
     ),
     "      -1  NO_MEMORY      workspace was NULL and malloc failed;\n": "",
     "      -3  NULL_ARGUMENT  an array argument (input or output) is NULL.": (
@@ -746,6 +775,10 @@ STATIC = {
 }
 
 
+# The status an epoch function adds, in the header's list of errors.
+BAD_ORDER = "      -5  BAD_ORDER      (epoch functions) an entry of order is not in [0, rows)."
+
+
 def c_header(
     name: str,
     functions: list[CFunction],
@@ -753,8 +786,10 @@ def c_header(
     doc: str = "",
     defines=(),
     max_batch: int | None = None,
+    epochs: tuple[EpochFunction, ...] = (),
 ) -> str:
-    """The header declaring ``functions``; ``defines`` are (macro, value, comment) triples.
+    """The header declaring ``functions`` and ``epochs``; ``defines`` are (macro, value,
+    comment) triples.
 
     ``max_batch``: the static variant's header (``library_ir(..., max_batch=...)``), which
     states the arena's size. Nothing in the header depends on the target CPU."""
@@ -776,11 +811,14 @@ def c_header(
     if max_batch is not None:
         for line, static in STATIC.items():
             conventions = conventions.replace(line, static.format(upper=upper))
+        arena = arena_bytes(functions, max_batch, epochs)
         defines = [
             (f"{upper}_MAX_BATCH", str(max_batch), "rows the static arena holds"),
-            (f"{upper}_ARENA_BYTES", str(arena_bytes(functions, max_batch)), "its size"),
+            (f"{upper}_ARENA_BYTES", str(arena), "its size"),
             *defines,
         ]
+    if epochs:
+        conventions = _with_bad_order(conventions)
     lines += [f" * {line}".rstrip() for line in conventions.splitlines()]
     lines += [" */", f"#ifndef {guard}", f"#define {guard}", ""]
     lines += ["#include <stddef.h>", "#include <stdint.h>", ""]
@@ -791,6 +829,10 @@ def c_header(
         for key, code in STATUS.items()
         if key != "batch_too_large" or max_batch is not None
     ]
+    if epochs:
+        lines += [
+            f"#define {upper}_STATUS_{k.upper()} ({code})" for k, code in EPOCH_STATUS.items()
+        ]
     lines.append("")
     for macro, value, comment in defines:
         lines.append(
@@ -800,8 +842,19 @@ def c_header(
         lines.append("")
     for f in functions:
         lines += _declaration(f, ctype) + [""]
+    by_name = {f.name: f for f in functions}
+    for e in epochs:
+        lines += _epoch_declaration(e, by_name[e.step], ctype, upper) + [""]
     lines += ["#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */"]
     return "\n".join(lines) + "\n"
+
+
+def _with_bad_order(conventions: str) -> str:
+    """``CONVENTIONS`` with ``BAD_ORDER`` closing its list of errors."""
+    lines = conventions.splitlines()
+    end = next(k for k, line in enumerate(lines) if line.startswith("  - NAME_workspace_size"))
+    lines[end - 1] = lines[end - 1].removesuffix(".") + ";"
+    return "\n".join([*lines[:end], BAD_ORDER, *lines[end:]])
 
 
 def _declaration(f: CFunction, ctype: str) -> list[str]:
@@ -832,17 +885,81 @@ def _declaration(f: CFunction, ctype: str) -> list[str]:
             f"NULL or {f.name}_workspace_size({', '.join(batch)}) bytes",
         )
     )
-    doc = c_comment((f.doc or f.name).strip())
-    lines = [f"/* {doc[0]}" + (" */" if len(doc) == 1 else "")]
-    if len(doc) > 1:
-        lines += [f" * {line}".rstrip() for line in doc[1:]] + [" */"]
-    lines.append(f"size_t {f.name}_workspace_size({size_args});")
-    lines.append(f"int32_t {f.name}(")
+    return _prototype(f.name, f.doc or f.name, size_args, args)
+
+
+def _prototype(name: str, doc: str, size_args: str, args: list[tuple[str, str]]) -> list[str]:
+    """A function's comment, its workspace query and its declaration, one argument a line."""
+    text = c_comment(doc.strip())
+    lines = [f"/* {text[0]}" + (" */" if len(text) == 1 else "")]
+    if len(text) > 1:
+        lines += [f" * {line}".rstrip() for line in text[1:]] + [" */"]
+    lines.append(f"size_t {name}_workspace_size({size_args});")
+    lines.append(f"int32_t {name}(")
     width = max(len(decl) for decl, _ in args) + 1
     for k, (decl, comment) in enumerate(args):
         end = ");" if k == len(args) - 1 else ","
         lines.append(f"    {(decl + end).ljust(width + 1)} /* {_inline(comment)} */")
     return lines
+
+
+EPOCH_CONTRACT = """\
+Step k (0-based) trains on the rows order[k*batch_size ...] of X and Y (the
+last batch takes the rest: ceil(rows / batch_size) steps), gathered into the
+workspace, each step as one call of
+    {step}
+with {counter}. *loss = sum_k n_k * loss_k / sum_k n_k, the mean
+over the rows taken (n_k rows in step k, loss_k its loss); *steps = the steps
+completed. Returns 0; the failed step's guard status k > 0 (the steps before
+it stay applied and are counted in *steps, nothing of the failed one is); or,
+before anything is written: {upper}_STATUS_NULL_ARGUMENT for a NULL array or
+output, {upper}_STATUS_BAD_BATCH for rows < 0 or batch_size < 1 (or a
+workspace size beyond INT64_MAX), {upper}_STATUS_BAD_ORDER when an entry of
+order is not in [0, rows); for a NULL workspace, what the other functions
+return for one."""
+
+
+def _epoch_declaration(e: EpochFunction, step: CFunction, ctype: str, upper: str) -> list[str]:
+    """An epoch function's declaration: the contract of ``EpochFunction`` for its step."""
+    p = step.program
+    counter = epoch_counter(p, e)
+    inputs = {v.name: v for v in p.inputs}
+    _parameter = _parameters()
+    rows, batch_size = _parameter("rows"), _parameter("batch_size")
+    args = [(f"int64_t {rows}", "rows of X and Y"), (f"int64_t {batch_size}", "rows per step")]
+    for name in (e.x_input, e.y_input):
+        note = _with_note(f"({rows}, {inputs[name].shape[1]}), all rows", step.notes.get(name))
+        args.append((f"const {ctype} *{_parameter(name)}", note))
+    order = _parameter("order")
+    args.append(
+        (f"const int64_t *{order}", f"({rows}): the rows in the order the epoch takes them")
+    )
+    for v in epoch_fixed_inputs(p, e):
+        updated = v.name in {dst.name for dst, _ in p.updates}
+        const = "" if updated else "const "
+        note = f"({v.shape[0]}, {v.shape[1]})" + (", updated in place" if updated else "")
+        args.append(
+            (f"{const}{ctype} *{_parameter(v.name)}", _with_note(note, step.notes.get(v.name)))
+        )
+    for sym in p.scalars:
+        if str(sym) != counter:
+            note = _with_note("scalar", step.notes.get(str(sym)))
+            args.append((f"{ctype} {_parameter(str(sym))}", note))
+    before = _parameter("steps_before")
+    counted = f"step k runs with {counter} = {before} + k + 1" if counter else "steps taken before"
+    args += [
+        (f"int64_t {before}", counted),
+        (f"double *{_parameter(e.loss)}", "out: the epoch's mean loss"),
+        (f"int64_t *{_parameter('steps')}", "out: the steps completed"),
+        ("void *workspace", f"NULL or {e.name}_workspace_size({batch_size}) bytes"),
+    ]
+    contract = EPOCH_CONTRACT.format(
+        step=step.name,
+        counter=f"{counter} = {before} + k + 1" if counter else "the given scalars",
+        upper=upper,
+    )
+    doc = f"{e.doc.strip()}\n{contract}" if e.doc.strip() else contract
+    return _prototype(e.name, doc, f"int64_t {batch_size}", args)
 
 
 def _parameters():

@@ -6,6 +6,8 @@ this module names the model's three programs for C and documents them:
     PREFIX_forward(n, X, weights..., P, workspace)
     PREFIX_loss_and_gradients(n, X, Y, weights..., loss, d_weights..., workspace)
     PREFIX_train_step(n, X, Y, weights..., slots..., hyperparameters..., t, loss[, P], workspace)
+    PREFIX_train_epoch(rows, batch_size, X, Y, order, weights..., slots..., hyperparameters...,
+                       steps_before, loss, steps, workspace)   (``EPOCH_DOC``; one X and Y)
 
 and adds macros for the dimensions, the sizes of weights and slots (in the
 order of the arguments) and the hyperparameters the model was compiled with.
@@ -35,6 +37,11 @@ KERNELS = (
         "loss is nan or inf, 2 when a gradient is, 3 when a new weight or slot would be\n"
         "(a nan or huge rate, negative slots, t = 0).",
     ),
+)
+
+EPOCH_DOC = (
+    "A whole training epoch in one call; the weights and slots are updated in place\n"
+    "after each step."
 )
 
 

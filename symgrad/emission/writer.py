@@ -195,7 +195,7 @@ def code_sizes(
     else:
         functions = model_functions(model_source(source, target in C_TARGETS), prefix)
 
-    epochs = (_wasm_epoch(functions),) if target == "wasm" and len(functions) > 1 else ()
+    epochs = model_epochs(functions) if len(functions) > 1 else ()
 
     def measured(selection, epochs=()) -> dict[str, int]:
         text = library_ir(
@@ -210,13 +210,17 @@ def code_sizes(
     return rows
 
 
-def _wasm_epoch(functions):
-    """The epoch function of a model's wasm module: it loops the training step (the last of
-    ``model_functions``), named ``PREFIX_train_epoch``."""
+def model_epochs(functions) -> tuple:
+    """The epoch function of a model's library: it loops the training step (the last of
+    ``model_functions``), named ``PREFIX_train_epoch``; none for a model whose C functions
+    take several inputs or outputs (the epoch gathers the rows of one X and one Y)."""
     from codegen.llvm.emit import EpochFunction
+    from symgrad.emission.native import EPOCH_DOC
 
-    step = functions[-1].name
-    return EpochFunction(step.removesuffix("_step") + "_epoch", step)
+    step = functions[-1]
+    if not {"X", "Y"} <= {v.name for v in step.program.inputs}:
+        return ()
+    return (EpochFunction(step.name.removesuffix("_step") + "_epoch", step.name, doc=EPOCH_DOC),)
 
 
 # --------------------------------------------------------------------------
@@ -353,14 +357,14 @@ def _native_model_files(model, m: ModelSource, path, target, prefix, native, wei
     if target == "wasm":
         return _wasm_files(m, path, prefix, functions, native)
     header = (functions, model_header_doc(m), model_defines(m, prefix))
-    return _native_files(path, target, prefix, native, *header)
+    return _native_files(path, target, prefix, native, *header, model_epochs(functions))
 
 
 def _wasm_files(m: ModelSource, path: Path, prefix: str, functions, native: Native):
     from codegen.llvm.emit import library_ir, link_wasm, object_code
     from symgrad.emission.wasm import module_text
 
-    epoch = _wasm_epoch(functions)
+    (epoch,) = model_epochs(functions)  # the ES module's packed rows: one X, one Y
     text = library_ir(functions, arch=native.arch, epochs=(epoch,))
     obj = object_code(text, arch=native.arch)
     names = [*(f.name for f in functions), epoch.name]
@@ -404,7 +408,7 @@ def _texts(formulas: dict) -> dict[str, str]:
     return {name: printer.doprint(expr) for name, expr in formulas.items()}
 
 
-def _native_files(path, target, prefix, native: Native, functions, doc, defines):
+def _native_files(path, target, prefix, native: Native, functions, doc, defines, epochs=()):
     from codegen.llvm.emit import c_header, library_ir, link_shared, object_code
 
     a = native.arch
@@ -413,12 +417,14 @@ def _native_files(path, target, prefix, native: Native, functions, doc, defines)
             f"{a.name} has no shared libraries (no operating system); use target='object' "
             "and link it into the firmware image"
         )
-    text = library_ir(functions, cpu=native.cpu, arch=a, max_batch=native.max_batch)
+    text = library_ir(functions, cpu=native.cpu, arch=a, max_batch=native.max_batch, epochs=epochs)
     if target == "llvm-ir":
         return [(path, _text(text), 0o666)]
     obj = object_code(text, cpu=native.cpu, arch=a)
     header = path.parent / f"{prefix}.h"
-    header_text = c_header(prefix, functions, doc=doc, defines=defines, max_batch=native.max_batch)
+    header_text = c_header(
+        prefix, functions, doc=doc, defines=defines, max_batch=native.max_batch, epochs=epochs
+    )
     header_file = (header, _text(header_text), 0o666)
     if target == "object":
         return [(path, _bytes(obj), 0o666), header_file]

@@ -391,7 +391,9 @@ def test_the_header_is_the_same_for_every_triple(tmp_path):
 
 @pytest.mark.skipif(c_compiler() is None, reason="no C compiler (cc, gcc, clang or $CC) found")
 def test_static_arena_refuses_a_batch_above_its_maximum(tmp_path):
-    """max_batch=8: NULL workspace runs up to 8 rows in the arena; 9 rows -> -4, nothing written."""
+    """max_batch=8: NULL workspace runs up to 8 rows in the arena; a batch whose workspace
+    exceeds DIGITS_ARENA_BYTES (sized for the epoch function's 8 rows, more than the step's)
+    -> -4, nothing written."""
     model = build_model()
     symgrad.emit(model, tmp_path / "libdigits.so", target="shared", max_batch=8)
     lib = ctypes.CDLL(str(tmp_path / "libdigits.so"))
@@ -399,7 +401,11 @@ def test_static_arena_refuses_a_batch_above_its_maximum(tmp_path):
         ["nm", "-u", "-D", str(tmp_path / "libdigits.so")], capture_output=True, text=True
     ).stdout
     assert "malloc" not in undefined and "free" not in undefined
-    x, labels = example.load_digits(9)
+    lib.digits_train_step_workspace_size.restype = ctypes.c_size_t
+    header = (tmp_path / "digits.h").read_text()
+    arena = int(header.split("#define DIGITS_ARENA_BYTES ")[1].split()[0])
+    big = next(n for n in range(9, 64) if lib.digits_train_step_workspace_size(n) > arena)
+    x, labels = example.load_digits(big)
     y = np.eye(10)[labels]
     weights = [np.ascontiguousarray(w) for w in model.get_weights()]
     slots = [np.zeros_like(w) for w in weights for _ in range(2)]
@@ -420,11 +426,10 @@ def test_static_arena_refuses_a_batch_above_its_maximum(tmp_path):
         )
 
     before = [w.copy() for w in weights + slots]
-    assert step(9) == -4
+    assert step(big) == -4
     assert all(np.array_equal(a, b) for a, b in zip(weights + slots, before)) and loss[0, 0] == 0
-    lib.digits_train_step_workspace_size.restype = ctypes.c_size_t
-    workspace = np.zeros(lib.digits_train_step_workspace_size(ctypes.c_int64(9)), np.uint8)
-    assert step(9, workspace.ctypes.data_as(ctypes.c_void_p)) == 0  # a caller's workspace: fine
+    workspace = np.zeros(lib.digits_train_step_workspace_size(ctypes.c_int64(big)), np.uint8)
+    assert step(big, workspace.ctypes.data_as(ctypes.c_void_p)) == 0  # a caller's workspace
     for w, b in zip(weights + slots, before):
         w[...] = b
     assert step(8) == 0  # in the arena
@@ -504,6 +509,7 @@ def test_cli_prints_the_code_size_of_each_function(tmp_path):
         "digits_forward",
         "digits_loss_and_gradients",
         "digits_train_step",
+        "digits_train_epoch",
     ]
     assert all(0 < r[0] <= rows["library"][0] for r in rows.values())
     assert rows["library"][3] == int(

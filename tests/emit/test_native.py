@@ -118,7 +118,7 @@ def test_the_library_needs_only_libc(library):
     exported = {line.split()[-1] for line in defined.splitlines() if " T " in line}
     assert exported == {
         f"mlp_{name}{suffix}"
-        for name in ("forward", "loss_and_gradients", "train_step")
+        for name in ("forward", "loss_and_gradients", "train_step", "train_epoch")
         for suffix in ("", "_workspace_size")
     }
 
@@ -177,6 +177,15 @@ def test_c_example_trains_like_the_python_model(tmp_path):
         [str(tmp_path / "train"), *files, "4", "32"], capture_output=True, text=True, check=True
     )
     c_losses = [float(line.split()[-1]) for line in run.stdout.splitlines()]
+    epochs = subprocess.run(  # one digits_train_epoch call per epoch: the same numbers
+        [str(tmp_path / "train"), *files, "4", "32", "epoch"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    np.testing.assert_allclose(
+        [float(line.split()[-1]) for line in epochs.stdout.splitlines()], c_losses, rtol=1e-12
+    )
     x, labels = example.load_digits(300)
     history = build_model().fit(x, labels, epochs=4, batch_size=32, shuffle=False, verbose=0)
     np.testing.assert_allclose(c_losses, history.history["loss"], rtol=1e-6)
