@@ -18,7 +18,8 @@ updated); or, checked before anything is read, one of ``STATUS``: -1 when the
 workspace could not be allocated, -2 for a negative batch size or one whose
 arrays overflow INT64_MAX bytes (``NAME_workspace_size`` then returns SIZE_MAX),
 -3 for a NULL array. No global state: calls with distinct workspaces may run
-concurrently.
+concurrently. An ``EpochFunction`` adds a whole-epoch loop over one training step
+(exported with its workspace query), declared in the header with its contract.
 
 Matrix products use the generated loop nest of ``codegen.llvm.blas`` (provider
 ``generated``), so the library needs nothing but libc (``malloc``, ``free``,
