@@ -105,12 +105,15 @@ class GlobalStatistics:
         self.terms: list = []  # per layer: its term of the loss differentiated
 
     def normalize(self, layer, grouped):
+        """``grouped`` (the shard's rows of the layer's features) normalized with the
+        global batch's statistics, inputs of the programs; the layer's symbols recorded."""
         k, rows, width = len(self.layers) + 1, grouped.shape[0], grouped.shape[1]
         mean, variance = (E.matrix(f"batch_{s}_{k}", 1, width) for s in ("mean", "variance"))
         c_mean, c_var = (E.matrix(f"adjoint_{s}_{k}", 1, width) for s in ("mean", "variance"))
-        x, m, v = sp.symbols("x m v", real=True)
-        spread = E.broadcast_rows(mean, rows)
-        squares = E.elementwise(sp.Lambda((x, m), (x - m) ** 2), grouped, spread)
+        x, m = sp.symbols("x m", real=True)
+        squares = E.elementwise(
+            sp.Lambda((x, m), (x - m) ** 2), grouped, E.broadcast_rows(mean, rows)
+        )
         shard_mean, shard_variance = E.moments(grouped, 0)
         self.layers.append(layer)
         self.inputs.append((mean, variance))
@@ -122,10 +125,7 @@ class GlobalStatistics:
                 E.total(E.hadamard(c_var, E.mean(squares, 0))),
             )
         )
-        body = (x - m) / sp.sqrt(v + layer.epsilon)
-        return E.elementwise(
-            sp.Lambda((x, m, v), body), grouped, spread, E.broadcast_rows(variance, rows)
-        )
+        return layer.normalized_with(grouped, mean, variance)
 
 
 def merged(parts: list) -> tuple[int, list]:

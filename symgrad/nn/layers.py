@@ -1026,20 +1026,24 @@ class BatchNormalization(_Normalization):
         states = (self.moving_mean, self.moving_variance)
         return [*super().weights, *(w for w in states if w is not None)]
 
+    def normalized_with(self, grouped: MatrixExpr, mean: MatrixExpr, variance: MatrixExpr):
+        """``(A - mean) / sqrt(variance + epsilon)`` with given (1, features) statistics: the
+        moving ones in predict, the global batch's in data-parallel fit."""
+        rows = grouped.shape[0]
+        x, m, v = sp.symbols("x m v", real=True)
+        body = (x - m) / sp.sqrt(v + self.epsilon)
+        return E.elementwise(
+            sp.Lambda((x, m, v), body),
+            grouped,
+            E.broadcast_rows(mean, rows),
+            E.broadcast_rows(variance, rows),
+        )
+
     def call(self, a, names):
         mean, variance = self.moving_mean.symbol, self.moving_variance.symbol
         grouped = self._grouped(a)  # the statistics are over the batch (and the positions)
         if not names.training:
-            rows = grouped.shape[0]
-            x, m, v = sp.symbols("x m v", real=True)
-            body = (x - m) / sp.sqrt(v + self.epsilon)
-            normalized = E.elementwise(
-                sp.Lambda((x, m, v), body),
-                grouped,
-                E.broadcast_rows(mean, rows),
-                E.broadcast_rows(variance, rows),
-            )
-            return self._affine(normalized, a, names)
+            return self._affine(self.normalized_with(grouped, mean, variance), a, names)
         if names.batch_statistics is not None:  # the global batch's, from the other shards
             return self._affine(names.batch_statistics.normalize(self, grouped), a, names)
         batch_mean, batch_variance = E.moments(grouped, 0)
