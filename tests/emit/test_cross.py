@@ -225,25 +225,27 @@ def test_cross_compiled_training_under_qemu_matches_the_host(tmp_path, digits_da
     built = subprocess.run(command, capture_output=True, text=True)
     assert built.returncode == 0 and built.stderr == "", built.stderr
     sysroot = f"/usr/{Path(cc).name.removesuffix('-gcc')}"
-    run = subprocess.run(
-        [
-            tool(a.runner),
-            "-L",
-            sysroot,
-            str(tmp_path / "train"),
-            str(data / "digits_data.bin"),
-            str(data / "digits_weights.bin"),
-            "3",
-            "32",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)},
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr
-    losses = epoch_losses(run.stdout)
-    np.testing.assert_allclose(losses, python_losses, rtol=1e-12)
+    for mode in ("step", "epoch"):  # digits_train_step per batch, digits_train_epoch per epoch
+        run = subprocess.run(
+            [
+                tool(a.runner),
+                "-L",
+                sysroot,
+                str(tmp_path / "train"),
+                str(data / "digits_data.bin"),
+                str(data / "digits_weights.bin"),
+                "3",
+                "32",
+                mode,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)},
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr
+        losses = epoch_losses(run.stdout)
+        np.testing.assert_allclose(losses, python_losses, rtol=1e-12, err_msg=mode)
     if c_compiler() is not None:  # the same program on this machine
         host = tmp_path / "host"
         host.mkdir()
