@@ -81,7 +81,7 @@ class Metric:
         ``type(m).from_config(m.get_config())`` is a new metric of the same settings."""
         where = type(self).__name__
         config = {
-            key: config_module.serialize(_listed(value), f"{where}({key}=...)")
+            key: _json_data(_listed(value), f"{where}({key}=...)")
             for key, value in getattr(self, "_arguments", {}).items()
         }
         config["name"] = self.name
@@ -156,6 +156,26 @@ class Metric:
 
 CLASSES: dict[str, type] = {}
 """symgrad's metric classes by name, filled as they are defined (``Metric.__init_subclass__``)."""
+
+
+_JSON_SCALARS = (type(None), bool, int, float, str, np.integer, np.floating, np.bool_)
+
+
+def _json_data(value, where: str):
+    """A metric argument as JSON data (numbers, strings, lists and dicts of them), else a
+    ConfigError naming it: ``from_config`` passes the config straight to the constructor,
+    so anything else (a function, an object) could not come back as it was given."""
+    if isinstance(value, (list, tuple)):
+        return [_json_data(v, where) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _json_data(v, where) for k, v in value.items()}
+    if isinstance(value, _JSON_SCALARS):
+        return config_module.serialize(value, where)
+    raise config_module.ConfigError(
+        f"{where}: a metric's config holds numbers, strings, lists and dicts of them; "
+        "override get_config and from_config to save this argument. "
+        f"Received: {value!r:.80} (a {type(value).__name__})"
+    )
 
 
 def _listed(value):

@@ -501,6 +501,34 @@ def test_a_users_metric_class_copies_and_loads_with_custom_objects(rng, tmp_path
     assert load_model(tmp_path / "m.npz", compile=False).compiled is False
 
 
+class ScaledError(symgrad.nn.metrics.Metric):
+    """A user's metric taking a function, which has no config of its own."""
+
+    def __init__(self, fn=np.abs, name: str | None = None):
+        self.fn = fn
+        super().__init__(name or "scaled_error")
+
+    def values(self, y_true, y_pred):
+        return np.mean(self.fn(y_true - y_pred), axis=-1)
+
+
+def test_a_metric_argument_without_json_form_is_named_not_changed(rng, tmp_path):
+    """A function given to a user's metric cannot be written as data: every copy says so,
+    naming the argument, instead of restoring it as something else (np.abs read back as
+    a formula dict once made the copy fail only when it first evaluated)."""
+    model = binary_model("numpy", [ScaledError()])
+    message = r"ScaledError\(fn=\.\.\.\): a metric's config holds numbers.*ufunc"
+    for copy_of in (
+        lambda m: pickle.loads(pickle.dumps(m)),
+        copy.deepcopy,
+        lambda m: m.save(tmp_path / "m.npz"),
+        lambda m: m.get_compile_config(),
+    ):
+        with pytest.raises(symgrad.nn.config.ConfigError, match=message):
+            copy_of(model)
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_a_metric_config_that_does_not_fit_is_named():
     from symgrad.nn.metrics import deserialize
 
