@@ -207,3 +207,10 @@ def blas_is_pooled() -> bool:
     from codegen.llvm import blas
 
     return blas.provider().pooled
+
+
+def test_compile_refuses_a_bad_thread_count():
+    n = E.batch()
+    X = E.matrix("X", n, 2)
+    with pytest.raises(ValueError, match=r"received: threads=0"):
+        symgrad.compile([X], {"s": E.mean(X)}, backend="llvm", threads=0, cache=False)
