@@ -69,6 +69,24 @@ check_scalar.__doc__ = """``check_scalar(function, name, value, dtype) -> float`
 to a scalar argument (bools, non-numbers and values that are not finite once converted to
 ``dtype`` -- nan, inf, 1e39 in float32 -- are rejected with a message naming the argument)."""
 
+NOT_FINITE = """
+def _not_finite(function, what, value=None, batch=None):
+    \"\"\"The error of a failed guard: ``what`` (a guard's name) is ``value`` (None: nan or inf).\"\"\"
+    shown = "nan or inf" if value is None else repr(float(value))
+    if batch is None:
+        where, kept = "", "no input was updated"
+    else:
+        where, kept = f" at batch {batch} (0-based)", "the inputs are as after the batch before it"
+    err = FloatingPointError(f"{function}: {what} is not finite ({shown}){where}; {kept}")
+    err.guard, err.batch = what, batch
+    return err
+"""
+"""The source of ``_not_finite``: copied into generated NumPy modules, run here for the rest.
+The error carries the guard's name (``guard``) and, from an epoch loop, the batch (``batch``)."""
+
+exec(NOT_FINITE, _scalar_namespace)  # noqa: S102 - our own constant text, as generated modules
+not_finite = _scalar_namespace["_not_finite"]
+
 DTYPES = ("float32", "float64")
 
 

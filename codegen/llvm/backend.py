@@ -32,7 +32,7 @@ import sympy as sp
 
 from codegen import cache as disk_cache
 from codegen import ir, serial
-from codegen.ir import Program, Shape, check_scalar
+from codegen.ir import Program, Shape, check_scalar, not_finite
 from codegen.llvm import module as llvm_module
 from codegen.llvm import pool
 from codegen.llvm.blas import Provider
@@ -410,10 +410,7 @@ class LLVMFunction(_Inspectable):
         return {k: args[k].copy() for kind, k in self._returns if kind == "in"}
 
     def _guard_failed(self, status: int):
-        what = self._guards[status - 1]
-        raise FloatingPointError(
-            f"{self.name}: {what} is not finite (nan or inf); no input was updated"
-        )
+        raise not_finite(self.name, self._guards[status - 1])
 
 
 def set_threads(compiled: Compiled, name: str, threads: int, provider: Provider) -> None:
@@ -570,12 +567,7 @@ class LLVMEpoch(_Inspectable):
         return order
 
     def _guard_failed(self, batch: int, guard: int):
-        err = FloatingPointError(
-            f"{self.name}: {self.step._guards[guard - 1]} is not finite (nan or inf) at batch {batch} "
-            f"(0-based); the inputs are as after the batch before it"
-        )
-        err.batch = batch
-        raise err
+        raise not_finite(self.name, self.step._guards[guard - 1], batch=batch)
 
 
 def _named_sums(names, widths, sums) -> dict:

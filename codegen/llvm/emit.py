@@ -39,6 +39,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
@@ -886,7 +887,17 @@ def _declaration(f: CFunction, ctype: str) -> list[str]:
             f"NULL or {f.name}_workspace_size({', '.join(batch)}) bytes",
         )
     )
-    return _prototype(f.name, f.doc or f.name, size_args, args)
+    return _prototype(f.name, _with_status_codes(f.doc or f.name, p), size_args, args)
+
+
+def _with_status_codes(doc: str, program) -> str:
+    """``doc`` and which guarded value each nonzero status of ``program`` names."""
+    guards = [s.what for s in program.body if s.aborts]
+    if not guards:
+        return doc
+    codes = ", ".join(f"{k} {what}" for k, what in enumerate(guards, 1))
+    status = f"Returns k > 0 when the k-th guarded value is nan or inf: {codes}."
+    return doc.strip() + "\n" + "\n".join(textwrap.wrap(status, 84, break_on_hyphens=False))
 
 
 def _prototype(name: str, doc: str, size_args: str, args: list[tuple[str, str]]) -> list[str]:

@@ -35,6 +35,7 @@ import sympy as sp
 from codegen.ir import (
     GOLDEN,
     MIX,
+    NOT_FINITE,
     SCALAR_CHECK,
     Col2Im,
     Columns,
@@ -290,15 +291,11 @@ def _check_updatable(function, name, value):
             f"{function}: argument {name} is updated in place and must be C-contiguous "
             f"(numpy.ascontiguousarray); Received: {name} with strides {value.strides}"
         )
-
-
-def _not_finite(function, what, value):
-    return FloatingPointError(
-        f"{function}: {what} is not finite ({float(value[0, 0])!r}); no input was updated"
-    )
 """
     + "\n"
     + SCALAR_CHECK  # the rule every backend applies to scalar arguments
+    + "\n"
+    + NOT_FINITE  # and the error of a failed guard
 )
 
 ERF = '''
@@ -1096,7 +1093,7 @@ def _guard(w: _Writer, s: Guard) -> list[str]:
     v = w.local[s.value.name]
     return [
         f"if not math.isfinite({v}[0, 0]):  {python_comment(f'guard: {s.what}')[0]}",
-        f"    raise _not_finite({python_string(w.p.name)}, {python_string(s.what)}, {v})",
+        f"    raise _not_finite({python_string(w.p.name)}, {python_string(s.what)}, {v}[0, 0])",
     ]
 
 

@@ -172,7 +172,7 @@ class Lowering:
         guarded = [k for k in self.guards if self.outputs.get(k) == node]
         guarded += [k for k, expr in self.checks.items() if expr == node]
         for key in guarded:
-            self.body.append(ir.Guard(out, f"{key} is nan or inf"))
+            self.body.append(ir.Guard(out, key))
         return out
 
     def _operand(self, node) -> ir.Value:

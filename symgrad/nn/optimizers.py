@@ -378,7 +378,7 @@ class Optimizer:
         dtype = weights[0].value.dtype.name
         slots = self.build(weights, dtype)
         # NumPy runs the update: it is entry by entry and small
-        step = self._apply_step(weights, dtype, "numpy")
+        step, words = self._apply_step(weights, dtype, "numpy")
         grads = [np.ascontiguousarray(np.reshape(g, v.value.shape), dtype=dtype) for g, v in pairs]
         arrays = [*grads, *(w.value for w in weights), *(s.value for s in slots)]
         scalars = self.scalar_values(step.scalars, dtype)
@@ -387,8 +387,9 @@ class Optimizer:
                 step(*arrays, *scalars)
             except FloatingPointError as err:
                 raise FloatingPointError(
-                    f"{type(self).__name__}.apply_gradients: the step is not finite ({err}); "
-                    f"no weight, slot or iterations was changed"
+                    f"{type(self).__name__}.apply_gradients: {guard_words(err, words)} is nan "
+                    f"or inf at step {self.iterations + 1}; no weight, slot or iterations was "
+                    f"changed (iterations stays {self.iterations}). ({err})"
                 ) from None
         self.iterations += 1
         return self.iterations
@@ -409,12 +410,10 @@ class Optimizer:
                 *(self.slots[(w.path, slot)] for w in weights for slot in self.slot_names()),
             ]
             inputs = [*gradients.values(), *symbols, *(s.symbol for s in slots)]
-            checks = {
-                "gradient_sum": E.add(*(E.total(g) for g in gradients.values())),
-                "update_sum": E.add(*(E.total(u) for u in updates.values())),
-            }
+            checks, words = update_checks(updates, [*weights, *slots])
+            checks = {"gradient_sum": E.add(*(E.total(g) for g in gradients.values())), **checks}
             scalars = [s for s in E.scalar_params(list(updates.values())) if s != E.batch()]
-            return compiler.compile(
+            fn = compiler.compile(
                 inputs,
                 {},
                 updates=updates,
@@ -424,6 +423,7 @@ class Optimizer:
                 dtype=dtype,
                 name="apply_gradients",
             )
+            return fn, words
 
         return _kept(_APPLY_STEPS, key, make)
 
@@ -817,6 +817,32 @@ OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
 def get(identifier) -> Optimizer:
     """An optimizer from a name (``"adam"``, Keras defaults) or an instance."""
     return from_identifier(identifier, Optimizer, OPTIMIZERS, "optimizer")
+
+
+GUARD_WORDS = {"loss": "the loss", "gradient_sum": "the sum of the gradients"}
+"""What the step's fixed guards check, in words (``update_checks`` adds one per new value)."""
+
+
+def update_checks(updates: dict, variables: Iterable[Variable]) -> tuple[dict, dict]:
+    """One guarded total per new weight or slot, and what every guard checks, in words.
+
+    A separate check per array (instead of one sum of all) names the weight or slot
+    that was not finite; it costs the same reductions.  Returns ``(checks, words)``:
+    check name -> (1, 1) total, guard name (also ``loss``, ``gradient_sum``) -> text.
+    """
+    paths = {v.symbol: v.path for v in variables}
+    checks, words = {}, dict(GUARD_WORDS)
+    for symbol, new in updates.items():
+        key = f"new_{symbol.name}"
+        checks[key] = E.total(new)
+        words[key] = f"the new value of {paths.get(symbol, symbol.name)}"
+    return checks, words
+
+
+def guard_words(err: BaseException, words: dict) -> str:
+    """What a failed guard (``err.guard``, set by every backend) checked, in words."""
+    guard = getattr(err, "guard", None)
+    return words.get(guard, "the loss, a gradient or a new weight or slot")
 
 
 def check_state(state: dict[str, np.ndarray], optimizer: Optimizer | None, where: str) -> None:

@@ -59,7 +59,7 @@ from symgrad.nn import validation as data
 from symgrad.nn.layers import Layer, Names, Variable, Weighted
 from symgrad.nn.losses import Loss
 from symgrad.nn.metrics import Metric
-from symgrad.nn.optimizers import STEP, Optimizer
+from symgrad.nn.optimizers import GUARD_WORDS, STEP, Optimizer, guard_words, update_checks
 from symgrad.simplify import simplify
 
 GUARD_UPDATES = True
@@ -220,6 +220,7 @@ class CompiledStep:
     outputs: tuple[str, ...]
     slots: list[Variable] = field(default_factory=list)
     metric_outputs: tuple[dict[str, int] | None, ...] = ()
+    guards: dict[str, str] = field(default_factory=dict)  # guard name -> what it checks
 
     @property
     def source(self) -> str:
@@ -307,8 +308,10 @@ class Programs:
                 checks["gradient_sum"] = E.add(*(E.total(d) for d in g.gradients.values()))
             # and in what would be written (an overflowing rate, a bad slot, Adam at t = 0):
             # every new weight and slot is checked before any is committed
+            words = dict(GUARD_WORDS)
             if GUARD_UPDATES and updates:
-                checks["update_sum"] = E.add(*(E.total(u) for u in updates.values()))
+                new_checks, words = update_checks(updates, [*g.weights, *slots])
+                checks.update(new_checks)
             fn = self._compile(
                 "train_step",
                 inputs,
@@ -326,7 +329,7 @@ class Programs:
                 else None
                 for i in range(len(self.metrics))
             )
-            self._cache["train"] = CompiledStep(fn, tuple(outputs), slots, metric_outputs)
+            self._cache["train"] = CompiledStep(fn, tuple(outputs), slots, metric_outputs, words)
         return self._cache["train"]
 
     def test_step(self) -> CompiledStep:
@@ -1026,18 +1029,27 @@ class Trainer(Weighted):
         return history
 
     def _non_finite(self, err, batch: int, where: dict) -> NonFiniteLossError:
-        """The error for a nan / inf loss at 0-based ``batch``; ``where``: epoch, steps, history."""
+        """The error for a failed guard at 0-based ``batch``; ``where``: epoch, steps, history."""
         epoch, steps, history = where["epoch"], where["steps"], where["history"]
+        done = self.optimizer.iterations
         return NonFiniteLossError(
-            f"The loss, a gradient or a new weight became nan or inf at epoch {epoch + 1}, "
-            f"batch {batch + 1} of {steps}; "
-            f"training stopped and the weights are those after the last good step "
-            f"(optimizer iteration {self.optimizer.iterations}). Try a smaller learning "
-            f"rate or check the data. ({err})",
+            f"{_sentence(self._guard_words(err))} became nan or inf at epoch {epoch + 1}, "
+            f"batch {batch + 1} of {steps} (optimizer step {done + 1}); training stopped "
+            f"and nothing of that step was written: {self._kept(done)}. Try a smaller "
+            f"learning rate or check the data. ({err})",
             epoch + 1,
             batch + 1,
             history,
         )
+
+    def _guard_words(self, err) -> str:
+        return guard_words(err, self._programs().train_step().guards)
+
+    @staticmethod
+    def _kept(done: int) -> str:
+        """What a step that wrote nothing leaves, after ``done`` completed steps."""
+        state = "the weights, optimizer slots and iterations"
+        return f"{state} are those after step {done}" if done else f"{state} are the initial ones"
 
     def _python_epoch(self, x, y, order, batch_size, tracker, hooks, native_metrics, where):
         """One compiled-step call per batch, with the batch hooks between them."""
@@ -1201,9 +1213,11 @@ class Trainer(Weighted):
             try:
                 loss, predictions, _ = self._run_train_step(x, y)
             except FloatingPointError as err:
+                done = self.optimizer.iterations
                 raise NonFiniteLossError(
-                    f"The loss, a gradient or a new weight is nan or inf for this batch; "
-                    f"no update was made. ({err})",
+                    f"{_sentence(self._guard_words(err))} is nan or inf for this batch "
+                    f"(optimizer step {done + 1}); nothing was written: {self._kept(done)}. "
+                    f"({err})",
                     0,
                     1,
                 ) from err
@@ -1333,3 +1347,8 @@ class Trainer(Weighted):
         with self._deferred_interrupts(), self._weighting(weighted):
             loop = (rows, None, 1, epochs, verbose, callbacks, val, shuffle, initial_epoch)
             return self._fit_loop(*loop, run, val_batch)
+
+
+def _sentence(words: str) -> str:
+    """``words`` with a capital first letter (``str.capitalize`` would lower a path's capitals)."""
+    return words[:1].upper() + words[1:]

@@ -321,7 +321,11 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_weights(data):
     err = info.value
     assert isinstance(err, FloatingPointError)
     assert f"at epoch {err.epoch}, batch {err.batch} of 3" in str(err)
-    assert "weights are those after the last good step" in str(err)
+    assert str(err).startswith(
+        f"The loss became nan or inf at epoch {err.epoch}, batch {err.batch} of 3 "
+        f"(optimizer step {len(good) + 1}); training stopped and nothing of that step was "
+        f"written: the weights, optimizer slots and iterations are those after step {len(good)}."
+    ), str(err)
     assert model.optimizer.iterations == len(good)
     assert weights_equal(model.get_weights(), good[-1])
     assert err.history.epoch == list(range(err.epoch - 1))

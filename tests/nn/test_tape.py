@@ -438,7 +438,9 @@ def test_apply_gradients_is_all_or_nothing(rng):
     bad[-1][0, 0] = np.nan  # the last weight's gradient: the earlier ones would be written first
     with pytest.raises(
         FloatingPointError,
-        match=r"Adam.apply_gradients: the step is not finite.*no weight, slot or iterations",
+        match=r"Adam.apply_gradients: the sum of the gradients is nan or inf at step 2; no "
+        r"weight, slot or iterations was changed \(iterations stays 1\)\. \(apply_gradients: "
+        r"gradient_sum is not finite \(nan\); no input was updated\)",
     ):
         model.optimizer.apply_gradients(zip(bad, model.weights))
     with pytest.raises(

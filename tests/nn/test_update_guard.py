@@ -67,10 +67,54 @@ def test_negative_slots_make_nan_weights_and_nothing_is_written(backend, optimiz
         if v.path.endswith(("velocity", "accumulator")):
             v.value[...] = -1.0
     before = state(m)
-    with pytest.raises(NonFiniteLossError, match="a new weight") as info:
+    with pytest.raises(NonFiniteLossError) as info:
         m.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
-    assert "update_sum" in str(info.value) and "optimizer iteration 3" in str(info.value)
+    # the first weight written from the bad slot is named, with the step and what was kept
+    assert str(info.value).startswith(
+        "The new value of dense/kernel became nan or inf at epoch 1, batch 1 of 3 "
+        "(optimizer step 4); training stopped and nothing of that step was written: the "
+        "weights, optimizer slots and iterations are those after step 3. "
+    ), str(info.value)
+    assert "(train_step: new_dense_kernel is not finite (" in str(info.value)
     assert_same_state(m, before)
+    with pytest.raises(NonFiniteLossError) as info:
+        m.train_on_batch(x[:4], y[:4])
+    assert str(info.value).startswith(
+        "The new value of dense/kernel is nan or inf for this batch (optimizer step 4); "
+        "nothing was written: the weights, optimizer slots and iterations are those after "
+        "step 3. (train_step: new_dense_kernel is not finite ("
+    ), str(info.value)
+    assert_same_state(m, before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_failing_slot_is_named(backend):
+    """A nan momentum slot: the first value that would be written from it is that slot."""
+    m = model(backend, SGD(learning_rate=0.1, momentum=0.9))
+    x, y = xy()
+    m.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+    slot = next(v for v in m.optimizer.variables if v.path == "dense_1/bias/momentum")
+    slot.value[0, 0] = np.inf
+    before = state(m)
+    with pytest.raises(NonFiniteLossError) as info:
+        m.train_on_batch(x[:4], y[:4])
+    words = str(info.value).split(" is nan or inf", 1)[0]
+    assert words in ("The new value of dense_1/bias/momentum", "The new value of dense_1/bias")
+    assert_same_state(m, before)
+
+
+def test_the_guard_names_are_the_same_on_every_backend():
+    messages = set()
+    for backend in BACKENDS:
+        m = model(backend, Adam())
+        x, y = xy()
+        m.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+        for v in m.optimizer.variables:
+            v.value[...] = -1.0 if v.path.endswith("velocity") else v.value
+        with pytest.raises(NonFiniteLossError) as info:
+            m.train_on_batch(x[:4], y[:4])
+        messages.add(str(info.value).split(" is not finite", 1)[0])
+    assert len(messages) == 1, messages
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -100,13 +144,18 @@ def test_adam_at_t_zero_is_refused_by_the_compiled_step(backend):
     scalars = dict(zip([s.name for s in fn.scalars], m.optimizer.scalar_values(fn.scalars)))
     scalars["t"] = 0.0
     before = state(m)
-    refused = (FloatingPointError, "update_sum") if backend == "llvm" else (ZeroDivisionError, None)
+    new_kernel = r"train_step: new_dense_kernel is not finite \(nan or inf\); no input was updated"
+    refused = (FloatingPointError, new_kernel) if backend == "llvm" else (ZeroDivisionError, None)
     with pytest.raises(refused[0], match=refused[1]), np.errstate(all="ignore"):
         fn(*args, *scalars.values())
     assert_same_state(m, before)
     if fn.epoch is not None:  # the native epoch loop: t = counter_start + 1
         others = [v for s, v in scalars.items() if s != "t"]
-        with pytest.raises(FloatingPointError, match="update_sum"):
+        at_batch = (
+            r"train_step: new_dense_kernel is not finite \(nan or inf\) at batch 0 \(0-based\); "
+            r"the inputs are as after the batch before it"
+        )
+        with pytest.raises(FloatingPointError, match=at_batch):
             fn.epoch(*args, *others, batch_size=4, order=np.arange(4), counter_start=-1)
         assert_same_state(m, before)
 
@@ -121,14 +170,15 @@ def test_the_emitted_module_refuses_negative_velocities(tmp_path, monkeypatch):
     args = [x, np.eye(2)[y], *(w.as_matrix(a) for w, a in zip(m.weights, m.get_weights()))]
     args += [np.full_like(w, -k) for w in args[2:] for k in range(2)]  # momentum 0, velocity -1
     kept = [a.copy() for a in args]
-    with pytest.raises(FloatingPointError, match="update_sum"), np.errstate(all="ignore"):
+    refused = r"train_step_kernel: new_dense_kernel is not finite \(nan\); no input was updated"
+    with pytest.raises(FloatingPointError, match=refused), np.errstate(all="ignore"):
         guarded_model.train_step_kernel(*args, 0.9, 0.999, 1e-7, 0.001, 1.0)
     for a, b in zip(args, kept):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.skipif(c_compiler() is None, reason="no C compiler (cc, gcc, clang or $CC) found")
-def test_the_c_library_returns_3_at_t_zero_and_writes_nothing(tmp_path):
+def test_the_c_library_returns_the_new_weights_code_at_t_zero_and_writes_nothing(tmp_path):
     m = model("llvm", Adam())
     symgrad.emit(m, tmp_path / "libguarded.so", target="shared")
     lib = ctypes.CDLL(str(tmp_path / "libguarded.so"))
@@ -140,7 +190,12 @@ def test_the_c_library_returns_3_at_t_zero_and_writes_nothing(tmp_path):
     pointers = [a.ctypes.data_as(ctypes.c_void_p) for a in [*arrays]]
     scalars = [ctypes.c_double(v) for v in (0.9, 0.999, 1e-7, 0.001, 0.0)]
     status = lib.guarded_train_step(ctypes.c_int64(4), *pointers, *scalars, loss.ctypes, None)
-    assert status == 3  # the third guard: the new weights and slots
+    # the header lists each status: 1 the loss, 2 the gradients' sum, then each new value
+    header = " ".join((tmp_path / "guarded.h").read_text().split()).replace(" * ", " ")
+    codes = header.split("guarded value is nan or inf: ", 1)[1].split(".", 1)[0]
+    named = dict(reversed(item.split(" ", 1)) for item in codes.split(", "))
+    assert named["loss"] == "1" and named["gradient_sum"] == "2"
+    assert status == int(named["new_dense_kernel"])
     for a, b in zip(arrays, kept):
         np.testing.assert_array_equal(a, b)
 
