@@ -34,8 +34,8 @@ KERNELS = (
         "optimizer update, written into the weights and the optimizer slots in place.\n"
         "t is the 1-based step number (1 on the first call). loss is the batch's mean\n"
         "loss before the update. Nothing is written when the call returns k > 0: 1 when the\n"
-        "loss is nan or inf, 2 when a gradient is, 3 when a new weight or slot would be\n"
-        "(a nan or huge rate, negative slots, t = 0).",
+        "loss is nan or inf, 2 when a gradient is, 3 and up when a new weight or slot would\n"
+        "be (a nan or huge rate, negative slots, t = 0), one code per weight and slot:",
     ),
 )
 

@@ -53,6 +53,7 @@ def _kernel(c_name: str, program: Program) -> dict:
         "inputs": [v.name for v in program.inputs],
         "scalars": [str(s) for s in program.scalars],
         "outputs": [[v.name, *map(_dim, v.shape)] for v in _distinct(program.outputs)],
+        "guards": [s.what for s in program.body if s.aborts],  # status k: guards[k - 1]
     }
 
 
@@ -85,6 +86,7 @@ def module_text(m: ModelSource, prefix: str, wasm_name: str, functions, epoch: s
             "name": epoch,
             "inputs": [v.name for v in train.inputs if v.name not in ("X", "Y")],
             "scalars": [str(s) for s in train.scalars if str(s) != "t"],
+            "guards": [s.what for s in train.body if s.aborts],  # its steps' statuses
         },
         "formulas": {"forward": m.forward_formulas, "gradients": m.gradient_formulas},
     }
@@ -138,11 +140,13 @@ const STATUS = {
   "-1": "no workspace (the caller must pass one)",
   "-2": "a bad batch size",
   "-3": "a NULL array",
-  "1": "the loss is nan or inf",
-  "2": "a gradient is nan or inf",
-  "3": "a new weight or optimizer slot would be nan or inf",
   "-5": "an entry of the order is not a row",
 };
+// a status k > 0: the k-th guarded value (loss, gradient_sum, new_<weight or slot>)
+const reason = (kernel, status) =>
+  status > 0 && kernel.guards[status - 1] !== undefined
+    ? `${kernel.guards[status - 1]} is nan or inf`
+    : STATUS[status] ?? "unknown";
 
 /** Instantiate the WebAssembly code: `source` is bytes (ArrayBuffer, typed array), a
  * WebAssembly.Module, a URL or path string, or omitted (the .wasm next to this file). */
@@ -352,7 +356,7 @@ export class Model {
     this.iterations += steps;
     if (status !== 0) {
       const error = new Error(
-        `${name} failed at step ${steps + 1} of the epoch (status ${status}): ${STATUS[status] ?? "unknown"}; ` +
+        `${name} failed at step ${steps + 1} of the epoch (status ${status}): ${reason(SPEC.epoch, status)}; ` +
           `the ${steps} step${steps === 1 ? " before it stays" : "s before it stay"} applied (iterations=${this.iterations}), ` +
           "that step changed nothing",
       );
@@ -395,7 +399,7 @@ export class Model {
     args.push(...kernel.scalars.map((name) => scalars[name]), ...outputs.map(([, at]) => at), work);
     const status = e[kernel.name](...args);
     if (status !== 0) {
-      const error = new Error(`${kernel.name} failed (status ${status}): ${STATUS[status] ?? "unknown"}; nothing was updated`);
+      const error = new Error(`${kernel.name} failed (status ${status}): ${reason(kernel, status)}; nothing was updated`);
       error.status = status;
       throw error;
     }

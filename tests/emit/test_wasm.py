@@ -185,7 +185,7 @@ def test_a_failed_step_keeps_the_steps_before_it_and_counts_them(tmp_path):
         },
     )
     assert result["message"] == (
-        "digits_train_epoch failed at step 2 of the epoch (status 1): the loss is nan or inf; "
+        "digits_train_epoch failed at step 2 of the epoch (status 1): loss is nan or inf; "
         "the 1 step before it stays applied (iterations=1), that step changed nothing"
     )
     assert result["iterations"] == 1
