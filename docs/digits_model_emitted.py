@@ -321,12 +321,6 @@ def _check_updatable(function, name, value):
         )
 
 
-def _not_finite(function, what, value):
-    return FloatingPointError(
-        f"{function}: {what} is not finite ({float(value[0, 0])!r}); no input was updated"
-    )
-
-
 def _check_scalar(function, name, value, dtype):
     """A scalar argument as a float: a real number (not a bool), finite in ``dtype``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -344,6 +338,18 @@ def _check_scalar(function, name, value, dtype):
             f"(|{name}| <= {limit:.8g}); Received: {name}={value!r}"
         )
     return number
+
+
+def _not_finite(function, what, value=None, batch=None):
+    """The error of a failed guard: ``what`` (a guard's name) is ``value`` (None: nan or inf)."""
+    shown = "nan or inf" if value is None else repr(float(value))
+    if batch is None:
+        where, kept = "", "no input was updated"
+    else:
+        where, kept = f" at batch {batch} (0-based)", "the inputs are as after the batch before it"
+    err = FloatingPointError(f"{function}: {what} is not finite ({shown}){where}; {kept}")
+    err.guard, err.batch = what, batch
+    return err
 
 
 # --------------------------------------------------------------------------------------
@@ -650,27 +656,27 @@ def _allocate_train_step_kernel(n):
     t11 = empty((1, 1), DTYPE)
     d_dense_kernel = empty((64, 32), DTYPE)
     t12 = empty((1, 1), DTYPE)
-    dense_1_bias_momentum_new = empty((1, 10), DTYPE)
-    dense_1_bias_velocity_new = empty((1, 10), DTYPE)
-    dense_1_bias_new = empty((1, 10), DTYPE)
-    dense_1_kernel_momentum_new = empty((32, 10), DTYPE)
-    dense_1_kernel_velocity_new = empty((32, 10), DTYPE)
-    dense_1_kernel_new = empty((32, 10), DTYPE)
-    dense_bias_momentum_new = empty((1, 32), DTYPE)
-    dense_bias_velocity_new = empty((1, 32), DTYPE)
-    dense_bias_new = empty((1, 32), DTYPE)
-    t15 = empty((1, 1), DTYPE)
     dense_kernel_momentum_new = empty((64, 32), DTYPE)
     dense_kernel_velocity_new = empty((64, 32), DTYPE)
     dense_kernel_new = empty((64, 32), DTYPE)
-    t17 = empty((1, 1), DTYPE)
-    t18 = empty((1, 1), DTYPE)
-    t19 = empty((1, 1), DTYPE)
-    t20 = empty((1, 1), DTYPE)
-    t21 = empty((1, 1), DTYPE)
-    t22 = empty((1, 1), DTYPE)
-    t23 = empty((1, 1), DTYPE)
-    t24 = empty((1, 1), DTYPE)
+    new_dense_kernel = empty((1, 1), DTYPE)
+    dense_bias_momentum_new = empty((1, 32), DTYPE)
+    new_dense_bias_momentum = empty((1, 1), DTYPE)
+    dense_bias_velocity_new = empty((1, 32), DTYPE)
+    new_dense_bias_velocity = empty((1, 1), DTYPE)
+    dense_bias_new = empty((1, 32), DTYPE)
+    new_dense_bias = empty((1, 1), DTYPE)
+    dense_1_kernel_momentum_new = empty((32, 10), DTYPE)
+    new_dense_1_kernel_momentum = empty((1, 1), DTYPE)
+    dense_1_kernel_velocity_new = empty((32, 10), DTYPE)
+    new_dense_1_kernel_velocity = empty((1, 1), DTYPE)
+    dense_1_kernel_new = empty((32, 10), DTYPE)
+    new_dense_1_kernel = empty((1, 1), DTYPE)
+    dense_1_bias_momentum_new = empty((1, 10), DTYPE)
+    new_dense_1_bias_momentum = empty((1, 1), DTYPE)
+    dense_1_bias_velocity_new = empty((1, 10), DTYPE)
+    new_dense_1_bias_velocity = empty((1, 1), DTYPE)
+    dense_1_bias_new = empty((1, 10), DTYPE)
     zeros0 = zeros((n, 32), DTYPE)  # constant
     tmp0 = empty((n, 1), DTYPE)  # scratch
     ones0 = ones((10, 1), DTYPE)  # constant
@@ -678,8 +684,8 @@ def _allocate_train_step_kernel(n):
     ones1 = ones((1, n), DTYPE)  # constant
     tmp2 = empty((n, 32), DTYPE)  # scratch
     # shared storage: Z1 in t0, A1 in t0, Z2 in t1, t4 in t2, d_dense_1_bias in t5, t6 in t3,
-    # t9 in t8, d_dense_bias in t10, gradient_sum in t3, per_step in t7, t13 in t11, t14 in
-    # t12, t16 in t7, update_sum in t11
+    # t9 in t8, d_dense_bias in t10, gradient_sum in t3, new_dense_kernel_momentum in t7,
+    # new_dense_kernel_velocity in t11, per_step in t12, new_dense_1_bias in t12
     work = _train_step_kernel_buffers[(n,)] = (
         t0,
         t0,
@@ -702,32 +708,31 @@ def _allocate_train_step_kernel(n):
         d_dense_kernel,
         t12,
         t3,
-        dense_1_bias_momentum_new,
-        dense_1_bias_velocity_new,
-        t7,
-        dense_1_bias_new,
-        t11,
-        dense_1_kernel_momentum_new,
-        dense_1_kernel_velocity_new,
-        dense_1_kernel_new,
-        t12,
-        dense_bias_momentum_new,
-        dense_bias_velocity_new,
-        dense_bias_new,
-        t15,
         dense_kernel_momentum_new,
-        dense_kernel_velocity_new,
-        dense_kernel_new,
         t7,
-        t17,
-        t18,
-        t19,
-        t20,
-        t21,
-        t22,
-        t23,
-        t24,
+        dense_kernel_velocity_new,
         t11,
+        t12,
+        dense_kernel_new,
+        new_dense_kernel,
+        dense_bias_momentum_new,
+        new_dense_bias_momentum,
+        dense_bias_velocity_new,
+        new_dense_bias_velocity,
+        dense_bias_new,
+        new_dense_bias,
+        dense_1_kernel_momentum_new,
+        new_dense_1_kernel_momentum,
+        dense_1_kernel_velocity_new,
+        new_dense_1_kernel_velocity,
+        dense_1_kernel_new,
+        new_dense_1_kernel,
+        dense_1_bias_momentum_new,
+        new_dense_1_bias_momentum,
+        dense_1_bias_velocity_new,
+        new_dense_1_bias_velocity,
+        dense_1_bias_new,
+        t12,
         zeros0,
         tmp0,
         ones0,
@@ -999,32 +1004,31 @@ def train_step_kernel(
         d_dense_kernel,
         t12,
         gradient_sum,
-        dense_1_bias_momentum_new,
-        dense_1_bias_velocity_new,
-        per_step,
-        dense_1_bias_new,
-        t13,
-        dense_1_kernel_momentum_new,
-        dense_1_kernel_velocity_new,
-        dense_1_kernel_new,
-        t14,
-        dense_bias_momentum_new,
-        dense_bias_velocity_new,
-        dense_bias_new,
-        t15,
         dense_kernel_momentum_new,
+        new_dense_kernel_momentum,
         dense_kernel_velocity_new,
+        new_dense_kernel_velocity,
+        per_step,
         dense_kernel_new,
-        t16,
-        t17,
-        t18,
-        t19,
-        t20,
-        t21,
-        t22,
-        t23,
-        t24,
-        update_sum,
+        new_dense_kernel,
+        dense_bias_momentum_new,
+        new_dense_bias_momentum,
+        dense_bias_velocity_new,
+        new_dense_bias_velocity,
+        dense_bias_new,
+        new_dense_bias,
+        dense_1_kernel_momentum_new,
+        new_dense_1_kernel_momentum,
+        dense_1_kernel_velocity_new,
+        new_dense_1_kernel_velocity,
+        dense_1_kernel_new,
+        new_dense_1_kernel,
+        dense_1_bias_momentum_new,
+        new_dense_1_bias_momentum,
+        dense_1_bias_velocity_new,
+        new_dense_1_bias_velocity,
+        dense_1_bias_new,
+        new_dense_1_bias,
         zeros0,
         tmp0,
         ones0,
@@ -1063,8 +1067,8 @@ def train_step_kernel(
     loss = empty((1, 1), DTYPE)
     loss[0, 0] = -(t3[0, 0] / n)
 
-    if not math.isfinite(loss[0, 0]):  # guard: loss is nan or inf
-        raise _not_finite("train_step_kernel", "loss is nan or inf", loss)
+    if not math.isfinite(loss[0, 0]):  # guard: loss
+        raise _not_finite("train_step_kernel", "loss", loss[0, 0])
 
     # t4 = exp(t2) - Y
     exp(t2, out=t4)
@@ -1113,83 +1117,8 @@ def train_step_kernel(
     #     + sum(d_dense_kernel)
     gradient_sum[0, 0] = t6[0, 0] + t7[0, 0] + t11[0, 0] + t12[0, 0]
 
-    if not math.isfinite(gradient_sum[0, 0]):  # guard: gradient_sum is nan or inf
-        raise _not_finite("train_step_kernel", "gradient_sum is nan or inf", gradient_sum)
-
-    # dense_1_bias_momentum_new = dense_1_bias_momentum + (1 - beta_1)*(d_dense_1_bias
-    #     - dense_1_bias_momentum)
-    subtract(d_dense_1_bias, dense_1_bias_momentum, out=dense_1_bias_momentum_new)
-    multiply(dense_1_bias_momentum_new, 1 - beta_1, out=dense_1_bias_momentum_new)
-    add(dense_1_bias_momentum, dense_1_bias_momentum_new, out=dense_1_bias_momentum_new)
-
-    # dense_1_bias_velocity_new = dense_1_bias_velocity + (1 - beta_2)*(d_dense_1_bias**2
-    #     - dense_1_bias_velocity)
-    square(d_dense_1_bias, out=dense_1_bias_velocity_new)
-    subtract(dense_1_bias_velocity_new, dense_1_bias_velocity, out=dense_1_bias_velocity_new)
-    multiply(dense_1_bias_velocity_new, 1 - beta_2, out=dense_1_bias_velocity_new)
-    add(dense_1_bias_velocity, dense_1_bias_velocity_new, out=dense_1_bias_velocity_new)
-
-    # per_step = learning_rate*sqrt(1 - beta_2**t)/(1 - beta_1**t)
-    per_step[0, 0] = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
-
-    # dense_1_bias_new = dense_1_bias - dense_1_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/
-    #     ((1 - beta_1**t)*(sqrt(dense_1_bias_velocity_new) + epsilon))
-    sqrt(dense_1_bias_velocity_new, out=dense_1_bias_new)
-    add(dense_1_bias_new, epsilon, out=dense_1_bias_new)
-    divide(dense_1_bias_momentum_new, dense_1_bias_new, out=dense_1_bias_new)
-    multiply(dense_1_bias_new, per_step[0, 0], out=dense_1_bias_new)
-    subtract(dense_1_bias, dense_1_bias_new, out=dense_1_bias_new)
-
-    # t13 = sum(dense_1_bias_new)
-    t13[0, 0] = add_reduce(dense_1_bias_new, axis=None)
-
-    # dense_1_kernel_momentum_new = dense_1_kernel_momentum + (1 - beta_1)*(d_dense_1_kernel
-    #     - dense_1_kernel_momentum)
-    subtract(d_dense_1_kernel, dense_1_kernel_momentum, out=dense_1_kernel_momentum_new)
-    multiply(dense_1_kernel_momentum_new, 1 - beta_1, out=dense_1_kernel_momentum_new)
-    add(dense_1_kernel_momentum, dense_1_kernel_momentum_new, out=dense_1_kernel_momentum_new)
-
-    # dense_1_kernel_velocity_new = dense_1_kernel_velocity + (1 - beta_2)*(d_dense_1_kernel**2
-    #     - dense_1_kernel_velocity)
-    square(d_dense_1_kernel, out=dense_1_kernel_velocity_new)
-    subtract(dense_1_kernel_velocity_new, dense_1_kernel_velocity, out=dense_1_kernel_velocity_new)
-    multiply(dense_1_kernel_velocity_new, 1 - beta_2, out=dense_1_kernel_velocity_new)
-    add(dense_1_kernel_velocity, dense_1_kernel_velocity_new, out=dense_1_kernel_velocity_new)
-
-    # dense_1_kernel_new = dense_1_kernel - dense_1_kernel_momentum_new*learning_rate*sqrt(1
-    #     - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_1_kernel_velocity_new) + epsilon))
-    sqrt(dense_1_kernel_velocity_new, out=dense_1_kernel_new)
-    add(dense_1_kernel_new, epsilon, out=dense_1_kernel_new)
-    divide(dense_1_kernel_momentum_new, dense_1_kernel_new, out=dense_1_kernel_new)
-    multiply(dense_1_kernel_new, per_step[0, 0], out=dense_1_kernel_new)
-    subtract(dense_1_kernel, dense_1_kernel_new, out=dense_1_kernel_new)
-
-    # t14 = sum(dense_1_kernel_new)
-    t14[0, 0] = add_reduce(dense_1_kernel_new, axis=None)
-
-    # dense_bias_momentum_new = dense_bias_momentum + (1 - beta_1)*(d_dense_bias
-    #     - dense_bias_momentum)
-    subtract(d_dense_bias, dense_bias_momentum, out=dense_bias_momentum_new)
-    multiply(dense_bias_momentum_new, 1 - beta_1, out=dense_bias_momentum_new)
-    add(dense_bias_momentum, dense_bias_momentum_new, out=dense_bias_momentum_new)
-
-    # dense_bias_velocity_new = dense_bias_velocity + (1 - beta_2)*(d_dense_bias**2
-    #     - dense_bias_velocity)
-    square(d_dense_bias, out=dense_bias_velocity_new)
-    subtract(dense_bias_velocity_new, dense_bias_velocity, out=dense_bias_velocity_new)
-    multiply(dense_bias_velocity_new, 1 - beta_2, out=dense_bias_velocity_new)
-    add(dense_bias_velocity, dense_bias_velocity_new, out=dense_bias_velocity_new)
-
-    # dense_bias_new = dense_bias - dense_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1
-    #     - beta_1**t)*(sqrt(dense_bias_velocity_new) + epsilon))
-    sqrt(dense_bias_velocity_new, out=dense_bias_new)
-    add(dense_bias_new, epsilon, out=dense_bias_new)
-    divide(dense_bias_momentum_new, dense_bias_new, out=dense_bias_new)
-    multiply(dense_bias_new, per_step[0, 0], out=dense_bias_new)
-    subtract(dense_bias, dense_bias_new, out=dense_bias_new)
-
-    # t15 = sum(dense_bias_new)
-    t15[0, 0] = add_reduce(dense_bias_new, axis=None)
+    if not math.isfinite(gradient_sum[0, 0]):  # guard: gradient_sum
+        raise _not_finite("train_step_kernel", "gradient_sum", gradient_sum[0, 0])
 
     # dense_kernel_momentum_new = dense_kernel_momentum + (1 - beta_1)*(d_dense_kernel
     #     - dense_kernel_momentum)
@@ -1197,12 +1126,31 @@ def train_step_kernel(
     multiply(dense_kernel_momentum_new, 1 - beta_1, out=dense_kernel_momentum_new)
     add(dense_kernel_momentum, dense_kernel_momentum_new, out=dense_kernel_momentum_new)
 
+    # new_dense_kernel_momentum = sum(dense_kernel_momentum_new)
+    new_dense_kernel_momentum[0, 0] = add_reduce(dense_kernel_momentum_new, axis=None)
+
+    if not math.isfinite(new_dense_kernel_momentum[0, 0]):  # guard: new_dense_kernel_momentum
+        raise _not_finite(
+            "train_step_kernel", "new_dense_kernel_momentum", new_dense_kernel_momentum[0, 0]
+        )
+
     # dense_kernel_velocity_new = dense_kernel_velocity + (1 - beta_2)*(d_dense_kernel**2
     #     - dense_kernel_velocity)
     square(d_dense_kernel, out=dense_kernel_velocity_new)
     subtract(dense_kernel_velocity_new, dense_kernel_velocity, out=dense_kernel_velocity_new)
     multiply(dense_kernel_velocity_new, 1 - beta_2, out=dense_kernel_velocity_new)
     add(dense_kernel_velocity, dense_kernel_velocity_new, out=dense_kernel_velocity_new)
+
+    # new_dense_kernel_velocity = sum(dense_kernel_velocity_new)
+    new_dense_kernel_velocity[0, 0] = add_reduce(dense_kernel_velocity_new, axis=None)
+
+    if not math.isfinite(new_dense_kernel_velocity[0, 0]):  # guard: new_dense_kernel_velocity
+        raise _not_finite(
+            "train_step_kernel", "new_dense_kernel_velocity", new_dense_kernel_velocity[0, 0]
+        )
+
+    # per_step = learning_rate*sqrt(1 - beta_2**t)/(1 - beta_1**t)
+    per_step[0, 0] = learning_rate * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
 
     # dense_kernel_new = dense_kernel - dense_kernel_momentum_new*learning_rate*sqrt(1 - beta_2**t)/
     #     ((1 - beta_1**t)*(sqrt(dense_kernel_velocity_new) + epsilon))
@@ -1212,51 +1160,140 @@ def train_step_kernel(
     multiply(dense_kernel_new, per_step[0, 0], out=dense_kernel_new)
     subtract(dense_kernel, dense_kernel_new, out=dense_kernel_new)
 
-    # t16 = sum(dense_kernel_new)
-    t16[0, 0] = add_reduce(dense_kernel_new, axis=None)
+    # new_dense_kernel = sum(dense_kernel_new)
+    new_dense_kernel[0, 0] = add_reduce(dense_kernel_new, axis=None)
 
-    # t17 = sum(dense_1_bias_momentum_new)
-    t17[0, 0] = add_reduce(dense_1_bias_momentum_new, axis=None)
+    if not math.isfinite(new_dense_kernel[0, 0]):  # guard: new_dense_kernel
+        raise _not_finite("train_step_kernel", "new_dense_kernel", new_dense_kernel[0, 0])
 
-    # t18 = sum(dense_1_bias_velocity_new)
-    t18[0, 0] = add_reduce(dense_1_bias_velocity_new, axis=None)
+    # dense_bias_momentum_new = dense_bias_momentum + (1 - beta_1)*(d_dense_bias
+    #     - dense_bias_momentum)
+    subtract(d_dense_bias, dense_bias_momentum, out=dense_bias_momentum_new)
+    multiply(dense_bias_momentum_new, 1 - beta_1, out=dense_bias_momentum_new)
+    add(dense_bias_momentum, dense_bias_momentum_new, out=dense_bias_momentum_new)
 
-    # t19 = sum(dense_1_kernel_momentum_new)
-    t19[0, 0] = add_reduce(dense_1_kernel_momentum_new, axis=None)
+    # new_dense_bias_momentum = sum(dense_bias_momentum_new)
+    new_dense_bias_momentum[0, 0] = add_reduce(dense_bias_momentum_new, axis=None)
 
-    # t20 = sum(dense_1_kernel_velocity_new)
-    t20[0, 0] = add_reduce(dense_1_kernel_velocity_new, axis=None)
+    if not math.isfinite(new_dense_bias_momentum[0, 0]):  # guard: new_dense_bias_momentum
+        raise _not_finite(
+            "train_step_kernel", "new_dense_bias_momentum", new_dense_bias_momentum[0, 0]
+        )
 
-    # t21 = sum(dense_bias_momentum_new)
-    t21[0, 0] = add_reduce(dense_bias_momentum_new, axis=None)
+    # dense_bias_velocity_new = dense_bias_velocity + (1 - beta_2)*(d_dense_bias**2
+    #     - dense_bias_velocity)
+    square(d_dense_bias, out=dense_bias_velocity_new)
+    subtract(dense_bias_velocity_new, dense_bias_velocity, out=dense_bias_velocity_new)
+    multiply(dense_bias_velocity_new, 1 - beta_2, out=dense_bias_velocity_new)
+    add(dense_bias_velocity, dense_bias_velocity_new, out=dense_bias_velocity_new)
 
-    # t22 = sum(dense_bias_velocity_new)
-    t22[0, 0] = add_reduce(dense_bias_velocity_new, axis=None)
+    # new_dense_bias_velocity = sum(dense_bias_velocity_new)
+    new_dense_bias_velocity[0, 0] = add_reduce(dense_bias_velocity_new, axis=None)
 
-    # t23 = sum(dense_kernel_momentum_new)
-    t23[0, 0] = add_reduce(dense_kernel_momentum_new, axis=None)
+    if not math.isfinite(new_dense_bias_velocity[0, 0]):  # guard: new_dense_bias_velocity
+        raise _not_finite(
+            "train_step_kernel", "new_dense_bias_velocity", new_dense_bias_velocity[0, 0]
+        )
 
-    # t24 = sum(dense_kernel_velocity_new)
-    t24[0, 0] = add_reduce(dense_kernel_velocity_new, axis=None)
+    # dense_bias_new = dense_bias - dense_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/((1
+    #     - beta_1**t)*(sqrt(dense_bias_velocity_new) + epsilon))
+    sqrt(dense_bias_velocity_new, out=dense_bias_new)
+    add(dense_bias_new, epsilon, out=dense_bias_new)
+    divide(dense_bias_momentum_new, dense_bias_new, out=dense_bias_new)
+    multiply(dense_bias_new, per_step[0, 0], out=dense_bias_new)
+    subtract(dense_bias, dense_bias_new, out=dense_bias_new)
 
-    # update_sum = t13 + t14 + t15 + t16 + t17 + t18 + t19 + t20 + t21 + t22 + t23 + t24
-    update_sum[0, 0] = (
-        t13[0, 0]
-        + t14[0, 0]
-        + t23[0, 0]
-        + t24[0, 0]
-        + t15[0, 0]
-        + t16[0, 0]
-        + t17[0, 0]
-        + t18[0, 0]
-        + t19[0, 0]
-        + t20[0, 0]
-        + t21[0, 0]
-        + t22[0, 0]
-    )
+    # new_dense_bias = sum(dense_bias_new)
+    new_dense_bias[0, 0] = add_reduce(dense_bias_new, axis=None)
 
-    if not math.isfinite(update_sum[0, 0]):  # guard: update_sum is nan or inf
-        raise _not_finite("train_step_kernel", "update_sum is nan or inf", update_sum)
+    if not math.isfinite(new_dense_bias[0, 0]):  # guard: new_dense_bias
+        raise _not_finite("train_step_kernel", "new_dense_bias", new_dense_bias[0, 0])
+
+    # dense_1_kernel_momentum_new = dense_1_kernel_momentum + (1 - beta_1)*(d_dense_1_kernel
+    #     - dense_1_kernel_momentum)
+    subtract(d_dense_1_kernel, dense_1_kernel_momentum, out=dense_1_kernel_momentum_new)
+    multiply(dense_1_kernel_momentum_new, 1 - beta_1, out=dense_1_kernel_momentum_new)
+    add(dense_1_kernel_momentum, dense_1_kernel_momentum_new, out=dense_1_kernel_momentum_new)
+
+    # new_dense_1_kernel_momentum = sum(dense_1_kernel_momentum_new)
+    new_dense_1_kernel_momentum[0, 0] = add_reduce(dense_1_kernel_momentum_new, axis=None)
+
+    if not math.isfinite(new_dense_1_kernel_momentum[0, 0]):  # guard: new_dense_1_kernel_momentum
+        raise _not_finite(
+            "train_step_kernel", "new_dense_1_kernel_momentum", new_dense_1_kernel_momentum[0, 0]
+        )
+
+    # dense_1_kernel_velocity_new = dense_1_kernel_velocity + (1 - beta_2)*(d_dense_1_kernel**2
+    #     - dense_1_kernel_velocity)
+    square(d_dense_1_kernel, out=dense_1_kernel_velocity_new)
+    subtract(dense_1_kernel_velocity_new, dense_1_kernel_velocity, out=dense_1_kernel_velocity_new)
+    multiply(dense_1_kernel_velocity_new, 1 - beta_2, out=dense_1_kernel_velocity_new)
+    add(dense_1_kernel_velocity, dense_1_kernel_velocity_new, out=dense_1_kernel_velocity_new)
+
+    # new_dense_1_kernel_velocity = sum(dense_1_kernel_velocity_new)
+    new_dense_1_kernel_velocity[0, 0] = add_reduce(dense_1_kernel_velocity_new, axis=None)
+
+    if not math.isfinite(new_dense_1_kernel_velocity[0, 0]):  # guard: new_dense_1_kernel_velocity
+        raise _not_finite(
+            "train_step_kernel", "new_dense_1_kernel_velocity", new_dense_1_kernel_velocity[0, 0]
+        )
+
+    # dense_1_kernel_new = dense_1_kernel - dense_1_kernel_momentum_new*learning_rate*sqrt(1
+    #     - beta_2**t)/((1 - beta_1**t)*(sqrt(dense_1_kernel_velocity_new) + epsilon))
+    sqrt(dense_1_kernel_velocity_new, out=dense_1_kernel_new)
+    add(dense_1_kernel_new, epsilon, out=dense_1_kernel_new)
+    divide(dense_1_kernel_momentum_new, dense_1_kernel_new, out=dense_1_kernel_new)
+    multiply(dense_1_kernel_new, per_step[0, 0], out=dense_1_kernel_new)
+    subtract(dense_1_kernel, dense_1_kernel_new, out=dense_1_kernel_new)
+
+    # new_dense_1_kernel = sum(dense_1_kernel_new)
+    new_dense_1_kernel[0, 0] = add_reduce(dense_1_kernel_new, axis=None)
+
+    if not math.isfinite(new_dense_1_kernel[0, 0]):  # guard: new_dense_1_kernel
+        raise _not_finite("train_step_kernel", "new_dense_1_kernel", new_dense_1_kernel[0, 0])
+
+    # dense_1_bias_momentum_new = dense_1_bias_momentum + (1 - beta_1)*(d_dense_1_bias
+    #     - dense_1_bias_momentum)
+    subtract(d_dense_1_bias, dense_1_bias_momentum, out=dense_1_bias_momentum_new)
+    multiply(dense_1_bias_momentum_new, 1 - beta_1, out=dense_1_bias_momentum_new)
+    add(dense_1_bias_momentum, dense_1_bias_momentum_new, out=dense_1_bias_momentum_new)
+
+    # new_dense_1_bias_momentum = sum(dense_1_bias_momentum_new)
+    new_dense_1_bias_momentum[0, 0] = add_reduce(dense_1_bias_momentum_new, axis=None)
+
+    if not math.isfinite(new_dense_1_bias_momentum[0, 0]):  # guard: new_dense_1_bias_momentum
+        raise _not_finite(
+            "train_step_kernel", "new_dense_1_bias_momentum", new_dense_1_bias_momentum[0, 0]
+        )
+
+    # dense_1_bias_velocity_new = dense_1_bias_velocity + (1 - beta_2)*(d_dense_1_bias**2
+    #     - dense_1_bias_velocity)
+    square(d_dense_1_bias, out=dense_1_bias_velocity_new)
+    subtract(dense_1_bias_velocity_new, dense_1_bias_velocity, out=dense_1_bias_velocity_new)
+    multiply(dense_1_bias_velocity_new, 1 - beta_2, out=dense_1_bias_velocity_new)
+    add(dense_1_bias_velocity, dense_1_bias_velocity_new, out=dense_1_bias_velocity_new)
+
+    # new_dense_1_bias_velocity = sum(dense_1_bias_velocity_new)
+    new_dense_1_bias_velocity[0, 0] = add_reduce(dense_1_bias_velocity_new, axis=None)
+
+    if not math.isfinite(new_dense_1_bias_velocity[0, 0]):  # guard: new_dense_1_bias_velocity
+        raise _not_finite(
+            "train_step_kernel", "new_dense_1_bias_velocity", new_dense_1_bias_velocity[0, 0]
+        )
+
+    # dense_1_bias_new = dense_1_bias - dense_1_bias_momentum_new*learning_rate*sqrt(1 - beta_2**t)/
+    #     ((1 - beta_1**t)*(sqrt(dense_1_bias_velocity_new) + epsilon))
+    sqrt(dense_1_bias_velocity_new, out=dense_1_bias_new)
+    add(dense_1_bias_new, epsilon, out=dense_1_bias_new)
+    divide(dense_1_bias_momentum_new, dense_1_bias_new, out=dense_1_bias_new)
+    multiply(dense_1_bias_new, per_step[0, 0], out=dense_1_bias_new)
+    subtract(dense_1_bias, dense_1_bias_new, out=dense_1_bias_new)
+
+    # new_dense_1_bias = sum(dense_1_bias_new)
+    new_dense_1_bias[0, 0] = add_reduce(dense_1_bias_new, axis=None)
+
+    if not math.isfinite(new_dense_1_bias[0, 0]):  # guard: new_dense_1_bias
+        raise _not_finite("train_step_kernel", "new_dense_1_bias", new_dense_1_bias[0, 0])
 
     result = (loss,)
     # updates: all new values were computed from the old inputs

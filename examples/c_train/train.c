@@ -48,7 +48,7 @@ static int train_steps(int64_t rows, const double *x, const double *y, double **
                 DIGITS_BETA_1, DIGITS_BETA_2, DIGITS_EPSILON, DIGITS_LEARNING_RATE, (double)step,
                 &loss, workspace);
             if (status != 0) {
-                fprintf(stderr, "train: epoch %d, step %lld: status %d (loss not finite)\n", epoch,
+                fprintf(stderr, "train: epoch %d, step %lld: status %d (see digits.h)\n", epoch,
                         (long long)step, (int)status);
                 return 1;
             }
