@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -189,6 +190,13 @@ def test_a_failed_step_keeps_the_steps_before_it_and_counts_them(tmp_path):
         "the 1 step before it stays applied (iterations=1), that step changed nothing"
     )
     assert result["iterations"] == 1
+    # a step whose new weights are inf names the guard of its status (as the C header lists)
+    named = re.fullmatch(
+        r"digits_train_step failed \(status (\d+)\): (new_\w+) is nan or inf; nothing was updated",
+        result["stepMessage"],
+    )
+    assert named is not None, result["stepMessage"]
+    assert int(named[1]) >= 3 and named[2] in {f"new_{w.symbol.name}" for w in model.weights}
     model.train_on_batch(x[:2], y[:2])  # the first batch's step, and nothing after it
     for w, value in zip(model.weights, model.get_weights()):
         got = np.array(result["weights"][w.path])

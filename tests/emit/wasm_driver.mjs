@@ -93,6 +93,13 @@ if (request.refusals) {
     message = err.message;
   }
   result = { message, iterations: model.iterations, weights: plain(model.getWeights()) };
+  // t = 0 (iterations -1): Adam's bias correction makes the new weights inf; one step
+  model.iterations = -1;
+  try {
+    model.trainStep(Values.from(request.x).subarray(0, 2 * INPUT_DIM), Int32Array.from(request.y).subarray(0, 2));
+  } catch (err) {
+    result.stepMessage = err.message;
+  }
 } else if (request.shuffle) {
   const x = Values.from(request.x);
   const runs = request.shuffle.map((seed) => {
