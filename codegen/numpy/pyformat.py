@@ -328,7 +328,8 @@ def _split(toks: list[Tok], indent: str, inside: bool, line_length: int) -> list
             return [line for part in parts for line in _split(part, indent, True, line_length)]
     if toks[-1].kind == "open":  # the head of a split (a very long name): left as it is
         return [text]
-    found = (None if inside else _optional_parens(toks, line_length)) or _right_hand_split(toks)
+    width = line_length - len(indent)
+    found = (None if inside else _optional_parens(toks, width)) or _right_hand_split(toks)
     if found is None:
         return [text]
     head, body, tail = found
@@ -380,15 +381,23 @@ def _right_hand_split(toks: list[Tok]):
 def _optional_parens(toks: list[Tok], line_length: int):
     """``x = (`` / right-hand side / ``)`` where black keeps its invisible parentheses: the
     right-hand side of ``=`` or ``return`` has several top-level operators of its highest
-    priority, or one and does not end in a bracket whose opening fits on the first line."""
+    priority, or one and does not end in a bracket whose opening fits on the first line,
+    or it is one call whose opening does not fit after a long target (``x[0, 0] = f(``).
+    ``line_length``: the width left after the statement's indent."""
     k = _assignment(toks)
     if k is None:
         return None
     rhs = toks[k + 1 :]
     priorities = [p for p in _priorities(rhs) if p]
-    if not priorities:
-        return None  # one call or name: split at its brackets
-    if priorities.count(max(priorities)) == 1 and rhs[-1].kind == "close":
+    if not priorities:  # one call or name: split at its brackets, if their opening fits
+        if _assignment(rhs) is not None:
+            return None  # `a = b[k] = (...)`: a chain of targets takes no parentheses
+        found = _right_hand_split(toks)
+        if found is None or len(_render(found[0])) <= line_length:
+            return None
+        if len(_render([*toks[: k + 1], Tok("(", True, "open")])) > line_length:
+            return None  # the target alone is too long: nothing fits, keep the split
+    elif priorities.count(max(priorities)) == 1 and rhs[-1].kind == "close":
         found = _right_hand_split(toks)
         if found is not None and len(_render(found[0])) <= line_length:
             return None  # `x = a + f(...)`: the last bracket's opening fits, split there

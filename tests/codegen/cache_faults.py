@@ -147,9 +147,12 @@ def main(argv=None) -> int:
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         pristine = Path(tmp) / "pristine"
-        os.environ["SYMGRAD_CACHE_DIR"] = str(pristine)
+        # the reference run also loads the process's thread-pool module, once (its object
+        # entry goes to another directory: a child inherits the loaded pool, never reads it)
+        os.environ["SYMGRAD_CACHE_DIR"] = str(Path(tmp) / "runtime")
         reference = run(use_cache=False)
-        run()  # fills the directory
+        os.environ["SYMGRAD_CACHE_DIR"] = str(pristine)
+        run()  # fills the directory with the program's entries alone
         for kind in args.kinds:
             for i in range(args.trials):
                 report = supervise(pristine, kind, args.seed * 100_003 + i, reference, args.timeout)

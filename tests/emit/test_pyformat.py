@@ -148,6 +148,19 @@ def test_wrap_long_lines_leaves_short_lines_alone():
     )
 
 
+def test_a_call_after_a_long_target_goes_in_parentheses_as_ruff_writes_it():
+    """``x[0, 0] = f(...)`` whose ``x[0, 0] = f(`` does not fit: ruff's layout (the call
+    inside ``(`` / ``)``), which the wrapper must match; a chain of targets is left alone."""
+    target = "new_" + "w" * 76 + "[0, 0]"
+    line = f"    {target} = add_reduce({'a' * 50}_new, axis=None)\n"
+    assert wrap_long_lines(line) == (
+        f"    {target} = (\n        add_reduce({'a' * 50}_new, axis=None)\n    )\n"
+    )
+    assert ruff_stable(f"def f():\n{line}") == f"def f():\n{wrap_long_lines(line)}"
+    chain = f"    work = {'b' * 80}[(n,)] = (t0, t1)\n"
+    assert compile(wrap_long_lines(chain).strip(), "chain", "exec")
+
+
 def _model(depth: int, name: str) -> Sequential:
     layers = [Dense(7, activation="relu", input_dim=5, name=f"{name}_0")]
     layers += [Dense(6, activation="tanh", name=f"{name}_{k}") for k in range(1, depth)]
