@@ -78,11 +78,10 @@ def torch_step(weights, x, y):
     import torch.nn.functional as F
 
     params = []
-    for (filters, k), (kernel, bias) in zip(CONVS, zip(weights[0:4:2], weights[1:4:2])):
-        c = kernel.shape[0] // (k * k)
-        params += [torch.tensor(kernel.reshape(k, k, c, filters)).permute(3, 2, 0, 1).contiguous()]
-        params += [torch.tensor(bias.reshape(-1))]
-    params += [torch.tensor(w.T.copy() if w.shape[0] > 1 else w.reshape(-1)) for w in weights[4:]]
+    for kernel, bias in zip(weights[0:4:2], weights[1:4:2]):  # (k, k, c, filters) -> OIHW
+        params += [torch.tensor(kernel).permute(3, 2, 0, 1).contiguous(), torch.tensor(bias)]
+    for kernel, bias in zip(weights[4::2], weights[5::2]):  # (in, out) -> (out, in)
+        params += [torch.tensor(kernel.T.copy()), torch.tensor(bias)]
     for p in params:
         p.requires_grad_(True)
     images = torch.tensor(x).permute(0, 3, 1, 2).contiguous()
@@ -108,11 +107,7 @@ def jax_step(weights, x, y):
     import jax
     import jax.numpy as jnp
 
-    params = []
-    for (filters, k), (kernel, bias) in zip(CONVS, zip(weights[0:4:2], weights[1:4:2])):
-        c = kernel.shape[0] // (k * k)
-        params += [jnp.asarray(kernel.reshape(k, k, c, filters)), jnp.asarray(bias.reshape(-1))]
-    params += [jnp.asarray(w if w.shape[0] > 1 else w.reshape(-1)) for w in weights[4:]]
+    params = [jnp.asarray(w) for w in weights]  # Keras's layout is HWIO and (in, out) already
     images, targets = jnp.asarray(x), jnp.asarray(y)
 
     def loss_fn(params):
@@ -139,7 +134,7 @@ def jax_step(weights, x, y):
         loss, state["params"] = update(state["params"])
         return float(loss)
 
-    step()  # compile
+    update(params)  # compiles; the result is dropped, so the first step starts from `weights`
     return step
 
 
