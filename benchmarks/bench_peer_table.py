@@ -4,11 +4,13 @@ Run from the repository root::
 
     .venv/bin/python -m benchmarks.bench_peer_table                 # 1 thread, then all cores
     .venv/bin/python -m benchmarks.bench_peer_table --threads 2 --workloads 1 --rounds 7
+    .venv/bin/python -m benchmarks.bench_peer_table --dtype float64   # the same in float64
 
 Without ``--threads`` each thread setting runs in its own child process (the
 thread limits of ``benchmarks.threads`` must be set before NumPy loads).
 
-The four MLPs of ``benchmarks.bench_llvm`` in float32, trained by SGD with
+The four MLPs of ``benchmarks.bench_llvm`` in float32 (``--dtype float64``: in
+float64, JAX with ``jax_enable_x64``), trained by SGD with
 momentum 0.9 (Keras's form, learning rate 1e-3); every candidate starts from
 the same Glorot weights (``HandMLP``'s), steps on the same first batch and
 runs its epochs over the same permutation. Per training step, medians of
@@ -154,9 +156,11 @@ def candidates(sizes, activation, output, batch, batches, dtype="float32"):
     return fns
 
 
-def measure(name, sizes, activation, output, batch, batches, rounds: int, idle: float = 0.2) -> Row:
+def measure(
+    name, sizes, activation, output, batch, batches, rounds: int, idle: float = 0.2, dtype="float32"
+) -> Row:
     """Time every candidate of one workload interleaved; idle check before each one's warm-up."""
-    fns = candidates(sizes, activation, output, batch, batches)
+    fns = candidates(sizes, activation, output, batch, batches, dtype)
     busy = {}
     for label, (fn, _) in fns.items():
         busy[label] = others_busy(idle)
@@ -174,14 +178,14 @@ def _time(seconds: float) -> str:
     return f"{_number(seconds / scale)} {unit}"
 
 
-def format_rows(rows: list[Row], threads: int) -> str:
+def format_rows(rows: list[Row], threads: int, dtype: str = "float32") -> str:
     """The markdown table of one thread setting."""
     columns = [c for c in (*PEERS, *SYMGRAD, *ONE_THREAD) if any(c in r.per_step for r in rows)]
     ratios = ["step / best peer", "epoch / best peer"]
     by_threads = all(c in r.per_step for r in rows for c in ONE_THREAD)
     ratios += ["step / 1 thread", "epoch / 1 thread"] if by_threads else []
     head = ["workload", *columns, *ratios, "idle check"]
-    lines = [f"**float32, per training step, {threads} thread(s)**", ""]
+    lines = [f"**{dtype}, per training step, {threads} thread(s)**", ""]
     lines += ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 2) + " --- |"]
     for r in rows:
         cells = [r.name] + [
@@ -198,16 +202,16 @@ def format_rows(rows: list[Row], threads: int) -> str:
     return "\n".join(lines)
 
 
-def gemm_throughput(size: int = 2048, rounds: int = 5) -> dict[str, float]:
-    """GFLOP/s of a ``size``² float32 product through symgrad's BLAS and through NumPy."""
+def gemm_throughput(size: int = 2048, rounds: int = 5, dtype: str = "float32") -> dict[str, float]:
+    """GFLOP/s of a ``size``² product through symgrad's BLAS and through NumPy."""
     from codegen.ir import Gemm, Program, Value
     from codegen.llvm import compile_program
 
     a_v, b_v, c_v = (Value(n, (size, size)) for n in ("A", "B", "C"))
-    program = Program("gemm", (a_v, b_v), (), (Gemm(c_v, a_v, b_v),), (c_v,), dtype="float32")
+    program = Program("gemm", (a_v, b_v), (), (Gemm(c_v, a_v, b_v),), (c_v,), dtype=dtype)
     fn = compile_program(program, cache=False)
     rng = np.random.default_rng(0)
-    A, B = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    A, B = (rng.standard_normal((size, size)).astype(dtype) for _ in range(2))
     out = np.empty_like(A)
     timings = interleaved(
         {"symgrad BLAS": lambda: fn(A, B), "NumPy matmul": lambda: np.matmul(A, B, out=out)},
@@ -221,7 +225,7 @@ def step_flops(sizes, batch) -> float:
     return 3 * 2 * batch * sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
-def run(threads: int, workloads, rounds: int) -> None:
+def run(threads: int, workloads, rounds: int, dtype: str = "float32") -> None:
     """Measure and print the table of this process's thread setting."""
     if peers()["torch"]:
         from benchmarks.threads import set_torch_threads
@@ -231,12 +235,12 @@ def run(threads: int, workloads, rounds: int) -> None:
     rows, specs = [], list(WORKLOADS.items())
     for k in workloads:
         name, spec = specs[k]
-        rows.append(measure(name, *spec, rounds=rounds))
+        rows.append(measure(name, *spec, rounds=rounds, dtype=dtype))
         print(f"  measured: {name}", file=sys.stderr, flush=True)
-    print(format_rows(rows, threads), end="\n\n")
-    gflops = gemm_throughput()
+    print(format_rows(rows, threads, dtype), end="\n\n")
+    gflops = gemm_throughput(dtype=dtype)
     print(
-        "2048² float32 GEMM: "
+        f"2048² {dtype} GEMM: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in gflops.items())
         + f" (idle check: {others_busy():.2f} cores busy)"
     )
@@ -255,11 +259,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="one thread setting only")
     ap.add_argument("--workloads", nargs="*", type=int, default=list(range(len(WORKLOADS))))
     ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parsed = ap.parse_args(args)
     if parsed.threads is not None:
-        run(parsed.threads, parsed.workloads, parsed.rounds)
+        run(parsed.threads, parsed.workloads, parsed.rounds, parsed.dtype)
         return
-    rest = ["--rounds", str(parsed.rounds), "--workloads", *map(str, parsed.workloads)]
+    rest = ["--rounds", str(parsed.rounds), "--dtype", parsed.dtype]
+    rest += ["--workloads", *map(str, parsed.workloads)]
     for threads in sorted({1, os.cpu_count() or 1}):  # one thread, then all cores
         cmd = [sys.executable, "-m", "benchmarks.bench_peer_table", "--threads", str(threads)]
         subprocess.run([*cmd, *rest], check=True)

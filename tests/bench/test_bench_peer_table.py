@@ -43,6 +43,30 @@ def test_every_candidate_starts_from_the_same_weights_and_data():
         assert mean == pytest.approx(epoch.mean("loss"), rel=1e-5), name
 
 
+@pytest.fixture
+def jax_x64_restored():
+    """bench_peers turns on jax_enable_x64 for float64; later tests expect JAX's default."""
+    yield
+    if importlib.util.find_spec("jax") is not None:
+        import jax
+
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_in_float64_every_candidate_computes_in_float64(jax_x64_restored):
+    """Losses agree to float64 rounding: a peer that fell back to float32 would be 1e-8 off."""
+    fns = table.candidates(*TINY, dtype="float64")
+    first = {name: fn() for name, (fn, _) in fns.items()}
+    symgrad_loss = float(first.pop("symgrad-llvm step")[0][0, 0])
+    epoch = first.pop("symgrad-llvm epoch").mean("loss")
+    for name in (*table.ONE_THREAD, "JAX scan", "Numba loop"):
+        first.pop(name, None)
+    assert first and all(
+        float(loss) == pytest.approx(symgrad_loss, rel=1e-13) for loss in first.values()
+    ), first
+    assert epoch > 0
+
+
 def test_measure_and_format_a_row():
     row = table.measure("tiny", *TINY, rounds=2, idle=0.01)
     assert sorted(row.per_step) == sorted(row.busy) == expected_columns()
@@ -57,8 +81,9 @@ def test_measure_and_format_a_row():
     assert f"| {ratio:.2f} |" in lines[-1]
 
 
-def test_gemm_throughput_and_idle_check():
-    rates = table.gemm_throughput(size=32, rounds=1)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gemm_throughput_and_idle_check(dtype):
+    rates = table.gemm_throughput(size=32, rounds=1, dtype=dtype)
     assert sorted(rates) == ["NumPy matmul", "symgrad BLAS"] and all(r > 0 for r in rates.values())
     busy = table.others_busy(0.01)
     assert np.isnan(busy) or busy >= 0
