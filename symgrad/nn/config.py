@@ -52,13 +52,18 @@ def recording(init):
 
     ``layer._arguments`` maps each parameter of the class's own ``__init__`` to the
     value it received (defaults included; ``**kwargs`` flattened), so a subclass
-    calling ``super().__init__`` does not overwrite its child's record.
+    calling ``super().__init__`` does not overwrite its child's record.  Every layer
+    also takes Keras's ``dtype=`` (recorded when given), set after its constructor ran.
     """
     signature = inspect.signature(init)
+    own_dtype = "dtype" in signature.parameters
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):  # noqa: N807 - it replaces the class's __init__
-        if "_arguments" not in vars(self):
+        outermost = "_arguments" not in vars(self)
+        # Keras's dtype= of every layer (the dtype of its weights while it is in no model)
+        dtype = kwargs.pop("dtype", None) if outermost and not own_dtype else None
+        if outermost:
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
             arguments = {}
@@ -70,8 +75,12 @@ def recording(init):
                     arguments.update(value)
                 elif kind is not inspect.Parameter.VAR_POSITIONAL:
                     arguments[key] = value
+            if dtype is not None:
+                arguments["dtype"] = dtype
             self._arguments = arguments
         init(self, *args, **kwargs)
+        if dtype is not None:
+            self.dtype = dtype  # checked by the layer's setter
 
     return __init__
 

@@ -108,8 +108,8 @@ def _tensors(inputs, who: str) -> list[KerasTensor]:
         if not isinstance(t, KerasTensor):
             what = f"an array of shape {np.shape(t)}" if hasattr(t, "shape") else repr(t)
             raise TypeError(
-                f"{who} takes symbolic tensors (from Input(shape=...) or a layer call); "
-                f"to run a model on arrays use model.predict(x). Received: {what} "
+                f"{who} takes symbolic tensors (from Input(shape=...) or a layer call), "
+                f"NumPy arrays or tape tensors. Received: {what} "
                 f"(of type {type(t).__name__})"
             )
     if not tensors:

@@ -28,8 +28,9 @@ import sympy as sp
 from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import core as E
+from symgrad.compiler import DTYPES
 from symgrad.nn import config as config_module
-from symgrad.nn import initializers, regularizers
+from symgrad.nn import initializers, regularizers, seeds
 from symgrad.nn import validation as data
 from symgrad.nn.validation import non_negative_int, positive_int, sample_shape, width
 
@@ -96,6 +97,8 @@ class Variable:
         model = getattr(self.layer, "model", None)
         if self.value is None and model is not None and model.built:
             model._materialize()  # initial values are drawn for all weights at once, in order
+        if self.value is None and model is None and getattr(self.layer, "built", False):
+            self.layer._initialize()  # a layer in no model: its own values, as Keras's build
         if self.value is None:
             raise ValueError(
                 f"Variable {self.path} has no value yet: add its layer to a built model "
@@ -307,6 +310,8 @@ class Layer(Weighted):
         self.built = False
         self.model = None
         self._trainable = True
+        self._dtype = "float32"  # Keras's floatx
+        self._init_rng: np.random.Generator | None = None  # drawn from while in no model
 
     @property
     def trainable(self) -> bool:
@@ -322,6 +327,34 @@ class Layer(Weighted):
         self._trainable = bool(value)
         for w in self.weights:
             w.trainable = self._trainable and not w.state
+
+    @property
+    def dtype(self) -> str:
+        """The dtype of the weights: the model's (its ``compile(dtype=...)``) for a layer in a
+        model, else the layer's own (Keras's ``dtype=`` argument, ``"float32"`` by default)."""
+        return self.model.dtype if self.model is not None else self._dtype
+
+    @dtype.setter
+    def dtype(self, value: str) -> None:
+        if value not in DTYPES:
+            raise ValueError(
+                f"Layer {self.name!r}: dtype must be one of {', '.join(DTYPES)}. "
+                f"Received: dtype={value!r}"
+            )
+        self._dtype = value
+
+    def _initialize(self) -> None:
+        """A built layer in no model (called on its own, as in Keras): its weights without a
+        value get their initial values now, in its dtype, from a generator of its own (the
+        next child of ``set_random_seed``'s sequence, or fresh entropy). A model that adopts
+        the layer later keeps those values."""
+        if self._init_rng is None:
+            self._init_rng = seeds.generator()
+        for w in self.weights:
+            if w.value is None:
+                w.value = np.ascontiguousarray(
+                    w.initializer(w.matrix_shape, self._init_rng), dtype=self._dtype
+                )
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of this layer's weights in Keras's layout: ``[kernel (in, units), bias (units,)]``."""
@@ -407,11 +440,17 @@ class Layer(Weighted):
     def __call__(self, inputs, training: bool | None = None):
         """On symbolic tensors: one call more in a functional graph.  Inside a
         ``GradientTape`` (or on tape tensors): the call is recorded on the tape,
-        ``training=True`` as in ``fit``, else as in ``predict``."""
+        ``training=True`` as in ``fit``, else as in ``predict``.  On arrays outside a tape:
+        the layer's output for them, as arrays (a compiled program, kept by structure).
+
+        A layer in no model is built by its first call on arrays or tape tensors (its
+        weights get their initial values then, as Keras's ``build``)."""
         from symgrad.nn import functional, tape  # both import this module
 
         if tape.records(inputs):
             return tape.call_layer(self, inputs, training=bool(training))
+        if tape.arrays(inputs):
+            return tape.run_layer(self, inputs, training=bool(training))
         return functional.call_layer(self, inputs)
 
     def _connect(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:

@@ -527,8 +527,9 @@ class Sequential(Model):
                 "All layers added to a Sequential model should have unique names. "
                 f"Name {layer.name!r} is already the name of a layer in this model."
             )
-        if not self._layers and self._input_shape is None:
-            self._input_shape = declared_shape(layer)
+        if not self._layers and self._input_shape is None:  # a layer built on its own knows it
+            built = layer.input_shape if layer.built else None
+            self._input_shape = declared_shape(layer) or built
         if self._input_shape is not None:  # weights get values on first use (after compile's seed)
             layer.build(self._output_shape_of(self._layers))
         self._layers.append(layer)

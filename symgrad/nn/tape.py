@@ -44,7 +44,8 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 
 from symgrad import compiler, formulas
 from symgrad import core as E
-from symgrad.nn.layers import Names, declared_shape
+from symgrad.nn.layers import Names, declared_shape, snake_case
+from symgrad.nn.validation import width
 
 BATCH = E.batch()
 PROGRAMS_KEPT = 256
@@ -70,6 +71,14 @@ def records(value) -> bool:
     if isinstance(value, (list, tuple)):
         return bool(value) and all(records(v) for v in value)
     return isinstance(value, Tensor) or (bool(_RECORDING) and isinstance(value, np.ndarray))
+
+
+def arrays(value) -> bool:
+    """Whether a layer call on ``value`` outside a tape runs eagerly: an array, or a list or
+    tuple of arrays (a merging layer's inputs)."""
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(v, np.ndarray) for v in value)
+    return isinstance(value, np.ndarray)
 
 
 def _kept(table: OrderedDict, key, make: Callable, limit: int):
@@ -377,6 +386,13 @@ class GradientTape:
         found = self._sources.get(id(var))
         if found is not None:
             return found[1]
+        if var.symbol in self.leaves:  # two weights of one name would be one leaf
+            other = next(v for v, sym in self._sources.values() if sym == var.symbol)
+            raise ValueError(
+                f"Two different variables named {var.path} were read on one GradientTape "
+                f"(of layers {_owner(other)} and {_owner(var)}): give the layers distinct "
+                "names (name=...)"
+            )
         if var.value is None and hasattr(var, "_require_value"):
             var._require_value()  # a built model's weights get their initial values
         if var.value is None:
@@ -800,19 +816,71 @@ def _training_step(tape: GradientTape, model) -> None:
         tape._step = (optimizer.iterations if optimizer is not None else 0) + 1
 
 
+_STANDALONE_NAMES: set[str] = set()  # names of the layers called while in no model
+
+
+def _name_standalone(layer) -> None:
+    """A layer in no model called for the first time gets Keras's next free name among such
+    layers (``dense``, ``dense_1``...), so two of them never share weight symbols; a name
+    given by the user is taken as it is."""
+    if layer.model is not None or layer.built:
+        return
+    if layer._name is None:
+        base = snake_case(type(layer).__name__)
+        layer._name, layer._auto_named = E.fresh_name(base, _STANDALONE_NAMES), True
+    else:
+        _STANDALONE_NAMES.add(layer._name)
+
+
+def _owner(var) -> str:
+    layer = getattr(var, "layer", None)
+    return repr(layer.name) if layer is not None else "none"
+
+
+def run_layer(layer, x, training: bool = False):
+    """``layer(x)`` on arrays outside a tape, as Keras's eager call: the output for the rows
+    of ``x`` (a list of arrays for a merging layer) as an array shaped ``(samples, *output
+    shape)``, one per output.  The layer's formula is recorded on a tape of its own and
+    evaluated by a compiled program kept by structure, dtype and backend (the backend of the
+    layer's compiled model, else NumPy), so calls on any number of rows compile once."""
+    if training:
+        raise NotImplementedError(
+            f"Layer {layer.name!r} called on arrays with training=True: fit runs the training "
+            "graph; inside a GradientTape, layer(x, training=True) records it"
+        )
+    model = layer.model
+    backend = model.backend if model is not None and getattr(model, "compiled", False) else None
+    with GradientTape(backend=backend, watch_accessed_variables=False):
+        tensors, shapes = _record_layer(layer, x, training=False)
+    out = []
+    for t, shape in zip(tensors, shapes):
+        value = t.numpy()
+        rows = value.shape[0]
+        out.append(value.reshape(rows, *shape) if width(shape) == value.shape[1] else value)
+    return out[0] if len(out) == 1 else out
+
+
 def call_layer(layer, x, training: bool = False):
     """``layer(x)`` on the tape: the layer's formula on ``x`` (a tape tensor, or an array whose
     rows become the batch ``X``; a list of them for a merging layer), its weights read as
     leaves. Its intermediates are numbered along the tape as in a model's formulas (the
     first Dense's ``Z1``, ``A1``, the next one's ``Z2``...), so calling a model's layers
-    one after the other records the graph of the model's own call.
+    one after the other records the graph of the model's own call.  A layer in no model is
+    built by its first call (:func:`_name_standalone`, ``Layer._initialize``).
 
     ``training``: the layer as in ``fit`` (dropout, batch statistics), else as in ``predict``."""
+    tensors, _ = _record_layer(layer, x, training)
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def _record_layer(layer, x, training: bool):
+    """(the output tensors of ``layer(x)`` on the tape, the shapes of their samples)."""
     several = isinstance(x, (list, tuple))
     given = list(x) if several else [x]
     tape = _tape_of(*given)
+    _name_standalone(layer)
     inputs = [_layer_input(layer, tape, v) for v in given]
-    layer._connect([shape for _, shape in inputs])  # checks the shapes, builds the weights
+    shapes = layer._connect([shape for _, shape in inputs])  # checks them, builds the weights
     model = layer.model
     if model is not None and model.built:
         model._materialize()
@@ -845,7 +913,7 @@ def call_layer(layer, x, training: bool = False):
         expr = record(("layer", holders, out), build, *(t.expr for t, _ in inputs))
         tape.outputs.append(expr)
         tensors.append(tape.tensor(expr, (rows, int(expr.shape[1]))))
-    return tensors[0] if len(tensors) == 1 else tensors
+    return tensors, [tuple(s) for s in shapes]
 
 
 def _numbering(names) -> tuple:

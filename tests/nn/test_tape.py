@@ -17,6 +17,7 @@ import pytest
 import symgrad
 from symgrad import losses, ops
 from symgrad.nn import optimizers as optimizers_module
+from symgrad.nn import seeds
 from symgrad.nn.losses import FUNCTIONS, LOSSES
 from tests.nn import loss_references
 from tests.nn.helpers import BACKEND, OUTPUT_FOR_LOSS, blobs, mlp, targets_for
@@ -329,19 +330,26 @@ def test_broadcasting_and_reductions_match_numpy(rng):
         tape.as_tensor(m) + np.ones(2)
 
 
-def test_a_training_loop_compiles_once(monkeypatch, rng):
-    x, labels = blobs(rng, n=50)
-    y = np.eye(3)[labels]
-    model = mlp(optimizer="adam")
-    count = {"n": 0}
+@pytest.fixture
+def count_compiles(monkeypatch):
+    """``count_compiles()``: how many programs ``symgrad.compiler.compile`` built since the
+    test began (the tape, the losses and ``apply_gradients`` all compile through it)."""
+    count = [0]
     real = symgrad.compiler.compile
 
     def counting(*args, **kwargs):
-        count["n"] += 1
+        count[0] += 1
         return real(*args, **kwargs)
 
     monkeypatch.setattr(symgrad.compiler, "compile", counting)
-    compiles = []
+    return lambda: count[0]
+
+
+def test_a_training_loop_compiles_once(count_compiles, rng):
+    x, labels = blobs(rng, n=50)
+    y = np.eye(3)[labels]
+    model = mlp(optimizer="adam")
+    built, compiles = count_compiles(), []  # the model's own step is compiled
     for _epoch in range(3):
         for start in range(0, 50, 16):  # the last batch has 2 rows: the same programs
             xb, yb = x[start : start + 16], y[start : start + 16]
@@ -353,7 +361,7 @@ def test_a_training_loop_compiles_once(monkeypatch, rng):
             )
             model.optimizer.apply_gradients(zip(grads, model.weights))
             float(value)
-        compiles.append(count["n"])
+        compiles.append(count_compiles() - built)
     assert compiles[0] <= 2  # the gradient program and the update, built in the first epoch
     assert compiles[1] == compiles[2] == compiles[0]  # and never again
     assert model.optimizer.iterations == 12
@@ -669,19 +677,11 @@ def test_an_intermediate_the_target_does_not_depend_on_gets_none(rng):
     assert list(shown) == ["A1", "dense_kernel"]
 
 
-def test_intermediate_gradients_in_a_loop_compile_once(monkeypatch, rng):
+def test_intermediate_gradients_in_a_loop_compile_once(count_compiles, rng):
     x, labels = blobs(rng, n=40)
     y = np.eye(3)[labels]
     model = _split_mlp(optimizer="adam")
-    count = {"n": 0}
-    real = symgrad.compiler.compile
-
-    def counting(*args, **kwargs):
-        count["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(symgrad.compiler, "compile", counting)
-    compiles = []
+    built, compiles = count_compiles(), []  # the model's own step is compiled
     for _epoch in range(3):
         for start in range(0, 40, 16):  # the last batch has 8 rows: the same programs
             xb, yb = x[start : start + 16], y[start : start + 16]
@@ -693,7 +693,7 @@ def test_intermediate_gradients_in_a_loop_compile_once(monkeypatch, rng):
             dh, *grads = tape.gradient(value, [h, *model.trainable_weights])
             assert dh.shape == (len(xb), 6) and np.all(np.isfinite(dh))
             model.optimizer.apply_gradients(zip(grads, model.trainable_weights))
-        compiles.append(count["n"])
+        compiles.append(count_compiles() - built)
     assert compiles[0] <= 2  # the gradient program and the update, built in the first epoch
     assert compiles[1] == compiles[2] == compiles[0]  # and never again
 
@@ -797,3 +797,190 @@ def test_explain_an_intermediate_gradient(rng):
     forward = explained.split("Reverse sweep")[0].splitlines()[1:]
     assert [line.split(" = ")[0].strip() for line in forward if line.strip()] == ["Z2", "A2", "L"]
     assert "dL/dA1 = 1/n*(A2 - Y)*dense_1_kernel.T" in explained
+
+
+# --------------------------------------------------------------------------
+# Layers in no model: built by their first call, eager on arrays, recorded on the tape
+
+
+def _layernorm(a, gamma, beta, eps=1e-3):
+    mu = a.mean(1, keepdims=True)
+    return gamma * (a - mu) / np.sqrt(((a - mu) ** 2).mean(1, keepdims=True) + eps) + beta
+
+
+def _conv_valid(x, kernel, bias):
+    """Keras's Conv2D, padding "valid", strides 1: (n, H, W, C) * (kh, kw, C, F)."""
+    kh, kw = kernel.shape[:2]
+    rows, cols = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    out = sum(
+        np.einsum("nijc,cf->nijf", x[:, u : u + rows, v : v + cols, :], kernel[u, v])
+        for u in range(kh)
+        for v in range(kw)
+    )
+    return out + bias
+
+
+def test_a_layer_in_no_model_is_built_by_its_first_call(monkeypatch, rng):
+    layer = symgrad.Dense(4, activation="tanh", dtype="float64")
+    assert not layer.built and layer.weights == []
+    x = rng.standard_normal((5, 3))
+    y = layer(x)
+    assert layer.built and layer.input_shape == (3,)
+    assert [w.shape for w in layer.weights] == [(3, 4), (4,)]
+    assert all(w.value.dtype == np.float64 for w in layer.weights)
+    assert not np.allclose(layer.kernel.numpy(), 0)  # glorot_uniform, drawn at the first call
+    np.testing.assert_allclose(
+        y, np.tanh(x @ layer.kernel.numpy() + layer.bias.numpy()), rtol=1e-12
+    )
+    default = symgrad.Dense(2)  # Keras's floatx: float32 weights and outputs
+    assert default(x.astype(np.float32)).dtype == np.float32 == default.kernel.value.dtype
+    assert symgrad.Dense(2, dtype="float64").get_config()["dtype"] == "float64"
+    assert symgrad.Dense.from_config({"units": 2, "dtype": "float64"}).dtype == "float64"
+    # unseeded initial values follow set_random_seed's sequence, as a model's do
+    kernels = []
+    for _ in range(2):
+        monkeypatch.setattr(seeds, "_root", np.random.SeedSequence(7))
+        fresh = symgrad.Dense(3)
+        fresh(x)
+        kernels.append(fresh.kernel.numpy())
+    np.testing.assert_array_equal(*kernels)
+
+
+def test_an_eager_layer_call_compiles_once(count_compiles, rng):
+    layer = symgrad.Dense(4, activation="relu", dtype="float64")
+    layer(rng.standard_normal((5, 3)))
+    assert count_compiles() == 1
+    for rows in (1, 7, 30):
+        x = rng.standard_normal((rows, 3))
+        expected = np.maximum(x @ layer.kernel.numpy() + layer.bias.numpy(), 0)
+        np.testing.assert_allclose(layer(x), expected, rtol=1e-12)
+    assert count_compiles() == 1
+
+
+def test_a_standalone_conv2d_against_finite_differences(check_grad, rng):
+    """Conv2D, Flatten and Dense in no model, eager and on the tape, against NumPy."""
+    conv = symgrad.layers.Conv2D(2, 3, activation="tanh", dtype="float64")
+    flat, dense = symgrad.layers.Flatten(), symgrad.Dense(2, dtype="float64")
+    x, r = rng.standard_normal((4, 5, 5, 2)), rng.standard_normal((4, 2))
+    images = conv(x)
+    assert images.shape == (4, 3, 3, 2) and [w.shape for w in conv.weights] == [(3, 3, 2, 2), (2,)]
+    kernel, bias = conv.get_weights()
+    np.testing.assert_allclose(images, np.tanh(_conv_valid(x, kernel, bias)), rtol=1e-12)
+    dense(flat(images))
+    weights = [*conv.weights, *dense.weights]
+    with symgrad.GradientTape() as tape:
+        value = ops.reduce_sum(ops.tanh(dense(flat(conv(x)))) * r)
+    grads = tape.gradient(value, weights)
+
+    def f(arrays):
+        k, b, w, c = arrays
+        h = np.tanh(_conv_valid(x, k, b)).reshape(len(x), -1)
+        return np.sum(np.tanh(h @ w + c) * r)
+
+    assert float(value) == pytest.approx(f([w.numpy() for w in weights]), rel=1e-12)
+    check_grad(f, [w.numpy() for w in weights], grads)
+
+
+def _chain_gradients(backend, x, r, layers):
+    """(value, gradients by each layer's weights and by x) of sum(tanh(d2(norm(d1(x)))) o r)."""
+    d1, norm, d2 = layers
+    with symgrad.GradientTape(backend=backend) as tape:
+        y = d2(norm(d1(x)))
+        tape.watch(x)  # after the call x is the batch X: the program runs on `backend`
+        value = ops.reduce_sum(ops.tanh(y) * r)
+    weights = [w for layer in layers for w in layer.weights]
+    return tape, y, value, tape.gradient(value, [*weights, x])
+
+
+def test_standalone_layers_chained_by_hand_against_finite_differences(check_grad, rng):
+    """Dense, LayerNormalization and Dense in no model, chained by hand: one graph, its
+    gradients by the weights and the input against finite differences; both backends agree."""
+    d1, norm, d2 = layers = (
+        symgrad.Dense(5, activation="tanh", dtype="float64"),
+        symgrad.layers.LayerNormalization(dtype="float64"),
+        symgrad.Dense(3, dtype="float64"),
+    )
+    x, r = rng.standard_normal((7, 4)), rng.standard_normal((7, 3))
+    d2(norm(d1(x)))  # builds the three layers
+    norm.set_weights([1 + 0.5 * rng.standard_normal(5), 0.3 * rng.standard_normal(5)])
+    eager = d2(norm(d1(x)))
+    weights = [w for layer in layers for w in layer.weights]
+
+    def f(arrays):
+        k1, b1, gamma, beta, k2, b2, inputs = arrays
+        return np.sum(np.tanh(_layernorm(np.tanh(inputs @ k1 + b1), gamma, beta) @ k2 + b2) * r)
+
+    values = [w.numpy() for w in weights]
+    runs = {b: _chain_gradients(b, x, r, layers) for b in sorted(symgrad.compiler.BACKENDS)}
+    tape, y, value, grads = runs["numpy"]
+    # one graph, numbered along the tape: d1's Z1 and A1, norm's N1, d2's Z2
+    assert symgrad.expr.sstr(y.expr) == "Z2"
+    assert float(value) == pytest.approx(f([*values, x]), rel=1e-12)
+    check_grad(f, [*values, x], grads)
+    hidden = _layernorm(np.tanh(x @ values[0] + values[1]), *values[2:4])
+    np.testing.assert_allclose(eager, hidden @ values[4] + values[5], rtol=1e-12)
+    for _, _, other_value, other in runs.values():
+        assert float(other_value) == pytest.approx(float(value), rel=1e-12)
+        for a, b in zip(other, grads):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_a_custom_loop_of_standalone_layers_compiles_once(count_compiles, rng):
+    x, labels = blobs(rng, n=50)
+    y = np.eye(3)[labels]
+    d1, d2 = symgrad.Dense(6, activation="tanh"), symgrad.Dense(3, activation="softmax")
+    optimizer = symgrad.optimizers.Adam(learning_rate=0.05)
+    compiles, seen = [], []
+    for _epoch in range(3):
+        for start in range(0, 50, 16):  # the last batch has 2 rows: the same programs
+            xb, yb = x[start : start + 16], y[start : start + 16]
+            with symgrad.GradientTape() as tape:
+                value = ops.reduce_mean(losses.categorical_crossentropy(yb, d2(d1(xb))))
+            weights = [*d1.trainable_weights, *d2.trainable_weights]
+            optimizer.apply_gradients(zip(tape.gradient(value, weights), weights))
+        seen.append(float(np.mean(losses.categorical_crossentropy(y, d2(d1(x))))))
+        compiles.append(count_compiles())
+    assert compiles[1] == compiles[2] == compiles[0]
+    assert seen[2] < seen[1] < seen[0] and optimizer.iterations == 12
+
+
+def test_a_standalone_layer_joins_a_model_with_its_weights(rng):
+    x = rng.standard_normal((6, 3))
+    d1, d2 = symgrad.Dense(4, activation="tanh", dtype="float64"), symgrad.Dense(2)
+    expected = d2(d1(x))
+    before = [w.numpy() for w in (*d1.weights, *d2.weights)]
+    model = symgrad.Sequential([d1, d2])
+    assert model.built and model.input_shape == (3,)
+    model.compile(optimizer="sgd", loss="mse", backend=BACKEND, dtype="float64")
+    assert d1.dtype == d2.dtype == "float64"  # a layer in a model: the model's dtype
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-6)
+
+
+def test_standalone_layer_errors(rng):
+    layer = symgrad.Dense(4)
+    layer(np.ones((2, 3)))
+    message = (
+        rf"Layer '{layer.name}' \(Dense\) expects inputs of shape \(None, 3\). "
+        r"Received: a tensor of shape \(None, 5\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        layer(np.ones((2, 5)))
+    with symgrad.GradientTape(), pytest.raises(ValueError, match=message):
+        layer(np.ones((2, 5)))
+    with pytest.raises(NotImplementedError, match=r"called on arrays with training=True"):
+        layer(np.ones((2, 3)), training=True)
+    with pytest.raises(
+        ValueError, match=r"dtype must be one of float32, float64. Received: dtype='int8'"
+    ):
+        symgrad.Dense(2, dtype="int8")
+    a, b = symgrad.Dense(3, name="twin"), symgrad.Dense(3, name="twin")
+    with (
+        symgrad.GradientTape(),
+        pytest.raises(
+            ValueError,
+            match=r"Two different variables named twin/kernel .*layers 'twin' and 'twin'",
+        ),
+    ):
+        b(a(np.ones((2, 3))))
