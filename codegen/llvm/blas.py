@@ -366,7 +366,7 @@ def _system_cblas() -> Provider | None:
 # --------------------------------------------------------------------------
 # Emitting a row-major C = alpha op(A) op(B) (m x n, inner dimension k).
 
-CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112
+CBLAS_COL_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 102, 111, 112
 
 
 @dataclass(frozen=True)
@@ -402,7 +402,13 @@ def emit_gemm(b: ir.IRBuilder, prov: Provider, fmt: FloatFormat, g: GemmCall, ld
 
 
 def _cblas_call(b, prov, fmt, g: GemmCall, lda, ldb, ldc):
-    """cblas_?gemm(RowMajor, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)"""
+    """cblas_?gemm(ColMajor, transB, transA, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc)
+
+    Column-major view: C^T (n x m) = op(B)^T op(A)^T, the arguments OpenBLAS turns a
+    row-major call into. Asked row-major (no transposes, alpha 1), an AVX-512 OpenBLAS
+    takes its ``sgemm_direct`` kernel below 28 * 512^2 multiply-adds: a choice by the
+    call's size, which would give a product other bits when it is split into more blocks.
+    """
     ty = fmt.ftype
     it = I64 if prov.abi == "cblas64" else I32
     fnty = ir.FunctionType(
@@ -413,9 +419,9 @@ def _cblas_call(b, prov, fmt, g: GemmCall, lda, ldb, ldc):
     def cast(x):
         return x if it is I64 else b.trunc(x, it)
 
-    flags = [ir.Constant(I32, CBLAS_TRANS if t else CBLAS_NO_TRANS) for t in (g.trans_a, g.trans_b)]
-    head = [ir.Constant(I32, CBLAS_ROW_MAJOR), *flags, cast(g.m), cast(g.n), cast(g.k)]
-    tail = [g.alpha, g.a, cast(lda), g.bm, cast(ldb), ir.Constant(ty, 0.0), g.c, cast(ldc)]
+    flags = [ir.Constant(I32, CBLAS_TRANS if t else CBLAS_NO_TRANS) for t in (g.trans_b, g.trans_a)]
+    head = [ir.Constant(I32, CBLAS_COL_MAJOR), *flags, cast(g.n), cast(g.m), cast(g.k)]
+    tail = [g.alpha, g.bm, cast(ldb), g.a, cast(lda), ir.Constant(ty, 0.0), g.c, cast(ldc)]
     b.call(fn, head + tail)
 
 

@@ -55,7 +55,7 @@ from codegen.ir import (
     Window,
     format_stmt,
 )
-from codegen.llvm import blas, pool
+from codegen.llvm import blas, loops, pool
 from codegen.llvm.loops import I32, I64, PTR, REDUCE, copy, element, for_range, i64, load, store
 from codegen.llvm.mathlib import Emitter, FloatFormat, MathLibrary
 from codegen.llvm.scalar import ScalarLowering
@@ -120,6 +120,14 @@ def lower_dim(b: ir.IRBuilder, dims: dict, expr: sp.Expr) -> ir.Value:
 # count, and each chunk computes the same bits on any thread, so the result is
 # the same at every thread count. A reduction to one number (``partial``) writes
 # each chunk's sum to its own partial; the partials are then added in chunk order.
+#
+# A product (``Range.parts``) is the exception: it splits into one block per
+# thread, so that each thread makes one large BLAS call (a block per 128 rows
+# packed the other operand again for every block). Its blocks are rows of the
+# output, never the inner dimension: every output element is the same dot
+# product, accumulated over the inner dimension in the same order, whichever
+# block computes it (``lower_gemm`` says what keeps the BLAS's kernels the same
+# for every block size).
 
 CHUNK = 1 << 14  # elements per chunk: about as long as a job hand-off costs, several times
 MAX_PARTIALS = 256  # partial sums of a reduction to one number (more chunks: larger ones)
@@ -130,9 +138,11 @@ class Range:
     """The outer range of a split kernel: its extent and grain from the kernel's sizes."""
 
     extent: Callable[[ir.IRBuilder, list], ir.Value]
-    grain: Callable[[ir.IRBuilder, list], ir.Value]
+    grain: Callable[[ir.IRBuilder, list], ir.Value] | None = None
     partial: bool = False  # the kernel's first pointer is a (1, 1) sum: one partial per chunk
-    gemm: bool = False  # a product's blocks: as many threads as the BLAS allows (gemm_threads)
+    # a product's blocks: how many from (sizes, extent, threads), on gemm_threads threads;
+    # block c is [share(c), share(c + 1)) (``_share``), not c * grain
+    parts: Callable[[ir.IRBuilder, list, ir.Value, ir.Value], ir.Value] | None = None
 
 
 def _at_least(b: ir.IRBuilder, x: ir.Value, low: int) -> ir.Value:
@@ -179,24 +189,54 @@ def call_kernel(ctx: StepContext, fn: ir.Function, ints, pointers, scalars) -> N
     if ctx.threads is None:  # an emitted library: one call over the whole range
         b.call(fn, [*ints, i64(0), extent, *pointers, *scalars])
         return
-    grain = split.grain(b, ints)
-    if split.partial:
-        grain = partial_grain(b, extent, grain)
-    chunks = _ceil_div(b, extent, grain)
+    threads = ctx.threads if split.parts is None else ctx.gemm_threads
+    chunks = _chunk_count(b, split, ints, extent, threads)
     with b.if_else(b.icmp_signed(">", chunks, i64(1))) as (many, one):
         with many:
-            _run_chunks(ctx, fn, split, ints, pointers, scalars, chunks)
+            _run_chunks(ctx, fn, split, ints, pointers, scalars, chunks, threads)
         with one:
             b.call(fn, [*ints, i64(0), extent, *pointers, *scalars])
 
 
-def _run_chunks(ctx: StepContext, fn, split: Range, ints, pointers, scalars, chunks) -> None:
+def _grain(b: ir.IRBuilder, split: Range, ints, extent: ir.Value) -> ir.Value:
+    grain = split.grain(b, ints)
+    return partial_grain(b, extent, grain) if split.partial else grain
+
+
+def _chunk_count(b: ir.IRBuilder, split: Range, ints, extent, threads) -> ir.Value:
+    if split.parts is not None:
+        return split.parts(b, ints, extent, threads)
+    return _ceil_div(b, extent, _grain(b, split, ints, extent))
+
+
+def _chunk_bounds(b: ir.IRBuilder, split: Range, ints, extent, c, chunks) -> tuple:
+    """[lo, hi) of chunk c of ``chunks``."""
+    if split.parts is not None:
+        return _share(b, extent, chunks, c), _share(b, extent, chunks, b.add(c, i64(1)))
+    grain = _grain(b, split, ints, extent)
+    lo = b.mul(c, grain)
+    hi = b.add(lo, grain)
+    return lo, b.select(b.icmp_signed("<", hi, extent), hi, extent)
+
+
+def _share(b: ir.IRBuilder, extent, parts, c) -> ir.Value:
+    """Where block c of ``parts`` starts: c extent / parts rounded to the nearest multiple
+    of GEMM_ALIGN (the last block ends at ``extent``). With parts <= extent / (2 GEMM_ALIGN)
+    every block holds at least GEMM_ALIGN rows and half of extent / parts."""
+    unit = b.mul(parts, i64(GEMM_ALIGN))
+    nearest = b.sdiv(b.add(b.mul(i64(2), b.mul(c, extent)), unit), b.mul(i64(2), unit))
+    return b.select(b.icmp_signed("<", c, parts), b.mul(nearest, i64(GEMM_ALIGN)), extent)
+
+
+def _run_chunks(ctx: StepContext, fn, split: Range, ints, pointers, scalars, chunks, threads):
     b, ty = ctx.b, ctx.fmt.ftype
     fields = [*ints, *pointers, *scalars]
     partials = None
     if split.partial:
         partials = _entry_alloca(ctx, ir.ArrayType(ty, MAX_PARTIALS), "partials")
         fields.append(partials)
+    if split.parts is not None:  # the blocks' bounds depend on their count
+        fields.append(chunks)
     types = [v.type for v in fields]
     frame = _entry_alloca(ctx, ir.ArrayType(I64, len(fields)), "chunk.args")
     for k, value in enumerate(fields):
@@ -205,7 +245,7 @@ def _run_chunks(ctx: StepContext, fn, split: Range, ints, pointers, scalars, chu
     entry = ctx.module.globals.get(pool.ENTRY) or ir.Function(
         ctx.module, pool.CHUNK_RUNNER, pool.ENTRY
     )
-    b.call(entry, [chunk, frame, chunks, ctx.gemm_threads if split.gemm else ctx.threads])
+    b.call(entry, [chunk, frame, chunks, threads])
     if partials is not None:  # in chunk order, whoever computed them
         (total,) = for_range(
             b,
@@ -235,15 +275,13 @@ def _trampoline(ctx: StepContext, fn, split: Range, n_ints: int, n_pointers: int
     values = [load(b, t, _frame_slot(b, frame, k), i64(0)) for k, t in enumerate(types)]
     ints = values[:n_ints]
     pointers = values[n_ints : n_ints + n_pointers]
-    scalars = values[n_ints + n_pointers : len(values) - (1 if split.partial else 0)]
+    extra = (1 if split.partial else 0) + (1 if split.parts is not None else 0)
+    scalars = values[n_ints + n_pointers : len(values) - extra]
     extent = split.extent(b, ints)
-    grain = split.grain(b, ints)
     if split.partial:
-        grain = partial_grain(b, extent, grain)
         pointers = [element(b, ctx.fmt.ftype, values[-1], c), *pointers[1:]]
-    lo = b.mul(c, grain)
-    hi = b.add(lo, grain)
-    hi = b.select(b.icmp_signed("<", hi, extent), hi, extent)
+    chunks = values[-1] if split.parts is not None else None
+    lo, hi = _chunk_bounds(b, split, ints, extent, c, chunks)
     b.call(fn, [*ints, lo, hi, *pointers, *scalars])
     b.ret_void()
     return chunk
@@ -819,57 +857,60 @@ def _indexed_call(table: Value, s: Gather | ScatterAdd) -> KernelCall:
     return detail, [s.out, *s.reads], list(s.indices.shape), []
 
 
-def _gemm_grain(b: ir.IRBuilder, n: list) -> ir.Value:
-    """One block for a product under GEMM_WORK multiply-adds, else GEMM_BLOCK rows or columns."""
+def _gemm_parts(b: ir.IRBuilder, n: list, extent: ir.Value, threads: ir.Value) -> ir.Value:
+    """Blocks of a product's rows: one per thread, but none under 2 GEMM_ALIGN rows and
+    none under half of GEMM_WORK multiply-adds on average (so a product under GEMM_WORK
+    runs whole, on the calling thread)."""
     m, cols, inner = n
-    small = b.icmp_signed("<", b.mul(b.mul(m, cols), inner), i64(GEMM_WORK))
-    return b.select(small, _at_least(b, _gemm_extent(b, n), 1), i64(GEMM_BLOCK))
-
-
-def _gemm_extent(b: ir.IRBuilder, n: list) -> ir.Value:
-    """The longer side of the product: its blocks are rows when m >= n, else columns."""
-    return b.select(b.icmp_signed(">=", n[0], n[1]), n[0], n[1])
+    work = b.mul(b.mul(m, cols), inner)
+    parts = loops.imin(b, threads, b.sdiv(extent, i64(2 * GEMM_ALIGN)))
+    parts = loops.imin(b, parts, b.sdiv(work, i64(GEMM_WORK // 2)))
+    return _at_least(b, parts, 1)
 
 
 GEMM_WORK = 1 << 22  # multiply-adds: a 32x64x128 product (1/16 of it) is faster whole on one thread
-GEMM_BLOCK = 128  # rows or columns per block of a larger product
-GEMM = Range(_gemm_extent, _gemm_grain, gemm=True)
-GEMM_ROWS = Range(lambda b, n: n[0], _gemm_grain, gemm=True)  # the generated loop nest: rows only
+# block boundaries, in rows of the output: a multiple of the column-major micro-kernel
+# width (OpenBLAS's GEMM_UNROLL_N: 12 for the Haswell sgemm, 2 to 8 elsewhere)
+GEMM_ALIGN = 24
+GEMM = Range(lambda b, n: n[0], parts=_gemm_parts)  # rows of the output
 
 
 def lower_gemm(ctx: StepContext, s: Gemm) -> None:
     """out = alpha op(a) @ op(b) through the resolved BLAS (or the generated loop nest), in
-    blocks of rows or columns of out (one call each, on any thread: the same bits)"""
-    rows_only = ctx.provider.abi == "generated"
-    split = GEMM_ROWS if rows_only else GEMM
-    k = Kernel(ctx, "gemm", s, 3, [s.out, s.a, s.b], free_scalars(ctx, [s.alpha]), split)
+    blocks of rows of out, one per thread (one call each: the same bits)
+
+    Why a block gives the bits of the whole product. Rows of the row-major
+    out are the columns (N) of the column-major call OpenBLAS makes of it
+    (``blas._cblas_call``). Its level-3 driver cuts the inner dimension into
+    panels by its length only (GEMM_Q) and accumulates each element over
+    them in the same order; along N its micro-kernel tiles start at the
+    call's first column, so blocks that start at multiples of GEMM_ALIGN
+    leave every element at the same place in the same tile (the narrower
+    edge tiles only at the product's own edge). Along M there is no such
+    rule: the Haswell sgemm of OpenBLAS 0.3.31 gave other bits for the
+    columns of out near every split point tried (1 to 202 of 203, on a
+    301 x 173 x 203 product), so out is never split by columns. What is chosen
+    by a call's size must not change between blocks either: every block
+    holds at least a quarter of GEMM_WORK (2^20) multiply-adds
+    (``_gemm_parts``, ``_share``), above the 100^3 under which OpenBLAS may
+    take its small-matrix kernels, and the column-major call never takes the
+    AVX-512 ``sgemm_direct``. The generated loop nest computes every row alike,
+    but its dot products are reductions LLVM may reorder (``REDUCE``), and how
+    depends on what it knows of the sizes: the kernel is never inlined, so one
+    body runs a product whole (at one thread) and in blocks (its trampoline).
+    """
+    k = Kernel(ctx, "gemm", s, 3, [s.out, s.a, s.b], free_scalars(ctx, [s.alpha]), GEMM)
+    k.fn.attributes.add("noinline")
     b, ty = k.b, k.ty
     m, n, inner = k.ints
     alpha = k.lower(s.alpha, {})
     a, bm, c = (k.ptr[v.name] for v in (s.a, s.b, s.out))
     lda, ldb, ldc = blas.leading_dimensions(b, s.trans_a, s.trans_b, m, n, inner)
-    size = b.sub(k.hi, k.lo)
-
-    def rows():  # out[lo:hi, :] = op(a)[lo:hi, :] @ op(b)
-        part = element(b, ty, a, k.lo if s.trans_a else b.mul(k.lo, lda))
-        out = element(b, ty, c, b.mul(k.lo, ldc))
-        call = blas.GemmCall(s.trans_a, s.trans_b, size, n, inner, alpha, part, bm, out)
-        blas.emit_gemm(b, ctx.provider, ctx.fmt, call, (lda, ldb, ldc))
-
-    def cols():  # out[:, lo:hi] = op(a) @ op(b)[:, lo:hi]
-        part = element(b, ty, bm, b.mul(k.lo, ldb) if s.trans_b else k.lo)
-        out = element(b, ty, c, k.lo)
-        call = blas.GemmCall(s.trans_a, s.trans_b, m, size, inner, alpha, a, part, out)
-        blas.emit_gemm(b, ctx.provider, ctx.fmt, call, (lda, ldb, ldc))
-
-    if rows_only:
-        rows()
-    else:
-        with b.if_else(b.icmp_signed(">=", m, n)) as (by_rows, by_cols):
-            with by_rows:
-                rows()
-            with by_cols:
-                cols()
+    # out[lo:hi, :] = op(a)[lo:hi, :] @ op(b)
+    part = element(b, ty, a, k.lo if s.trans_a else b.mul(k.lo, lda))
+    out = element(b, ty, c, b.mul(k.lo, ldc))
+    call = blas.GemmCall(s.trans_a, s.trans_b, b.sub(k.hi, k.lo), n, inner, alpha, part, bm, out)
+    blas.emit_gemm(b, ctx.provider, ctx.fmt, call, (lda, ldb, ldc))
     inner_dim = s.a.shape[0] if s.trans_a else s.a.shape[1]
     k.emit_call([ctx.dim(s.out.shape[0]), ctx.dim(s.out.shape[1]), ctx.dim(inner_dim)])
 

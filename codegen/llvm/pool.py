@@ -8,10 +8,11 @@ in-process module under ``symgrad_parallel_for``::
 
 runs ``chunk(ctx, c)`` for every ``c < chunks`` and returns when all are done.
 The calling thread works too; up to ``threads - 1`` workers help. The caller's
-chunk boundaries never depend on ``threads`` (``codegen.llvm.kernels``), and
-a chunk computes the same bits on any thread, so results do not depend on
-the thread count; no reduction is done with atomics (a reduction's chunks
-write their own partials, combined in chunk order by the caller).
+chunk boundaries never depend on ``threads`` except a product's blocks, which
+are rows or columns of its output (``codegen.llvm.kernels``), and a chunk
+computes the same bits on any thread, so results do not depend on the thread
+count; no reduction is done with atomics (a reduction's chunks write their
+own partials, combined in chunk order by the caller).
 
 Design:
 
@@ -26,9 +27,9 @@ Design:
 - one job at a time: a caller that finds the pool busy (another Python thread,
   or a chunk that itself calls ``symgrad_parallel_for``) runs its chunks
   inline, with the same bits;
-- the GEMMs are split into blocks by the same pool, each block a call of a
-  one-thread BLAS (``codegen.llvm.kernels.lower_gemm``), so BLAS threads and
-  pool workers never compete for the cores;
+- the GEMMs are split into blocks by the same pool, one per thread, each
+  block a call of a one-thread BLAS (``codegen.llvm.kernels.lower_gemm``), so
+  BLAS threads and pool workers never compete for the cores;
 - ``fork``: a ``pthread_atfork`` child handler (registered by the loader: glibc
   exports ``pthread_atfork`` only to static links) forgets the workers (they do not
   exist in the child) and re-initializes the mutex and condition variable;

@@ -650,7 +650,7 @@ class SeparatePrograms(Programs):
         g = programs.graph
         super().__init__(
             g, programs.optimizer, programs.with_predictions, programs.backend.name,
-            programs.dtype, programs.metrics,
+            programs.dtype, programs.metrics, programs.threads,
         )  # fmt: skip
         self.parts: dict[MatrixExpr, list[MatrixExpr]] = {}
         self.swap: dict[MatrixExpr, MatrixExpr] = {}

@@ -318,13 +318,15 @@ class Model(Trainer):
                 ),
                 "backend": self.backend,
                 "dtype": self.dtype,
+                **({"threads": self.threads} if self.threads is not None else {}),
             }
         }
 
     def get_compile_config(self) -> dict | None:
         """The compile arguments as JSON data (Keras's ``get_compile_config``): the optimizer's
         config, the losses, ``loss_weights``, the metrics (names, or metric objects as their
-        class and settings), backend and dtype; None before ``compile``."""
+        class and settings), backend and dtype (and ``threads`` when given); None before
+        ``compile``."""
         return self._compile_config().get("compile")
 
     def compile_from_config(self, config: dict, custom_objects: dict | None = None) -> None:
@@ -825,6 +827,8 @@ def _compile_from_config(model: Model, settings: dict, custom_objects=None) -> N
         metrics = [m for m in metrics if m is not None] or None
     if settings.get("weighted_metrics") is not None:
         kwargs["weighted_metrics"] = _read_metrics(settings["weighted_metrics"], custom_objects)
+    if settings.get("threads") is not None:
+        kwargs["threads"] = settings["threads"]
     model.compile(
         optimizer=optimizers.from_config(settings["optimizer"]),
         loss=_read_loss(loss),

@@ -238,16 +238,24 @@ class Programs:
         backend: str,
         dtype: str,
         metrics: Sequence[Metric] = (),
+        threads: int | None = None,
     ):
         self.graph, self.optimizer = graph, optimizer
         self.with_predictions, self.dtype = with_predictions, dtype
+        self.threads = threads  # symgrad.compile's (None: its default)
         self.backend = compiler.backend(backend)
         self.metrics = list(metrics)
         self._cache: dict[str, CompiledStep] = {}
 
     def _compile(self, name, inputs, outputs, **kwargs) -> CompiledFunction:
         return compiler.compile(
-            inputs, outputs, backend=self.backend.name, dtype=self.dtype, name=name, **kwargs
+            inputs,
+            outputs,
+            backend=self.backend.name,
+            dtype=self.dtype,
+            name=name,
+            threads=self.threads,
+            **kwargs,
         )
 
     def _loss_outputs(self, training: bool = True) -> dict[str, MatrixExpr]:
@@ -490,6 +498,7 @@ class Trainer(Weighted):
         self._metric_ids: list = []
         self._metrics: list[Metric] | None = None
         self.backend, self.dtype = "numpy", "float32"
+        self.threads: int | None = None  # of the compiled functions (symgrad.compile's threads)
         self.compiled = False
         self._seed_rngs(None)
         self._graph: TrainingGraph | None = None
@@ -531,6 +540,7 @@ class Trainer(Weighted):
         dtype: str = "float32",
         seed: int | None = None,
         weighted_metrics: Sequence | None = None,
+        threads: int | None = None,
     ) -> None:
         """Choose optimizer, loss and metrics; the training step is compiled once, here or at build.
 
@@ -538,6 +548,9 @@ class Trainer(Weighted):
         the shuffling in ``fit``: the same seed gives bit-identical training.
         ``weighted_metrics``: metrics weighted by ``sample_weight`` (and ``class_weight``),
         as Keras's; logged after ``metrics``, a name both lists hold as ``weighted_<name>``.
+        ``threads``: how many threads the LLVM backend's loops and GEMMs split over, as
+        ``symgrad.compile(threads=...)`` (default ``$SYMGRAD_NUM_THREADS``, else the CPUs the
+        process may run on); the same bits at every count. The NumPy backend ignores it.
         """
         if loss is None:
             raise ValueError(
@@ -548,6 +561,10 @@ class Trainer(Weighted):
         compiler.check_dtype(dtype)
         if seed is not None:
             data.non_negative_int(seed, "seed")
+        if threads is not None:
+            from codegen.llvm import pool  # loads llvmlite: only when a count is given
+
+            pool.thread_count(threads)  # symgrad.compile's check and message
         optimizer = optimizers_module.get(optimizer)
         loss = losses_module.get(loss)
         for name, given in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
@@ -567,7 +584,7 @@ class Trainer(Weighted):
         self._compile_arguments = {"loss": arguments[0], "metrics": arguments[1]}  # for configs
         if weighted_metrics is not None:
             self._compile_arguments["weighted_metrics"] = arguments[2]
-        self.backend, self.compiled = backend, True
+        self.backend, self.threads, self.compiled = backend, threads, True
         if dtype != self.dtype:
             self.dtype = dtype
             for w in self.weights:
@@ -658,6 +675,7 @@ class Trainer(Weighted):
             self.backend,
             self.dtype,
             self._metric_objects() if self.compiled else (),
+            self.threads,
         )
 
     _weighted = False  # while a fit / evaluate with sample weights runs

@@ -189,7 +189,7 @@ def product(m, k, n):
 
 product(32, 64, 128)  # 262144 multiply-adds: one block, on the calling thread
 print(pool.runtime().workers())
-product(256, 256, 512)  # four blocks of 128 columns: the pool
+product(256, 256, 512)  # two blocks of 256 columns, one per thread: the pool
 print(pool.runtime().workers())
 """
 
@@ -201,6 +201,49 @@ def test_a_small_product_runs_whole_and_a_large_one_on_the_pool():
     assert run.returncode == 0, run.stderr
     expected = "0 1" if blas_is_pooled() else "0 0"
     assert " ".join(run.stdout.split()) == expected
+
+
+# (m, k, n), trans_a, trans_b: above kernels.GEMM_WORK, sides that are not multiples of
+# kernels.GEMM_ALIGN, split by rows (m >= n) and by columns, an inner dimension longer
+# than OpenBLAS's panels (GEMM_Q, a few hundred), all four transpose flags
+GEMM_SHAPES = [
+    ((301, 173, 203), False, False),
+    ((97, 211, 389), False, True),
+    ((389, 131, 97), True, False),
+    ((173, 301, 255), True, True),
+    ((97, 1000, 133), False, False),
+]
+
+
+def _gemm(shape, trans_a, trans_b, dtype, threads, blas=None):
+    from codegen.ir import Gemm, Program, Value
+    from codegen.llvm import compile_program
+
+    m, k, n = shape
+    a = Value("A", (k, m) if trans_a else (m, k))
+    b = Value("B", (n, k) if trans_b else (k, n))
+    c = Value("C", (m, n))
+    body = (Gemm(c, a, b, trans_a, trans_b, sp.Rational(1, 3)),)  # alpha 1/3: rounded
+    program = Program("odd_gemm", (a, b), (), body, (c,), dtype=dtype)
+    return compile_program(program, cache=False, threads=threads, blas=blas)
+
+
+@pytest.mark.parametrize("blas", [None, "none"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_products_of_odd_sides_give_the_same_bits_at_1_2_3_and_8_threads(rng, dtype, blas):
+    """A product splits into one block per thread: every output element must still be
+    the same dot product, whatever block computes it."""
+    for shape, trans_a, trans_b in GEMM_SHAPES:
+        m, k, n = shape
+        A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+        B = rng.normal(size=(n, k) if trans_b else (k, n)).astype(dtype)
+        (want,) = _gemm(shape, trans_a, trans_b, dtype, 1, blas)(A, B)
+        exact = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B) / 3
+        np.testing.assert_allclose(want, exact, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+        for threads in (2, 3, 8):
+            (got,) = _gemm(shape, trans_a, trans_b, dtype, threads, blas)(A, B)
+            what = f"{shape=} {trans_a=} {trans_b=} {threads=}"
+            np.testing.assert_array_equal(got, want, err_msg=what)
 
 
 def blas_is_pooled() -> bool:

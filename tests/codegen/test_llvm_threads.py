@@ -42,13 +42,13 @@ def restore_threads(monkeypatch):
     blas.set_threads(PROVIDER, before)
 
 
-def train(x, y, threads, native: bool, dtype: str):
+def train(x, y, threads, native: bool, dtype: str, widths=(256, 256), batch_size=96):
     """Two epochs of shuffled batches of 96 (the last one 12 rows); weights, Adam slots, history."""
     threads()
     model = Sequential(
         [
-            Dense(256, activation="relu", input_dim=64),
-            Dense(256, activation="tanh"),
+            Dense(widths[0], activation="relu", input_dim=x.shape[1]),
+            Dense(widths[1], activation="tanh"),
             Dense(10, activation="softmax"),
         ],
         name="wide",
@@ -58,7 +58,7 @@ def train(x, y, threads, native: bool, dtype: str):
     )
     # a batch hook makes fit call the step from Python for every batch
     hooks = [] if native else [LambdaCallback(on_batch_end=lambda batch, logs: None)]
-    history = model.fit(x, y, epochs=2, batch_size=96, verbose=0, callbacks=hooks)
+    history = model.fit(x, y, epochs=2, batch_size=batch_size, verbose=0, callbacks=hooks)
     assert history.params["native_epochs"] == native
     slots = [v.value for v in model.optimizer.variables]
     return model.get_weights() + slots, history.history
@@ -106,6 +106,21 @@ def test_same_bits_for_1_2_and_8_threads(dtype, rng, restore_threads):
         threads = functools.partial(restore_threads, count)
         for native in (False, True):
             assert_same(train(x, y, threads, native, dtype), reference, f"{count=} {native=}")
+
+
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=FLOAT32_THREADS), "float64"])
+def test_odd_layer_widths_give_the_same_bits_for_1_2_and_8_threads(dtype, rng, restore_threads):
+    """Widths and batches that are no multiples of the GEMM blocks' rounding
+    (codegen.llvm.kernels.GEMM_ALIGN): 77 inputs, 301 and 203 units, batches of 173 and 127;
+    the products of the second layer (173 x 301 x 203) split into one block per thread."""
+    x = rng.normal(size=(300, 77)).astype(dtype)
+    y = np.eye(10, dtype=dtype)[rng.integers(0, 10, 300)]
+    odd = functools.partial(train, x, y, dtype=dtype, widths=(301, 203), batch_size=173)
+    reference = odd(functools.partial(restore_threads, 1), native=True)
+    for count in (2, 8):
+        for native in (False, True):
+            run = odd(functools.partial(restore_threads, count), native)
+            assert_same(run, reference, f"{count=} {native=}")
 
 
 def test_set_threads_rejects_a_bad_count():

@@ -15,6 +15,7 @@ import pytest
 import sympy as sp
 
 import symgrad.nn
+from symgrad import expr as E
 from symgrad.compiler import BACKENDS
 from symgrad.core import scalar
 from symgrad.layers import Activation, Dense, Input
@@ -538,3 +539,42 @@ def test_a_metric_config_that_does_not_fit_is_named():
         deserialize({"class_name": "os.system", "config": {}})
     with pytest.raises(ValueError, match=r"Invalid curve.*curve='XY'"):
         deserialize({"class_name": "AUC", "config": {"curve": "XY"}})
+
+
+@pytest.mark.parametrize("how", list(ROUND_TRIPS))
+def test_compile_threads_are_kept_through_every_copy(how, rng, tmp_path):
+    """model.compile(threads=3) reaches the compiled LLVM functions (their ``threads``),
+    and every copy that compiles again does so with 3."""
+    x, y = binary_data(rng)
+    model = Sequential([Dense(5, activation="tanh", input_dim=3), Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", backend="llvm", seed=0, threads=3)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert model.get_compile_config()["threads"] == 3
+    other = ROUND_TRIPS[how](model, tmp_path)
+    assert other.get_compile_config()["threads"] == 3
+    assert other.compiled_step.native.threads == model.compiled_step.native.threads == 3
+    np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_compile_without_threads_keeps_the_config_as_before(monkeypatch):
+    monkeypatch.setenv("SYMGRAD_NUM_THREADS", "2")
+    model = binary_model("llvm", ["accuracy"])
+    assert "threads" not in model.get_compile_config()
+    assert model.compiled_step.native.threads == 2  # the environment's, as symgrad.compile's
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.0, "2", True])
+def test_compile_refuses_a_bad_thread_count_as_symgrad_compile_does(threads):
+    n = E.batch()
+    X = E.matrix("X", n, 2)
+    with pytest.raises(ValueError) as expected:
+        symgrad.compile([X], {"s": E.mean(X)}, backend="llvm", threads=threads, cache=False)
+    model = binary_model("numpy", ["accuracy"])
+    weights = model.get_weights()
+    with pytest.raises(ValueError) as got:
+        model.compile(optimizer="sgd", loss="mse", threads=threads)
+    assert str(got.value) == str(expected.value)
+    assert f"received: threads={threads!r}" in str(got.value)
+    assert model.loss.name == "binary_crossentropy"  # the model is left as it was
+    for a, want in zip(model.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(a, want)
