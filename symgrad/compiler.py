@@ -124,13 +124,15 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
 
     ``threads``: how many threads the LLVM backend's long loops and GEMMs split over
     (default ``$SYMGRAD_NUM_THREADS``, else the CPUs the process may run on); results
-    are the same bits at every thread count. The NumPy backend ignores it.
+    are the same bits at every thread count. The NumPy backend ignores it
+    (a bad count is refused with any backend).
 
     ``guards`` name (1, 1) outputs that must be finite; ``checks`` maps names to
     further (1, 1) values that are computed and guarded like them but not
     returned.  When one is nan or inf the call raises and no input is updated.
     """
     check_dtype(dtype)
+    check_threads(threads)
     target = backends.backend(backend)
     if not isinstance(outputs, Mapping):
         outputs = {f"out{i}": e for i, e in enumerate(outputs)}
@@ -161,6 +163,15 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     return CompiledFunction(
         native, program, formulas, fired_names, target, inputs, scalars, native_epoch
     )
+
+
+def check_threads(threads: int | None) -> None:
+    """``compile``'s ``threads``: None, or a count the LLVM backend's pool takes (its error,
+    for every backend: a count that would fail there fails everywhere)."""
+    if threads is not None:
+        from codegen.llvm import pool  # llvmlite: loaded only when a count is given
+
+        pool.thread_count(threads)
 
 
 def _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites, checks):

@@ -561,10 +561,7 @@ class Trainer(Weighted):
         compiler.check_dtype(dtype)
         if seed is not None:
             data.non_negative_int(seed, "seed")
-        if threads is not None:
-            from codegen.llvm import pool  # loads llvmlite: only when a count is given
-
-            pool.thread_count(threads)  # symgrad.compile's check and message
+        compiler.check_threads(threads)
         optimizer = optimizers_module.get(optimizer)
         loss = losses_module.get(loss)
         for name, given in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
