@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_memory                       # 1000 compiles per backend
-    python -m benchmarks.bench_memory --compiles 200 --backends numpy
+    python -m benchmarks.bench_memory                       # 2000 compiles per backend
+    python -m benchmarks.bench_memory --compiles 200 --backends numpy --caches
 
 Each backend runs in a fresh process with the disk cache disabled
 (``cache=False``). The process compiles ``--warmup`` models first (imports,
@@ -11,13 +11,22 @@ SymPy's caches, the BLAS provider), reads ``VmRSS`` from ``/proc/self/status``,
 then compiles ``--compiles`` distinct small models one after another (a
 3-input linear layer through ``c * tanh`` with a different constant ``c``
 each time, loss and gradient), calls each once, drops it and collects garbage,
-and reads ``VmRSS`` again. The growth is what 1,000 functions that are no
-longer referenced still hold (native code, ``linecache`` entries, ...).
+and reads ``VmRSS`` again every ``--every`` compiles. The growth is what
+functions that are no longer referenced still hold (native code, ``linecache``
+entries, ...) plus what bounded caches (SymPy's, symgrad's) take while they fill.
+The table gives the growth at each reading, the growth over the first 1,000
+compiles (scaled to 1,000 when fewer run) and, past 1,000, the growth per 1,000
+after the first 1,000: a leak keeps growing at the same rate, a cache that is
+full no longer grows. ``--caches`` prints the entries of SymPy's caches (all
+together) and of each ``functools`` cache in ``symgrad`` and ``codegen`` at
+each reading.
 
 ``--backends llvm-passes`` runs only ``codegen.llvm.jit.optimize_and_emit`` on
 one fixed IR text N times: the part of the LLVM backend's growth that stays
-inside llvmlite's pass pipeline. Each row also gives the median time of one
-compile in that process.
+inside llvmlite's pass pipeline. ``--backends llvmlite`` optimizes, emits,
+loads (``jit.LoadedObject``) and drops a distinct module each time (one model's
+IR with its name changed): all of the LLVM side, no SymPy. Each row also gives
+the median time of one compile in that process.
 
 ``--pipeline-time R`` times, in this process and interleaved over R rounds, the
 optimization of one model's IR as ``codegen.llvm.jit.optimize`` runs it (the
@@ -39,6 +48,7 @@ import gc, json, statistics, sys, time
 import numpy as np
 import sympy as sp
 import symgrad
+from benchmarks.bench_memory import cache_entries
 from symgrad import compiler
 from symgrad import expr as E
 
@@ -46,7 +56,8 @@ def rss_mb():  # resident set size in MB
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
 
-backend, warmup, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+backend, warmup = sys.argv[1], int(sys.argv[2])
+checkpoints = [int(c) for c in sys.argv[3].split(",")]
 X, W = E.matrix("X", E.batch(), 3), E.matrix("W", 3, 2)
 t = sp.Symbol("t")
 args = (np.ones((4, 3)), np.ones((3, 2)))
@@ -55,6 +66,11 @@ def compile_one(i):
     if backend == "llvm-passes":  # only LLVM's pass pipeline and code emission, same IR
         optimize_and_emit(llvm_ir, 3)
         return
+    if backend == "llvmlite":  # llvmlite alone: a distinct module each time, loaded, freed
+        name = f"model_{i}"
+        obj, _ = optimize_and_emit(llvm_ir.replace("model_0", name), 3)
+        LoadedObject(obj, 3).address(name)
+        return
     c = sp.Rational(i + 1, 7)
     loss = E.mean(E.elementwise(sp.Lambda(t, c * sp.tanh(t) + t ** 2), E.matmul(X, W)))
     fn = compiler.compile([X, W], {"loss": loss, "dW": symgrad.grad(loss, W)},
@@ -62,28 +78,54 @@ def compile_one(i):
     fn(*args)
     return fn
 
-if backend == "llvm-passes":
-    from codegen.llvm.jit import optimize_and_emit
-    backend = "llvm"
-    backend, llvm_ir = "llvm-passes", compile_one(0).llvm_ir
+if backend in ("llvm-passes", "llvmlite"):
+    from codegen.llvm.jit import LoadedObject, optimize_and_emit
+    chosen, backend = backend, "llvm"
+    llvm_ir = compile_one(0).llvm_ir
+    backend = chosen
 for i in range(warmup):
     compile_one(10**6 + i)
 gc.collect()
-before, seconds = rss_mb(), []
-for i in range(count):
-    start = time.perf_counter()
-    compile_one(i)
-    seconds.append(time.perf_counter() - start)
-    gc.collect()
-after = rss_mb()
-print(json.dumps({"backend": backend, "compiles": count, "before": before, "after": after,
+rows, seconds, done = [], [], 0
+def checkpoint():
+    rows.append({"compiles": done, "rss": rss_mb(), "caches": cache_entries()})
+checkpoint()
+for upto in checkpoints:
+    while done < upto:
+        start = time.perf_counter()
+        compile_one(done)
+        seconds.append(time.perf_counter() - start)
+        gc.collect()
+        done += 1
+    checkpoint()
+print(json.dumps({"backend": backend, "rows": rows,
                   "median_ms": 1e3 * statistics.median(seconds) if seconds else 0.0}))
 """
 
 
-def run_child(backend: str, warmup: int, compiles: int) -> dict:
+def cache_entries() -> dict[str, int]:
+    """Entries held by SymPy's caches and by each of symgrad's and codegen's ``lru_cache``s."""
+    from sympy.core.cache import CACHE
+
+    entries = {"sympy": sum(_currsize(f) for f in CACHE)}
+    for name, module in sorted(sys.modules.items()):
+        if name.split(".")[0] not in ("symgrad", "codegen"):
+            continue
+        for attr, f in vars(module).items():
+            if getattr(f, "__module__", None) == name and hasattr(f, "cache_info"):
+                entries[f"{name}.{attr}"] = f.cache_info().currsize
+    return entries
+
+
+def _currsize(f) -> int:
+    while not hasattr(f, "cache_info") and hasattr(f, "__wrapped__"):
+        f = f.__wrapped__
+    return f.cache_info().currsize if hasattr(f, "cache_info") else 0
+
+
+def run_child(backend: str, warmup: int, checkpoints: list[int]) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, backend, str(warmup), str(compiles)],
+        [sys.executable, "-c", CHILD, backend, str(warmup), ",".join(map(str, checkpoints))],
         capture_output=True,
         text=True,
         check=True,
@@ -132,11 +174,31 @@ def pipeline_time(rounds: int) -> None:
     print(format_table(interleaved(fns, rounds=rounds), "pipeline kept", title=title))
 
 
+def checkpoints(compiles: int, every: int) -> list[int]:
+    """Where RSS is read: every ``every`` compiles, at 1,000 and at the end."""
+    marks = set(range(every, compiles + 1, every)) if every else set()
+    return sorted(marks | {min(1000, compiles), compiles})
+
+
+def growth_rows(r: dict) -> tuple[str, str]:
+    """The segment readings (growth since the start) and the figures per 1,000 compiles."""
+    rows = r["rows"]
+    start = rows[0]["rss"]
+    segments = " ".join(f"{row['compiles']}: +{row['rss'] - start:.1f}" for row in rows[1:])
+    at = {row["compiles"]: row["rss"] for row in rows}
+    last = rows[-1]["compiles"]
+    first = (at[min(1000, last)] - start) * 1000 / min(1000, last)
+    steady = f"{(at[last] - at[1000]) * 1000 / (last - 1000):.1f}" if last > 1000 else "-"
+    return segments, f"{first:.1f} | {steady}"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compiles", type=int, default=1000)
+    parser.add_argument("--compiles", type=int, default=2000)
+    parser.add_argument("--every", type=int, default=250, help="read RSS every N compiles")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--backends", nargs="*", default=["numpy", "llvm"])
+    parser.add_argument("--caches", action="store_true", help="print cache entries per reading")
     parser.add_argument("--pipeline-time", type=int, default=0, metavar="ROUNDS")
     args = parser.parse_args(argv)
     if args.pipeline_time:
@@ -145,22 +207,31 @@ def main(argv=None) -> None:
     gc.collect()
     if not args.backends:
         return
+    marks = checkpoints(args.compiles, args.every)
     print(f"{args.compiles} compiles of distinct small models after {args.warmup} warm-up compiles")
     print()
     print(
-        "| backend | RSS before (MB) | RSS after (MB) | growth (MB) | per compile (kB) "
-        "| median compile (ms) |"
+        "| backend | RSS before (MB) | growth after N compiles (MB) | first 1,000 (MB) "
+        "| per 1,000 after the first 1,000 (MB) | median compile (ms) |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    results = []
     for backend in args.backends:
-        r = run_child(backend, args.warmup, args.compiles)
-        growth = r["after"] - r["before"]
-        per = 1024 * growth / max(1, r["compiles"])
+        r = run_child(backend, args.warmup, marks)
+        results.append(r)
+        segments, figures = growth_rows(r)
         print(
-            f"| {backend} | {r['before']:.1f} | {r['after']:.1f} | {growth:.1f} | {per:.1f} "
+            f"| {backend} | {r['rows'][0]['rss']:.1f} | {segments} | {figures} "
             f"| {r['median_ms']:.1f} |",
             flush=True,
         )
+    if args.caches:
+        for r in results:
+            print(f"\ncache entries, {r['backend']}:")
+            names = [k for k, v in r["rows"][-1]["caches"].items() if v or k == "sympy"]
+            for name in names:
+                counts = " ".join(str(row["caches"].get(name, 0)) for row in r["rows"])
+                print(f"  {name}: {counts}")
 
 
 if __name__ == "__main__":
