@@ -2,6 +2,7 @@
 
 - :func:`grad`: dL/dW after the forward fusions, SymPy matrix expressions.
 - :func:`gradients`: simplified dL/dW for each weight, SymPy matrix expressions.
+- :func:`readable_gradients`: the same, normalization's gradient in its compact form.
 - :func:`explain`: the chain rule step by step, and which rewrites fired.
 - :func:`element_formula`: dL/dW[i, j] as a scalar formula (a sum over the batch).
 - :func:`op_counts`: GEMM FLOPs, elementwise operations and transcendental
@@ -21,13 +22,14 @@ from sympy.matrices.expressions import (
     MatrixExpr,
     MatrixSymbol,
     Transpose,
+    ZeroMatrix,
 )
 
 from symgrad import core as E
 from symgrad.core import display
 from symgrad.core.printing import FormulaLatexPrinter, FormulaStrPrinter
 from symgrad.diff import Derivation, derive
-from symgrad.diff.rules import LEAVES
+from symgrad.diff.rules import LEAVES, VJP_RULES
 from symgrad.diff.sweep import check_loss
 from symgrad.simplify import TRANSCENDENTAL, scalar_cost, simplify
 
@@ -57,6 +59,71 @@ def gradients(loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable =
         d,
         fired_fwd + fired,
     )
+
+
+KEPT_WHOLE: tuple[type, ...] = (E.Standardize,)
+"""Nodes whose gradient reads best as their VJP rule writes it: batch and layer
+normalization's ``rstd o (G - mean(G) - xhat o mean(G o xhat))``, which the
+simplifier (rightly, for the generated code) expands into separate sums."""
+
+
+def readable_gradients(
+    loss: MatrixExpr, wrt: Sequence[MatrixSymbol], context: Iterable = ()
+) -> dict[MatrixSymbol, MatrixExpr]:
+    """The simplified gradients as a person writes them: the same values as
+    :func:`gradients`, with each node of :data:`KEPT_WHOLE` shown by its own VJP rule.
+
+    For such a node ``S = f(A)``: its cotangent ``G`` is derived and simplified with ``S``
+    replaced by a stand-in symbol (``xhat``), the rule gives ``dA`` from ``G``, and a
+    weight below ``A`` gets ``dA`` carried down (the gradient of ``sum(A o C)`` with ``dA``
+    put for ``C``) plus what reaches it by other paths (``S`` held fixed).  Recursive:
+    one such node less at each step.
+    """
+    context = list(context)
+    whole = [n for n in E.topological([loss]) if isinstance(n, KEPT_WHOLE)]
+    if not whole:
+        return gradients(loss, wrt, context).simplified
+    node = whole[-1]
+    taken = {s.name for s in E.leaves([loss])}
+    xhat = E.matrix(E.fresh_name("xhat", taken), *node.shape)
+    swap = {node: xhat}
+    cut, kept = loss.xreplace(swap), [o.xreplace(swap) for o in context]
+    g = readable_gradients(cut, [xhat], kept)[xhat].xreplace({xhat: node})
+    (a,) = E.children(node)
+    da = _outside(node, g)
+    below = set(E.leaves([a]))
+    beside = set(E.leaves([cut]))
+    c = E.matrix(E.fresh_name("C", taken), *a.shape)
+    down = [w for w in wrt if w in below]
+    through = readable_gradients(E.total(E.hadamard(a, c)), down, context) if down else {}
+    others = readable_gradients(cut, [w for w in wrt if w in beside], kept)
+    out = {}
+    for w in wrt:
+        parts = [others[w].xreplace({xhat: node})] if w in others else []
+        parts += [through[w].xreplace({c: da})] if w in through else []
+        out[w] = E.add(*parts) if parts else ZeroMatrix(*w.shape)
+    return out
+
+
+_CONSTANT_ALONG = {0: E.BroadcastRows, 1: E.BroadcastCols}
+"""What is constant along a normalized axis: a row repeated over the rows (axis 0), a
+column repeated over the columns (axis 1)."""
+
+
+def _outside(node: MatrixExpr, g: MatrixExpr) -> MatrixExpr:
+    """The node's VJP rule on the cotangent ``g`` with what the rule is linear in taken out
+    of its bracket: ``g``'s scalar factor, and for a normalization its factors constant
+    along the normalized axis (batch normalization's gamma, a row repeated over the batch,
+    comes out of the means over the batch; layer normalization's stays inside)."""
+    c, rest = E.split_scalar(g)
+    constant = _CONSTANT_ALONG.get(getattr(node, "axis", None))
+    parts = list(rest.args) if isinstance(rest, HadamardProduct) else [rest]
+    out = [m for m in parts if constant is not None and isinstance(m, constant)]
+    inside = [m for m in parts if all(m is not o for o in out)]
+    if not inside:  # the cotangent is itself constant along the axis
+        out, inside = [], parts
+    bracket = VJP_RULES[type(node)](node, node, E.hadamard(*inside))[0]
+    return E.scale(c, E.hadamard(*out, bracket) if out else bracket)
 
 
 def _shortener(printer: FormulaStrPrinter):

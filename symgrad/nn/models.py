@@ -414,7 +414,8 @@ class Model(Trainer):
         self._require_compiled("gradient_formulas")
         graph = self._training_graph()
         wrt = [w.symbol for w in graph.trainable]  # frozen weights are constants
-        simplified = inspect.gradients(graph.raw_loss, wrt, context=[graph.output]).simplified
+        # the simplified gradients, a normalization's in the compact form of its rule
+        simplified = inspect.readable_gradients(graph.raw_loss, wrt, context=[graph.output])
         return FormulaTable(
             {w.path: simplified[w.symbol] for w in graph.trainable},
             gradient_tex,

@@ -196,12 +196,13 @@ def test_formulas_show_fit_and_predict():
         grads["batch_normalization/gamma"] == "1/n*colsum((P - Y)*dense_1_kernel.T o batchnorm(Z1))"
     )
     assert grads["batch_normalization/beta"] == "1/n*colsum((P - Y)*dense_1_kernel.T)"
-    g = "(P - Y)*dense_1_kernel.T o batch_normalization_gamma"  # dL/dbatchnorm(Z1), times n
-    compact = (  # rstd o (G - mean(G) - N o mean(G o N)), N = batchnorm(Z1)
-        f"((-1/n**2)*colsum({g}) + (-1/n**2)*(colsum({g} o batchnorm(Z1)) o batchnorm(Z1))"
-        f" + 1/n*({g})) o rstd_Z1"
+    g = "(P - Y)*dense_1_kernel.T"  # dL/dN1, times n
+    compact = (  # 1/n gamma o rstd o (G - mean(G) - N o mean(G o N)), N = batchnorm(Z1)
+        f"1/n*(((-1/n)*colsum({g}) + (-1/n)*(colsum({g} o batchnorm(Z1)) o batchnorm(Z1))"
+        f" + {g}) o rstd_Z1 o batch_normalization_gamma)"
     )
     assert grads["dense/kernel"] == f"X.T*({compact})"
+    assert grads["dense/bias"] == f"colsum({compact})"
     assert "moving" not in " ".join(grads)
 
 
@@ -405,3 +406,67 @@ def test_the_compact_form_is_the_gradient(kind, rng):
         )
     for got, want in zip(tape.gradient(value, model.trainable_weights)[:4], expected):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+
+
+# --------------------------------------------------------------------------
+# gradient_formulas(): the compact form at the matrix level
+
+
+def _residual_normalized(norm):
+    """A skip connection around the normalization: the Dense below it is reached by two paths."""
+    x = Input(shape=(4,), name="x")
+    z = Dense(5, name="proj")(x)
+    h = symgrad.layers.Add(name="skip")([z, symgrad.layers.Activation("tanh")(norm(z))])
+    model = Model(x, Dense(3, activation="softmax", name="out")(h))
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", dtype="float64", seed=0)
+    return model
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("make", [_normalized_mlp, _residual_normalized])
+def test_the_displayed_gradients_are_the_training_graph_s(kind, make, rng):
+    """gradient_formulas() evaluated as displayed (compiled, NumPy) equals the simplified
+    gradients of fit's graph at random weights and data."""
+    from symgrad import formulas
+
+    model = make(LAYERS[kind][0]())
+    graph = model._training_graph()
+    wrt = [w.symbol for w in graph.trainable]
+    shown = model.gradient_formulas()
+    trained = formulas.gradients(graph.raw_loss, wrt, context=[graph.output]).simplified
+    assert any("rstd_Z1" in E.sstr(shown[w.path]) for w in graph.trainable)
+    displayed = [shown[w.path] for w in graph.trainable]
+    fit = [trained[w.symbol] for w in graph.trainable]
+    inputs = E.leaves([*displayed, *fit])
+    fn = symgrad.compile(inputs, {f"g{i}": g for i, g in enumerate(displayed + fit)},
+                         backend="numpy", dtype="float64")  # fmt: skip
+    rows = 9
+    values = []
+    for s in inputs:
+        shape = tuple(rows if d == n else int(d) for d in s.shape)
+        values.append(np.eye(shape[1])[rng.integers(0, shape[1], rows)] if s.name == "Y"
+                      else rng.standard_normal(shape))  # fmt: skip
+    out = fn(*values)
+    half = len(displayed)
+    for w, got, want in zip(graph.trainable, out[:half], out[half:]):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13, err_msg=w.path)
+
+
+GRADIENT_FORMULAS = {  # dense/kernel of _normalized_mlp: X.T*dZ1, dZ1 by the compact rule
+    "batch": "X.T*(1/n*(((-1/n)*colsum(H) + (-1/n)*(colsum(H o batchnorm(Z1)) o batchnorm(Z1))"
+    " + H) o rstd_Z1 o batch_normalization_gamma))",
+    "layer": "X.T*((1/(5*n))*((-rowsum(H) - (rowsum(H o layernorm(Z1)) o layernorm(Z1)) + 5*(H))"
+    " o rstd_Z1))",
+}
+COTANGENTS = {  # H: n dL/dN1 (batch: gamma out of the bracket), n gamma o dL/dN1 (layer)
+    "batch": "(P - Y)*dense_1_kernel.T o (1 - A1**2)",
+    "layer": "(P - Y)*dense_1_kernel.T o layer_normalization_gamma o (1 - A1**2)",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_gradient_formulas_pin_the_compact_form(kind):
+    shown = _normalized_mlp(LAYERS[kind][0]()).gradient_formulas()
+    text = GRADIENT_FORMULAS[kind].replace("H", COTANGENTS[kind])
+    assert E.sstr(shown["dense/kernel"]) == text
+    assert E.sstr(shown["dense/bias"]) == f"colsum({text[len('X.T*(') : -1]})"
