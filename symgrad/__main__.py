@@ -1,7 +1,7 @@
 """The ``symgrad`` command line (also ``python -m symgrad``).
 
     symgrad emit MODEL_SCRIPT --target python|llvm-ir|object|shared|wasm -o PATH [--name NAME]
-                 [--triple TRIPLE] [--max-batch ROWS] [--size]
+                 [--triple TRIPLE] [--max-batch ROWS] [--no-epoch] [--size]
 
 MODEL_SCRIPT is a Python file run as a module named ``__symgrad_emit__`` (so its
 ``if __name__ == "__main__":`` block does not run). It defines the model as a
@@ -9,7 +9,8 @@ variable (default ``model``) or a function taking no arguments that returns it
 (default ``build_model``); ``--name`` picks another one. The model must be
 compiled (``model.compile(...)``); a function from ``symgrad.compile`` works too.
 ``--triple`` writes the native library for another CPU, ``--max-batch`` its static
-variant (no allocator), ``--size`` prints the code size of the library and of each
+variant (no allocator), ``--no-epoch`` leaves ``PREFIX_train_epoch`` out of a C
+library (less code, a static arena sized for the training step), ``--size`` prints the code size of the library and of each
 function, so one can see whether it fits a microcontroller's flash.
 Errors print one line on stderr and exit with status 2.
 """
@@ -88,6 +89,12 @@ def parser() -> argparse.ArgumentParser:
         help="native targets: the static variant, no allocator, arena for ROWS rows",
     )
     e.add_argument(
+        "--no-epoch",
+        dest="epoch",
+        action="store_false",
+        help="C targets: no PREFIX_train_epoch (less code; the static arena fits the step)",
+    )
+    e.add_argument(
         "--size", action="store_true", help="print the code size of the library and functions"
     )
     return p
@@ -117,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu=args.cpu,
             triple=args.triple,
             max_batch=args.max_batch,
+            epoch=args.epoch,
         )
         sizes = None
         if args.size:
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu=args.cpu,
                 triple=args.triple,
                 max_batch=args.max_batch,
+                epoch=args.epoch,
             )
     except (UsageError, ValueError, TypeError, RuntimeError, OSError) as err:
         print(f"symgrad emit: error: {err}", file=sys.stderr)

@@ -176,6 +176,8 @@ def library_ir(
     machine = _target_machine(cpu) if arch is None else target_machine(arch)
     module.triple = host().triple if arch is None else arch.triple
     module.data_layout = str(machine.target_data)
+    if arch is not None and arch.abi:  # so the .ll compiles for the same ABI with llc as well
+        module.add_named_metadata("llvm.module.flags", [I32(1), "target-abi", arch.abi])
     math = MathLibrary(module, fmt)  # shared: each math function is defined once
     if arch is not None and fmt.name in arch.no_sqrt:
         math.define_libm_sqrt()

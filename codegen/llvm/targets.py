@@ -2,9 +2,10 @@
 
 ``TRIPLES`` maps the name a user passes (``triple="aarch64-linux-gnu"``) to an
 ``Arch``: the LLVM triple, the baseline CPU and features the code is generated
-for, the pointer width (``size_t`` in the header), whether the target has a C
-library with ``malloc`` and shared libraries (``hosted``), and the tool that
-links for it with the Debian package that provides it. ``HOST`` is this
+for, the calling convention's ABI where the CPU has several (``abi``: RISC-V's
+ilp32, ilp32f, ilp32d), the pointer width (``size_t`` in the header), whether the
+target has a C library with ``malloc`` and shared libraries (``hosted``), and the
+tool that links for it with the Debian package that provides it. ``HOST`` is this
 machine. The same LLVM IR serves every target; only the triple and data layout
 at its top differ, so the C header is identical across targets.
 
@@ -51,9 +52,13 @@ class Arch:
     runner: Tool | None = None  # runs its Linux executables on this machine
     no_sqrt: tuple[str, ...] = ()  # dtypes the FPU has no sqrt instruction for
     about: str = ""
+    abi: str = ""  # the target ABI (LLVM's "target-abi"); "": the triple's default
+    link_flags: tuple[str, ...] = ()  # gcc flags for C code linked with it: CPU, float ABI
 
 
 WASM_LD = Tool("wasm-ld", "lld")
+RISCV_GCC = Tool("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf")  # has the rv32 multilibs
+QEMU_RISCV32 = Tool("qemu-riscv32", "qemu-user")  # runs a freestanding image's Linux system calls
 
 TRIPLES = {
     a.name: a
@@ -100,6 +105,7 @@ TRIPLES = {
             Tool("arm-none-eabi-gcc", "gcc-arm-none-eabi"),
             no_sqrt=("float64",),
             about="Cortex-M4F/M7 microcontrollers, no OS (single-precision FPU)",
+            link_flags=("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
         ),
         Arch(
             "riscv32-unknown-elf",
@@ -108,10 +114,39 @@ TRIPLES = {
             "+m,+a,+c",
             32,
             False,
-            Tool("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf"),
-            Tool("qemu-riscv32", "qemu-user"),  # runs a freestanding image's Linux system calls
+            RISCV_GCC,
+            QEMU_RISCV32,
             no_sqrt=("float32", "float64"),
             about="32-bit RISC-V microcontrollers (RV32IMAC, ilp32 ABI), no OS, soft float",
+            abi="ilp32",
+            link_flags=("-march=rv32imac", "-mabi=ilp32"),
+        ),
+        Arch(
+            "riscv32imafc-unknown-elf",
+            "riscv32-unknown-unknown-elf",
+            "generic-rv32",
+            "+m,+a,+f,+c",
+            32,
+            False,
+            RISCV_GCC,
+            QEMU_RISCV32,
+            no_sqrt=("float64",),
+            about="32-bit RISC-V with a single-precision FPU (RV32IMAFC, ilp32f ABI), no OS",
+            abi="ilp32f",
+            link_flags=("-march=rv32imafc", "-mabi=ilp32f"),
+        ),
+        Arch(
+            "riscv32imafdc-unknown-elf",
+            "riscv32-unknown-unknown-elf",
+            "generic-rv32",
+            "+m,+a,+f,+d,+c",
+            32,
+            False,
+            RISCV_GCC,
+            QEMU_RISCV32,
+            about="32-bit RISC-V with a double-precision FPU (RV32IMAFDC, ilp32d ABI), no OS",
+            abi="ilp32d",
+            link_flags=("-march=rv32imafdc", "-mabi=ilp32d"),
         ),
     )
 }
@@ -138,7 +173,7 @@ def target_machine(a: Arch, opt: int = 3) -> llvm.TargetMachine:
     target = llvm.Target.from_triple(a.triple)
     reloc = "pic" if a.hosted else "static"
     return target.create_target_machine(
-        cpu=a.cpu, features=a.features, opt=opt, reloc=reloc, codemodel="default"
+        cpu=a.cpu, features=a.features, opt=opt, reloc=reloc, codemodel="default", abiname=a.abi
     )
 
 

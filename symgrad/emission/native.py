@@ -45,6 +45,16 @@ EPOCH_DOC = (
 )
 
 
+def without_epoch(epoch: str, step: str) -> str:
+    """The header's note on a library emitted with ``epoch=False``: ``epoch`` is not declared
+    (a call is a compile or link error, not a status at run time)."""
+    return (
+        f"Emitted without the epoch function (epoch=False, --no-epoch): {epoch} is\n"
+        f"not in this library, and its static arena, if any, is sized for the functions\n"
+        f"below. Train with one {step} call per batch."
+    )
+
+
 def model_functions(m: ModelSource, prefix: str) -> list[CFunction]:
     notes = {w.symbol: f"weight {w.path}" for w in m.weights}
     notes.update({s.symbol: f"optimizer slot {s.path}" for s in m.slots})

@@ -19,7 +19,8 @@ Targets (``TARGETS``):
 ``triple`` (``object``, ``shared``, ``llvm-ir``) writes the library for another CPU
 (``codegen.llvm.targets.TRIPLES``); ``max_batch`` writes the static variant that needs
 no allocator: a NULL workspace means an arena sized at emission for that many rows.
-The header is the same for every triple.
+The header is the same for every triple. ``epoch=False`` (C targets) leaves out
+``PREFIX_train_epoch``: less code, and a static arena sized for the training step.
 
 The same model gives byte-identical ``.py`` and ``.ll`` files. Each file is
 written to a temporary file in its directory and renamed into place once all
@@ -66,6 +67,7 @@ def emit(
     cpu: str = "host",
     triple: str | None = None,
     max_batch: int | None = None,
+    epoch: bool = True,
 ) -> list[Path]:
     """Write ``source`` (a compiled model or ``symgrad.compile`` function) as a standalone file.
 
@@ -75,6 +77,9 @@ def emit(
     this machine, ``"generic"`` keeps to the architecture's baseline. ``triple``: another
     CPU (``"aarch64-linux-gnu"``, ``"thumbv7em-none-eabihf"``, ...: its baseline is used).
     ``max_batch``: the static variant (no allocator; the arena holds that many rows).
+    ``epoch=False`` (``object``, ``shared``, ``llvm-ir``): no ``PREFIX_train_epoch`` in the
+    library nor in the header, so its code is left out and the static arena is the largest
+    workspace of the other functions (the training step's) instead of the epoch's.
     Returns the paths written, ``path`` first.
 
         >>> emit(model, "digits_model.py", weights=True)  # doctest: +SKIP
@@ -83,7 +88,7 @@ def emit(
     writes = target_backend(target).name  # raises for an unknown target, listing the known ones
     if cpu not in CPUS:
         raise ValueError(f"cpu must be one of {CPUS}. Received: cpu={cpu!r}")
-    native = _native_options(target, cpu, triple, max_batch)
+    native = _native_options(target, cpu, triple, max_batch, epoch)
     path = Path(path)
     _check_destination(path)
     prefix = _c_prefix(path, prefix) if target != "python" else ""
@@ -114,9 +119,19 @@ class Native:
     cpu: str = "host"
     arch: object = None  # codegen.llvm.targets.Arch, None for this machine
     max_batch: int | None = None
+    epoch: bool = True  # a model's library has PREFIX_train_epoch
 
 
-def _native_options(target: str, cpu: str, triple: str | None, max_batch) -> Native:
+def _native_options(target: str, cpu: str, triple: str | None, max_batch, epoch=True) -> Native:
+    if not isinstance(epoch, bool):
+        raise TypeError(f"epoch must be True or False; Received: epoch={epoch!r}")
+    if not epoch and target not in C_TARGETS:
+        raise ValueError(
+            f"epoch=False leaves the epoch function out of a C library ({', '.join(C_TARGETS)}); "
+            f"target={target!r} "
+            + ("needs it (the ES module's fit calls it)" if target == "wasm" else "has none")
+            + ". Received: epoch=False"
+        )
     if target == "python":
         for name, value in (("triple", triple), ("max_batch", max_batch)):
             if value is not None:
@@ -140,7 +155,7 @@ def _native_options(target: str, cpu: str, triple: str | None, max_batch) -> Nat
         isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
     ):
         raise ValueError(f"max_batch must be a positive integer; Received: max_batch={max_batch!r}")
-    return Native(cpu, found, max_batch)
+    return Native(cpu, found, max_batch, epoch)
 
 
 def _c_prefix(path: Path, prefix: str | None) -> str:
@@ -172,6 +187,7 @@ def code_sizes(
     cpu: str = "host",
     triple: str | None = None,
     max_batch: int | None = None,
+    epoch: bool = True,
 ) -> list[tuple[str, dict[str, int]]]:
     """The object code ``emit(source, path, target, triple=...)`` writes, measured: the whole
     library first, then each C function alone (with the kernels and math it uses), as
@@ -188,14 +204,14 @@ def code_sizes(
         raise ValueError(
             f"sizes are measured for object, shared and wasm; Received: target={target!r}"
         )
-    native = _native_options(target, cpu, triple, max_batch)
+    native = _native_options(target, cpu, triple, max_batch, epoch)
     prefix = _c_prefix(Path(path), prefix)
     if isinstance(source, CompiledFunction):
         functions = [function_c(source.program, prefix, _formula_text(source))]
     else:
         functions = model_functions(model_source(source, target in C_TARGETS), prefix)
 
-    epochs = model_epochs(functions) if len(functions) > 1 else ()
+    epochs = model_epochs(functions) if len(functions) > 1 and native.epoch else ()
 
     def measured(selection, epochs=()) -> dict[str, int]:
         text = library_ir(
@@ -351,13 +367,23 @@ def _python_model_files(model, m: ModelSource, path, target, prefix, native, wei
 
 
 def _native_model_files(model, m: ModelSource, path, target, prefix, native, weights):
-    from symgrad.emission.native import model_defines, model_functions, model_header_doc
+    from symgrad.emission.native import (
+        model_defines,
+        model_functions,
+        model_header_doc,
+        without_epoch,
+    )
 
     functions = model_functions(m, prefix)
     if target == "wasm":
         return _wasm_files(m, path, prefix, functions, native)
-    header = (functions, model_header_doc(m), model_defines(m, prefix))
-    return _native_files(path, target, prefix, native, *header, model_epochs(functions))
+    epochs = model_epochs(functions)
+    doc = model_header_doc(m)
+    if epochs and not native.epoch:
+        doc += "\n\n" + without_epoch(epochs[0].name, functions[-1].name)
+        epochs = ()
+    header = (functions, doc, model_defines(m, prefix))
+    return _native_files(path, target, prefix, native, *header, epochs)
 
 
 def _wasm_files(m: ModelSource, path: Path, prefix: str, functions, native: Native):

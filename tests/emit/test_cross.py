@@ -1,10 +1,14 @@
 """Native libraries for other CPUs: AArch64 and ARMv7 under qemu, a Cortex-M4 freestanding image,
-the static variant without an allocator, one header for every triple, the sizes the CLI prints."""
+RV32 soft and hard float under qemu, the static variant without an allocator (with and without
+the epoch function), one header for every triple, the sizes the CLI prints."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +148,26 @@ def c_array(name: str, values, dtype: str) -> str:
     return f"static T {name}[{np.size(values)}] = {{{items}}};"
 
 
+def link_freestanding(gcc: str, flags: list[str], harness: Path, out: Path) -> None:
+    """Link the C file ``harness`` with the emitted ``digits.o`` beside it (and ``digits.h``)
+    into the program ``out``: C99, no C library (only libgcc), not a word from the compiler."""
+    folder = harness.parent
+    command = [gcc, *flags, "-std=c99", "-Wall", "-Wextra", "-ffreestanding", "-nostdlib"]
+    command += [f"-I{folder}", "-o", str(out), str(harness), str(folder / "digits.o"), "-lgcc"]
+    linked = subprocess.run(command, capture_output=True, text=True)
+    assert linked.returncode == 0 and linked.stderr == "", linked.stderr
+
+
+def defined_symbols(obj: Path, nm: str = "nm") -> set[str]:
+    listed = subprocess.run([nm, "-g", "--defined-only", str(obj)], capture_output=True, text=True)
+    return {line.split()[-1] for line in listed.stdout.splitlines() if line.strip()}
+
+
+def arena_define(header: Path) -> int:
+    """DIGITS_ARENA_BYTES as the header defines it."""
+    return int(header.read_text().split("#define DIGITS_ARENA_BYTES ")[1].split()[0])
+
+
 def require(*tools):
     """Skip (or, with SYMGRAD_REQUIRE_TOOLS set, as CI sets it, fail) unless every tool is on
     the PATH."""
@@ -168,13 +192,15 @@ def needs(*names: str):
     )
 
 
-AARCH64, ARMV7, M4, RISCV = (
+AARCH64, ARMV7, M4, RISCV, RISCV_F, RISCV_D = (
     arch(n)
     for n in (
         "aarch64-linux-gnu",
         "armv7-linux-gnueabihf",
         "thumbv7em-none-eabihf",
         "riscv32-unknown-elf",
+        "riscv32imafc-unknown-elf",
+        "riscv32imafdc-unknown-elf",
     )
 )
 
@@ -280,30 +306,9 @@ def test_thumbv7em_freestanding_image_links_without_libc_libm_or_malloc(tmp_path
     assert written == [tmp_path / "digits.o", tmp_path / "digits.h"]
     (tmp_path / "stub.c").write_text(STUB_MAIN)
     gcc = tool(M4.linker)
-    flags = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
-    linked = subprocess.run(
-        [
-            gcc,
-            *flags,
-            "-std=c99",
-            "-Wall",
-            "-Wextra",
-            "-Os",
-            "-ffreestanding",
-            "-nostdlib",
-            "-Wl,-e,main",
-            "-Wl,--no-warn-execstack",  # libgcc's soft-float objects lack the stack note
-            f"-I{tmp_path}",
-            "-o",
-            str(tmp_path / "image.elf"),
-            str(tmp_path / "stub.c"),
-            str(tmp_path / "digits.o"),
-            "-lgcc",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert linked.returncode == 0 and linked.stderr == "", linked.stderr
+    flags = [*M4.link_flags, "-Os", "-Wl,-e,main"]
+    flags.append("-Wl,--no-warn-execstack")  # libgcc's soft-float objects lack the stack note
+    link_freestanding(gcc, flags, tmp_path / "stub.c", tmp_path / "image.elf")
     undefined = subprocess.run(
         [gcc.removesuffix("gcc") + "nm", "-u", str(tmp_path / "digits.o")],
         capture_output=True,
@@ -318,26 +323,49 @@ def test_thumbv7em_freestanding_image_links_without_libc_libm_or_malloc(tmp_path
         )
     )
     assert sizes["digits_train_step"]["code"] < 16 * 1024  # the training step fits small flash
-    assert sizes["library"]["bss"] == int(
-        next(
-            line.split()[2]
-            for line in (tmp_path / "digits.h").read_text().splitlines()
-            if line.startswith("#define DIGITS_ARENA_BYTES")
-        )
-    )
+    assert sizes["library"]["bss"] == arena_define(tmp_path / "digits.h")
 
 
-@pytest.mark.parametrize(("dtype", "tolerance"), [("float64", 1e-12), ("float32", 1e-5)])
-def test_riscv32_static_library_trains_under_qemu_as_the_host(tmp_path, dtype, tolerance):
-    """The no-allocator RV32IMAC object, linked into a freestanding program (its own _start,
-    memcpy and memset, libgcc's soft float), trains three steps under qemu-riscv32: the losses
-    and weights of the host's model."""
-    require(RISCV.linker, RISCV.runner)
+# e_flags of an RV32 ELF file: the float ABI, bits 1-2 (the psABI's EF_RISCV_FLOAT_ABI_*)
+FLOAT_ABI_FLAGS = {"ilp32": 0x0, "ilp32f": 0x2, "ilp32d": 0x4}
+# libgcc's software multiply, which an object calls when its FPU lacks the precision
+SOFT_MULTIPLY = {"float32": "__mulsf3", "float64": "__muldf3"}
+
+
+@pytest.mark.parametrize(
+    ("a", "dtype", "epoch"),
+    [
+        pytest.param(RISCV, "float64", True, id="rv32imac-float64"),
+        pytest.param(RISCV, "float32", False, id="rv32imac-float32-no-epoch"),
+        pytest.param(RISCV_F, "float32", True, id="rv32imafc-float32"),
+        pytest.param(RISCV_F, "float64", False, id="rv32imafc-float64-no-epoch"),
+        pytest.param(RISCV_D, "float64", False, id="rv32imafdc-float64-no-epoch"),
+        pytest.param(RISCV_D, "float32", True, id="rv32imafdc-float32"),
+    ],
+)
+def test_riscv32_static_library_trains_under_qemu_as_the_host(tmp_path, a, dtype, epoch):
+    """The no-allocator RV32 object, linked into a freestanding program (its own _start, memcpy
+    and memset, libgcc's soft float where the FPU lacks the precision) for its -march and
+    -mabi, trains three steps under qemu-riscv32: the losses and weights of the host's model.
+    The object's float ABI is the triple's, its FPU does the arithmetic it has instructions
+    for, and epoch=False leaves digits_train_epoch out of object and header."""
+    require(a.linker, a.runner)
+    tolerance = {"float64": 1e-12, "float32": 1e-5}[dtype]
     model = build_model() if dtype == "float64" else float32_digits()
     written = symgrad.emit(
-        model, tmp_path / "digits.o", target="object", triple=RISCV.name, max_batch=32
+        model, tmp_path / "digits.o", target="object", triple=a.name, max_batch=32, epoch=epoch
     )
     assert written == [tmp_path / "digits.o", tmp_path / "digits.h"]
+    obj = (tmp_path / "digits.o").read_bytes()
+    assert struct.unpack_from("<I", obj, 0x24)[0] & 0x6 == FLOAT_ABI_FLAGS[a.abi]
+    nm = tool(a.linker).removesuffix("gcc") + "nm"
+    undefined = subprocess.run(
+        [nm, "-u", str(tmp_path / "digits.o")], capture_output=True, text=True, check=True
+    ).stdout.split()
+    hardware = {"float32": "+f" in a.features.split(","), "float64": "+d" in a.features.split(",")}
+    assert (SOFT_MULTIPLY[dtype] in undefined) != hardware[dtype], undefined
+    assert ("digits_train_epoch" in defined_symbols(tmp_path / "digits.o", nm)) == epoch
+    assert ("digits_train_epoch(" in (tmp_path / "digits.h").read_text()) == epoch
     x, labels = example.load_digits(96)
     lines = ["typedef double T;" if dtype == "float64" else "typedef float T;"]
     lines += ["#define STEPS 3", "#define ROWS 32", c_array("X", x, dtype)]
@@ -345,30 +373,9 @@ def test_riscv32_static_library_trains_under_qemu_as_the_host(tmp_path, dtype, t
     lines += [c_array(f"W{k}", w, dtype) for k, w in enumerate(model.get_weights())]
     (tmp_path / "data.h").write_text("\n".join(lines) + "\n")
     (tmp_path / "harness.c").write_text(RISCV_HARNESS)
-    built = subprocess.run(
-        [
-            tool(RISCV.linker),
-            "-march=rv32imac",
-            "-mabi=ilp32",
-            "-std=c99",
-            "-Wall",
-            "-Wextra",
-            "-O2",
-            "-ffreestanding",
-            "-nostdlib",
-            "-static",
-            f"-I{tmp_path}",
-            "-o",
-            str(tmp_path / "train"),
-            str(tmp_path / "harness.c"),
-            str(tmp_path / "digits.o"),
-            "-lgcc",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert built.returncode == 0 and built.stderr == "", built.stderr
-    run = subprocess.run([tool(RISCV.runner), str(tmp_path / "train")], capture_output=True)
+    flags = [*a.link_flags, "-O2", "-static"]
+    link_freestanding(tool(a.linker), flags, tmp_path / "harness.c", tmp_path / "train")
+    run = subprocess.run([tool(a.runner), str(tmp_path / "train")], capture_output=True)
     assert run.returncode == 0, (run.returncode, run.stderr)
     got = np.frombuffer(run.stdout, dtype=dtype)
     losses = [float(model.train_on_batch(x[k : k + 32], labels[k : k + 32])) for k in (0, 32, 64)]
@@ -398,45 +405,108 @@ def test_static_arena_refuses_a_batch_above_its_maximum(tmp_path):
     -> -4, nothing written."""
     model = build_model()
     symgrad.emit(model, tmp_path / "libdigits.so", target="shared", max_batch=8)
-    lib = ctypes.CDLL(str(tmp_path / "libdigits.so"))
-    undefined = subprocess.run(
-        ["nm", "-u", "-D", str(tmp_path / "libdigits.so")], capture_output=True, text=True
-    ).stdout
-    assert "malloc" not in undefined and "free" not in undefined
-    lib.digits_train_step_workspace_size.restype = ctypes.c_size_t
-    header = (tmp_path / "digits.h").read_text()
-    arena = int(header.split("#define DIGITS_ARENA_BYTES ")[1].split()[0])
+    lib = static_library(tmp_path / "libdigits.so")
+    arena = arena_define(tmp_path / "digits.h")
     big = next(n for n in range(9, 64) if lib.digits_train_step_workspace_size(n) > arena)
     x, labels = example.load_digits(big)
-    y = np.eye(10)[labels]
-    weights = [np.ascontiguousarray(w) for w in model.get_weights()]
-    slots = [np.zeros_like(w) for w in weights for _ in range(2)]
-    h = model.optimizer.hyperparameter_values()
-    scalars = [ctypes.c_double(h[k]) for k in ("beta_1", "beta_2", "epsilon", "learning_rate")]
-    loss = np.zeros((1, 1))
+    step = StepCaller(lib, model, x, labels)
+    before = step.state()
+    assert step(big) == -4
+    assert all(np.array_equal(a, b) for a, b in zip(step.state(), before)) and step.loss == 0
+    workspace = np.zeros(lib.digits_train_step_workspace_size(ctypes.c_int64(big)), np.uint8)
+    assert step(big, workspace.ctypes.data_as(ctypes.c_void_p)) == 0  # a caller's workspace
+    step.restore(before)
+    assert step(8) == 0  # in the arena
+    np.testing.assert_allclose(step.loss, model.train_on_batch(x[:8], labels[:8]), rtol=1e-12)
+    for w, expected in zip(step.weights, model.get_weights()):
+        np.testing.assert_allclose(w, expected, rtol=0, atol=1e-12)
 
-    def step(n, workspace=None):
-        rows = [np.ascontiguousarray(a[:n]) for a in (x, y)]
-        arrays = [a.ctypes.data_as(ctypes.c_void_p) for a in [*rows, *weights, *slots]]
-        return lib.digits_train_step(
+
+def static_library(path: Path) -> ctypes.CDLL:
+    """The static shared library at ``path``, checked to need no allocator."""
+    undefined = subprocess.run(["nm", "-u", "-D", str(path)], capture_output=True, text=True)
+    assert "malloc" not in undefined.stdout and "free" not in undefined.stdout
+    lib = ctypes.CDLL(str(path))
+    lib.digits_train_step_workspace_size.restype = ctypes.c_size_t
+    return lib
+
+
+class StepCaller:
+    """``digits_train_step`` of ``lib`` through ctypes on the first rows of (x, labels), with the
+    float64 weights and Adam slots of ``model`` (which it updates in place) at t = 1."""
+
+    def __init__(self, lib, model, x, labels):
+        self.lib, self.x, self.y = lib, x, np.eye(10)[labels]
+        self.weights = [np.ascontiguousarray(w) for w in model.get_weights()]
+        self.slots = [np.zeros_like(w) for w in self.weights for _ in range(2)]
+        h = model.optimizer.hyperparameter_values()
+        names = ("beta_1", "beta_2", "epsilon", "learning_rate")
+        self.scalars = [ctypes.c_double(h[k]) for k in names]
+        self.out = np.zeros((1, 1))
+
+    @property
+    def loss(self) -> float:
+        return float(self.out[0, 0])
+
+    def state(self) -> list[np.ndarray]:
+        return [a.copy() for a in self.weights + self.slots]
+
+    def restore(self, state) -> None:
+        for a, b in zip(self.weights + self.slots, state):
+            a[...] = b
+
+    def __call__(self, n: int, workspace=None) -> int:
+        rows = [np.ascontiguousarray(a[:n]) for a in (self.x, self.y)]
+        arrays = [a.ctypes.data_as(ctypes.c_void_p) for a in [*rows, *self.weights, *self.slots]]
+        return self.lib.digits_train_step(
             ctypes.c_int64(n),
             *arrays,
-            *scalars,
+            *self.scalars,
             ctypes.c_double(1.0),
-            loss.ctypes.data_as(ctypes.c_void_p),
+            self.out.ctypes.data_as(ctypes.c_void_p),
             workspace,
         )
 
-    before = [w.copy() for w in weights + slots]
-    assert step(big) == -4
-    assert all(np.array_equal(a, b) for a, b in zip(weights + slots, before)) and loss[0, 0] == 0
-    workspace = np.zeros(lib.digits_train_step_workspace_size(ctypes.c_int64(big)), np.uint8)
-    assert step(big, workspace.ctypes.data_as(ctypes.c_void_p)) == 0  # a caller's workspace
-    for w, b in zip(weights + slots, before):
-        w[...] = b
-    assert step(8) == 0  # in the arena
-    np.testing.assert_allclose(loss[0, 0], model.train_on_batch(x[:8], labels[:8]), rtol=1e-12)
-    for w, expected in zip(weights, model.get_weights()):
+
+@pytest.mark.skipif(c_compiler() is None, reason="no C compiler (cc, gcc, clang or $CC) found")
+def test_static_library_without_the_epoch_has_the_step_arena_and_trains(tmp_path):
+    """epoch=False: no digits_train_epoch in the library or the header, which says so; the arena
+    is the largest workspace of the three functions at max_batch rows (the training step's),
+    less than the epoch's; the step trains in it as the Python model does."""
+    model = build_model()
+    libraries = {}
+    for epoch in (True, False):
+        folder = tmp_path / str(epoch)
+        folder.mkdir()
+        symgrad.emit(model, folder / "libdigits.so", target="shared", max_batch=8, epoch=epoch)
+        libraries[epoch] = static_library(folder / "libdigits.so")
+    without, full = libraries[False], libraries[True]
+    header = (tmp_path / "False" / "digits.h").read_text()
+    note = (
+        " * Emitted without the epoch function (epoch=False, --no-epoch): digits_train_epoch is\n"
+    )
+    assert note in header and header.count("digits_train_epoch") == 1
+    assert "DIGITS_STATUS_BAD_ORDER" not in header
+    assert "digits_train_epoch" not in defined_symbols(tmp_path / "False" / "libdigits.so")
+    assert "digits_train_epoch" in defined_symbols(tmp_path / "True" / "libdigits.so")
+    sizes = {}
+    for name in ("forward", "loss_and_gradients", "train_step"):
+        query = getattr(without, f"digits_{name}_workspace_size")
+        query.restype = ctypes.c_size_t
+        sizes[name] = query(ctypes.c_int64(8))
+    arena = arena_define(tmp_path / "False" / "digits.h")
+    assert arena == max(sizes.values()) == sizes["train_step"]
+    full.digits_train_epoch_workspace_size.restype = ctypes.c_size_t
+    epoch_bytes = full.digits_train_epoch_workspace_size(ctypes.c_int64(8))
+    assert arena < epoch_bytes == arena_define(tmp_path / "True" / "digits.h")
+    x, labels = example.load_digits(9)
+    step = StepCaller(without, model, x, labels)
+    before = step.state()
+    assert step(9) == -4  # the step's own arena: 8 rows, not one more
+    assert all(np.array_equal(a, b) for a, b in zip(step.state(), before))
+    assert step(8) == 0
+    np.testing.assert_allclose(step.loss, model.train_on_batch(x[:8], labels[:8]), rtol=1e-12)
+    for w, expected in zip(step.weights, model.get_weights()):
         np.testing.assert_allclose(w, expected, rtol=0, atol=1e-12)
 
 
@@ -445,7 +515,9 @@ def test_bad_triples_and_missing_tools_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(
         ValueError,
         match=r"Unknown triple: 'mips-linux-gnu'\. Known triples: "
-        r"'wasm32' .*'aarch64-linux-gnu' .*'thumbv7em-none-eabihf'",
+        r"'wasm32' .*'aarch64-linux-gnu' .*'thumbv7em-none-eabihf' .*'riscv32-unknown-elf' "
+        r"\(.*soft float\), 'riscv32imafc-unknown-elf' \(.*ilp32f ABI.*\), "
+        r"'riscv32imafdc-unknown-elf' \(.*ilp32d ABI.*\)",
     ):
         symgrad.emit(model, tmp_path / "digits.o", target="object", triple="mips-linux-gnu")
     with pytest.raises(ValueError, match="thumbv7em-none-eabihf has no shared libraries"):
@@ -473,39 +545,31 @@ def test_bad_triples_and_missing_tools_say_what_to_do(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
 
 
-def test_cli_prints_the_code_size_of_each_function(tmp_path):
+def cli_sizes(folder: Path, *options: str) -> tuple[list[str], dict[str, list[int]]]:
+    """What ``symgrad emit ... --size`` prints for the static riscv32 digits object of 4 rows,
+    written into ``folder``: its lines and the table's rows by name."""
     from symgrad.__main__ import main
 
-    out = tmp_path / "digits.o"
-    import contextlib
-    import io
-
+    folder.mkdir()
+    command = ["emit", str(EXAMPLE / "digits_model.py"), "--target", "object"]
+    command += ["--triple", "riscv32-unknown-elf", "--max-batch", "4", *options]
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        status = main(
-            [
-                "emit",
-                str(EXAMPLE / "digits_model.py"),
-                "--target",
-                "object",
-                "--triple",
-                "riscv32-unknown-elf",
-                "--max-batch",
-                "4",
-                "-o",
-                str(out),
-                "--size",
-            ]
-        )
+        status = main([*command, "-o", str(folder / "digits.o"), "--size"])
     assert status == 0
     lines = buffer.getvalue().splitlines()
+    return lines, {line.split()[0]: [int(v) for v in line.split()[1:]] for line in lines[4:]}
+
+
+def test_cli_prints_the_code_size_of_each_function(tmp_path):
+    out = tmp_path / "full" / "digits.o"
+    lines, rows = cli_sizes(out.parent)
     assert lines[:3] == [
         f"wrote {out}",
-        f"wrote {tmp_path / 'digits.h'}",
+        f"wrote {out.parent / 'digits.h'}",
         "code size in bytes, riscv32-unknown-elf:",
     ]
     assert lines[3].split() == ["code", "rodata", "data", "bss"]
-    rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in lines[4:]}
     assert list(rows) == [
         "library",
         "digits_forward",
@@ -514,10 +578,52 @@ def test_cli_prints_the_code_size_of_each_function(tmp_path):
         "digits_train_epoch",
     ]
     assert all(0 < r[0] <= rows["library"][0] for r in rows.values())
-    assert rows["library"][3] == int(
-        next(
-            line.split()[2]
-            for line in (tmp_path / "digits.h").read_text().splitlines()
-            if line.startswith("#define DIGITS_ARENA_BYTES")
-        )
+    assert (
+        rows["library"][3] == arena_define(out.parent / "digits.h") == rows["digits_train_epoch"][3]
     )
+
+
+def test_cli_no_epoch_shrinks_the_code_and_the_arena_to_the_step(tmp_path):
+    """--no-epoch: the same functions, measured the same, without the epoch row; the library's
+    code loses the epoch function's and its arena (the header's) is the training step's."""
+    _, full = cli_sizes(tmp_path / "full")
+    _, lean = cli_sizes(tmp_path / "lean", "--no-epoch")
+    assert list(lean) == [
+        "library",
+        "digits_forward",
+        "digits_loss_and_gradients",
+        "digits_train_step",
+    ]
+    assert {k: lean[k] for k in lean if k != "library"} == {
+        k: full[k] for k in lean if k != "library"
+    }
+    assert lean["library"][3] == arena_define(tmp_path / "lean" / "digits.h")
+    assert lean["library"][3] == lean["digits_train_step"][3] < full["library"][3]
+    assert lean["digits_train_step"][0] <= lean["library"][0] < full["library"][0]
+    assert "digits_train_epoch" not in defined_symbols(
+        tmp_path / "lean" / "digits.o", "riscv64-unknown-elf-nm"
+    )
+
+
+def test_epoch_option_is_checked(tmp_path, capsys):
+    from symgrad.__main__ import main
+
+    model = build_model()
+    with pytest.raises(TypeError, match=r"epoch must be True or False; Received: epoch='no'"):
+        symgrad.emit(model, tmp_path / "digits.o", target="object", epoch="no")
+    with pytest.raises(
+        ValueError,
+        match=r"epoch=False leaves the epoch function out of a C library \(llvm-ir, object, "
+        r"shared\); target='wasm' needs it \(the ES module's fit calls it\)\. Received: epoch=False",
+    ):
+        symgrad.emit(model, tmp_path / "digits.wasm", target="wasm", epoch=False)
+    with pytest.raises(ValueError, match=r"target='python' has none\. Received: epoch=False"):
+        symgrad.emit(model, tmp_path / "digits.py", epoch=False)
+    with pytest.raises(ValueError, match=r"target='wasm' needs it"):
+        symgrad.emission.writer.code_sizes(model, tmp_path / "digits.wasm", "wasm", epoch=False)
+    command = ["emit", str(EXAMPLE / "digits_model.py"), "--target", "wasm", "--no-epoch"]
+    assert main([*command, "-o", str(tmp_path / "digits.wasm")]) == 2
+    assert (
+        "symgrad emit: error: epoch=False leaves the epoch function out" in capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing written
