@@ -8,25 +8,29 @@ Run from the repository root (Ray installed: ``pip install -e ".[ray]"``)::
 
 The trials: learning rates (5) x momentum (0, 0.9) x seeds (20) of a 64-32-10
 MLP (relu, softmax, sparse categorical cross-entropy, SGD, float64, LLVM backend)
-on 80% of sklearn's digits, batches of 32, validated on the other 20%. Three
+on 80% of sklearn's digits, batches of 32, validated on the other 20%. The
 candidates run the same trials, alternating round by round in one run:
 
 - ``one process, fresh model per trial``: what a loop over the trials does --
   build, compile (the disk cache makes every compilation after the first cheap,
   but the graph is still derived and the code loaded) and fit;
 - ``one process, program reused``: ``sweep(..., num_workers=0)``, each structure
-  compiled once;
-- ``Ray, N workers``: ``sweep(..., num_workers=N)`` on a local cluster of N CPUs
-  (started before timing; each round starts fresh workers, so their compilations
-  are timed).
+  compiled once per call;
+- ``Ray, N workers, fresh``: ``distributed.shutdown()``, then ``sweep(...,
+  num_workers=N)`` on a local cluster of N CPUs (started before timing): the
+  workers' start-up, imports and compilations are timed;
+- ``Ray, N workers, kept``: the same sweep again on the workers the previous one
+  kept (no start-up, no compilation: the first sweep's programs).
 
-``--population K`` adds four candidates to the same rounds: the sweep in the rows'
+``--population K`` adds candidates to the same rounds: the sweep in the rows'
 order (``shuffle=False``, which population training needs) in one process and on
-the workers, each plain and with ``population=K``. Their histories are checked
-against each other (one batch order, so not against the shuffled three).
+kept workers, each plain and with ``population=K``, and with ``population=K`` on
+fresh workers. Their histories are checked against each other (one batch order,
+so not against the shuffled ones).
 
 Every library gets one thread (``OPENBLAS_NUM_THREADS=1``, inherited by the Ray
-workers). The script checks that every trial's history is the same in all three.
+workers). The script checks that every trial's history is the same in all
+candidates of one batch order, and prints where a Ray sweep's time goes.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 from benchmarks.common import environment  # noqa: E402
@@ -106,22 +112,58 @@ def swept(data, epochs, workers, **options):
     )
 
 
+def fresh(run):
+    """``run`` on workers started for it: the kept ones are ended first."""
+
+    def started():
+        distributed.shutdown()
+        return run()
+
+    return started
+
+
 def candidates(plan, data, args) -> dict:
-    """Name -> a run of the 200 trials; the first is the speed-up's baseline."""
+    """Name -> a run of the 200 trials; the first is the speed-up's baseline. A ``kept``
+    candidate follows a ``fresh`` one in every round, so it finds their workers."""
     epochs, workers = args.epochs, args.workers
+    ray = f"Ray, {workers} workers"
     runs = {
         "one process, fresh model per trial": lambda: fresh_models(plan, data, epochs),
         "one process, program reused": lambda: swept(data, epochs, 0),
-        f"Ray, {workers} workers": lambda: swept(data, epochs, workers),
+        f"{ray}, fresh": fresh(lambda: swept(data, epochs, workers)),
+        f"{ray}, kept": lambda: swept(data, epochs, workers),
     }
     if args.population:  # the rows' order, plain and as populations, side by side
         k = args.population
-        for where, n in (("one process", 0), (f"Ray, {workers} workers", workers)):
-            runs[f"{where}, no shuffling"] = lambda n=n: swept(data, epochs, n, shuffle=False)
-            runs[f"{where}, no shuffling, population={k}"] = lambda n=n: swept(
-                data, epochs, n, shuffle=False, population=k
-            )
+        ordered = {"shuffle": False}
+        grouped = {"shuffle": False, "population": k}
+        runs["one process, no shuffling"] = lambda: swept(data, epochs, 0, **ordered)
+        runs[f"one process, no shuffling, population={k}"] = lambda: swept(
+            data, epochs, 0, **grouped
+        )
+        runs[f"{ray}, fresh, no shuffling, population={k}"] = fresh(
+            lambda: swept(data, epochs, workers, **grouped)
+        )
+        runs[f"{ray}, kept, no shuffling, population={k}"] = lambda: swept(
+            data, epochs, workers, **grouped
+        )
+        runs[f"{ray}, kept, no shuffling"] = lambda: swept(data, epochs, workers, **ordered)
     return runs
+
+
+def breakdown(name: str, results, seconds: float) -> str:
+    """Where a Ray sweep's time went: start (workers' process and imports, the data and
+    build fetched), compilations, training, and the rest (submission, rows coming back,
+    the last chunk's wait)."""
+    t = results.timings
+    compiling = sum(r.get("compile_seconds") or 0.0 for r in results)
+    busy = sum((r["seconds"] or 0.0) for r in results) - compiling
+    rest = seconds - t["start_seconds"] - (compiling + busy) / results.workers
+    return (
+        f"| {name} | {seconds:.2f} | {t['workers_started']} | {t['spawn_seconds']:.2f} "
+        f"| {t['load_seconds']:.3f} | {t['start_seconds']:.2f} | {compiling:.2f} "
+        f"| {busy:.2f} | {rest:.2f} ({1e3 * rest / len(results):.1f} ms/trial) |"
+    )
 
 
 def check_histories(last: dict) -> None:
@@ -133,6 +175,14 @@ def check_histories(last: dict) -> None:
         reference = {r["trial"]: r["history"] for r in group[0][1]}
         for name, rows in group[1:]:
             assert all(r["history"] == reference[r["trial"]] for r in rows), name
+
+
+def import_seconds() -> float:
+    """A new process's ``import symgrad.distributed.workers`` (what a worker imports)."""
+    code = "import symgrad.distributed.workers"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -165,26 +215,35 @@ def main() -> None:
         f"\n{len(plan)} trials x {args.epochs} epochs, median of {args.rounds} rounds; "
         "every trial's history identical in all candidates of one batch order"
     )
-    base = statistics.median(seconds[names[0]])
+    medians = {name: statistics.median(seconds[name]) for name in names}
+    base, reused = medians[names[0]], medians[names[1]]
     print(
-        "| candidate | seconds | trials / s | speed-up | compilations |\n|---|---:|---:|---:|---:|"
+        "| candidate | seconds | trials / s | against fresh models | against program reused "
+        "| compilations |\n|---|---:|---:|---:|---:|---:|"
     )
     for name in names:
-        median = statistics.median(seconds[name])
         rows = last[name]
         compiled = rows.compilations if hasattr(rows, "compilations") else len(plan)
         print(
-            f"| {name} | {median:.2f} | {len(plan) / median:.1f} | {base / median:.2f}x "
-            f"| {compiled} |"
+            f"| {name} | {medians[name]:.2f} | {len(plan) / medians[name]:.1f} "
+            f"| {base / medians[name]:.2f}x | {reused / medians[name]:.2f}x | {compiled} |"
         )
+    print(
+        f"\nwhere the Ray sweeps' time went (last round; a new process imports the worker's "
+        f"modules in {import_seconds():.2f} s)\n"
+        "| candidate | seconds | workers started | spawn + import | data and build | start "
+        "| compiling (sum) | training (sum) | the rest |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for name in names:
+        if name.startswith("Ray"):
+            print(breakdown(name, last[name], seconds[name][-1]))
     if args.population:
-        for where in ("one process", f"Ray, {args.workers} workers"):
-            plain = statistics.median(seconds[f"{where}, no shuffling"])
-            grouped = statistics.median(
-                seconds[f"{where}, no shuffling, population={args.population}"]
-            )
-            print(f"{where}: population={args.population} {plain / grouped:.2f}x the plain sweep")
-    best = last[names[2]].best
+        k = args.population
+        for where in ("one process", f"Ray, {args.workers} workers, kept"):
+            plain = medians[f"{where}, no shuffling"]
+            grouped = medians[f"{where}, no shuffling, population={k}"]
+            print(f"{where}: population={k} {plain / grouped:.2f}x the plain sweep")
+    best = last[names[3]].best
     print(f"\nbest trial: {best['hp']} val_accuracy={best['metrics']['val_accuracy']:.4f}")
 
 

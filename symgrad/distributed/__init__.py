@@ -1,7 +1,8 @@
 """symgrad.distributed: sweeps and data-parallel training on Ray (``pip install "symgrad[ray]"``).
 
 - :func:`sweep` -- many trainings over a space of hyperparameters, each worker
-  compiling each model structure once; results as a table, best first.
+  compiling each model structure once; results as a table, best first.  Its workers
+  stay for the next sweep until :func:`shutdown` (or the end of :func:`kept_workers`).
 - :class:`DataParallel` -- ``model.fit(..., strategy=DataParallel(num_workers=2))``:
   synchronous gradient averaging, or local SGD (parameters averaged every round).
 - :class:`Population` -- K copies of one model (own hyperparameters and seeds) trained
@@ -18,6 +19,7 @@ from symgrad.distributed.runtime import WorkerLost, init
 from symgrad.distributed.sweep import SweepResults, sweep
 from symgrad.distributed.trials import TrialRunner, expand
 from symgrad.distributed.tune import trainable
+from symgrad.distributed.workers import kept_workers, shutdown
 
 __all__ = [
     "DataParallel",
@@ -28,6 +30,8 @@ __all__ = [
     "WorkerLost",
     "expand",
     "init",
+    "kept_workers",
+    "shutdown",
     "sweep",
     "trainable",
 ]

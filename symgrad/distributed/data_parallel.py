@@ -37,7 +37,7 @@ import sympy as sp
 
 from symgrad import compiler
 from symgrad import core as E
-from symgrad.distributed import runtime
+from symgrad.distributed import runtime, workers
 from symgrad.nn import losses, validation
 from symgrad.nn.models import _compile_from_config, model_from_config
 from symgrad.nn.trainer import (
@@ -321,6 +321,7 @@ class DataParallel:
     def epoch_runner(self, model, x, y, batch_size: int, callbacks):
         """fit's epoch runner (see ``Trainer._epoch_runner``): workers live while it is open."""
         r = runtime.init()
+        workers.shutdown()  # kept sweep workers hold the CPUs these workers need
         config = _model_config(model)
         data = r.put((x, y))
         if self.mode == "sync":

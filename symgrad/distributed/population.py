@@ -525,45 +525,57 @@ class PopulationRunner:
     """Runs a group of trials as one population on a :class:`TrialRunner`'s data and settings.
 
     Populations are kept by structure and size and reused (``Population.reset``).  A
+    group of fewer than ``size`` trials is padded to ``size`` with copies of its first
+    trial, whose rows are dropped, so one population per structure is compiled.  A
     group a population cannot train (dropout, Nadam, a model that is not a Sequential)
     runs trial by trial; members named by :class:`MemberNonFinite` run alone (their
     rows are their solo runs' rows) and the others train again as a population without
     them.  Every row is the one its trial alone with ``shuffle=False`` gives.
     """
 
-    def __init__(self, runner: trials.TrialRunner):
-        self.runner = runner
-        self.populations: dict[tuple, Population] = {}
+    def __init__(self, runner: trials.TrialRunner, size: int = 1, populations=None):
+        self.runner, self.size = runner, size
+        # by (step key, size, sample shape); a kept sweep worker passes the dict it keeps
+        self.populations: dict[tuple, Population] = {} if populations is None else populations
 
     def run(self, indexed: Sequence[tuple[int, Mapping]]) -> list[dict]:
         pending = [(i, dict(hp)) for i, hp in indexed]
         rows: dict[int, dict] = {}
+        owed = 0.0  # seconds of a population compiled here: the first row written says so
+        compiled_here = False
         while pending:
             if len(pending) == 1:
                 rows.update(self._alone(pending))
                 break
             start = time.perf_counter()
+            members = [hp for _, hp in pending]
+            members += [members[0]] * (self.size - len(members))  # inert: trained, dropped
             try:
-                pop, compiled = self._population([hp for _, hp in pending])
+                pop, compiled = self._population(members)
             except (TypeError, ValueError):  # nothing to share: each trial alone
                 rows.update(self._alone(pending))
                 break
+            if compiled:
+                compiled_here, owed = True, owed + time.perf_counter() - start
             try:
                 histories = pop.fit(self.runner.x, self.runner.y, **self._fit_args(pending[0][1]))
             except MemberNonFinite as err:
-                bad = [pending[k] for k in err.members] or pending
+                # a padding copy fails exactly when the member it copies does
+                named = sorted({k if k < len(pending) else 0 for k in err.members})
+                bad = [pending[k] for k in named] or pending
                 rows.update(self._alone(bad))
                 pending = [p for p in pending if p not in bad]
                 continue
             except Exception as err:  # noqa: BLE001 - reported in every member's row
                 message = f"{type(err).__name__}: {err}"
-                for i, hp in pending:
-                    rows[i] = self._row(i, hp, "error", message, {}, 0.0, False, len(pending))
-                break
+                histories, status = [{} for _ in pending], ("error", message)
+            else:
+                status = ("ok", None)
             seconds = (time.perf_counter() - start) / len(pending)
             for k, (i, hp) in enumerate(pending):
-                first = compiled and k == 0
-                rows[i] = self._row(i, hp, "ok", None, histories[k], seconds, first, len(pending))
+                first = compiled_here and k == 0
+                rows[i] = self._row(i, hp, *status, histories[k], seconds, first, len(members))
+                rows[i]["compile_seconds"] = owed if first else 0.0
             break
         return [rows[i] for i, _ in indexed]
 
@@ -589,14 +601,17 @@ class PopulationRunner:
         key = (
             trials.step_key(model, optimizer, runner.settings, members[0].get("seed")),
             len(members),
+            shape,
         )
         kept = self.populations.get(key) if key[0] is not None else None
         if kept is not None:
             kept.reset(members)
             return kept, False
+        start = time.perf_counter()
         pop = Population(runner.build, members, compile=runner.settings, input_shape=shape)
         pop.train_step()
         runner.compilations += 1
+        runner.compile_seconds += time.perf_counter() - start
         if key[0] is not None:
             self.populations[key] = pop
         return pop, True
@@ -616,5 +631,6 @@ class PopulationRunner:
             "history": history,
             "metrics": {k: v[-1] for k, v in history.items() if v},
             "seconds": seconds,
+            "compile_seconds": 0.0,
             "population": size,
         }

@@ -1,12 +1,14 @@
 """symgrad.distributed.sweep: many trainings on a Ray cluster, one compilation per structure.
 
-Each worker is a Ray actor holding a :class:`~symgrad.distributed.trials.TrialRunner`:
-it receives the user's ``build`` function, the compile settings and the data
-(once, through the object store), compiles each distinct model structure the
-first time a trial of it arrives -- or finds its code in its own disk cache
-(``codegen.cache``) -- and reuses the compiled program for every further trial
-that differs only in runtime values.  Native code never leaves the machine that
-compiled it; what travels is ``build`` (pickled Python), trials and result rows.
+Each worker is a Ray actor (:class:`~symgrad.distributed.workers.SweepWorker`): it
+receives the user's ``build`` function, the compile settings and the data (once per
+sweep, through the object store), compiles each distinct model structure the first
+time a trial of it arrives -- or finds its code in its own disk cache
+(``codegen.cache``) -- and reuses the compiled program for every further trial that
+differs only in runtime values.  The workers stay alive between the sweeps of one
+driver, with their compiled programs (:mod:`symgrad.distributed.workers`).  Native
+code never leaves the machine that compiled it; what travels is ``build`` (pickled
+Python), the data, chunks of trials and result rows.
 
 A worker that dies (or runs a trial past ``trial_timeout``) is replaced; the trial
 it was running is retried up to ``max_retries`` times, then reported ``failed``
@@ -17,17 +19,21 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from symgrad.distributed import population as population_module
-from symgrad.distributed import runtime, trials
+from symgrad.distributed import runtime, trials, workers
 from symgrad.nn import validation
 
 POLL = 1.0
 """Seconds between the driver's checks of trial timeouts while it waits for results."""
+
+CHUNK = 16
+"""The most jobs sent to a worker in one task (its rows still come back job by job)."""
 
 
 class SweepResults(Sequence):
@@ -36,7 +42,8 @@ class SweepResults(Sequence):
     Each row has ``trial`` (its index in the space), ``hp``, ``status`` (``ok``,
     ``non_finite``, ``error`` or ``failed`` -- its worker died ``attempts`` times),
     ``error``, ``metrics`` (the last epoch's logs), ``history`` (per-epoch lists),
-    ``seconds``, ``worker`` (pid) and ``compiled`` (whether the trial paid a compilation).
+    ``seconds``, ``worker`` (pid), ``compiled`` (whether the trial paid a compilation) and
+    ``compile_seconds``.
 
     >>> results = sweep(build, {"learning_rate": [0.1, 0.01]}, x, y, compile={...})
     >>> results.best["hp"], results.best["metrics"]["val_loss"]
@@ -47,6 +54,10 @@ class SweepResults(Sequence):
         self.metric, self.mode = metric, mode
         self.seconds, self.workers = seconds, workers
         self.rows = _ranked(list(rows), metric, mode)
+        # on Ray: workers_started / workers_reused, spawn_seconds (the slowest new worker's
+        # process start and imports), load_seconds (the slowest worker's fetch of the data
+        # and build), start_seconds (from the call until every worker had loaded the sweep)
+        self.timings: dict = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -60,7 +71,8 @@ class SweepResults(Sequence):
 
     @property
     def compilations(self) -> int:
-        """Trials that compiled their structure (at most structures x workers)."""
+        """Trials that compiled their structure: at most structures x workers, none for a
+        structure its kept workers compiled in an earlier sweep."""
         return sum(bool(r["compiled"]) for r in self.rows)
 
     @property
@@ -70,7 +82,9 @@ class SweepResults(Sequence):
     def sorted(self, by: str | None = None, mode: str = "auto") -> SweepResults:
         """The rows ranked by another metric (``mode``: ``min``, ``max``, ``auto``)."""
         by = by or self.metric
-        return SweepResults(self.rows, by, _mode(by, mode), self.seconds, self.workers)
+        out = SweepResults(self.rows, by, _mode(by, mode), self.seconds, self.workers)
+        out.timings = self.timings
+        return out
 
     def to_pandas(self):
         """A DataFrame, one row per trial: hyperparameters, final metrics, status."""
@@ -137,25 +151,6 @@ def _cell(value) -> str:
     return str(value)
 
 
-class SweepWorker:
-    """A sweep's Ray actor: a TrialRunner over the data it received once."""
-
-    def __init__(self, build: Callable, settings: Mapping, data, fit_args: Mapping):
-        x, y, validation_data = data
-        args = dict(fit_args, validation_data=validation_data)
-        self.runner = trials.TrialRunner(build, settings, x, y, args)
-        self.populations = population_module.PopulationRunner(self.runner)
-
-    def run(self, trial: int, hp: Mapping) -> dict:
-        return self.runner.run(trial, hp)
-
-    def run_group(self, indexed: Sequence[tuple[int, Mapping]]) -> list[dict]:
-        """The rows of a group of trials: one trial alone, several as one population."""
-        if len(indexed) == 1:
-            return [self.run(*indexed[0])]
-        return self.populations.run(indexed)
-
-
 def sweep(
     build: Callable,
     space,
@@ -173,6 +168,7 @@ def sweep(
     max_retries: int = 1,
     trial_timeout: float = 600.0,
     population: int = 1,
+    keep_workers: bool = True,
 ) -> SweepResults:
     """Train one model per trial of ``space`` on a Ray cluster; the rows come back best first.
 
@@ -190,7 +186,15 @@ def sweep(
     ``population=K`` trains trials of one compiled step in groups of up to K as one
     :class:`~symgrad.distributed.population.Population` (one native call per epoch for
     the group); it needs ``shuffle=False`` (the members share one batch order), and every
-    row is still the trial's solo row.  ``trial_timeout`` then applies to a group.
+    row is still the trial's solo row.  ``trial_timeout`` then applies to a group.  A
+    group of fewer than K trials is padded with copies of its first (their rows dropped),
+    so each structure compiles one population.
+
+    The Ray workers stay alive after the sweep with their compiled programs
+    (:mod:`symgrad.distributed.workers`): a later sweep of this process on the same
+    cluster reuses them (fewer compilations, no start-up) until
+    :func:`~symgrad.distributed.workers.shutdown`; ``keep_workers=False`` ends them with
+    this sweep.
 
     >>> from symgrad.distributed import sweep
     >>> space = {"learning_rate": [0.3, 0.1, 0.03], "momentum": [0.0, 0.9], "seed": range(4)}
@@ -219,78 +223,135 @@ def sweep(
     fit_args = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}
     start = time.perf_counter()
     jobs = population_module.groups(build, settings, plan, population, np.shape(x)[1:])
+    data = (x, y, validation_data)
     if num_workers == 0:
-        worker = SweepWorker(build, settings, (x, y, validation_data), fit_args)
-        rows = [row for job in jobs for row in worker.run_group([(i, plan[i]) for i in job])]
+        here = workers.Trials(build, settings, data, fit_args, population)
+        rows = [row for job in jobs for row in here.run_group([(i, plan[i]) for i in job])]
         return SweepResults(rows, metric, mode, time.perf_counter() - start, 0)
     r = runtime.init()
     if num_workers is None:
         num_workers = max(1, int(r.cluster_resources().get("CPU", 1)))
     num_workers = validation.positive_int(num_workers, "num_workers")
-    data = r.put((x, y, validation_data))
-    actor = r.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(SweepWorker)
-    spawn = lambda: actor.remote(build, settings, data, fit_args)  # noqa: E731
-    pool = _Pool(r, [spawn() for _ in range(min(num_workers, len(jobs)) or 1)], spawn)
-    rows = pool.run(plan, jobs, max_retries, float(trial_timeout))
-    return SweepResults(rows, metric, mode, time.perf_counter() - start, num_workers)
+    box = [r.put((build, settings, data, fit_args, population))]  # once: every worker reads it
+    context = (uuid.uuid4().hex, workers.digest(r, build, settings), box, float(trial_timeout))
+    pool = _Pool(r, workers.acquire(r, min(num_workers, len(jobs)) or 1), context)
+    try:
+        pool.load()
+        pool.timings["start_seconds"] = time.perf_counter() - start
+        rows = pool.run(plan, jobs, max_retries)
+    except BaseException:
+        workers.drop(r, pool.busy())  # a kept worker must not go on with a sweep no one reads
+        raise
+    finally:
+        if not keep_workers:
+            workers.shutdown()
+    results = SweepResults(rows, metric, mode, time.perf_counter() - start, num_workers)
+    results.timings = pool.timings
+    return results
+
+
+class _Slot:
+    """What an actor is running: a chunk of jobs, streamed back one job's rows at a time."""
+
+    def __init__(self, stream, jobs: list[int]):
+        self.stream, self.jobs, self.done = stream, jobs, 0
+        self.since = time.monotonic()  # when its current job began (the last one came back)
+
+    @property
+    def job(self) -> int:
+        return self.jobs[self.done]
 
 
 class _Pool:
-    """The driver's side of a sweep: one job (a trial, or a group trained as one population)
-    at a time on each actor, dead actors replaced.
+    """The driver's side of a sweep on Ray: chunks of jobs (a job: a trial, or a group
+    trained as one population) on each actor, dead actors replaced.
 
-    A worker is sent its next job only once the driver holds the last one's rows, so
-    when it dies the job it was running is known exactly: a result in flight at the
-    moment of death can never be confused with the one that killed it.
+    An actor runs one chunk at a time and streams back each job's rows as it finishes,
+    so the driver always knows the job an actor was in when it died or ran past the
+    timeout: that one is charged an attempt, the rest of its chunk goes back to the
+    queue uncharged.  Chunks shrink as the queue does (a share of what is left per
+    actor, at most :data:`CHUNK`), so the actors finish together.
     """
 
-    def __init__(self, r, actors: list, spawn: Callable):
-        self.r, self.actors, self.spawn = r, actors, spawn
-        self.running: list[tuple | None] = [None for _ in actors]  # (ref, job) per actor
-        self.started = [time.monotonic() for _ in actors]  # when its current job began
+    def __init__(self, r, actors: list, context: tuple):
+        self.r, self.actors, self.context = r, actors, context
+        self.timeout = context[-1]
+        self.running: list[_Slot | None] = [None for _ in actors]
+        self.timings: dict = {"workers_started": 0}
 
-    def run(
-        self, plan: list[dict], jobs: list[list[int]], max_retries: int, timeout: float
-    ) -> list[dict]:
+    def load(self) -> None:
+        """Every actor loads the sweep (a dead kept one is replaced, once), within the timeout."""
+        called = time.time()
+        refs = [a.load.remote(*self.context) for a in self.actors]
+        loaded = []
+        for a, ref in enumerate(refs):
+            try:
+                loaded.append(runtime.get(ref, self.timeout, "loading the sweep", worker=a))
+            except runtime.WorkerLost:
+                self._replace(a)
+                ref = self.actors[a].load.remote(*self.context)
+                loaded.append(runtime.get(ref, self.timeout, "loading the sweep", worker=a))
+        reused = sum(earlier for _, earlier, _ in loaded)
+        self.timings.update(workers_started=len(loaded) - reused, workers_reused=reused)
+        self.timings["load_seconds"] = max(seconds for seconds, _, _ in loaded)
+        # a new worker's process start and imports: from this call to its __init__ (one
+        # clock on one machine; across machines, as far as their clocks agree)
+        self.timings["spawn_seconds"] = max(
+            [0.0, *(started - called for _, earlier, started in loaded if not earlier)]
+        )
+
+    def busy(self) -> list:
+        return [a for a, slot in zip(self.actors, self.running) if slot is not None]
+
+    def run(self, plan: list[dict], jobs: list[list[int]], max_retries: int) -> list[dict]:
         self.plan, self.jobs = plan, jobs
         queue = deque(range(len(jobs)))
         attempts = [0] * len(jobs)
         rows: dict[int, dict] = {}
         while queue or any(self.running):
             self._fill(queue)
-            refs = [job[0] for job in self.running if job]
-            ready, _ = self.r.wait(refs, num_returns=1, timeout=POLL)
-            for ref in ready:
-                a = next(i for i, job in enumerate(self.running) if job and job[0] == ref)
-                job = self.running[a][1]
+            streams = [slot.stream for slot in self.running if slot]
+            ready, _ = self.r.wait(streams, num_returns=1, timeout=POLL)
+            for stream in ready:
+                a = next(i for i, s in enumerate(self.running) if s and s.stream is stream)
                 try:
-                    done = self.r.get(ref, timeout=timeout)
+                    done = self.r.get(next(stream), timeout=self.timeout)
                 except runtime.lost_errors() as err:
                     self._lost(a, queue, attempts, rows, max_retries, type(err).__name__)
                     continue
-                self.running[a] = None
+                slot = self.running[a]
                 for row in done:
-                    row["attempts"] = attempts[job] + 1
+                    row["attempts"] = attempts[slot.job] + 1
                     rows[row["trial"]] = row
+                slot.done, slot.since = slot.done + 1, time.monotonic()
+                if slot.done == len(slot.jobs):
+                    self.running[a] = None
             now = time.monotonic()
-            for a, job in enumerate(self.running):
-                if job and now - self.started[a] > timeout:
-                    self.r.kill(self.actors[a], no_restart=True)
-                    why = f"no result within trial_timeout={timeout:g} s"
+            for a, slot in enumerate(self.running):
+                if slot and now - slot.since > self.timeout:
+                    why = f"no result within trial_timeout={self.timeout:g} s"
                     self._lost(a, queue, attempts, rows, max_retries, why)
         return [rows[i] for i in range(len(plan))]
 
     def _fill(self, queue: deque) -> None:
-        for a, job in enumerate(self.running):
-            if queue and job is None:
-                j = queue.popleft()
-                indexed = [(i, self.plan[i]) for i in self.jobs[j]]
-                self.started[a] = time.monotonic()
-                self.running[a] = (self.actors[a].run_group.remote(indexed), j)
+        for a, slot in enumerate(self.running):
+            if queue and slot is None:
+                share = -(-len(queue) // (2 * len(self.actors)))
+                chunk = [queue.popleft() for _ in range(min(max(1, share), CHUNK, len(queue)))]
+                indexed = [[(i, self.plan[i]) for i in self.jobs[j]] for j in chunk]
+                run = self.actors[a].run.options(num_returns="streaming")
+                self.running[a] = _Slot(run.remote(*self.context, indexed), chunk)
+
+    def _replace(self, a: int) -> None:
+        self.actors[a] = workers.replace(self.r, self.actors[a])
+        self.timings["workers_started"] += 1
 
     def _lost(self, a, queue, attempts, rows, max_retries, why: str) -> None:
-        """Actor ``a`` is gone: the job it was running is retried first, or its trials failed."""
-        job = self.running[a][1]
+        """Actor ``a`` is gone: the job it was in is retried first (or its trials failed), the
+        rest of its chunk after it."""
+        slot = self.running[a]
+        job, rest = slot.job, slot.jobs[slot.done + 1 :]
+        queue.extendleft(reversed(rest))
         attempts[job] += 1
         if attempts[job] > max_retries:
             for trial in self.jobs[job]:
@@ -303,10 +364,11 @@ class _Pool:
                     "history": {},
                     "metrics": {},
                     "compiled": False,
+                    "compile_seconds": 0.0,
                     "worker": None,
                     "seconds": None,
                 }
         else:
             queue.appendleft(job)
-        self.actors[a], self.running[a] = self.spawn(), None
-        self.started[a] = time.monotonic()
+        self._replace(a)
+        self.running[a] = None

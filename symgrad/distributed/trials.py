@@ -186,27 +186,33 @@ class TrialRunner:
     ``batch_size`` override them.
     """
 
-    def __init__(self, build: Callable, settings: Mapping, x, y, fit_args: Mapping):
+    def __init__(self, build: Callable, settings: Mapping, x, y, fit_args: Mapping, models=None):
         self.build, self.settings = build, check_compile_settings(settings)
         self.x, self.y, self.fit_args = x, y, dict(fit_args)
-        self.models: dict[str, object] = {}
+        # compiled models by (step key, sample shape); a kept sweep worker passes the dict
+        # it keeps for this build, so a later sweep of it reuses them
+        self.models: dict[tuple, object] = {} if models is None else models
         self.compilations = 0
+        self.compile_seconds = 0.0
 
     def model_for(self, hp: Mapping) -> tuple[object, bool]:
         """(the compiled model for the trial, whether it was compiled for it)."""
         model = self.build(dict(hp))  # build sees the whole trial
-        model = built(model, np.shape(self.x)[1:])  # a model without input_dim: the data's
+        shape = np.shape(self.x)[1:]
+        model = built(model, shape)  # a model without input_dim: the data's
         optimizer = trial_optimizer(self.settings, hp)
         seed = hp.get("seed")
         key = step_key(model, optimizer, self.settings, seed)
-        cached = self.models.get(key) if key is not None else None
+        cached = self.models.get((key, shape)) if key is not None else None
         if cached is not None:
             reset_for_trial(cached, optimizer, seed)
             return cached, False
+        start = time.perf_counter()
         compile_for_trial(model, optimizer, self.settings, seed)
+        self.compile_seconds += time.perf_counter() - start
         self.compilations += 1
         if key is not None:
-            self.models[key] = model
+            self.models[(key, shape)] = model
         return model, True
 
     def fit(self, hp: Mapping, callbacks: Sequence[Callback] = ()):
@@ -220,11 +226,12 @@ class TrialRunner:
 
     def run(self, trial: int, hp: Mapping) -> dict:
         """The trial's row: ``status`` ``ok`` / ``non_finite`` / ``error``, its final logs,
-        ``history`` (per-epoch lists), ``seconds``, ``compiled``, ``worker`` (pid)."""
+        ``history`` (per-epoch lists), ``seconds`` (``compile_seconds`` of them compiling),
+        ``compiled``, ``worker`` (pid)."""
         start = time.perf_counter()
         row = {"trial": trial, "hp": dict(hp), "worker": os.getpid(), "compiled": False}
+        compiles_before, compiling_before = self.compilations, self.compile_seconds
         try:
-            compiles_before = self.compilations
             _, history, _ = self.fit(hp)
             row.update(status="ok", error=None, history=history.history)
         except NonFiniteLossError as err:
@@ -232,6 +239,7 @@ class TrialRunner:
         except Exception as err:  # noqa: BLE001 - a bad trial is reported, the sweep goes on
             row.update(status="error", error=f"{type(err).__name__}: {err}", history={})
         row["compiled"] = self.compilations > compiles_before
+        row["compile_seconds"] = self.compile_seconds - compiling_before
         row["metrics"] = {k: v[-1] for k, v in row["history"].items() if v}
         row["seconds"] = time.perf_counter() - start
         return row

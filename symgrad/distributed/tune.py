@@ -16,7 +16,7 @@ import importlib
 import uuid
 from collections.abc import Callable, Mapping
 
-from symgrad.distributed import runtime, trials
+from symgrad.distributed import runtime, trials, workers
 from symgrad.nn.callbacks import Callback
 
 _RUNNERS: dict[str, trials.TrialRunner] = {}  # per worker process: one per trainable
@@ -76,6 +76,7 @@ def trainable(
     >>> best = tuner.fit().get_best_result()
     """
     runtime.ray()
+    workers.shutdown()  # Tune's trials need the CPUs that kept sweep workers hold
     tune = importlib.import_module("ray.tune")
     settings = trials.check_compile_settings(compile)
     fit_args = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}

@@ -1027,7 +1027,9 @@ class BatchNormalization(_Normalization):
     variance, and the moving statistics (non-trainable weights, updated in the compiled
     step with the optimizer's update, all or nothing) become
     ``moving = moving * momentum + batch * (1 - momentum)``. In predict and evaluate:
-    ``N = gamma (A - moving_mean) / sqrt(moving_variance + epsilon) + beta``.
+    ``N = gamma (A - moving_mean) / sqrt(moving_variance + epsilon) + beta``. A frozen
+    layer (``trainable=False`` at compile) runs that way in fit too, as in Keras: its
+    moving statistics stay, and gamma and beta are constants of the step.
     The gradient is the compact ``rstd o (G - mean(G) - N o mean(G o N))``.
 
     >>> BatchNormalization(momentum=0.99, epsilon=1e-3)
@@ -1081,7 +1083,7 @@ class BatchNormalization(_Normalization):
     def call(self, a, names):
         mean, variance = self.moving_mean.symbol, self.moving_variance.symbol
         grouped = self._grouped(a)  # the statistics are over the batch (and the positions)
-        if not names.training:
+        if not (names.training and self.trainable):  # Keras: a frozen layer runs as in predict
             return self._affine(self.normalized_with(grouped, mean, variance), a, names)
         if names.batch_statistics is not None:  # the global batch's, from the other shards
             return self._affine(names.batch_statistics.normalize(self, grouped), a, names)

@@ -19,10 +19,12 @@ def digits():
     return d.data[:600] / 16.0, d.target[:600]
 
 
-def make(optimizer="adam", normalized=2, seed=3, backend="llvm", weighted_metrics=None):
+def make(optimizer="adam", normalized=2, seed=3, backend="llvm", weighted_metrics=None, frozen=()):
+    """``frozen``: the indices of the BatchNormalizations set ``trainable=False`` before compile."""
     layers = [Dense(16, "tanh", input_dim=64)]
-    for _ in range(normalized):  # each BatchNormalization a round trip forward and back
+    for k in range(normalized):  # each BatchNormalization a round trip forward and back
         layers += [BatchNormalization(momentum=0.9), Dense(16, "tanh")]
+        layers[-2].trainable = k not in frozen
     model = Sequential([*layers, Dense(10, "softmax")])
     model.compile(
         optimizer=optimizer,
@@ -114,3 +116,27 @@ def test_local_sgd_trains_each_shard_and_averages_the_moving_statistics(digits, 
         want = (halves[0].optimizer.variables[k].value + halves[1].optimizer.variables[k].value) / 2
         np.testing.assert_allclose(var.value, want, rtol=0, atol=1e-12)
     assert spread.optimizer.iterations == halves[0].optimizer.iterations == 10
+
+
+def test_sync_with_a_frozen_batch_normalization_follows_the_single_process_trajectory(
+    digits, cluster
+):
+    """A frozen BatchNormalization runs as in predict (Keras): its moving statistics (set
+    as if pretrained), gamma and beta stay bit for bit; the trainable one after it still
+    normalizes with the global batch. Weights and slots to 1e-12 after 16 steps."""
+    x, y = digits
+    alone, spread = make(frozen=(0,)), make(frozen=(0,))
+    rng = np.random.default_rng(4)
+    pretrained = [rng.uniform(0.5, 2.0, 16), *rng.standard_normal((2, 16))]
+    pretrained.append(rng.uniform(0.5, 2.0, 16))
+    for model in (alone, spread):
+        model.layers[1].set_weights(pretrained)
+    moving = spread.layers[3].get_weights()[3]  # the trainable one's moving variance
+    h1 = alone.fit(x, y, epochs=2, batch_size=BATCH, verbose=0)
+    strategy = distributed.DataParallel(2)
+    h2 = spread.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, strategy=strategy)
+    assert spread.optimizer.iterations == 16
+    assert_same_training(spread, alone, h2, h1)
+    for got, want in zip(spread.layers[1].get_weights(), pretrained):
+        np.testing.assert_array_equal(got, want)
+    assert np.abs(spread.layers[3].get_weights()[3] - moving).min() > 1e-3

@@ -205,16 +205,34 @@ def test_a_sweep_in_populations_gives_every_trial_its_solo_row(digits):
         assert rows[i]["status"] == "ok"
         assert rows[i]["history"] == solo_row(hp, x, y, val)
     # groups of 4 of one structure in plan order: [0, 1, 2, 6], [3, 4, 5, 9], [7, 8], and
-    # [10, 11, 12], trained again as [10, 11] once 12 diverged, 12 then run alone
+    # [10, 11, 12], trained again as [10, 11] once 12 diverged, 12 then run alone; the
+    # short ones padded to 4 with copies of their first trial
     sizes = [rows[i]["population"] for i in range(len(space))]
-    assert sizes == [4, 4, 4, 4, 4, 4, 4, 2, 2, 4, 2, 2, 1]
+    assert sizes == [4] * 12 + [1]
     diverged = rows[12]
     alone = distributed.TrialRunner(
         build, SETTINGS, x, y, {"epochs": 2, "validation_data": val, "shuffle": False}
     ).run(12, space[12])
     assert diverged["status"] == alone["status"] == "non_finite"
     assert diverged["history"] == alone["history"] and diverged["error"] == alone["error"]
-    assert results.compilations == 5  # the 4 populations that trained, and 12 alone
+    assert results.compilations == 3  # a population of 4 per structure, and 12 alone
+
+
+def test_a_padding_copy_that_diverges_names_the_trial_it_copies(digits):
+    """[diverging, a, b] padded to 4 with a copy of the diverging trial: both are named, the
+    trial runs alone (non_finite, its solo row) and a, b train again, still padded to 4."""
+    x, y, val = digits
+    space = [{"learning_rate": lr, "momentum": 0.9, "seed": 3} for lr in (1e306, 0.2, 0.05)]
+    results = distributed.sweep(
+        build, space, x, y, compile=SETTINGS, epochs=1, validation_data=val, shuffle=False,
+        population=4, num_workers=0,
+    )  # fmt: skip
+    rows = {r["trial"]: r for r in results}
+    assert [rows[i]["status"] for i in range(3)] == ["non_finite", "ok", "ok"]
+    assert [rows[i]["population"] for i in range(3)] == [1, 4, 4]
+    for i in (1, 2):
+        assert rows[i]["history"] == solo(space[i], x, y, val, SETTINGS, epochs=1)[0]
+    assert results.compilations == 2  # the population of 4 once, the diverging trial alone
 
 
 def test_a_sweep_in_populations_needs_a_shared_order(digits):

@@ -159,6 +159,39 @@ def test_sweep_on_two_workers_matches_the_solo_runs(digits, by_value):
     assert len({row["worker"] for row in results}) == 2
 
 
+def test_kept_workers_serve_the_next_sweep_without_compiling(digits, by_value):
+    """A second sweep of the same build on the same cluster: the kept workers, their
+    compiled programs (none compiled twice), the rows still the solo runs'; a kept worker that
+    died in between is replaced before any trial is charged; shutdown() ends them."""
+    by_value(__name__)
+    x, y, val = digits
+    args = {"compile": SETTINGS, "epochs": 2, "validation_data": val, "num_workers": 2}
+    distributed.shutdown()
+    first = distributed.sweep(build, SPACE, x, y, **args)
+    assert first.timings["workers_started"] == 2 and first.timings["workers_reused"] == 0
+    assert 2 <= first.compilations <= 4
+    space = {**SPACE, "learning_rate": [0.1]}
+    second = distributed.sweep(build, space, x, y, **args)
+    assert second.timings == {**second.timings, "workers_started": 0, "workers_reused": 2}
+    assert not second.failed
+    # a worker compiles each structure once over both sweeps (2 structures x 2 workers)
+    pairs = [(r["worker"], r["hp"]["momentum"]) for r in [*first, *second] if r["compiled"]]
+    assert len(pairs) == len(set(pairs)) and len(pairs) <= 4
+    assert {r["worker"] for r in second} <= {r["worker"] for r in first}
+    for row in second:
+        assert row["history"] == solo(row["hp"], x, y, val)[0], row["hp"]
+    os.kill(second[0]["worker"], signal.SIGKILL)
+    third = distributed.sweep(build, space, x, y, **args)
+    assert third.timings["workers_started"] == 1 and third.timings["workers_reused"] == 1
+    assert [r["attempts"] for r in third] == [1] * 4 and not third.failed
+    for row in third:
+        assert row["history"] == solo(row["hp"], x, y, val)[0], row["hp"]
+    distributed.shutdown()
+    fourth = distributed.sweep(build, space, x, y, **args, keep_workers=False)
+    assert fourth.timings["workers_started"] == 2 and fourth.compilations >= 2
+    assert distributed.workers._KEPT.actors == []
+
+
 def killing_build(hp):
     """Kills its own worker process (SIGKILL) in a trial with ``kill``: every time, or only
     while the file ``hp["kill"]`` does not exist (it is made first: the retry then runs)."""

@@ -470,3 +470,25 @@ def test_gradient_formulas_pin_the_compact_form(kind):
     text = GRADIENT_FORMULAS[kind].replace("H", COTANGENTS[kind])
     assert E.sstr(shown["dense/kernel"]) == text
     assert E.sstr(shown["dense/bias"]) == f"colsum({text[len('X.T*(') : -1]})"
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_frozen_layer_normalizes_with_its_moving_statistics_in_fit(backend, rng):
+    """Keras's frozen BatchNormalization (trainable=False before compile) runs as in predict:
+    a step's loss is evaluate's on the same batch, gamma, beta and the moving statistics
+    stay bit for bit, the other layers train."""
+    m = Sequential([Dense(6, input_dim=4), BatchNormalization(momentum=0.9), Dense(2)])
+    m.layers[1].trainable = False
+    m.compile(optimizer=SGD(0.1), loss="mse", dtype="float64", backend=backend, seed=0)
+    pretrained = [rng.uniform(0.5, 2.0, 6), rng.standard_normal(6), rng.standard_normal(6)]
+    m.layers[1].set_weights([*pretrained, rng.uniform(0.5, 2.0, 6)])
+    x, y = rng.standard_normal((9, 4)), rng.standard_normal((9, 2))
+    before = m.get_weights()
+    loss = m.evaluate(x, y)
+    np.testing.assert_allclose(m.train_on_batch(x, y), loss, rtol=1e-12)
+    m.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    after = m.get_weights()
+    for k in (2, 3, 4, 5):  # gamma, beta, moving mean and variance
+        np.testing.assert_array_equal(after[k], before[k])
+    for k in (0, 1, 6, 7):
+        assert not np.array_equal(after[k], before[k])
