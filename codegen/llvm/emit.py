@@ -49,7 +49,7 @@ import sympy as sp
 from codegen.backends import LLVMBackend
 from codegen.ir import Program, format_program
 from codegen.llvm.blas import GENERATED
-from codegen.llvm.jit import host, new_target_machine, optimize, parse
+from codegen.llvm.jit import host, new_target_machine, optimize, parsed
 from codegen.llvm.kernels import lower_dim
 from codegen.llvm.loops import F64, I8, I32, I64, PTR, for_range, i64, imin, load, store
 from codegen.llvm.mathlib import FORMATS, MathLibrary
@@ -641,9 +641,9 @@ def object_code(
     """An ELF (or the host's format, or WebAssembly) object file: ``ir_text`` optimized for
     ``cpu`` of this machine, or for ``arch``'s baseline CPU."""
     tm = _target_machine(cpu, opt) if arch is None else target_machine(arch, opt)
-    module = parse(ir_text)
-    optimize(module, tm, opt)
-    return tm.emit_object(module)
+    with parsed(ir_text) as module:
+        optimize(module, tm, opt)
+        return tm.emit_object(module)
 
 
 def code_size(obj: bytes) -> dict[str, int]:

@@ -118,3 +118,34 @@ def test_each_optimization_frees_its_pass_pipeline():
     gc.collect()
     per_run = (heap_in_use() - before) / runs
     assert per_run < 30_000, f"{per_run / 1024:.1f} kB stay per optimization"
+
+
+def constants_module(tag: str, count: int = 400) -> str:
+    """IR with ``count`` constants no other module has (text and doubles), all used."""
+    rows = [f'@s{i} = constant [16 x i8] c"{tag[:8]:<8}{i:08d}"' for i in range(count)]
+    rows.append("define double @f(i64 %i) {")
+    for i in range(count):
+        rows.append(f"  %p{i} = getelementptr [16 x i8], ptr @s{i}, i64 0, i64 %i")
+        rows.append(f"  %c{i} = load i8, ptr %p{i}")
+    rows.append(f"  %r = fadd double 0x{hash(tag) & 0xFFFFFFFFFFF:016X}, 1.0")
+    rows.append("  ret double %r")
+    rows.append("}")
+    return "\n".join(rows)
+
+
+def test_each_optimized_module_leaves_nothing_in_an_llvm_context():
+    # A context keeps the constants, names and types its modules intern until the context
+    # is destroyed: optimized in llvmlite's global context, every compile left them there.
+    if heap_in_use() is None:
+        pytest.skip("needs glibc's mallinfo2 to count heap bytes in use")
+    for k in range(3):
+        jit.optimize_and_emit(constants_module(f"warm{k}"), 3)
+    gc.collect()
+    before = heap_in_use()
+    runs = 20
+    for k in range(runs):
+        obj, optimized = jit.optimize_and_emit(constants_module(f"run{k}"), 3)
+        assert f"run{k}".encode() in obj  # the constants were used, so they were emitted
+    gc.collect()
+    per_run = (heap_in_use() - before) / runs
+    assert per_run < 12_000, f"{per_run / 1024:.1f} kB stay per optimized module"
