@@ -19,6 +19,12 @@ module, then optimized and JIT-linked).
 ``--profile N`` runs one cold and one warm process under cProfile instead and
 prints the N costliest calls of compile + first call (cumulative time).
 
+When JAX is installed, the same run times JAX's first-call compile of the same
+model in fresh processes as well: ``jax.jit`` of its training step (forward,
+``value_and_grad``, Adam and accuracy, float32, integer labels), the first call
+minus the median of the later calls (tracing, lowering and XLA's compile; JAX's
+persistent compilation cache is switched off).
+
 Each run is a new Python process; the time of ``import symgrad...`` is
 reported separately from ``model.compile(...)``. Cold runs also report where
 the time went.
@@ -27,6 +33,8 @@ the time went.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import statistics
@@ -102,6 +110,67 @@ print(json.dumps({"import": imported, "compile": compiled, "first": first_call, 
                   "profiled": profiled}))
 """
 
+JAX_CHILD = r"""
+import json, statistics, time
+t0 = time.perf_counter()
+import jax
+import jax.numpy as jnp
+import numpy as np
+imported = time.perf_counter() - t0
+jax.config.update("jax_enable_compilation_cache", False)
+rng = np.random.default_rng(0)
+sizes = [64, 128, 64, 10]
+params = []
+for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    limit = np.sqrt(6 / (fan_in + fan_out))  # Glorot uniform, zero biases (Keras's defaults)
+    params += [rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32),
+               np.zeros(fan_out, np.float32)]
+params = [jnp.asarray(p) for p in params]
+slots = [jnp.zeros_like(p) for p in params]
+beta_1, beta_2, epsilon, learning_rate = 0.9, 0.999, 1e-7, 1e-3
+
+def loss_fn(params, x, y):
+    a = x
+    for k in range(0, len(params) - 2, 2):
+        a = jax.nn.relu(a @ params[k] + params[k + 1])
+    z = a @ params[-2] + params[-1]
+    log_p = jax.nn.log_softmax(z)
+    loss = -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1))
+    return loss, jnp.mean(jnp.argmax(z, axis=1) == y)
+
+def step(state, x, y):
+    params, m, v, t = state
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+    t = t + 1
+    m = [beta_1 * mi + (1 - beta_1) * g for mi, g in zip(m, grads)]
+    v = [beta_2 * vi + (1 - beta_2) * g * g for vi, g in zip(v, grads)]
+    scale = learning_rate * jnp.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+    params = [p - scale * mi / (jnp.sqrt(vi) + epsilon) for p, mi, vi in zip(params, m, v)]
+    return (params, m, v, t), loss, accuracy
+
+x = jnp.asarray(rng.random((32, 64), dtype=np.float32))
+y = jnp.asarray(rng.integers(0, 10, 32), dtype=jnp.int32)
+state = (params, slots, [jnp.zeros_like(p) for p in params], jnp.float32(0))
+jitted = jax.jit(step, donate_argnums=0)
+t = time.perf_counter()
+state, loss, accuracy = jitted(state, x, y)
+loss.block_until_ready()
+first = time.perf_counter() - t
+later = []
+for _ in range(20):
+    t = time.perf_counter()
+    state, loss, accuracy = jitted(state, x, y)
+    loss.block_until_ready()
+    later.append(time.perf_counter() - t)
+later = statistics.median(later)
+print(json.dumps({"import": imported, "compile": first - later, "first": later, "phases": {}}))
+"""
+
+
+def jax_installed() -> bool:
+    return importlib.util.find_spec("jax") is not None
+
+
 # Functions whose cumulative time (under cProfile) the profile table lists: (file, function, label).
 PROFILED = [
     ("symgrad/nn/trainer.py", "add_loss", "derive (loss, gradients)"),
@@ -123,6 +192,11 @@ def run_child(backend: str, cache_dir: str, profile: int = 0) -> dict:
     """One fresh process: its timings; with ``profile`` > 0 also ``"profile"``, the text of
     cProfile's ``profile`` most expensive calls (cumulative) of compile + first call."""
     env = dict(os.environ, SYMGRAD_CACHE_DIR=cache_dir)
+    if backend == "jax":
+        out = subprocess.run(
+            [sys.executable, "-c", JAX_CHILD], env=env, capture_output=True, text=True, check=True
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
     stages = STAGES["common"] + STAGES.get(backend, [])
     extra = ["profile", str(profile), json.dumps(PROFILED)] if profile else []
     out = subprocess.run(
@@ -159,45 +233,71 @@ def profile(backend: str, top: int) -> None:
         print(f"\n{backend}, {name}: the {top} costliest calls\n\n{result['profile']}")
 
 
+def _rows(args) -> dict[tuple[str, str], list[dict]]:
+    """Fresh-process timings per (backend, cache), the backends interleaved round by round so
+    that a change in the machine's load touches every row alike."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    with contextlib.ExitStack() as stack:
+        filled = {b: stack.enter_context(tempfile.TemporaryDirectory()) for b in args.backends}
+        for backend in args.backends:
+            if backend != "jax":
+                run_child(backend, filled[backend])  # fills the cache the warm runs read
+        for _ in range(args.runs):
+            for backend in args.backends:
+                with tempfile.TemporaryDirectory() as empty:
+                    rows.setdefault((backend, "cold"), []).append(run_child(backend, empty))
+                if backend != "jax":
+                    warm = run_child(backend, filled[backend])
+                    rows.setdefault((backend, "warm"), []).append(warm)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--backends", nargs="+", default=["llvm", "numpy"], choices=["llvm", "numpy"])
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=["llvm", "numpy", "jax"] if jax_installed() else ["llvm", "numpy"],
+        choices=["llvm", "numpy", "jax"],
+        help="jax: JAX's first-call compile of the same model (when JAX is installed)",
+    )
     ap.add_argument(
         "--profile", type=int, default=0, help="print the N costliest calls, cold and warm"
     )
     args = ap.parse_args(argv)
+    if "jax" in args.backends and not jax_installed():
+        ap.error("--backends jax needs JAX (pip install -e '.[peers]')")
     if args.profile:
         for backend in args.backends:
-            profile(backend, args.profile)
+            if backend != "jax":
+                profile(backend, args.profile)
         return
-    print(f"{args.runs} fresh processes per row; medians (min-max) in seconds\n")
+    print(f"{args.runs} fresh processes per row, interleaved; medians (min-max) in seconds\n")
     print(
-        "| backend | cache | `model.compile` | first call | import "
-        "| where the time went (cold, median) |"
+        "| backend | cache | compile | first call | compile + first call | import "
+        "| where the time went (median) |"
     )
-    print("| --- | --- | ---: | ---: | ---: | --- |")
-    for backend in args.backends:
-        cold = []
-        for _ in range(args.runs):
-            with tempfile.TemporaryDirectory() as empty:
-                cold.append(run_child(backend, empty))
-        with tempfile.TemporaryDirectory() as filled:
-            run_child(backend, filled)
-            warm = [run_child(backend, filled) for _ in range(args.runs)]
-        labels = list(cold[0]["phases"])
-        parts = ", ".join(
-            f"{label} {statistics.median(r['phases'].get(label, 0.0) for r in cold):.3f}"
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    for (backend, name), rows in _rows(args).items():
+        labels = list(rows[0]["phases"])
+        detail = ", ".join(
+            f"{label} {statistics.median(r['phases'].get(label, 0.0) for r in rows):.3f}"
             for label in labels
         )
-        for name, rows, detail in (("cold", cold, parts), ("warm", warm, "")):
-            c = [r["compile"] for r in rows]
-            i = [r["import"] for r in rows]
-            f = [r["first"] for r in rows]
-            print(
-                f"| {backend} | {name} | {statistics.median(c):.3f} ({min(c):.3f}-{max(c):.3f}) "
-                f"| {statistics.median(f):.3f} | {statistics.median(i):.3f} | {detail} |"
+        c = [r["compile"] for r in rows]
+        total = [r["compile"] + r["first"] for r in rows]
+        if backend == "jax":
+            backend, detail = (
+                "jax jit",
+                "compile = first call - later call; first call = a later call",
             )
+        print(
+            f"| {backend} | {name} | {statistics.median(c):.3f} ({min(c):.3f}-{max(c):.3f}) "
+            f"| {statistics.median(r['first'] for r in rows):.3f} "
+            f"| {statistics.median(total):.3f} ({min(total):.3f}-{max(total):.3f}) "
+            f"| {statistics.median(r['import'] for r in rows):.3f} | {detail} |"
+        )
 
 
 if __name__ == "__main__":
