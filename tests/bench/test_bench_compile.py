@@ -27,3 +27,11 @@ def test_profile_finds_every_stage():
         result = bench_compile.run_child("llvm", empty, profile=3)
     assert sorted(result["profiled"]) == sorted(label for _, _, label in bench_compile.PROFILED)
     assert result["first"] > 0 and "function calls" in result["profile"]
+
+
+def test_jax_child_reports_its_first_call_compile():
+    """The JAX row: a fresh process whose first call (the compile) outlasts a later call."""
+    pytest.importorskip("jax")
+    with tempfile.TemporaryDirectory() as empty:
+        result = bench_compile.run_child("jax", empty)
+    assert result["compile"] > result["first"] > 0 and result["import"] > 0
