@@ -1,8 +1,9 @@
 """The LLVM backend's bits at 1, 2 and 8 threads, step by step and per epoch.
 
-The generated loops and GEMMs split in chunks whose boundaries depend on the
-sizes only (codegen.llvm.kernels, codegen.llvm.pool), and the step loop and the
-epoch call run the same code: at any one thread count the two paths must
+The generated loops split in chunks whose boundaries depend on the sizes only,
+GEMMs in one block of rows per thread that leaves each element's bits alone
+(codegen.llvm.kernels, codegen.llvm.pool), and the step loop and the epoch call
+run the same code: at any one thread count the two paths must
 train to identical weights, and across thread counts too. A GEMM's blocks run
 on the pool when the BLAS is symgrad's own one-thread instance (``pooled``);
 with another BLAS they run on its threads, and OpenBLAS's sgemm bits depend on
@@ -88,7 +89,7 @@ def test_step_loop_and_epoch_call_agree_at_each_thread_count(dtype, rng, restore
 # OpenBLAS 0.3.31's sgemm (Haswell and Zen kernels, measured on an AVX2 EPYC) returns
 # other bits for the same product on 1, 2 and 8 threads (up to 4e-5 on 96x256x256, inputs
 # of unit scale); its dgemm does not. symgrad's own instance runs one thread per call and
-# the pool runs fixed blocks of the product (codegen.llvm.kernels.lower_gemm), so only a
+# the pool runs blocks of rows of the product (codegen.llvm.kernels.lower_gemm), so only a
 # BLAS that is not pooled (NumPy's instance with SYMGRAD_BLAS_CORETYPE=keep) differs.
 FLOAT32_THREADS = pytest.mark.xfail(
     PROVIDER.name == "numpy-openblas" and not PROVIDER.pooled,
