@@ -108,13 +108,20 @@ def cache_entries() -> dict[str, int]:
     from sympy.core.cache import CACHE
 
     entries = {"sympy": sum(_currsize(f) for f in CACHE)}
-    for name, module in sorted(sys.modules.items()):
-        if name.split(".")[0] not in ("symgrad", "codegen"):
-            continue
-        for attr, f in vars(module).items():
-            if getattr(f, "__module__", None) == name and hasattr(f, "cache_info"):
-                entries[f"{name}.{attr}"] = f.cache_info().currsize
+    entries.update({name: f.cache_info().currsize for name, f in functools_caches()})
     return entries
+
+
+def functools_caches() -> list[tuple[str, object]]:
+    """``(module.name, function)`` for every ``functools`` cache defined in a loaded module
+    of ``symgrad`` or ``codegen``, found by introspection."""
+    found = []
+    for name, module in sorted(sys.modules.items()):
+        if name.split(".")[0] in ("symgrad", "codegen"):
+            for attr, f in vars(module).items():
+                if getattr(f, "__module__", None) == name and hasattr(f, "cache_info"):
+                    found.append((f"{name}.{attr}", f))
+    return found
 
 
 def _currsize(f) -> int:

@@ -46,6 +46,7 @@ from symgrad.core.nodes import (
     canonical_lambda,
     intern,
 )
+from symgrad.core.scalar import MEMO_SIZE
 from symgrad.core.stable import stable_form
 
 SYMPY_NODES = (MatMul, MatAdd, HadamardProduct, Transpose)
@@ -511,7 +512,7 @@ def name(label: str, a: MatrixExpr) -> MatrixExpr:
     return Named(label, a)
 
 
-@functools.lru_cache(maxsize=4096)  # bodies are canonical: every layer asks the same ones
+@functools.lru_cache(maxsize=MEMO_SIZE)  # bodies are canonical: every layer asks the same ones
 def _factor_terms(body: sp.Expr) -> sp.Expr:
     return sp.factor_terms(body)
 

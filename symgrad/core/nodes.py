@@ -23,6 +23,8 @@ from sympy.matrices.expressions import (
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence
 
+from symgrad.core.scalar import MEMO_SIZE
+
 # --------------------------------------------------------------------------
 # Symbols
 
@@ -122,7 +124,7 @@ def canonical_lambda(variables: Sequence[sp.Symbol], body: sp.Expr) -> sp.Lambda
     return _canonical_lambda(tuple(variables), sp.sympify(body))
 
 
-@functools.lru_cache(maxsize=4096)  # every layer of one activation builds the same Lambdas
+@functools.lru_cache(maxsize=MEMO_SIZE)  # every layer of one activation builds the same Lambdas
 def _canonical_lambda(variables: tuple, body: sp.Expr) -> sp.Lambda:
     xs = arg_symbols(len(variables))
     return sp.Lambda(xs, body.xreplace(dict(zip(variables, xs))))

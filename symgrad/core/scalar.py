@@ -13,6 +13,13 @@ from __future__ import annotations
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p  # noqa: F401  (vocabulary: log(1 + x), e^x - 1)
 
+MEMO_SIZE = 512
+"""Entries each of symgrad's memos of scalar bodies keeps (``functools.lru_cache``).
+Within a model every layer of one activation asks the same few questions; a few
+hundred entries serve the models compiled last, and a process that compiles
+thousands of distinct models holds at most this many expressions per memo
+(4,096 kept about 4 kB per compile for the first thousand compiles)."""
+
 
 class sigmoid(sp.Function):  # noqa: N801 - reads like the math
     """Logistic function 1 / (1 + exp(-x)); ``sigmoid(-x)`` folds to ``1 - sigmoid(x)``."""

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from symgrad.core.scalar import sigmoid, softplus
+from symgrad.core.scalar import MEMO_SIZE, sigmoid, softplus
 
 _t = sp.Dummy("t", positive=True)  # stands for exp(u) in the rational patterns
 
@@ -175,7 +175,7 @@ def _rewrite_here(e: sp.Expr) -> sp.Expr | None:
     return None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=MEMO_SIZE)
 def stable_form(body: sp.Expr) -> sp.Expr:
     """``body`` with every hand-written unstable form replaced by its stable equal."""
     if body.is_Atom or not body.has(sp.exp, sp.log, log1p):

@@ -44,7 +44,9 @@ def scalar_cost(body: sp.Expr) -> int:
     return cost
 
 
-@functools.lru_cache(maxsize=4096)  # bodies are canonical: every layer asks the same ones
+@functools.lru_cache(
+    maxsize=scalar.MEMO_SIZE
+)  # bodies are canonical: every layer asks the same ones
 def cheapest_form(body: sp.Expr) -> sp.Expr:
     """The cheapest of a few algebraically equal forms (as written, expanded, factored)."""
     if body.has(sp.Piecewise):

@@ -155,7 +155,9 @@ def log_of_sigmoid(node, ctx):
     return E.elementwise(sp.Lambda(xs, body), *operands) if changed else None
 
 
-@functools.lru_cache(maxsize=1024)  # every layer of one activation asks the same question
+@functools.lru_cache(
+    maxsize=scalar.MEMO_SIZE
+)  # every layer of one activation asks the same question
 def _output_form(body, x, fn, y):
     """Rewrite ``body`` (a function of x) in terms of y = fn(x), or return None."""
     fx = fn(x)
