@@ -556,10 +556,15 @@ class GradientTape:
 
     def gradient_formulas(self, target, sources) -> dict[str, MatrixExpr]:
         """The simplified formula of each connected source's gradient, by name: a leaf's
-        symbol, an intermediate's name (``A1``, ``P``; ``T`` for an unnamed one)."""
+        symbol, an intermediate's name (``A1``, ``P``; ``T`` for an unnamed one). A leaf's
+        is shown as ``model.gradient_formulas()`` shows it (a normalization's gradient by
+        its rule: :func:`symgrad.formulas.readable_gradients`)."""
         loss, _, symbols, _ = self._problem(target, sources)
         wrt = _unique(s for s in symbols if s is not None)
         _, grads = self._derived(loss, wrt)
+        leaf = [w for w in wrt if isinstance(w, MatrixSymbol)]
+        shown = formulas.readable_gradients(loss, leaf, context=self.outputs) if leaf else {}
+        grads = [shown.get(w, g) for w, g in zip(wrt, grads)]
         return dict(zip(self._source_names(loss, wrt), grads))
 
     def explain(self, target, sources) -> str:

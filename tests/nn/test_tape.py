@@ -984,3 +984,21 @@ def test_standalone_layer_errors(rng):
         ),
     ):
         b(a(np.ones((2, 3))))
+
+
+def test_tape_formulas_show_batch_normalization_by_its_rule(rng):
+    """The tape's formula of a weight below a normalization is the compact one, and it is
+    the gradient the tape computes (the displayed formula compiled on the tape's leaves)."""
+    model = _batchnorm_model()
+    x, labels = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+    with symgrad.GradientTape() as tape:
+        value = ops.reduce_mean(
+            losses.sparse_categorical_crossentropy(labels, model(x, training=True))
+        )
+    kernel = model.layers[0].kernel
+    (formula,) = tape.gradient_formulas(value, [kernel]).values()
+    assert symgrad.expr.sstr(formula).endswith("o rstd_Z1 o batch_normalization_gamma))")
+    inputs = symgrad.expr.leaves([formula])
+    fn = symgrad.compile(inputs, {"g": formula}, backend="numpy", dtype="float64")
+    (shown,) = fn(*(tape.leaves[s] for s in inputs))
+    np.testing.assert_allclose(shown, tape.gradient(value, kernel), rtol=1e-10, atol=1e-14)
