@@ -35,6 +35,7 @@ constants of the program: a new number is a new program.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -815,10 +816,16 @@ def call_model(model, x, training: bool = False):
 
 
 def _training_step(tape: GradientTape, model) -> None:
-    """A training graph's step ``t``: the one the next update makes (its dropout masks)."""
+    """A training graph's step ``t``: the one the next update makes (its dropout masks); for
+    a layer in no model, the next of a count of such tapes, so each draws new masks."""
+    if tape._step is None and model is None:
+        tape._step = next(_STANDALONE_STEPS)
     if tape._step is None:
         optimizer = getattr(model, "optimizer", None)
         tape._step = (optimizer.iterations if optimizer is not None else 0) + 1
+
+
+_STANDALONE_STEPS = itertools.count(1)  # the steps of training calls of layers in no model
 
 
 _STANDALONE_NAMES: set[str] = set()  # names of the layers called while in no model

@@ -1002,3 +1002,16 @@ def test_tape_formulas_show_batch_normalization_by_its_rule(rng):
     fn = symgrad.compile(inputs, {"g": formula}, backend="numpy", dtype="float64")
     (shown,) = fn(*(tape.leaves[s] for s in inputs))
     np.testing.assert_allclose(shown, tape.gradient(value, kernel), rtol=1e-10, atol=1e-14)
+
+
+def test_a_standalone_dropout_draws_new_masks_on_each_tape(rng):
+    dropout = symgrad.layers.Dropout(0.5)
+    x = np.ones((40, 50))
+    masks = []
+    for _ in range(2):
+        with symgrad.GradientTape():
+            masks.append(dropout(x, training=True).numpy())
+    for m in masks:
+        assert set(np.unique(m)) == {0.0, 2.0} and 0.4 < np.mean(m == 0) < 0.6
+    assert not np.array_equal(*masks)
+    np.testing.assert_array_equal(dropout(x), x)  # eager: inference, the identity
