@@ -62,3 +62,21 @@ def test_shared_kernels_compute_each_statement(rng):
         return X.sum(axis=0, keepdims=True), (X * X).sum(axis=0, keepdims=True)
 
     compare_backends(program, args, reference=reference)
+
+
+def test_split_kernels_are_optimized_once():
+    """A kernel split over the pool is called from its chunk function and from step_impl
+    (one chunk): it stays one noinline function after O3, called from both, instead of
+    a copy inlined into each that LLVM would optimize and vectorize twice."""
+    fn = compile_program(updates(), cache=False)
+    kernel = "upd.reduce.s2"  # over (n, 3): split in chunks of rows
+    (define,) = [
+        s for s in fn.llvm_ir.splitlines() if s.startswith(f'define internal void @"{kernel}"(')
+    ]
+    assert define.startswith("define internal void") and define.endswith("noinline")
+    functions = fn.llvm_ir_optimized.split("\ndefine ")[1:]
+    heads_bodies = [f.split("\n", 1) for f in functions]
+    callers = [
+        h.split("(", 1)[0].split("@")[-1] for h, body in heads_bodies if f"@{kernel}(" in body
+    ]
+    assert sorted(callers) == sorted([f"{kernel}.chunk", "upd.step_impl"])
