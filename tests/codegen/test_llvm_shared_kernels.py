@@ -69,14 +69,14 @@ def test_split_kernels_are_optimized_once():
     (one chunk): it stays one noinline function after O3, called from both, instead of
     a copy inlined into each that LLVM would optimize and vectorize twice."""
     fn = compile_program(updates(), cache=False)
-    functions = [f.split("\n", 1) for f in fn.llvm_ir_optimized.split("\ndefine ")[1:]]
-    names = {head.split("(", 1)[0].split("@")[-1]: body for head, body in functions}
-    kernels = [name[: -len(".chunk")] for name in names if name.endswith(".chunk")]
-    assert kernels  # the reductions over (n, 3) rows keep their chunk functions
-    for kernel in kernels:
-        define = next(
-            s for s in fn.llvm_ir.splitlines() if s.startswith(f'define internal void @"{kernel}"(')
-        )
-        assert define.endswith("noinline")
-        callers = [name for name, body in names.items() if f"@{kernel}(" in body]
-        assert sorted(callers) == sorted([f"{kernel}.chunk", "upd.step_impl"])
+    kernel = "upd.reduce.s2"  # over (n, 3): split in chunks of rows
+    (define,) = [
+        s for s in fn.llvm_ir.splitlines() if s.startswith(f'define internal void @"{kernel}"(')
+    ]
+    assert define.startswith("define internal void") and define.endswith("noinline")
+    functions = fn.llvm_ir_optimized.split("\ndefine ")[1:]
+    heads_bodies = [f.split("\n", 1) for f in functions]
+    callers = [
+        h.split("(", 1)[0].split("@")[-1] for h, body in heads_bodies if f"@{kernel}(" in body
+    ]
+    assert sorted(callers) == sorted([f"{kernel}.chunk", "upd.step_impl"])
