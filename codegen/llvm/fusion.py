@@ -256,19 +256,6 @@ class _Nest:
             out.append(value)
         return out
 
-    def row(self, i, cols):
-        """``at(j)``: the members' values at element (i, j), the results read later stored."""
-        b = self.k.b
-        states = [ops.row(i, cols) for ops in self.ops]
-        start = b.mul(i, cols)
-
-        def at(j):
-            values = self.values([ops.at(st, j) for ops, st in zip(self.ops, states)])
-            self.store(values, b.add(start, j))
-            return values
-
-        return at
-
     def store(self, values, at) -> None:
         """The results that are read after the nest, at element ``at``."""
         k = self.k
@@ -322,10 +309,13 @@ def _rows(k: Kernel, f: Fused, nest: _Nest) -> None:
     per_row = [i for i, m in enumerate(f.members) if isinstance(m, Reduce) and m.axis == 1]
 
     def row(i, carried):
-        at = nest.row(i, cols)
+        states = [ops.row(i, cols) for ops in nest.ops]
+        start = b.mul(i, cols)
 
         def col(j, sums):
-            return nest.add(sums, at(j), per_row + totals)
+            values = nest.values([ops.at(st, j) for ops, st in zip(nest.ops, states)])
+            nest.store(values, b.add(start, j))
+            return nest.add(sums, values, per_row + totals)
 
         sums = for_range(b, cols, col, init=[zero] * len(per_row) + list(carried))
         for s, m in zip(sums, per_row):
@@ -344,10 +334,13 @@ def _cols(k: Kernel, f: Fused, nest: _Nest) -> None:
         for_range(b, k.hi, lambda j, _, out=out: store(b, ty, zero, out, j), start=k.lo)
 
     def row(i, _):
-        at = nest.row(i, cols)
+        states = [ops.row(i, cols) for ops in nest.ops]
+        start = b.mul(i, cols)
 
         def col(j, _):
-            for out, value in zip(sums, at(j)):
+            values = nest.values([ops.at(st, j) for ops, st in zip(nest.ops, states)])
+            nest.store(values, b.add(start, j))
+            for out, value in zip(sums, values):
                 if out is not None:
                     store(b, ty, b.fadd(load(b, ty, out, j), value, flags=REDUCE), out, j)
 
