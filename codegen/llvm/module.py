@@ -20,18 +20,16 @@ rows listed in ``order`` into the batch buffers, sets the step counter, calls
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import llvmlite.ir as ir
 import sympy as sp
 
-from codegen.ir import Program, Shape, Stmt, format_program, plan_buffers
+from codegen.ir import Program, Shape, format_program, plan_buffers
 from codegen.llvm.blas import Provider
 from codegen.llvm.cpython import C_API_NAMES, OFFSETS, build_fast_entry
-from codegen.llvm.fusion import fuse_loops, lower_unit, schedule
 from codegen.llvm.jit import host
-from codegen.llvm.kernels import StepContext
+from codegen.llvm.kernels import StepContext, lower_statement
 from codegen.llvm.loops import (
     F64,
     I8,
@@ -65,12 +63,10 @@ class Layout:
     n_inputs: int
     output_slots: tuple[int, ...]  # distinct slots of the outputs that are not inputs
     copies: tuple[tuple[int, int], ...]  # (source slot, input slot) updates copied at the end
-    body: tuple[Stmt, ...] = ()  # the program's statements in the order they run
 
 
 def make_layout(program: Program) -> Layout:
-    body = schedule(program)  # fused statements side by side (codegen.llvm.fusion)
-    plan = plan_buffers(dataclasses.replace(program, body=body))
+    plan = plan_buffers(program)
     names = [v.name for v in program.inputs]
     shapes = [v.shape for v in program.inputs]
     slot_of = {name: i for i, name in enumerate(names)}
@@ -97,7 +93,7 @@ def make_layout(program: Program) -> Layout:
         for dst, src in program.updates
         if src.name not in plan.in_place_updates
     )
-    return Layout(tuple(names), tuple(shapes), slot_of, len(program.inputs), outputs, copies, body)
+    return Layout(tuple(names), tuple(shapes), slot_of, len(program.inputs), outputs, copies)
 
 
 # --------------------------------------------------------------------------
@@ -170,8 +166,7 @@ def generate_ir(
         _build_epoch(module, program, epoch, step, fmt)
     if fast_entry and fast_entry_possible(program, layout):
         build_fast_entry(module, program, layout, step, fmt)
-    running = dataclasses.replace(program, body=layout.body)  # in the order it runs
-    return annotated(module, llvm_comment(format_program(running)), notes)
+    return annotated(module, llvm_comment(format_program(program)), notes)
 
 
 def annotated(module: ir.Module, head: list[str], notes: dict[str, str]) -> str:
@@ -236,8 +231,8 @@ def _build_step_impl(module, program, layout, fmt, math, provider, threaded=Fals
             count = ir.GlobalVariable(module, I64, threads_symbol(program.name, what))
             count.initializer = i64(1)
             setattr(ctx, what, b.load(count, typ=I64, name=what))
-    for unit in fuse_loops(program, layout.slot_of, layout.body):  # alone, or in one loop nest
-        lower_unit(ctx, unit)
+    for stmt in program.body:
+        lower_statement(ctx, stmt)
     # updates not computed in place: copied only now, after every guard passed
     memcpy = module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
     for src, dst in layout.copies:
