@@ -13,7 +13,7 @@ import sympy as sp
 
 from codegen import cache
 from codegen.ir import Gemm, Map, Program, Value
-from codegen.llvm import compile_program
+from codegen.llvm import compile_program, pool
 
 n = sp.Symbol("n", integer=True, positive=True)
 x, b = sp.symbols("x b")
@@ -29,6 +29,7 @@ def small_program(constant=1) -> Program:
 
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
+    pool.runtime()  # the thread pool's object code loads once per process, from the usual cache
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
     return tmp_path
 
