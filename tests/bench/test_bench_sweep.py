@@ -14,19 +14,21 @@ def rows(*histories):
 def test_population_candidates_sit_beside_the_plain_sweep():
     args = argparse.Namespace(epochs=1, workers=2, population=16)
     names = list(bench.candidates([], None, args))
-    assert names[:3] == [
+    assert names[:4] == [
         "one process, fresh model per trial",
         "one process, program reused",
-        "Ray, 2 workers",
+        "Ray, 2 workers, fresh",
+        "Ray, 2 workers, kept",
     ]
-    assert names[3:] == [
+    assert sorted(names[4:]) == [
+        "Ray, 2 workers, fresh, no shuffling, population=16",
+        "Ray, 2 workers, kept, no shuffling",
+        "Ray, 2 workers, kept, no shuffling, population=16",
         "one process, no shuffling",
         "one process, no shuffling, population=16",
-        "Ray, 2 workers, no shuffling",
-        "Ray, 2 workers, no shuffling, population=16",
     ]
     plain = argparse.Namespace(epochs=1, workers=2, population=0)
-    assert list(bench.candidates([], None, plain)) == names[:3]
+    assert list(bench.candidates([], None, plain)) == names[:4]
 
 
 def test_histories_are_compared_within_one_batch_order():
