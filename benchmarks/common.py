@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
@@ -45,6 +46,48 @@ def _sample(fn: Callable[[], object], number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
+def _thread_run_times() -> dict[str, int]:
+    """Nanoseconds each other thread of this process has run (Linux schedstat); {} elsewhere."""
+    me = str(threading.get_native_id())
+    times = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        if tid == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                times[tid] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # the thread ended, or no schedstat
+    return times
+
+
+def settle(window: float = 0.005, timeout: float = 0.5) -> float:
+    """Wait until no other thread of this process runs; return the seconds waited.
+
+    BLAS and OpenMP runtimes keep their worker threads spinning for a while
+    after a call (OpenBLAS about 0.1 s), so a candidate timed right after
+    another shares the cores with the previous one's idle-spinning workers:
+    symgrad's two-thread wide step took 51-63 ms after hand NumPy's step and
+    26-34 ms after a pause. Waiting until the other threads have not run for
+    ``window`` seconds starts every sample from a process at rest, as a user's
+    own training loop would be. Gives up after ``timeout`` seconds.
+    """
+    start = time.perf_counter()
+    before = _thread_run_times()
+    while time.perf_counter() - start < timeout:
+        time.sleep(window)
+        after = _thread_run_times()
+        ran = sum(t - before.get(tid, t) for tid, t in after.items())
+        if ran < window * 1e9 * 0.05:  # others ran under 5% of one core
+            break
+        before = after
+    return time.perf_counter() - start
+
+
 def calibrate(fn: Callable[[], object], min_seconds: float = 0.02) -> int:
     """Smallest number of calls in 1, 2, 5, 10, 20, ... that takes at least ``min_seconds``."""
     number = 1
@@ -75,12 +118,15 @@ def interleaved(
     *,
     number: int | None = None,
     warmup: int = 1,
+    rest: bool = True,
 ) -> dict[str, Timing]:
     """Time several candidates in one process, alternating them to cancel machine noise.
 
     Each round takes one sample of every candidate; the order rotates from round
     to round so each candidate runs in each position equally often. A drift in
-    clock speed or load then hits all candidates alike. Returns one ``Timing``
+    clock speed or load then hits all candidates alike. With ``rest`` each
+    sample waits first until the previous candidate's worker threads have
+    stopped spinning (``settle``). Returns one ``Timing``
     per candidate (``.median`` is seconds per call), in the order of ``fns``.
     """
     names = list(fns)
@@ -88,11 +134,15 @@ def interleaved(
     for name in names:
         for _ in range(warmup):
             fns[name]()
+        if rest:
+            settle()
         numbers[name] = number or calibrate(fns[name])
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
+            if rest:
+                settle()
             samples[name].append(_sample(fns[name], numbers[name]))
     return {name: _summarize(samples[name], numbers[name]) for name in names}
 
