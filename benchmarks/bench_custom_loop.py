@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from benchmarks.threads import describe, limit_threads_from_argv, set_torch_threads
 
-THREADS = limit_threads_from_argv()
+THREADS = limit_threads_from_argv(script=__file__)
 
 import argparse  # noqa: E402 - the thread limits come before NumPy
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from benchmarks.threads import describe, limit_threads_from_argv, set_torch_threads
 
-THREADS = limit_threads_from_argv()  # before NumPy is imported
+THREADS = limit_threads_from_argv(script=__file__)  # before NumPy is imported
 
 import argparse  # noqa: E402  (the thread limits above must come first)
 

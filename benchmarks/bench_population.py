@@ -34,7 +34,7 @@ import sys
 if __name__ == "__main__" and any(a.startswith("--threads") for a in sys.argv):
     from benchmarks.threads import limit_threads_from_argv
 
-    limit_threads_from_argv()  # before NumPy is imported
+    limit_threads_from_argv(script=__file__)  # before NumPy is imported
 
 import argparse  # noqa: E402
 import os  # noqa: E402

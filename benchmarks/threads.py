@@ -1,7 +1,7 @@
 """Thread limits shared by the benchmarks; import before NumPy (this module imports nothing heavy).
 
 from benchmarks.threads import limit_threads_from_argv
-THREADS = limit_threads_from_argv()   # --threads N, default 1
+THREADS = limit_threads_from_argv(script=__file__)   # --threads N, default 1
 """
 
 from __future__ import annotations
@@ -36,18 +36,22 @@ def limit_threads(threads: int) -> None:
         os.sched_setaffinity(0, set(range(min(threads, os.cpu_count() or 1))))
 
 
-def running_a_benchmark() -> bool:
-    """Whether this process runs a script of ``benchmarks/`` (``python -m benchmarks.X`` or
-    ``python benchmarks/X.py``), not a test session or program that imports one."""
-    return bool(sys.argv) and Path(sys.argv[0]).resolve().parent == Path(__file__).resolve().parent
+def running_a_benchmark(script: str) -> bool:
+    """Whether this process runs ``script`` (``python -m benchmarks.X`` or
+    ``python benchmarks/X.py``), not a test session, a program or another benchmark that
+    imports it."""
+    return bool(sys.argv) and Path(sys.argv[0]).resolve() == Path(script).resolve()
 
 
-def limit_threads_from_argv(argv: list[str] | None = None) -> int:
-    """``--threads N`` of the command line, applied (:func:`limit_threads`) when this process
-    runs a benchmark script or ``argv`` is given: a module imported elsewhere (by the tests)
-    must not pin its importer to one CPU, which every later test and child would inherit."""
+def limit_threads_from_argv(argv: list[str] | None = None, *, script: str | None = None) -> int:
+    """``--threads N`` of the command line, applied (:func:`limit_threads`) when ``argv`` is
+    given or this process runs ``script`` (the calling module's ``__file__``). A module
+    imported elsewhere must not pin its importer to one CPU: a test session's later tests and
+    children would inherit the mask, and another benchmark's thread pool would start its
+    workers on one core (``bench_gemm`` imports ``bench_llvm``: its two-thread product ran
+    at one-thread speed)."""
     threads = threads_from_argv(sys.argv if argv is None else argv)
-    if argv is not None or running_a_benchmark():
+    if argv is not None or (script is not None and running_a_benchmark(script)):
         limit_threads(threads)
     return threads
 

@@ -41,3 +41,31 @@ def test_importing_a_benchmark_leaves_the_process_alone():
         [sys.executable, "-c", IMPORTER], capture_output=True, text=True, check=True, env=env
     )
     assert run.stdout.split() == ["True"]
+
+
+PINNED_BY = """
+import os, sys
+sys.argv = [os.path.join("benchmarks", sys.argv[1]), "--threads", "1"]
+import benchmarks.bench_llvm
+print(len(os.sched_getaffinity(0)), os.environ.get("OPENBLAS_NUM_THREADS"))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: pinned and unpinned look alike")
+@pytest.mark.parametrize("script", ["bench_llvm.py", "bench_gemm.py"])
+def test_only_the_script_being_run_pins_the_process(script):
+    """bench_gemm imports bench_llvm; its pool's workers, started from a thread pinned by that
+    import, all ran on one core."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = subprocess.run(
+        [sys.executable, "-c", PINNED_BY, script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    pinned = script == "bench_llvm.py"
+    assert run.stdout.split() == (
+        ["1", "1"] if pinned else [str(len(os.sched_getaffinity(0))), "None"]
+    )
