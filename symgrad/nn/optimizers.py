@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from types import SimpleNamespace
 
@@ -36,6 +35,7 @@ from symgrad import core as E
 from symgrad.nn import schedules
 from symgrad.nn.initializers import Constant
 from symgrad.nn.layers import Variable
+from symgrad.nn.recent import Recent
 from symgrad.nn.validation import from_identifier
 
 COMMON = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm")
@@ -425,7 +425,7 @@ class Optimizer:
             )
             return fn, words
 
-        return _kept(_APPLY_STEPS, key, make)
+        return _APPLY_STEPS.get(key, make)
 
     def get_config(self) -> dict:
         config = {"name": self.name}
@@ -452,19 +452,7 @@ def _scaled(g: MatrixExpr, factor: MatrixExpr) -> MatrixExpr:
     return E.hadamard(g, E.fill(factor, *g.shape))
 
 
-_APPLY_STEPS: OrderedDict = OrderedDict()
-APPLY_STEPS_KEPT = 64
-"""Compiled ``apply_gradients`` updates kept in memory (least recently used dropped first)."""
-
-
-def _kept(table: OrderedDict, key, make: Callable):
-    if key in table:
-        table.move_to_end(key)
-        return table[key]
-    value = table[key] = make()
-    if len(table) > APPLY_STEPS_KEPT:
-        table.popitem(last=False)
-    return value
+_APPLY_STEPS = Recent(64)  # compiled ``apply_gradients`` updates
 
 
 def _checked_pairs(opt: Optimizer, grads_and_vars) -> list[tuple[np.ndarray, Variable]]:

@@ -13,7 +13,6 @@ or a dict keyed by output name (likewise ``loss_weights`` and ``metrics``).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from symgrad.nn import losses as losses_module
 from symgrad.nn import metrics as metrics_module
 from symgrad.nn.losses import Loss
 from symgrad.nn.metrics import Metric
+from symgrad.nn.recent import Recent
 
 
 @dataclass(frozen=True)
@@ -182,31 +182,27 @@ class OutputLoss(Metric):
         return f"OutputLoss({self.loss!r})"
 
 
-PROGRAMS_KEPT = 32
-"""Per-sample loss programs kept in memory (least recently used dropped first): one per
-loss configuration, label width and dtype, so a process that builds many models with
-different losses or widths does not keep every compiled program it ever made."""
-
-_PROGRAMS: OrderedDict = OrderedDict()
+_PROGRAMS = Recent(32)
+"""Per-sample loss programs: one per loss configuration, label width and dtype, so a
+process that builds many models with different losses or widths does not keep every
+compiled program it ever made."""
 
 
 def _per_sample_program(loss: Loss, columns: int, dtype):
     key = (type(loss), tuple(sorted(loss.get_config().items())), getattr(loss, "fn", None))
     key += (columns, np.dtype(dtype).name)
-    if key in _PROGRAMS:
-        _PROGRAMS.move_to_end(key)
-        return _PROGRAMS[key]
-    from symgrad import compiler  # it imports the nn package's modules
 
-    rows = E.batch()
-    y, p = loss.labels(rows, columns, "Y"), E.matrix("P", rows, columns)
-    program = _PROGRAMS[key] = compiler.compile(
-        [y, p], {"values": loss.per_sample(y, p)}, dtype=np.dtype(dtype).name,
-        name=f"{loss.name}_per_sample",
-    )  # fmt: skip
-    if len(_PROGRAMS) > PROGRAMS_KEPT:
-        _PROGRAMS.popitem(last=False)
-    return program
+    def make():
+        from symgrad import compiler  # it imports the nn package's modules
+
+        rows = E.batch()
+        y, p = loss.labels(rows, columns, "Y"), E.matrix("P", rows, columns)
+        return compiler.compile(
+            [y, p], {"values": loss.per_sample(y, p)}, dtype=np.dtype(dtype).name,
+            name=f"{loss.name}_per_sample",
+        )  # fmt: skip
+
+    return _PROGRAMS.get(key, make)
 
 
 def _metric_lists(metrics, names: Sequence[str]) -> list[list]:

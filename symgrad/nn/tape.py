@@ -36,7 +36,6 @@ constants of the program: a new number is a new program.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -46,15 +45,13 @@ from sympy.matrices.expressions import MatrixExpr, MatrixSymbol
 from symgrad import compiler, formulas
 from symgrad import core as E
 from symgrad.nn.layers import Names, declared_shape, snake_case
+from symgrad.nn.recent import Recent
 from symgrad.nn.validation import width
 
 BATCH = E.batch()
-PROGRAMS_KEPT = 256
-"""Compiled tape programs kept in memory (least recently used dropped first)."""
-
-_PROGRAMS: OrderedDict = OrderedDict()
-_GRAPHS: OrderedDict = OrderedDict()  # recorded ops: (op, operands) -> graph, so a step
-_GRAPHS_KEPT = 4096  # in a loop rebuilds no SymPy expression
+_PROGRAMS = Recent(256)  # compiled tape programs
+_GRAPHS = Recent(4096)  # recorded ops: (op, operands) -> graph, so a step in a loop
+# rebuilds no SymPy expression
 _RECORDING: list[GradientTape] = []  # the tapes of the enclosing ``with`` blocks
 
 
@@ -82,31 +79,19 @@ def arrays(value) -> bool:
     return isinstance(value, np.ndarray)
 
 
-def _kept(table: OrderedDict, key, make: Callable, limit: int):
-    """``table[key]``, made on a miss; the least recently used entry goes beyond ``limit``."""
-    try:
-        table.move_to_end(key)
-        return table[key]
-    except KeyError:
-        value = table[key] = make()
-        if len(table) > limit:
-            table.popitem(last=False)
-        return value
-
-
 def leaves(expr: MatrixExpr) -> tuple[MatrixSymbol, ...]:
     """The leaves a graph reads (first-seen order), remembered for the graph."""
-    return _kept(_GRAPHS, ("leaves", expr), lambda: tuple(E.leaves([expr])), _GRAPHS_KEPT)
+    return _GRAPHS.get(("leaves", expr), lambda: tuple(E.leaves([expr])))
 
 
 def nodes(expr: MatrixExpr) -> frozenset:
     """Every node of a graph (its leaves and intermediates), remembered for the graph."""
-    return _kept(_GRAPHS, ("nodes", expr), lambda: frozenset(E.topological([expr])), _GRAPHS_KEPT)
+    return _GRAPHS.get(("nodes", expr), lambda: frozenset(E.topological([expr])))
 
 
 def record(op, build: Callable[..., MatrixExpr], *operands: MatrixExpr) -> MatrixExpr:
     """``build(*operands)``, remembered under ``op`` and the operands' graphs."""
-    return _kept(_GRAPHS, (op, operands), lambda: build(*operands), _GRAPHS_KEPT)
+    return _GRAPHS.get((op, operands), lambda: build(*operands))
 
 
 # --------------------------------------------------------------------------
@@ -524,7 +509,7 @@ class GradientTape:
                 name="tape_value",
             )
 
-        fn = _kept(_PROGRAMS, key, make, PROGRAMS_KEPT)
+        fn = _PROGRAMS.get(key, make)
         with np.errstate(all="ignore"):
             return fn(*self._arguments(inputs, dtype, given), *self._scalars(fn))[0]
 
@@ -643,7 +628,7 @@ class GradientTape:
                 if not isinstance(node, MatrixSymbol)
             }
 
-        return _kept(_GRAPHS, key, make, _GRAPHS_KEPT)
+        return _GRAPHS.get(key, make)
 
     def _source_names(self, loss: MatrixExpr, wrt) -> list[str]:
         stand_ins = self._stand_ins(loss, wrt)
@@ -686,7 +671,7 @@ class GradientTape:
                 inputs, outputs, backend=backend, dtype=dtype.name, name="tape_gradient"
             )
 
-        return _kept(_PROGRAMS, key, make, PROGRAMS_KEPT)
+        return _PROGRAMS.get(key, make)
 
     def _shaped(self, source, gradient, unconnected: str):
         shape = _keras_shape(source)
@@ -911,7 +896,7 @@ def _record_layer(layer, x, training: bool):
         outs = layer._apply(list(holders), names)
         return outs, _numbering(names), names.states
 
-    outs, after, states = _kept(_GRAPHS, key, make, _GRAPHS_KEPT)
+    outs, after, states = _GRAPHS.get(key, make)
     _renumber(names, after)
     if training and states:
         tape.update_states(states, holders, [t.expr for t, _ in inputs])
