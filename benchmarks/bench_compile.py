@@ -18,6 +18,11 @@ module, then optimized and JIT-linked).
 "first call" is the first ``train_on_batch`` after ``compile`` (32 rows).
 ``--profile N`` runs one cold and one warm process under cProfile instead and
 prints the N costliest calls of compile + first call (cumulative time).
+``--parts N`` times, in this process, the code generation of the digits module
+(already optimized) as one object and as N parts on N threads
+(``codegen.llvm.split``), interleaved round by round: wall time, and the CPU
+time of the longest thread (what the wall time is on an idle machine with N
+free cores) and of all threads.
 
 When JAX is installed, the same run times JAX's first-call compile of the same
 model in fresh processes as well: ``jax.jit`` of its training step (forward,
@@ -51,7 +56,7 @@ STAGES = {
     ],
     "llvm": [
         ("codegen.llvm.backend", "generate_ir", "LLVM IR text"),
-        ("codegen.llvm.backend", "optimize_and_emit", "LLVM optimize + codegen"),
+        ("codegen.llvm.backend", "optimize_and_emit_parts", "LLVM optimize + codegen"),
         ("codegen.llvm.backend", "LoadedObject", "JIT link"),
     ],
 }
@@ -181,7 +186,8 @@ PROFILED = [
     ("codegen/llvm/module.py", "_build_step_impl", "- of which the step's kernels"),
     ("codegen/llvm/module.py", "annotated", "- of which the module as text"),
     ("codegen/llvm/jit.py", "optimize", "LLVM O3 passes"),
-    ("llvmlite/binding/targets.py", "emit_object", "LLVM machine code"),
+    ("llvmlite/binding/targets.py", "emit_object", "LLVM machine code (one part)"),
+    ("codegen/llvm/split.py", "emit_parts", "LLVM machine code (parts on threads, wall)"),
     ("codegen/cache.py", "load", "disk cache reads"),
     ("codegen/llvm/jit.py", "__init__", "JIT link (LoadedObject)"),
     ("symgrad/nn/trainer.py", "train_on_batch", "first call (train_on_batch)"),
@@ -233,6 +239,88 @@ def profile(backend: str, top: int) -> None:
         print(f"\n{backend}, {name}: the {top} costliest calls\n\n{result['profile']}")
 
 
+def _digits_module() -> str:
+    """The LLVM IR text of the digits model's module (step, epoch, entries), cache off."""
+    from codegen.llvm import backend
+
+    texts = []
+    original = backend.optimize_and_emit_parts
+
+    def capture(text, opt, parts):
+        texts.append(text)
+        return original(text, opt, parts)
+
+    backend.optimize_and_emit_parts = capture
+    try:
+        model = (
+            "model = Sequential(" + CHILD.split("model = Sequential(")[1].split("compiled = ")[0]
+        )
+        imports = "from symgrad.layers import Dense\nfrom symgrad.models import Sequential\n"
+        exec(
+            imports + model, {"backend": "llvm"}
+        )  # the child's model and compile call, in this process
+    finally:
+        backend.optimize_and_emit_parts = original
+    return max(texts, key=len)  # the pool's runtime module is the other one
+
+
+def code_generation_in_parts(parts: int, rounds: int) -> None:
+    """Whole-module code generation against ``parts`` parts on as many threads."""
+    import threading
+    import time
+
+    from codegen.llvm import jit, split
+
+    os.environ["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp()
+    with jit.parsed(_digits_module()) as module:
+        jit.optimize(module, jit.target_machine(3), 3)
+        optimized = str(module)
+    h = jit.host()
+    lanes: dict[int, float] = {}
+    emit, parse = split._emit_object, jit.parse
+
+    def timed(f):
+        def g(*args):
+            started = time.thread_time()
+            try:
+                return f(*args)
+            finally:
+                key = threading.get_ident()
+                lanes[key] = lanes.get(key, 0.0) + time.thread_time() - started
+
+        return g
+
+    whole, parted = [], []
+    for _ in range(rounds):
+        started, cpu = time.perf_counter(), time.thread_time()
+        with jit.parsed(optimized) as module:
+            jit.target_machine(3).emit_object(module)
+        whole.append((time.perf_counter() - started, time.thread_time() - cpu))
+        lanes.clear()
+        split._emit_object, jit.parse = timed(emit), timed(parse)
+        try:
+            started, cpu = time.perf_counter(), time.thread_time()
+            texts = split.split(optimized, parts)
+            dealing = time.thread_time() - cpu
+            split.emit_parts(texts, h.cpu, h.features, 3)
+            wall = time.perf_counter() - started
+        finally:
+            split._emit_object, jit.parse = emit, parse
+        parted.append((wall, dealing + max(lanes.values()), dealing + sum(lanes.values())))
+    med = statistics.median
+    print(f"digits module, {len(optimized.splitlines())} lines of optimized IR; {rounds} rounds")
+    print(
+        f"one object: wall {med(w for w, _ in whole):.4f} s, CPU {med(c for _, c in whole):.4f} s"
+    )
+    print(
+        f"{len(texts)} parts: wall {med(w for w, _, _ in parted):.4f} s, longest thread's CPU "
+        f"{med(c for _, c, _ in parted):.4f} s "
+        f"({med(p[1] / w[1] for p, w in zip(parted, whole)):.2f}x one object's CPU), all "
+        f"threads' CPU {med(t for _, _, t in parted):.4f} s "
+        f"({med(p[2] / w[1] for p, w in zip(parted, whole)):.2f}x)"
+    )
+
+
 def _rows(args) -> dict[tuple[str, str], list[dict]]:
     """Fresh-process timings per (backend, cache), the backends interleaved round by round so
     that a change in the machine's load touches every row alike."""
@@ -265,7 +353,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--profile", type=int, default=0, help="print the N costliest calls, cold and warm"
     )
+    ap.add_argument(
+        "--parts", type=int, default=0, help="time code generation in N parts against one"
+    )
     args = ap.parse_args(argv)
+    if args.parts:
+        code_generation_in_parts(args.parts, args.runs)
+        return
     if "jax" in args.backends and not jax_installed():
         ap.error("--backends jax needs JAX (pip install -e '.[peers]')")
     if args.profile:

@@ -2,7 +2,8 @@
 
 An object entry (``<key>.o``) is keyed by the SHA-256 of the unoptimized LLVM
 IR text, the host fingerprint (triple, CPU name, CPU features, llvmlite
-version) and the optimization level. It holds the object file and the
+version) and the optimization level. It holds the object file (or the object
+files of one module generated in parts, ``codegen.llvm.split``) and the
 optimized IR (kept so ``fn.llvm_ir_optimized`` and ``fn.asm`` work on a cache
 hit). Two smaller kinds of entry let a warm start skip the Python work as well
 (``load_blob`` / ``store_blob``, keyed by the caller): ``<key>.program``, the
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from codegen.files import write_atomic
 
-FORMAT = b"SYMGRAD\x02"  # bump when the entry layout or the generated code's ABI changes
+FORMAT = b"SYMGRAD\x03"  # bump when the entry layout or the generated code's ABI changes
 _LENGTH = struct.Struct("<Q")
 _TAG = hashlib.sha256().digest_size
 _KEY_BYTES = 32
@@ -58,30 +59,43 @@ def path_for(entry_key: str, suffix: str = "o") -> Path:
     return cache_dir() / f"{entry_key}.{suffix}"
 
 
-def load(entry_key: str) -> tuple[bytes, str] | None:
-    """(object code, optimized IR) or None."""
+def load(entry_key: str) -> tuple[tuple[bytes, ...], str] | None:
+    """(object files, optimized IR) or None."""
     body = _read(entry_key, "o")
-    found = _split_object(body) if body is not None else None
+    found = _split_objects(body) if body is not None else None
     stats["hits" if found is not None else "misses"] += 1
     return found
 
 
-def _split_object(body: bytes) -> tuple[bytes, str] | None:
+def _split_objects(body: bytes) -> tuple[tuple[bytes, ...], str] | None:
+    """``count, (length, object) * count, optimized IR`` back into its pieces."""
     if len(body) < _LENGTH.size:
         return _rejected()
-    (size,) = _LENGTH.unpack_from(body)
-    obj = body[_LENGTH.size : _LENGTH.size + size]
-    if len(obj) != size:
+    (count,) = _LENGTH.unpack_from(body)
+    objects, at = [], _LENGTH.size
+    for _ in range(min(count, len(body))):
+        if len(body) < at + _LENGTH.size:
+            return _rejected()
+        (size,) = _LENGTH.unpack_from(body, at)
+        at += _LENGTH.size
+        if len(body) < at + size:
+            return _rejected()
+        objects.append(body[at : at + size])
+        at += size
+    if not objects or len(objects) != count:
         return _rejected()
     try:
-        return obj, body[_LENGTH.size + size :].decode()
+        return tuple(objects), body[at:].decode()
     except UnicodeDecodeError:
         return _rejected()
 
 
-def store(entry_key: str, obj: bytes, optimized_ir: str) -> bool:
-    """Write an object file and its optimized IR atomically; False on any I/O error."""
-    if not _write(entry_key, "o", _LENGTH.pack(len(obj)) + obj + optimized_ir.encode()):
+def store(entry_key: str, objects: tuple[bytes, ...], optimized_ir: str) -> bool:
+    """Write object files and their optimized IR atomically; False on any I/O error."""
+    pieces = [_LENGTH.pack(len(objects))]
+    for obj in objects:
+        pieces += [_LENGTH.pack(len(obj)), obj]
+    if not _write(entry_key, "o", b"".join(pieces) + optimized_ir.encode()):
         return False
     stats["writes"] += 1
     return True

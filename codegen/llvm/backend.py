@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from codegen.llvm import pool
 from codegen.llvm.blas import Provider
 from codegen.llvm.blas import provider as resolve_blas
 from codegen.llvm.cpython import FastEntry, register_symbols
-from codegen.llvm.jit import LoadedObject, emit_assembly, host, optimize_and_emit
+from codegen.llvm.jit import LoadedObject, emit_assembly, host, optimize_and_emit_parts
 from codegen.llvm.module import (
     Layout,
     epoch_spec,
@@ -72,21 +73,29 @@ class Compiled:
         return self._llvm_ir
 
 
-def compile_ir(text: str, *, opt: int = 3, use_cache: bool = True) -> Compiled:
-    """Object code for IR ``text``: from the disk cache, else optimized and emitted by LLVM."""
+def compile_ir(text: str, *, opt: int = 3, use_cache: bool = True, threads: int = 1) -> Compiled:
+    """Object code for IR ``text``: from the disk cache, else optimized and emitted by LLVM
+    (its code generation split over up to ``threads`` threads, ``codegen.llvm.split``)."""
     started = time.perf_counter()
     entry = disk_cache.key(text, host().fingerprint(), opt)
     hit = disk_cache.load(entry) if use_cache else None
     if hit is not None:
-        obj, optimized = hit
+        objects, optimized = hit
     else:
-        obj, optimized = optimize_and_emit(text, opt)
+        objects, optimized = optimize_and_emit_parts(text, opt, compile_threads(threads))
         if use_cache:
-            disk_cache.store(entry, obj, optimized)
-    code = LoadedObject(obj, opt)
+            disk_cache.store(entry, objects, optimized)
+    code = LoadedObject(objects, opt)
     compiled = Compiled(text, optimized, code, hit is not None, time.perf_counter() - started, opt)
     compiled.entry = entry
     return compiled
+
+
+def compile_threads(threads: int) -> int:
+    """Threads LLVM's code generation may use: the program's ``threads``, at most the
+    CPUs this process may run on (1: all of it on the caller's thread)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return max(1, min(threads, len(affinity(0)) if affinity else os.cpu_count() or 1))
 
 
 _INDEX_CODEC = serial.Codec(records=serial.records_of(ir, llvm_module))
@@ -110,7 +119,13 @@ def _index_key(program: Program, provider: Provider, spec, opt: int) -> str | No
 
 
 def compile_module(
-    program: Program, layout: Layout, provider: Provider, spec, opt: int, use_cache: bool
+    program: Program,
+    layout: Layout,
+    provider: Provider,
+    spec,
+    opt: int,
+    use_cache: bool,
+    threads: int = 1,
 ) -> Compiled:
     """The module of ``program`` (and its epoch when ``spec``), through the disk cache.
 
@@ -128,10 +143,10 @@ def compile_module(
     entry = disk_cache.load_entry_key(index) if index else None
     hit = disk_cache.load(entry) if entry else None
     if hit is not None:
-        obj, optimized = hit
-        code = LoadedObject(obj, opt)
+        objects, optimized = hit
+        code = LoadedObject(objects, opt)
         return Compiled(text, optimized, code, True, time.perf_counter() - started, opt)
-    compiled = compile_ir(text(), opt=opt, use_cache=use_cache)
+    compiled = compile_ir(text(), opt=opt, use_cache=use_cache, threads=threads)
     if index:
         disk_cache.store_blob(index, "index", compiled.entry.encode())
     return compiled
@@ -444,7 +459,7 @@ def compile_program(
     threads = pool.thread_count(threads)
     provider = resolve_blas(blas)
     layout = make_layout(program)
-    compiled = compile_module(program, layout, provider, None, opt, cache)
+    compiled = compile_module(program, layout, provider, None, opt, cache, threads)
     return LLVMFunction(program, layout, compiled, provider, threads)
 
 
@@ -601,7 +616,7 @@ def compile_epoch(
     layout = make_layout(program)
     spec = epoch_spec(program, layout, x_input, y_input, tuple(sums), counter)
     provider = resolve_blas(blas)
-    compiled = compile_module(program, layout, provider, spec, opt, cache)
+    compiled = compile_module(program, layout, provider, spec, opt, cache, threads)
     return LLVMEpoch(
         program, layout, compiled, provider, spec, x_input, y_input, sums, counter, threads
     )

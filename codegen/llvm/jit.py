@@ -3,10 +3,12 @@
 Every compiled function goes through the same three steps, whether its object
 code comes from LLVM or from the disk cache:
 
-1. ``optimize_and_emit(ir_text, opt)``: parse, verify, run the new-pass-manager
-   ``default<O3>`` pipeline for the host CPU, emit an object file;
-2. (the cache stores that object file and the optimized IR text);
-3. ``load_object(obj)``: link the object into a fresh MCJIT engine and look up
+1. ``optimize_and_emit_parts(ir_text, opt, parts)``: parse, verify, run the
+   new-pass-manager ``default<O3>`` pipeline for the host CPU on the whole module,
+   emit its object file (or, for a large module and ``parts`` > 1, the objects of
+   its functions dealt to ``parts`` modules, generated in parallel: ``codegen.llvm.split``);
+2. (the cache stores those object files and the optimized IR text);
+3. ``LoadedObject(objects)``: link the objects into a fresh MCJIT engine and look up
    symbols. Nothing is optimized or code-generated in this step.
 """
 
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 
 import llvmlite
 import llvmlite.binding as llvm
+
+from codegen.llvm import split
 
 
 @dataclass(frozen=True)
@@ -135,19 +139,36 @@ def optimize_and_emit(ir_text: str, opt: int) -> tuple[bytes, str]:
         return tm.emit_object(module), str(module)
 
 
+def optimize_and_emit_parts(ir_text: str, opt: int, parts: int) -> tuple[tuple[bytes, ...], str]:
+    """The object files of ``ir_text`` and its optimized IR text: one object, or for a
+    module large enough up to ``parts`` objects generated on as many threads."""
+    tm = target_machine(opt)
+    with parsed(ir_text) as module:
+        optimize(module, tm, opt)
+        optimized = str(module)
+        texts = split.split(optimized, parts) if parts > 1 else None
+        if texts is None:
+            return (tm.emit_object(module),), optimized
+    h = host()
+    return split.emit_parts(texts, h.cpu, h.features, opt), optimized
+
+
 def emit_assembly(optimized_ir: str, opt: int) -> str:
     with parsed(optimized_ir) as module:
         return target_machine(opt).emit_assembly(module)
 
 
 class LoadedObject:
-    """An object file linked into its own MCJIT engine; keeps the code alive.
+    """Object files linked into one MCJIT engine of their own; keeps the code alive.
+
+    ``objects``: one object file, or several that call each other's functions
+    (``codegen.llvm.split``): the engine resolves those calls between them.
 
     When the object is collected its engine is closed, which frees the code
     (``released`` is the finalizer; whoever calls the code must hold this object).
     """
 
-    def __init__(self, obj: bytes, opt: int = 3):
+    def __init__(self, objects: bytes | tuple[bytes, ...], opt: int = 3):
         h = host()
         empty = llvm.parse_assembly("")
         empty.triple = h.triple
@@ -156,7 +177,10 @@ class LoadedObject:
         self._engine = llvm.create_mcjit_compiler(
             empty, new_target_machine(h.cpu, h.features, opt, jit=True)
         )
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        objects = (objects,) if isinstance(objects, bytes) else objects
+        for obj in objects:
+            self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self.parts = len(objects)
         self._engine.finalize_object()
         self.released = weakref.finalize(self, self._engine.close)
 
