@@ -20,7 +20,9 @@ candidates run the same trials, alternating round by round in one run:
   num_workers=N)`` on a local cluster of N CPUs (started before timing): the
   workers' start-up, imports and compilations are timed;
 - ``Ray, N workers, kept``: the same sweep again on the workers the previous one
-  kept (no start-up, no compilation: the first sweep's programs).
+  kept (no start-up, no compilation: the first sweep's programs);
+- ``Ray, N workers, kept, each row sent alone``: the same with every trial's row sent
+  back as soon as it is done (``sweep.REPORT = 0``) instead of in bundles.
 
 ``--population K`` adds candidates to the same rounds: the sweep in the rows'
 order (``shuffle=False``, which population training needs) in one process and on
@@ -122,6 +124,20 @@ def fresh(run):
     return started
 
 
+def rows_alone(run):
+    """``run`` with each trial's row sent back alone (``REPORT = 0``), not in bundles."""
+
+    def alone():
+        module = sys.modules["symgrad.distributed.sweep"]
+        saved, module.REPORT = module.REPORT, 0.0
+        try:
+            return run()
+        finally:
+            module.REPORT = saved
+
+    return alone
+
+
 def candidates(plan, data, args) -> dict:
     """Name -> a run of the 200 trials; the first is the speed-up's baseline. A ``kept``
     candidate follows a ``fresh`` one in every round, so it finds their workers."""
@@ -132,6 +148,7 @@ def candidates(plan, data, args) -> dict:
         "one process, program reused": lambda: swept(data, epochs, 0),
         f"{ray}, fresh": fresh(lambda: swept(data, epochs, workers)),
         f"{ray}, kept": lambda: swept(data, epochs, workers),
+        f"{ray}, kept, each row sent alone": rows_alone(lambda: swept(data, epochs, workers)),
     }
     if args.population:  # the rows' order, plain and as populations, side by side
         k = args.population
@@ -151,10 +168,11 @@ def candidates(plan, data, args) -> dict:
     return runs
 
 
-def breakdown(name: str, results, seconds: float) -> str:
+def breakdown(name: str, results, seconds: float, driver: float) -> str:
     """Where a Ray sweep's time went: start (workers' process and imports, the data and
     build fetched), compilations, training, and the rest (submission, rows coming back,
-    the last chunk's wait)."""
+    the last chunk's wait); ``driver``: this process's CPU seconds in the sweep (taken from
+    the workers when they fill the machine's cores)."""
     t = results.timings
     compiling = sum(r.get("compile_seconds") or 0.0 for r in results)
     busy = sum((r["seconds"] or 0.0) for r in results) - compiling
@@ -162,7 +180,7 @@ def breakdown(name: str, results, seconds: float) -> str:
     return (
         f"| {name} | {seconds:.2f} | {t['workers_started']} | {t['spawn_seconds']:.2f} "
         f"| {t['load_seconds']:.3f} | {t['start_seconds']:.2f} | {compiling:.2f} "
-        f"| {busy:.2f} | {rest:.2f} ({1e3 * rest / len(results):.1f} ms/trial) |"
+        f"| {busy:.2f} | {rest:.2f} ({1e3 * rest / len(results):.1f} ms/trial) | {driver:.2f} |"
     )
 
 
@@ -203,12 +221,14 @@ def main() -> None:
     runs = candidates(plan, data, args)
     names = list(runs)
     seconds: dict[str, list[float]] = {n: [] for n in names}
+    driver: dict[str, float] = {}  # this process's CPU seconds, last round
     last = {}
     for _ in range(args.rounds):
         for name, run in runs.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             last[name] = run()
             seconds[name].append(time.perf_counter() - start)
+            driver[name] = time.process_time() - cpu
     check_histories(last)
     print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
     print(
@@ -232,11 +252,12 @@ def main() -> None:
         f"\nwhere the Ray sweeps' time went (last round; a new process imports the worker's "
         f"modules in {import_seconds():.2f} s)\n"
         "| candidate | seconds | workers started | spawn + import | data and build | start "
-        "| compiling (sum) | training (sum) | the rest |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| compiling (sum) | training (sum) | the rest | driver CPU |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for name in names:
         if name.startswith("Ray"):
-            print(breakdown(name, last[name], seconds[name][-1]))
+            print(breakdown(name, last[name], seconds[name][-1], driver[name]))
     if args.population:
         k = args.population
         for where in ("one process", f"Ray, {args.workers} workers, kept"):

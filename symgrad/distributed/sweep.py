@@ -33,7 +33,12 @@ POLL = 1.0
 """Seconds between the driver's checks of trial timeouts while it waits for results."""
 
 CHUNK = 16
-"""The most jobs sent to a worker in one task (its rows still come back job by job)."""
+"""The most jobs sent to a worker in one task."""
+
+REPORT = 0.25
+"""Seconds a worker gathers the rows of the jobs it finished before it sends them (at the
+latest, the end of its chunk): each message costs the driver's process about a
+millisecond of CPU, taken from the workers when they share its machine."""
 
 
 class SweepResults(Sequence):
@@ -251,11 +256,12 @@ def sweep(
 
 
 class _Slot:
-    """What an actor is running: a chunk of jobs, streamed back one job's rows at a time."""
+    """What an actor is running: a chunk of jobs, their rows streamed back in bundles (each
+    job's alone when ``exact``)."""
 
-    def __init__(self, stream, jobs: list[int]):
-        self.stream, self.jobs, self.done = stream, jobs, 0
-        self.since = time.monotonic()  # when its current job began (the last one came back)
+    def __init__(self, stream, jobs: list[int], exact: bool):
+        self.stream, self.jobs, self.done, self.exact = stream, jobs, 0, exact
+        self.since = time.monotonic()  # when the last bundle came back
 
     @property
     def job(self) -> int:
@@ -266,17 +272,21 @@ class _Pool:
     """The driver's side of a sweep on Ray: chunks of jobs (a job: a trial, or a group
     trained as one population) on each actor, dead actors replaced.
 
-    An actor runs one chunk at a time and streams back each job's rows as it finishes,
-    so the driver always knows the job an actor was in when it died or ran past the
-    timeout: that one is charged an attempt, the rest of its chunk goes back to the
-    queue uncharged.  Chunks shrink as the queue does (a share of what is left per
-    actor, at most :data:`CHUNK`), so the actors finish together.
+    An actor runs one chunk at a time and streams back the rows of the jobs it has
+    finished every :data:`REPORT` seconds, so the driver knows the jobs an actor was in
+    when it died or ran past the timeout: the rest of its chunk.  When that is one job,
+    it is charged an attempt and the others go back to the queue.  When it is more, the
+    job it was running is one of them: they all go back uncharged, *in doubt*, and run
+    again in chunks that send each job's rows alone, where a loss is charged to its job
+    exactly.  Chunks shrink as the queue does (a share of what is left per actor, at most
+    :data:`CHUNK`), so the actors finish together.
     """
 
     def __init__(self, r, actors: list, context: tuple):
         self.r, self.actors, self.context = r, actors, context
         self.timeout = context[-1]
         self.running: list[_Slot | None] = [None for _ in actors]
+        self.doubt: set[int] = set()  # jobs of a lost bundle: each one's rows sent alone
         self.timings: dict = {"workers_started": 0}
 
     def load(self) -> None:
@@ -315,20 +325,24 @@ class _Pool:
             for stream in ready:
                 a = next(i for i, s in enumerate(self.running) if s and s.stream is stream)
                 try:
-                    done = self.r.get(next(stream), timeout=self.timeout)
+                    bundle = self.r.get(next(stream), timeout=self.timeout)
                 except runtime.lost_errors() as err:
                     self._lost(a, queue, attempts, rows, max_retries, type(err).__name__)
                     continue
                 slot = self.running[a]
-                for row in done:
-                    row["attempts"] = attempts[slot.job] + 1
-                    rows[row["trial"]] = row
-                slot.done, slot.since = slot.done + 1, time.monotonic()
+                for done in bundle:
+                    for row in done:
+                        row["attempts"] = attempts[slot.job] + 1
+                        rows[row["trial"]] = row
+                    self.doubt.discard(slot.job)
+                    slot.done += 1
+                slot.since = time.monotonic()
                 if slot.done == len(slot.jobs):
                     self.running[a] = None
             now = time.monotonic()
             for a, slot in enumerate(self.running):
-                if slot and now - slot.since > self.timeout:
+                # a bundle waits up to REPORT seconds after a job that ended in time
+                if slot and now - slot.since > self.timeout + (0.0 if slot.exact else REPORT):
                     why = f"no result within trial_timeout={self.timeout:g} s"
                     self._lost(a, queue, attempts, rows, max_retries, why)
         return [rows[i] for i in range(len(plan))]
@@ -337,10 +351,14 @@ class _Pool:
         for a, slot in enumerate(self.running):
             if queue and slot is None:
                 share = -(-len(queue) // (2 * len(self.actors)))
-                chunk = [queue.popleft() for _ in range(min(max(1, share), CHUNK, len(queue)))]
+                size, exact = min(max(1, share), CHUNK), queue[0] in self.doubt
+                chunk = []  # jobs in doubt and the others go in separate chunks
+                while queue and len(chunk) < size and (queue[0] in self.doubt) == exact:
+                    chunk.append(queue.popleft())
                 indexed = [[(i, self.plan[i]) for i in self.jobs[j]] for j in chunk]
                 run = self.actors[a].run.options(num_returns="streaming")
-                self.running[a] = _Slot(run.remote(*self.context, indexed), chunk)
+                report = 0.0 if exact else REPORT
+                self.running[a] = _Slot(run.remote(*self.context, indexed, report), chunk, exact)
 
     def _replace(self, a: int) -> None:
         self.actors[a] = workers.replace(self.r, self.actors[a])
@@ -348,9 +366,16 @@ class _Pool:
 
     def _lost(self, a, queue, attempts, rows, max_retries, why: str) -> None:
         """Actor ``a`` is gone: the job it was in is retried first (or its trials failed), the
-        rest of its chunk after it."""
+        rest of its chunk after it; when that job is not known, they all go back in doubt."""
         slot = self.running[a]
-        job, rest = slot.job, slot.jobs[slot.done + 1 :]
+        left = slot.jobs[slot.done :]
+        self._replace(a)
+        self.running[a] = None
+        if not slot.exact and len(left) > 1:
+            self.doubt.update(left)
+            queue.extendleft(reversed(left))
+            return
+        job, rest = left[0], left[1:]
         queue.extendleft(reversed(rest))
         attempts[job] += 1
         if attempts[job] > max_retries:
@@ -370,5 +395,3 @@ class _Pool:
                 }
         else:
             queue.appendleft(job)
-        self._replace(a)
-        self.running[a] = None

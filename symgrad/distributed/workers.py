@@ -79,12 +79,22 @@ class SweepWorker:
         self.token = token
         return time.perf_counter() - start, earlier, self.started
 
-    def run(self, token: str, digest: str, box: list, timeout: float, jobs: list):
-        """The rows of each job in turn, each yielded when it is done (a streaming task: the
-        driver knows which job a worker was in when it died)."""
+    def run(self, token: str, digest: str, box: list, timeout: float, jobs: list, report: float):
+        """The rows of the jobs in turn, streamed (a Ray streaming task): each item is a list
+        holding the rows of each job done since the last item.  An item goes out once
+        ``report`` seconds have passed since the last one, and at the end: every message
+        costs the driver's process about a millisecond of a CPU the workers could use, so
+        short jobs go back in bundles.  ``report=0`` sends each job's rows alone, so the
+        driver knows which job a worker was in when it died."""
         self.load(token, digest, box, timeout)
+        done, last = [], time.monotonic()
         for indexed in jobs:
-            yield self.trials.run_group(indexed)
+            done.append(self.trials.run_group(indexed))
+            if time.monotonic() - last >= report:
+                yield done
+                done, last = [], time.monotonic()
+        if done:
+            yield done
 
 
 def digest(r, build: Callable, settings: Mapping) -> str:

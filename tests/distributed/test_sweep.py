@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -223,6 +224,50 @@ def test_a_killed_worker_s_trial_is_retried_or_reported_and_the_sweep_finishes(
     assert rows[2]["error"].startswith("its worker was lost 2 times (")
     assert results[-1]["trial"] == 2  # failed rows rank last
     assert results.failed == [rows[2]]
+
+
+def test_a_loss_in_a_bundle_is_charged_only_once_its_trial_is_known(
+    digits, by_value, tmp_path, monkeypatch
+):
+    """With rows sent at a chunk's end only, a worker lost mid-chunk was in one of the jobs
+    not yet sent: they run again uncharged, each job's rows sent alone, where the next loss
+    is charged to its trial."""
+    by_value(__name__)
+    monkeypatch.setattr(importlib.import_module("symgrad.distributed.sweep"), "REPORT", 1e9)
+    distributed.shutdown()  # a new worker, then one for each loss
+    x, y, _ = digits
+    once = str(tmp_path / "killed-once")
+    kills = [False, True, False, False, once, False]  # one worker: chunks [0 1 2], [3 4], [5]
+    space = [{"learning_rate": 0.1, "seed": s, "kill": k} for s, k in enumerate(kills)]
+    results = distributed.sweep(
+        killing_build, space, x, y, compile=SETTINGS, epochs=1, num_workers=1, max_retries=1
+    )
+    rows = {r["trial"]: r for r in results}
+    assert os.path.exists(once)
+    assert [rows[i]["status"] for i in range(6)] == ["ok", "failed", "ok", "ok", "ok", "ok"]
+    # trial 1's first loss was in a bundle of three; its next two are known: failed, 2 attempts
+    assert [rows[i]["attempts"] for i in range(6)] == [1, 2, 1, 1, 1, 1]
+    assert rows[1]["error"].startswith("its worker was lost 2 times (")
+    assert results.timings["workers_started"] == 5  # four lost, two of them in bundles
+    for i in (0, 4):
+        assert rows[i]["history"] == solo(space[i], x, y, None, epochs=1)[0]
+
+
+def test_a_worker_sends_rows_in_bundles_or_each_job_alone(digits, cluster):
+    """SweepWorker.run, called in this process: every row once, in order; with report=0 one
+    job per item, with a report interval longer than the chunk one item at its end."""
+    x, y, _ = digits
+    fit_args = {"epochs": 1, "batch_size": 32, "shuffle": True}
+    box = [cluster.put((build, SETTINGS, (x, y, None), fit_args, 1))]
+    worker = distributed.workers.SweepWorker()
+    jobs = [[(i, {"learning_rate": 0.1, "seed": i})] for i in range(3)]
+    alone = list(worker.run("t", "d", box, 60.0, jobs, 0.0))
+    bundled = list(worker.run("t", "d", box, 60.0, jobs, 1e9))
+    assert [[[r["trial"] for r in job] for job in item] for item in alone] == [[[0]], [[1]], [[2]]]
+    assert [[[r["trial"] for r in job] for job in item] for item in bundled] == [[[0], [1], [2]]]
+    histories = [job[0]["history"] for item in alone for job in item]
+    assert histories == [job[0]["history"] for job in bundled[0]]
+    assert histories[1] == solo(jobs[1][0][1], x, y, None, epochs=1)[0]
 
 
 def sleepy_build(hp):
