@@ -137,16 +137,21 @@ def compile_module(
     def text() -> str:
         return generate_ir(program, layout, provider, spec, fast_entry=True, threaded=True)
 
-    pool.runtime()  # the code calls symgrad_parallel_for: linked before it is loaded
+    # the code calls symgrad_parallel_for: the pool is linked before the code is loaded
+    # (in a cold process its module compiles while this thread generates the IR text)
+    pool_loaded = pool.runtime_soon()
     started = time.perf_counter()
     index = _index_key(program, provider, spec, opt) if use_cache else None
     entry = disk_cache.load_entry_key(index) if index else None
     hit = disk_cache.load(entry) if entry else None
     if hit is not None:
         objects, optimized = hit
+        pool_loaded()
         code = LoadedObject(objects, opt)
         return Compiled(text, optimized, code, True, time.perf_counter() - started, opt)
-    compiled = compile_ir(text(), opt=opt, use_cache=use_cache, threads=threads)
+    ir_text = text()
+    pool_loaded()
+    compiled = compile_ir(ir_text, opt=opt, use_cache=use_cache, threads=threads)
     if index:
         disk_cache.store_blob(index, "index", compiled.entry.encode())
     return compiled

@@ -42,9 +42,12 @@ Design:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import functools
 import os
+import threading
+from collections.abc import Callable
 
 import llvmlite.ir as ir
 
@@ -422,6 +425,31 @@ def runtime() -> Pool:
     os.register_at_fork(before=pool.stop)
     atexit.register(pool.stop)
     return pool
+
+
+def runtime_soon() -> Callable[[], Pool]:
+    """Start loading the pool (``runtime``) on a thread of its own, if it is not loaded yet;
+    returns the function that waits for it and returns it.
+
+    In a cold process the pool's module is compiled while the caller goes on with
+    Python work (generating its own module's IR text): LLVM runs in C without the GIL.
+    A failure is raised by the waiting function, which then loads on the caller's thread.
+    """
+    if runtime.cache_info().currsize:
+        return runtime
+    loading = threading.Thread(target=_load_quietly, name="symgrad-pool-load")
+    loading.start()
+
+    def wait() -> Pool:
+        loading.join()
+        return runtime()  # the loaded pool, or the load again here, raising its error
+
+    return wait
+
+
+def _load_quietly() -> None:
+    with contextlib.suppress(Exception):  # reported by runtime() on the waiting thread
+        runtime()
 
 
 def thread_count(threads: int | None = None) -> int:

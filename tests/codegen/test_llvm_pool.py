@@ -257,3 +257,45 @@ def test_compile_refuses_a_bad_thread_count():
     X = E.matrix("X", n, 2)
     with pytest.raises(ValueError, match=r"received: threads=0"):
         symgrad.compile([X], {"s": E.mean(X)}, backend="llvm", threads=0, cache=False)
+
+
+LOAD_SOON = textwrap.dedent(
+    """
+    import os, sys, tempfile, threading
+    os.environ["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp()
+    sys.path.insert(0, {root!r})
+    from codegen.llvm import pool
+
+    original = pool.runtime_ir
+    pool.runtime_ir = lambda *a: (_ for _ in ()).throw(OSError("no pool today"))
+    wait = pool.runtime_soon()
+    try:
+        wait()
+    except OSError as e:
+        print("raised:", e)
+    pool.runtime_ir = original
+    wait = pool.runtime_soon()
+    loading = [t.name for t in threading.enumerate() if t.name == "symgrad-pool-load"]
+    loaded = wait()
+    print(loading, loaded is pool.runtime(), pool.runtime_soon() is pool.runtime)
+    print([t.name for t in threading.enumerate()])
+    """
+)
+
+
+def test_the_pool_loads_on_a_thread_of_its_own_while_the_caller_works():
+    import pathlib
+
+    root = str(pathlib.Path(__file__).resolve().parents[2])
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_SOON.format(root=root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "raised: no pool today",  # a failed load raises on the waiting thread
+        "['symgrad-pool-load'] True True",  # loaded once; loaded, nothing starts again
+        "['MainThread']",  # and the loading thread has ended
+    ]
