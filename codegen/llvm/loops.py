@@ -75,6 +75,14 @@ def load(b: ir.IRBuilder, ty: ir.Type, ptr: ir.Value, index: ir.Value, name: str
     return b.load(element(b, ty, ptr, index), typ=ty, name=name)
 
 
+def freeze(b: ir.IRBuilder, value: ir.Value, name: str = "") -> ir.Value:
+    """``freeze value`` (llvmlite's builder has no method for it): the value itself,
+    opaque to the patterns LLVM matches through it (see ``kernels.Operands``)."""
+    frozen = ir.Instruction(b.block, value.type, "freeze", [value], name=name)
+    b._insert(frozen)
+    return frozen
+
+
 def store(b: ir.IRBuilder, ty: ir.Type, value: ir.Value, ptr: ir.Value, index: ir.Value) -> None:
     b.store(value, element(b, ty, ptr, index))
 
