@@ -18,11 +18,10 @@ module, then optimized and JIT-linked).
 "first call" is the first ``train_on_batch`` after ``compile`` (32 rows).
 ``--profile N`` runs one cold and one warm process under cProfile instead and
 prints the N costliest calls of compile + first call (cumulative time).
-``--parts N`` times, in this process, the code generation of the digits module
-(already optimized) as one object and as N parts on N threads
-(``codegen.llvm.split``), interleaved round by round: wall time, and the CPU
-time of the longest thread (what the wall time is on an idle machine with N
-free cores) and of all threads.
+``--parts`` times, in this process, LLVM's work on the digits module (O3 and
+machine code) on one thread and on two (``codegen.llvm.split``), interleaved
+round by round: wall time, and the CPU time of the critical path (what the
+wall time is on an idle machine with two free cores) and of both threads.
 
 When JAX is installed, the same run times JAX's first-call compile of the same
 model in fresh processes as well: ``jax.jit`` of its training step (forward,
@@ -264,60 +263,65 @@ def _digits_module() -> str:
     return max(texts, key=len)  # the pool's runtime module is the other one
 
 
-def code_generation_in_parts(parts: int, rounds: int) -> None:
-    """Whole-module code generation against ``parts`` parts on as many threads."""
+def compile_in_parts(rounds: int) -> None:
+    """LLVM's work on the digits module on one thread against two (``codegen.llvm.split``)."""
     import threading
     import time
 
     from codegen.llvm import jit, split
 
     os.environ["SYMGRAD_CACHE_DIR"] = tempfile.mkdtemp()
-    with jit.parsed(_digits_module()) as module:
-        jit.optimize(module, jit.target_machine(3), 3)
-        optimized = str(module)
-    h = jit.host()
-    lanes: dict[int, float] = {}
-    emit, parse = split._emit_object, jit.parse
+    text = _digits_module()
+    steps: list[tuple[str, str, float]] = []  # (thread, what, its thread CPU)
+    originals = [
+        (split, "_emit_object", split._emit_object),
+        (jit, "optimize", jit.optimize),
+        (jit, "parse", jit.parse),
+        (split, "split", split.split),
+        (split, "by_role", split.by_role),
+    ]
 
-    def timed(f):
-        def g(*args):
+    def timed(f, what):
+        def g(*args, **kwargs):
             started = time.thread_time()
             try:
-                return f(*args)
+                return f(*args, **kwargs)
             finally:
-                key = threading.get_ident()
-                lanes[key] = lanes.get(key, 0.0) + time.thread_time() - started
+                steps.append((threading.current_thread().name, what, time.thread_time() - started))
 
         return g
 
-    whole, parted = [], []
+    one, two = [], []
     for _ in range(rounds):
         started, cpu = time.perf_counter(), time.thread_time()
-        with jit.parsed(optimized) as module:
-            jit.target_machine(3).emit_object(module)
-        whole.append((time.perf_counter() - started, time.thread_time() - cpu))
-        lanes.clear()
-        split._emit_object, jit.parse = timed(emit), timed(parse)
+        jit.optimize_and_emit_parts(text, 3, 1)
+        one.append((time.perf_counter() - started, time.thread_time() - cpu))
+        steps.clear()
+        for module, name, f in originals:
+            setattr(module, name, timed(f, name))
         try:
-            started, cpu = time.perf_counter(), time.thread_time()
-            texts = split.split(optimized, parts)
-            dealing = time.thread_time() - cpu
-            split.emit_parts(texts, h.cpu, h.features, 3)
+            started = time.perf_counter()
+            objects, _ = jit.optimize_and_emit_parts(text, 3, 2)
             wall = time.perf_counter() - started
         finally:
-            split._emit_object, jit.parse = emit, parse
-        parted.append((wall, dealing + max(lanes.values()), dealing + sum(lanes.values())))
+            for module, name, f in originals:
+                setattr(module, name, f)
+        caller = [(what, c) for name, what, c in steps if name == threading.main_thread().name]
+        helper = [c for name, what, c in steps if name != threading.main_thread().name]
+        # the helper's last emission and its parse (the step's second part) wait for the
+        # step's optimization (and its dealing, ``split``) on the caller's thread
+        before = [what for what, _ in caller].index("split") + 1
+        waited = sum(c for _, c in caller[:before]) + sum(helper[-2:])
+        caller = [c for _, c in caller]
+        two.append((wall, max(sum(caller), sum(helper), waited), sum(caller) + sum(helper)))
     med = statistics.median
-    print(f"digits module, {len(optimized.splitlines())} lines of optimized IR; {rounds} rounds")
+    print(f"digits module, LLVM optimization + machine code; {rounds} rounds, interleaved")
+    print(f"one thread: wall {med(w for w, _ in one):.4f} s, CPU {med(c for _, c in one):.4f} s")
     print(
-        f"one object: wall {med(w for w, _ in whole):.4f} s, CPU {med(c for _, c in whole):.4f} s"
-    )
-    print(
-        f"{len(texts)} parts: wall {med(w for w, _, _ in parted):.4f} s, longest thread's CPU "
-        f"{med(c for _, c, _ in parted):.4f} s "
-        f"({med(p[1] / w[1] for p, w in zip(parted, whole)):.2f}x one object's CPU), all "
-        f"threads' CPU {med(t for _, _, t in parted):.4f} s "
-        f"({med(p[2] / w[1] for p, w in zip(parted, whole)):.2f}x)"
+        f"two threads ({len(objects)} objects): wall {med(w for w, _, _ in two):.4f} s, "
+        f"critical path's CPU {med(c for _, c, _ in two):.4f} s "
+        f"({med(t[1] / o[1] for t, o in zip(two, one)):.2f}x one thread's), both threads' CPU "
+        f"{med(t for _, _, t in two):.4f} s ({med(t[2] / o[1] for t, o in zip(two, one)):.2f}x)"
     )
 
 
@@ -354,11 +358,11 @@ def main(argv: list[str] | None = None) -> None:
         "--profile", type=int, default=0, help="print the N costliest calls, cold and warm"
     )
     ap.add_argument(
-        "--parts", type=int, default=0, help="time code generation in N parts against one"
+        "--parts", action="store_true", help="time LLVM on two threads against one, in-process"
     )
     args = ap.parse_args(argv)
     if args.parts:
-        code_generation_in_parts(args.parts, args.runs)
+        compile_in_parts(args.runs)
         return
     if "jax" in args.backends and not jax_installed():
         ap.error("--backends jax needs JAX (pip install -e '.[peers]')")

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 import llvmlite
 import llvmlite.binding as llvm
 
-from codegen.llvm import split
-
 
 @dataclass(frozen=True)
 class Host:
@@ -102,15 +100,27 @@ def parsed(ir_text: str) -> Iterator[llvm.ModuleRef]:
 PIPELINE = "default<O{opt}>"  # part of every cache key, with the host
 
 
-def optimize(module: llvm.ModuleRef, tm: llvm.TargetMachine, opt: int) -> None:
-    """Run ``PIPELINE`` at level ``opt`` on ``module`` in place, tuned for ``tm``."""
+def unlocked(name: str):
+    """llvmlite's C function ``name`` without llvmlite's process-wide lock (the locked
+    wrapper on an llvmlite that does not expose the raw function). For calls on LLVM
+    objects no other thread uses (``codegen.llvm.split``'s threads)."""
+    wrapper = getattr(llvm.ffi.lib, name)
+    return getattr(wrapper, "_cfn", wrapper)
+
+
+def optimize(module: llvm.ModuleRef, tm: llvm.TargetMachine, opt: int, unlocked_run=False) -> None:
+    """Run ``PIPELINE`` at level ``opt`` on ``module`` in place, tuned for ``tm``
+    (``unlocked_run``: without llvmlite's lock, see ``unlocked``)."""
     if opt > 0:
         pto = llvm.create_pipeline_tuning_options(speed_level=opt)
         pto.loop_vectorization = pto.slp_vectorization = opt >= 2
         pb = llvm.create_pass_builder(tm, pto)
         mpm = pb.getModulePassManager()
         try:
-            mpm.run(module, pb)
+            if unlocked_run:
+                unlocked("LLVMPY_RunNewModulePassManager")(mpm, module, pb)
+            else:
+                mpm.run(module, pb)
         finally:
             release_pass_manager(mpm)
             pb.close()
@@ -142,6 +152,12 @@ def optimize_and_emit(ir_text: str, opt: int) -> tuple[bytes, str]:
 def optimize_and_emit_parts(ir_text: str, opt: int, parts: int) -> tuple[tuple[bytes, ...], str]:
     """The object files of ``ir_text`` and its optimized IR text: one object, or for a
     module large enough up to ``parts`` objects generated on as many threads."""
+    from codegen.llvm import split  # which imports this module
+
+    h = host()
+    roles = split.by_role(ir_text) if parts > 1 else None
+    if roles is not None:
+        return split.optimize_and_emit_roles(roles, h.cpu, h.features, opt)
     tm = target_machine(opt)
     with parsed(ir_text) as module:
         optimize(module, tm, opt)
@@ -149,13 +165,20 @@ def optimize_and_emit_parts(ir_text: str, opt: int, parts: int) -> tuple[tuple[b
         texts = split.split(optimized, parts) if parts > 1 else None
         if texts is None:
             return (tm.emit_object(module),), optimized
-    h = host()
     return split.emit_parts(texts, h.cpu, h.features, opt), optimized
 
 
+MODULE_SEPARATOR = "\n; symgrad: the next module\n"  # between two modules' optimized texts
+
+
 def emit_assembly(optimized_ir: str, opt: int) -> str:
-    with parsed(optimized_ir) as module:
-        return target_machine(opt).emit_assembly(module)
+    """Host assembly of optimized IR text (of each module, when it holds several)."""
+    texts = optimized_ir.split(MODULE_SEPARATOR)
+    out = []
+    for text in texts:
+        with parsed(text) as module:
+            out.append(target_machine(opt).emit_assembly(module))
+    return "".join(out)
 
 
 class LoadedObject:

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import queue
 import re
 import threading
 
 import llvmlite.binding as llvm
+
+from codegen.llvm import jit
 
 MIN_PART_LINES = 1500  # optimized IR lines per part below which a thread does not pay
 
@@ -49,13 +52,43 @@ def split(optimized: str, parts: int) -> list[str] | None:
     functions = _functions(lines)
     total = sum(end - start for _, _, start, end in functions)
     parts = min(parts, total // MIN_PART_LINES)
-    if parts < 2 or any(_OTHER_LINKAGE.search(line) for line in lines if line[:1] in "@d"):
+    if parts < 2 or _unsplittable(lines):
         return None
-    if any(_local_variable(line) for line in lines if line.startswith("@")):
-        return None  # a module-local variable would be two variables in two parts
     home = _deal(functions, parts)
     called = _called_elsewhere(lines, functions, home)
     return [_part(lines, functions, home, called, k) for k in range(parts)]
+
+
+def by_role(ir_text: str) -> list[str] | None:
+    """The unoptimized module as [its local functions (the step and its kernels), its
+    entry points], so the two can be optimized in parallel; None when it is smaller than
+    two parts, has no entry point, or an entry calls a local function that is to be
+    inlined into it.
+
+    The kernels keep their callers (the step) and every argument those pass them, so
+    the interprocedural passes decide for them as in the whole module; only the step
+    itself, now called from the other module, keeps its signature.
+    """
+    lines = ir_text.split("\n")
+    functions = _functions(lines)
+    if sum(end - start for _, _, start, end in functions) < 2 * MIN_PART_LINES:
+        return None
+    home = {name: 0 if local else 1 for name, local, _, _ in functions}
+    if 1 not in home.values() or _unsplittable(lines):
+        return None
+    called = _called_elsewhere(lines, functions, home)
+    headers = {name: lines[start] for name, _, start, _ in functions}
+    if any("alwaysinline" in headers[name] for name in called if name in headers):
+        return None
+    return [_part(lines, functions, home, called, k) for k in range(2)]
+
+
+def _unsplittable(lines: list[str]) -> bool:
+    """A linkage or construct ``_part`` does not handle, or a module-local variable
+    (which would be two variables in two parts)."""
+    if any(_OTHER_LINKAGE.search(line) for line in lines if line[:1] in "@d"):
+        return True
+    return any(_local_variable(line) for line in lines if line.startswith("@"))
 
 
 def _functions(lines: list[str]) -> list[tuple[str, bool, int, int]]:
@@ -145,13 +178,6 @@ def _variable(line: str, k: int) -> str:
 # Parallel emission
 
 
-def _unlocked(name: str):
-    """llvmlite's C function ``name`` without llvmlite's process-wide lock (the locked
-    wrapper on an llvmlite that does not expose the raw function)."""
-    wrapper = getattr(llvm.ffi.lib, name)
-    return getattr(wrapper, "_cfn", wrapper)
-
-
 _emitting = threading.Lock()
 
 
@@ -165,45 +191,94 @@ def _lane_machine(cpu: str, features: str, opt: int, lane: int) -> llvm.TargetMa
 
 def emit_parts(texts: list[str], cpu: str, features: str, opt: int) -> tuple[bytes, ...]:
     """The object of each text, each on a thread of its own (the first on the caller's)."""
-    from codegen.llvm.jit import parse
-
     objects: list[bytes | None] = [None] * len(texts)
-    errors: list[BaseException] = []
 
     def lane(k: int) -> None:
-        try:
-            context = llvm.create_context()
-            try:
-                module = parse(texts[k], context)
-                try:
-                    objects[k] = _emit_object(_lane_machine(cpu, features, opt, k), module)
-                finally:
-                    module.close()
-            finally:
-                context.close()
-        except BaseException as exc:  # re-raised on the caller's thread
-            errors.append(exc)
+        with jit.parsed(texts[k]) as module:
+            objects[k] = _emit_object(_lane_machine(cpu, features, opt, k), module)
 
     with _emitting:
-        threads = [threading.Thread(target=lane, args=(k,)) for k in range(1, len(texts))]
-        for t in threads:
-            t.start()
-        lane(0)
-        for t in threads:
-            t.join()
+        _run_lanes([functools.partial(lane, k) for k in range(len(texts))])
+    return tuple(objects)
+
+
+def optimize_and_emit_roles(
+    texts: list[str], cpu: str, features: str, opt: int
+) -> tuple[tuple[bytes, ...], str]:
+    """The objects and the optimized text of ``by_role``'s two modules, on two threads.
+
+    Lane 0 (the caller's thread) optimizes the step's module, the larger; lane 1
+    optimizes and emits the entries' module meanwhile. The step's optimized module is
+    then emitted in two parts (``split``), the second on lane 1.
+    """
+    machines = [_lane_machine(cpu, features, opt, k) for k in range(2)]
+    handoff: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    out: dict[str, object] = {}
+
+    def step_module() -> None:
+        handed = False
+        try:
+            with jit.parsed(texts[0]) as module:
+                jit.optimize(module, machines[0], opt, unlocked_run=True)
+                out["step_ir"] = optimized = str(module)
+                pieces = split(optimized, 2)
+                if pieces is None:
+                    out["step"] = (_emit_object(machines[0], module),)
+                    return
+            handoff.put(pieces[1])
+            handed = True
+            with jit.parsed(pieces[0]) as module:
+                out["step"] = (_emit_object(machines[0], module),)
+        finally:
+            if not handed:
+                handoff.put(None)
+
+    def entries_module() -> None:
+        with jit.parsed(texts[1]) as module:
+            jit.optimize(module, machines[1], opt, unlocked_run=True)
+            out["entries_ir"] = str(module)
+            out["entries"] = _emit_object(machines[1], module)
+        piece = handoff.get()
+        if piece is not None:
+            with jit.parsed(piece) as module:
+                out["step_rest"] = _emit_object(machines[1], module)
+
+    with _emitting:
+        _run_lanes([step_module, entries_module])
+    rest = (out["step_rest"],) if "step_rest" in out else ()
+    objects = (*out["step"], *rest, out["entries"])
+    return objects, out["step_ir"] + jit.MODULE_SEPARATOR + out["entries_ir"]
+
+
+def _run_lanes(lanes) -> None:
+    """Run each function on a thread of its own, the first on the caller's; re-raise the
+    first error on the caller's thread once every thread has ended."""
+    errors: list[BaseException] = []
+
+    def guarded(lane) -> None:
+        try:
+            lane()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(lane,)) for lane in lanes[1:]]
+    for t in threads:
+        t.start()
+    guarded(lanes[0])
+    for t in threads:
+        t.join()
     if errors:
         raise errors[0]
-    return tuple(objects)
 
 
 def _emit_object(tm: llvm.TargetMachine, module: llvm.ModuleRef) -> bytes:
     """``tm.emit_object(module)`` through the unlocked C functions."""
     with llvm.ffi.OutputString() as error:
-        buffer = _unlocked("LLVMPY_TargetMachineEmitToMemory")(tm, module, 1, error)
+        buffer = jit.unlocked("LLVMPY_TargetMachineEmitToMemory")(tm, module, 1, error)
         if not buffer:
             raise RuntimeError(str(error))
     try:
-        start = _unlocked("LLVMPY_GetBufferStart")(buffer)
-        return ctypes.string_at(start, _unlocked("LLVMPY_GetBufferSize")(buffer))
+        start = jit.unlocked("LLVMPY_GetBufferStart")(buffer)
+        return ctypes.string_at(start, jit.unlocked("LLVMPY_GetBufferSize")(buffer))
     finally:
-        _unlocked("LLVMPY_DisposeMemoryBuffer")(buffer)
+        jit.unlocked("LLVMPY_DisposeMemoryBuffer")(buffer)

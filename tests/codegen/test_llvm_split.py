@@ -1,5 +1,6 @@
-"""Code generation in parts (codegen.llvm.split): the same machine code per function, one
-engine for the parts, the same bits, one part on one thread."""
+"""Compiling in parts (codegen.llvm.split): the same machine code per function (every
+function in parts of the optimized module; every kernel when the step and the entry points
+are optimized apart), one engine for the parts, the same bits, one part on one thread."""
 
 from __future__ import annotations
 
@@ -83,12 +84,36 @@ def test_parts_give_the_bits_of_one_object(small_parts, rng, tmp_path, monkeypat
     assert one.compiled.code.parts == 1  # one thread: all of it on the caller's thread
     want = one(x, b)
     parted = _program(2, cache_on=True)
-    assert parted.compiled.code.parts == 2 and not parted.from_cache
-    again = _program(2, cache_on=True)  # both objects come back from the disk cache
-    assert again.from_cache and again.compiled.code.parts == 2
+    # the step's module in two parts, the entry points' module
+    assert parted.compiled.code.parts == 3 and not parted.from_cache
+    again = _program(2, cache_on=True)  # the objects come back from the disk cache
+    assert again.from_cache and again.compiled.code.parts == 3
+    assert again.llvm_ir_optimized == parted.llvm_ir_optimized
+    for name in ("parted.map.h", "parted.step_impl", "parted.fast"):
+        assert f"\n{name}:" in again.asm, name  # the assembly of both modules
     for fn in (parted, again):
         for got, expected in zip(fn(x, b), want, strict=True):
             np.testing.assert_array_equal(got, expected)
+
+
+def test_the_kernels_optimized_apart_have_the_machine_code_of_the_whole_module(small_parts):
+    fn = _program(1)
+    step, entries = split.by_role(fn.llvm_ir)
+    # the roles: the entry points in one module, the step (now external) and kernels in the other
+    assert 'define i32 @"parted"(' in entries and "define internal" not in entries
+    assert 'declare i32 @"parted"(' in step and 'define i32 @"parted.step_impl"(' in step
+    whole = _functions(fn.asm)
+    apart = {}
+    for text in (step, entries):
+        with jit.parsed(text) as module:
+            jit.optimize(module, jit.target_machine(3), 3)
+            apart.update(_functions(jit.emit_assembly(str(module), 3)))
+    assert sorted(apart) == sorted(whole)
+    kernels = [name for name in whole if name.startswith("parted.") and name.count(".") > 1]
+    assert len(kernels) >= 8 and "parted.map.h" in kernels
+    for name in kernels:
+        if name != "parted.step_impl":  # its signature is the other module's to call
+            assert apart[name] == whole[name], name
 
 
 def test_a_small_module_stays_whole():
