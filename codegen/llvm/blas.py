@@ -371,7 +371,8 @@ CBLAS_COL_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 102, 111, 112
 
 @dataclass(frozen=True)
 class GemmCall:
-    """Row-major ``c = alpha op(a) @ op(bm)``, ``c`` m x n, inner dimension k (i64 values)."""
+    """Row-major ``c = alpha op(a) @ op(bm) + beta c``, ``c`` m x n, inner dimension k (i64
+    values); ``beta`` None: c is only written (its old contents may be anything)."""
 
     trans_a: bool
     trans_b: bool
@@ -382,6 +383,10 @@ class GemmCall:
     a: ir.Value
     bm: ir.Value
     c: ir.Value
+    beta: ir.Value | None = None
+
+    def beta_or_zero(self, ty: ir.Type) -> ir.Value:
+        return ir.Constant(ty, 0.0) if self.beta is None else self.beta
 
 
 def leading_dimensions(b: ir.IRBuilder, trans_a: bool, trans_b: bool, m, n, k) -> tuple:
@@ -421,7 +426,7 @@ def _cblas_call(b, prov, fmt, g: GemmCall, lda, ldb, ldc):
 
     flags = [ir.Constant(I32, CBLAS_TRANS if t else CBLAS_NO_TRANS) for t in (g.trans_b, g.trans_a)]
     head = [ir.Constant(I32, CBLAS_COL_MAJOR), *flags, cast(g.n), cast(g.m), cast(g.k)]
-    tail = [g.alpha, g.bm, cast(ldb), g.a, cast(lda), ir.Constant(ty, 0.0), g.c, cast(ldc)]
+    tail = [g.alpha, g.bm, cast(ldb), g.a, cast(lda), g.beta_or_zero(ty), g.c, cast(ldc)]
     b.call(fn, head + tail)
 
 
@@ -444,15 +449,16 @@ def _fortran_call(b, prov, fmt, g: GemmCall, lda, ldb, ldc):
     char = ir.IntType(8)
     ta, tb = (ref(ir.Constant(char, ord("T" if t else "N")), char) for t in (g.trans_a, g.trans_b))
     head = [tb, ta, ref_int(g.n), ref_int(g.m), ref_int(g.k), ref(g.alpha, ty)]
-    tail = [g.bm, ref_int(ldb), g.a, ref_int(lda), ref(ir.Constant(ty, 0.0), ty), g.c, ref_int(ldc)]
+    tail = [g.bm, ref_int(ldb), g.a, ref_int(lda), ref(g.beta_or_zero(ty), ty), g.c, ref_int(ldc)]
     b.call(fn, head + tail)
 
 
 def _generated_call(b, prov, fmt, g: GemmCall, lda, ldb, ldc):
     """The fallback loop nest; op(A) is read through strides (sa_i, sa_p)."""
     sa_i, sa_p = (i64(1), lda) if g.trans_a else (lda, i64(1))
-    fn = _fallback_function(b.module, fmt, "dot" if g.trans_b else "axpy")
-    b.call(fn, [g.m, g.n, g.k, g.alpha, g.a, sa_i, sa_p, g.bm, g.c])
+    accumulate = g.beta is not None
+    fn = _fallback_function(b.module, fmt, "dot" if g.trans_b else "axpy", accumulate)
+    b.call(fn, [g.m, g.n, g.k, g.alpha, g.beta_or_zero(fmt.ftype), g.a, sa_i, sa_p, g.bm, g.c])
 
 
 CALLS = {
@@ -474,32 +480,43 @@ def _declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function
 #   axpy form (B not transposed): C[i, :] += (alpha A[i, p]) B[p, :], blocked over p and j
 #   dot form (B transposed):      C[i, j] = alpha sum_p A[i, p] B[j, p]
 # op(A)[i, p] is read through strides (sa_i, sa_p), so one nest serves both trans_a.
+# The accumulating variants (``.acc``) start from beta C instead of 0 (C is read: without
+# them, an uninitialized C times a zero beta could be nan).
 
 BLOCK_K, BLOCK_N = 64, 256
 
 
-def _fallback_function(module: ir.Module, fmt: FloatFormat, form: str) -> ir.Function:
-    name = f"symgrad.gemm_{form}.{fmt.suffix}"
+def _fallback_function(
+    module: ir.Module, fmt: FloatFormat, form: str, accumulate: bool = False
+) -> ir.Function:
+    name = f"symgrad.gemm_{form}{'.acc' if accumulate else ''}.{fmt.suffix}"
     if name in module.globals:
         return module.globals[name]
     ty = fmt.ftype
     fn = ir.Function(
         module,
-        ir.FunctionType(ir.VoidType(), [I64, I64, I64, ty, PTR, I64, I64, PTR, PTR]),
+        ir.FunctionType(ir.VoidType(), [I64, I64, I64, ty, ty, PTR, I64, I64, PTR, PTR]),
         name=name,
     )
     fn.linkage = "internal"
-    m, n, k, alpha, a, sa_i, sa_p, bm, c = fn.args
+    m, n, k, alpha, beta, a, sa_i, sa_p, bm, c = fn.args
     for p in (a, bm, c):
         p.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    (_axpy_nest if form == "axpy" else _dot_nest)(b, ty, m, n, k, alpha, a, sa_i, sa_p, bm, c)
+    nest = _axpy_nest if form == "axpy" else _dot_nest
+    nest(b, ty, m, n, k, alpha, beta if accumulate else None, a, sa_i, sa_p, bm, c)
     b.ret_void()
     return fn
 
 
-def _axpy_nest(b, ty, m, n, k, alpha, a, sa_i, sa_p, bm, c):
-    for_range(b, b.mul(m, n), lambda i, _: store(b, ty, ir.Constant(ty, 0.0), c, i))
+def _start(b, ty, c, i, beta) -> None:
+    """C[i] = beta C[i], or 0 when there is no beta."""
+    value = ir.Constant(ty, 0.0) if beta is None else b.fmul(beta, load(b, ty, c, i), flags=FAST)
+    store(b, ty, value, c, i)
+
+
+def _axpy_nest(b, ty, m, n, k, alpha, beta, a, sa_i, sa_p, bm, c):
+    for_range(b, b.mul(m, n), lambda i, _: _start(b, ty, c, i, beta))
 
     def j_block(j0, _):
         j_end = imin(b, b.add(j0, i64(BLOCK_N)), n)
@@ -530,7 +547,7 @@ def _axpy_nest(b, ty, m, n, k, alpha, a, sa_i, sa_p, bm, c):
     for_range(b, n, j_block, step=BLOCK_N)
 
 
-def _dot_nest(b, ty, m, n, k, alpha, a, sa_i, sa_p, bm, c):
+def _dot_nest(b, ty, m, n, k, alpha, beta, a, sa_i, sa_p, bm, c):
     def row(i, _):
         a_row = b.mul(i, sa_i)
 
@@ -544,7 +561,11 @@ def _dot_nest(b, ty, m, n, k, alpha, a, sa_i, sa_p, bm, c):
                 return [b.fadd(acc[0], prod, flags=REDUCE)]
 
             (total,) = for_range(b, k, dot, init=[ir.Constant(ty, 0.0)])
-            store(b, ty, b.fmul(alpha, total, flags=FAST), c, b.add(b.mul(i, n), j))
+            at = b.add(b.mul(i, n), j)
+            value = b.fmul(alpha, total, flags=FAST)
+            if beta is not None:  # beta C[i, j] + alpha sum, as a BLAS computes it
+                value = b.fadd(b.fmul(beta, load(b, ty, c, at), flags=FAST), value, flags=FAST)
+            store(b, ty, value, c, at)
 
         for_range(b, n, col)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import llvmlite.ir as ir
 import sympy as sp
@@ -933,20 +933,122 @@ def lower_gemm(ctx: StepContext, s: Gemm) -> None:
     depends on what it knows of the sizes: the kernel is never inlined, so one
     body runs a product whole (at one thread) and in blocks (its trampoline).
     """
-    k = Kernel(ctx, "gemm", s, 3, [s.out, s.a, s.b], free_scalars(ctx, [s.alpha]), GEMM)
+    _gemm_kernel(ctx, s, s, s.out, s.alpha, None)
+
+
+def lower_gemm_update(ctx: StepContext, s: GemmUpdate) -> None:
+    """c = beta c + alpha' op(a) @ op(b) in one BLAS call (beta: the BLAS scales c first);
+    the blocks of rows are those of ``lower_gemm``, and the beta pass of each block covers
+    its own rows only, so the bits do not depend on the thread count either."""
+    _gemm_kernel(ctx, s, s.gemm, s.out, s.alpha, s.beta)
+
+
+def _gemm_kernel(ctx: StepContext, s, g: Gemm, target: Value, alpha_expr, beta_expr) -> None:
+    """The kernel of ``target = alpha op(g.a) @ op(g.b) (+ beta target)``, in row blocks."""
+    scalars = free_scalars(ctx, [alpha_expr] + ([] if beta_expr is None else [beta_expr]))
+    k = Kernel(ctx, "gemm", s, 3, [target, g.a, g.b], scalars, GEMM)
     k.fn.attributes.add("noinline")
-    b, ty = k.b, k.ty
+    b = k.b
     m, n, inner = k.ints
-    alpha = k.lower(s.alpha, {})
-    a, bm, c = (k.ptr[v.name] for v in (s.a, s.b, s.out))
-    lda, ldb, ldc = blas.leading_dimensions(b, s.trans_a, s.trans_b, m, n, inner)
+    alpha = k.lower(alpha_expr, {})
+    beta = None if beta_expr is None else k.lower(beta_expr, {})
+    a, bm, c = (k.ptr[v.name] for v in (g.a, g.b, target))
+    lda, ldb, ldc = blas.leading_dimensions(b, g.trans_a, g.trans_b, m, n, inner)
     # out[lo:hi, :] = op(a)[lo:hi, :] @ op(b)
-    part = element(b, ty, a, k.lo if s.trans_a else b.mul(k.lo, lda))
-    out = element(b, ty, c, b.mul(k.lo, ldc))
-    call = blas.GemmCall(s.trans_a, s.trans_b, b.sub(k.hi, k.lo), n, inner, alpha, part, bm, out)
+    part = element(b, k.ty, a, k.lo if g.trans_a else b.mul(k.lo, lda))
+    out = element(b, k.ty, c, b.mul(k.lo, ldc))
+    rows = b.sub(k.hi, k.lo)
+    call = blas.GemmCall(g.trans_a, g.trans_b, rows, n, inner, alpha, part, bm, out, beta)
     blas.emit_gemm(b, ctx.provider, ctx.fmt, call, (lda, ldb, ldc))
-    inner_dim = s.a.shape[0] if s.trans_a else s.a.shape[1]
-    k.emit_call([ctx.dim(s.out.shape[0]), ctx.dim(s.out.shape[1]), ctx.dim(inner_dim)])
+    inner_dim = g.a.shape[0] if g.trans_a else g.a.shape[1]
+    k.emit_call([ctx.dim(target.shape[0]), ctx.dim(target.shape[1]), ctx.dim(inner_dim)])
+
+
+# --------------------------------------------------------------------------
+# GEMM epilogues: a product whose only reader is the next statement, a Map
+#     v_new = beta v + gamma g    (v_new computed in v's buffer, g = alpha op(a) @ op(b))
+# as an optimizer writes a velocity or a moment (SGD with momentum: beta = momentum,
+# gamma = -lr), is computed as one accumulating GEMM, v = beta v + (gamma alpha) op(a)
+# @ op(b): no pass that zeroes g, none that reads g and v again (on the 1024-wide MLP,
+# two of its four passes over each 1024 x 1024 weight's arrays). The bits differ from
+# the two statements' (beta v is rounded before the product is added, gamma alpha is
+# one factor), but not between thread counts, step and epoch.
+
+
+@dataclass(frozen=True)
+class GemmUpdate:
+    """``update.out = beta c + alpha op(gemm.a) @ op(gemm.b)``, in c's buffer (in place)."""
+
+    gemm: Gemm
+    update: Map
+    c: Value
+    alpha: sp.Expr  # gamma * gemm.alpha
+    beta: sp.Expr
+
+    in_place: ClassVar[bool] = False
+    aborts: ClassVar[bool] = False
+
+    @property
+    def out(self) -> Value:
+        return self.update.out
+
+    @property
+    def reads(self) -> tuple[Value, ...]:
+        return (self.gemm.a, self.gemm.b, self.c)
+
+    def text(self) -> str:
+        return "\n".join(_statement_text(s) for s in (self.gemm, self.update))
+
+
+def _linear(body: sp.Expr, x: sp.Symbol, y: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
+    """(beta, gamma) with body == beta x + gamma y and neither depending on x or y, else None."""
+    beta, gamma = sp.diff(body, x), sp.diff(body, y)
+    if (beta.free_symbols | gamma.free_symbols) & {x, y}:
+        return None
+    if sp.expand(body - beta * x - gamma * y) != 0:
+        return None
+    return beta, gamma
+
+
+def _gemm_update(g: Stmt, m: Stmt, slot_of: dict, readers: dict, pinned: set):
+    """The fused statement for the pair (g, m), or None when it does not apply."""
+    if type(g) is not Gemm or type(m) is not Map or len(m.args) != 2:
+        return None
+    if g.out.name in pinned or readers.get(g.out.name) != 1:
+        return None
+    (x, first), (y, second) = m.args
+    if second.name != g.out.name:
+        (x, first), (y, second) = (y, second), (x, first)
+    c = first
+    if second.name != g.out.name or not (c.shape == m.out.shape == g.out.shape):
+        return None
+    slot = slot_of[c.name]
+    if slot_of[m.out.name] != slot or slot in {slot_of[g.a.name], slot_of[g.b.name]}:
+        return None
+    found = _linear(m.body, x, y)
+    if found is None:
+        return None
+    beta, gamma = found
+    return GemmUpdate(g, m, c, sp.sympify(gamma * g.alpha), beta)
+
+
+def fuse_gemm_updates(body: Sequence[Stmt], outputs, updates, slot_of: dict) -> list:
+    """``body`` with every product and the update that consumes it as one ``GemmUpdate``."""
+    readers: dict[str, int] = {}
+    for s in body:
+        for v in s.reads:
+            readers[v.name] = readers.get(v.name, 0) + 1
+    pinned = {v.name for v in outputs} | {src.name for _, src in updates}
+    fused, i = [], 0
+    while i < len(body):
+        pair = (
+            _gemm_update(body[i], body[i + 1], slot_of, readers, pinned)
+            if i + 1 < len(body)
+            else None
+        )
+        fused.append(pair or body[i])
+        i += 2 if pair else 1
+    return fused
 
 
 def lower_guard(ctx: StepContext, s: Guard) -> None:
@@ -994,6 +1096,12 @@ def _gemm_call(ctx: StepContext, s: Gemm) -> KernelCall:
     )
 
 
+def _gemm_update_call(ctx: StepContext, s: GemmUpdate) -> KernelCall:
+    detail, _, dims, _ = _gemm_call(ctx, s.gemm)
+    detail = (*detail[:2], sp.srepr(s.alpha), sp.srepr(s.beta))
+    return detail, [s.out, s.gemm.a, s.gemm.b], dims, free_scalars(ctx, [s.alpha, s.beta])
+
+
 class Rule(NamedTuple):
     """How one statement class is lowered: ``lower`` emits it; ``call`` is its kernel's
     signature (None: no kernel, the code goes straight into ``step_impl``)."""
@@ -1024,9 +1132,14 @@ LOWERINGS: dict[type, Rule] = {
 }
 """IR statement class -> its lowering rule and kernel signature."""
 
+FUSED_LOWERINGS: dict[type, Rule] = {
+    GemmUpdate: Rule(lower_gemm_update, _gemm_update_call),  # a BLAS call with beta
+}
+"""Statements this backend makes of two IR statements (``fuse_gemm_updates``) -> their rule."""
+
 
 def _rule(s: Stmt) -> Rule:
-    rule = LOWERINGS.get(type(s))
+    rule = LOWERINGS.get(type(s)) or FUSED_LOWERINGS.get(type(s))
     if rule is None:
         raise NotImplementedError(
             f"the LLVM backend has no lowering for IR statement {type(s).__name__} "
@@ -1036,6 +1149,8 @@ def _rule(s: Stmt) -> Rule:
 
 
 def _statement_text(s: Stmt) -> str:
+    if isinstance(s, GemmUpdate):
+        return s.text()
     return format_stmt(s) + (f"  # {s.comment}" if s.comment else "")
 
 

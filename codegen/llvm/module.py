@@ -29,7 +29,7 @@ from codegen.ir import Program, Shape, format_program, plan_buffers
 from codegen.llvm.blas import Provider
 from codegen.llvm.cpython import C_API_NAMES, OFFSETS, build_fast_entry
 from codegen.llvm.jit import host
-from codegen.llvm.kernels import StepContext, lower_statement
+from codegen.llvm.kernels import StepContext, fuse_gemm_updates, lower_statement
 from codegen.llvm.loops import (
     F64,
     I8,
@@ -231,7 +231,7 @@ def _build_step_impl(module, program, layout, fmt, math, provider, threaded=Fals
             count = ir.GlobalVariable(module, I64, threads_symbol(program.name, what))
             count.initializer = i64(1)
             setattr(ctx, what, b.load(count, typ=I64, name=what))
-    for stmt in program.body:
+    for stmt in fuse_gemm_updates(program.body, program.outputs, program.updates, layout.slot_of):
         lower_statement(ctx, stmt)
     # updates not computed in place: copied only now, after every guard passed
     memcpy = module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
