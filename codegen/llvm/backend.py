@@ -107,7 +107,8 @@ def _index_key(program: Program, provider: Provider, spec, opt: int) -> str | No
     None when the program holds something ``codegen.serial`` cannot write.
     """
     try:
-        described = _INDEX_CODEC.dumps((program, provider.abi, spec, opt))
+        # the kernels (core) too: a product's block boundaries depend on them
+        described = _INDEX_CODEC.dumps((program, provider.abi, provider.core, spec, opt))
     except serial.Unsupported:  # a program with unusual metadata simply has no index
         return None
     h = hashlib.sha256(b"symgrad-index-2")

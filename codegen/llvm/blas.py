@@ -368,6 +368,22 @@ def _system_cblas() -> Provider | None:
 
 CBLAS_COL_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 102, 111, 112
 
+# Where a block of a row-major product's rows may start and leave every element the bits
+# of the whole product: a multiple of the width of the column-major micro-kernel's tiles
+# (OpenBLAS's GEMM_UNROLL_N; rows of the row-major output are its columns). 24 is a
+# multiple of every width OpenBLAS's x86-64 kernels use (2 to 12); a finer one for the
+# kernels where it was checked: NumPy's Haswell sgemm (OpenBLAS 0.3.31) splits without a
+# change of bits at every multiple of 12 and at no other multiple of 4, on 256 x 1024 x
+# 1024, 1024 x 256 x 1024 and 301 x 203 x 173 products. Two blocks of a 256-row product
+# are then 132 + 124 rows instead of 120 + 136.
+DEFAULT_BLOCK_ALIGN = 24
+BLOCK_ALIGN = {("Haswell", "float32"): 12}  # (Provider.core, dtype) -> rows
+
+
+def block_align(prov: Provider, dtype: str) -> int:
+    """The multiple of rows at which a product may be split into blocks (see above)."""
+    return BLOCK_ALIGN.get((prov.core, dtype), DEFAULT_BLOCK_ALIGN)
+
 
 @dataclass(frozen=True)
 class GemmCall:

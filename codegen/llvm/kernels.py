@@ -160,6 +160,7 @@ class Range:
     # a product's blocks: how many from (sizes, extent, threads), on gemm_threads threads;
     # block c is [share(c), share(c + 1)) (``_share``), not c * grain
     parts: Callable[[ir.IRBuilder, list, ir.Value, ir.Value], ir.Value] | None = None
+    align: int = 0  # a product's block boundaries are multiples of it (``blas.block_align``)
 
 
 def _at_least(b: ir.IRBuilder, x: ir.Value, low: int) -> ir.Value:
@@ -229,20 +230,21 @@ def _chunk_count(b: ir.IRBuilder, split: Range, ints, extent, threads) -> ir.Val
 def _chunk_bounds(b: ir.IRBuilder, split: Range, ints, extent, c, chunks) -> tuple:
     """[lo, hi) of chunk c of ``chunks``."""
     if split.parts is not None:
-        return _share(b, extent, chunks, c), _share(b, extent, chunks, b.add(c, i64(1)))
+        starts = (_share(b, extent, chunks, k, split.align) for k in (c, b.add(c, i64(1))))
+        return tuple(starts)
     grain = _grain(b, split, ints, extent)
     lo = b.mul(c, grain)
     hi = b.add(lo, grain)
     return lo, b.select(b.icmp_signed("<", hi, extent), hi, extent)
 
 
-def _share(b: ir.IRBuilder, extent, parts, c) -> ir.Value:
+def _share(b: ir.IRBuilder, extent, parts, c, align: int) -> ir.Value:
     """Where block c of ``parts`` starts: c extent / parts rounded to the nearest multiple
-    of GEMM_ALIGN (the last block ends at ``extent``). With parts <= extent / (2 GEMM_ALIGN)
-    every block holds at least GEMM_ALIGN rows and half of extent / parts."""
-    unit = b.mul(parts, i64(GEMM_ALIGN))
+    of ``align`` (the last block ends at ``extent``). With parts <= extent / (2 GEMM_ALIGN)
+    and align <= GEMM_ALIGN every block holds at least half of extent / parts rows."""
+    unit = b.mul(parts, i64(align))
     nearest = b.sdiv(b.add(b.mul(i64(2), b.mul(c, extent)), unit), b.mul(i64(2), unit))
-    return b.select(b.icmp_signed("<", c, parts), b.mul(nearest, i64(GEMM_ALIGN)), extent)
+    return b.select(b.icmp_signed("<", c, parts), b.mul(nearest, i64(align)), extent)
 
 
 def _run_chunks(ctx: StepContext, fn, split: Range, ints, pointers, scalars, chunks, threads):
@@ -903,10 +905,15 @@ def _gemm_parts(b: ir.IRBuilder, n: list, extent: ir.Value, threads: ir.Value) -
 
 
 GEMM_WORK = 1 << 22  # multiply-adds: a 32x64x128 product (1/16 of it) is faster whole on one thread
-# block boundaries, in rows of the output: a multiple of the column-major micro-kernel
-# width (OpenBLAS's GEMM_UNROLL_N: 12 for the Haswell sgemm, 2 to 8 elsewhere)
-GEMM_ALIGN = 24
-GEMM = Range(lambda b, n: n[0], parts=_gemm_parts)  # rows of the output
+# the fewest rows of a block is 2 GEMM_ALIGN; its boundaries are multiples of
+# blas.block_align (GEMM_ALIGN or a divisor of it for kernels known to tile finer)
+GEMM_ALIGN = blas.DEFAULT_BLOCK_ALIGN
+
+
+def gemm_range(ctx: StepContext) -> Range:
+    """Rows of the output, in blocks aligned for the BLAS kernels that run."""
+    align = blas.block_align(ctx.provider, ctx.fmt.name)
+    return Range(lambda b, n: n[0], parts=_gemm_parts, align=align)
 
 
 def lower_gemm(ctx: StepContext, s: Gemm) -> None:
@@ -918,8 +925,8 @@ def lower_gemm(ctx: StepContext, s: Gemm) -> None:
     (``blas._cblas_call``). Its level-3 driver cuts the inner dimension into
     panels by its length only (GEMM_Q) and accumulates each element over
     them in the same order; along N its micro-kernel tiles start at the
-    call's first column, so blocks that start at multiples of GEMM_ALIGN
-    leave every element at the same place in the same tile (the narrower
+    call's first column, so blocks that start at multiples of its width
+    (``blas.block_align``) leave every element at the same place in the same tile (the narrower
     edge tiles only at the product's own edge). Along M there is no such
     rule: the Haswell sgemm of OpenBLAS 0.3.31 gave other bits for the
     columns of out near every split point tried (1 to 202 of 203, on a
@@ -946,7 +953,7 @@ def lower_gemm_update(ctx: StepContext, s: GemmUpdate) -> None:
 def _gemm_kernel(ctx: StepContext, s, g: Gemm, target: Value, alpha_expr, beta_expr) -> None:
     """The kernel of ``target = alpha op(g.a) @ op(g.b) (+ beta target)``, in row blocks."""
     scalars = free_scalars(ctx, [alpha_expr] + ([] if beta_expr is None else [beta_expr]))
-    k = Kernel(ctx, "gemm", s, 3, [target, g.a, g.b], scalars, GEMM)
+    k = Kernel(ctx, "gemm", s, 3, [target, g.a, g.b], scalars, gemm_range(ctx))
     k.fn.attributes.add("noinline")
     b = k.b
     m, n, inner = k.ints
