@@ -18,7 +18,14 @@ MOMENTUM = sp.Rational(9, 10)
 
 
 def velocity_program(
-    k, cols, trans_a=False, trans_b=False, body=None, update=True, extra_reader=False
+    k,
+    cols,
+    trans_a=False,
+    trans_b=False,
+    body=None,
+    update=True,
+    extra_reader=False,
+    dtype="float32",
 ):
     """G (k x cols) = 1/n op(A) @ op(B) over the batch n; V_new = body(V, G), V <- V_new."""
     a = Value("A", (n, k) if trans_a else (k, n))
@@ -37,7 +44,7 @@ def velocity_program(
         outputs = (total,)
     updates = ((v, v_new),) if update else ()
     name = "velocity"
-    return Program(name, (a, b, v), (lr,), tuple(stmts), outputs, updates, "float32", (n,))
+    return Program(name, (a, b, v), (lr,), tuple(stmts), outputs, updates, dtype, (n,))
 
 
 def want(A, B, V, rate, trans_a, trans_b):
@@ -47,24 +54,27 @@ def want(A, B, V, rate, trans_a, trans_b):
     return 0.9 * V.astype(np.float64) - rate * (a @ b) / a.shape[1]
 
 
-def operands(rng, k, cols, batch, trans_a, trans_b):
-    A = rng.normal(size=(batch, k) if trans_a else (k, batch)).astype(np.float32)
-    B = rng.normal(size=(cols, batch) if trans_b else (batch, cols)).astype(np.float32)
-    return A, B, rng.normal(size=(k, cols)).astype(np.float32)
+def operands(rng, k, cols, batch, trans_a, trans_b, dtype="float32"):
+    A = rng.normal(size=(batch, k) if trans_a else (k, batch)).astype(dtype)
+    B = rng.normal(size=(cols, batch) if trans_b else (batch, cols)).astype(dtype)
+    return A, B, rng.normal(size=(k, cols)).astype(dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("blas", [None, "none"])
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES)
-def test_fused_velocity_update_values(trans_a, trans_b, blas, rng):
+def test_fused_velocity_update_values(trans_a, trans_b, blas, dtype, rng):
     """The product and the update are one GEMM kernel (no map kernel) and give
     beta V + gamma alpha op(A) op(B), for the resolved BLAS and the generated loop nest."""
     k, cols, batch = 37, 29, 53
-    fn = compile_program(velocity_program(k, cols, trans_a, trans_b), cache=False, blas=blas)
+    program = velocity_program(k, cols, trans_a, trans_b, dtype=dtype)
+    fn = compile_program(program, cache=False, blas=blas)
     assert "velocity.gemm.V_new" in fn.llvm_ir and "velocity.map.V_new" not in fn.llvm_ir
-    A, B, V = operands(rng, k, cols, batch, trans_a, trans_b)
+    A, B, V = operands(rng, k, cols, batch, trans_a, trans_b, dtype)
     expected = want(A, B, V, 0.3, trans_a, trans_b)
     fn(A, B, V, 0.3)  # V_new is computed in V's buffer
-    np.testing.assert_allclose(V, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    tol = 2e-5 if dtype == "float32" else 1e-13
+    np.testing.assert_allclose(V, expected, rtol=0, atol=tol * np.abs(expected).max())
 
 
 @pytest.mark.parametrize(
@@ -106,3 +116,42 @@ def test_same_bits_at_1_2_and_8_threads(rng):
     np.testing.assert_allclose(results[0], expected, rtol=0, atol=2e-5 * np.abs(expected).max())
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_momentum_mlp_step_loop_and_epoch_agree_at_1_2_and_8_threads(dtype, rng):
+    """SGD with momentum on a 96-256-256-10 MLP (its weight gradients' products split into
+    blocks): every velocity update is fused, and the step loop, the epoch call and every
+    thread count train to the same bits."""
+    from benchmarks.graphs import mlp_graph, sgd_step
+
+    sizes, batch = [96, 256, 256, 10], 96
+    x = rng.normal(size=(4 * batch, sizes[0])).astype(dtype)
+    y = np.eye(10, dtype=dtype)[rng.integers(0, 10, len(x))]
+    order = rng.permutation(len(x))
+    weights = []
+    for fan_in, fan_out in zip(sizes, sizes[1:]):
+        weights += [rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in), np.zeros((1, fan_out))]
+    weights = [w.astype(dtype) for w in weights]
+    graph = mlp_graph(sizes, "relu", "softmax")
+    runs = {}
+    for threads in (1, 2, 8):
+        step = sgd_step(
+            graph, backend="llvm", dtype=dtype, momentum=0.9, epoch=True, threads=threads
+        )
+        text = step.llvm_ir
+        assert "sgd_step.gemm.vW1_new" in text  # one kernel for the three, named after the first
+        assert not any(f"sgd_step.map.vW{k}_new" in text for k in (1, 2, 3))
+        loop = [w.copy() for w in weights] + [np.zeros_like(w) for w in weights]
+        for k in range(0, len(x), batch):
+            rows = order[k : k + batch]
+            step(x[rows], y[rows], *loop, 0.05)
+        native = [w.copy() for w in weights] + [np.zeros_like(w) for w in weights]
+        step.epoch(x, y, *native, 0.05, batch_size=batch, order=order)
+        for got, want in zip(native, loop, strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=f"epoch vs loop, {threads=}")
+        runs[threads] = loop
+    for threads in (2, 8):
+        for got, want in zip(runs[threads], runs[1], strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=f"{threads=}")
+    assert not np.array_equal(runs[1][0], weights[0])  # it trained
