@@ -976,8 +976,9 @@ def _gemm_kernel(ctx: StepContext, s, g: Gemm, target: Value, alpha_expr, beta_e
 #     v_new = beta v + gamma g    (v_new computed in v's buffer, g = alpha op(a) @ op(b))
 # as an optimizer writes a velocity or a moment (SGD with momentum: beta = momentum,
 # gamma = -lr), is computed as one accumulating GEMM, v = beta v + (gamma alpha) op(a)
-# @ op(b): no pass that zeroes g, none that reads g and v again (on the 1024-wide MLP,
-# two of its four passes over each 1024 x 1024 weight's arrays). The bits differ from
+# @ op(b): the BLAS's beta pass scales v where its beta = 0 pass zeroed g, and the pass
+# that read g and v and wrote v goes (on the 1024-wide MLP, one of four passes over each
+# 1024 x 1024 weight's arrays; g's buffer is never touched). The bits differ from
 # the two statements' (beta v is rounded before the product is added, gamma alpha is
 # one factor), but not between thread counts, step and epoch.
 
