@@ -46,17 +46,18 @@ NAMES = ("fused (GEMM with beta)", "unfused (GEMM, then a pass)")
 def _timed_cpu(fn, seconds: list[float]):
     def run():
         start = time.process_time()
-        fn()
+        result = fn()
         seconds.append(time.process_time() - start)
+        return result
 
     return run
 
 
-def candidates(threads: int) -> tuple[dict, dict]:
-    """name -> step call, and name -> the CPU seconds of each of its calls."""
+def candidates(threads: int, workload: str = WIDE) -> tuple[dict, dict]:
+    """name -> step call (returns the loss), and name -> the CPU seconds of each of its calls."""
     from codegen.llvm import module
 
-    sizes, activation, output, batch, _ = WORKLOADS[WIDE]
+    sizes, activation, output, batch, _ = WORKLOADS[workload]
     X, Y = data(sizes, output, batch, "float32")
     hand = HandMLP(sizes, activation, output, "cce", dtype="float32", momentum=MOMENTUM)
     graph = mlp_graph(sizes, activation, output)
