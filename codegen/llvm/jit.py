@@ -4,9 +4,10 @@ Every compiled function goes through the same three steps, whether its object
 code comes from LLVM or from the disk cache:
 
 1. ``optimize_and_emit_parts(ir_text, opt, parts)``: parse, verify, run the
-   new-pass-manager ``default<O3>`` pipeline for the host CPU on the whole module,
-   emit its object file (or, for a large module and ``parts`` > 1, the objects of
-   its functions dealt to ``parts`` modules, generated in parallel: ``codegen.llvm.split``);
+   new-pass-manager ``default<O3>`` pipeline for the host CPU, emit an object file;
+   for a large module and ``parts`` > 1, on two threads: the step with its kernels
+   and the entry points optimized as two modules, the step's machine code in two
+   parts (``codegen.llvm.split``);
 2. (the cache stores those object files and the optimized IR text);
 3. ``LoadedObject(objects)``: link the objects into a fresh MCJIT engine and look up
    symbols. Nothing is optimized or code-generated in this step.

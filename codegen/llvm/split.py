@@ -1,24 +1,34 @@
-"""codegen.llvm.split: code generation of one optimized module as several objects, in parallel.
+"""codegen.llvm.split: one large module compiled as several modules, on two threads.
 
-LLVM's code generation (instruction selection, register allocation, encoding)
-takes about half of a cold compile and works one function at a time, so it can
-run on several threads (what LLVM's parallel LTO code generation does). The
-module is optimized whole first, as before (every interprocedural decision of
-the ``default<O3>`` pipeline is the same); then ``split`` deals its functions
-to ``parts`` texts, largest first to the part with the fewest lines. Each part
-defines its own functions and declares the others'; a function called from
-another part loses its ``internal`` linkage; a global variable is defined in
-part 0 and ``available_externally`` in the others (so it stays one variable).
-``emit_parts`` generates each part's object in an LLVM context and with a
-target machine of its own, on its own thread; the objects are linked into one
-engine (``jit.LoadedObject``), which resolves the calls between them. Each
-function's machine code is the whole module's (tests/codegen/test_llvm_split.py
-compares the assembly).
+LLVM's O3 pipeline and its code generation take about half of a cold compile
+each, on one core. Two ways of cutting the module, both keeping every
+function's machine code:
+
+- ``by_role`` cuts the unoptimized module into the local functions (the step
+  ``step_impl``, its kernels, their chunk functions, the math functions) and
+  the entry points (C, ``.py``, ``.epoch``, ``.fast``), which declare the
+  step. The kernels keep their only callers and every argument those pass, so
+  O3's interprocedural decisions for them are the whole module's; the two
+  modules are optimized in parallel (``optimize_and_emit_roles``).
+- ``split`` deals an optimized module's functions to parts, largest first to
+  the part with the fewest lines: code generation works one function at a
+  time (what LLVM's parallel LTO code generation relies on), so the parts are
+  emitted in parallel (``emit_parts``; the step's module in
+  ``optimize_and_emit_roles``).
+
+Each part defines its own functions and declares the others'; a local
+function called from another part becomes external; a global variable is
+defined in part 0 and ``available_externally`` in the others (so it stays one
+variable). Each module is parsed, optimized and emitted in an LLVM context and
+with a target machine of its own, on its own thread; the objects are linked
+into one engine (``jit.LoadedObject``), which resolves the calls between them
+(tests/codegen/test_llvm_split.py compares the assembly with the whole
+module's).
 
 llvmlite guards every call into LLVM with one process-wide lock, so the
-emission calls go to its C functions directly (``_unlocked``): the threads
-share no LLVM object, and ``_emitting`` keeps two compiles in the process from
-sharing the lanes' target machines.
+pipeline runs and the emissions go to its C functions directly
+(``jit.unlocked``): the threads share no LLVM object, and ``_emitting`` keeps
+two compiles in the process from sharing the lanes' target machines.
 """
 
 from __future__ import annotations
