@@ -14,13 +14,14 @@ def rows(*histories):
 def test_population_candidates_sit_beside_the_plain_sweep():
     args = argparse.Namespace(epochs=1, workers=2, population=16)
     names = list(bench.candidates([], None, args))
-    assert names[:4] == [
+    assert names[:5] == [
         "one process, fresh model per trial",
         "one process, program reused",
         "Ray, 2 workers, fresh",
         "Ray, 2 workers, kept",
+        "Ray, 2 workers, kept, each row sent alone",
     ]
-    assert sorted(names[4:]) == [
+    assert sorted(names[5:]) == [
         "Ray, 2 workers, fresh, no shuffling, population=16",
         "Ray, 2 workers, kept, no shuffling",
         "Ray, 2 workers, kept, no shuffling, population=16",
@@ -28,7 +29,7 @@ def test_population_candidates_sit_beside_the_plain_sweep():
         "one process, no shuffling, population=16",
     ]
     plain = argparse.Namespace(epochs=1, workers=2, population=0)
-    assert list(bench.candidates([], None, plain)) == names[:4]
+    assert list(bench.candidates([], None, plain)) == names[:5]
 
 
 def test_histories_are_compared_within_one_batch_order():
