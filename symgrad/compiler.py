@@ -8,8 +8,10 @@ graphs as DAGs and of symgrad's source, so a warm start of a model skips it.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import sympy as sp
@@ -148,21 +150,45 @@ def compile(  # noqa: A001 - the verb users expect, as in jax.jit / torch.compil
     checks = dict(checks or {})
     settings = (tuple(guards), tuple(checks), dtype, name, rewrites)
     keyed = {**outputs, **{f"__check_{k}": v for k, v in checks.items()}}
-    key = _graph_key(inputs, keyed, updates, scalars, settings) if cache else None
-    lowered = _load_lowered(key)
-    if lowered is None:
-        lowered = _lower(inputs, outputs, updates, scalars, guards, dtype, name, rewrites, checks)
-        _store_lowered(key, lowered)
-    program, formulas, fired_names, scalars = lowered
-    native_epoch = None
-    if epoch is not None and target.epochs:
-        native_epoch = target.compile_epoch(program, cache=cache, threads=threads, **epoch)
-        native = native_epoch.step
-    else:
-        native = target.compile(program, cache=cache, threads=threads)
+    with collector_paused():
+        key = _graph_key(inputs, keyed, updates, scalars, settings) if cache else None
+        lowered = _load_lowered(key)
+        if lowered is None:
+            lowered = _lower(
+                inputs, outputs, updates, scalars, guards, dtype, name, rewrites, checks
+            )
+            _store_lowered(key, lowered)
+        program, formulas, fired_names, scalars = lowered
+        native_epoch = None
+        if epoch is not None and target.epochs:
+            native_epoch = target.compile_epoch(program, cache=cache, threads=threads, **epoch)
+            native = native_epoch.step
+        else:
+            native = target.compile(program, cache=cache, threads=threads)
     return CompiledFunction(
         native, program, formulas, fired_names, target, inputs, scalars, native_epoch
     )
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block, then on again (left alone when
+    it was off already).
+
+    A cold compile allocates SymPy and llvmlite objects by the hundred thousand and
+    frees nearly all of them by reference counting, yet the allocations alone set off
+    dozens of young collections and a full one of the whole process (counted with
+    ``gc.callbacks`` on the digits model). Cycles made meanwhile are collected after
+    the block.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def check_threads(threads: int | None) -> None:
