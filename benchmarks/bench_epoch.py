@@ -15,7 +15,10 @@ the LLVM backend's plain SGD step on the MLPs of ``benchmarks.bench_llvm``:
 - **step loop, shuffled**: the step called per batch from Python, rows gathered
   with ``np.take(out=)`` (what ``fit`` does without the native epoch);
 - **step, fixed batch**: the step called again and again on one batch (the
-  "symgrad-llvm step" of the peer table).
+  "symgrad-llvm step" of the peer table);
+- **epoch call, empty order**: ``step.epoch`` over no rows, which returns before
+  any native code runs: the Python part of one epoch call, spread over the
+  epoch's steps.
 
 ``--gather-variants`` adds two epochs compiled in the same process with the
 row gather replaced: by the element loop the epoch used before (LLVM cannot
@@ -103,6 +106,7 @@ def candidates(sizes, activation, output, batch, batches, dtype="float32", varia
         "epoch, same rows": epoch(same, parameters(hand)),
         "step loop, shuffled": loop(parameters(hand)),
         "step, fixed batch": fixed(parameters(hand)),
+        "epoch call, empty order": epoch(np.zeros(0, np.int64), parameters(hand)),
     }
     if variants:
         for label, gather in (

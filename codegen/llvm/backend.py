@@ -42,6 +42,7 @@ from codegen.llvm.cpython import FastEntry, register_symbols
 from codegen.llvm.jit import LoadedObject, emit_assembly, host, optimize_and_emit_parts
 from codegen.llvm.module import (
     Layout,
+    epoch_fixed_slots,
     epoch_spec,
     fast_entry_possible,
     generate_ir,
@@ -305,6 +306,9 @@ class LLVMFunction(_Inspectable):
         self._n_args = self._n_inputs + len(program.scalars)
         self._binders = [program.batch_binding()[sym] for sym in program.batch]
         self._bindings: collections.OrderedDict = collections.OrderedDict()
+        self._scalar_names = [
+            str(sym) for sym in program.scalars
+        ]  # str() of a SymPy symbol is slow
         self._scalars = (CTYPES[program.dtype] * max(1, len(program.scalars)))()
         self._scalars_addr = ctypes.addressof(self._scalars)
         updated = {dst.name for dst, _ in program.updates}
@@ -396,9 +400,9 @@ class LLVMFunction(_Inspectable):
 
     def _store_scalars(self, array, slots, values) -> None:
         """``array[slot] = value`` for each pair, by the rule every backend applies (``check_scalar``)."""
-        p = self.program
+        p, names = self.program, self._scalar_names
         for k, value in zip(slots, values):
-            array[k] = check_scalar(p.name, str(p.scalars[k]), value, p.dtype)
+            array[k] = check_scalar(p.name, names[k], value, p.dtype)
 
     # -- the slow paths, kept out of __call__ for readability
     def _arg_name(self, i: int) -> str:
@@ -503,11 +507,16 @@ class LLVMEpoch(_Inspectable):
         self.spec = spec
         self.step = LLVMFunction(program, layout, compiled, provider, threads)
         self.x_input, self.y_input, self.sums, self.counter = x_input, y_input, tuple(sums), counter
-        self._others = [i for i, v in enumerate(program.inputs) if v.name not in (x_input, y_input)]
+        self._others = epoch_fixed_slots(layout, spec)  # input i sits in slot i
+        self._updated = set(self.step._updated)
         self._scalar_slots = [k for k in range(len(program.scalars)) if k != spec.counter]
         self._bindings: collections.OrderedDict = collections.OrderedDict()
+        self._dtype = np.dtype(program.dtype)
+        self._scalars_type = CTYPES[program.dtype] * max(1, len(program.scalars))
+        self._sums_type = ctypes.c_double * max(1, sum(spec.widths()))
         proto = ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_void_p] * 6)
-        self._entry = proto(compiled.code.address(llvm_name(f"{program.name}.epoch")))
+        # the entry that reads the arrays' data pointers itself (module._build_epoch_py_entry)
+        self._entry = proto(compiled.code.address(llvm_name(f"{program.name}.epoch.py")))
 
     def __repr__(self) -> str:
         return f"<LLVMEpoch {self.name} sums={self.sums} counter={self.counter}>"
@@ -536,18 +545,22 @@ class LLVMEpoch(_Inspectable):
         total, batch_size = order.size, int(batch_size)
         full = self._buffers(batch_size)
         last = self._buffers(total % batch_size) if total % batch_size else full
+        dtype, shapes, updated = self._dtype, full.input_shapes, self._updated
         for i, a in zip(self._others, rest):
-            writeable = i in self.step._updated
-            check_array(
-                p, f"{i} ({p.inputs[i].name})", a, full.input_shapes[i], writeable=writeable
-            )
-            full.pointers[i] = last.pointers[i] = a.ctypes.data
-        scalars = (CTYPES[p.dtype] * max(1, len(p.scalars)))()
+            if (
+                type(a) is not np.ndarray
+                or a.dtype is not dtype
+                or a.shape != shapes[i]
+                or not a.flags.c_contiguous
+                or (i in updated and not a.flags.writeable)
+            ):  # raises with a message (or accepts an ndarray subclass / an equal dtype)
+                check_array(p, f"{i} ({p.inputs[i].name})", a, shapes[i], writeable=i in updated)
+        scalars = self._scalars_type()
         self.step._store_scalars(scalars, self._scalar_slots, rest[n_other:])
-        data = (ctypes.c_void_p * 3)(x.ctypes.data, y.ctypes.data, order.ctypes.data)
+        arrays = (x, y, order, *rest[:n_other])  # their data pointers: read by the entry
         ints = (ctypes.c_int64 * 5)(total, batch_size, int(counter_start), 0, 0)
         widths = self.spec.widths()
-        sums = (ctypes.c_double * max(1, sum(widths)))()
+        sums = self._sums_type()
         if sums_start is not None:  # accumulation goes on from these, in the same order
             at = 0
             for name, width in zip(self.sums, widths):
@@ -555,7 +568,7 @@ class LLVMEpoch(_Inspectable):
                 at += width
         addr = ctypes.addressof
         if total:
-            fixed = (addr(data), addr(ints), full.pointers_addr, last.pointers_addr)
+            fixed = (id(arrays), addr(ints), full.pointers_addr, last.pointers_addr)
             if self._entry(*fixed, addr(scalars), addr(sums)):
                 self._guard_failed(batch=ints[3], guard=ints[4])
         return EpochResult(_named_sums(self.sums, widths, sums), total, ints[3])

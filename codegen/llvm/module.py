@@ -8,14 +8,16 @@ slot ``s`` holds buffer ``Layout.names[s]``, inputs first, then the buffers of
     i32 <name>(i64* dims, T** buffers, T* scalars)             C entry point
     i32 <name>.py(PyTuple* args, PyTuple* outs, T** buffers, i64* dims, T* scalars)
     i32 <name>.epoch(void** data, i64* ints, T** full, T** last, T* scalars, double* sums)
+    i32 <name>.epoch.py(PyTuple* arrays, i64* ints, T** full, T** last, T* scalars, double* sums)
 
 ``step_impl`` returns 0, or k when the k-th Guard failed (before any update).
 The ``.py`` entry reads the ndarray data pointers straight out of the Python
 argument tuples (offsets checked at import), so a call from Python needs no
-per-array pointer extraction. The epoch entry loops over batches: gathers the
-rows listed in ``order`` into the batch buffers, sets the step counter, calls
-``step_impl`` and accumulates the (1, k) ``sums`` outputs weighted by batch rows
-(into ``sums``, the outputs' entries one after the other).
+per-array pointer extraction; ``.epoch.py`` does the same for the epoch. The
+epoch entry loops over batches: gathers the rows listed in ``order`` into the
+batch buffers, sets the step counter, calls ``step_impl`` and accumulates the
+(1, k) ``sums`` outputs weighted by batch rows (into ``sums``, the outputs'
+entries one after the other).
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ def generate_ir(
     _build_c_entry(module, program.name, step)
     _build_py_entry(module, program.name, layout, step)
     if epoch is not None:
-        _build_epoch(module, program, epoch, step, fmt)
+        entry = _build_epoch(module, program, epoch, step, fmt)
+        _build_epoch_py_entry(module, program.name, layout, epoch, entry)
     if fast_entry and fast_entry_possible(program, layout):
         build_fast_entry(module, program, layout, step, fmt)
     return annotated(module, llvm_comment(format_program(program)), notes)
@@ -327,6 +330,30 @@ def _build_epoch(module, program, spec: EpochSpec, step, fmt, internal=False) ->
     b.position_at_end(fail)
     b.ret(ir.Constant(I32, 1))
     return fn
+
+
+def epoch_fixed_slots(layout: Layout, spec: EpochSpec) -> list[int]:
+    """The input slots an epoch call passes as they are: every input but X and Y."""
+    return [s for s in range(layout.n_inputs) if s not in (spec.x_slot, spec.y_slot)]
+
+
+def _build_epoch_py_entry(module, name, layout, spec: EpochSpec, epoch) -> None:
+    """``i32 <name>.epoch.py(PyTuple* arrays, i64* ints, T** full, T** last, T* scalars,
+    double* sums)``: the epoch entry, the data pointers read here out of ``arrays`` =
+    (X, Y, order, *the fixed inputs in slot order), ndarrays the caller checked, as the
+    step's ``.py`` entry reads its arguments (one ``ndarray.ctypes`` per array in Python
+    cost more than the whole call's other checks)."""
+    fn, b = _function(module, f"{name}.epoch.py", I32, [PTR] * 6)
+    arrays, ints, full, last, scalars, sums = fn.args
+    data = b.alloca(ir.ArrayType(PTR, 3), name="data")
+    data.type = PTR  # an opaque pointer, as every other in the module
+    for k in range(3):  # X, Y, order
+        store(b, PTR, _py_item(b, arrays, k), data, i64(k))
+    for k, slot in enumerate(epoch_fixed_slots(layout, spec), 3):
+        pointer = _py_item(b, arrays, k)
+        store(b, PTR, pointer, full, i64(slot))
+        store(b, PTR, pointer, last, i64(slot))
+    b.ret(b.call(epoch, [data, ints, full, last, scalars, sums]))
 
 
 def _gather(b, fmt, whole, part, width: int, order, start, n) -> None:

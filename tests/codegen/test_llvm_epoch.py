@@ -152,6 +152,16 @@ def test_epoch_validation_before_native_code(epoch, rng, monkeypatch):
         epoch(X, Y, *state, batch_size=8, order=np.arange(23))
     with pytest.raises(ValueError, match=r"argument 2 \(W\)"):
         epoch(X, Y, state[0][:, :2].copy(), *state[1:], 0.05, batch_size=8, order=np.arange(23))
+    frozen = state[0].copy()
+    frozen.flags.writeable = False  # W is updated in place
+    bad = {  # each passes the shape test of the call's fast path
+        "not C-contiguous": np.asfortranarray(state[0]),
+        "read-only": frozen,
+        "wrong dtype": state[0].astype(np.float32),
+    }
+    for problem, w in bad.items():
+        with pytest.raises((TypeError, ValueError), match=rf"argument 2 \(W\) \({problem}"):
+            epoch(X, Y, w, *state[1:], 0.05, batch_size=8, order=np.arange(23))
 
 
 def test_epoch_without_counter_and_subset_order(rng):
