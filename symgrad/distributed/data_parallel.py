@@ -146,6 +146,7 @@ class GradientWorker(_Worker):
     {statistic: sum}, gradients, derivatives by the global batch statistics)."""
 
     def __init__(self, config: dict, data, index: int, count: int, weighted: bool):
+        runtime.use_assigned_cpus()
         self.model = replica(config)
         self.x, self.y = data
         self.index, self.count, self.weighted = index, count, weighted
@@ -243,6 +244,7 @@ class ReplicaWorker(_Worker):
     """A local-SGD worker: a compiled replica trained on its own shard of the rows."""
 
     def __init__(self, config: dict, data, index: int, count: int, seed: int, weighted: bool):
+        runtime.use_assigned_cpus()
         x, y = data
         rows = np.array_split(np.arange(len(x)), count)[index]
         self.x, self.y = x[rows], y[rows]

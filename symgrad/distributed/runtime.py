@@ -10,6 +10,7 @@ never a hang.
 from __future__ import annotations
 
 import importlib
+import os
 
 INSTALL_HINT = (
     'symgrad.distributed needs Ray: pip install "symgrad[ray]" (or pip install "ray[tune]")'
@@ -69,3 +70,22 @@ def get(refs, timeout: float, what: str, worker: int, epoch: int | None = None):
         raise WorkerLost(
             f"worker {worker} died ({what}): {type(err).__name__}", worker, epoch
         ) from err
+
+
+def use_assigned_cpus() -> None:
+    """In a Ray worker: its programs use as many threads as CPUs Ray gave it.
+
+    Ray schedules a worker on ``num_cpus`` CPUs but lets its process run on every
+    core, and symgrad's default is every core the process may use: N workers on N
+    cores would each split their loops and GEMMs, and compile, over all N. An
+    ``SYMGRAD_NUM_THREADS`` the worker already has (from the user's
+    ``runtime_env``) wins.
+    """
+    if os.environ.get("SYMGRAD_NUM_THREADS"):
+        return
+    try:
+        cpus = ray().get_runtime_context().get_assigned_resources().get("CPU", 0)
+    except Exception:  # not in a worker, or an older Ray: keep the default
+        return
+    if cpus >= 1:
+        os.environ["SYMGRAD_NUM_THREADS"] = str(int(cpus))

@@ -60,8 +60,15 @@ class SweepWorker:
 
     def __init__(self):
         self.started = time.time()  # symgrad imported: this module is the actor's class
+        runtime.use_assigned_cpus()
         self.programs: OrderedDict[str, tuple[dict, dict]] = OrderedDict()
         self.token, self.trials = None, None
+
+    def threads(self) -> int:
+        """The threads this worker's programs split over (the CPUs Ray assigned it)."""
+        from symgrad.environment import config
+
+        return config().threads
 
     def load(self, token: str, digest: str, box: list, timeout: float) -> tuple:
         """Take the sweep ``token`` (its payload is ``box[0]``, a reference not resolved by

@@ -181,6 +181,9 @@ def test_kept_workers_serve_the_next_sweep_without_compiling(digits, by_value):
     assert {r["worker"] for r in second} <= {r["worker"] for r in first}
     for row in second:
         assert row["history"] == solo(row["hp"], x, y, val)[0], row["hp"]
+    # one CPU each from Ray: each worker's programs run on one thread, not on every core
+    ray = distributed.runtime.ray()
+    assert ray.get([a.threads.remote() for a in distributed.workers._KEPT.actors]) == [1, 1]
     os.kill(second[0]["worker"], signal.SIGKILL)
     third = distributed.sweep(build, space, x, y, **args)
     assert third.timings["workers_started"] == 1 and third.timings["workers_reused"] == 1
