@@ -126,16 +126,18 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_fork_and_exit_leave_no_thread_hanging():
+def run_child(code: str) -> subprocess.CompletedProcess:
+    """``code`` (a template of ``{root}``, the repository) in a fresh interpreter."""
     import pathlib
 
     root = str(pathlib.Path(__file__).resolve().parents[2])
-    run = subprocess.run(
-        [sys.executable, "-c", CHILD.format(root=root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return subprocess.run(
+        [sys.executable, "-c", code.format(root=root)], capture_output=True, text=True, timeout=300
     )
+
+
+def test_fork_and_exit_leave_no_thread_hanging():
+    run = run_child(CHILD)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n")[0] == "0 0 [True, True, True, True, True, 1] 0 0 1"
 
@@ -284,15 +286,7 @@ LOAD_SOON = textwrap.dedent(
 
 
 def test_the_pool_loads_on_a_thread_of_its_own_while_the_caller_works():
-    import pathlib
-
-    root = str(pathlib.Path(__file__).resolve().parents[2])
-    run = subprocess.run(
-        [sys.executable, "-c", LOAD_SOON.format(root=root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = run_child(LOAD_SOON)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [
         "raised: no pool today",  # a failed load raises on the waiting thread
