@@ -10,6 +10,7 @@ weights and the slots equal the replayed ones exactly.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import numpy as np
@@ -71,4 +72,7 @@ def main(backend: str, trials: int) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C's usual handler, whatever the parent had: a job started in the background by
+    # a non-interactive shell inherits SIGINT ignored, and fit then rightly leaves it so
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     main(sys.argv[1], int(sys.argv[2]))

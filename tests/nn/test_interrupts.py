@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,17 @@ from tests.nn.interrupted_fit import BATCH, model, replayed, state
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS = 10
+CHILD_TIMEOUT = 600  # seconds for all the trials
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """Ctrl-C's usual handler for these tests, whatever this process inherited: a job a
+    non-interactive shell starts in the background has SIGINT ignored, and its Python
+    then installs no handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow
@@ -39,6 +51,10 @@ def test_sigint_at_random_moments_keeps_whole_steps(backend):
         stderr=subprocess.PIPE,
         text=True,
     ) as child:
+        # no hang: a child that never answers (a lost SIGINT) is killed, and its empty
+        # line fails the test
+        watchdog = threading.Timer(CHILD_TIMEOUT, child.kill)
+        watchdog.start()
         try:
             for _ in range(TRIALS):
                 assert child.stdout.readline().strip() == "ready", child.stderr.read()
@@ -49,6 +65,7 @@ def test_sigint_at_random_moments_keeps_whole_steps(backend):
                 results.append(json.loads(line))
             assert child.wait(timeout=60) == 0, child.stderr.read()
         finally:
+            watchdog.cancel()
             child.kill()
     torn = [r for r in results if not r["consistent"]]
     assert not torn, f"{len(torn)} of {TRIALS} interrupts left a torn state: {results}"
