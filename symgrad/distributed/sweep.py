@@ -277,8 +277,7 @@ class _Pool:
     when it died or ran past the timeout: the rest of its chunk.  When that is one job,
     it is charged an attempt and the others go back to the queue.  When it is more, the
     job it was running is one of them: they all go back uncharged, *in doubt*, and run
-    again in chunks that send each job's rows alone, where a loss is charged to its job
-    exactly.  Chunks shrink as the queue does (a share of what is left per actor, at most
+    again one job per chunk, where a loss is charged to its job exactly.  Chunks shrink as the queue does (a share of what is left per actor, at most
     :data:`CHUNK`), so the actors finish together.
     """
 
@@ -351,7 +350,10 @@ class _Pool:
         for a, slot in enumerate(self.running):
             if queue and slot is None:
                 share = -(-len(queue) // (2 * len(self.actors)))
-                size, exact = min(max(1, share), CHUNK), queue[0] in self.doubt
+                exact = queue[0] in self.doubt
+                # a job in doubt runs in a chunk of its own: a worker may die after sending
+                # a job's row and before the driver has it, which would charge that job
+                size = 1 if exact else min(max(1, share), CHUNK)
                 chunk = []  # jobs in doubt and the others go in separate chunks
                 while queue and len(chunk) < size and (queue[0] in self.doubt) == exact:
                     chunk.append(queue.popleft())
