@@ -118,14 +118,13 @@ def interleaved(
     *,
     number: int | None = None,
     warmup: int = 1,
-    rest: bool = True,
 ) -> dict[str, Timing]:
     """Time several candidates in one process, alternating them to cancel machine noise.
 
     Each round takes one sample of every candidate; the order rotates from round
     to round so each candidate runs in each position equally often. A drift in
-    clock speed or load then hits all candidates alike. With ``rest`` each
-    sample waits first until the previous candidate's worker threads have
+    clock speed or load then hits all candidates alike. Each sample waits
+    first until the previous candidate's worker threads have
     stopped spinning (``settle``). Returns one ``Timing``
     per candidate (``.median`` is seconds per call), in the order of ``fns``.
     """
@@ -134,15 +133,13 @@ def interleaved(
     for name in names:
         for _ in range(warmup):
             fns[name]()
-        if rest:
-            settle()
+        settle()
         numbers[name] = number or calibrate(fns[name])
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            if rest:
-                settle()
+            settle()
             samples[name].append(_sample(fns[name], numbers[name]))
     return {name: _summarize(samples[name], numbers[name]) for name in names}
 

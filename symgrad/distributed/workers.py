@@ -24,11 +24,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from symgrad.distributed import population as population_module
 from symgrad.distributed import runtime, trials
+from symgrad.nn.recent import Recent
 
 KEPT_BUILDS = 4
 """How many builds' compiled programs a worker keeps (the oldest is dropped first)."""
@@ -61,7 +61,7 @@ class SweepWorker:
     def __init__(self):
         self.started = time.time()  # symgrad imported: this module is the actor's class
         runtime.use_assigned_cpus()
-        self.programs: OrderedDict[str, tuple[dict, dict]] = OrderedDict()
+        self.programs = Recent(KEPT_BUILDS)  # digest -> this build's programs
         self.token, self.trials = None, None
 
     def threads(self) -> int:
@@ -78,10 +78,7 @@ class SweepWorker:
             return 0.0, True, self.started
         start, earlier = time.perf_counter(), self.token is not None
         build, settings, data, fit_args, population = runtime.ray().get(box[0], timeout=timeout)
-        programs = self.programs.pop(digest, None) or ({}, {})
-        self.programs[digest] = programs
-        while len(self.programs) > KEPT_BUILDS:
-            self.programs.popitem(last=False)
+        programs = self.programs.get(digest, lambda: ({}, {}))
         self.trials = Trials(build, settings, data, fit_args, population, programs)
         self.token = token
         return time.perf_counter() - start, earlier, self.started
